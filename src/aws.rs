@@ -1,0 +1,234 @@
+//! AWS plumbing shared by every kind: SDK configuration from the standard
+//! chain, an interceptor that counts every request sent, and the one place
+//! where SDK errors are classified.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use serde::Serialize;
+
+/// Loads the SDK configuration from the standard chain (environment,
+/// profiles, `AWS_ENDPOINT_URL`, IMDS); `region` overrides the chain's region.
+pub async fn load_config(region: Option<String>) -> SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(region) = region {
+        loader = loader.region(Region::new(region));
+    }
+    loader.load().await
+}
+
+/// Counts of AWS requests sent, per service and operation (retries included).
+#[derive(Clone, Debug, Default)]
+pub struct CallCounter {
+    counts: Arc<Mutex<BTreeMap<(String, String), u64>>>,
+}
+
+/// Whether an operation only reads (Get / List / Describe).
+pub fn is_read(operation: &str) -> bool {
+    ["Get", "List", "Describe"].iter().any(|p| operation.starts_with(p))
+}
+
+/// A summary of the requests a pass sent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CallStats {
+    /// Read requests (Get / List / Describe).
+    pub reads: u64,
+    /// Every other request.
+    pub writes: u64,
+    /// Requests per `Service.Operation`.
+    pub by_operation: BTreeMap<String, u64>,
+}
+
+impl CallCounter {
+    /// Records one request.
+    fn record(&self, service: &str, operation: &str) {
+        if let Ok(mut counts) = self.counts.lock() {
+            *counts.entry((service.to_string(), operation.to_string())).or_insert(0) += 1;
+        }
+    }
+
+    /// The requests recorded so far.
+    pub fn stats(&self) -> CallStats {
+        let mut stats = CallStats::default();
+        if let Ok(counts) = self.counts.lock() {
+            for ((service, operation), n) in counts.iter() {
+                if is_read(operation) {
+                    stats.reads += n;
+                } else {
+                    stats.writes += n;
+                }
+                stats.by_operation.insert(format!("{service}.{operation}"), *n);
+            }
+        }
+        stats
+    }
+}
+
+impl Intercept for CallCounter {
+    fn name(&self) -> &'static str {
+        "CallCounter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(meta) = cfg.load::<Metadata>() {
+            self.record(meta.service(), meta.name());
+        }
+        Ok(())
+    }
+}
+
+/// What kind of failure an AWS error is; decides whether to retry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ErrorClass {
+    /// The resource does not exist.
+    NotFound,
+    /// Rate limited: retry with backoff.
+    Throttled,
+    /// The resource is in a state that forbids the call right now: retry later.
+    Conflict,
+    /// The request is wrong: retrying will not help.
+    Invalid,
+    /// Network trouble, timeouts, 5xx: retry.
+    Transient,
+    /// Credentials or permissions.
+    Denied,
+}
+
+impl ErrorClass {
+    /// Whether retrying the same call can succeed.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, ErrorClass::Throttled | ErrorClass::Conflict | ErrorClass::Transient)
+    }
+}
+
+/// Classifies an AWS error code (and HTTP status, when known).
+pub fn classify(code: Option<&str>, status: Option<u16>) -> ErrorClass {
+    let code = code.unwrap_or_default();
+    let lower = code.to_ascii_lowercase();
+    if lower.contains("notfound") || lower.contains("nonexistent") || lower.contains("doesnotexist") || lower.ends_with(".notfound") {
+        ErrorClass::NotFound
+    } else if lower.contains("throttl") || lower.contains("requestlimitexceeded") || lower.contains("toomanyrequests") || lower == "slowdown" || status == Some(429) {
+        ErrorClass::Throttled
+    } else if lower.contains("deletedrecently") || lower.contains("inuse") || lower.contains("conflict") || lower.contains("incorrectstate") || lower.contains("dependencyviolation") || lower.contains("resourceinuse") {
+        ErrorClass::Conflict
+    } else if lower.contains("accessdenied") || lower.contains("unauthorized") || lower.contains("signature") || lower.contains("expiredtoken") || lower.contains("invalidclienttokenid") || status == Some(403) {
+        ErrorClass::Denied
+    } else if status.is_some_and(|s| s >= 500) || lower.contains("serviceunavailable") || lower.contains("internalerror") || lower.contains("internalfailure") {
+        ErrorClass::Transient
+    } else if code.is_empty() && status.is_none() {
+        ErrorClass::Transient
+    } else {
+        ErrorClass::Invalid
+    }
+}
+
+/// A failed AWS call, classified.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct AwsError {
+    /// `Service.Operation`, e.g. `SQS.CreateQueue`.
+    pub operation: &'static str,
+    /// The class, deciding retries.
+    pub class: ErrorClass,
+    /// The AWS error code, when the service sent one.
+    pub code: Option<String>,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+impl fmt::Display for AwsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.code {
+            Some(code) => write!(f, "{} failed: {code}: {}", self.operation, self.message),
+            None => write!(f, "{} failed: {}", self.operation, self.message),
+        }
+    }
+}
+
+impl AwsError {
+    /// Wraps an SDK error from `operation`.
+    pub fn from_sdk<E, R>(operation: &'static str, err: SdkError<E, R>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: fmt::Debug + HttpStatus,
+    {
+        let status = err.raw_response().map(HttpStatus::status);
+        let code = err.code().map(str::to_string);
+        let message = match err.message() {
+            Some(m) => m.to_string(),
+            None => {
+                // Walk the source chain for the most specific detail (dispatch failures, timeouts).
+                let mut detail = err.to_string();
+                let mut source = std::error::Error::source(&err);
+                while let Some(s) = source {
+                    detail = s.to_string();
+                    source = s.source();
+                }
+                detail
+            }
+        };
+        AwsError { operation, class: classify(code.as_deref(), status), code, message }
+    }
+
+    /// An error the operator itself raises about a response it cannot use.
+    pub fn unexpected(operation: &'static str, message: impl Into<String>) -> Self {
+        AwsError { operation, class: ErrorClass::Invalid, code: None, message: message.into() }
+    }
+}
+
+/// Access to an HTTP response's status code.
+pub trait HttpStatus {
+    /// The status code.
+    fn status(&self) -> u16;
+}
+
+impl HttpStatus for aws_smithy_runtime_api::http::Response {
+    fn status(&self) -> u16 {
+        self.status().as_u16()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification() {
+        assert_eq!(classify(Some("AWS.SimpleQueueService.NonExistentQueue"), Some(400)), ErrorClass::NotFound);
+        assert_eq!(classify(Some("QueueDoesNotExist"), Some(400)), ErrorClass::NotFound);
+        assert_eq!(classify(Some("ThrottlingException"), Some(400)), ErrorClass::Throttled);
+        assert_eq!(classify(Some("RequestLimitExceeded"), Some(503)), ErrorClass::Throttled);
+        assert_eq!(classify(Some("AWS.SimpleQueueService.QueueDeletedRecently"), Some(400)), ErrorClass::Conflict);
+        assert_eq!(classify(Some("InvalidAttributeValue"), Some(400)), ErrorClass::Invalid);
+        assert_eq!(classify(Some("AccessDenied"), Some(403)), ErrorClass::Denied);
+        assert_eq!(classify(None, Some(503)), ErrorClass::Transient);
+        assert_eq!(classify(None, None), ErrorClass::Transient);
+        assert!(ErrorClass::Throttled.is_retryable() && !ErrorClass::Invalid.is_retryable());
+    }
+
+    #[test]
+    fn reads_and_writes() {
+        let c = CallCounter::default();
+        c.record("SQS", "ListQueues");
+        c.record("SQS", "GetQueueAttributes");
+        c.record("SQS", "CreateQueue");
+        let s = c.stats();
+        assert_eq!((s.reads, s.writes), (2, 1));
+        assert_eq!(s.by_operation.get("SQS.CreateQueue"), Some(&1));
+    }
+}

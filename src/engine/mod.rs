@@ -1,0 +1,182 @@
+//! The generic reconcile engine: observe → diff → plan → apply, over every
+//! registered [`Kind`], in dependency order.
+//!
+//! Kinds translate between the spec / AWS and a uniform model ([`Desired`],
+//! [`Live`], string-valued fields); the engine owns ownership rules, diffing,
+//! ordering, retries and the report.
+
+pub mod apply;
+pub mod plan;
+pub mod report;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::aws::AwsError;
+use crate::spec::model::{DeletionPolicy, Tags};
+use crate::spec::EnvSpec;
+
+/// Tag naming the operator as the owner.
+pub const TAG_MANAGED_BY: &str = "sentry:managed-by";
+/// Value of [`TAG_MANAGED_BY`].
+pub const MANAGED_BY: &str = "sentry-operator";
+/// Tag naming the environment.
+pub const TAG_ENV: &str = "sentry:env";
+/// Tag naming the logical id in the spec.
+pub const TAG_ID: &str = "sentry:id";
+/// Tag recording the deletion policy, so it still applies once the spec forgets the resource.
+pub const TAG_DELETION_POLICY: &str = "sentry:deletion-policy";
+
+/// Normalized field values of a resource, compared as strings.
+pub type Fields = BTreeMap<String, String>;
+
+/// Identifies a resource in the spec: its kind and logical id.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct ResourceKey {
+    /// Kind name, e.g. `sqs.queue`.
+    pub kind: &'static str,
+    /// Logical id, e.g. `master-order`.
+    pub id: String,
+}
+
+impl fmt::Display for ResourceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.kind, self.id)
+    }
+}
+
+/// What the spec wants of one resource.
+#[derive(Clone, Debug)]
+pub struct Desired {
+    /// Kind and logical id.
+    pub key: ResourceKey,
+    /// Physical name.
+    pub name: String,
+    /// Managed fields and their desired values.
+    pub fields: Fields,
+    /// Tags, ownership tags included.
+    pub tags: Tags,
+    /// Resources that must exist first.
+    pub depends_on: Vec<ResourceKey>,
+    /// Take over a same-named resource that lacks ownership tags.
+    pub adopt: bool,
+}
+
+/// What AWS has of one resource.
+#[derive(Clone, Debug, Default)]
+pub struct Live {
+    /// Physical name.
+    pub name: String,
+    /// The identifier the kind's API calls take (queue URL, ARN, id).
+    pub handle: String,
+    /// Field values, normalized like [`Desired::fields`].
+    pub fields: Fields,
+    /// Tags.
+    pub tags: Tags,
+}
+
+/// Who owns a live resource, according to its tags.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ownership {
+    /// Tagged by this operator.
+    Managed {
+        /// `sentry:env`.
+        env: String,
+        /// `sentry:id`.
+        id: String,
+        /// `sentry:deletion-policy`.
+        deletion_policy: DeletionPolicy,
+    },
+    /// No ownership tags: someone else's.
+    Unmanaged,
+}
+
+impl Live {
+    /// Reads ownership from the tags.
+    pub fn ownership(&self) -> Ownership {
+        if self.tags.get(TAG_MANAGED_BY).map(String::as_str) != Some(MANAGED_BY) {
+            return Ownership::Unmanaged;
+        }
+        Ownership::Managed {
+            env: self.tags.get(TAG_ENV).cloned().unwrap_or_default(),
+            id: self.tags.get(TAG_ID).cloned().unwrap_or_default(),
+            deletion_policy: match self.tags.get(TAG_DELETION_POLICY).map(String::as_str) {
+                Some("delete") => DeletionPolicy::Delete,
+                _ => DeletionPolicy::Retain,
+            },
+        }
+    }
+}
+
+/// The tags every resource the operator creates carries.
+pub fn ownership_tags(env: &EnvSpec, id: &str, policy: DeletionPolicy, extra: &Tags) -> Tags {
+    let mut tags = env.spec.tags.clone();
+    tags.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+    tags.insert(TAG_MANAGED_BY.into(), MANAGED_BY.into());
+    tags.insert(TAG_ENV.into(), env.env.clone());
+    tags.insert(TAG_ID.into(), id.into());
+    tags.insert(TAG_DELETION_POLICY.into(), policy.as_str().into());
+    tags
+}
+
+/// One field that differs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FieldChange {
+    /// Field (or `tags.<key>`).
+    pub field: String,
+    /// Live value; `None` when absent.
+    pub live: Option<String>,
+    /// Desired value; `None` when it should be absent.
+    pub desired: Option<String>,
+}
+
+/// What differs between desired and live: fields, and tags to add or change.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Delta {
+    /// Fields whose live value differs.
+    pub fields: Vec<FieldChange>,
+    /// Tags to set (missing or with another value).
+    pub tags: Tags,
+}
+
+impl Delta {
+    /// Nothing differs.
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty() && self.tags.is_empty()
+    }
+}
+
+/// One kind of AWS resource: translates the spec into [`Desired`] resources,
+/// reads AWS into [`Live`] ones, and performs the writes the engine decides on.
+///
+/// Observe never writes. Create must tolerate "already exists" and delete
+/// must tolerate "already gone".
+#[async_trait]
+pub trait Kind: Send + Sync {
+    /// Kind name, e.g. `sqs.queue`.
+    fn name(&self) -> &'static str;
+
+    /// Fields that AWS cannot change in place; a change to one is BLOCKED.
+    fn immutable_fields(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// The resources of this kind the spec wants.
+    fn desired(&self, env: &EnvSpec) -> Vec<Desired>;
+
+    /// Reads every live resource of this kind that could be the operator's
+    /// (batched: one list pass, not one call per desired resource where the API allows).
+    async fn observe(&self, desired: &[Desired]) -> Result<Vec<Live>, AwsError>;
+
+    /// Creates the resource, tagged at creation.
+    async fn create(&self, desired: &Desired) -> Result<(), AwsError>;
+
+    /// Applies `delta` to the live resource.
+    async fn update(&self, desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError>;
+
+    /// Deletes the live resource.
+    async fn delete(&self, live: &Live) -> Result<(), AwsError>;
+}

@@ -1,0 +1,184 @@
+//! The result of a pass: terraform-like text or a stable JSON document, the
+//! summary counts, the AWS calls made, and the exit status.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::apply::Mode;
+use super::plan::{Action, Outcome, Step};
+use crate::aws::CallStats;
+use crate::spec::EnvSpec;
+
+/// Exit status: in sync, nothing written.
+pub const EXIT_IN_SYNC: u8 = 0;
+/// Exit status: an error, or not converged.
+pub const EXIT_ERROR: u8 = 1;
+/// Exit status: changes pending (plan) or drift found and repaired (reconcile).
+pub const EXIT_CHANGED: u8 = 2;
+/// Exit status: an invariant is broken and cannot be repaired automatically.
+pub const EXIT_INVARIANT: u8 = 3;
+
+/// Counts per action.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    /// Resources to create.
+    pub create: usize,
+    /// Resources to update.
+    pub update: usize,
+    /// Resources to delete.
+    pub delete: usize,
+    /// Resources in sync.
+    pub unchanged: usize,
+    /// Resources skipped (not the operator's).
+    pub skipped: usize,
+    /// Resources removed from the spec and retained.
+    pub orphaned: usize,
+    /// Changes that need a replacement and were not made.
+    pub blocked: usize,
+    /// Writes that failed (apply mode).
+    pub failed: usize,
+}
+
+/// The result of one pass over one environment.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    /// Environment.
+    pub env: String,
+    /// `plan` or `apply`.
+    pub mode: &'static str,
+    /// One entry per resource, in kind order.
+    pub resources: Vec<Step>,
+    /// Counts per action.
+    pub summary: Summary,
+    /// Problems that stopped part of the pass (e.g. a kind that could not be observed).
+    pub errors: Vec<String>,
+    /// Broken invariants that need a human (exit 3).
+    pub invariant_violations: Vec<String>,
+    /// Spec sections that this build parses and validates but does not reconcile yet.
+    pub not_reconciled: Vec<&'static str>,
+    /// AWS requests made by the pass.
+    pub calls: CallStats,
+    /// Wall time of the pass, in milliseconds.
+    pub duration_ms: u64,
+}
+
+impl Report {
+    /// Builds the report of a pass.
+    pub fn new(env: &EnvSpec, mode: Mode, resources: Vec<Step>, errors: Vec<String>, calls: CallStats, elapsed: Duration) -> Self {
+        let mut summary = Summary::default();
+        for s in &resources {
+            match s.action {
+                Action::Create => summary.create += 1,
+                Action::Update => summary.update += 1,
+                Action::Delete => summary.delete += 1,
+                Action::Noop => summary.unchanged += 1,
+                Action::Skip => summary.skipped += 1,
+                Action::Orphan => summary.orphaned += 1,
+                Action::Blocked => summary.blocked += 1,
+            }
+            if matches!(s.outcome, Some(Outcome::Failed(_) | Outcome::DependencyFailed(_))) {
+                summary.failed += 1;
+            }
+        }
+        Report {
+            env: env.env.clone(),
+            mode: if mode == Mode::Plan { "plan" } else { "apply" },
+            resources,
+            summary,
+            errors,
+            invariant_violations: Vec::new(),
+            not_reconciled: crate::kinds::unreconciled_sections(&env.spec),
+            calls,
+            duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Whether the spec asks for changes (creates, updates or deletes).
+    pub fn has_changes(&self) -> bool {
+        self.summary.create + self.summary.update + self.summary.delete > 0
+    }
+
+    /// The exit status: plan 0 in sync / 2 changes pending / 1 error;
+    /// apply 0 no writes / 2 repaired / 1 error or not converged / 3 invariant broken.
+    pub fn exit_code(&self) -> u8 {
+        if !self.invariant_violations.is_empty() {
+            EXIT_INVARIANT
+        } else if !self.errors.is_empty() || self.summary.failed > 0 || self.summary.blocked > 0 {
+            EXIT_ERROR
+        } else if self.has_changes() {
+            EXIT_CHANGED
+        } else {
+            EXIT_IN_SYNC
+        }
+    }
+
+    /// Renders the report for a terminal.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let verb = if self.mode == "plan" { "Plan" } else { "Reconcile" };
+        let _ = writeln!(out, "{verb} for environment {}:\n", self.env);
+        for s in self.resources.iter().filter(|s| s.action != Action::Noop) {
+            let sigil = match s.action {
+                Action::Create => "+",
+                Action::Update => "~",
+                Action::Delete => "-",
+                Action::Noop => "=",
+                Action::Skip => "!",
+                Action::Orphan => "?",
+                Action::Blocked => "x",
+            };
+            let _ = write!(out, "  {sigil} {} {} ({})", s.key.kind, s.key.id, s.name);
+            if let Some(note) = &s.note {
+                let _ = write!(out, ": {note}");
+            }
+            match &s.outcome {
+                Some(Outcome::Applied) => out.push_str("  [done]"),
+                Some(Outcome::Failed(e)) => {
+                    let _ = write!(out, "  [FAILED: {e}]");
+                }
+                Some(Outcome::DependencyFailed(d)) => {
+                    let _ = write!(out, "  [not attempted: {d} failed]");
+                }
+                None => {}
+            }
+            out.push('\n');
+            for c in &s.changes {
+                let line = match (&c.live, &c.desired) {
+                    (None, Some(d)) => format!("      + {} = {d}", c.field),
+                    (Some(l), Some(d)) => format!("      ~ {}: {l} -> {d}", c.field),
+                    (Some(l), None) => format!("      - {} = {l}", c.field),
+                    (None, None) => continue,
+                };
+                out.push_str(&line);
+                out.push('\n');
+            }
+        }
+        for e in &self.errors {
+            let _ = writeln!(out, "\nerror: {e}");
+        }
+        for v in &self.invariant_violations {
+            let _ = writeln!(out, "\nINVARIANT VIOLATED: {v}");
+        }
+        let s = &self.summary;
+        if self.mode == "plan" {
+            let _ = write!(out, "\nPlan: {} to create, {} to update, {} to delete, {} unchanged", s.create, s.update, s.delete, s.unchanged);
+        } else {
+            let _ = write!(out, "\nApplied: {} created, {} updated, {} deleted, {} unchanged", s.create, s.update, s.delete, s.unchanged);
+        }
+        for (n, what) in [(s.skipped, "skipped (unmanaged)"), (s.orphaned, "orphaned (retained)"), (s.blocked, "blocked"), (s.failed, "failed")] {
+            if n > 0 {
+                let _ = write!(out, ", {n} {what}");
+            }
+        }
+        let _ = writeln!(out, ".");
+        let _ = writeln!(out, "AWS calls: {} reads, {} writes ({} ms).", self.calls.reads, self.calls.writes, self.duration_ms);
+        if !self.not_reconciled.is_empty() {
+            let _ = writeln!(out, "Validated but not reconciled by this build: {}.", self.not_reconciled.join(", "));
+        }
+        out
+    }
+}

@@ -1,0 +1,343 @@
+//! SQS queues: standard and FIFO, attributes, dead-letter redrive, tags.
+//!
+//! SQS has no batch describe: observe is one paginated ListQueues (filtered
+//! by name prefix) plus GetQueueAttributes and ListQueueTags per queue, run
+//! concurrently.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use aws_config::SdkConfig;
+use aws_sdk_sqs::types::QueueAttributeName;
+use aws_sdk_sqs::Client;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+
+use crate::aws::{AwsError, CallCounter, ErrorClass};
+use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Live, ResourceKey};
+use crate::spec::EnvSpec;
+
+/// Kind name.
+pub const KIND: &str = "sqs.queue";
+
+const VISIBILITY_TIMEOUT: &str = "VisibilityTimeout";
+const RETENTION: &str = "MessageRetentionPeriod";
+const DELAY: &str = "DelaySeconds";
+const WAIT_TIME: &str = "ReceiveMessageWaitTimeSeconds";
+const MAX_SIZE: &str = "MaximumMessageSize";
+const FIFO: &str = "FifoQueue";
+const DEDUPLICATION: &str = "ContentBasedDeduplication";
+const REDRIVE: &str = "RedrivePolicy";
+/// Desired value of [`REDRIVE`] for a queue without a dead-letter queue.
+const NO_REDRIVE: &str = "none";
+
+/// How many queues are described at once during observe.
+const DESCRIBE_CONCURRENCY: usize = 8;
+
+/// Redrive policy in normalized form: the DLQ by name, so that desired and
+/// live compare without knowing the account id.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Redrive {
+    dead_letter_target: String,
+    max_receive_count: u32,
+}
+
+/// The SQS queue kind.
+pub struct Queues {
+    client: Client,
+    /// Queue ARNs by name, learnt while observing (needed for redrive policies).
+    arns: Mutex<HashMap<String, String>>,
+    /// Queue URLs by name, learnt from creates.
+    urls: Mutex<HashMap<String, String>>,
+}
+
+impl Queues {
+    /// A queue kind using `config`, counting requests in `counter`.
+    pub fn new(config: &SdkConfig, counter: &CallCounter) -> Self {
+        let conf = aws_sdk_sqs::config::Builder::from(config).interceptor(counter.clone()).build();
+        Queues { client: Client::from_conf(conf), arns: Mutex::new(HashMap::new()), urls: Mutex::new(HashMap::new()) }
+    }
+
+    /// The ARN of queue `name`, from what observe learnt or by asking SQS.
+    async fn arn_of(&self, name: &str) -> Result<String, AwsError> {
+        if let Some(arn) = self.arns.lock().ok().and_then(|m| m.get(name).cloned()) {
+            return Ok(arn);
+        }
+        let known_url = self.urls.lock().ok().and_then(|m| m.get(name).cloned());
+        let url = match known_url {
+            Some(url) => url,
+            None => self
+                .client
+                .get_queue_url()
+                .queue_name(name)
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("SQS.GetQueueUrl", e))?
+                .queue_url
+                .ok_or_else(|| AwsError::unexpected("SQS.GetQueueUrl", "no queue URL in response"))?,
+        };
+        let attributes = self
+            .client
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("SQS.GetQueueAttributes", e))?
+            .attributes
+            .unwrap_or_default();
+        let arn = attributes
+            .get(&QueueAttributeName::QueueArn)
+            .cloned()
+            .ok_or_else(|| AwsError::unexpected("SQS.GetQueueAttributes", format!("no QueueArn for {name}")))?;
+        if let Ok(mut m) = self.arns.lock() {
+            m.insert(name.to_string(), arn.clone());
+        }
+        Ok(arn)
+    }
+
+    /// Turns desired/delta fields into SQS attributes (redrive resolved to an ARN).
+    async fn attributes<'a>(&self, fields: impl Iterator<Item = (&'a str, &'a str)>) -> Result<HashMap<QueueAttributeName, String>, AwsError> {
+        let mut out = HashMap::new();
+        for (field, value) in fields {
+            let value = if field == REDRIVE {
+                if value == NO_REDRIVE {
+                    String::new()
+                } else {
+                    let r: Redrive = serde_json::from_str(value)
+                        .map_err(|e| AwsError::unexpected("SQS.SetQueueAttributes", format!("bad redrive value {value}: {e}")))?;
+                    let arn = self.arn_of(&r.dead_letter_target).await?;
+                    serde_json::json!({ "deadLetterTargetArn": arn, "maxReceiveCount": r.max_receive_count }).to_string()
+                }
+            } else {
+                value.to_string()
+            };
+            out.insert(QueueAttributeName::from(field), value);
+        }
+        Ok(out)
+    }
+
+    /// Reads one queue; `None` if it vanished since it was listed.
+    async fn describe(&self, url: String) -> Result<Option<Live>, AwsError> {
+        let attributes = match self.client.get_queue_attributes().queue_url(&url).attribute_names(QueueAttributeName::All).send().await {
+            Ok(out) => out.attributes.unwrap_or_default(),
+            Err(e) => {
+                let e = AwsError::from_sdk("SQS.GetQueueAttributes", e);
+                return if e.class == ErrorClass::NotFound { Ok(None) } else { Err(e) };
+            }
+        };
+        let tags = match self.client.list_queue_tags().queue_url(&url).send().await {
+            Ok(out) => out.tags.unwrap_or_default(),
+            Err(e) => {
+                let e = AwsError::from_sdk("SQS.ListQueueTags", e);
+                return if e.class == ErrorClass::NotFound { Ok(None) } else { Err(e) };
+            }
+        };
+        let name = url.rsplit('/').next().unwrap_or_default().to_string();
+        let raw: BTreeMap<String, String> = attributes.into_iter().map(|(k, v)| (k.as_str().to_string(), v)).collect();
+        if let Some(arn) = raw.get("QueueArn") {
+            if let Ok(mut m) = self.arns.lock() {
+                m.insert(name.clone(), arn.clone());
+            }
+        }
+        Ok(Some(Live { name, handle: url, fields: normalize(&raw), tags: tags.into_iter().collect() }))
+    }
+}
+
+/// Keeps the managed attributes, with the redrive policy in normalized form.
+fn normalize(raw: &BTreeMap<String, String>) -> Fields {
+    let mut fields: Fields = [VISIBILITY_TIMEOUT, RETENTION, DELAY, WAIT_TIME, MAX_SIZE, FIFO, DEDUPLICATION]
+        .into_iter()
+        .filter_map(|k| raw.get(k).map(|v| (k.to_string(), v.clone())))
+        .collect();
+    let redrive = raw
+        .get(REDRIVE)
+        .filter(|v| !v.is_empty())
+        .and_then(|v| serde_json::from_str::<serde_json::Value>(v).ok())
+        .and_then(|v| {
+            let arn = v.get("deadLetterTargetArn")?.as_str()?;
+            let count = match v.get("maxReceiveCount")? {
+                serde_json::Value::Number(n) => n.as_u64()?,
+                serde_json::Value::String(s) => s.parse().ok()?,
+                _ => return None,
+            };
+            let target = arn.rsplit(':').next()?.to_string();
+            serde_json::to_string(&Redrive { dead_letter_target: target, max_receive_count: u32::try_from(count).ok()? }).ok()
+        });
+    fields.insert(REDRIVE.into(), redrive.unwrap_or_else(|| NO_REDRIVE.into()));
+    fields
+}
+
+/// The longest prefix shared by `names` and the `sentry-` naming convention.
+fn list_prefix<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let mut prefix = "sentry-".to_string();
+    for name in names {
+        let common = prefix.chars().zip(name.chars()).take_while(|(a, b)| a == b).count();
+        prefix.truncate(prefix.char_indices().nth(common).map_or(prefix.len(), |(i, _)| i));
+    }
+    prefix
+}
+
+#[async_trait]
+impl Kind for Queues {
+    fn name(&self) -> &'static str {
+        KIND
+    }
+
+    fn immutable_fields(&self) -> &'static [&'static str] {
+        &[FIFO]
+    }
+
+    fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
+        let Some(messaging) = &env.spec.messaging else { return Vec::new() };
+        messaging
+            .queues
+            .iter()
+            .map(|(id, q)| {
+                let a = q.attributes().or(&messaging.queue_defaults);
+                let mut fields = Fields::new();
+                for (field, value) in [
+                    (VISIBILITY_TIMEOUT, a.visibility_timeout_seconds),
+                    (RETENTION, a.message_retention_seconds),
+                    (DELAY, a.delay_seconds),
+                    (WAIT_TIME, a.receive_wait_time_seconds),
+                    (MAX_SIZE, a.max_message_size_bytes),
+                ] {
+                    if let Some(v) = value {
+                        fields.insert(field.into(), v.to_string());
+                    }
+                }
+                if q.fifo {
+                    fields.insert(FIFO.into(), "true".into());
+                    fields.insert(DEDUPLICATION.into(), q.content_based_deduplication.unwrap_or(false).to_string());
+                }
+                let mut depends_on = Vec::new();
+                let redrive = match &q.dead_letter {
+                    Some(dl) => {
+                        depends_on.push(ResourceKey { kind: KIND, id: dl.queue.clone() });
+                        let target = messaging.queues.get(&dl.queue).map(|t| t.physical_name(&dl.queue, &env.env)).unwrap_or_default();
+                        serde_json::to_string(&Redrive { dead_letter_target: target, max_receive_count: dl.max_receive_count })
+                            .unwrap_or_default()
+                    }
+                    None => NO_REDRIVE.into(),
+                };
+                fields.insert(REDRIVE.into(), redrive);
+                Desired {
+                    key: ResourceKey { kind: KIND, id: id.clone() },
+                    name: q.physical_name(id, &env.env),
+                    fields,
+                    tags: ownership_tags(env, id, q.deletion_policy, &q.tags),
+                    depends_on,
+                    adopt: q.adopt,
+                }
+            })
+            .collect()
+    }
+
+    async fn observe(&self, desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
+        let prefix = list_prefix(desired.iter().map(|d| d.name.as_str()));
+        let mut urls = Vec::new();
+        let mut token = None;
+        loop {
+            let mut request = self.client.list_queues().max_results(1000).set_next_token(token);
+            if !prefix.is_empty() {
+                request = request.queue_name_prefix(&prefix);
+            }
+            let page = request.send().await.map_err(|e| AwsError::from_sdk("SQS.ListQueues", e))?;
+            urls.extend(page.queue_urls.unwrap_or_default());
+            token = page.next_token;
+            if token.is_none() {
+                break;
+            }
+        }
+        let described: Vec<Option<Live>> =
+            stream::iter(urls).map(|url| self.describe(url)).buffer_unordered(DESCRIBE_CONCURRENCY).try_collect().await?;
+        Ok(described.into_iter().flatten().collect())
+    }
+
+    async fn create(&self, desired: &Desired) -> Result<(), AwsError> {
+        let attributes = self.attributes(desired.fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))).await?;
+        let attributes = attributes.into_iter().filter(|(k, v)| !(*k == QueueAttributeName::RedrivePolicy && v.is_empty())).collect();
+        let created = self
+            .client
+            .create_queue()
+            .queue_name(&desired.name)
+            .set_attributes(Some(attributes))
+            .set_tags(Some(desired.tags.clone().into_iter().collect()))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("SQS.CreateQueue", e))?;
+        if let (Some(url), Ok(mut urls)) = (created.queue_url, self.urls.lock()) {
+            urls.insert(desired.name.clone(), url);
+        }
+        Ok(())
+    }
+
+    async fn update(&self, _desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {
+        if !delta.fields.is_empty() {
+            let changed = delta.fields.iter().filter_map(|c| c.desired.as_deref().map(|v| (c.field.as_str(), v)));
+            let attributes = self.attributes(changed).await?;
+            self.client
+                .set_queue_attributes()
+                .queue_url(&live.handle)
+                .set_attributes(Some(attributes))
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("SQS.SetQueueAttributes", e))?;
+        }
+        if !delta.tags.is_empty() {
+            self.client
+                .tag_queue()
+                .queue_url(&live.handle)
+                .set_tags(Some(delta.tags.clone().into_iter().collect()))
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("SQS.TagQueue", e))?;
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, live: &Live) -> Result<(), AwsError> {
+        match self.client.delete_queue().queue_url(&live.handle).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let e = AwsError::from_sdk("SQS.DeleteQueue", e);
+                if e.class == ErrorClass::NotFound {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redrive_is_normalized_to_the_queue_name() {
+        let raw: BTreeMap<String, String> = [
+            ("VisibilityTimeout".to_string(), "30".to_string()),
+            ("QueueArn".to_string(), "arn:aws:sqs:us-east-1:1:q".to_string()),
+            ("RedrivePolicy".to_string(), r#"{"deadLetterTargetArn":"arn:aws:sqs:us-east-1:123456789012:q-dlq","maxReceiveCount":"5"}"#.to_string()),
+        ]
+        .into_iter()
+        .collect();
+        let f = normalize(&raw);
+        assert_eq!(f.get(REDRIVE).map(String::as_str), Some(r#"{"deadLetterTarget":"q-dlq","maxReceiveCount":5}"#));
+        assert_eq!(f.get(VISIBILITY_TIMEOUT).map(String::as_str), Some("30"));
+        assert!(!f.contains_key("QueueArn"));
+        assert_eq!(normalize(&BTreeMap::new()).get(REDRIVE).map(String::as_str), Some(NO_REDRIVE));
+    }
+
+    #[test]
+    fn prefix_is_shared_by_all_names() {
+        assert_eq!(list_prefix(["sentry-a-dev", "sentry-b-dev"].into_iter()), "sentry-");
+        assert_eq!(list_prefix(["sentry-a-dev", "other"].into_iter()), "");
+        assert_eq!(list_prefix(std::iter::empty()), "sentry-");
+    }
+}
