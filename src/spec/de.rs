@@ -46,13 +46,10 @@ impl DeError {
 }
 
 /// Deserializes `T` from `node`.
+/// An error without a position is about `node` as a whole; the caller knows
+/// best where to point (its key, for a map).
 pub fn from_node<'de, T: serde::Deserialize<'de>>(node: &'de Node) -> Result<T, DeError> {
-    T::deserialize(NodeDe(node)).map_err(|mut e| {
-        if e.loc.is_none() {
-            e.loc = Some(node.loc.clone());
-        }
-        e
-    })
+    T::deserialize(NodeDe(node))
 }
 
 /// The deserializer for one node.
@@ -165,7 +162,10 @@ impl<'de> MapAccess<'de> for Entries<'de> {
         let Some((key, node)) = self.current else {
             return Err(de::Error::custom("value requested before its key"));
         };
-        seed.deserialize(NodeDe(node)).map_err(|e| e.within(&key.name, &node.loc))
+        // Errors about a whole map or list (a missing field) point at its key;
+        // errors about a scalar point at the value.
+        let loc = if matches!(node.value, Value::Map(_) | Value::Seq(_)) { &key.loc } else { &node.loc };
+        seed.deserialize(NodeDe(node)).map_err(|e| e.within(&key.name, loc))
     }
 }
 
@@ -178,6 +178,7 @@ mod tests {
 
     #[derive(Deserialize, Debug)]
     #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    #[allow(dead_code)] // only deserialized
     struct Inner {
         cidr: String,
         #[serde(default)]
@@ -186,6 +187,7 @@ mod tests {
 
     #[derive(Deserialize, Debug)]
     #[serde(deny_unknown_fields)]
+    #[allow(dead_code)] // only deserialized
     struct Outer {
         vpc: Inner,
         #[serde(default)]
@@ -215,6 +217,7 @@ mod tests {
         let node = parse("f.yaml", "vpc:\n  count: 1\n").expect("yaml");
         let e = from_node::<Outer>(&node).expect_err("missing");
         assert_eq!(e.path, vec!["vpc"]);
+        assert_eq!(e.loc.map(|l| (l.line, l.col)), Some((1, 1)));
         assert!(e.message.contains("missing field `cidr`"), "{}", e.message);
     }
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 
 pub use model::Spec;
-use yaml::{Loc, Node, Value};
+use yaml::{Key, Loc, Node, Value};
 
 /// The base file every environment file is merged onto.
 pub const BASE_FILE: &str = "base.yaml";
@@ -159,14 +159,14 @@ fn structure(tree: &Node) -> Result<Spec, Vec<SpecError>> {
     for (key, node) in entries {
         let name = key.name.as_str();
         match name {
-            "region" => section(name, node, &mut errors, |v| spec.region = v),
-            "tags" => section(name, node, &mut errors, |v| spec.tags = v),
-            "network" => section(name, node, &mut errors, |v| spec.network = v),
-            "messaging" => section(name, node, &mut errors, |v| spec.messaging = v),
-            "data" => section(name, node, &mut errors, |v| spec.data = v),
-            "compute" => section(name, node, &mut errors, |v| spec.compute = v),
-            "identity" => section(name, node, &mut errors, |v| spec.identity = v),
-            "observability" => section(name, node, &mut errors, |v| spec.observability = v),
+            "region" => section(key, node, &mut errors, |v| spec.region = v),
+            "tags" => section(key, node, &mut errors, |v| spec.tags = v),
+            "network" => section(key, node, &mut errors, |v| spec.network = v),
+            "messaging" => section(key, node, &mut errors, |v| spec.messaging = v),
+            "data" => section(key, node, &mut errors, |v| spec.data = v),
+            "compute" => section(key, node, &mut errors, |v| spec.compute = v),
+            "identity" => section(key, node, &mut errors, |v| spec.identity = v),
+            "observability" => section(key, node, &mut errors, |v| spec.observability = v),
             _ => errors.push(SpecError {
                 loc: key.loc.clone(),
                 path: name.to_string(),
@@ -181,13 +181,19 @@ fn structure(tree: &Node) -> Result<Spec, Vec<SpecError>> {
     }
 }
 
-fn section<T: DeserializeOwned>(name: &str, node: &Node, errors: &mut Vec<SpecError>, set: impl FnOnce(T)) {
+fn section<T: DeserializeOwned>(key: &Key, node: &Node, errors: &mut Vec<SpecError>, set: impl FnOnce(T)) {
     match de::from_node::<T>(node) {
         Ok(value) => set(value),
         Err(e) => {
-            let mut path = vec![name.to_string()];
+            let mut path = vec![key.name.clone()];
             path.extend(e.path);
-            errors.push(SpecError { loc: e.loc.unwrap_or_else(|| node.loc.clone()), path: path.join("."), message: e.message });
+            // Errors about a whole section (a missing field) point at its key.
+            let loc = match (e.loc, &node.value) {
+                (Some(loc), _) => loc,
+                (None, Value::Map(_) | Value::Seq(_)) => key.loc.clone(),
+                (None, _) => node.loc.clone(),
+            };
+            errors.push(SpecError { loc, path: path.join("."), message: e.message });
         }
     }
 }

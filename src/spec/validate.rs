@@ -97,7 +97,12 @@ impl Checker {
     fn reference<'a>(&mut self, segments: &[&str], target: &str, known: impl IntoIterator<Item = &'a str>, what: &str) {
         let known: Vec<&str> = known.into_iter().collect();
         if !known.contains(&target) {
-            let hint = if known.is_empty() { "none are defined".to_string() } else { format!("known: {}", known.join(", ")) };
+            const SHOWN: usize = 8;
+            let hint = match known.len() {
+                0 => "none are defined".to_string(),
+                n if n <= SHOWN => format!("known: {}", known.join(", ")),
+                n => format!("known: {}, ... ({n} in all)", known[..SHOWN].join(", ")),
+            };
             self.err(segments, format!("{what} {target:?} is not defined ({hint})"));
         }
     }
@@ -195,7 +200,7 @@ impl Checker {
         if n.whitelist.pool.len() < n.nat_gateways.len() {
             self.err(
                 &["network", "whitelist", "pool"],
-                format!("the whitelist pool has {} addresses but {} NAT gateways need one each", n.whitelist.pool.len(), n.nat_gateways.len()),
+                format!("the whitelist pool has {} address(es) but {} NAT gateways need one each", n.whitelist.pool.len(), n.nat_gateways.len()),
             );
         }
         let mut eip_users: HashMap<&str, &str> = HashMap::new();

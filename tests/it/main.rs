@@ -1,1 +1,5 @@
+//! The one integration-test binary (each extra file in tests/ would re-link the AWS SDK).
 
+mod harness;
+mod invalid_specs;
+mod sqs;
