@@ -157,6 +157,9 @@ impl Report {
                 out.push('\n');
             }
         }
+        if self.resources.iter().all(|s| s.action == Action::Noop) {
+            out.push_str("  No changes: every managed resource matches the spec.\n");
+        }
         for e in &self.errors {
             let _ = writeln!(out, "\nerror: {e}");
         }
