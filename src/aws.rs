@@ -108,6 +108,8 @@ pub enum ErrorClass {
     Transient,
     /// Credentials or permissions.
     Denied,
+    /// A safety invariant is broken and a human must act (exit 3).
+    Invariant,
 }
 
 impl ErrorClass {

@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt};
 
-use super::plan::{plan_kind, waves, Action, Outcome, Step};
-use super::report::Report;
+use super::plan::{decide, match_kind, waves, Action, Handles, Outcome, Pair, Rules, Step};
+use super::report::{Report, Section};
 use super::{Kind, ResourceKey};
-use crate::aws::{AwsError, CallCounter};
+use crate::aws::{AwsError, CallCounter, ErrorClass};
 use crate::spec::EnvSpec;
 
 /// Whether a pass only plans or also writes.
@@ -41,43 +41,118 @@ impl Default for RetryPolicy {
 }
 
 /// Runs one pass for `env` over `kinds` (registered in dependency order).
+/// When a resource had to be replaced, a second round re-observes and applies
+/// what the replacement changed (routes pointing at a new NAT gateway, ...).
 pub async fn reconcile(env: &EnvSpec, kinds: &[Box<dyn Kind>], counter: &CallCounter, mode: Mode, retry: &RetryPolicy) -> Report {
     let started = Instant::now();
+    let mut planned = plan_pass(env, kinds).await;
+    let mut steps = Vec::new();
+    let mut errors = std::mem::take(&mut planned.errors);
+    let mut violations = std::mem::take(&mut planned.review.violations);
+    let sections = std::mem::take(&mut planned.review.sections);
+    if mode == Mode::Apply && planned.review.errors.is_empty() {
+        let replaced = apply(&mut planned, kinds, retry, &mut violations).await;
+        steps.append(&mut planned.steps);
+        if replaced {
+            let mut again = plan_pass(env, kinds).await;
+            apply(&mut again, kinds, retry, &mut violations).await;
+            errors.append(&mut again.errors);
+            steps.extend(again.steps.into_iter().filter(|s| s.action != Action::Noop).map(|mut s| {
+                s.note = Some(format!("after a replacement{}", s.note.map(|n| format!("; {n}")).unwrap_or_default()));
+                s
+            }));
+        }
+    } else {
+        steps.append(&mut planned.steps);
+    }
+    if !planned.review.errors.is_empty() {
+        errors.append(&mut planned.review.errors);
+        errors.push("nothing was applied".into());
+    }
+    let mut report = Report::new(env, mode, steps, errors, counter.stats(), started.elapsed());
+    report.sections = sections;
+    report.invariant_violations = violations;
+    report
+}
+
+/// The merged reviews of every kind.
+#[derive(Debug, Default)]
+struct Reviews {
+    errors: Vec<String>,
+    violations: Vec<String>,
+    sections: Vec<Section>,
+}
+
+/// A planned pass: steps, the kind of each step, and the handle map.
+struct Planned {
+    steps: Vec<Step>,
+    owners: Vec<usize>,
+    handles: Handles,
+    errors: Vec<String>,
+    review: Reviews,
+}
+
+/// Observes every kind concurrently and plans.
+async fn plan_pass(env: &EnvSpec, kinds: &[Box<dyn Kind>]) -> Planned {
     let observed = futures::future::join_all(kinds.iter().map(|kind| async move {
         let desired = kind.desired(env);
-        let live = kind.observe(&desired).await;
+        let live = kind.observe(env, &desired).await;
         (desired, live)
     }))
     .await;
 
-    let mut steps: Vec<Step> = Vec::new();
-    let mut owners: Vec<usize> = Vec::new();
+    let mut matched: Vec<(usize, Vec<Pair>)> = Vec::new();
     let mut errors = Vec::new();
     for (k, (desired, live)) in observed.into_iter().enumerate() {
         let kind = &kinds[k];
         match live {
-            Ok(live) => {
-                let planned = plan_kind(kind.name(), &env.env, kind.immutable_fields(), desired, live);
-                owners.extend(std::iter::repeat_n(k, planned.len()));
-                steps.extend(planned);
-            }
+            Ok(live) => matched.push((k, match_kind(kind.name(), &env.env, desired, live, |d, l| kind.matches(&env.env, d, l)))),
             Err(e) => errors.push(format!("observe {}: {e}", kind.name())),
         }
     }
-
-    if mode == Mode::Apply {
-        apply(&mut steps, &owners, kinds, retry).await;
+    let mut handles = Handles::default();
+    for (_, pairs) in &matched {
+        handles.learn_pairs(pairs.iter());
     }
-    Report::new(env, mode, steps, errors, counter.stats(), started.elapsed())
+    let mut steps = Vec::new();
+    let mut owners = Vec::new();
+    for (k, pairs) in matched {
+        let kind = &kinds[k];
+        let rules = Rules { kind: kind.name(), immutable: kind.immutable_fields(), exclusive: kind.exclusive_prefixes(), replaceable: kind.replaceable() };
+        for mut pair in pairs {
+            if let Some(l) = &mut pair.live {
+                l.fields = Handles::rewrite(&l.fields, |t| handles.to_references(t));
+            }
+            if let Some(d) = &mut pair.desired {
+                d.fields = Handles::rewrite(&d.fields, |t| handles.to_references(t));
+            }
+            if let Some(step) = decide(rules, &env.env, pair) {
+                steps.push(step);
+                owners.push(k);
+            }
+        }
+    }
+    let mut review = Reviews::default();
+    for (k, kind) in kinds.iter().enumerate() {
+        let mine: Vec<&Step> = steps.iter().zip(&owners).filter(|(_, o)| **o == k).map(|(s, _)| s).collect();
+        let r = kind.review(env, &mine);
+        review.errors.extend(r.errors);
+        review.violations.extend(r.violations);
+        review.sections.extend(r.section);
+    }
+    Planned { steps, owners, handles, errors, review }
 }
 
-async fn apply(steps: &mut [Step], owners: &[usize], kinds: &[Box<dyn Kind>], retry: &RetryPolicy) {
+/// Applies a plan; returns whether any resource was replaced.
+async fn apply(planned: &mut Planned, kinds: &[Box<dyn Kind>], retry: &RetryPolicy, violations: &mut Vec<String>) -> bool {
+    let Planned { steps, owners, handles, .. } = planned;
     let mut failed: BTreeSet<ResourceKey> = BTreeSet::new();
+    let mut replaced = false;
     for wave in waves(steps) {
         let mut runnable = Vec::new();
         for &i in &wave {
             let step = &mut steps[i];
-            if !matches!(step.action, Action::Create | Action::Update) {
+            if !matches!(step.action, Action::Create | Action::Update | Action::Replace) {
                 continue;
             }
             let deps = step.desired.iter().flat_map(|d| d.depends_on.iter());
@@ -88,17 +163,25 @@ async fn apply(steps: &mut [Step], owners: &[usize], kinds: &[Box<dyn Kind>], re
             }
             runnable.push(i);
         }
-        let results: Vec<(usize, Result<(), AwsError>)> = stream::iter(runnable)
-            .map(|i| {
-                let step = &steps[i];
-                let kind = &kinds[owners[i]];
-                async move { (i, with_retries(retry, || write(kind.as_ref(), step)).await) }
-            })
-            .buffer_unordered(WRITE_CONCURRENCY)
-            .collect()
-            .await;
+        let results: Vec<(usize, Result<Option<String>, AwsError>)> = {
+            let steps = &*steps;
+            let handles = &*handles;
+            stream::iter(runnable)
+                .map(|i| {
+                    let kind = &kinds[owners[i]];
+                    let step = resolved(&steps[i], handles);
+                    async move { (i, with_retries(retry, || write(kind.as_ref(), &step)).await) }
+                })
+                .buffer_unordered(WRITE_CONCURRENCY)
+                .collect()
+                .await
+        };
         for (i, result) in results {
-            record(&mut steps[i], result, &mut failed);
+            if let Ok(Some(handle)) = &result {
+                handles.learn(&steps[i].key, handle);
+            }
+            replaced |= result.is_ok() && steps[i].action == Action::Replace;
+            record(&mut steps[i], result.map(|_| ()), &mut failed, violations);
         }
     }
     // Deletes last, in reverse registration order (dependents before what they depend on).
@@ -106,35 +189,66 @@ async fn apply(steps: &mut [Step], owners: &[usize], kinds: &[Box<dyn Kind>], re
     deletes.sort_by_key(|&i| std::cmp::Reverse(owners[i]));
     for i in deletes {
         let kind = &kinds[owners[i]];
-        let result = with_retries(retry, || write(kind.as_ref(), &steps[i])).await;
-        record(&mut steps[i], result, &mut failed);
+        let step = resolved(&steps[i], handles);
+        let result = with_retries(retry, || write(kind.as_ref(), &step)).await;
+        record(&mut steps[i], result.map(|_| ()), &mut failed, violations);
     }
+    replaced
 }
 
-fn record(step: &mut Step, result: Result<(), AwsError>, failed: &mut BTreeSet<ResourceKey>) {
+/// A copy of `step` with every reference turned into a physical id.
+fn resolved(step: &Step, handles: &Handles) -> Step {
+    let mut s = step.clone();
+    let to = |t: &str| handles.to_handles(t);
+    if let Some(d) = &mut s.desired {
+        d.fields = Handles::rewrite(&d.fields, to);
+    }
+    if let Some(l) = &mut s.live {
+        l.fields = Handles::rewrite(&l.fields, to);
+    }
+    for c in &mut s.delta.fields {
+        c.field = to(&c.field);
+        c.live = c.live.as_deref().map(to);
+        c.desired = c.desired.as_deref().map(to);
+    }
+    s
+}
+
+fn record(step: &mut Step, result: Result<(), AwsError>, failed: &mut BTreeSet<ResourceKey>, violations: &mut Vec<String>) {
     step.outcome = Some(match result {
         Ok(()) => Outcome::Applied,
         Err(e) => {
-            tracing::warn!(resource = %step.key, error = %e, "apply failed");
+            if e.class == ErrorClass::Invariant {
+                tracing::error!(resource = %step.key, error = %e, "invariant violated");
+                violations.push(format!("{}: {}", step.key, e.message));
+            } else {
+                tracing::warn!(resource = %step.key, error = %e, "apply failed");
+            }
             failed.insert(step.key.clone());
             Outcome::Failed(e.to_string())
         }
     });
 }
 
-async fn write(kind: &dyn Kind, step: &Step) -> Result<(), AwsError> {
+/// Performs one step; returns the new handle for creates and replacements.
+async fn write(kind: &dyn Kind, step: &Step) -> Result<Option<String>, AwsError> {
     match (step.action, &step.desired, &step.live) {
         (Action::Create, Some(d), _) => {
             tracing::info!(resource = %step.key, name = %step.name, "creating");
-            kind.create(d).await
+            kind.create(d).await.map(Some)
         }
         (Action::Update, Some(d), Some(l)) => {
             tracing::info!(resource = %step.key, name = %step.name, changes = step.changes.len(), "updating");
-            kind.update(d, l, &step.delta).await
+            kind.update(d, l, &step.delta).await.map(|()| None)
+        }
+        (Action::Replace, Some(d), Some(l)) => {
+            tracing::info!(resource = %step.key, name = %step.name, "replacing");
+            kind.delete(l).await?;
+            kind.create(d).await.map(Some)
         }
         (Action::Delete, _, Some(l)) => {
             tracing::info!(resource = %step.key, name = %step.name, "deleting");
-            kind.delete(l).await
+            kind.delete(l).await.map(|()| None)
         }
         _ => Err(AwsError::unexpected("engine", format!("step {} has nothing to apply", step.key))),
     }
@@ -151,10 +265,10 @@ impl backoff::Clock for TokioClock {
 }
 
 /// Runs `op` until it succeeds, fails with a non-retryable error, or the policy's time runs out.
-pub async fn with_retries<F, Fut>(policy: &RetryPolicy, mut op: F) -> Result<(), AwsError>
+pub async fn with_retries<T, F, Fut>(policy: &RetryPolicy, mut op: F) -> Result<T, AwsError>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), AwsError>>,
+    Fut: std::future::Future<Output = Result<T, AwsError>>,
 {
     let backoff = backoff::exponential::ExponentialBackoffBuilder::<TokioClock>::new()
         .with_initial_interval(policy.initial)
@@ -191,7 +305,7 @@ mod tests {
     async fn retryable_errors_are_retried_until_success() {
         let calls = AtomicU32::new(0);
         let policy = RetryPolicy::default();
-        let result = with_retries(&policy, || {
+        let result: Result<(), AwsError> = with_retries(&policy, || {
             let n = calls.fetch_add(1, Ordering::SeqCst);
             async move { if n < 3 { Err(err(ErrorClass::Throttled)) } else { Ok(()) } }
         })
@@ -203,7 +317,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn invalid_errors_are_not_retried() {
         let calls = AtomicU32::new(0);
-        let result = with_retries(&RetryPolicy::default(), || {
+        let result: Result<(), AwsError> = with_retries(&RetryPolicy::default(), || {
             calls.fetch_add(1, Ordering::SeqCst);
             async { Err(err(ErrorClass::Invalid)) }
         })
@@ -216,7 +330,7 @@ mod tests {
     async fn retries_stop_when_time_runs_out() {
         let calls = AtomicU32::new(0);
         let policy = RetryPolicy { initial: Duration::from_millis(100), max_elapsed: Duration::from_secs(5) };
-        let result = with_retries(&policy, || {
+        let result: Result<(), AwsError> = with_retries(&policy, || {
             calls.fetch_add(1, Ordering::SeqCst);
             async { Err(err(ErrorClass::Conflict)) }
         })

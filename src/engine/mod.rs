@@ -76,6 +76,20 @@ pub struct Live {
     pub fields: Fields,
     /// Tags.
     pub tags: Tags,
+    /// Kind-private facts needed to act (association ids, ...); never diffed.
+    pub meta: BTreeMap<String, String>,
+}
+
+/// A field value that refers to another resource of the spec, e.g.
+/// `@ec2.vpc/vpc`. The engine turns live physical ids into references before
+/// diffing, and references into physical ids before writing.
+pub fn reference(kind: &str, id: &str) -> String {
+    format!("@{kind}/{id}")
+}
+
+/// Whether a (resolved) value still holds a reference nobody could resolve.
+pub fn is_unresolved(value: &str) -> bool {
+    value.starts_with('@')
 }
 
 /// Who owns a live resource, according to its tags.
@@ -95,6 +109,11 @@ pub enum Ownership {
 }
 
 impl Live {
+    /// Whether the tags say this resource is `id` of environment `env`.
+    pub fn is_owned_as(&self, env: &str, id: &str) -> bool {
+        matches!(self.ownership(), Ownership::Managed { env: e, id: i, .. } if e == env && i == id)
+    }
+
     /// Reads ownership from the tags.
     pub fn ownership(&self) -> Ownership {
         if self.tags.get(TAG_MANAGED_BY).map(String::as_str) != Some(MANAGED_BY) {
@@ -120,6 +139,17 @@ pub fn ownership_tags(env: &EnvSpec, id: &str, policy: DeletionPolicy, extra: &T
     tags.insert(TAG_ID.into(), id.into());
     tags.insert(TAG_DELETION_POLICY.into(), policy.as_str().into());
     tags
+}
+
+/// What a kind's review of the plan found.
+#[derive(Clone, Debug, Default)]
+pub struct Review {
+    /// Problems that must stop the pass before any write.
+    pub errors: Vec<String>,
+    /// Broken invariants a human must handle (exit 3).
+    pub violations: Vec<String>,
+    /// A section of its own in the report.
+    pub section: Option<report::Section>,
 }
 
 /// One field that differs.
@@ -159,9 +189,33 @@ pub trait Kind: Send + Sync {
     /// Kind name, e.g. `sqs.queue`.
     fn name(&self) -> &'static str;
 
-    /// Fields that AWS cannot change in place; a change to one is BLOCKED.
+    /// Fields that AWS cannot change in place: a change to one is BLOCKED,
+    /// or a replacement for [`Kind::replaceable`] kinds.
     fn immutable_fields(&self) -> &'static [&'static str] {
         &[]
+    }
+
+    /// Whether a change to an immutable field may be made by deleting and
+    /// re-creating the resource (stateless kinds only).
+    fn replaceable(&self) -> bool {
+        false
+    }
+
+    /// Field-name prefixes this kind owns exhaustively: a live field with one
+    /// of them that the spec does not list is removed (e.g. security-group rules).
+    fn exclusive_prefixes(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Whether `live` is the resource `desired` describes. Default: same
+    /// physical name (for kinds whose names are unique, like queues).
+    fn matches(&self, _env: &str, desired: &Desired, live: &Live) -> bool {
+        desired.name == live.name
+    }
+
+    /// Kind-specific checks of a finished plan, run before anything is written.
+    fn review(&self, _env: &EnvSpec, _steps: &[&plan::Step]) -> Review {
+        Review::default()
     }
 
     /// The resources of this kind the spec wants.
@@ -169,10 +223,10 @@ pub trait Kind: Send + Sync {
 
     /// Reads every live resource of this kind that could be the operator's
     /// (batched: one list pass, not one call per desired resource where the API allows).
-    async fn observe(&self, desired: &[Desired]) -> Result<Vec<Live>, AwsError>;
+    async fn observe(&self, env: &EnvSpec, desired: &[Desired]) -> Result<Vec<Live>, AwsError>;
 
-    /// Creates the resource, tagged at creation.
-    async fn create(&self, desired: &Desired) -> Result<(), AwsError>;
+    /// Creates the resource, tagged at creation; returns its handle.
+    async fn create(&self, desired: &Desired) -> Result<String, AwsError>;
 
     /// Applies `delta` to the live resource.
     async fn update(&self, desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError>;

@@ -1,11 +1,12 @@
-//! Pure planning: match desired against live resources, diff them, and decide
-//! one [`Action`] per resource. No AWS calls here.
+//! Pure planning: match desired against live resources, translate physical
+//! ids into references, diff, and decide one [`Action`] per resource.
+//! No AWS calls here.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 
-use super::{Delta, Desired, FieldChange, Live, Ownership, ResourceKey};
+use super::{reference, Delta, Desired, FieldChange, Fields, Live, Ownership, ResourceKey};
 use crate::spec::model::DeletionPolicy;
 
 /// What the engine will do with one resource.
@@ -16,6 +17,8 @@ pub enum Action {
     Create,
     /// Drifted: update it in place.
     Update,
+    /// A field that cannot change in place differs: delete and re-create (stateless kinds).
+    Replace,
     /// Removed from the spec with `deletionPolicy: delete`: delete it.
     Delete,
     /// In sync.
@@ -31,8 +34,20 @@ pub enum Action {
 impl Action {
     /// Whether applying the step writes to AWS.
     pub fn writes(self) -> bool {
-        matches!(self, Action::Create | Action::Update | Action::Delete)
+        matches!(self, Action::Create | Action::Update | Action::Replace | Action::Delete)
     }
+}
+
+/// How applying a step went.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "status", content = "detail")]
+pub enum Outcome {
+    /// The write succeeded.
+    Applied,
+    /// The write failed (after retries).
+    Failed(String),
+    /// Not attempted because a dependency failed.
+    DependencyFailed(String),
 }
 
 /// One planned step.
@@ -59,125 +74,191 @@ pub struct Step {
     /// The delta an update applies.
     #[serde(skip)]
     pub delta: Delta,
-    /// Set once applied: `None` not attempted (plan mode, or nothing to do), else the outcome.
+    /// Set once applied.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,
 }
 
-/// How applying a step went.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase", tag = "status", content = "detail")]
-pub enum Outcome {
-    /// The write succeeded.
-    Applied,
-    /// The write failed (after retries).
-    Failed(String),
-    /// Not attempted because a dependency failed.
-    DependencyFailed(String),
+/// The planning rules of one kind (see [`super::Kind`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Rules<'a> {
+    /// Kind name.
+    pub kind: &'static str,
+    /// Fields that cannot change in place.
+    pub immutable: &'a [&'a str],
+    /// Field prefixes owned exhaustively.
+    pub exclusive: &'a [&'a str],
+    /// Whether an immutable change may replace the resource.
+    pub replaceable: bool,
 }
 
-/// Compares the managed fields and tags of `desired` with `live`.
-/// Live fields the spec does not manage, and extra live tags, are ignored.
-pub fn diff(desired: &Desired, live: &Live) -> Delta {
-    let fields = desired
+/// A desired resource and the live one it matched (either may be missing).
+#[derive(Clone, Debug)]
+pub struct Pair {
+    /// Kind name.
+    pub kind: &'static str,
+    /// What the spec wants; `None` for a live resource the spec does not list.
+    pub desired: Option<Desired>,
+    /// What AWS has; `None` when missing.
+    pub live: Option<Live>,
+}
+
+/// Matches desired resources of one kind with live ones. Live resources left
+/// over are kept only when this environment owns them (orphan candidates).
+pub fn match_kind(kind: &'static str, env: &str, desired: Vec<Desired>, live: Vec<Live>, matches: impl Fn(&Desired, &Live) -> bool) -> Vec<Pair> {
+    let mut live: Vec<Option<Live>> = live.into_iter().map(Some).collect();
+    let mut pairs = Vec::new();
+    for d in desired {
+        let found = live.iter().position(|l| l.as_ref().is_some_and(|l| matches(&d, l)));
+        pairs.push(Pair { kind, live: found.and_then(|i| live[i].take()), desired: Some(d) });
+    }
+    let mut rest: Vec<Live> = live.into_iter().flatten().collect();
+    rest.sort_by(|a, b| a.name.cmp(&b.name).then(a.handle.cmp(&b.handle)));
+    for l in rest {
+        if matches!(l.ownership(), Ownership::Managed { env: ref e, .. } if e == env) {
+            pairs.push(Pair { kind, desired: None, live: Some(l) });
+        }
+    }
+    pairs
+}
+
+/// The two-way map between live physical ids (handles) and references.
+#[derive(Clone, Debug, Default)]
+pub struct Handles {
+    to_ref: HashMap<String, String>,
+    to_handle: HashMap<String, String>,
+}
+
+impl Handles {
+    /// Learns every handle of `pairs` that belongs to a resource of the spec
+    /// (matched to a desired one, or owned by this environment).
+    pub fn learn_pairs<'a>(&mut self, pairs: impl Iterator<Item = &'a Pair>) {
+        for p in pairs {
+            let Some(l) = &p.live else { continue };
+            let id = match (&p.desired, l.ownership()) {
+                (Some(d), _) => d.key.id.clone(),
+                (None, Ownership::Managed { id, .. }) => id,
+                (None, Ownership::Unmanaged) => continue,
+            };
+            self.learn(&ResourceKey { kind: p.kind, id }, &l.handle);
+        }
+    }
+
+    /// Records that `key` now has physical id `handle`.
+    pub fn learn(&mut self, key: &ResourceKey, handle: &str) {
+        if handle.is_empty() {
+            return;
+        }
+        let r = reference(key.kind, &key.id);
+        self.to_ref.insert(handle.to_string(), r.clone());
+        self.to_handle.insert(r, handle.to_string());
+    }
+
+    /// Live form → spec form: known handles become references; lists are sorted.
+    pub fn to_references(&self, text: &str) -> String {
+        canonical(text, |token| self.to_ref.get(token).cloned())
+    }
+
+    /// Spec form → live form: references become handles (unknown ones stay references).
+    pub fn to_handles(&self, text: &str) -> String {
+        canonical(text, |token| self.to_handle.get(token).cloned())
+    }
+
+    /// Rewrites every field key and value with `f`.
+    pub fn rewrite(fields: &Fields, f: impl Fn(&str) -> String) -> Fields {
+        fields.iter().map(|(k, v)| (f(k), f(v))).collect()
+    }
+}
+
+/// Maps each token (separated by spaces or commas) with `lookup`; a
+/// comma-separated list is a set, so its items are sorted.
+fn canonical(text: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
+    let map = |t: &str| lookup(t).unwrap_or_else(|| t.to_string());
+    if text.contains(',') && !text.contains(' ') && !text.starts_with('{') {
+        let mut items: Vec<String> = text.split(',').map(map).collect();
+        items.sort();
+        return items.join(",");
+    }
+    if !text.contains(' ') {
+        return map(text);
+    }
+    text.split(' ').map(map).collect::<Vec<_>>().join(" ")
+}
+
+/// Compares the managed fields and tags of `desired` with `live`. Live fields
+/// the spec does not manage and extra live tags are ignored, except fields
+/// under an exclusive prefix, which are removed.
+pub fn diff(desired: &Desired, live: &Live, exclusive: &[&str]) -> Delta {
+    let mut fields: Vec<FieldChange> = desired
         .fields
         .iter()
         .filter(|(k, v)| live.fields.get(*k) != Some(*v))
         .map(|(k, v)| FieldChange { field: k.clone(), live: live.fields.get(k).cloned(), desired: Some(v.clone()) })
         .collect();
+    fields.extend(
+        live.fields
+            .iter()
+            .filter(|(k, _)| exclusive.iter().any(|p| k.starts_with(p)) && !desired.fields.contains_key(*k))
+            .map(|(k, v)| FieldChange { field: k.clone(), live: Some(v.clone()), desired: None }),
+    );
     let tags = desired.tags.iter().filter(|(k, v)| live.tags.get(*k) != Some(*v)).map(|(k, v)| (k.clone(), v.clone())).collect();
     Delta { fields, tags }
 }
 
-fn tag_changes(delta: &Delta, live: &Live) -> Vec<FieldChange> {
-    delta
-        .tags
-        .iter()
-        .map(|(k, v)| FieldChange { field: format!("tags.{k}"), live: live.tags.get(k).cloned(), desired: Some(v.clone()) })
-        .collect()
+fn step(pair_key: ResourceKey, name: String, action: Action, note: Option<String>, desired: Option<Desired>, live: Option<Live>) -> Step {
+    Step { key: pair_key, name, action, changes: Vec::new(), note, desired, live, delta: Delta::default(), outcome: None }
 }
 
-/// Plans one kind: every desired resource gets a step, and so does every live
-/// resource this environment owns that the spec no longer lists.
-pub fn plan_kind(kind: &'static str, env: &str, immutable: &[&str], desired: Vec<Desired>, live: Vec<Live>) -> Vec<Step> {
-    let mut live_by_name: HashMap<String, Live> = live.into_iter().map(|l| (l.name.clone(), l)).collect();
-    let desired_ids: BTreeSet<String> = desired.iter().map(|d| d.key.id.clone()).collect();
-    let mut steps = Vec::new();
-    for d in desired {
-        let step = match live_by_name.remove(&d.name) {
-            None => Step {
-                key: d.key.clone(),
-                name: d.name.clone(),
-                action: Action::Create,
-                changes: d.fields.iter().map(|(k, v)| FieldChange { field: k.clone(), live: None, desired: Some(v.clone()) }).collect(),
-                note: None,
-                desired: Some(d),
-                live: None,
-                delta: Delta::default(),
-                outcome: None,
-            },
-            Some(l) => plan_existing(env, immutable, d, l),
-        };
-        steps.push(step);
-    }
-    let mut orphans: Vec<Live> = live_by_name.into_values().collect();
-    orphans.sort_by(|a, b| a.name.cmp(&b.name));
-    for l in orphans {
-        let Ownership::Managed { env: owner_env, id, deletion_policy } = l.ownership() else { continue };
-        if owner_env != env || desired_ids.contains(&id) {
-            continue;
+/// Decides what to do with one pair (live fields already in spec form).
+pub fn decide(rules: Rules<'_>, env: &str, pair: Pair) -> Option<Step> {
+    match (pair.desired, pair.live) {
+        (Some(d), None) => {
+            let mut s = step(d.key.clone(), d.name.clone(), Action::Create, None, None, None);
+            s.changes = d.fields.iter().map(|(k, v)| FieldChange { field: k.clone(), live: None, desired: Some(v.clone()) }).collect();
+            s.desired = Some(d);
+            Some(s)
         }
-        let (action, note) = match deletion_policy {
-            DeletionPolicy::Delete => (Action::Delete, "removed from the spec; deletionPolicy: delete".to_string()),
-            DeletionPolicy::Retain => (Action::Orphan, "removed from the spec; retained (deletionPolicy: retain)".to_string()),
-        };
-        steps.push(Step {
-            key: ResourceKey { kind, id },
-            name: l.name.clone(),
-            action,
-            changes: Vec::new(),
-            note: Some(note),
-            desired: None,
-            live: Some(l),
-            delta: Delta::default(),
-            outcome: None,
-        });
+        (Some(d), Some(l)) => Some(decide_existing(rules, env, d, l)),
+        (None, Some(l)) => {
+            let Ownership::Managed { env: owner_env, id, deletion_policy } = l.ownership() else { return None };
+            if owner_env != env {
+                return None;
+            }
+            let (action, note) = match deletion_policy {
+                DeletionPolicy::Delete => (Action::Delete, "removed from the spec; deletionPolicy: delete"),
+                DeletionPolicy::Retain => (Action::Orphan, "removed from the spec; retained (deletionPolicy: retain)"),
+            };
+            Some(step(ResourceKey { kind: rules.kind, id }, l.name.clone(), action, Some(note.to_string()), None, Some(l)))
+        }
+        (None, None) => None,
     }
-    steps
 }
 
-fn plan_existing(env: &str, immutable: &[&str], d: Desired, l: Live) -> Step {
-    let skip = |note: String, d: Desired, l: Live| Step {
-        key: d.key.clone(),
-        name: d.name.clone(),
-        action: Action::Skip,
-        changes: Vec::new(),
-        note: Some(note),
-        desired: Some(d),
-        live: Some(l),
-        delta: Delta::default(),
-        outcome: None,
-    };
-    match l.ownership() {
+fn decide_existing(rules: Rules<'_>, env: &str, d: Desired, l: Live) -> Step {
+    let ownership = l.ownership();
+    match &ownership {
         Ownership::Unmanaged if !d.adopt => {
-            return skip("unmanaged, skipped: exists without sentry ownership tags (set `adopt: true` to manage it)".into(), d, l)
+            let note = "unmanaged, skipped: exists without sentry ownership tags (set `adopt: true` to manage it)";
+            return step(d.key.clone(), d.name.clone(), Action::Skip, Some(note.into()), Some(d), Some(l));
         }
-        Ownership::Managed { env: owner_env, id, .. } if owner_env != env || id != d.key.id => {
-            return skip(format!("skipped: owned by environment {owner_env:?} as {id:?}"), d, l);
+        Ownership::Managed { env: owner_env, id, .. } if owner_env != env || *id != d.key.id => {
+            let note = format!("skipped: owned by environment {owner_env:?} as {id:?}");
+            return step(d.key.clone(), d.name.clone(), Action::Skip, Some(note), Some(d), Some(l));
         }
         _ => {}
     }
-    let adopting = l.ownership() == Ownership::Unmanaged;
-    let delta = diff(&d, &l);
+    let delta = diff(&d, &l, rules.exclusive);
     let mut changes = delta.fields.clone();
-    changes.extend(tag_changes(&delta, &l));
-    let blocked: Vec<&str> = delta.fields.iter().map(|c| c.field.as_str()).filter(|f| immutable.contains(f)).collect();
-    let (action, note) = if !blocked.is_empty() {
-        (Action::Blocked, Some(format!("BLOCKED: {} cannot change without replacing the resource; change it by hand", blocked.join(", "))))
+    changes.extend(delta.tags.iter().map(|(k, v)| FieldChange { field: format!("tags.{k}"), live: l.tags.get(k).cloned(), desired: Some(v.clone()) }));
+    let immutable: Vec<&str> = delta.fields.iter().map(|c| c.field.as_str()).filter(|f| rules.immutable.contains(f)).collect();
+    let (action, note) = if !immutable.is_empty() && rules.replaceable {
+        (Action::Replace, Some(format!("{} cannot change in place: the resource is replaced", immutable.join(", "))))
+    } else if !immutable.is_empty() {
+        (Action::Blocked, Some(format!("BLOCKED: {} cannot change without replacing the resource; change it by hand", immutable.join(", "))))
     } else if delta.is_empty() {
         (Action::Noop, None)
     } else {
-        (Action::Update, adopting.then(|| "adopting: ownership tags will be added".to_string()))
+        (Action::Update, (ownership == Ownership::Unmanaged).then(|| "adopting: ownership tags will be added".to_string()))
     };
     Step { key: d.key.clone(), name: d.name.clone(), action, changes, note, desired: Some(d), live: Some(l), delta, outcome: None }
 }
@@ -187,20 +268,19 @@ fn plan_existing(env: &str, immutable: &[&str], d: Desired, l: Live) -> Step {
 pub fn waves(steps: &[Step]) -> Vec<Vec<usize>> {
     let index: BTreeMap<&ResourceKey, usize> = steps.iter().enumerate().map(|(i, s)| (&s.key, i)).collect();
     let mut depth: Vec<Option<usize>> = vec![None; steps.len()];
-    fn depth_of(i: usize, steps: &[Step], index: &BTreeMap<&ResourceKey, usize>, depth: &mut Vec<Option<usize>>, seen: &mut Vec<bool>) -> usize {
+    fn depth_of(i: usize, steps: &[Step], index: &BTreeMap<&ResourceKey, usize>, depth: &mut [Option<usize>], seen: &mut BTreeSet<usize>) -> usize {
         if let Some(d) = depth[i] {
             return d;
         }
-        if seen[i] {
+        if !seen.insert(i) {
             return 0; // a cycle; validation rejects these, so only defensive
         }
-        seen[i] = true;
         let deps: Vec<usize> = steps[i].desired.iter().flat_map(|d| d.depends_on.iter()).filter_map(|k| index.get(k).copied()).collect();
         let d = deps.into_iter().map(|j| depth_of(j, steps, index, depth, seen) + 1).max().unwrap_or(0);
         depth[i] = Some(d);
         d
     }
-    let mut seen = vec![false; steps.len()];
+    let mut seen = BTreeSet::new();
     let mut waves: Vec<Vec<usize>> = Vec::new();
     for i in 0..steps.len() {
         let d = depth_of(i, steps, &index, &mut depth, &mut seen);
@@ -215,7 +295,7 @@ pub fn waves(steps: &[Step]) -> Vec<Vec<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{Fields, MANAGED_BY, TAG_DELETION_POLICY, TAG_ENV, TAG_ID, TAG_MANAGED_BY};
+    use crate::engine::{MANAGED_BY, TAG_DELETION_POLICY, TAG_ENV, TAG_ID, TAG_MANAGED_BY};
     use crate::spec::model::Tags;
 
     fn tags(env: &str, id: &str, policy: &str) -> Tags {
@@ -241,7 +321,13 @@ mod tests {
     }
 
     fn live(id: &str, f: &[(&str, &str)], t: Tags) -> Live {
-        Live { name: format!("n-{id}"), handle: id.into(), fields: fields(f), tags: t }
+        Live { name: format!("n-{id}"), handle: format!("h-{id}"), fields: fields(f), tags: t, meta: BTreeMap::new() }
+    }
+
+    const RULES: Rules<'static> = Rules { kind: "test", immutable: &["fifo"], exclusive: &["rule "], replaceable: false };
+
+    fn plan(rules: Rules<'_>, d: Vec<Desired>, l: Vec<Live>) -> Vec<Step> {
+        match_kind("test", "dev", d, l, |d, l| d.name == l.name).into_iter().filter_map(|p| decide(rules, "dev", p)).collect()
     }
 
     fn actions(steps: &[Step]) -> Vec<(String, Action)> {
@@ -250,11 +336,14 @@ mod tests {
 
     #[test]
     fn table_of_decisions() {
+        let mut no_policy_tag = tags("dev", "a", "retain");
+        no_policy_tag.remove(TAG_DELETION_POLICY);
         let cases: Vec<(&str, Vec<Desired>, Vec<Live>, Vec<(&str, Action)>)> = vec![
             ("Missing", vec![desired("a", &[("x", "1")], &[])], vec![], vec![("a", Action::Create)]),
             ("InSync", vec![desired("a", &[("x", "1")], &[])], vec![live("a", &[("x", "1"), ("extra", "9")], tags("dev", "a", "retain"))], vec![("a", Action::Noop)]),
             ("FieldDrift", vec![desired("a", &[("x", "1")], &[])], vec![live("a", &[("x", "2")], tags("dev", "a", "retain"))], vec![("a", Action::Update)]),
-            ("TagRemoved", vec![desired("a", &[("x", "1")], &[])], vec![live("a", &[("x", "1")], { let mut t = tags("dev", "a", "retain"); t.remove(TAG_DELETION_POLICY); t })], vec![("a", Action::Update)]),
+            ("ExtraExclusiveField", vec![desired("a", &[("rule a", "1")], &[])], vec![live("a", &[("rule a", "1"), ("rule b", "1")], tags("dev", "a", "retain"))], vec![("a", Action::Update)]),
+            ("TagRemoved", vec![desired("a", &[("x", "1")], &[])], vec![live("a", &[("x", "1")], no_policy_tag)], vec![("a", Action::Update)]),
             ("Unmanaged", vec![desired("a", &[("x", "1")], &[])], vec![live("a", &[("x", "2")], Tags::new())], vec![("a", Action::Skip)]),
             ("OtherEnv", vec![desired("a", &[("x", "1")], &[])], vec![live("a", &[("x", "1")], tags("prod", "a", "retain"))], vec![("a", Action::Skip)]),
             ("OrphanRetained", vec![], vec![live("b", &[], tags("dev", "b", "retain"))], vec![("b", Action::Orphan)]),
@@ -263,28 +352,47 @@ mod tests {
             ("Immutable", vec![desired("a", &[("fifo", "true")], &[])], vec![live("a", &[("fifo", "false")], tags("dev", "a", "retain"))], vec![("a", Action::Blocked)]),
         ];
         for (name, d, l, expected) in cases {
-            let steps = plan_kind("test", "dev", &["fifo"], d, l);
             let expected: Vec<(String, Action)> = expected.into_iter().map(|(i, a)| (i.to_string(), a)).collect();
-            assert_eq!(actions(&steps), expected, "case {name}");
+            assert_eq!(actions(&plan(RULES, d, l)), expected, "case {name}");
         }
+        let replaceable = Rules { replaceable: true, ..RULES };
+        let steps = plan(replaceable, vec![desired("a", &[("fifo", "true")], &[])], vec![live("a", &[("fifo", "false")], tags("dev", "a", "retain"))]);
+        assert_eq!(actions(&steps), vec![("a".to_string(), Action::Replace)]);
+    }
+
+    #[test]
+    fn extra_exclusive_fields_are_removals() {
+        let steps = plan(RULES, vec![desired("a", &[("rule a", "1")], &[])], vec![live("a", &[("rule a", "1"), ("rule b", "1")], tags("dev", "a", "retain"))]);
+        assert_eq!(steps[0].delta.fields, vec![FieldChange { field: "rule b".into(), live: Some("1".into()), desired: None }]);
     }
 
     #[test]
     fn adoption_adds_ownership_tags() {
         let mut d = desired("a", &[("x", "1")], &[]);
         d.adopt = true;
-        let steps = plan_kind("test", "dev", &[], vec![d], vec![live("a", &[("x", "1")], Tags::new())]);
+        let steps = plan(RULES, vec![d], vec![live("a", &[("x", "1")], Tags::new())]);
         assert_eq!(steps[0].action, Action::Update);
         assert_eq!(steps[0].delta.tags.get(TAG_MANAGED_BY).map(String::as_str), Some(MANAGED_BY));
         assert!(steps[0].note.as_deref().unwrap_or("").contains("adopting"));
     }
 
     #[test]
+    fn handles_translate_both_ways_and_sort_sets() {
+        let mut h = Handles::default();
+        h.learn(&ResourceKey { kind: "ec2.subnet", id: "a".into() }, "subnet-2");
+        h.learn(&ResourceKey { kind: "ec2.subnet", id: "b".into() }, "subnet-1");
+        assert_eq!(h.to_references("subnet-1,subnet-2"), "@ec2.subnet/a,@ec2.subnet/b");
+        assert_eq!(h.to_references("ingress tcp 443 subnet-1"), "ingress tcp 443 @ec2.subnet/b");
+        assert_eq!(h.to_references("sg-unknown"), "sg-unknown");
+        assert_eq!(h.to_handles("@ec2.subnet/a"), "subnet-2");
+        assert_eq!(h.to_handles("@ec2.vpc/missing"), "@ec2.vpc/missing");
+        assert_eq!(h.to_references(r#"{"a":1,"b":2}"#), r#"{"a":1,"b":2}"#, "JSON values are left alone");
+    }
+
+    #[test]
     fn dependencies_come_first() {
-        let steps = plan_kind(
-            "test",
-            "dev",
-            &[],
+        let steps = plan(
+            RULES,
             vec![desired("src", &[], &["dlq"]), desired("dlq", &[], &[]), desired("other", &[], &[]), desired("top", &[], &["src"])],
             vec![],
         );

@@ -42,6 +42,15 @@ pub struct Summary {
     pub failed: usize,
 }
 
+/// A titled block of lines a kind adds to the report.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Section {
+    /// Title, e.g. `Elastic IP whitelist`.
+    pub title: String,
+    /// One line per entry.
+    pub lines: Vec<String>,
+}
+
 /// The result of one pass over one environment.
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -58,6 +67,8 @@ pub struct Report {
     pub errors: Vec<String>,
     /// Broken invariants that need a human (exit 3).
     pub invariant_violations: Vec<String>,
+    /// Kind-specific sections (e.g. the Elastic IP whitelist).
+    pub sections: Vec<Section>,
     /// Spec sections that this build parses and validates but does not reconcile yet.
     pub not_reconciled: Vec<&'static str>,
     /// AWS requests made by the pass.
@@ -73,7 +84,7 @@ impl Report {
         for s in &resources {
             match s.action {
                 Action::Create => summary.create += 1,
-                Action::Update => summary.update += 1,
+                Action::Update | Action::Replace => summary.update += 1,
                 Action::Delete => summary.delete += 1,
                 Action::Noop => summary.unchanged += 1,
                 Action::Skip => summary.skipped += 1,
@@ -91,6 +102,7 @@ impl Report {
             summary,
             errors,
             invariant_violations: Vec::new(),
+            sections: Vec::new(),
             not_reconciled: crate::kinds::unreconciled_sections(&env.spec),
             calls,
             duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
@@ -125,6 +137,7 @@ impl Report {
             let sigil = match s.action {
                 Action::Create => "+",
                 Action::Update => "~",
+                Action::Replace => "-/+",
                 Action::Delete => "-",
                 Action::Noop => "=",
                 Action::Skip => "!",
@@ -155,6 +168,12 @@ impl Report {
                 };
                 out.push_str(&line);
                 out.push('\n');
+            }
+        }
+        for section in &self.sections {
+            let _ = writeln!(out, "\n{}:", section.title);
+            for line in &section.lines {
+                let _ = writeln!(out, "  {line}");
             }
         }
         if self.resources.iter().all(|s| s.action == Action::Noop) {

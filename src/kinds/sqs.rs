@@ -142,7 +142,7 @@ impl Queues {
                 m.insert(name.clone(), arn.clone());
             }
         }
-        Ok(Some(Live { name, handle: url, fields: normalize(&raw), tags: tags.into_iter().collect() }))
+        Ok(Some(Live { name, handle: url, fields: normalize(&raw), tags: tags.into_iter().collect(), ..Live::default() }))
     }
 }
 
@@ -236,7 +236,7 @@ impl Kind for Queues {
             .collect()
     }
 
-    async fn observe(&self, desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
+    async fn observe(&self, _env: &EnvSpec, desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
         let prefix = list_prefix(desired.iter().map(|d| d.name.as_str()));
         let mut urls = Vec::new();
         let mut token = None;
@@ -257,7 +257,7 @@ impl Kind for Queues {
         Ok(described.into_iter().flatten().collect())
     }
 
-    async fn create(&self, desired: &Desired) -> Result<(), AwsError> {
+    async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
         let attributes = self.attributes(desired.fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))).await?;
         let attributes = attributes.into_iter().filter(|(k, v)| !(*k == QueueAttributeName::RedrivePolicy && v.is_empty())).collect();
         let created = self
@@ -269,10 +269,11 @@ impl Kind for Queues {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("SQS.CreateQueue", e))?;
-        if let (Some(url), Ok(mut urls)) = (created.queue_url, self.urls.lock()) {
-            urls.insert(desired.name.clone(), url);
+        let url = created.queue_url.unwrap_or_default();
+        if let Ok(mut urls) = self.urls.lock() {
+            urls.insert(desired.name.clone(), url.clone());
         }
-        Ok(())
+        Ok(url)
     }
 
     async fn update(&self, _desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {
