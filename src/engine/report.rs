@@ -170,14 +170,14 @@ impl Report {
                 out.push('\n');
             }
         }
+        if self.resources.iter().all(|s| s.action == Action::Noop) {
+            out.push_str("  No changes: every managed resource matches the spec.\n");
+        }
         for section in &self.sections {
             let _ = writeln!(out, "\n{}:", section.title);
             for line in &section.lines {
                 let _ = writeln!(out, "  {line}");
             }
-        }
-        if self.resources.iter().all(|s| s.action == Action::Noop) {
-            out.push_str("  No changes: every managed resource matches the spec.\n");
         }
         for e in &self.errors {
             let _ = writeln!(out, "\nerror: {e}");

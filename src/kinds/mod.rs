@@ -1,6 +1,7 @@
 //! The AWS resource kinds, one module each. Adding a kind is one new module
 //! plus one line in [`registry`].
 
+pub mod ec2;
 pub mod sqs;
 
 use aws_config::SdkConfig;
@@ -12,7 +13,19 @@ use crate::spec::Spec;
 /// Every reconciled kind, in dependency order (creates run in this order,
 /// deletes in reverse).
 pub fn registry(config: &SdkConfig, counter: &CallCounter) -> Vec<Box<dyn Kind>> {
-    vec![Box::new(sqs::Queues::new(config, counter))]
+    vec![
+        Box::new(ec2::vpc::Vpcs::new(config, counter)),
+        Box::new(ec2::subnet::Subnets::new(config, counter)),
+        Box::new(ec2::internet_gateway::InternetGateways::new(config, counter)),
+        Box::new(ec2::elastic_ip::ElasticIps::new(config, counter)),
+        Box::new(ec2::nat_gateway::NatGateways::new(config, counter)),
+        Box::new(ec2::route_table::RouteTables::new(config, counter)),
+        Box::new(ec2::security_group::SecurityGroups::new(config, counter)),
+        Box::new(ec2::security_group_rules::SecurityGroupRules::new(config, counter)),
+        Box::new(ec2::vpc_endpoint::VpcEndpoints::new(config, counter)),
+        Box::new(ec2::flow_log::FlowLogs::new(config, counter)),
+        Box::new(sqs::Queues::new(config, counter)),
+    ]
 }
 
 /// Sections of `spec` that are parsed and validated but that no registered
@@ -20,7 +33,6 @@ pub fn registry(config: &SdkConfig, counter: &CallCounter) -> Vec<Box<dyn Kind>>
 pub fn unreconciled_sections(spec: &Spec) -> Vec<&'static str> {
     let d = spec.data.as_ref();
     [
-        ("network", spec.network.is_some()),
         ("data.tables", d.is_some_and(|d| !d.tables.is_empty())),
         ("data.redis", d.is_some_and(|d| d.redis.is_some())),
         ("compute", spec.compute.is_some()),

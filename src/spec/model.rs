@@ -121,9 +121,15 @@ pub struct FlowLogs {
     /// Whether flow logs are on.
     #[serde(default)]
     pub enabled: bool,
-    /// Traffic captured: ACCEPT, REJECT or ALL.
+    /// Traffic captured: ACCEPT, REJECT or ALL (default ALL).
     #[serde(default)]
     pub traffic_type: Option<String>,
+    /// CloudWatch Logs group receiving the records; default `/sentry/vpc-flow-logs-<env>`.
+    #[serde(default)]
+    pub log_group: Option<String>,
+    /// IAM role that lets the flow-logs service write to the group (required when enabled).
+    #[serde(default)]
+    pub role_arn: Option<String>,
 }
 
 /// Subnet tier.

@@ -137,6 +137,11 @@ impl Checker {
         if let Some(t) = &n.vpc.flow_logs.traffic_type {
             self.one_of(&["network", "vpc", "flowLogs", "trafficType"], t, &["ACCEPT", "REJECT", "ALL"]);
         }
+        match &n.vpc.flow_logs.role_arn {
+            None if n.vpc.flow_logs.enabled => self.err(&["network", "vpc", "flowLogs"], "enabled flow logs need `roleArn` (the role that writes to CloudWatch Logs)"),
+            Some(arn) if !arn.starts_with("arn:aws:iam::") => self.err(&["network", "vpc", "flowLogs", "roleArn"], format!("{arn:?} is not an IAM role ARN")),
+            _ => {}
+        }
         if n.availability_zones.is_empty() {
             self.err(&["network", "availabilityZones"], "at least one availability zone is required");
         }

@@ -1,0 +1,113 @@
+//! VPC flow logs to CloudWatch Logs, where the spec enables them. Every field
+//! is fixed at creation, so a change replaces the flow log; disabling them in
+//! the spec deletes it.
+
+use async_trait::async_trait;
+use aws_config::SdkConfig;
+use aws_sdk_ec2::types::{FlowLogsResourceType, LogDestinationType, ResourceType, TrafficType};
+use aws_sdk_ec2::Client;
+
+use super::{desired, gone_is_ok, key, live, network, owned_as, owned_by, put_tags, tag_map, tag_spec, vpc};
+use crate::aws::{AwsError, CallCounter};
+use crate::engine::{reference, Delta, Desired, Kind, Live};
+use crate::spec::model::DeletionPolicy;
+use crate::spec::EnvSpec;
+
+/// Kind name.
+pub const KIND: &str = "ec2.flow-log";
+
+const RESOURCE: &str = "ResourceId";
+const TRAFFIC: &str = "TrafficType";
+const LOG_GROUP: &str = "LogGroupName";
+const ROLE: &str = "DeliverLogsPermissionArn";
+
+/// The flow-log kind.
+pub struct FlowLogs {
+    client: Client,
+}
+
+impl FlowLogs {
+    /// A flow-log kind using `config`, counting requests in `counter`.
+    pub fn new(config: &SdkConfig, counter: &CallCounter) -> Self {
+        FlowLogs { client: super::client(config, counter) }
+    }
+}
+
+#[async_trait]
+impl Kind for FlowLogs {
+    fn name(&self) -> &'static str {
+        KIND
+    }
+
+    fn immutable_fields(&self) -> &'static [&'static str] {
+        &[RESOURCE, TRAFFIC, LOG_GROUP, ROLE]
+    }
+
+    fn replaceable(&self) -> bool {
+        true
+    }
+
+    fn matches(&self, env: &str, desired: &Desired, live: &Live) -> bool {
+        owned_as(env, desired, live)
+    }
+
+    fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
+        let Some(n) = network(env).filter(|n| n.vpc.flow_logs.enabled) else { return Vec::new() };
+        let f = &n.vpc.flow_logs;
+        let mut d = desired(env, KIND, vpc::ID, format!("sentry-vpc-flow-logs-{}", env.env), DeletionPolicy::Delete);
+        d.fields.insert(RESOURCE.into(), reference(vpc::KIND, vpc::ID));
+        d.fields.insert(TRAFFIC.into(), f.traffic_type.clone().unwrap_or_else(|| "ALL".into()));
+        d.fields.insert(LOG_GROUP.into(), f.log_group.as_deref().map(|g| g.replace("${env}", &env.env)).unwrap_or_else(|| format!("/sentry/vpc-flow-logs-{}", env.env)));
+        d.fields.insert(ROLE.into(), f.role_arn.clone().unwrap_or_default());
+        d.depends_on.push(key(vpc::KIND, vpc::ID));
+        vec![d]
+    }
+
+    async fn observe(&self, env: &EnvSpec, _desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
+        let out = self.client.describe_flow_logs().set_filter(Some(owned_by(&env.env))).send().await.map_err(|e| AwsError::from_sdk("EC2.DescribeFlowLogs", e))?;
+        Ok(out
+            .flow_logs()
+            .iter()
+            .filter_map(|f| {
+                let mut l = live(f.flow_log_id()?, tag_map(f.tags()));
+                l.fields.insert(RESOURCE.into(), f.resource_id().unwrap_or_default().into());
+                l.fields.insert(TRAFFIC.into(), f.traffic_type().map(|t| t.as_str().to_string()).unwrap_or_default());
+                l.fields.insert(LOG_GROUP.into(), f.log_group_name().unwrap_or_default().into());
+                l.fields.insert(ROLE.into(), f.deliver_logs_permission_arn().unwrap_or_default().into());
+                Some(l)
+            })
+            .collect())
+    }
+
+    async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
+        let field = |f: &str| desired.fields.get(f).cloned().unwrap_or_default();
+        let out = self
+            .client
+            .create_flow_logs()
+            .resource_ids(field(RESOURCE))
+            .resource_type(FlowLogsResourceType::Vpc)
+            .traffic_type(TrafficType::from(field(TRAFFIC).as_str()))
+            .log_destination_type(LogDestinationType::CloudWatchLogs)
+            .log_group_name(field(LOG_GROUP))
+            .deliver_logs_permission_arn(field(ROLE))
+            .client_token(format!("{}-{}", desired.name, field(RESOURCE)).chars().take(64).collect::<String>())
+            .tag_specifications(tag_spec(ResourceType::VpcFlowLog, &desired.tags))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("EC2.CreateFlowLogs", e))?;
+        if let Some(failure) = out.unsuccessful().first() {
+            let message = failure.error().and_then(|e| e.message()).unwrap_or("unknown error").to_string();
+            return Err(AwsError::unexpected("EC2.CreateFlowLogs", message));
+        }
+        Ok(out.flow_log_ids().first().cloned().unwrap_or_default())
+    }
+
+    async fn update(&self, _desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {
+        put_tags(&self.client, &live.handle, &delta.tags).await
+    }
+
+    async fn delete(&self, live: &Live) -> Result<(), AwsError> {
+        let result = self.client.delete_flow_logs().flow_log_ids(&live.handle).send().await;
+        gone_is_ok(result.map(|_| ()).map_err(|e| AwsError::from_sdk("EC2.DeleteFlowLogs", e)))
+    }
+}

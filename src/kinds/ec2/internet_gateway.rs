@@ -1,0 +1,125 @@
+//! The internet gateway and its attachment to the VPC.
+
+use async_trait::async_trait;
+use aws_config::SdkConfig;
+use aws_sdk_ec2::types::ResourceType;
+use aws_sdk_ec2::Client;
+
+use super::{desired, gone_is_ok, key, live, network, owned_as, owned_by, put_tags, tag_map, tag_spec, vpc};
+use crate::aws::{AwsError, CallCounter};
+use crate::engine::{is_unresolved, reference, Delta, Desired, Kind, Live};
+use crate::spec::model::DeletionPolicy;
+use crate::spec::EnvSpec;
+
+/// Kind name.
+pub const KIND: &str = "ec2.internet-gateway";
+/// The logical id of the environment's internet gateway.
+pub const ID: &str = "igw";
+
+const ATTACHMENT: &str = "Attachment";
+const DETACHED: &str = "none";
+
+/// The internet-gateway kind.
+pub struct InternetGateways {
+    client: Client,
+}
+
+impl InternetGateways {
+    /// An internet-gateway kind using `config`, counting requests in `counter`.
+    pub fn new(config: &SdkConfig, counter: &CallCounter) -> Self {
+        InternetGateways { client: super::client(config, counter) }
+    }
+
+    async fn attach(&self, igw: &str, vpc: &str) -> Result<(), AwsError> {
+        if is_unresolved(vpc) || vpc == DETACHED {
+            return Ok(());
+        }
+        self.client
+            .attach_internet_gateway()
+            .internet_gateway_id(igw)
+            .vpc_id(vpc)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("EC2.AttachInternetGateway", e))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Kind for InternetGateways {
+    fn name(&self) -> &'static str {
+        KIND
+    }
+
+    fn matches(&self, env: &str, desired: &Desired, live: &Live) -> bool {
+        owned_as(env, desired, live)
+    }
+
+    fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
+        if network(env).is_none() {
+            return Vec::new();
+        }
+        let mut d = desired(env, KIND, ID, format!("sentry-igw-{}", env.env), DeletionPolicy::Delete);
+        d.fields.insert(ATTACHMENT.into(), reference(vpc::KIND, vpc::ID));
+        d.depends_on.push(key(vpc::KIND, vpc::ID));
+        vec![d]
+    }
+
+    async fn observe(&self, env: &EnvSpec, _desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
+        let out = self
+            .client
+            .describe_internet_gateways()
+            .set_filters(Some(owned_by(&env.env)))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("EC2.DescribeInternetGateways", e))?;
+        Ok(out
+            .internet_gateways()
+            .iter()
+            .filter_map(|g| {
+                let mut l = live(g.internet_gateway_id()?, tag_map(g.tags()));
+                let attached = g.attachments().iter().find_map(|a| a.vpc_id()).unwrap_or(DETACHED);
+                l.fields.insert(ATTACHMENT.into(), attached.into());
+                Some(l)
+            })
+            .collect())
+    }
+
+    async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
+        let out = self
+            .client
+            .create_internet_gateway()
+            .tag_specifications(tag_spec(ResourceType::InternetGateway, &desired.tags))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("EC2.CreateInternetGateway", e))?;
+        let id = out.internet_gateway().and_then(|g| g.internet_gateway_id()).unwrap_or_default().to_string();
+        self.attach(&id, desired.fields.get(ATTACHMENT).map(String::as_str).unwrap_or(DETACHED)).await?;
+        Ok(id)
+    }
+
+    async fn update(&self, _desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {
+        for change in delta.fields.iter().filter(|c| c.field == ATTACHMENT) {
+            if let Some(old) = change.live.as_deref().filter(|v| *v != DETACHED) {
+                self.client
+                    .detach_internet_gateway()
+                    .internet_gateway_id(&live.handle)
+                    .vpc_id(old)
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk("EC2.DetachInternetGateway", e))?;
+            }
+            self.attach(&live.handle, change.desired.as_deref().unwrap_or(DETACHED)).await?;
+        }
+        put_tags(&self.client, &live.handle, &delta.tags).await
+    }
+
+    async fn delete(&self, live: &Live) -> Result<(), AwsError> {
+        if let Some(vpc) = live.fields.get(ATTACHMENT).filter(|v| *v != DETACHED) {
+            let detached = self.client.detach_internet_gateway().internet_gateway_id(&live.handle).vpc_id(vpc).send().await;
+            gone_is_ok(detached.map(|_| ()).map_err(|e| AwsError::from_sdk("EC2.DetachInternetGateway", e)))?;
+        }
+        let result = self.client.delete_internet_gateway().internet_gateway_id(&live.handle).send().await;
+        gone_is_ok(result.map(|_| ()).map_err(|e| AwsError::from_sdk("EC2.DeleteInternetGateway", e)))
+    }
+}

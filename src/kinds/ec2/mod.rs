@@ -1,0 +1,124 @@
+//! The networking kinds (EC2 API), one module each, and what they share:
+//! the client, ownership filters, tag conversion and physical names.
+//!
+//! EC2 names are tags, not unique keys, so these kinds match live resources
+//! by their `sentry:id` tag and observe only what this environment owns
+//! (`Describe*` filtered by tag): resources of others are never even read.
+
+pub mod elastic_ip;
+pub mod flow_log;
+pub mod internet_gateway;
+pub mod nat_gateway;
+pub mod route_table;
+pub mod security_group;
+pub mod security_group_rules;
+pub mod subnet;
+pub mod vpc;
+pub mod vpc_endpoint;
+
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
+use aws_sdk_ec2::Client;
+
+use crate::aws::{AwsError, CallCounter, ErrorClass};
+use crate::engine::{ownership_tags, Desired, Live, ResourceKey, MANAGED_BY, TAG_ENV, TAG_MANAGED_BY};
+use crate::spec::model::{DeletionPolicy, Network, Tags};
+use crate::spec::EnvSpec;
+
+/// An EC2 client using `config`, counting requests in `counter`.
+pub fn client(config: &SdkConfig, counter: &CallCounter) -> Client {
+    Client::from_conf(aws_sdk_ec2::config::Builder::from(config).interceptor(counter.clone()).build())
+}
+
+/// Filters selecting what this environment owns.
+pub fn owned_by(env: &str) -> Vec<Filter> {
+    vec![
+        Filter::builder().name(format!("tag:{TAG_MANAGED_BY}")).values(MANAGED_BY).build(),
+        Filter::builder().name(format!("tag:{TAG_ENV}")).values(env).build(),
+    ]
+}
+
+/// EC2 tags as a map.
+pub fn tag_map(tags: &[Tag]) -> Tags {
+    tags.iter().filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string()))).collect()
+}
+
+/// A map as EC2 tags.
+pub fn tag_list(tags: &Tags) -> Vec<Tag> {
+    tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()
+}
+
+/// Tags applied in the create call itself (crash-safe ownership).
+pub fn tag_spec(resource: ResourceType, tags: &Tags) -> TagSpecification {
+    TagSpecification::builder().resource_type(resource).set_tags(Some(tag_list(tags))).build()
+}
+
+/// Adds or overwrites `tags` on `resource`.
+pub async fn put_tags(client: &Client, resource: &str, tags: &Tags) -> Result<(), AwsError> {
+    if tags.is_empty() {
+        return Ok(());
+    }
+    client
+        .create_tags()
+        .resources(resource)
+        .set_tags(Some(tag_list(tags)))
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("EC2.CreateTags", e))?;
+    Ok(())
+}
+
+/// The network section, when the spec has one.
+pub fn network(env: &EnvSpec) -> Option<&Network> {
+    env.spec.network.as_ref()
+}
+
+/// A desired networking resource: Name tag `sentry-<id>-<env>` (or `name`), ownership tags.
+pub fn desired(env: &EnvSpec, kind: &'static str, id: &str, name: String, policy: DeletionPolicy) -> Desired {
+    let mut tags = ownership_tags(env, id, policy, &Tags::new());
+    tags.insert("Name".into(), name.clone());
+    Desired { key: ResourceKey { kind, id: id.into() }, name, fields: Default::default(), tags, depends_on: Vec::new(), adopt: false }
+}
+
+/// A key of another networking resource.
+pub fn key(kind: &'static str, id: &str) -> ResourceKey {
+    ResourceKey { kind, id: id.into() }
+}
+
+/// A live resource from its id and tags; its name is its Name tag.
+pub fn live(handle: &str, tags: Tags) -> Live {
+    Live { name: tags.get("Name").cloned().unwrap_or_else(|| handle.to_string()), handle: handle.to_string(), tags, ..Live::default() }
+}
+
+/// The default matching of networking kinds: the `sentry:id` tag.
+pub fn owned_as(env: &str, desired: &Desired, live: &Live) -> bool {
+    live.is_owned_as(env, &desired.key.id)
+}
+
+/// Maps a "not found" error to success (deletes of things already gone).
+pub fn gone_is_ok(result: Result<(), AwsError>) -> Result<(), AwsError> {
+    match result {
+        Err(e) if e.class == ErrorClass::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Polls `check` (every 5 s, up to `limit`) until it returns `Some`.
+pub async fn wait_for<T, F, Fut>(what: &'static str, limit: Duration, mut check: F) -> Result<T, AwsError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, AwsError>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await? {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(AwsError { operation: what, class: ErrorClass::Transient, code: None, message: format!("still not ready after {limit:?}") });
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}

@@ -1,0 +1,129 @@
+//! NAT gateways: public, in a public subnet, always on a whitelist EIP.
+//! Neither the subnet nor the EIP can change in place, so a NAT gateway on
+//! the wrong address is replaced (deleting one never releases its EIP).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::SdkConfig;
+use aws_sdk_ec2::types::{Filter, NatGatewayState, ResourceType};
+use aws_sdk_ec2::Client;
+
+use super::{desired, elastic_ip, gone_is_ok, internet_gateway, key, live, network, owned_as, owned_by, put_tags, subnet, tag_map, tag_spec, wait_for};
+use crate::aws::{AwsError, CallCounter};
+use crate::engine::{reference, Delta, Desired, Kind, Live};
+use crate::spec::model::DeletionPolicy;
+use crate::spec::EnvSpec;
+
+/// Kind name.
+pub const KIND: &str = "ec2.nat-gateway";
+
+const SUBNET: &str = "SubnetId";
+const ALLOCATION: &str = "AllocationId";
+/// How long to wait for a NAT gateway to become available or deleted.
+const WAIT: Duration = Duration::from_secs(600);
+
+/// The NAT gateway kind.
+pub struct NatGateways {
+    client: Client,
+}
+
+impl NatGateways {
+    /// A NAT gateway kind using `config`, counting requests in `counter`.
+    pub fn new(config: &SdkConfig, counter: &CallCounter) -> Self {
+        NatGateways { client: super::client(config, counter) }
+    }
+
+    async fn state(&self, id: &str) -> Result<Option<NatGatewayState>, AwsError> {
+        let out = self.client.describe_nat_gateways().nat_gateway_ids(id).send().await.map_err(|e| AwsError::from_sdk("EC2.DescribeNatGateways", e))?;
+        Ok(out.nat_gateways().first().and_then(|n| n.state().cloned()))
+    }
+}
+
+#[async_trait]
+impl Kind for NatGateways {
+    fn name(&self) -> &'static str {
+        KIND
+    }
+
+    fn immutable_fields(&self) -> &'static [&'static str] {
+        &[SUBNET, ALLOCATION]
+    }
+
+    fn replaceable(&self) -> bool {
+        true
+    }
+
+    fn matches(&self, env: &str, desired: &Desired, live: &Live) -> bool {
+        owned_as(env, desired, live)
+    }
+
+    fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
+        let Some(n) = network(env) else { return Vec::new() };
+        n.nat_gateways
+            .iter()
+            .map(|(id, nat)| {
+                let mut d = desired(env, KIND, id, format!("sentry-{id}-{}", env.env), DeletionPolicy::Delete);
+                d.fields.insert(SUBNET.into(), reference(subnet::KIND, &nat.subnet));
+                d.fields.insert(ALLOCATION.into(), reference(elastic_ip::KIND, &nat.elastic_ip));
+                d.depends_on.extend([key(subnet::KIND, &nat.subnet), key(elastic_ip::KIND, &nat.elastic_ip), key(internet_gateway::KIND, internet_gateway::ID)]);
+                d
+            })
+            .collect()
+    }
+
+    async fn observe(&self, env: &EnvSpec, _desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
+        let mut filters = owned_by(&env.env);
+        filters.push(Filter::builder().name("state").values("pending").values("available").build());
+        let out = self.client.describe_nat_gateways().set_filter(Some(filters)).send().await.map_err(|e| AwsError::from_sdk("EC2.DescribeNatGateways", e))?;
+        Ok(out
+            .nat_gateways()
+            .iter()
+            .filter_map(|n| {
+                let mut l = live(n.nat_gateway_id()?, tag_map(n.tags()));
+                l.fields.insert(SUBNET.into(), n.subnet_id().unwrap_or_default().into());
+                let primary = n.nat_gateway_addresses().iter().find(|a| a.is_primary() != Some(false));
+                l.fields.insert(ALLOCATION.into(), primary.and_then(|a| a.allocation_id()).unwrap_or_default().into());
+                Some(l)
+            })
+            .collect())
+    }
+
+    async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
+        let field = |f: &str| desired.fields.get(f).cloned().unwrap_or_default();
+        let out = self
+            .client
+            .create_nat_gateway()
+            .subnet_id(field(SUBNET))
+            .allocation_id(field(ALLOCATION))
+            .client_token(format!("{}-{}-{}", desired.name, field(SUBNET), field(ALLOCATION)).chars().take(64).collect::<String>())
+            .tag_specifications(tag_spec(ResourceType::Natgateway, &desired.tags))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("EC2.CreateNatGateway", e))?;
+        let id = out.nat_gateway().and_then(|n| n.nat_gateway_id()).unwrap_or_default().to_string();
+        wait_for("EC2.DescribeNatGateways", WAIT, || async {
+            match self.state(&id).await? {
+                Some(NatGatewayState::Available) => Ok(Some(())),
+                Some(NatGatewayState::Failed) => Err(AwsError::unexpected("EC2.CreateNatGateway", format!("NAT gateway {id} failed"))),
+                _ => Ok(None),
+            }
+        })
+        .await?;
+        Ok(id)
+    }
+
+    async fn update(&self, _desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {
+        put_tags(&self.client, &live.handle, &delta.tags).await
+    }
+
+    async fn delete(&self, live: &Live) -> Result<(), AwsError> {
+        let result = self.client.delete_nat_gateway().nat_gateway_id(&live.handle).send().await;
+        gone_is_ok(result.map(|_| ()).map_err(|e| AwsError::from_sdk("EC2.DeleteNatGateway", e)))?;
+        // Its EIP is free (and reusable) only once the gateway is deleted.
+        wait_for("EC2.DescribeNatGateways", WAIT, || async {
+            Ok(matches!(self.state(&live.handle).await?, None | Some(NatGatewayState::Deleted)).then_some(()))
+        })
+        .await
+    }
+}

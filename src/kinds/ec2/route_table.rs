@@ -1,0 +1,223 @@
+//! Route tables: one public (default route to the internet gateway) and one
+//! per private subnet (default route to a NAT gateway, so all egress leaves
+//! through a whitelist EIP), with their subnet associations. Routes and
+//! associations are diffed one by one; gateway-endpoint routes (prefix
+//! lists) belong to the endpoints and are left alone.
+
+use async_trait::async_trait;
+use aws_config::SdkConfig;
+use aws_sdk_ec2::types::{Filter, ResourceType, RouteTable};
+use aws_sdk_ec2::Client;
+
+use super::{desired, gone_is_ok, internet_gateway, key, live, nat_gateway, network, owned_as, owned_by, put_tags, subnet, tag_map, tag_spec, vpc};
+use crate::aws::{AwsError, CallCounter};
+use crate::engine::{is_unresolved, reference, Delta, Desired, FieldChange, Kind, Live};
+use crate::spec::model::{DeletionPolicy, Tier};
+use crate::spec::EnvSpec;
+
+/// Kind name.
+pub const KIND: &str = "ec2.route-table";
+/// The logical id of the public route table (private ones are named after their subnet).
+pub const PUBLIC: &str = "public";
+
+const VPC: &str = "VpcId";
+const ROUTE: &str = "route ";
+const ASSOCIATION: &str = "association ";
+const ASSOCIATED: &str = "associated";
+const DEFAULT_ROUTE: &str = "0.0.0.0/0";
+
+/// The route-table kind.
+pub struct RouteTables {
+    client: Client,
+}
+
+impl RouteTables {
+    /// A route-table kind using `config`, counting requests in `counter`.
+    pub fn new(config: &SdkConfig, counter: &CallCounter) -> Self {
+        RouteTables { client: super::client(config, counter) }
+    }
+
+    async fn set_route(&self, table: &str, change: &FieldChange) -> Result<(), AwsError> {
+        let destination = change.field.trim_start_matches(ROUTE);
+        let Some(target) = change.desired.as_deref() else {
+            let result = self.client.delete_route().route_table_id(table).destination_cidr_block(destination).send().await;
+            return gone_is_ok(result.map(|_| ()).map_err(|e| AwsError::from_sdk("EC2.DeleteRoute", e)));
+        };
+        if is_unresolved(target) {
+            return Err(AwsError::unexpected("EC2.CreateRoute", format!("route target {target} does not exist")));
+        }
+        if change.live.is_some() {
+            let request = self.client.replace_route().route_table_id(table).destination_cidr_block(destination);
+            let request = if target.starts_with("nat-") { request.nat_gateway_id(target) } else { request.gateway_id(target) };
+            request.send().await.map_err(|e| AwsError::from_sdk("EC2.ReplaceRoute", e))?;
+        } else {
+            let request = self.client.create_route().route_table_id(table).destination_cidr_block(destination);
+            let request = if target.starts_with("nat-") { request.nat_gateway_id(target) } else { request.gateway_id(target) };
+            request.send().await.map_err(|e| AwsError::from_sdk("EC2.CreateRoute", e))?;
+        }
+        Ok(())
+    }
+
+    /// Associates `subnet` with `table`, moving it from another table if needed.
+    async fn associate(&self, table: &str, subnet: &str) -> Result<(), AwsError> {
+        let current = self
+            .client
+            .describe_route_tables()
+            .filters(Filter::builder().name("association.subnet-id").values(subnet).build())
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("EC2.DescribeRouteTables", e))?;
+        let existing = current.route_tables().iter().flat_map(|t| t.associations()).find(|a| a.subnet_id() == Some(subnet)).and_then(|a| a.route_table_association_id());
+        match existing {
+            Some(association) => {
+                self.client
+                    .replace_route_table_association()
+                    .association_id(association)
+                    .route_table_id(table)
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk("EC2.ReplaceRouteTableAssociation", e))?;
+            }
+            None => {
+                self.client.associate_route_table().route_table_id(table).subnet_id(subnet).send().await.map_err(|e| AwsError::from_sdk("EC2.AssociateRouteTable", e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies field changes: additions first, removals last (make before break).
+    async fn apply(&self, table: &str, live: Option<&Live>, changes: &[FieldChange]) -> Result<(), AwsError> {
+        let (adds, removals): (Vec<&FieldChange>, Vec<&FieldChange>) = changes.iter().partition(|c| c.desired.is_some());
+        for change in adds.into_iter().chain(removals) {
+            if change.field.starts_with(ROUTE) {
+                self.set_route(table, change).await?;
+            } else if let Some(subnet) = change.field.strip_prefix(ASSOCIATION) {
+                if change.desired.is_some() {
+                    self.associate(table, subnet).await?;
+                } else if let Some(association) = live.and_then(|l| l.meta.get(subnet)) {
+                    let result = self.client.disassociate_route_table().association_id(association).send().await;
+                    gone_is_ok(result.map(|_| ()).map_err(|e| AwsError::from_sdk("EC2.DisassociateRouteTable", e)))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn normalize(table: &RouteTable) -> Option<Live> {
+    let mut l = live(table.route_table_id()?, tag_map(table.tags()));
+    l.fields.insert(VPC.into(), table.vpc_id().unwrap_or_default().into());
+    for r in table.routes() {
+        let Some(destination) = r.destination_cidr_block() else { continue }; // prefix-list routes belong to endpoints
+        let target = r
+            .gateway_id()
+            .or(r.nat_gateway_id())
+            .or(r.instance_id())
+            .or(r.network_interface_id())
+            .or(r.vpc_peering_connection_id())
+            .or(r.transit_gateway_id())
+            .unwrap_or("blackhole");
+        if target != "local" {
+            l.fields.insert(format!("{ROUTE}{destination}"), target.into());
+        }
+    }
+    for a in table.associations() {
+        if let (Some(subnet), Some(id)) = (a.subnet_id(), a.route_table_association_id()) {
+            l.fields.insert(format!("{ASSOCIATION}{subnet}"), ASSOCIATED.into());
+            l.meta.insert(subnet.into(), id.into());
+        }
+    }
+    Some(l)
+}
+
+#[async_trait]
+impl Kind for RouteTables {
+    fn name(&self) -> &'static str {
+        KIND
+    }
+
+    fn immutable_fields(&self) -> &'static [&'static str] {
+        &[VPC]
+    }
+
+    fn exclusive_prefixes(&self) -> &'static [&'static str] {
+        &[ROUTE, ASSOCIATION]
+    }
+
+    fn matches(&self, env: &str, desired: &Desired, live: &Live) -> bool {
+        owned_as(env, desired, live)
+    }
+
+    fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
+        let Some(n) = network(env) else { return Vec::new() };
+        let mut tables = Vec::new();
+        let mut public = desired(env, KIND, PUBLIC, format!("sentry-rt-public-{}", env.env), DeletionPolicy::Delete);
+        public.fields.insert(VPC.into(), reference(vpc::KIND, vpc::ID));
+        public.fields.insert(format!("{ROUTE}{DEFAULT_ROUTE}"), reference(internet_gateway::KIND, internet_gateway::ID));
+        public.depends_on.extend([key(vpc::KIND, vpc::ID), key(internet_gateway::KIND, internet_gateway::ID)]);
+        for id in n.subnets.iter().filter(|(_, s)| s.tier == Tier::Public).map(|(id, _)| id) {
+            public.fields.insert(format!("{ASSOCIATION}{}", reference(subnet::KIND, id)), ASSOCIATED.into());
+            public.depends_on.push(key(subnet::KIND, id));
+        }
+        tables.push(public);
+        for (id, s) in n.subnets.iter().filter(|(_, s)| s.tier == Tier::Private) {
+            let mut d = desired(env, KIND, id, format!("sentry-rt-{id}-{}", env.env), DeletionPolicy::Delete);
+            d.fields.insert(VPC.into(), reference(vpc::KIND, vpc::ID));
+            d.fields.insert(format!("{ASSOCIATION}{}", reference(subnet::KIND, id)), ASSOCIATED.into());
+            d.depends_on.extend([key(vpc::KIND, vpc::ID), key(subnet::KIND, id)]);
+            // Egress through the NAT gateway of the same AZ, else the first one.
+            let same_az = n.nat_gateways.iter().find(|(_, nat)| n.subnets.get(&nat.subnet).is_some_and(|ns| ns.az == s.az));
+            if let Some((nat_id, _)) = same_az.or_else(|| n.nat_gateways.iter().next()) {
+                d.fields.insert(format!("{ROUTE}{DEFAULT_ROUTE}"), reference(nat_gateway::KIND, nat_id));
+                d.depends_on.push(key(nat_gateway::KIND, nat_id));
+            }
+            tables.push(d);
+        }
+        tables
+    }
+
+    async fn observe(&self, env: &EnvSpec, _desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
+        let out = self
+            .client
+            .describe_route_tables()
+            .set_filters(Some(owned_by(&env.env)))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("EC2.DescribeRouteTables", e))?;
+        Ok(out.route_tables().iter().filter_map(normalize).collect())
+    }
+
+    async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
+        let out = self
+            .client
+            .create_route_table()
+            .vpc_id(desired.fields.get(VPC).cloned().unwrap_or_default())
+            .tag_specifications(tag_spec(ResourceType::RouteTable, &desired.tags))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("EC2.CreateRouteTable", e))?;
+        let id = out.route_table().and_then(|t| t.route_table_id()).unwrap_or_default().to_string();
+        let changes: Vec<FieldChange> = desired
+            .fields
+            .iter()
+            .filter(|(k, _)| k.starts_with(ROUTE) || k.starts_with(ASSOCIATION))
+            .map(|(k, v)| FieldChange { field: k.clone(), live: None, desired: Some(v.clone()) })
+            .collect();
+        self.apply(&id, None, &changes).await?;
+        Ok(id)
+    }
+
+    async fn update(&self, _desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {
+        self.apply(&live.handle, Some(live), &delta.fields).await?;
+        put_tags(&self.client, &live.handle, &delta.tags).await
+    }
+
+    async fn delete(&self, live: &Live) -> Result<(), AwsError> {
+        for association in live.meta.values() {
+            let result = self.client.disassociate_route_table().association_id(association).send().await;
+            gone_is_ok(result.map(|_| ()).map_err(|e| AwsError::from_sdk("EC2.DisassociateRouteTable", e)))?;
+        }
+        let result = self.client.delete_route_table().route_table_id(&live.handle).send().await;
+        gone_is_ok(result.map(|_| ()).map_err(|e| AwsError::from_sdk("EC2.DeleteRouteTable", e)))
+    }
+}

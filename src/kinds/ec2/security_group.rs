@@ -1,0 +1,106 @@
+//! Security groups themselves (name, description, VPC). Their rules are the
+//! separate kind [`super::security_group_rules`], so that groups referring
+//! to each other can all exist before any rule names a peer.
+
+use async_trait::async_trait;
+use aws_config::SdkConfig;
+use aws_sdk_ec2::types::ResourceType;
+use aws_sdk_ec2::Client;
+
+use super::{desired, gone_is_ok, key, live, network, owned_as, owned_by, put_tags, tag_map, tag_spec, vpc};
+use crate::aws::{AwsError, CallCounter};
+use crate::engine::{reference, Delta, Desired, Kind, Live};
+use crate::spec::model::DeletionPolicy;
+use crate::spec::{physical_name, EnvSpec};
+
+/// Kind name.
+pub const KIND: &str = "ec2.security-group";
+
+const VPC: &str = "VpcId";
+const DESCRIPTION: &str = "Description";
+
+/// The security-group kind.
+pub struct SecurityGroups {
+    client: Client,
+}
+
+impl SecurityGroups {
+    /// A security-group kind using `config`, counting requests in `counter`.
+    pub fn new(config: &SdkConfig, counter: &CallCounter) -> Self {
+        SecurityGroups { client: super::client(config, counter) }
+    }
+}
+
+#[async_trait]
+impl Kind for SecurityGroups {
+    fn name(&self) -> &'static str {
+        KIND
+    }
+
+    fn immutable_fields(&self) -> &'static [&'static str] {
+        &[VPC, DESCRIPTION]
+    }
+
+    fn matches(&self, env: &str, desired: &Desired, live: &Live) -> bool {
+        owned_as(env, desired, live)
+    }
+
+    fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
+        let Some(n) = network(env) else { return Vec::new() };
+        n.security_groups
+            .iter()
+            .map(|(id, sg)| {
+                let mut d = desired(env, KIND, id, physical_name(sg.name.as_deref(), id, &env.env), DeletionPolicy::Delete);
+                d.fields.insert(VPC.into(), reference(vpc::KIND, vpc::ID));
+                d.fields.insert(DESCRIPTION.into(), sg.description.clone());
+                d.depends_on.push(key(vpc::KIND, vpc::ID));
+                d
+            })
+            .collect()
+    }
+
+    async fn observe(&self, env: &EnvSpec, _desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
+        let out = self
+            .client
+            .describe_security_groups()
+            .set_filters(Some(owned_by(&env.env)))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("EC2.DescribeSecurityGroups", e))?;
+        Ok(out
+            .security_groups()
+            .iter()
+            .filter_map(|g| {
+                let mut l = live(g.group_id()?, tag_map(g.tags()));
+                l.name = g.group_name().unwrap_or_default().to_string();
+                l.fields.insert(VPC.into(), g.vpc_id().unwrap_or_default().into());
+                l.fields.insert(DESCRIPTION.into(), g.description().unwrap_or_default().into());
+                Some(l)
+            })
+            .collect())
+    }
+
+    async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
+        let field = |f: &str| desired.fields.get(f).cloned().unwrap_or_default();
+        let out = self
+            .client
+            .create_security_group()
+            .group_name(&desired.name)
+            .description(field(DESCRIPTION))
+            .vpc_id(field(VPC))
+            .tag_specifications(tag_spec(ResourceType::SecurityGroup, &desired.tags))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("EC2.CreateSecurityGroup", e))?;
+        Ok(out.group_id().unwrap_or_default().to_string())
+    }
+
+    async fn update(&self, _desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {
+        put_tags(&self.client, &live.handle, &delta.tags).await
+    }
+
+    async fn delete(&self, live: &Live) -> Result<(), AwsError> {
+        let result = self.client.delete_security_group().group_id(&live.handle).send().await;
+        gone_is_ok(result.map(|_| ()).map_err(|e| AwsError::from_sdk("EC2.DeleteSecurityGroup", e)))
+    }
+}

@@ -1,0 +1,268 @@
+//! Security-group rules, diffed rule by rule: a rule added out of band is
+//! revoked, a missing one authorized, new rules before stale ones are revoked
+//! (make before break), and only the delta is touched.
+//!
+//! A rule is one field: `<ingress|egress> <tcp|udp|icmp|all> <ports|all> <peer>`,
+//! the peer being a CIDR or a security-group reference.
+
+use async_trait::async_trait;
+use aws_config::SdkConfig;
+use aws_sdk_ec2::types::{IpPermission, IpRange, SecurityGroup, UserIdGroupPair};
+use aws_sdk_ec2::Client;
+
+use super::{desired, key, live, network, owned_as, owned_by, security_group, tag_map};
+use crate::aws::{AwsError, CallCounter, ErrorClass};
+use crate::engine::{is_unresolved, reference, Delta, Desired, Kind, Live};
+use crate::spec::model::{DeletionPolicy, Ports, Rule};
+use crate::spec::validate::parse_port_range;
+use crate::spec::{physical_name, EnvSpec};
+
+/// Kind name.
+pub const KIND: &str = "ec2.security-group-rules";
+
+const GROUP: &str = "GroupId";
+const INGRESS: &str = "ingress ";
+const EGRESS: &str = "egress ";
+const ALLOW: &str = "allow";
+/// The egress rule AWS gives every new group.
+const DEFAULT_EGRESS: &str = "egress all all 0.0.0.0/0";
+/// Handles of this kind are the group id behind this prefix, so they never
+/// collide with the group's own handle in the reference map.
+const HANDLE_PREFIX: &str = "rules:";
+
+/// The security-group-rules kind.
+pub struct SecurityGroupRules {
+    client: Client,
+}
+
+impl SecurityGroupRules {
+    /// A rules kind using `config`, counting requests in `counter`.
+    pub fn new(config: &SdkConfig, counter: &CallCounter) -> Self {
+        SecurityGroupRules { client: super::client(config, counter) }
+    }
+
+    async fn authorize(&self, group: &str, rule: &str) -> Result<(), AwsError> {
+        let (egress, permission) = permission(rule)?;
+        let result = if egress {
+            self.client.authorize_security_group_egress().group_id(group).ip_permissions(permission).send().await.map(|_| ()).map_err(|e| AwsError::from_sdk("EC2.AuthorizeSecurityGroupEgress", e))
+        } else {
+            self.client.authorize_security_group_ingress().group_id(group).ip_permissions(permission).send().await.map(|_| ()).map_err(|e| AwsError::from_sdk("EC2.AuthorizeSecurityGroupIngress", e))
+        };
+        match result {
+            Err(e) if e.code.as_deref() == Some("InvalidPermission.Duplicate") => Ok(()),
+            other => other,
+        }
+    }
+
+    async fn revoke(&self, group: &str, rule: &str) -> Result<(), AwsError> {
+        let (egress, permission) = permission(rule)?;
+        let result = if egress {
+            self.client.revoke_security_group_egress().group_id(group).ip_permissions(permission).send().await.map(|_| ()).map_err(|e| AwsError::from_sdk("EC2.RevokeSecurityGroupEgress", e))
+        } else {
+            self.client.revoke_security_group_ingress().group_id(group).ip_permissions(permission).send().await.map(|_| ()).map_err(|e| AwsError::from_sdk("EC2.RevokeSecurityGroupIngress", e))
+        };
+        match result {
+            Err(e) if e.class == ErrorClass::NotFound || e.code.as_deref() == Some("InvalidPermission.NotFound") => Ok(()),
+            other => other,
+        }
+    }
+}
+
+/// The field name of a spec rule.
+fn rule_field(direction: &str, rule: &Rule, vpc_cidr: &str) -> String {
+    let ports = match &rule.ports {
+        None => "all".to_string(),
+        Some(Ports::One(p)) => p.to_string(),
+        Some(Ports::Range(r)) => match parse_port_range(r) {
+            Some((a, b)) if a == b => a.to_string(),
+            Some((a, b)) => format!("{a}-{b}"),
+            None => r.clone(),
+        },
+    };
+    let peer = match (&rule.cidr, &rule.source_group) {
+        (Some(c), _) if c == "vpc" => vpc_cidr.to_string(),
+        (Some(c), _) => c.clone(),
+        (None, Some(g)) => reference(security_group::KIND, g),
+        (None, None) => String::new(),
+    };
+    format!("{direction} {} {ports} {peer}", rule.protocol)
+}
+
+/// The field names of a live group's rules.
+fn live_rules(group: &SecurityGroup) -> Vec<String> {
+    let mut rules = Vec::new();
+    for (direction, permissions) in [("ingress", group.ip_permissions()), ("egress", group.ip_permissions_egress())] {
+        for p in permissions {
+            let protocol = match p.ip_protocol().unwrap_or("-1") {
+                "-1" => "all",
+                "6" | "tcp" => "tcp",
+                "17" | "udp" => "udp",
+                "1" | "icmp" => "icmp",
+                other => other,
+            };
+            let ports = match (p.from_port(), p.to_port()) {
+                _ if protocol == "all" => "all".to_string(),
+                (None, _) | (Some(-1), _) => "all".to_string(),
+                (Some(a), Some(b)) if a != b => format!("{a}-{b}"),
+                (Some(a), _) => a.to_string(),
+            };
+            let peers = p
+                .ip_ranges()
+                .iter()
+                .filter_map(|r| r.cidr_ip().map(str::to_string))
+                .chain(p.user_id_group_pairs().iter().filter_map(|g| g.group_id().map(str::to_string)))
+                .chain(p.ipv6_ranges().iter().filter_map(|r| r.cidr_ipv6().map(|c| format!("ipv6:{c}"))))
+                .chain(p.prefix_list_ids().iter().filter_map(|l| l.prefix_list_id().map(|c| format!("pl:{c}"))));
+            rules.extend(peers.map(|peer| format!("{direction} {protocol} {ports} {peer}")));
+        }
+    }
+    rules
+}
+
+/// The EC2 permission of a rule field; `true` for egress.
+fn permission(rule: &str) -> Result<(bool, IpPermission), AwsError> {
+    let bad = || AwsError::unexpected("EC2.AuthorizeSecurityGroupIngress", format!("cannot express rule {rule:?}"));
+    let parts: Vec<&str> = rule.split(' ').collect();
+    let [direction, protocol, ports, peer] = parts[..] else { return Err(bad()) };
+    if is_unresolved(peer) {
+        return Err(AwsError::unexpected("EC2.AuthorizeSecurityGroupIngress", format!("peer group {peer} does not exist")));
+    }
+    let mut p = IpPermission::builder().ip_protocol(if protocol == "all" { "-1" } else { protocol });
+    if protocol != "all" {
+        let (from, to) = match ports {
+            "all" if protocol == "icmp" => (-1, -1),
+            "all" => (0, 65535),
+            _ => parse_port_range(ports).map(|(a, b)| (i32::from(a), i32::from(b))).ok_or_else(bad)?,
+        };
+        p = p.from_port(from).to_port(to);
+    }
+    p = if peer.starts_with("sg-") { p.user_id_group_pairs(UserIdGroupPair::builder().group_id(peer).build()) } else { p.ip_ranges(IpRange::builder().cidr_ip(peer).build()) };
+    Ok((direction == "egress", p.build()))
+}
+
+#[async_trait]
+impl Kind for SecurityGroupRules {
+    fn name(&self) -> &'static str {
+        KIND
+    }
+
+    fn immutable_fields(&self) -> &'static [&'static str] {
+        &[GROUP]
+    }
+
+    fn exclusive_prefixes(&self) -> &'static [&'static str] {
+        &[INGRESS, EGRESS]
+    }
+
+    fn matches(&self, env: &str, desired: &Desired, live: &Live) -> bool {
+        owned_as(env, desired, live)
+    }
+
+    fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
+        let Some(n) = network(env) else { return Vec::new() };
+        n.security_groups
+            .iter()
+            .map(|(id, sg)| {
+                let mut d = desired(env, KIND, id, physical_name(sg.name.as_deref(), id, &env.env), DeletionPolicy::Delete);
+                d.tags.clear(); // the tags belong to the group, which the group kind keeps
+                d.fields.insert(GROUP.into(), reference(security_group::KIND, id));
+                d.depends_on.push(key(security_group::KIND, id));
+                for rule in &sg.ingress {
+                    d.fields.insert(rule_field("ingress", rule, &n.vpc.cidr), ALLOW.into());
+                }
+                match &sg.egress {
+                    Some(rules) => rules.iter().for_each(|rule| {
+                        d.fields.insert(rule_field("egress", rule, &n.vpc.cidr), ALLOW.into());
+                    }),
+                    None => {
+                        d.fields.insert(DEFAULT_EGRESS.into(), ALLOW.into());
+                    }
+                }
+                for peer in sg.ingress.iter().chain(sg.egress.iter().flatten()).filter_map(|r| r.source_group.as_deref()) {
+                    let k = key(security_group::KIND, peer);
+                    if !d.depends_on.contains(&k) {
+                        d.depends_on.push(k);
+                    }
+                }
+                d
+            })
+            .collect()
+    }
+
+    async fn observe(&self, env: &EnvSpec, _desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
+        let out = self
+            .client
+            .describe_security_groups()
+            .set_filters(Some(owned_by(&env.env)))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("EC2.DescribeSecurityGroups", e))?;
+        Ok(out
+            .security_groups()
+            .iter()
+            .filter_map(|g| {
+                let id = g.group_id()?;
+                let mut tags = tag_map(g.tags());
+                tags.remove("Name");
+                let mut l = live(&format!("{HANDLE_PREFIX}{id}"), tags);
+                l.name = g.group_name().unwrap_or_default().to_string();
+                l.fields.insert(GROUP.into(), id.into());
+                l.fields.extend(live_rules(g).into_iter().map(|r| (r, ALLOW.to_string())));
+                Some(l)
+            })
+            .collect())
+    }
+
+    async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
+        let group = desired.fields.get(GROUP).cloned().unwrap_or_default();
+        let rules: Vec<&String> = desired.fields.keys().filter(|k| k.starts_with(INGRESS) || k.starts_with(EGRESS)).collect();
+        for rule in &rules {
+            self.authorize(&group, rule).await?;
+        }
+        if !desired.fields.contains_key(DEFAULT_EGRESS) {
+            self.revoke(&group, DEFAULT_EGRESS).await?;
+        }
+        Ok(format!("{HANDLE_PREFIX}{group}"))
+    }
+
+    async fn update(&self, desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {
+        let group = desired.fields.get(GROUP).cloned().unwrap_or_else(|| live.handle.trim_start_matches(HANDLE_PREFIX).to_string());
+        for add in delta.fields.iter().filter(|c| c.desired.is_some() && c.field != GROUP) {
+            self.authorize(&group, &add.field).await?;
+        }
+        for stale in delta.fields.iter().filter(|c| c.desired.is_none()) {
+            tracing::warn!(group = %desired.name, rule = %stale.field, "revoking a security-group rule that is not in the spec");
+            self.revoke(&group, &stale.field).await?;
+        }
+        Ok(()) // tags live on the group; the group kind keeps them
+    }
+
+    async fn delete(&self, _live: &Live) -> Result<(), AwsError> {
+        Ok(()) // the rules go with their group
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_fields_round_trip_to_permissions() {
+        let (egress, p) = permission("ingress tcp 6379 sg-123").expect("rule");
+        assert!(!egress);
+        assert_eq!((p.ip_protocol(), p.from_port(), p.to_port()), (Some("tcp"), Some(6379), Some(6379)));
+        assert_eq!(p.user_id_group_pairs()[0].group_id(), Some("sg-123"));
+        let (egress, p) = permission(DEFAULT_EGRESS).expect("rule");
+        assert!(egress);
+        assert_eq!((p.ip_protocol(), p.from_port()), (Some("-1"), None));
+        assert!(permission("ingress tcp 80 @ec2.security-group/alb").is_err(), "unresolved peers are refused");
+    }
+
+    #[test]
+    fn spec_rules_become_fields() {
+        let rule = Rule { protocol: "tcp".into(), ports: Some(Ports::Range("8000-8010".into())), cidr: Some("vpc".into()), source_group: None, description: None };
+        assert_eq!(rule_field("ingress", &rule, "10.0.0.0/16"), "ingress tcp 8000-8010 10.0.0.0/16");
+        let rule = Rule { protocol: "all".into(), ports: None, cidr: None, source_group: Some("alb".into()), description: None };
+        assert_eq!(rule_field("egress", &rule, ""), "egress all all @ec2.security-group/alb");
+    }
+}

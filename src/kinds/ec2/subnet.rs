@@ -1,0 +1,105 @@
+//! Subnets: one public and one private per availability zone.
+
+use async_trait::async_trait;
+use aws_config::SdkConfig;
+use aws_sdk_ec2::types::ResourceType;
+use aws_sdk_ec2::Client;
+
+use super::{desired, gone_is_ok, key, live, network, owned_as, owned_by, put_tags, tag_map, tag_spec, vpc};
+use crate::aws::{AwsError, CallCounter};
+use crate::engine::{reference, Delta, Desired, Kind, Live};
+use crate::spec::model::DeletionPolicy;
+use crate::spec::EnvSpec;
+
+/// Kind name.
+pub const KIND: &str = "ec2.subnet";
+
+const VPC: &str = "VpcId";
+const CIDR: &str = "CidrBlock";
+const AZ: &str = "AvailabilityZone";
+
+/// The subnet kind.
+pub struct Subnets {
+    client: Client,
+}
+
+impl Subnets {
+    /// A subnet kind using `config`, counting requests in `counter`.
+    pub fn new(config: &SdkConfig, counter: &CallCounter) -> Self {
+        Subnets { client: super::client(config, counter) }
+    }
+}
+
+#[async_trait]
+impl Kind for Subnets {
+    fn name(&self) -> &'static str {
+        KIND
+    }
+
+    fn immutable_fields(&self) -> &'static [&'static str] {
+        &[VPC, CIDR, AZ]
+    }
+
+    fn matches(&self, env: &str, desired: &Desired, live: &Live) -> bool {
+        owned_as(env, desired, live)
+    }
+
+    fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
+        let Some(n) = network(env) else { return Vec::new() };
+        n.subnets
+            .iter()
+            .map(|(id, s)| {
+                let mut d = desired(env, KIND, id, format!("sentry-{id}-{}", env.env), DeletionPolicy::Delete);
+                d.fields.insert(VPC.into(), reference(vpc::KIND, vpc::ID));
+                d.fields.insert(CIDR.into(), s.cidr.clone());
+                d.fields.insert(AZ.into(), s.az.clone());
+                d.depends_on.push(key(vpc::KIND, vpc::ID));
+                d
+            })
+            .collect()
+    }
+
+    async fn observe(&self, env: &EnvSpec, _desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
+        let out = self
+            .client
+            .describe_subnets()
+            .set_filters(Some(owned_by(&env.env)))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("EC2.DescribeSubnets", e))?;
+        Ok(out
+            .subnets()
+            .iter()
+            .filter_map(|s| {
+                let mut l = live(s.subnet_id()?, tag_map(s.tags()));
+                l.fields.insert(VPC.into(), s.vpc_id().unwrap_or_default().into());
+                l.fields.insert(CIDR.into(), s.cidr_block().unwrap_or_default().into());
+                l.fields.insert(AZ.into(), s.availability_zone().unwrap_or_default().into());
+                Some(l)
+            })
+            .collect())
+    }
+
+    async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
+        let field = |f: &str| desired.fields.get(f).cloned().unwrap_or_default();
+        let out = self
+            .client
+            .create_subnet()
+            .vpc_id(field(VPC))
+            .cidr_block(field(CIDR))
+            .availability_zone(field(AZ))
+            .tag_specifications(tag_spec(ResourceType::Subnet, &desired.tags))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("EC2.CreateSubnet", e))?;
+        Ok(out.subnet().and_then(|s| s.subnet_id()).unwrap_or_default().to_string())
+    }
+
+    async fn update(&self, _desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {
+        put_tags(&self.client, &live.handle, &delta.tags).await
+    }
+
+    async fn delete(&self, live: &Live) -> Result<(), AwsError> {
+        gone_is_ok(self.client.delete_subnet().subnet_id(&live.handle).send().await.map(|_| ()).map_err(|e| AwsError::from_sdk("EC2.DeleteSubnet", e)))
+    }
+}

@@ -1,0 +1,138 @@
+//! The VPC: CIDR block, DNS support and DNS hostnames. Its tags also carry
+//! the whitelist ledger (see [`super::elastic_ip`]).
+
+use async_trait::async_trait;
+use aws_config::SdkConfig;
+use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType, VpcAttributeName};
+use aws_sdk_ec2::Client;
+
+use super::{desired, elastic_ip, gone_is_ok, live, network, owned_as, owned_by, put_tags, tag_map, tag_spec};
+use crate::aws::{AwsError, CallCounter};
+use crate::engine::{Delta, Desired, Kind, Live};
+use crate::spec::model::DeletionPolicy;
+use crate::spec::{physical_name, EnvSpec};
+
+/// Kind name.
+pub const KIND: &str = "ec2.vpc";
+/// The logical id of the one VPC of an environment.
+pub const ID: &str = "vpc";
+
+const CIDR: &str = "CidrBlock";
+const DNS_SUPPORT: &str = "EnableDnsSupport";
+const DNS_HOSTNAMES: &str = "EnableDnsHostnames";
+
+/// The VPC kind.
+pub struct Vpcs {
+    client: Client,
+}
+
+impl Vpcs {
+    /// A VPC kind using `config`, counting requests in `counter`.
+    pub fn new(config: &SdkConfig, counter: &CallCounter) -> Self {
+        Vpcs { client: super::client(config, counter) }
+    }
+
+    async fn attribute(&self, vpc: &str, attribute: VpcAttributeName) -> Result<bool, AwsError> {
+        let out = self
+            .client
+            .describe_vpc_attribute()
+            .vpc_id(vpc)
+            .attribute(attribute.clone())
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("EC2.DescribeVpcAttribute", e))?;
+        let value = match attribute {
+            VpcAttributeName::EnableDnsSupport => out.enable_dns_support(),
+            _ => out.enable_dns_hostnames(),
+        };
+        Ok(value.and_then(|v| v.value()).unwrap_or(false))
+    }
+
+    async fn set_attribute(&self, vpc: &str, field: &str, value: &str) -> Result<(), AwsError> {
+        let flag = AttributeBooleanValue::builder().value(value == "true").build();
+        let request = self.client.modify_vpc_attribute().vpc_id(vpc);
+        let request = if field == DNS_SUPPORT { request.enable_dns_support(flag) } else { request.enable_dns_hostnames(flag) };
+        request.send().await.map_err(|e| AwsError::from_sdk("EC2.ModifyVpcAttribute", e))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Kind for Vpcs {
+    fn name(&self) -> &'static str {
+        KIND
+    }
+
+    fn immutable_fields(&self) -> &'static [&'static str] {
+        &[CIDR]
+    }
+
+    fn matches(&self, env: &str, desired: &Desired, live: &Live) -> bool {
+        owned_as(env, desired, live)
+    }
+
+    fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
+        let Some(n) = network(env) else { return Vec::new() };
+        let mut d = desired(env, KIND, ID, physical_name(n.vpc.name.as_deref(), ID, &env.env), DeletionPolicy::Retain);
+        d.fields.insert(CIDR.into(), n.vpc.cidr.clone());
+        d.fields.insert(DNS_SUPPORT.into(), n.vpc.enable_dns_support.to_string());
+        d.fields.insert(DNS_HOSTNAMES.into(), n.vpc.enable_dns_hostnames.to_string());
+        if let Some(ledger) = elastic_ip::ledger_of_spec(n) {
+            d.tags.insert(elastic_ip::LEDGER_TAG.into(), ledger);
+        }
+        vec![d]
+    }
+
+    async fn observe(&self, env: &EnvSpec, _desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
+        let out = self
+            .client
+            .describe_vpcs()
+            .set_filters(Some(owned_by(&env.env)))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("EC2.DescribeVpcs", e))?;
+        let mut found = Vec::new();
+        for vpc in out.vpcs() {
+            let Some(id) = vpc.vpc_id() else { continue };
+            let mut l = live(id, tag_map(vpc.tags()));
+            l.fields.insert(CIDR.into(), vpc.cidr_block().unwrap_or_default().to_string());
+            l.fields.insert(DNS_SUPPORT.into(), self.attribute(id, VpcAttributeName::EnableDnsSupport).await?.to_string());
+            l.fields.insert(DNS_HOSTNAMES.into(), self.attribute(id, VpcAttributeName::EnableDnsHostnames).await?.to_string());
+            found.push(l);
+        }
+        Ok(found)
+    }
+
+    async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
+        let out = self
+            .client
+            .create_vpc()
+            .cidr_block(desired.fields.get(CIDR).cloned().unwrap_or_default())
+            .tag_specifications(tag_spec(ResourceType::Vpc, &desired.tags))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("EC2.CreateVpc", e))?;
+        let id = out.vpc().and_then(|v| v.vpc_id()).unwrap_or_default().to_string();
+        // Hostnames need DNS support, so support goes first.
+        for field in [DNS_SUPPORT, DNS_HOSTNAMES] {
+            if let Some(value) = desired.fields.get(field) {
+                self.set_attribute(&id, field, value).await?;
+            }
+        }
+        Ok(id)
+    }
+
+    async fn update(&self, _desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {
+        for change in &delta.fields {
+            if let Some(value) = &change.desired {
+                self.set_attribute(&live.handle, &change.field, value).await?;
+            }
+        }
+        put_tags(&self.client, &live.handle, &delta.tags).await
+    }
+
+    async fn delete(&self, live: &Live) -> Result<(), AwsError> {
+        let result = self.client.delete_vpc().vpc_id(&live.handle).send().await.map(|_| ()).map_err(|e| AwsError::from_sdk("EC2.DeleteVpc", e));
+        gone_is_ok(result)
+    }
+}
