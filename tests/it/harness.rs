@@ -1,7 +1,6 @@
 //! Test harness: a private moto server per test, the operator binary run
 //! against it, and an independent SDK client to inject drift and check state.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,36 +10,51 @@ use serde_json::Value;
 /// A moto server on a free loopback port, killed on drop.
 pub struct Moto {
     child: Child,
+    /// Holds the server's request recording (moto writes it to a file, by
+    /// default in the working directory, which parallel tests would share).
+    _recording: tempfile::TempDir,
     /// `http://127.0.0.1:PORT`.
     pub endpoint: String,
 }
 
 impl Moto {
-    /// Starts `moto_server` (or `$MOTO_SERVER`) and waits until it answers.
+    /// Starts `moto_server` (or `$MOTO_SERVER`) on a port the OS picks (`-p 0`),
+    /// learns the port from its banner, and waits until it answers. Each test
+    /// owns its server, so tests cannot see each other's resources.
     pub fn start() -> Moto {
+        use std::io::{BufRead, BufReader};
         let program = std::env::var("MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
-        for _ in 0..5 {
-            let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port");
-            let child = Command::new(&program)
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {program} (pip install 'moto[server]'): {e}"));
-            let mut moto = Moto { child, endpoint: format!("http://127.0.0.1:{port}") };
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = moto.child.try_wait() {
-                    break; // port taken, or moto failed: try another port
+        let recording = tempfile::tempdir().expect("tempdir");
+        let mut child = Command::new(&program)
+            .args(["-H", "127.0.0.1", "-p", "0"])
+            .env("MOTO_RECORDER_FILEPATH", recording.path().join("recording"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program} (pip install 'moto[server]'): {e}"));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent {
+                    if let Some(port) = line.split("http://127.0.0.1:").nth(1).and_then(|p| p.trim().parse::<u16>().ok()) {
+                        let _ = tx.send(port);
+                        sent = true;
+                    }
                 }
-                if http(&moto.endpoint, "GET", "/moto-api/data.json").is_some() {
-                    return moto;
-                }
-                std::thread::sleep(Duration::from_millis(100));
             }
-            let _ = moto.child.kill();
+        });
+        let port = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("{program} did not report its port"));
+        let moto = Moto { child, _recording: recording, endpoint: format!("http://127.0.0.1:{port}") };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if http(&moto.endpoint, "GET", "/moto-api/data.json").is_some() {
+                return moto;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("moto_server did not start");
+        panic!("moto_server on port {port} does not answer");
     }
 
     /// Starts recording requests (clearing earlier ones).
@@ -71,7 +85,14 @@ fn operation_of(line: &str) -> String {
     if let Some(target) = v["headers"]["X-Amz-Target"].as_str() {
         return target.rsplit('.').next().unwrap_or(target).to_string();
     }
-    let text = format!("{} {}", v["url"].as_str().unwrap_or(""), v["body"].as_str().unwrap_or(""));
+    let body = v["body"].as_str().unwrap_or("");
+    let body = if v["body_encoded"] == true {
+        use base64::Engine as _;
+        String::from_utf8_lossy(&base64::engine::general_purpose::STANDARD.decode(body).unwrap_or_default()).into_owned()
+    } else {
+        body.to_string()
+    };
+    let text = format!("{} {body}", v["url"].as_str().unwrap_or(""));
     text.split(['?', '&', ' '])
         .find_map(|kv| kv.strip_prefix("Action="))
         .map(str::to_string)
@@ -110,6 +131,11 @@ impl Run {
     /// Standard output parsed as JSON (for `--output json`).
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+    }
+
+    /// How many report entries of `kind` have `action`.
+    pub fn count(&self, kind: &str, action: &str) -> usize {
+        self.json()["resources"].as_array().map_or(0, |rs| rs.iter().filter(|r| r["kind"] == kind && r["action"] == action).count())
     }
 
     /// The report entry of resource `id` of `kind`.
@@ -153,6 +179,25 @@ pub fn spec_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
         std::fs::write(dir.path().join(name), text).expect("write spec");
     }
     dir
+}
+
+/// A temporary copy of the repository's specs with some files replaced.
+pub fn specs_with(overrides: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for entry in std::fs::read_dir(repo_specs()).expect("specs").flatten() {
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).expect("copy spec");
+    }
+    for (name, text) in overrides {
+        std::fs::write(dir.path().join(name), text).expect("write spec");
+    }
+    dir
+}
+
+/// `--specs DIR --output json <args>`.
+pub fn json_args<'a>(dir: &'a Path, args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = vec!["--specs", dir.to_str().expect("utf-8 path"), "--output", "json"];
+    all.extend_from_slice(args);
+    all
 }
 
 /// An SDK config for an independent client against `endpoint`.

@@ -2,4 +2,5 @@
 
 mod harness;
 mod invalid_specs;
+mod network;
 mod sqs;

@@ -68,6 +68,12 @@ impl ElasticIps {
         ElasticIps { client: super::client(config, counter), ledger: Mutex::new(BTreeMap::new()) }
     }
 
+    /// A whitelist EIP kind over an existing client (tests use a mocked one).
+    #[cfg(test)]
+    fn from_client(client: Client) -> Self {
+        ElasticIps { client, ledger: Mutex::new(BTreeMap::new()) }
+    }
+
     /// NAT gateways (any owner) by their network interface, to tell where an EIP is attached.
     async fn nat_by_interface(&self) -> Result<BTreeMap<String, String>, AwsError> {
         let out = self
@@ -306,6 +312,48 @@ impl Kind for ElasticIps {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::ResourceKey;
+    use aws_sdk_ec2::operation::allocate_address::{AllocateAddressError, AllocateAddressOutput};
+    use aws_smithy_mocks::{mock, mock_client};
+    use aws_smithy_types::error::ErrorMetadata;
+
+    fn pinned(address: &str) -> Desired {
+        Desired {
+            key: ResourceKey { kind: KIND, id: "whitelist-1".into() },
+            name: "sentry-whitelist-1-prod".into(),
+            fields: [(PINNED.to_string(), address.to_string()), (ATTACHED_TO.to_string(), "nat-1".to_string())].into_iter().collect(),
+            tags: Default::default(),
+            depends_on: Vec::new(),
+            adopt: true,
+        }
+    }
+
+    // The emulator re-allocates any address it is asked for, so the path where
+    // AWS refuses to give a released address back is covered with mocks.
+    #[tokio::test]
+    async fn an_unrecoverable_release_is_an_invariant_violation_naming_the_address() {
+        let refuse = mock!(Client::allocate_address).then_error(|| {
+            AllocateAddressError::generic(ErrorMetadata::builder().code("InvalidAddress.NotFound").message("Address 203.0.113.10 is not available").build())
+        });
+        let kind = ElasticIps::from_client(mock_client!(aws_sdk_ec2, [&refuse]));
+        let e = kind.create(&pinned("203.0.113.10")).await.expect_err("must fail");
+        assert_eq!(e.class, ErrorClass::Invariant);
+        assert!(e.message.contains("203.0.113.10") && e.message.contains("cannot be recovered"), "{}", e.message);
+        assert_eq!(refuse.num_calls(), 1, "exactly one attempt to get the same address back");
+    }
+
+    #[tokio::test]
+    async fn a_released_address_is_recovered_by_address_only() {
+        let recover = mock!(Client::allocate_address)
+            .match_requests(|r| r.address() == Some("203.0.113.10"))
+            .then_output(|| AllocateAddressOutput::builder().allocation_id("eipalloc-new").public_ip("203.0.113.10").build());
+        let kind = ElasticIps::from_client(mock_client!(aws_sdk_ec2, [&recover]));
+        assert_eq!(kind.create(&pinned("203.0.113.10")).await.expect("recovered"), "eipalloc-new");
+        assert_eq!(recover.num_calls(), 1);
+        let e = kind.create(&pinned("eipalloc-gone")).await.expect_err("an allocation id cannot be re-allocated");
+        assert_eq!(e.class, ErrorClass::Invariant);
+        assert_eq!(recover.num_calls(), 1, "no AWS call for an allocation-id pin");
+    }
 
     #[test]
     fn ledger_round_trips() {

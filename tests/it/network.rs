@@ -1,0 +1,329 @@
+//! Networking and the Elastic IP whitelist guard against the emulator.
+
+use std::path::Path;
+
+use aws_sdk_ec2::types::{Filter, IpPermission, IpRange};
+use aws_sdk_ec2::Client;
+
+use crate::harness::{is_write, json_args, operator, repo_specs, sdk_config, specs_with, Moto, Run};
+
+async fn ec2(moto: &Moto) -> Client {
+    Client::new(&sdk_config(&moto.endpoint).await)
+}
+
+fn owned(env: &str, id: &str) -> Vec<Filter> {
+    vec![
+        Filter::builder().name("tag:sentry:env").values(env).build(),
+        Filter::builder().name("tag:sentry:id").values(id).build(),
+    ]
+}
+
+fn reconcile(moto: &Moto, specs: &Path, env: &str) -> Run {
+    operator(&moto.endpoint, &json_args(specs, &["reconcile", "--once", "--env", env]))
+}
+
+fn plan(moto: &Moto, specs: &Path, env: &str) -> Run {
+    operator(&moto.endpoint, &json_args(specs, &["plan", "--env", env]))
+}
+
+/// Runs a pass while the emulator records, and returns it with the write operations seen.
+fn recorded(moto: &Moto, pass: impl FnOnce() -> Run) -> (Run, Vec<String>) {
+    moto.start_recording();
+    let run = pass();
+    let writes = moto.stop_recording().into_iter().filter(|op| is_write(op)).collect();
+    (run, writes)
+}
+
+async fn vpc_id(ec2: &Client, env: &str) -> String {
+    let out = ec2.describe_vpcs().set_filters(Some(owned(env, "vpc"))).send().await.expect("vpcs");
+    assert_eq!(out.vpcs().len(), 1, "exactly one VPC of {env}");
+    out.vpcs()[0].vpc_id().expect("id").to_string()
+}
+
+async fn nat(ec2: &Client, env: &str, id: &str) -> Option<(String, String)> {
+    // Filtered here: the emulator ignores tag filters on DescribeNatGateways.
+    let out = ec2.describe_nat_gateways().send().await.expect("nats");
+    let tagged = |n: &&aws_sdk_ec2::types::NatGateway, k: &str, v: &str| n.tags().iter().any(|t| t.key() == Some(k) && t.value() == Some(v));
+    let mut mine = out.nat_gateways().iter().filter(|n| n.state().map(|s| s.as_str()) == Some("available") && tagged(n, "sentry:env", env) && tagged(n, "sentry:id", id));
+    mine.next().map(|n| {
+        (n.nat_gateway_id().unwrap_or_default().to_string(), n.nat_gateway_addresses()[0].allocation_id().unwrap_or_default().to_string())
+    })
+}
+
+/// (allocation id, public ip, association id) of whitelist entry `id`.
+async fn whitelist(ec2: &Client, env: &str, id: &str) -> Option<(String, String, Option<String>)> {
+    let out = ec2.describe_addresses().set_filters(Some(owned(env, id))).send().await.expect("addresses");
+    out.addresses().first().map(|a| {
+        (a.allocation_id().unwrap_or_default().into(), a.public_ip().unwrap_or_default().into(), a.association_id().filter(|s| !s.is_empty()).map(str::to_string))
+    })
+}
+
+async fn default_route(ec2: &Client, env: &str, table: &str) -> Option<String> {
+    let out = ec2.describe_route_tables().set_filters(Some(owned(env, table))).send().await.expect("route tables");
+    let routes = out.route_tables().first().map(|t| t.routes().to_vec()).unwrap_or_default();
+    routes.iter().find(|r| r.destination_cidr_block() == Some("0.0.0.0/0")).and_then(|r| r.nat_gateway_id().or(r.gateway_id()).map(str::to_string))
+}
+
+async fn ingress(ec2: &Client, group: &str) -> Vec<(String, Option<i32>, Vec<String>)> {
+    let out = ec2.describe_security_groups().group_ids(group).send().await.expect("groups");
+    let mut rules: Vec<(String, Option<i32>, Vec<String>)> = out.security_groups()[0]
+        .ip_permissions()
+        .iter()
+        .map(|p| {
+            let peers = p.ip_ranges().iter().filter_map(|r| r.cidr_ip().map(str::to_string)).chain(p.user_id_group_pairs().iter().filter_map(|g| g.group_id().map(str::to_string))).collect();
+            (p.ip_protocol().unwrap_or_default().to_string(), p.from_port(), peers)
+        })
+        .collect();
+    rules.sort();
+    rules
+}
+
+async fn group(ec2: &Client, env: &str, id: &str) -> String {
+    let out = ec2.describe_security_groups().set_filters(Some(owned(env, id))).send().await.expect("groups");
+    out.security_groups()[0].group_id().expect("id").to_string()
+}
+
+#[tokio::test]
+async fn dev_network_converges_from_empty_and_then_makes_no_writes() {
+    let moto = Moto::start();
+    let specs = repo_specs();
+    let run = reconcile(&moto, &specs, "dev");
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert_eq!(run.json()["summary"]["failed"], 0, "{}", run.stdout);
+    let ec2 = ec2(&moto).await;
+
+    let vpc = vpc_id(&ec2, "dev").await;
+    let vpcs = ec2.describe_vpcs().vpc_ids(&vpc).send().await.expect("vpc");
+    assert_eq!(vpcs.vpcs()[0].cidr_block(), Some("172.22.0.0/16"));
+    let hostnames = ec2.describe_vpc_attribute().vpc_id(&vpc).attribute(aws_sdk_ec2::types::VpcAttributeName::EnableDnsHostnames).send().await.expect("attr");
+    assert_eq!(hostnames.enable_dns_hostnames().and_then(|v| v.value()), Some(true));
+
+    let subnets = ec2.describe_subnets().filters(Filter::builder().name("vpc-id").values(&vpc).build()).send().await.expect("subnets");
+    let mut cidrs: Vec<&str> = subnets.subnets().iter().filter_map(|s| s.cidr_block()).collect();
+    cidrs.sort_unstable();
+    assert_eq!(cidrs, ["172.22.0.0/24", "172.22.1.0/24", "172.22.10.0/24", "172.22.11.0/24"]);
+
+    // One NAT gateway in dev, on the first whitelist address; both addresses allocated and tagged.
+    let (nat_a, allocation) = nat(&ec2, "dev", "nat-a").await.expect("nat-a");
+    assert!(nat(&ec2, "dev", "nat-b").await.is_none(), "dev has a single NAT gateway");
+    let (w1, _, _) = whitelist(&ec2, "dev", "whitelist-1").await.expect("whitelist-1");
+    assert_eq!(allocation, w1);
+    assert!(whitelist(&ec2, "dev", "whitelist-2").await.is_some(), "the pool holds both addresses");
+    let tagged = ec2.describe_addresses().filters(Filter::builder().name("tag:sentry:whitelist").values("true").build()).send().await.expect("eips");
+    assert_eq!(tagged.addresses().len(), 2);
+
+    // Egress: every private subnet through the NAT gateway, public through the internet gateway.
+    assert_eq!(default_route(&ec2, "dev", "private-a").await.as_deref(), Some(nat_a.as_str()));
+    assert_eq!(default_route(&ec2, "dev", "private-b").await.as_deref(), Some(nat_a.as_str()));
+    assert!(default_route(&ec2, "dev", "public").await.is_some_and(|t| t.starts_with("igw-")));
+
+    // Redis only from the OMS and gateway groups.
+    let (redis, oms, gateway) = (group(&ec2, "dev", "redis").await, group(&ec2, "dev", "oms").await, group(&ec2, "dev", "gateway").await);
+    let mut peers = vec![oms.clone(), gateway.clone()];
+    peers.sort();
+    let rules = ingress(&ec2, &redis).await;
+    assert!(!rules.is_empty() && rules.iter().all(|(proto, port, _)| proto == "tcp" && *port == Some(6379)), "{rules:?}");
+    let mut seen: Vec<String> = rules.iter().flat_map(|(_, _, p)| p.clone()).collect();
+    seen.sort();
+    assert_eq!(seen, peers);
+    let alb = ingress(&ec2, &group(&ec2, "dev", "alb").await).await;
+    assert_eq!(alb.iter().map(|(_, p, _)| *p).collect::<Vec<_>>(), [Some(80), Some(443)]);
+
+    let endpoints = ec2.describe_vpc_endpoints().filters(Filter::builder().name("vpc-id").values(&vpc).build()).send().await.expect("endpoints");
+    let mut services: Vec<&str> = endpoints.vpc_endpoints().iter().filter_map(|e| e.service_name()).collect();
+    services.sort_unstable();
+    assert_eq!(services, ["com.amazonaws.us-east-1.dynamodb", "com.amazonaws.us-east-1.s3"]);
+    assert!(endpoints.vpc_endpoints().iter().all(|e| e.route_table_ids().len() == 2), "on both private route tables");
+    let flow_logs = ec2.describe_flow_logs().send().await.expect("flow logs");
+    assert!(flow_logs.flow_logs().is_empty(), "flow logs are off in dev");
+
+    let (second, writes) = recorded(&moto, || reconcile(&moto, &specs, "dev"));
+    assert_eq!(second.code, 0, "{}{}", second.stdout, second.stderr);
+    assert!(writes.is_empty(), "a converged pass wrote: {writes:?}");
+    assert_eq!(second.json()["calls"]["writes"], 0);
+}
+
+#[tokio::test]
+async fn prod_network_converges_with_three_zones_two_nat_gateways_and_flow_logs() {
+    let moto = Moto::start();
+    let specs = repo_specs();
+    let run = reconcile(&moto, &specs, "prod");
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert_eq!(run.json()["summary"]["failed"], 0, "{}", run.stdout);
+    let ec2 = ec2(&moto).await;
+    let vpc = vpc_id(&ec2, "prod").await;
+    let subnets = ec2.describe_subnets().filters(Filter::builder().name("vpc-id").values(&vpc).build()).send().await.expect("subnets");
+    assert_eq!(subnets.subnets().len(), 6);
+    let (nat_a, alloc_a) = nat(&ec2, "prod", "nat-a").await.expect("nat-a");
+    let (nat_b, alloc_b) = nat(&ec2, "prod", "nat-b").await.expect("nat-b");
+    assert_eq!(Some(alloc_a), whitelist(&ec2, "prod", "whitelist-1").await.map(|w| w.0));
+    assert_eq!(Some(alloc_b), whitelist(&ec2, "prod", "whitelist-2").await.map(|w| w.0));
+    assert_eq!(default_route(&ec2, "prod", "private-a").await, Some(nat_a.clone()));
+    assert_eq!(default_route(&ec2, "prod", "private-b").await, Some(nat_b));
+    assert_eq!(default_route(&ec2, "prod", "private-c").await, Some(nat_a), "an AZ without its own NAT uses the first one");
+    let flow_logs = ec2.describe_flow_logs().send().await.expect("flow logs");
+    assert_eq!(flow_logs.flow_logs().len(), 1);
+    assert_eq!(flow_logs.flow_logs()[0].resource_id(), Some(vpc.as_str()));
+
+    let (second, writes) = recorded(&moto, || reconcile(&moto, &specs, "prod"));
+    assert_eq!(second.code, 0, "{}", second.stdout);
+    assert!(writes.is_empty(), "a converged pass wrote: {writes:?}");
+}
+
+#[tokio::test]
+async fn network_drift_is_repaired_touching_only_the_delta() {
+    let moto = Moto::start();
+    let specs = repo_specs();
+    assert_eq!(reconcile(&moto, &specs, "dev").code, 2);
+    let ec2 = ec2(&moto).await;
+    let oms = group(&ec2, "dev", "oms").await;
+    let before = ingress(&ec2, &oms).await;
+
+    // An SSH rule from anywhere, added by hand.
+    let ssh = IpPermission::builder().ip_protocol("tcp").from_port(22).to_port(22).ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build()).build();
+    ec2.authorize_security_group_ingress().group_id(&oms).ip_permissions(ssh).send().await.expect("ssh rule");
+    let (run, writes) = recorded(&moto, || reconcile(&moto, &specs, "dev"));
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert_eq!(writes, ["RevokeSecurityGroupIngress"], "only the stray rule is revoked, nothing re-added");
+    assert_eq!(ingress(&ec2, &oms).await, before);
+
+    // Egress of a private subnet pointed at the internet gateway, another route deleted.
+    let table = |id: &'static str| {
+        let ec2 = ec2.clone();
+        async move { ec2.describe_route_tables().set_filters(Some(owned("dev", id))).send().await.expect("rt").route_tables()[0].route_table_id().expect("id").to_string() }
+    };
+    let igw = default_route(&ec2, "dev", "public").await.expect("igw");
+    ec2.replace_route().route_table_id(table("private-b").await).destination_cidr_block("0.0.0.0/0").gateway_id(&igw).send().await.expect("hijack route");
+    ec2.delete_route().route_table_id(table("private-a").await).destination_cidr_block("0.0.0.0/0").send().await.expect("delete route");
+    let run = reconcile(&moto, &specs, "dev");
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let (nat_a, allocation) = nat(&ec2, "dev", "nat-a").await.expect("nat");
+    assert_eq!(default_route(&ec2, "dev", "private-b").await, Some(nat_a.clone()));
+    assert_eq!(default_route(&ec2, "dev", "private-a").await, Some(nat_a.clone()));
+
+    // The NAT gateway deleted: re-created on the same whitelist allocation, routes follow.
+    ec2.delete_nat_gateway().nat_gateway_id(&nat_a).send().await.expect("delete nat");
+    let run = reconcile(&moto, &specs, "dev");
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let (new_nat, new_allocation) = nat(&ec2, "dev", "nat-a").await.expect("nat re-created");
+    assert_ne!(new_nat, nat_a);
+    assert_eq!(new_allocation, allocation, "same whitelist EIP");
+    assert_eq!(default_route(&ec2, "dev", "private-a").await, Some(new_nat.clone()));
+
+    // The whitelist EIP disassociated: restored, and reported as a violation.
+    let (_, _, association) = whitelist(&ec2, "dev", "whitelist-1").await.expect("eip");
+    ec2.disassociate_address().association_id(association.expect("associated")).send().await.expect("disassociate");
+    let run = reconcile(&moto, &specs, "dev");
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("WhitelistViolation"), "alerted: {}", run.stderr);
+    let whitelist_section = run.json()["sections"][0]["lines"][0].as_str().unwrap_or_default().to_string();
+    assert!(whitelist_section.contains("VIOLATED"), "{whitelist_section}");
+    assert!(whitelist(&ec2, "dev", "whitelist-1").await.expect("eip").2.is_some(), "re-associated");
+
+    let (run, writes) = recorded(&moto, || reconcile(&moto, &specs, "dev"));
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert!(writes.is_empty(), "{writes:?}");
+}
+
+/// dev.yaml with both whitelist addresses pinned.
+fn pinned_dev(a: &str, b: &str) -> String {
+    format!("network:\n  natGateways:\n    nat-b: null\n  whitelist:\n    pool:\n      whitelist-1: {{ address: {a} }}\n      whitelist-2: {{ address: {b} }}\n")
+}
+
+#[tokio::test]
+async fn a_pinned_address_released_out_of_band_is_recovered() {
+    let moto = Moto::start();
+    assert_eq!(reconcile(&moto, &repo_specs(), "dev").code, 2);
+    let ec2 = ec2(&moto).await;
+    let (old_allocation, ip1, _) = whitelist(&ec2, "dev", "whitelist-1").await.expect("w1");
+    let (_, ip2, _) = whitelist(&ec2, "dev", "whitelist-2").await.expect("w2");
+    let specs = specs_with(&[("dev.yaml", &pinned_dev(&ip1, &ip2))]);
+    let run = reconcile(&moto, specs.path(), "dev");
+    assert_eq!(run.code, 2, "pinning records the ledger: {}", run.stdout);
+    let lines = run.json()["sections"][0]["lines"].to_string();
+    assert!(lines.contains(&format!("whitelist-1: {ip1} attached to ec2.nat-gateway/nat-a: OK")), "{lines}");
+
+    ec2.release_address().allocation_id(&old_allocation).send().await.expect("release");
+    let run = reconcile(&moto, specs.path(), "dev");
+    assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("recovered the released whitelist address"), "{}", run.stderr);
+    let (new_allocation, ip, association) = whitelist(&ec2, "dev", "whitelist-1").await.expect("recovered");
+    assert_eq!(ip, ip1, "the same public address");
+    assert_ne!(new_allocation, old_allocation);
+    assert!(association.is_some(), "back on the NAT gateway");
+    let (nat_a, allocation) = nat(&ec2, "dev", "nat-a").await.expect("nat");
+    assert_eq!(allocation, new_allocation, "the NAT gateway uses the recovered address");
+    assert_eq!(default_route(&ec2, "dev", "private-a").await, Some(nat_a));
+    assert_eq!(reconcile(&moto, specs.path(), "dev").code, 0, "converged");
+}
+
+#[tokio::test]
+async fn pinning_addresses_that_are_not_in_the_account_fails_before_any_write() {
+    let moto = Moto::start();
+    let specs = specs_with(&[("dev.yaml", &pinned_dev("203.0.113.10", "eipalloc-0123456789abcdef0"))]);
+    let (run, writes) = recorded(&moto, || reconcile(&moto, specs.path(), "dev"));
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(writes.is_empty(), "nothing may be written: {writes:?}\n{}", run.stdout);
+    let errors = run.json()["errors"].to_string();
+    assert!(errors.contains("pinned address 203.0.113.10 does not exist in this account"), "{errors}");
+    assert!(errors.contains("eipalloc-0123456789abcdef0"), "{errors}");
+    assert!(errors.contains("nothing was applied"), "{errors}");
+}
+
+#[tokio::test]
+async fn removed_nat_gateway_keeps_its_eip_and_the_pool_is_released_only_in_two_steps() {
+    let moto = Moto::start();
+    let specs = repo_specs();
+    assert_eq!(reconcile(&moto, &specs, "staging").code, 2, "staging has two NAT gateways");
+    let ec2 = ec2(&moto).await;
+    let (w2, _, association) = whitelist(&ec2, "staging", "whitelist-2").await.expect("w2");
+    assert!(association.is_some());
+
+    let one_nat = "network:\n  natGateways:\n    nat-b: null\n";
+    let specs = specs_with(&[("staging.yaml", &format!("{one_nat}{}", std::fs::read_to_string(repo_specs().join("staging.yaml")).expect("staging").replacen("network:\n", "", 1)))]);
+    let run = reconcile(&moto, specs.path(), "staging");
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    assert_eq!(run.resource("ec2.nat-gateway", "nat-b")["action"], "delete");
+    assert!(nat(&ec2, "staging", "nat-b").await.is_none());
+    let (still, _, association) = whitelist(&ec2, "staging", "whitelist-2").await.expect("EIP kept");
+    assert_eq!(still, w2);
+    assert!(association.is_none());
+
+    // Removing it from the pool only orphans it ...
+    let drop_w2 = format!("{one_nat}  whitelist:\n    pool:\n      whitelist-2: null\n");
+    let specs = specs_with(&[("staging.yaml", &drop_w2)]);
+    let run = reconcile(&moto, specs.path(), "staging");
+    assert_eq!(run.resource("ec2.elastic-ip", "whitelist-2")["action"], "orphan");
+    assert!(whitelist(&ec2, "staging", "whitelist-2").await.is_some(), "never released without the opt-out");
+
+    // ... step 1 marks it releasable (recorded on the EIP), step 2 removes it.
+    let releasable = format!("{one_nat}  whitelist:\n    pool:\n      whitelist-2: {{ releasable: true }}\n");
+    let specs = specs_with(&[("staging.yaml", &releasable)]);
+    assert_eq!(reconcile(&moto, specs.path(), "staging").code, 2);
+    assert!(whitelist(&ec2, "staging", "whitelist-2").await.is_some());
+    let specs = specs_with(&[("staging.yaml", &drop_w2)]);
+    let run = reconcile(&moto, specs.path(), "staging");
+    assert_eq!(run.resource("ec2.elastic-ip", "whitelist-2")["action"], "delete");
+    assert!(whitelist(&ec2, "staging", "whitelist-2").await.is_none(), "released after the two-step opt-out");
+}
+
+#[tokio::test]
+async fn resources_the_operator_does_not_own_are_untouched() {
+    let moto = Moto::start();
+    let ec2 = ec2(&moto).await;
+    let name = aws_sdk_ec2::types::Tag::builder().key("Name").value("sentry-vpc-dev").build();
+    let spec = aws_sdk_ec2::types::TagSpecification::builder().resource_type(aws_sdk_ec2::types::ResourceType::Vpc).tags(name).build();
+    let foreign_vpc = ec2.create_vpc().cidr_block("172.22.0.0/16").tag_specifications(spec).send().await.expect("vpc").vpc().and_then(|v| v.vpc_id()).expect("id").to_string();
+    let foreign_sg = ec2.create_security_group().group_name("sentry-oms-dev").description("someone else's").vpc_id(&foreign_vpc).send().await.expect("sg").group_id().expect("id").to_string();
+    let ssh = IpPermission::builder().ip_protocol("tcp").from_port(22).to_port(22).ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build()).build();
+    ec2.authorize_security_group_ingress().group_id(&foreign_sg).ip_permissions(ssh).send().await.expect("rule");
+    let before = ingress(&ec2, &foreign_sg).await;
+
+    let run = reconcile(&moto, &repo_specs(), "dev");
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert_ne!(vpc_id(&ec2, "dev").await, foreign_vpc, "the operator built its own VPC");
+    assert_eq!(ingress(&ec2, &foreign_sg).await, before, "foreign rules untouched");
+    let vpcs = ec2.describe_vpcs().vpc_ids(&foreign_vpc).send().await.expect("foreign vpc still there");
+    assert!(vpcs.vpcs()[0].tags().iter().all(|t| !t.key().unwrap_or_default().starts_with("sentry:")), "never tagged");
+    assert_eq!(plan(&moto, &repo_specs(), "dev").code, 0);
+}
