@@ -295,7 +295,115 @@ where
 mod tests {
     use super::*;
     use crate::aws::ErrorClass;
+    use crate::engine::{ownership_tags, Delta, Desired, Live, Review};
+    use crate::spec::model::{DeletionPolicy, Tags};
+    use async_trait::async_trait;
     use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Mutex;
+
+    /// An in-memory kind: `a` depends on `b`; creating `fail` fails with `class`.
+    struct Fake {
+        live: Mutex<Vec<Live>>,
+        fail: Option<(&'static str, ErrorClass)>,
+        refuse_plan: bool,
+    }
+
+    impl Fake {
+        fn new(fail: Option<(&'static str, ErrorClass)>, refuse_plan: bool) -> Self {
+            Fake { live: Mutex::new(Vec::new()), fail, refuse_plan }
+        }
+    }
+
+    #[async_trait]
+    impl Kind for Fake {
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+        fn review(&self, _env: &EnvSpec, _steps: &[&Step]) -> Review {
+            Review { errors: if self.refuse_plan { vec!["refused".into()] } else { Vec::new() }, ..Review::default() }
+        }
+        fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
+            ["a", "b", "c"]
+                .into_iter()
+                .map(|id| Desired {
+                    key: ResourceKey { kind: "fake", id: id.into() },
+                    name: id.into(),
+                    fields: Default::default(),
+                    tags: ownership_tags(env, id, DeletionPolicy::Retain, &Tags::new()),
+                    depends_on: if id == "a" { vec![ResourceKey { kind: "fake", id: "b".into() }] } else { Vec::new() },
+                    adopt: false,
+                })
+                .collect()
+        }
+        async fn observe(&self, _env: &EnvSpec, _desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
+            Ok(self.live.lock().map(|l| l.clone()).unwrap_or_default())
+        }
+        async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
+            if let Some((id, class)) = self.fail.filter(|(id, _)| *id == desired.key.id) {
+                return Err(AwsError { operation: "Fake.Create", class, code: None, message: format!("{id} refused") });
+            }
+            self.live.lock().expect("lock").push(Live { name: desired.name.clone(), handle: desired.name.clone(), tags: desired.tags.clone(), ..Live::default() });
+            Ok(desired.name.clone())
+        }
+        async fn update(&self, _d: &Desired, _l: &Live, _delta: &Delta) -> Result<(), AwsError> {
+            Ok(())
+        }
+        async fn delete(&self, _l: &Live) -> Result<(), AwsError> {
+            Ok(())
+        }
+    }
+
+    fn env() -> EnvSpec {
+        EnvSpec { env: "dev".into(), spec: Default::default() }
+    }
+
+    async fn pass(kind: Fake, mode: Mode) -> Report {
+        let kinds: Vec<Box<dyn Kind>> = vec![Box::new(kind)];
+        reconcile(&env(), &kinds, &CallCounter::default(), mode, &RetryPolicy::default()).await
+    }
+
+    #[tokio::test]
+    async fn creates_in_dependency_order_then_converges() {
+        let kind = Fake::new(None, false);
+        let kinds: Vec<Box<dyn Kind>> = vec![Box::new(kind)];
+        let first = reconcile(&env(), &kinds, &CallCounter::default(), Mode::Apply, &RetryPolicy::default()).await;
+        assert_eq!(first.exit_code(), 2);
+        assert_eq!(first.summary.create, 3);
+        let second = reconcile(&env(), &kinds, &CallCounter::default(), Mode::Apply, &RetryPolicy::default()).await;
+        assert_eq!((second.exit_code(), second.summary.unchanged), (0, 3));
+    }
+
+    #[tokio::test]
+    async fn a_failed_dependency_stops_its_dependents_only() {
+        let report = pass(Fake::new(Some(("b", ErrorClass::Invalid)), false), Mode::Apply).await;
+        let outcome = |id: &str| report.resources.iter().find(|s| s.key.id == id).and_then(|s| s.outcome.clone());
+        assert!(matches!(outcome("b"), Some(Outcome::Failed(_))));
+        assert_eq!(outcome("a"), Some(Outcome::DependencyFailed("fake b".into())));
+        assert_eq!(outcome("c"), Some(Outcome::Applied));
+        assert_eq!(report.exit_code(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_broken_invariant_exits_3() {
+        let report = pass(Fake::new(Some(("c", ErrorClass::Invariant)), false), Mode::Apply).await;
+        assert_eq!(report.invariant_violations, vec!["fake c: c refused".to_string()]);
+        assert_eq!(report.exit_code(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_refused_review_applies_nothing() {
+        let report = pass(Fake::new(None, true), Mode::Apply).await;
+        assert!(report.resources.iter().all(|s| s.outcome.is_none()));
+        assert!(report.errors.iter().any(|e| e == "nothing was applied"));
+        assert_eq!(report.exit_code(), 1);
+    }
+
+    #[tokio::test]
+    async fn plan_mode_never_writes() {
+        let report = pass(Fake::new(None, false), Mode::Plan).await;
+        assert_eq!((report.summary.create, report.exit_code()), (3, 2));
+        assert!(report.resources.iter().all(|s| s.outcome.is_none()));
+    }
 
     fn err(class: ErrorClass) -> AwsError {
         AwsError { operation: "SQS.CreateQueue", class, code: None, message: "x".into() }
