@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_smithy_runtime_api::box_error::BoxError;
@@ -202,6 +203,24 @@ pub trait HttpStatus {
 impl HttpStatus for aws_smithy_runtime_api::http::Response {
     fn status(&self) -> u16 {
         self.status().as_u16()
+    }
+}
+
+/// Polls `check` (every 5 s, up to `limit`) until it returns `Some`.
+pub async fn wait_for<T, F, Fut>(what: &'static str, limit: Duration, mut check: F) -> Result<T, AwsError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, AwsError>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await? {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(AwsError { operation: what, class: ErrorClass::Transient, code: None, message: format!("still not ready after {limit:?}") });
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
     }
 }
 

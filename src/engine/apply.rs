@@ -118,7 +118,13 @@ async fn plan_pass(env: &EnvSpec, kinds: &[Box<dyn Kind>]) -> Planned {
     let mut owners = Vec::new();
     for (k, pairs) in matched {
         let kind = &kinds[k];
-        let rules = Rules { kind: kind.name(), immutable: kind.immutable_fields(), exclusive: kind.exclusive_prefixes(), replaceable: kind.replaceable() };
+        let rules = Rules {
+            kind: kind.name(),
+            immutable: kind.immutable_fields(),
+            exclusive: kind.exclusive_prefixes(),
+            replaceable: kind.replaceable(),
+            create_only: kind.create_only_fields(),
+        };
         for mut pair in pairs {
             if let Some(l) = &mut pair.live {
                 l.fields = Handles::rewrite(&l.fields, |t| handles.to_references(t));

@@ -195,6 +195,11 @@ pub trait Kind: Send + Sync {
         &[]
     }
 
+    /// Fields set at creation but never compared (AWS does not report them back).
+    fn create_only_fields(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// Whether a change to an immutable field may be made by deleting and
     /// re-creating the resource (stateless kinds only).
     fn replaceable(&self) -> bool {

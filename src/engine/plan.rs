@@ -90,6 +90,8 @@ pub struct Rules<'a> {
     pub exclusive: &'a [&'a str],
     /// Whether an immutable change may replace the resource.
     pub replaceable: bool,
+    /// Fields only used at creation, never compared.
+    pub create_only: &'a [&'a str],
 }
 
 /// A desired resource and the live one it matched (either may be missing).
@@ -188,11 +190,11 @@ fn canonical(text: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
 /// Compares the managed fields and tags of `desired` with `live`. Live fields
 /// the spec does not manage and extra live tags are ignored, except fields
 /// under an exclusive prefix, which are removed.
-pub fn diff(desired: &Desired, live: &Live, exclusive: &[&str]) -> Delta {
+pub fn diff(desired: &Desired, live: &Live, exclusive: &[&str], create_only: &[&str]) -> Delta {
     let mut fields: Vec<FieldChange> = desired
         .fields
         .iter()
-        .filter(|(k, v)| live.fields.get(*k) != Some(*v))
+        .filter(|(k, v)| live.fields.get(*k) != Some(*v) && !create_only.contains(&k.as_str()))
         .map(|(k, v)| FieldChange { field: k.clone(), live: live.fields.get(k).cloned(), desired: Some(v.clone()) })
         .collect();
     fields.extend(
@@ -247,7 +249,7 @@ fn decide_existing(rules: Rules<'_>, env: &str, d: Desired, l: Live) -> Step {
         }
         _ => {}
     }
-    let delta = diff(&d, &l, rules.exclusive);
+    let delta = diff(&d, &l, rules.exclusive, rules.create_only);
     let mut changes = delta.fields.clone();
     changes.extend(delta.tags.iter().map(|(k, v)| FieldChange { field: format!("tags.{k}"), live: l.tags.get(k).cloned(), desired: Some(v.clone()) }));
     let immutable: Vec<&str> = delta.fields.iter().map(|c| c.field.as_str()).filter(|f| rules.immutable.contains(f)).collect();
@@ -324,7 +326,7 @@ mod tests {
         Live { name: format!("n-{id}"), handle: format!("h-{id}"), fields: fields(f), tags: t, meta: BTreeMap::new() }
     }
 
-    const RULES: Rules<'static> = Rules { kind: "test", immutable: &["fifo"], exclusive: &["rule "], replaceable: false };
+    const RULES: Rules<'static> = Rules { kind: "test", immutable: &["fifo"], exclusive: &["rule "], replaceable: false, create_only: &["seed"] };
 
     fn plan(rules: Rules<'_>, d: Vec<Desired>, l: Vec<Live>) -> Vec<Step> {
         match_kind("test", "dev", d, l, |d, l| d.name == l.name).into_iter().filter_map(|p| decide(rules, "dev", p)).collect()
@@ -340,6 +342,7 @@ mod tests {
         no_policy_tag.remove(TAG_DELETION_POLICY);
         let cases: Vec<(&str, Vec<Desired>, Vec<Live>, Vec<(&str, Action)>)> = vec![
             ("Missing", vec![desired("a", &[("x", "1")], &[])], vec![], vec![("a", Action::Create)]),
+            ("CreateOnlyIgnored", vec![desired("a", &[("x", "1"), ("seed", "s")], &[])], vec![live("a", &[("x", "1")], tags("dev", "a", "retain"))], vec![("a", Action::Noop)]),
             ("InSync", vec![desired("a", &[("x", "1")], &[])], vec![live("a", &[("x", "1"), ("extra", "9")], tags("dev", "a", "retain"))], vec![("a", Action::Noop)]),
             ("FieldDrift", vec![desired("a", &[("x", "1")], &[])], vec![live("a", &[("x", "2")], tags("dev", "a", "retain"))], vec![("a", Action::Update)]),
             ("ExtraExclusiveField", vec![desired("a", &[("rule a", "1")], &[])], vec![live("a", &[("rule a", "1"), ("rule b", "1")], tags("dev", "a", "retain"))], vec![("a", Action::Update)]),

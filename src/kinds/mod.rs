@@ -1,7 +1,10 @@
 //! The AWS resource kinds, one module each. Adding a kind is one new module
 //! plus one line in [`registry`].
 
+pub mod cognito;
+pub mod dynamodb;
 pub mod ec2;
+pub mod elasticache;
 pub mod sqs;
 
 use aws_config::SdkConfig;
@@ -25,20 +28,19 @@ pub fn registry(config: &SdkConfig, counter: &CallCounter) -> Vec<Box<dyn Kind>>
         Box::new(ec2::vpc_endpoint::VpcEndpoints::new(config, counter)),
         Box::new(ec2::flow_log::FlowLogs::new(config, counter)),
         Box::new(sqs::Queues::new(config, counter)),
+        Box::new(dynamodb::Tables::new(config, counter)),
+        Box::new(elasticache::subnet_group::SubnetGroups::new(config, counter)),
+        Box::new(elasticache::replication_group::ReplicationGroups::new(config, counter)),
+        Box::new(cognito::user_pool::UserPools::new(config, counter)),
+        Box::new(cognito::group::Groups::new(config, counter)),
+        Box::new(cognito::app_client::AppClients::new(config, counter)),
     ]
 }
 
 /// Sections of `spec` that are parsed and validated but that no registered
 /// kind reconciles yet; reported so that nobody mistakes them for converged.
 pub fn unreconciled_sections(spec: &Spec) -> Vec<&'static str> {
-    let d = spec.data.as_ref();
-    [
-        ("data.tables", d.is_some_and(|d| !d.tables.is_empty())),
-        ("data.redis", d.is_some_and(|d| d.redis.is_some())),
-        ("compute", spec.compute.is_some()),
-        ("identity", spec.identity.is_some()),
-        ("observability", spec.observability.is_some()),
-    ]
+    [("compute", spec.compute.is_some()), ("observability", spec.observability.is_some())]
     .into_iter()
     .filter_map(|(name, present)| present.then_some(name))
     .collect()

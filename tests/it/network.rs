@@ -5,7 +5,7 @@ use std::path::Path;
 use aws_sdk_ec2::types::{Filter, IpPermission, IpRange};
 use aws_sdk_ec2::Client;
 
-use crate::harness::{is_write, json_args, operator, repo_specs, sdk_config, specs_with, Moto, Run};
+use crate::harness::{is_write, json_args, operator, repo_specs, sdk_config, specs_for_emulator, specs_with, Moto, Run};
 
 async fn ec2(moto: &Moto) -> Client {
     Client::new(&sdk_config(&moto.endpoint).await)
@@ -146,7 +146,8 @@ async fn dev_network_converges_from_empty_and_then_makes_no_writes() {
 #[tokio::test]
 async fn prod_network_converges_with_three_zones_two_nat_gateways_and_flow_logs() {
     let moto = Moto::start();
-    let specs = repo_specs();
+    let dir = specs_for_emulator();
+    let specs = dir.path().to_path_buf();
     let run = reconcile(&moto, &specs, "prod");
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert_eq!(run.json()["summary"]["failed"], 0, "{}", run.stdout);
@@ -279,8 +280,11 @@ async fn removed_nat_gateway_keeps_its_eip_and_the_pool_is_released_only_in_two_
     let (w2, _, association) = whitelist(&ec2, "staging", "whitelist-2").await.expect("w2");
     assert!(association.is_some());
 
-    let one_nat = "network:\n  natGateways:\n    nat-b: null\n";
-    let specs = specs_with(&[("staging.yaml", &format!("{one_nat}{}", std::fs::read_to_string(repo_specs().join("staging.yaml")).expect("staging").replacen("network:\n", "", 1)))]);
+    // staging.yaml with extra lines under its `network:` key.
+    let staging = std::fs::read_to_string(repo_specs().join("staging.yaml")).expect("staging");
+    let with_network = |lines: &str| staging.replacen("network:\n", &format!("network:\n{lines}"), 1);
+    let one_nat = "  natGateways:\n    nat-b: null\n";
+    let specs = specs_with(&[("staging.yaml", &with_network(one_nat))]);
     let run = reconcile(&moto, specs.path(), "staging");
     assert_eq!(run.code, 2, "{}", run.stdout);
     assert_eq!(run.resource("ec2.nat-gateway", "nat-b")["action"], "delete");
@@ -290,14 +294,15 @@ async fn removed_nat_gateway_keeps_its_eip_and_the_pool_is_released_only_in_two_
     assert!(association.is_none());
 
     // Removing it from the pool only orphans it ...
-    let drop_w2 = format!("{one_nat}  whitelist:\n    pool:\n      whitelist-2: null\n");
+    let drop_w2 = with_network(&format!("{one_nat}  whitelist:\n    pool:\n      whitelist-2: null\n"));
     let specs = specs_with(&[("staging.yaml", &drop_w2)]);
     let run = reconcile(&moto, specs.path(), "staging");
+    assert_eq!(run.code, 0, "{}", run.stdout);
     assert_eq!(run.resource("ec2.elastic-ip", "whitelist-2")["action"], "orphan");
     assert!(whitelist(&ec2, "staging", "whitelist-2").await.is_some(), "never released without the opt-out");
 
     // ... step 1 marks it releasable (recorded on the EIP), step 2 removes it.
-    let releasable = format!("{one_nat}  whitelist:\n    pool:\n      whitelist-2: {{ releasable: true }}\n");
+    let releasable = with_network(&format!("{one_nat}  whitelist:\n    pool:\n      whitelist-2: {{ releasable: true }}\n"));
     let specs = specs_with(&[("staging.yaml", &releasable)]);
     assert_eq!(reconcile(&moto, specs.path(), "staging").code, 2);
     assert!(whitelist(&ec2, "staging", "whitelist-2").await.is_some());

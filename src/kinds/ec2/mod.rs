@@ -16,7 +16,7 @@ pub mod subnet;
 pub mod vpc;
 pub mod vpc_endpoint;
 
-use std::time::Duration;
+pub use crate::aws::wait_for;
 
 use aws_config::SdkConfig;
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
@@ -102,23 +102,5 @@ pub fn gone_is_ok(result: Result<(), AwsError>) -> Result<(), AwsError> {
     match result {
         Err(e) if e.class == ErrorClass::NotFound => Ok(()),
         other => other,
-    }
-}
-
-/// Polls `check` (every 5 s, up to `limit`) until it returns `Some`.
-pub async fn wait_for<T, F, Fut>(what: &'static str, limit: Duration, mut check: F) -> Result<T, AwsError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Option<T>, AwsError>>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(v) = check().await? {
-            return Ok(v);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(AwsError { operation: what, class: ErrorClass::Transient, code: None, message: format!("still not ready after {limit:?}") });
-        }
-        tokio::time::sleep(Duration::from_secs(5)).await;
     }
 }

@@ -1,0 +1,186 @@
+//! The Cognito user pool: MFA required with software tokens, password
+//! policy, admin-only sign-up, tags. MFA switched off out of band is switched
+//! back on and reported as a security drift.
+
+use async_trait::async_trait;
+use aws_config::SdkConfig;
+use aws_sdk_cognitoidentityprovider::types::{AdminCreateUserConfigType, PasswordPolicyType, SoftwareTokenMfaConfigType, UserPoolMfaType, UserPoolPolicyType};
+use aws_sdk_cognitoidentityprovider::Client;
+
+use super::{find_pool, pool, pool_tags};
+use crate::aws::{AwsError, CallCounter, ErrorClass};
+use crate::engine::plan::{Action, Step};
+use crate::engine::report::Section;
+use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Live, ResourceKey, Review};
+use crate::spec::model::{Tags, UserPool};
+use crate::spec::EnvSpec;
+
+/// Kind name.
+pub const KIND: &str = "cognito.user-pool";
+/// The logical id of the environment's user pool.
+pub const ID: &str = "user-pool";
+
+const MFA: &str = "MfaConfiguration";
+const TOTP: &str = "SoftwareTokenMfa";
+const ADMIN_ONLY: &str = "AdminCreateUserOnly";
+const PASSWORD: &str = "PasswordPolicy";
+
+/// The user-pool kind.
+pub struct UserPools {
+    client: Client,
+}
+
+fn password_text(p: &crate::spec::model::PasswordPolicy) -> String {
+    format!("min={} upper={} lower={} numbers={} symbols={}", p.minimum_length, p.require_uppercase, p.require_lowercase, p.require_numbers, p.require_symbols)
+}
+
+fn password_policy(text: &str) -> PasswordPolicyType {
+    let get = |key: &str| text.split(' ').find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')));
+    let flag = |key: &str| get(key) == Some("true");
+    PasswordPolicyType::builder()
+        .minimum_length(get("min").and_then(|v| v.parse().ok()).unwrap_or(8))
+        .require_uppercase(flag("upper"))
+        .require_lowercase(flag("lower"))
+        .require_numbers(flag("numbers"))
+        .require_symbols(flag("symbols"))
+        .build()
+}
+
+impl UserPools {
+    /// A user-pool kind using `config`, counting requests in `counter`.
+    pub fn new(config: &SdkConfig, counter: &CallCounter) -> Self {
+        UserPools { client: super::client(config, counter) }
+    }
+
+    async fn set_mfa(&self, pool: &str, fields: &Fields) -> Result<(), AwsError> {
+        let totp = fields.get(TOTP).map(String::as_str) == Some("true");
+        self.client
+            .set_user_pool_mfa_config()
+            .user_pool_id(pool)
+            .software_token_mfa_configuration(SoftwareTokenMfaConfigType::builder().enabled(totp).build())
+            .mfa_configuration(UserPoolMfaType::from(fields.get(MFA).map(String::as_str).unwrap_or("OFF")))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("Cognito.SetUserPoolMfaConfig", e))?;
+        Ok(())
+    }
+}
+
+fn desired_pool(env: &EnvSpec, p: &UserPool, name: String) -> Desired {
+    let mut fields = Fields::new();
+    fields.insert(MFA.into(), p.mfa.clone());
+    fields.insert(TOTP.into(), p.software_token_mfa.to_string());
+    fields.insert(ADMIN_ONLY.into(), p.admin_create_user_only.to_string());
+    fields.insert(PASSWORD.into(), password_text(&p.password_policy));
+    Desired { key: ResourceKey { kind: KIND, id: ID.into() }, name, fields, tags: ownership_tags(env, ID, p.deletion_policy, &Tags::new()), depends_on: Vec::new(), adopt: false }
+}
+
+#[async_trait]
+impl Kind for UserPools {
+    fn name(&self) -> &'static str {
+        KIND
+    }
+
+    fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
+        pool(env).map(|(p, name)| vec![desired_pool(env, p, name)]).unwrap_or_default()
+    }
+
+    async fn observe(&self, _env: &EnvSpec, desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
+        let Some(d) = desired.first() else { return Ok(Vec::new()) };
+        let Some(p) = find_pool(&self.client, &d.name).await? else { return Ok(Vec::new()) };
+        let id = p.id().unwrap_or_default().to_string();
+        let tags = pool_tags(&p);
+        let mfa = self.client.get_user_pool_mfa_config().user_pool_id(&id).send().await.map_err(|e| AwsError::from_sdk("Cognito.GetUserPoolMfaConfig", e))?;
+        let mut fields = Fields::new();
+        fields.insert(MFA.into(), mfa.mfa_configuration().map(|m| m.as_str().to_string()).unwrap_or_else(|| "OFF".into()));
+        fields.insert(TOTP.into(), mfa.software_token_mfa_configuration().is_some_and(|c| c.enabled()).to_string());
+        fields.insert(ADMIN_ONLY.into(), p.admin_create_user_config().is_some_and(|c| c.allow_admin_create_user_only()).to_string());
+        if let Some(pp) = p.policies().and_then(|x| x.password_policy()) {
+            let text = format!(
+                "min={} upper={} lower={} numbers={} symbols={}",
+                pp.minimum_length().unwrap_or(8),
+                pp.require_uppercase(),
+                pp.require_lowercase(),
+                pp.require_numbers(),
+                pp.require_symbols()
+            );
+            fields.insert(PASSWORD.into(), text);
+        }
+        let arn = p.arn().unwrap_or_default().to_string();
+        Ok(vec![Live { name: d.name.clone(), handle: id, fields, tags, meta: [("arn".to_string(), arn)].into_iter().collect() }])
+    }
+
+    async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
+        let field = |f: &str| desired.fields.get(f).cloned().unwrap_or_default();
+        let out = self
+            .client
+            .create_user_pool()
+            .pool_name(&desired.name)
+            .policies(UserPoolPolicyType::builder().password_policy(password_policy(&field(PASSWORD))).build())
+            .admin_create_user_config(AdminCreateUserConfigType::builder().allow_admin_create_user_only(field(ADMIN_ONLY) == "true").build())
+            .set_user_pool_tags(Some(desired.tags.clone().into_iter().collect()))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("Cognito.CreateUserPool", e))?;
+        let id = out.user_pool().and_then(|p| p.id()).unwrap_or_default().to_string();
+        self.set_mfa(&id, &desired.fields).await?;
+        Ok(id)
+    }
+
+    async fn update(&self, desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {
+        if delta.fields.iter().any(|c| c.field == MFA || c.field == TOTP) {
+            tracing::error!(target: "sentry_operator::alert", alert = "SecurityDrift", pool = %desired.name, "user pool MFA differs from the spec; restoring it");
+            self.set_mfa(&live.handle, &desired.fields).await?;
+        }
+        if delta.fields.iter().any(|c| c.field == PASSWORD || c.field == ADMIN_ONLY) {
+            let field = |f: &str| desired.fields.get(f).cloned().unwrap_or_default();
+            // UpdateUserPool resets what it is not given, so MFA and tags go along.
+            self.client
+                .update_user_pool()
+                .user_pool_id(&live.handle)
+                .policies(UserPoolPolicyType::builder().password_policy(password_policy(&field(PASSWORD))).build())
+                .admin_create_user_config(AdminCreateUserConfigType::builder().allow_admin_create_user_only(field(ADMIN_ONLY) == "true").build())
+                .mfa_configuration(UserPoolMfaType::from(field(MFA).as_str()))
+                .set_user_pool_tags(Some(desired.tags.clone().into_iter().collect()))
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("Cognito.UpdateUserPool", e))?;
+        }
+        if !delta.tags.is_empty() {
+            let arn = live.meta.get("arn").cloned().unwrap_or_default();
+            self.client
+                .tag_resource()
+                .resource_arn(arn)
+                .set_tags(Some(delta.tags.clone().into_iter().collect()))
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("Cognito.TagResource", e))?;
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, live: &Live) -> Result<(), AwsError> {
+        match self.client.delete_user_pool().user_pool_id(&live.handle).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let e = AwsError::from_sdk("Cognito.DeleteUserPool", e);
+                if e.class == ErrorClass::NotFound {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    fn review(&self, _env: &EnvSpec, steps: &[&Step]) -> Review {
+        let lines: Vec<String> = steps
+            .iter()
+            .filter(|s| s.action == Action::Update)
+            .flat_map(|s| s.delta.fields.iter().filter(|c| c.field == MFA || c.field == TOTP).map(move |c| (s, c)))
+            .map(|(s, c)| format!("{} ({}): {} is {} instead of {}", s.key, s.name, c.field, c.live.as_deref().unwrap_or("unset"), c.desired.as_deref().unwrap_or("unset")))
+            .collect();
+        let section = (!lines.is_empty()).then(|| Section { title: "Security drift (MFA)".into(), lines });
+        Review { section, ..Review::default() }
+    }
+}

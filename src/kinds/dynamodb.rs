@@ -1,0 +1,421 @@
+//! DynamoDB tables: key schema, billing mode, global secondary indexes,
+//! KMS encryption, point-in-time recovery, deletion protection, TTL, tags.
+//!
+//! A key-schema change needs a new table, so it is BLOCKED, never done.
+//! GSIs are added or removed one UpdateTable at a time, as AWS requires,
+//! waiting while the table is UPDATING. DynamoDB has no batch describe:
+//! observe is one paginated ListTables (names with the `sentry-` prefix)
+//! plus DescribeTable, DescribeContinuousBackups, DescribeTimeToLive and
+//! ListTagsOfResource per table, run concurrently.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::SdkConfig;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, CreateGlobalSecondaryIndexAction, DeleteGlobalSecondaryIndexAction, GlobalSecondaryIndex, GlobalSecondaryIndexUpdate,
+    IndexStatus, KeySchemaElement, KeyType, PointInTimeRecoverySpecification, Projection, ProjectionType, ScalarAttributeType, SseSpecification, SseType,
+    TableDescription, TableStatus, Tag, TimeToLiveSpecification,
+};
+use aws_sdk_dynamodb::Client;
+use futures::stream::{self, StreamExt, TryStreamExt};
+
+use crate::aws::{wait_for, AwsError, CallCounter, ErrorClass};
+use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Live, ResourceKey};
+use crate::spec::model::{KeySchema, Table};
+use crate::spec::{physical_name, EnvSpec};
+
+/// Kind name.
+pub const KIND: &str = "dynamodb.table";
+
+const KEY: &str = "KeySchema";
+const BILLING: &str = "BillingMode";
+const GSI: &str = "gsi ";
+const SSE: &str = "Encryption";
+const PITR: &str = "PointInTimeRecovery";
+const PROTECTION: &str = "DeletionProtection";
+const TTL: &str = "TimeToLive";
+const TTL_OFF: &str = "disabled";
+/// How long a table may stay CREATING or UPDATING.
+const WAIT: Duration = Duration::from_secs(900);
+const DESCRIBE_CONCURRENCY: usize = 4;
+
+/// The DynamoDB table kind.
+pub struct Tables {
+    client: Client,
+}
+
+/// `hash=PK:S range=SK:S`: the key with its attribute types.
+fn key_text(key: &KeySchema, attributes: &BTreeMap<String, String>) -> String {
+    let typed = |a: &str| format!("{a}:{}", attributes.get(a).map(String::as_str).unwrap_or("S"));
+    match &key.sort {
+        Some(sort) => format!("hash={} range={}", typed(&key.partition), typed(sort)),
+        None => format!("hash={}", typed(&key.partition)),
+    }
+}
+
+/// Parses [`key_text`] (plus `projection=` and `include=` for indexes).
+struct KeyText {
+    hash: (String, String),
+    range: Option<(String, String)>,
+    projection: String,
+    include: Vec<String>,
+}
+
+fn parse_key_text(text: &str) -> KeyText {
+    let mut k = KeyText { hash: (String::new(), "S".into()), range: None, projection: "ALL".into(), include: Vec::new() };
+    let typed = |v: &str| {
+        let (name, ty) = v.split_once(':').unwrap_or((v, "S"));
+        (name.to_string(), ty.to_string())
+    };
+    for part in text.split(' ') {
+        match part.split_once('=') {
+            Some(("hash", v)) => k.hash = typed(v),
+            Some(("range", v)) => k.range = Some(typed(v)),
+            Some(("projection", v)) => k.projection = v.to_string(),
+            Some(("include", v)) => k.include = v.split('|').map(str::to_string).collect(),
+            _ => {}
+        }
+    }
+    k
+}
+
+fn key_elements(k: &KeyText) -> Vec<KeySchemaElement> {
+    let element = |name: &str, ty: KeyType| KeySchemaElement::builder().attribute_name(name).key_type(ty).build().ok();
+    [element(&k.hash.0, KeyType::Hash), k.range.as_ref().and_then(|r| element(&r.0, KeyType::Range))].into_iter().flatten().collect()
+}
+
+fn definitions<'a>(keys: impl Iterator<Item = &'a KeyText>) -> Vec<AttributeDefinition> {
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    for k in keys {
+        seen.insert(k.hash.0.clone(), k.hash.1.clone());
+        if let Some((name, ty)) = &k.range {
+            seen.insert(name.clone(), ty.clone());
+        }
+    }
+    seen.into_iter()
+        .filter_map(|(name, ty)| AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::from(ty.as_str())).build().ok())
+        .collect()
+}
+
+fn projection(k: &KeyText) -> Projection {
+    let include = (k.projection == "INCLUDE").then(|| k.include.clone());
+    Projection::builder().projection_type(ProjectionType::from(k.projection.as_str())).set_non_key_attributes(include).build()
+}
+
+fn gsi_text(key: &KeySchema, projection: &str, include: &[String], attributes: &BTreeMap<String, String>) -> String {
+    let mut text = format!("{} projection={projection}", key_text(key, attributes));
+    if !include.is_empty() {
+        let mut sorted = include.to_vec();
+        sorted.sort();
+        text.push_str(&format!(" include={}", sorted.join("|")));
+    }
+    text
+}
+
+/// The fields of a live table description.
+fn table_fields(t: &TableDescription) -> Fields {
+    let types: BTreeMap<&str, &str> = t.attribute_definitions().iter().map(|a| (a.attribute_name(), a.attribute_type().as_str())).collect();
+    let text_of = |elements: &[KeySchemaElement]| {
+        let part = |ty: KeyType| elements.iter().find(|e| *e.key_type() == ty).map(|e| format!("{}:{}", e.attribute_name(), types.get(e.attribute_name()).unwrap_or(&"S")));
+        match (part(KeyType::Hash), part(KeyType::Range)) {
+            (Some(h), Some(r)) => format!("hash={h} range={r}"),
+            (Some(h), None) => format!("hash={h}"),
+            _ => String::new(),
+        }
+    };
+    let mut f = Fields::new();
+    f.insert(KEY.into(), text_of(t.key_schema()));
+    let billing = t.billing_mode_summary().and_then(|b| b.billing_mode()).map(|b| b.as_str().to_string()).unwrap_or_else(|| "PROVISIONED".into());
+    f.insert(BILLING.into(), billing);
+    for g in t.global_secondary_indexes() {
+        let Some(name) = g.index_name() else { continue };
+        let p = g.projection();
+        let projection = p.and_then(|p| p.projection_type()).map(|p| p.as_str()).unwrap_or("ALL");
+        let mut text = format!("{} projection={projection}", text_of(g.key_schema()));
+        let mut include: Vec<String> = p.map(|p| p.non_key_attributes().to_vec()).unwrap_or_default();
+        if !include.is_empty() {
+            include.sort();
+            text.push_str(&format!(" include={}", include.join("|")));
+        }
+        f.insert(format!("{GSI}{name}"), text);
+    }
+    let kms = t.sse_description().is_some_and(|s| s.sse_type() == Some(&SseType::Kms) && s.status().map(|s| s.as_str()) == Some("ENABLED"));
+    f.insert(SSE.into(), if kms { "KMS" } else { "AWS_OWNED" }.into());
+    f.insert(PROTECTION.into(), t.deletion_protection_enabled().unwrap_or(false).to_string());
+    f
+}
+
+impl Tables {
+    /// A table kind using `config`, counting requests in `counter`.
+    pub fn new(config: &SdkConfig, counter: &CallCounter) -> Self {
+        Tables { client: Client::from_conf(aws_sdk_dynamodb::config::Builder::from(config).interceptor(counter.clone()).build()) }
+    }
+
+    async fn describe(&self, name: String) -> Result<Option<Live>, AwsError> {
+        let table = match self.client.describe_table().table_name(&name).send().await {
+            Ok(out) => out.table,
+            Err(e) => {
+                let e = AwsError::from_sdk("DynamoDB.DescribeTable", e);
+                return if e.class == ErrorClass::NotFound { Ok(None) } else { Err(e) };
+            }
+        };
+        let Some(table) = table else { return Ok(None) };
+        let arn = table.table_arn().unwrap_or_default().to_string();
+        let (backups, ttl, tags) = tokio::try_join!(
+            async { self.client.describe_continuous_backups().table_name(&name).send().await.map_err(|e| AwsError::from_sdk("DynamoDB.DescribeContinuousBackups", e)) },
+            async { self.client.describe_time_to_live().table_name(&name).send().await.map_err(|e| AwsError::from_sdk("DynamoDB.DescribeTimeToLive", e)) },
+            async { self.client.list_tags_of_resource().resource_arn(&arn).send().await.map_err(|e| AwsError::from_sdk("DynamoDB.ListTagsOfResource", e)) },
+        )?;
+        let mut fields = table_fields(&table);
+        let pitr = backups
+            .continuous_backups_description()
+            .and_then(|c| c.point_in_time_recovery_description())
+            .and_then(|p| p.point_in_time_recovery_status())
+            .is_some_and(|s| s.as_str() == "ENABLED");
+        fields.insert(PITR.into(), pitr.to_string());
+        let ttl = ttl.time_to_live_description().filter(|t| t.time_to_live_status().map(|s| s.as_str()) == Some("ENABLED")).and_then(|t| t.attribute_name());
+        fields.insert(TTL.into(), ttl.unwrap_or(TTL_OFF).to_string());
+        let tags = tags.tags().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect();
+        Ok(Some(Live { name: name.clone(), handle: arn, fields, tags, ..Live::default() }))
+    }
+
+    /// Waits until the table and all its indexes are ACTIVE.
+    async fn wait_active(&self, name: &str) -> Result<(), AwsError> {
+        wait_for("DynamoDB.DescribeTable", WAIT, || async {
+            let out = self.client.describe_table().table_name(name).send().await.map_err(|e| AwsError::from_sdk("DynamoDB.DescribeTable", e))?;
+            let ready = out.table().is_some_and(|t| {
+                t.table_status() == Some(&TableStatus::Active) && t.global_secondary_indexes().iter().all(|g| g.index_status() == Some(&IndexStatus::Active))
+            });
+            Ok(ready.then_some(()))
+        })
+        .await
+    }
+
+    async fn set_pitr(&self, name: &str, on: bool) -> Result<(), AwsError> {
+        let spec = PointInTimeRecoverySpecification::builder().point_in_time_recovery_enabled(on).build().map_err(|e| AwsError::unexpected("DynamoDB.UpdateContinuousBackups", e.to_string()))?;
+        self.client
+            .update_continuous_backups()
+            .table_name(name)
+            .point_in_time_recovery_specification(spec)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("DynamoDB.UpdateContinuousBackups", e))?;
+        Ok(())
+    }
+
+    async fn set_ttl(&self, name: &str, attribute: &str, enabled: bool) -> Result<(), AwsError> {
+        let spec = TimeToLiveSpecification::builder().attribute_name(attribute).enabled(enabled).build().map_err(|e| AwsError::unexpected("DynamoDB.UpdateTimeToLive", e.to_string()))?;
+        self.client.update_time_to_live().table_name(name).time_to_live_specification(spec).send().await.map_err(|e| AwsError::from_sdk("DynamoDB.UpdateTimeToLive", e))?;
+        Ok(())
+    }
+
+    /// One GSI change per UpdateTable, waiting for ACTIVE in between.
+    async fn change_index(&self, name: &str, index: &str, old: Option<&str>, new: Option<&str>) -> Result<(), AwsError> {
+        if old.is_some() {
+            let delete = DeleteGlobalSecondaryIndexAction::builder().index_name(index).build().map_err(|e| AwsError::unexpected("DynamoDB.UpdateTable", e.to_string()))?;
+            self.client
+                .update_table()
+                .table_name(name)
+                .global_secondary_index_updates(GlobalSecondaryIndexUpdate::builder().delete(delete).build())
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("DynamoDB.UpdateTable", e))?;
+            self.wait_active(name).await?;
+        }
+        if let Some(text) = new {
+            let k = parse_key_text(text);
+            let create = CreateGlobalSecondaryIndexAction::builder()
+                .index_name(index)
+                .set_key_schema(Some(key_elements(&k)))
+                .projection(projection(&k))
+                .build()
+                .map_err(|e| AwsError::unexpected("DynamoDB.UpdateTable", e.to_string()))?;
+            self.client
+                .update_table()
+                .table_name(name)
+                .set_attribute_definitions(Some(definitions(std::iter::once(&k))))
+                .global_secondary_index_updates(GlobalSecondaryIndexUpdate::builder().create(create).build())
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("DynamoDB.UpdateTable", e))?;
+            self.wait_active(name).await?;
+        }
+        Ok(())
+    }
+}
+
+fn desired_table(env: &EnvSpec, id: &str, t: &Table) -> Desired {
+    let mut fields = Fields::new();
+    fields.insert(KEY.into(), key_text(&t.key, &t.attributes));
+    fields.insert(BILLING.into(), t.billing_mode.clone());
+    for (name, g) in &t.global_secondary_indexes {
+        fields.insert(format!("{GSI}{name}"), gsi_text(&g.key, &g.projection, &g.non_key_attributes, &t.attributes));
+    }
+    fields.insert(SSE.into(), if t.kms_encryption { "KMS" } else { "AWS_OWNED" }.into());
+    fields.insert(PITR.into(), t.point_in_time_recovery.to_string());
+    fields.insert(PROTECTION.into(), t.deletion_protection.to_string());
+    fields.insert(TTL.into(), t.ttl_attribute.clone().unwrap_or_else(|| TTL_OFF.into()));
+    Desired {
+        key: ResourceKey { kind: KIND, id: id.into() },
+        name: physical_name(t.name.as_deref(), id, &env.env),
+        fields,
+        tags: ownership_tags(env, id, t.deletion_policy, &t.tags),
+        depends_on: Vec::new(),
+        adopt: false,
+    }
+}
+
+#[async_trait]
+impl Kind for Tables {
+    fn name(&self) -> &'static str {
+        KIND
+    }
+
+    fn immutable_fields(&self) -> &'static [&'static str] {
+        &[KEY]
+    }
+
+    fn exclusive_prefixes(&self) -> &'static [&'static str] {
+        &[GSI]
+    }
+
+    fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
+        let Some(data) = &env.spec.data else { return Vec::new() };
+        data.tables.iter().map(|(id, t)| desired_table(env, id, t)).collect()
+    }
+
+    async fn observe(&self, _env: &EnvSpec, desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
+        let wanted: Vec<&str> = desired.iter().map(|d| d.name.as_str()).collect();
+        let mut names = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self.client.list_tables().set_exclusive_start_table_name(start).send().await.map_err(|e| AwsError::from_sdk("DynamoDB.ListTables", e))?;
+            names.extend(page.table_names().iter().filter(|n| n.starts_with("sentry-") || wanted.contains(&n.as_str())).cloned());
+            start = page.last_evaluated_table_name;
+            if start.is_none() {
+                break;
+            }
+        }
+        let described: Vec<Option<Live>> = stream::iter(names).map(|n| self.describe(n)).buffer_unordered(DESCRIBE_CONCURRENCY).try_collect().await?;
+        Ok(described.into_iter().flatten().collect())
+    }
+
+    async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
+        let field = |f: &str| desired.fields.get(f).cloned().unwrap_or_default();
+        let key = parse_key_text(&field(KEY));
+        let indexes: Vec<(String, KeyText)> = desired.fields.iter().filter_map(|(k, v)| k.strip_prefix(GSI).map(|n| (n.to_string(), parse_key_text(v)))).collect();
+        let gsis: Vec<GlobalSecondaryIndex> = indexes
+            .iter()
+            .filter_map(|(name, k)| GlobalSecondaryIndex::builder().index_name(name).set_key_schema(Some(key_elements(k))).projection(projection(k)).build().ok())
+            .collect();
+        let tags: Vec<Tag> = desired.tags.iter().filter_map(|(k, v)| Tag::builder().key(k).value(v).build().ok()).collect();
+        let out = self
+            .client
+            .create_table()
+            .table_name(&desired.name)
+            .set_key_schema(Some(key_elements(&key)))
+            .set_attribute_definitions(Some(definitions(std::iter::once(&key).chain(indexes.iter().map(|(_, k)| k)))))
+            .billing_mode(BillingMode::from(field(BILLING).as_str()))
+            .set_global_secondary_indexes((!gsis.is_empty()).then_some(gsis))
+            .sse_specification(SseSpecification::builder().enabled(field(SSE) == "KMS").set_sse_type((field(SSE) == "KMS").then_some(SseType::Kms)).build())
+            .deletion_protection_enabled(field(PROTECTION) == "true")
+            .set_tags(Some(tags))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("DynamoDB.CreateTable", e))?;
+        self.wait_active(&desired.name).await?;
+        if field(PITR) == "true" {
+            self.set_pitr(&desired.name, true).await?;
+        }
+        if field(TTL) != TTL_OFF {
+            self.set_ttl(&desired.name, &field(TTL), true).await?;
+        }
+        Ok(out.table_description().and_then(|t| t.table_arn()).unwrap_or_default().to_string())
+    }
+
+    async fn update(&self, desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {
+        let name = &desired.name;
+        for change in &delta.fields {
+            let new = change.desired.as_deref();
+            match change.field.as_str() {
+                BILLING => {
+                    let mode = BillingMode::from(new.unwrap_or("PAY_PER_REQUEST"));
+                    self.client.update_table().table_name(name).billing_mode(mode).send().await.map_err(|e| AwsError::from_sdk("DynamoDB.UpdateTable", e))?;
+                    self.wait_active(name).await?;
+                }
+                SSE => {
+                    let kms = new == Some("KMS");
+                    let sse = SseSpecification::builder().enabled(kms).set_sse_type(kms.then_some(SseType::Kms)).build();
+                    self.client.update_table().table_name(name).sse_specification(sse).send().await.map_err(|e| AwsError::from_sdk("DynamoDB.UpdateTable", e))?;
+                    self.wait_active(name).await?;
+                }
+                PROTECTION => {
+                    let on = new == Some("true");
+                    self.client.update_table().table_name(name).deletion_protection_enabled(on).send().await.map_err(|e| AwsError::from_sdk("DynamoDB.UpdateTable", e))?;
+                }
+                PITR => self.set_pitr(name, new == Some("true")).await?,
+                TTL => {
+                    if let Some(old) = change.live.as_deref().filter(|o| *o != TTL_OFF) {
+                        self.set_ttl(name, old, false).await?;
+                    }
+                    if let Some(attribute) = new.filter(|n| *n != TTL_OFF) {
+                        self.set_ttl(name, attribute, true).await?;
+                    }
+                }
+                field => {
+                    if let Some(index) = field.strip_prefix(GSI) {
+                        self.change_index(name, index, change.live.as_deref(), new).await?;
+                    }
+                }
+            }
+        }
+        if !delta.tags.is_empty() {
+            let tags: Vec<Tag> = delta.tags.iter().filter_map(|(k, v)| Tag::builder().key(k).value(v).build().ok()).collect();
+            self.client.tag_resource().resource_arn(&live.handle).set_tags(Some(tags)).send().await.map_err(|e| AwsError::from_sdk("DynamoDB.TagResource", e))?;
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, live: &Live) -> Result<(), AwsError> {
+        if live.fields.get(PROTECTION).map(String::as_str) == Some("true") {
+            self.client
+                .update_table()
+                .table_name(&live.name)
+                .deletion_protection_enabled(false)
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("DynamoDB.UpdateTable", e))?;
+        }
+        match self.client.delete_table().table_name(&live.name).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let e = AwsError::from_sdk("DynamoDB.DeleteTable", e);
+                if e.class == ErrorClass::NotFound {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_text_round_trips() {
+        let attributes: BTreeMap<String, String> = [("PK".to_string(), "S".to_string()), ("n".to_string(), "N".to_string())].into_iter().collect();
+        let key = KeySchema { partition: "PK".into(), sort: Some("n".into()) };
+        let text = gsi_text(&key, "INCLUDE", &["b".into(), "a".into()], &attributes);
+        assert_eq!(text, "hash=PK:S range=n:N projection=INCLUDE include=a|b");
+        let parsed = parse_key_text(&text);
+        assert_eq!(parsed.hash, ("PK".to_string(), "S".to_string()));
+        assert_eq!(parsed.range, Some(("n".to_string(), "N".to_string())));
+        assert_eq!(parsed.include, ["a", "b"]);
+        assert_eq!(definitions(std::iter::once(&parsed)).len(), 2);
+    }
+}

@@ -1,0 +1,50 @@
+//! ElastiCache Redis: the cache subnet group over the private subnets, and
+//! the replication group.
+
+pub mod replication_group;
+pub mod subnet_group;
+
+use aws_config::SdkConfig;
+use aws_sdk_elasticache::types::Tag;
+use aws_sdk_elasticache::Client;
+
+use crate::aws::{AwsError, CallCounter};
+use crate::spec::model::{Redis, Tags};
+use crate::spec::{physical_name, EnvSpec};
+
+/// An ElastiCache client using `config`, counting requests in `counter`.
+pub fn client(config: &SdkConfig, counter: &CallCounter) -> Client {
+    Client::from_conf(aws_sdk_elasticache::config::Builder::from(config).interceptor(counter.clone()).build())
+}
+
+/// The spec's Redis and its physical name (`sentry-redis-<env>`).
+pub fn redis(env: &EnvSpec) -> Option<(&Redis, String)> {
+    let r = env.spec.data.as_ref()?.redis.as_ref()?;
+    Some((r, physical_name(r.name.as_deref(), "redis", &env.env)))
+}
+
+/// Tags as ElastiCache tags.
+pub fn tag_list(tags: &Tags) -> Vec<Tag> {
+    tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()
+}
+
+/// The tags of resource `arn`.
+pub async fn tags_of(client: &Client, arn: &str) -> Result<Tags, AwsError> {
+    let out = client.list_tags_for_resource().resource_name(arn).send().await.map_err(|e| AwsError::from_sdk("ElastiCache.ListTagsForResource", e))?;
+    Ok(out.tag_list().iter().filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string()))).collect())
+}
+
+/// Adds `tags` to resource `arn`.
+pub async fn add_tags(client: &Client, arn: &str, tags: &Tags) -> Result<(), AwsError> {
+    if tags.is_empty() {
+        return Ok(());
+    }
+    client
+        .add_tags_to_resource()
+        .resource_name(arn)
+        .set_tags(Some(tag_list(tags)))
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("ElastiCache.AddTagsToResource", e))?;
+    Ok(())
+}

@@ -1,0 +1,121 @@
+//! The cache subnet group: the private subnets Redis lives in.
+
+use async_trait::async_trait;
+use aws_config::SdkConfig;
+use aws_sdk_elasticache::Client;
+
+use super::{add_tags, redis, tag_list, tags_of};
+use crate::aws::{AwsError, CallCounter, ErrorClass};
+use crate::engine::{ownership_tags, reference, Delta, Desired, Kind, Live, ResourceKey};
+use crate::kinds::ec2::subnet;
+use crate::spec::model::{DeletionPolicy, Tags};
+use crate::spec::EnvSpec;
+
+/// Kind name.
+pub const KIND: &str = "elasticache.subnet-group";
+/// The logical id of the Redis subnet group.
+pub const ID: &str = "redis";
+
+const SUBNETS: &str = "SubnetIds";
+const ARN: &str = "arn";
+
+/// The cache-subnet-group kind.
+pub struct SubnetGroups {
+    client: Client,
+}
+
+impl SubnetGroups {
+    /// A subnet-group kind using `config`, counting requests in `counter`.
+    pub fn new(config: &SdkConfig, counter: &CallCounter) -> Self {
+        SubnetGroups { client: super::client(config, counter) }
+    }
+}
+
+fn split(list: Option<&String>) -> Vec<String> {
+    list.map(|l| l.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect()).unwrap_or_default()
+}
+
+#[async_trait]
+impl Kind for SubnetGroups {
+    fn name(&self) -> &'static str {
+        KIND
+    }
+
+    fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
+        let (Some((r, name)), Some(network)) = (redis(env), env.spec.network.as_ref()) else { return Vec::new() };
+        let subnets: Vec<&String> = network.subnets.iter().filter(|(_, s)| s.tier == r.subnets).map(|(id, _)| id).collect();
+        let mut d = Desired {
+            key: ResourceKey { kind: KIND, id: ID.into() },
+            name,
+            fields: Default::default(),
+            tags: ownership_tags(env, ID, DeletionPolicy::Delete, &Tags::new()),
+            depends_on: subnets.iter().map(|s| ResourceKey { kind: subnet::KIND, id: s.to_string() }).collect(),
+            adopt: false,
+        };
+        d.fields.insert(SUBNETS.into(), subnets.iter().map(|s| reference(subnet::KIND, s)).collect::<Vec<_>>().join(","));
+        vec![d]
+    }
+
+    async fn observe(&self, _env: &EnvSpec, desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
+        let Some(d) = desired.first() else { return Ok(Vec::new()) };
+        let out = match self.client.describe_cache_subnet_groups().cache_subnet_group_name(&d.name).send().await {
+            Ok(out) => out,
+            Err(e) => {
+                let e = AwsError::from_sdk("ElastiCache.DescribeCacheSubnetGroups", e);
+                return if e.class == ErrorClass::NotFound { Ok(Vec::new()) } else { Err(e) };
+            }
+        };
+        let mut found = Vec::new();
+        for g in out.cache_subnet_groups() {
+            let (Some(name), Some(arn)) = (g.cache_subnet_group_name(), g.arn()) else { continue };
+            let mut subnets: Vec<&str> = g.subnets().iter().filter_map(|s| s.subnet_identifier()).collect();
+            subnets.sort_unstable();
+            let mut l = Live { name: name.into(), handle: name.into(), tags: tags_of(&self.client, arn).await?, ..Live::default() };
+            l.fields.insert(SUBNETS.into(), subnets.join(","));
+            l.meta.insert(ARN.into(), arn.into());
+            found.push(l);
+        }
+        Ok(found)
+    }
+
+    async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
+        let out = self
+            .client
+            .create_cache_subnet_group()
+            .cache_subnet_group_name(&desired.name)
+            .cache_subnet_group_description("Sentry Redis (private subnets)")
+            .set_subnet_ids(Some(split(desired.fields.get(SUBNETS))))
+            .set_tags(Some(tag_list(&desired.tags)))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ElastiCache.CreateCacheSubnetGroup", e))?;
+        Ok(out.cache_subnet_group().and_then(|g| g.cache_subnet_group_name()).unwrap_or_default().to_string())
+    }
+
+    async fn update(&self, desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {
+        if delta.fields.iter().any(|c| c.field == SUBNETS) {
+            self.client
+                .modify_cache_subnet_group()
+                .cache_subnet_group_name(&desired.name)
+                .set_subnet_ids(Some(split(desired.fields.get(SUBNETS))))
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("ElastiCache.ModifyCacheSubnetGroup", e))?;
+        }
+        add_tags(&self.client, live.meta.get(ARN).map(String::as_str).unwrap_or_default(), &delta.tags).await
+    }
+
+    async fn delete(&self, live: &Live) -> Result<(), AwsError> {
+        match self.client.delete_cache_subnet_group().cache_subnet_group_name(&live.name).send().await {
+            Err(e) => {
+                let e = AwsError::from_sdk("ElastiCache.DeleteCacheSubnetGroup", e);
+                if e.class == ErrorClass::NotFound {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+            Ok(_) => Ok(()),
+        }
+    }
+}
