@@ -249,7 +249,9 @@ async fn write(kind: &dyn Kind, step: &Step) -> Result<Option<String>, AwsError>
         }
         (Action::Replace, Some(d), Some(l)) => {
             tracing::info!(resource = %step.key, name = %step.name, "replacing");
-            kind.delete(l).await?;
+            if !kind.versioned() {
+                kind.delete(l).await?;
+            }
             kind.create(d).await.map(Some)
         }
         (Action::Delete, _, Some(l)) => {

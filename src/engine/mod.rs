@@ -206,6 +206,12 @@ pub trait Kind: Send + Sync {
         false
     }
 
+    /// Whether a replacement keeps the old resource (a new revision of an
+    /// ECS task definition leaves the old revisions for rollback).
+    fn versioned(&self) -> bool {
+        false
+    }
+
     /// Field-name prefixes this kind owns exhaustively: a live field with one
     /// of them that the spec does not list is removed (e.g. security-group rules).
     fn exclusive_prefixes(&self) -> &'static [&'static str] {

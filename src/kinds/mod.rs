@@ -4,7 +4,9 @@
 pub mod cognito;
 pub mod dynamodb;
 pub mod ec2;
+pub mod ecs;
 pub mod elasticache;
+pub mod logs;
 pub mod sqs;
 
 use aws_config::SdkConfig;
@@ -34,13 +36,18 @@ pub fn registry(config: &SdkConfig, counter: &CallCounter) -> Vec<Box<dyn Kind>>
         Box::new(cognito::user_pool::UserPools::new(config, counter)),
         Box::new(cognito::group::Groups::new(config, counter)),
         Box::new(cognito::app_client::AppClients::new(config, counter)),
+        Box::new(logs::LogGroups::new(config, counter)),
+        Box::new(ecs::cluster::Clusters::new(config, counter)),
+        Box::new(ecs::task_definition::TaskDefinitions::new(config, counter)),
+        Box::new(ecs::service::Services::new(config, counter)),
     ]
 }
 
 /// Sections of `spec` that are parsed and validated but that no registered
 /// kind reconciles yet; reported so that nobody mistakes them for converged.
 pub fn unreconciled_sections(spec: &Spec) -> Vec<&'static str> {
-    [("compute", spec.compute.is_some()), ("observability", spec.observability.is_some())]
+    let capacity = spec.compute.as_ref().is_some_and(|c| !c.clusters.is_empty());
+    [("compute.clusters EC2 capacity (instance type, min/max/desired)", capacity)]
     .into_iter()
     .filter_map(|(name, present)| present.then_some(name))
     .collect()

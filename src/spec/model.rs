@@ -563,6 +563,9 @@ pub struct TaskDefinition {
     pub secrets: BTreeMap<String, String>,
     /// Log group (logical id in `observability.logGroups`).
     pub log_group: String,
+    /// Role ECS uses to pull the image and read the secrets (required with `secrets`).
+    #[serde(default)]
+    pub execution_role_arn: Option<String>,
     /// `ARM64` or `X86_64`.
     #[serde(default = "arm64")]
     pub cpu_architecture: String,

@@ -409,6 +409,11 @@ impl Checker {
             if td.cpu == 0 || td.memory == 0 {
                 self.err(&["compute", "taskDefinitions", id, "cpu"], "cpu and memory must be positive");
             }
+            match &td.execution_role_arn {
+                None if !td.secrets.is_empty() => self.err(&["compute", "taskDefinitions", id, "secrets"], "secrets need `executionRoleArn` (the role that reads them)"),
+                Some(arn) if !arn.starts_with("arn:aws:iam::") => self.err(&["compute", "taskDefinitions", id, "executionRoleArn"], format!("{arn:?} is not an IAM role ARN")),
+                _ => {}
+            }
             for (var, arn) in &td.secrets {
                 if !(arn.starts_with("arn:aws:secretsmanager:") || arn.starts_with("arn:aws:ssm:")) {
                     self.err(&["compute", "taskDefinitions", id, "secrets", var], "a secret is a Secrets Manager or SSM parameter ARN (valueFrom)");

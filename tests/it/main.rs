@@ -1,5 +1,6 @@
 //! The one integration-test binary (each extra file in tests/ would re-link the AWS SDK).
 
+mod compute;
 mod data;
 mod harness;
 mod invalid_specs;

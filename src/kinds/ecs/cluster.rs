@@ -1,0 +1,145 @@
+//! ECS clusters (`oms`, `gateway`): Container Insights, capacity providers, tags.
+
+use async_trait::async_trait;
+use aws_config::SdkConfig;
+use aws_sdk_ecs::types::{ClusterField, ClusterSetting, ClusterSettingName};
+use aws_sdk_ecs::Client;
+
+use super::{add_tags, tag_list, tag_map};
+use crate::aws::{AwsError, CallCounter, ErrorClass};
+use crate::engine::{ownership_tags, Delta, Desired, Kind, Live, ResourceKey};
+use crate::spec::model::{DeletionPolicy, Tags};
+use crate::spec::{physical_name, EnvSpec};
+
+/// Kind name.
+pub const KIND: &str = "ecs.cluster";
+
+const INSIGHTS: &str = "ContainerInsights";
+const PROVIDERS: &str = "CapacityProviders";
+
+/// The cluster kind.
+pub struct Clusters {
+    client: Client,
+}
+
+impl Clusters {
+    /// A cluster kind using `config`, counting requests in `counter`.
+    pub fn new(config: &SdkConfig, counter: &CallCounter) -> Self {
+        Clusters { client: super::client(config, counter) }
+    }
+}
+
+fn insights(value: &str) -> ClusterSetting {
+    ClusterSetting::builder().name(ClusterSettingName::ContainerInsights).value(value).build()
+}
+
+fn providers(value: Option<&String>) -> Vec<String> {
+    value.map(|v| v.split(',').filter(|p| !p.is_empty()).map(str::to_string).collect()).unwrap_or_default()
+}
+
+#[async_trait]
+impl Kind for Clusters {
+    fn name(&self) -> &'static str {
+        KIND
+    }
+
+    fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
+        let Some(c) = &env.spec.compute else { return Vec::new() };
+        c.clusters
+            .iter()
+            .map(|(id, cluster)| {
+                let mut d = Desired {
+                    key: ResourceKey { kind: KIND, id: id.clone() },
+                    name: physical_name(cluster.name.as_deref(), id, &env.env),
+                    fields: Default::default(),
+                    tags: ownership_tags(env, id, DeletionPolicy::Delete, &Tags::new()),
+                    depends_on: Vec::new(),
+                    adopt: false,
+                };
+                d.fields.insert(INSIGHTS.into(), if cluster.container_insights { "enabled" } else { "disabled" }.into());
+                let mut p = cluster.capacity_providers.clone();
+                p.sort();
+                d.fields.insert(PROVIDERS.into(), p.join(","));
+                d
+            })
+            .collect()
+    }
+
+    async fn observe(&self, _env: &EnvSpec, desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
+        if desired.is_empty() {
+            return Ok(Vec::new());
+        }
+        let out = self
+            .client
+            .describe_clusters()
+            .set_clusters(Some(desired.iter().map(|d| d.name.clone()).collect()))
+            .include(ClusterField::Settings)
+            .include(ClusterField::Tags)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ECS.DescribeClusters", e))?;
+        Ok(out
+            .clusters()
+            .iter()
+            .filter(|c| c.status() == Some("ACTIVE"))
+            .filter_map(|c| {
+                let mut l = Live { name: c.cluster_name()?.into(), handle: c.cluster_arn()?.into(), tags: tag_map(c.tags()), ..Live::default() };
+                let insights = c.settings().iter().find(|s| s.name() == Some(&ClusterSettingName::ContainerInsights)).and_then(|s| s.value()).unwrap_or("disabled");
+                l.fields.insert(INSIGHTS.into(), if insights == "enhanced" { "enabled" } else { insights }.into());
+                let mut p: Vec<&str> = c.capacity_providers().iter().map(String::as_str).collect();
+                p.sort_unstable();
+                l.fields.insert(PROVIDERS.into(), p.join(","));
+                Some(l)
+            })
+            .collect())
+    }
+
+    async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
+        let out = self
+            .client
+            .create_cluster()
+            .cluster_name(&desired.name)
+            .settings(insights(desired.fields.get(INSIGHTS).map(String::as_str).unwrap_or("disabled")))
+            .set_capacity_providers(Some(providers(desired.fields.get(PROVIDERS))).filter(|p| !p.is_empty()))
+            .set_tags(Some(tag_list(&desired.tags)))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ECS.CreateCluster", e))?;
+        Ok(out.cluster().and_then(|c| c.cluster_arn()).unwrap_or_default().to_string())
+    }
+
+    async fn update(&self, desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {
+        for change in &delta.fields {
+            match change.field.as_str() {
+                INSIGHTS => {
+                    self.client
+                        .update_cluster_settings()
+                        .cluster(&desired.name)
+                        .settings(insights(change.desired.as_deref().unwrap_or("disabled")))
+                        .send()
+                        .await
+                        .map_err(|e| AwsError::from_sdk("ECS.UpdateClusterSettings", e))?;
+                }
+                PROVIDERS => {
+                    self.client
+                        .put_cluster_capacity_providers()
+                        .cluster(&desired.name)
+                        .set_capacity_providers(Some(providers(change.desired.as_ref())))
+                        .set_default_capacity_provider_strategy(Some(Vec::new()))
+                        .send()
+                        .await
+                        .map_err(|e| AwsError::from_sdk("ECS.PutClusterCapacityProviders", e))?;
+                }
+                _ => {}
+            }
+        }
+        add_tags(&self.client, &live.handle, &delta.tags).await
+    }
+
+    async fn delete(&self, live: &Live) -> Result<(), AwsError> {
+        match self.client.delete_cluster().cluster(&live.handle).send().await.map_err(|e| AwsError::from_sdk("ECS.DeleteCluster", e)) {
+            Err(e) if e.class != ErrorClass::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! ECS: clusters, task definitions and services.
+
+pub mod cluster;
+pub mod service;
+pub mod task_definition;
+
+use aws_config::SdkConfig;
+use aws_sdk_ecs::types::Tag;
+use aws_sdk_ecs::Client;
+
+use crate::aws::{AwsError, CallCounter};
+use crate::spec::model::Tags;
+
+/// An ECS client using `config`, counting requests in `counter`.
+pub fn client(config: &SdkConfig, counter: &CallCounter) -> Client {
+    Client::from_conf(aws_sdk_ecs::config::Builder::from(config).interceptor(counter.clone()).build())
+}
+
+/// Tags as ECS tags.
+pub fn tag_list(tags: &Tags) -> Vec<Tag> {
+    tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()
+}
+
+/// ECS tags as a map.
+pub fn tag_map(tags: &[Tag]) -> Tags {
+    tags.iter().filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string()))).collect()
+}
+
+/// Adds `tags` to the resource `arn`.
+pub async fn add_tags(client: &Client, arn: &str, tags: &Tags) -> Result<(), AwsError> {
+    if tags.is_empty() {
+        return Ok(());
+    }
+    client.tag_resource().resource_arn(arn).set_tags(Some(tag_list(tags))).send().await.map_err(|e| AwsError::from_sdk("ECS.TagResource", e))?;
+    Ok(())
+}

@@ -1,0 +1,228 @@
+//! ECS task definitions (oms, frontend-admin, websocket): one container with
+//! its image, CPU and memory, ports, environment, Secrets Manager secrets,
+//! awslogs logging, EC2 compatibility, awsvpc networking and ARM64.
+//!
+//! The spec is compared with the latest ACTIVE revision of the family, with
+//! the defaults AWS fills in normalized away; any difference registers one
+//! new revision (old ones stay, for rollback), and the services follow it.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use aws_config::SdkConfig;
+use aws_sdk_ecs::types::{
+    Compatibility, ContainerDefinition, CpuArchitecture, KeyValuePair, LogConfiguration, LogDriver, NetworkMode, OsFamily, PortMapping, RuntimePlatform, Secret,
+    TaskDefinition, TaskDefinitionField, TransportProtocol,
+};
+use aws_sdk_ecs::Client;
+
+use super::{tag_list, tag_map};
+use crate::aws::{AwsError, CallCounter, ErrorClass};
+use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Live, ResourceKey};
+use crate::kinds::logs;
+use crate::spec::model::{DeletionPolicy, Tags};
+use crate::spec::{physical_name, EnvSpec};
+
+/// Kind name.
+pub const KIND: &str = "ecs.task-definition";
+
+const CONTAINER: &str = "ContainerName";
+const IMAGE: &str = "Image";
+const CPU: &str = "Cpu";
+const MEMORY: &str = "Memory";
+const PORTS: &str = "Ports";
+const ENVIRONMENT: &str = "Environment";
+const SECRETS: &str = "Secrets";
+const LOG_GROUP: &str = "LogGroup";
+const LOG_REGION: &str = "LogRegion";
+const NETWORK: &str = "NetworkMode";
+const COMPATIBILITY: &str = "Compatibility";
+const ARCHITECTURE: &str = "CpuArchitecture";
+const EXECUTION_ROLE: &str = "ExecutionRoleArn";
+
+/// Every field: any change means a new revision.
+const FIELDS: &[&str] = &[CONTAINER, IMAGE, CPU, MEMORY, PORTS, ENVIRONMENT, SECRETS, LOG_GROUP, LOG_REGION, NETWORK, COMPATIBILITY, ARCHITECTURE, EXECUTION_ROLE];
+
+/// The task-definition kind.
+pub struct TaskDefinitions {
+    client: Client,
+}
+
+impl TaskDefinitions {
+    /// A task-definition kind using `config`, counting requests in `counter`.
+    pub fn new(config: &SdkConfig, counter: &CallCounter) -> Self {
+        TaskDefinitions { client: super::client(config, counter) }
+    }
+
+    fn region(&self) -> String {
+        self.client.config().region().map(|r| r.to_string()).unwrap_or_else(|| "us-east-1".into())
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+fn map_of(json_text: Option<&String>) -> BTreeMap<String, String> {
+    json_text.and_then(|t| serde_json::from_str(t).ok()).unwrap_or_default()
+}
+
+/// The fields of a registered revision, AWS defaults normalized.
+fn revision_fields(td: &TaskDefinition) -> Fields {
+    let mut f = Fields::new();
+    let Some(c) = td.container_definitions().first() else { return f };
+    f.insert(CONTAINER.into(), c.name().unwrap_or_default().into());
+    f.insert(IMAGE.into(), c.image().unwrap_or_default().into());
+    f.insert(CPU.into(), td.cpu().unwrap_or_default().into());
+    f.insert(MEMORY.into(), td.memory().unwrap_or_default().into());
+    let mut ports: Vec<i32> = c.port_mappings().iter().filter_map(|p| p.container_port()).collect();
+    ports.sort_unstable();
+    f.insert(PORTS.into(), ports.iter().map(i32::to_string).collect::<Vec<_>>().join(","));
+    let env: BTreeMap<&str, &str> = c.environment().iter().filter_map(|kv| Some((kv.name()?, kv.value().unwrap_or_default()))).collect();
+    f.insert(ENVIRONMENT.into(), json(&env));
+    let secrets: BTreeMap<&str, &str> = c.secrets().iter().map(|s| (s.name(), s.value_from())).collect();
+    f.insert(SECRETS.into(), json(&secrets));
+    let options = c.log_configuration().and_then(|l| l.options());
+    let option = |k: &str| options.and_then(|o| o.get(k)).cloned().unwrap_or_default();
+    f.insert(LOG_GROUP.into(), option("awslogs-group"));
+    f.insert(LOG_REGION.into(), option("awslogs-region"));
+    f.insert(NETWORK.into(), td.network_mode().map(|n| n.as_str()).unwrap_or("bridge").into());
+    f.insert(COMPATIBILITY.into(), if td.requires_compatibilities().contains(&Compatibility::Ec2) { "EC2" } else { "" }.into());
+    // AWS leaves the runtime platform out when it is the default (x86_64 Linux).
+    f.insert(ARCHITECTURE.into(), td.runtime_platform().and_then(|r| r.cpu_architecture()).map(|a| a.as_str()).unwrap_or("X86_64").into());
+    f.insert(EXECUTION_ROLE.into(), td.execution_role_arn().unwrap_or_default().into());
+    f
+}
+
+#[async_trait]
+impl Kind for TaskDefinitions {
+    fn name(&self) -> &'static str {
+        KIND
+    }
+
+    fn immutable_fields(&self) -> &'static [&'static str] {
+        FIELDS
+    }
+
+    fn replaceable(&self) -> bool {
+        true
+    }
+
+    fn versioned(&self) -> bool {
+        true
+    }
+
+    fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
+        let Some(c) = &env.spec.compute else { return Vec::new() };
+        let log_groups = env.spec.observability.as_ref().map(|o| &o.log_groups);
+        let region = env.spec.region.clone().unwrap_or_else(|| self.region());
+        c.task_definitions
+            .iter()
+            .map(|(id, td)| {
+                let mut f = Fields::new();
+                f.insert(CONTAINER.into(), id.clone());
+                f.insert(IMAGE.into(), format!("{}:{}", td.repository, td.image_tag));
+                f.insert(CPU.into(), td.cpu.to_string());
+                f.insert(MEMORY.into(), td.memory.to_string());
+                let mut ports = td.ports.clone();
+                ports.sort_unstable();
+                f.insert(PORTS.into(), ports.iter().map(u16::to_string).collect::<Vec<_>>().join(","));
+                f.insert(ENVIRONMENT.into(), json(&td.environment));
+                f.insert(SECRETS.into(), json(&td.secrets));
+                let group = log_groups.and_then(|g| g.get(&td.log_group)).map(|g| g.name.replace("${env}", &env.env)).unwrap_or_default();
+                f.insert(LOG_GROUP.into(), group);
+                f.insert(LOG_REGION.into(), region.clone());
+                f.insert(NETWORK.into(), "awsvpc".into());
+                f.insert(COMPATIBILITY.into(), "EC2".into());
+                f.insert(ARCHITECTURE.into(), td.cpu_architecture.clone());
+                f.insert(EXECUTION_ROLE.into(), td.execution_role_arn.clone().unwrap_or_default());
+                Desired {
+                    key: ResourceKey { kind: KIND, id: id.clone() },
+                    name: physical_name(td.family.as_deref(), id, &env.env),
+                    fields: f,
+                    tags: ownership_tags(env, id, DeletionPolicy::Retain, &Tags::new()),
+                    depends_on: vec![ResourceKey { kind: logs::KIND, id: td.log_group.clone() }],
+                    adopt: false,
+                }
+            })
+            .collect()
+    }
+
+    async fn observe(&self, _env: &EnvSpec, desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
+        // No batch read: one DescribeTaskDefinition (latest ACTIVE revision) per family.
+        let mut found = Vec::new();
+        for d in desired {
+            let out = match self.client.describe_task_definition().task_definition(&d.name).include(TaskDefinitionField::Tags).send().await {
+                Ok(out) => out,
+                Err(e) => {
+                    let e = AwsError::from_sdk("ECS.DescribeTaskDefinition", e);
+                    // ECS answers a missing family with a ClientException.
+                    if e.class == ErrorClass::NotFound || e.code.as_deref() == Some("ClientException") {
+                        continue;
+                    }
+                    return Err(e);
+                }
+            };
+            let Some(td) = out.task_definition() else { continue };
+            found.push(Live {
+                name: td.family().unwrap_or_default().into(),
+                handle: td.task_definition_arn().unwrap_or_default().into(),
+                fields: revision_fields(td),
+                tags: tag_map(out.tags()),
+                ..Live::default()
+            });
+        }
+        Ok(found)
+    }
+
+    async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
+        let field = |f: &str| desired.fields.get(f).cloned().unwrap_or_default();
+        let ports = field(PORTS);
+        let port_mappings: Vec<PortMapping> =
+            ports.split(',').filter_map(|p| p.parse().ok()).map(|p| PortMapping::builder().container_port(p).protocol(TransportProtocol::Tcp).build()).collect();
+        let environment: Vec<KeyValuePair> = map_of(desired.fields.get(ENVIRONMENT)).into_iter().map(|(k, v)| KeyValuePair::builder().name(k).value(v).build()).collect();
+        let secrets: Vec<Secret> = map_of(desired.fields.get(SECRETS)).into_iter().filter_map(|(k, v)| Secret::builder().name(k).value_from(v).build().ok()).collect();
+        let logging = LogConfiguration::builder()
+            .log_driver(LogDriver::Awslogs)
+            .options("awslogs-group", field(LOG_GROUP))
+            .options("awslogs-region", field(LOG_REGION))
+            .options("awslogs-stream-prefix", field(CONTAINER))
+            .build()
+            .map_err(|e| AwsError::unexpected("ECS.RegisterTaskDefinition", e.to_string()))?;
+        let container = ContainerDefinition::builder()
+            .name(field(CONTAINER))
+            .image(field(IMAGE))
+            .essential(true)
+            .set_port_mappings(Some(port_mappings))
+            .set_environment(Some(environment))
+            .set_secrets(Some(secrets))
+            .log_configuration(logging)
+            .build();
+        let role = field(EXECUTION_ROLE);
+        let out = self
+            .client
+            .register_task_definition()
+            .family(&desired.name)
+            .container_definitions(container)
+            .cpu(field(CPU))
+            .memory(field(MEMORY))
+            .network_mode(NetworkMode::Awsvpc)
+            .requires_compatibilities(Compatibility::Ec2)
+            .runtime_platform(RuntimePlatform::builder().cpu_architecture(CpuArchitecture::from(field(ARCHITECTURE).as_str())).operating_system_family(OsFamily::Linux).build())
+            .set_execution_role_arn((!role.is_empty()).then_some(role))
+            .set_tags(Some(tag_list(&desired.tags)))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ECS.RegisterTaskDefinition", e))?;
+        Ok(out.task_definition().and_then(|t| t.task_definition_arn()).unwrap_or_default().to_string())
+    }
+
+    async fn update(&self, _desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {
+        super::add_tags(&self.client, &live.handle, &delta.tags).await
+    }
+
+    async fn delete(&self, live: &Live) -> Result<(), AwsError> {
+        let result = self.client.deregister_task_definition().task_definition(&live.handle).send().await;
+        result.map(|_| ()).map_err(|e| AwsError::from_sdk("ECS.DeregisterTaskDefinition", e))
+    }
+}

@@ -1,0 +1,155 @@
+//! CloudWatch Logs groups of the services, with the environment's retention
+//! (7 / 14 / 30 days). Log groups hold logs: removed from the spec they are
+//! retained.
+
+use async_trait::async_trait;
+use aws_config::SdkConfig;
+use aws_sdk_cloudwatchlogs::Client;
+
+use crate::aws::{AwsError, CallCounter, ErrorClass};
+use crate::engine::{ownership_tags, Delta, Desired, Kind, Live, ResourceKey};
+use crate::spec::model::{DeletionPolicy, Tags};
+use crate::spec::EnvSpec;
+
+/// Kind name.
+pub const KIND: &str = "logs.log-group";
+
+const RETENTION: &str = "RetentionInDays";
+
+/// The log-group kind.
+pub struct LogGroups {
+    client: Client,
+}
+
+impl LogGroups {
+    /// A log-group kind using `config`, counting requests in `counter`.
+    pub fn new(config: &SdkConfig, counter: &CallCounter) -> Self {
+        LogGroups { client: Client::from_conf(aws_sdk_cloudwatchlogs::config::Builder::from(config).interceptor(counter.clone()).build()) }
+    }
+
+    async fn set_retention(&self, name: &str, days: &str) -> Result<(), AwsError> {
+        self.client
+            .put_retention_policy()
+            .log_group_name(name)
+            .retention_in_days(days.parse().unwrap_or(7))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("Logs.PutRetentionPolicy", e))?;
+        Ok(())
+    }
+}
+
+/// The longest prefix shared by all names (a `DescribeLogGroups` filter).
+fn common_prefix<'a>(mut names: impl Iterator<Item = &'a str>) -> String {
+    let Some(first) = names.next() else { return String::new() };
+    let mut prefix = first.to_string();
+    for name in names {
+        let common = prefix.char_indices().zip(name.chars()).take_while(|((_, a), b)| a == b).count();
+        prefix.truncate(prefix.char_indices().nth(common).map_or(prefix.len(), |(i, _)| i));
+    }
+    prefix
+}
+
+#[async_trait]
+impl Kind for LogGroups {
+    fn name(&self) -> &'static str {
+        KIND
+    }
+
+    fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
+        let Some(o) = &env.spec.observability else { return Vec::new() };
+        o.log_groups
+            .iter()
+            .map(|(id, g)| {
+                let mut d = Desired {
+                    key: ResourceKey { kind: KIND, id: id.clone() },
+                    name: g.name.replace("${env}", &env.env),
+                    fields: Default::default(),
+                    tags: ownership_tags(env, id, DeletionPolicy::Retain, &Tags::new()),
+                    depends_on: Vec::new(),
+                    adopt: false,
+                };
+                d.fields.insert(RETENTION.into(), g.retention_days.unwrap_or(o.log_retention_days).to_string());
+                d
+            })
+            .collect()
+    }
+
+    async fn observe(&self, _env: &EnvSpec, desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
+        if desired.is_empty() {
+            return Ok(Vec::new());
+        }
+        let prefix = common_prefix(desired.iter().map(|d| d.name.as_str()));
+        let mut found = Vec::new();
+        let mut token = None;
+        loop {
+            let mut request = self.client.describe_log_groups().set_next_token(token);
+            if !prefix.is_empty() {
+                request = request.log_group_name_prefix(&prefix);
+            }
+            let page = request.send().await.map_err(|e| AwsError::from_sdk("Logs.DescribeLogGroups", e))?;
+            for g in page.log_groups() {
+                let Some(name) = g.log_group_name() else { continue };
+                if !desired.iter().any(|d| d.name == name) {
+                    continue;
+                }
+                let arn = g.arn().unwrap_or_default().trim_end_matches(":*").to_string();
+                let tags = self.client.list_tags_for_resource().resource_arn(&arn).send().await.map_err(|e| AwsError::from_sdk("Logs.ListTagsForResource", e))?;
+                let mut l = Live { name: name.into(), handle: arn, tags: tags.tags().map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default(), ..Live::default() };
+                l.fields.insert(RETENTION.into(), g.retention_in_days().map(|d| d.to_string()).unwrap_or_else(|| "never".into()));
+                found.push(l);
+            }
+            token = page.next_token;
+            if token.is_none() {
+                return Ok(found);
+            }
+        }
+    }
+
+    async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
+        let created = self.client.create_log_group().log_group_name(&desired.name).set_tags(Some(desired.tags.clone().into_iter().collect())).send().await;
+        match created.map_err(|e| AwsError::from_sdk("Logs.CreateLogGroup", e)) {
+            Err(e) if e.code.as_deref() != Some("ResourceAlreadyExistsException") => return Err(e),
+            _ => {}
+        }
+        if let Some(days) = desired.fields.get(RETENTION) {
+            self.set_retention(&desired.name, days).await?;
+        }
+        Ok(desired.name.clone())
+    }
+
+    async fn update(&self, desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {
+        if let Some(days) = delta.fields.iter().find(|c| c.field == RETENTION).and_then(|c| c.desired.as_deref()) {
+            self.set_retention(&desired.name, days).await?;
+        }
+        if !delta.tags.is_empty() {
+            self.client
+                .tag_resource()
+                .resource_arn(&live.handle)
+                .set_tags(Some(delta.tags.clone().into_iter().collect()))
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("Logs.TagResource", e))?;
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, live: &Live) -> Result<(), AwsError> {
+        match self.client.delete_log_group().log_group_name(&live.name).send().await.map_err(|e| AwsError::from_sdk("Logs.DeleteLogGroup", e)) {
+            Err(e) if e.class != ErrorClass::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_of_names() {
+        assert_eq!(common_prefix(["/ecs/sentry-oms-dev", "/ecs/sentry-websocket-dev"].into_iter()), "/ecs/sentry-");
+        assert_eq!(common_prefix(["a"].into_iter()), "a");
+        assert_eq!(common_prefix(std::iter::empty()), "");
+    }
+}
