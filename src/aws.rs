@@ -28,6 +28,20 @@ pub async fn load_config(region: Option<String>) -> SdkConfig {
     loader.load().await
 }
 
+/// The SDK configuration of one environment: the standard chain, and when the
+/// spec names an account role, credentials from STS AssumeRole on top of it
+/// (the SDK's identity cache refreshes them before they expire).
+pub async fn env_config(region: Option<String>, account: Option<&crate::spec::model::Account>) -> SdkConfig {
+    let base = load_config(region).await;
+    let Some(account) = account else { return base };
+    let mut builder = aws_config::sts::AssumeRoleProvider::builder(&account.role_arn).session_name("sentry-operator").configure(&base);
+    if let Some(external_id) = &account.external_id {
+        builder = builder.external_id(external_id);
+    }
+    let provider = builder.build().await;
+    base.into_builder().credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(provider)).build()
+}
+
 /// Counts of AWS requests sent, per service and operation (retries included).
 #[derive(Clone, Debug, Default)]
 pub struct CallCounter {

@@ -1,16 +1,17 @@
 //! The command line: `validate`, `schema`, `plan`, `reconcile --once`, `run`.
 //! Each subcommand is one function returning the process exit status.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::aws::{load_config, CallCounter};
+use crate::aws::{env_config, CallCounter};
 use crate::engine::apply::{reconcile, Mode, RetryPolicy};
 use crate::engine::report::{Report, EXIT_ERROR, EXIT_IN_SYNC};
-use crate::kinds;
+use crate::{daemon, kinds};
 use crate::spec::{self, EnvSpec, LoadError};
 
 /// Keeps the Sentry trading platform's AWS estate converged with its YAML spec.
@@ -66,14 +67,41 @@ pub enum Command {
         #[arg(long)]
         env: String,
     },
-    /// Reconcile continuously on an interval (the daemon).
+    /// Reconcile continuously (the daemon). Stops on SIGTERM / SIGINT; SIGHUP re-reads the specs.
     Run {
-        /// Environment.
-        #[arg(long)]
-        env: String,
-        /// Seconds between passes (jittered by up to 10%).
+        /// Environment; repeat for several.
+        #[arg(long = "env", required = true)]
+        envs: Vec<String>,
+        /// Seconds between full passes (jittered by up to 10%).
         #[arg(long, default_value_t = 60)]
         interval: u64,
+        /// Seconds between passes over the networking kinds (whitelist EIPs, NAT gateways, routes, security groups).
+        #[arg(long, default_value_t = 4)]
+        fast_interval: u64,
+        /// Report drift, never write (works with read-only IAM).
+        #[arg(long)]
+        observe_only: bool,
+        /// Address of /healthz, /readyz and /metrics.
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        listen: SocketAddr,
+        /// DynamoDB table of the leader lease (created if missing); several replicas may run.
+        #[arg(long, default_value = "sentry-operator-leases", conflicts_with = "single_replica")]
+        lease_table: String,
+        /// Run without a lease: this is the only replica.
+        #[arg(long)]
+        single_replica: bool,
+        /// Seconds a lease lasts without renewal.
+        #[arg(long, default_value_t = 30)]
+        lease_seconds: u64,
+        /// Environments reconciled at the same time.
+        #[arg(long, default_value_t = 4)]
+        parallel_envs: usize,
+        /// Seconds passes in flight may take to finish after a stop signal.
+        #[arg(long, default_value_t = 60)]
+        grace_seconds: u64,
+        /// Do not publish drift alerts to CloudWatch Logs.
+        #[arg(long)]
+        no_alerts: bool,
     },
 }
 
@@ -92,7 +120,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             pass(&cli, env, Mode::Apply).await
         }
-        Command::Run { env, interval } => daemon(&cli, env, Duration::from_secs((*interval).max(1))).await,
+        Command::Run { envs, interval, fast_interval, observe_only, listen, lease_table, single_replica, lease_seconds, parallel_envs, grace_seconds, no_alerts } => {
+            for env in envs {
+                spec::load(&cli.specs, env).map_err(|e| anyhow::anyhow!("{e}")).with_context(|| format!("the spec of {env} must be valid to start"))?;
+            }
+            let options = daemon::Options {
+                specs: cli.specs.clone(),
+                envs: envs.clone(),
+                region: cli.region.clone(),
+                interval: Duration::from_secs((*interval).max(1)),
+                fast_interval: Duration::from_secs((*fast_interval).max(1)),
+                observe_only: *observe_only,
+                listen: Some(*listen),
+                lease_table: (!*single_replica).then(|| lease_table.clone()),
+                lease_duration: Duration::from_secs((*lease_seconds).max(3)),
+                max_parallel_envs: *parallel_envs,
+                grace: Duration::from_secs(*grace_seconds),
+                alerts: !*no_alerts,
+            };
+            daemon::run(options).await
+        }
     }
 }
 
@@ -158,7 +205,7 @@ fn load_or_report(dir: &Path, env: &str, output: Output) -> anyhow::Result<Optio
 
 async fn one_pass(cli: &Cli, env: &EnvSpec, mode: Mode) -> Report {
     let region = cli.region.clone().or_else(|| env.spec.region.clone());
-    let config = load_config(region).await;
+    let config = env_config(region, env.spec.account.as_ref()).await;
     let counter = CallCounter::default();
     let registry = kinds::registry(&config, &counter);
     reconcile(env, &registry, &counter, mode, &RetryPolicy::default()).await
@@ -177,64 +224,4 @@ async fn pass(cli: &Cli, env: &str, mode: Mode) -> anyhow::Result<u8> {
     let report = one_pass(cli, &env, mode).await;
     print_report(&report, cli.output)?;
     Ok(report.exit_code())
-}
-
-/// Reconciles every `interval` (with jitter) until SIGINT / SIGTERM. An
-/// invalid spec is never applied: the last valid one is kept.
-async fn daemon(cli: &Cli, env: &str, interval: Duration) -> anyhow::Result<u8> {
-    let mut last_valid: Option<EnvSpec> = None;
-    let mut shutdown = Box::pin(shutdown_signal());
-    loop {
-        match spec::load(&cli.specs, env) {
-            Ok(s) => last_valid = Some(s),
-            Err(e) => tracing::error!(error = %e, "spec invalid; keeping the last valid spec"),
-        }
-        if let Some(spec) = &last_valid {
-            let report = tokio::select! {
-                r = one_pass(cli, spec, Mode::Apply) => r,
-                _ = &mut shutdown => return Ok(EXIT_IN_SYNC),
-            };
-            let s = &report.summary;
-            tracing::info!(
-                env = %report.env, created = s.create, updated = s.update, deleted = s.delete, unchanged = s.unchanged,
-                failed = s.failed, reads = report.calls.reads, writes = report.calls.writes, ms = report.duration_ms, "pass done"
-            );
-            for e in &report.errors {
-                tracing::error!(env = %report.env, error = %e, "pass error");
-            }
-        }
-        let jitter = interval.mul_f64(0.1 * jitter_fraction());
-        tokio::select! {
-            _ = tokio::time::sleep(interval + jitter) => {}
-            _ = &mut shutdown => return Ok(EXIT_IN_SYNC),
-        }
-    }
-}
-
-/// A number in [0, 1) that differs between passes and replicas.
-fn jitter_fraction() -> f64 {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    f64::from((nanos ^ std::process::id()) % 1000) / 1000.0
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

@@ -5,11 +5,15 @@
 //! - [`engine`]: the generic observe → diff → plan → apply loop and its report.
 //! - [`kinds`]: one module per AWS resource kind.
 //! - [`aws`]: SDK configuration, request counting, error classification.
+//! - [`daemon`]: `run`, the controller: intervals, lease, health and metrics endpoint.
+//! - [`alerts`]: drift alerts to CloudWatch Logs in Embedded Metric Format.
 //! - [`cli`]: the command line.
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod aws;
 pub mod cli;
+pub mod daemon;
 pub mod engine;
 pub mod kinds;
 pub mod spec;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt};
 
-use super::plan::{decide, match_kind, waves, Action, Handles, Outcome, Pair, Rules, Step};
+use super::plan::{apply_policies, decide, match_kind, waves, Action, Handles, Outcome, Pair, Rules, Step};
 use super::report::{Report, Section};
 use super::{Kind, ResourceKey};
 use crate::aws::{AwsError, CallCounter, ErrorClass};
@@ -132,7 +132,8 @@ async fn plan_pass(env: &EnvSpec, kinds: &[Box<dyn Kind>]) -> Planned {
             if let Some(d) = &mut pair.desired {
                 d.fields = Handles::rewrite(&d.fields, |t| handles.to_references(t));
             }
-            if let Some(step) = decide(rules, &env.env, pair) {
+            if let Some(mut step) = decide(rules, &env.env, pair) {
+                apply_policies(&mut step, &env.spec.policies);
                 steps.push(step);
                 owners.push(k);
             }

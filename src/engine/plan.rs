@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::Serialize;
 
 use super::{reference, Delta, Desired, FieldChange, Fields, Live, Ownership, ResourceKey};
-use crate::spec::model::DeletionPolicy;
+use crate::spec::model::{DeletionPolicy, DriftPolicy};
 
 /// What the engine will do with one resource.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -29,6 +29,8 @@ pub enum Action {
     Orphan,
     /// Needs a change AWS can only make by replacement; left alone.
     Blocked,
+    /// Drifted, but the spec's policy says report only.
+    Alert,
 }
 
 impl Action {
@@ -265,6 +267,46 @@ fn decide_existing(rules: Rules<'_>, env: &str, d: Desired, l: Live) -> Step {
     Step { key: d.key.clone(), name: d.name.clone(), action, changes, note, desired: Some(d), live: Some(l), delta, outcome: None }
 }
 
+/// The policy for `key` (optionally one `field` of it): the most specific of
+/// `kind/id#Field`, `kind/*#Field`, `kind/id`, `kind/*`; `enforce` by default.
+pub fn policy_for(policies: &BTreeMap<String, DriftPolicy>, key: &ResourceKey, field: Option<&str>) -> DriftPolicy {
+    let resource = [format!("{}/{}", key.kind, key.id), format!("{}/*", key.kind)];
+    let by_field = field.into_iter().flat_map(|f| resource.iter().map(move |r| format!("{r}#{f}")));
+    by_field.chain(resource.iter().cloned()).find_map(|k| policies.get(&k).copied()).unwrap_or(DriftPolicy::Enforce)
+}
+
+/// Applies the spec's drift policies to a planned step: `ignore`d drift is
+/// dropped, `alert` drift is reported but taken out of what will be applied.
+pub fn apply_policies(step: &mut Step, policies: &BTreeMap<String, DriftPolicy>) {
+    if policies.is_empty() || !step.action.writes() {
+        return;
+    }
+    match policy_for(policies, &step.key, None) {
+        DriftPolicy::Ignore if step.action != Action::Update => {
+            step.action = Action::Noop;
+            step.changes.clear();
+            return;
+        }
+        DriftPolicy::Alert if step.action != Action::Update => {
+            step.action = Action::Alert;
+            step.note = Some("drift reported only (policy: alert)".into());
+            return;
+        }
+        _ => {}
+    }
+    let key = step.key.clone();
+    let field_policy = |field: &str| policy_for(policies, &key, Some(field));
+    step.changes.retain(|c| field_policy(&c.field) != DriftPolicy::Ignore);
+    step.delta.fields.retain(|c| field_policy(&c.field) == DriftPolicy::Enforce);
+    let alerted: Vec<&str> = step.changes.iter().filter(|c| field_policy(&c.field) == DriftPolicy::Alert).map(|c| c.field.as_str()).collect();
+    if step.delta.is_empty() {
+        step.action = if alerted.is_empty() { Action::Noop } else { Action::Alert };
+    }
+    if !alerted.is_empty() {
+        step.note = Some(format!("reported only (policy: alert): {}", alerted.join(", ")));
+    }
+}
+
 /// Groups step indexes into waves: every step's dependencies are in earlier
 /// waves. Creates and updates run wave by wave; deletes run in reverse.
 pub fn waves(steps: &[Step]) -> Vec<Vec<usize>> {
@@ -361,6 +403,32 @@ mod tests {
         let replaceable = Rules { replaceable: true, ..RULES };
         let steps = plan(replaceable, vec![desired("a", &[("fifo", "true")], &[])], vec![live("a", &[("fifo", "false")], tags("dev", "a", "retain"))]);
         assert_eq!(actions(&steps), vec![("a".to_string(), Action::Replace)]);
+    }
+
+    #[test]
+    fn policies_ignore_alert_and_enforce() {
+        let drifted = || plan(RULES, vec![desired("a", &[("x", "1"), ("y", "1")], &[])], vec![live("a", &[("x", "2"), ("y", "2")], tags("dev", "a", "retain"))]).remove(0);
+        let policies = |pairs: &[(&str, DriftPolicy)]| pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect::<BTreeMap<_, _>>();
+
+        let mut s = drifted();
+        apply_policies(&mut s, &policies(&[("test/a#x", DriftPolicy::Ignore)]));
+        assert_eq!((s.action, s.changes.len(), s.delta.fields.len()), (Action::Update, 1, 1));
+
+        let mut s = drifted();
+        apply_policies(&mut s, &policies(&[("test/*", DriftPolicy::Alert)]));
+        assert_eq!((s.action, s.changes.len(), s.delta.fields.len()), (Action::Alert, 2, 0));
+
+        let mut s = drifted();
+        apply_policies(&mut s, &policies(&[("test/*", DriftPolicy::Alert), ("test/a#y", DriftPolicy::Enforce)]));
+        assert_eq!((s.action, s.delta.fields.len()), (Action::Update, 1), "the field policy is more specific");
+
+        let mut s = drifted();
+        apply_policies(&mut s, &policies(&[("test/a", DriftPolicy::Ignore)]));
+        assert_eq!((s.action, s.changes.len()), (Action::Noop, 0));
+
+        let mut missing = plan(RULES, vec![desired("b", &[], &[])], vec![]).remove(0);
+        apply_policies(&mut missing, &policies(&[("test/b", DriftPolicy::Alert)]));
+        assert_eq!(missing.action, Action::Alert);
     }
 
     #[test]

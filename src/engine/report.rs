@@ -38,6 +38,8 @@ pub struct Summary {
     pub orphaned: usize,
     /// Changes that need a replacement and were not made.
     pub blocked: usize,
+    /// Drift reported but not repaired, by policy.
+    pub alerted: usize,
     /// Writes that failed (apply mode).
     pub failed: usize,
 }
@@ -90,6 +92,7 @@ impl Report {
                 Action::Skip => summary.skipped += 1,
                 Action::Orphan => summary.orphaned += 1,
                 Action::Blocked => summary.blocked += 1,
+                Action::Alert => summary.alerted += 1,
             }
             if matches!(s.outcome, Some(Outcome::Failed(_) | Outcome::DependencyFailed(_))) {
                 summary.failed += 1;
@@ -143,6 +146,7 @@ impl Report {
                 Action::Skip => "!",
                 Action::Orphan => "?",
                 Action::Blocked => "x",
+                Action::Alert => "!~",
             };
             let _ = write!(out, "  {sigil} {} {} ({})", s.key.kind, s.key.id, s.name);
             if let Some(note) = &s.note {
@@ -191,7 +195,7 @@ impl Report {
         } else {
             let _ = write!(out, "\nApplied: {} created, {} updated, {} deleted, {} unchanged", s.create, s.update, s.delete, s.unchanged);
         }
-        for (n, what) in [(s.skipped, "skipped (unmanaged)"), (s.orphaned, "orphaned (retained)"), (s.blocked, "blocked"), (s.failed, "failed")] {
+        for (n, what) in [(s.skipped, "skipped (unmanaged)"), (s.orphaned, "orphaned (retained)"), (s.alerted, "drifted (alert only)"), (s.blocked, "blocked"), (s.failed, "failed")] {
             if n > 0 {
                 let _ = write!(out, ", {n} {what}");
             }

@@ -142,7 +142,7 @@ pub fn load(dir: &Path, env: &str) -> Result<EnvSpec, LoadError> {
 }
 
 /// The top-level sections of a spec, as written in YAML.
-const SECTIONS: &[&str] = &["region", "tags", "network", "messaging", "data", "compute", "identity", "observability"];
+const SECTIONS: &[&str] = &["region", "tags", "account", "policies", "network", "messaging", "data", "compute", "identity", "observability"];
 
 /// Deserializes each top-level section on its own, so that a mistake in one
 /// section does not hide mistakes in the others.
@@ -161,6 +161,8 @@ fn structure(tree: &Node) -> Result<Spec, Vec<SpecError>> {
         match name {
             "region" => section(key, node, &mut errors, |v| spec.region = v),
             "tags" => section(key, node, &mut errors, |v| spec.tags = v),
+            "account" => section(key, node, &mut errors, |v| spec.account = v),
+            "policies" => section(key, node, &mut errors, |v| spec.policies = v),
             "network" => section(key, node, &mut errors, |v| spec.network = v),
             "messaging" => section(key, node, &mut errors, |v| spec.messaging = v),
             "data" => section(key, node, &mut errors, |v| spec.data = v),

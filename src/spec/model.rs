@@ -23,6 +23,13 @@ pub struct Spec {
     /// Tags added to every resource the operator creates.
     #[serde(default)]
     pub tags: Tags,
+    /// The AWS account of this environment, when it is not the operator's own.
+    #[serde(default)]
+    pub account: Option<Account>,
+    /// Drift policy by resource (`kind/id`, `kind/*`) or field (`kind/id#Field`):
+    /// `enforce` (repair, the default), `alert` (report only) or `ignore`.
+    #[serde(default)]
+    pub policies: BTreeMap<String, DriftPolicy>,
     /// VPC, subnets, NAT, the Elastic IP whitelist, security groups, endpoints.
     #[serde(default)]
     pub network: Option<Network>,
@@ -41,6 +48,29 @@ pub struct Spec {
     /// CloudWatch Logs groups.
     #[serde(default)]
     pub observability: Option<Observability>,
+}
+
+/// The account an environment lives in.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Account {
+    /// Role assumed through STS for every call in this environment.
+    pub role_arn: String,
+    /// External id the role's trust policy requires, if any.
+    #[serde(default)]
+    pub external_id: Option<String>,
+}
+
+/// What to do about drift of a resource or field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum DriftPolicy {
+    /// Repair it (the default).
+    Enforce,
+    /// Report it, never repair it.
+    Alert,
+    /// Neither report nor repair it.
+    Ignore,
 }
 
 /// What happens to a resource the spec no longer lists.

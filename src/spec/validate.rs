@@ -32,6 +32,17 @@ pub fn validate(env: &str, spec: &Spec) -> Vec<Problem> {
         .as_ref()
         .map(|n| n.security_groups.keys().map(String::as_str).collect())
         .unwrap_or_default();
+    if let Some(account) = &spec.account {
+        if !account.role_arn.starts_with("arn:aws:iam::") || !account.role_arn.contains(":role/") {
+            c.err(&["account", "roleArn"], format!("{:?} is not an IAM role ARN", account.role_arn));
+        }
+    }
+    for key in spec.policies.keys() {
+        let (resource, _field) = key.split_once('#').unwrap_or((key, ""));
+        if !resource.split_once('/').is_some_and(|(kind, id)| !kind.is_empty() && !id.is_empty()) {
+            c.err(&["policies", key], format!("{key:?} is not `kind/id`, `kind/*` or `kind/id#Field`"));
+        }
+    }
     if let Some(network) = &spec.network {
         c.network(network);
     }

@@ -105,7 +105,7 @@ pub fn is_write(operation: &str) -> bool {
 }
 
 /// A minimal HTTP/1.0 request over std, so the harness needs no HTTP client crate.
-fn http(endpoint: &str, method: &str, path: &str) -> Option<String> {
+pub fn http(endpoint: &str, method: &str, path: &str) -> Option<String> {
     use std::io::{Read, Write};
     let addr = endpoint.trim_start_matches("http://");
     let mut stream = std::net::TcpStream::connect(addr).ok()?;
@@ -147,19 +147,32 @@ impl Run {
     }
 }
 
-/// Runs the operator binary with `args` against `endpoint`.
-pub fn operator(endpoint: &str, args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_sentry-operator"))
-        .args(args)
+/// The environment every operator process gets: the emulator and dummy credentials.
+fn aws_env(command: &mut Command, endpoint: &str) {
+    command
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("AWS_ENDPOINT_URL", endpoint)
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .output()
-        .expect("run operator");
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+}
+
+/// Starts the operator in the background (the daemon), output to `log`.
+pub fn spawn_operator(endpoint: &str, args: &[&str], log: &Path) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sentry-operator"));
+    aws_env(&mut command, endpoint);
+    let out = std::fs::File::create(log).expect("log file");
+    let err = out.try_clone().expect("log file");
+    command.args(args).stdout(out).stderr(err).spawn().expect("spawn operator")
+}
+
+/// Runs the operator binary with `args` against `endpoint`.
+pub fn operator(endpoint: &str, args: &[&str]) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sentry-operator"));
+    aws_env(&mut command, endpoint);
+    let out = command.args(args).output().expect("run operator");
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -1,6 +1,7 @@
 //! The one integration-test binary (each extra file in tests/ would re-link the AWS SDK).
 
 mod compute;
+mod daemon;
 mod data;
 mod harness;
 mod invalid_specs;

@@ -1,0 +1,209 @@
+//! Drift alerts to CloudWatch: every drift found, every repair, every
+//! whitelist violation and every reconcile error of a pass becomes one JSON
+//! log event in the group `/sentry-operator/<env>`, written in CloudWatch
+//! Embedded Metric Format, so CloudWatch derives the metrics DriftDetected,
+//! DriftRepaired, WhitelistViolation, ReconcileErrors and ReconcileDurationMs
+//! (dimensions Environment, Kind) with no metrics API call. A pass's events
+//! go out in one PutLogEvents.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aws_config::SdkConfig;
+use aws_sdk_cloudwatchlogs::types::InputLogEvent;
+use aws_sdk_cloudwatchlogs::Client;
+use serde_json::{json, Value};
+
+use crate::aws::{AwsError, CallCounter};
+use crate::engine::plan::{Action, Outcome};
+use crate::engine::report::Report;
+
+/// The CloudWatch metric namespace.
+pub const NAMESPACE: &str = "SentryOperator";
+/// PutLogEvents takes at most this many events per call.
+const MAX_BATCH: usize = 10_000;
+
+/// The log group of an environment's alerts.
+pub fn log_group(env: &str) -> String {
+    format!("/sentry-operator/{env}")
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
+}
+
+/// One EMF event: `metric` = 1 with the given dimensions, plus `detail`.
+fn event(timestamp: i64, env: &str, kind: Option<&str>, metric: &str, unit: &str, value: f64, detail: Value) -> Value {
+    let dimensions: Vec<&str> = if kind.is_some() { vec!["Environment", "Kind"] } else { vec!["Environment"] };
+    let mut e = json!({
+        "_aws": {
+            "Timestamp": timestamp,
+            "CloudWatchMetrics": [{ "Namespace": NAMESPACE, "Dimensions": [dimensions], "Metrics": [{ "Name": metric, "Unit": unit }] }]
+        },
+        "Environment": env,
+        metric: value,
+    });
+    if let (Some(kind), Some(map)) = (kind, e.as_object_mut()) {
+        map.insert("Kind".into(), kind.into());
+    }
+    if let (Value::Object(extra), Some(map)) = (detail, e.as_object_mut()) {
+        map.extend(extra);
+    }
+    e
+}
+
+/// The EMF events of a pass (pure: no AWS call).
+pub fn events(report: &Report) -> Vec<Value> {
+    let t = now_ms();
+    let env = report.env.as_str();
+    let mut out = Vec::new();
+    for step in &report.resources {
+        let (action, repaired) = match (step.action, &step.outcome) {
+            (Action::Create | Action::Update | Action::Replace | Action::Delete, Some(Outcome::Applied)) => ("repaired", true),
+            (Action::Create | Action::Update | Action::Replace | Action::Delete, _) if report.mode == "plan" => ("reported (plan only)", false),
+            (Action::Create | Action::Update | Action::Replace | Action::Delete, _) => ("repair failed", false),
+            (Action::Alert, _) => ("reported (policy: alert)", false),
+            (Action::Blocked, _) => ("blocked", false),
+            _ => continue,
+        };
+        let changes: Vec<Value> = if step.changes.is_empty() {
+            vec![json!({ "field": null, "desired": null, "live": null })]
+        } else {
+            step.changes.iter().map(|c| json!({ "field": c.field, "desired": c.desired, "live": c.live })).collect()
+        };
+        for change in changes {
+            let mut detail = json!({ "event": "drift", "resource": step.key.id, "name": step.name, "change": format!("{:?}", step.action).to_lowercase(), "action": action });
+            if let (Value::Object(d), Value::Object(c)) = (&mut detail, change) {
+                d.extend(c);
+            }
+            out.push(event(t, env, Some(step.key.kind), "DriftDetected", "Count", 1.0, detail.clone()));
+            if repaired {
+                out.push(event(t, env, Some(step.key.kind), "DriftRepaired", "Count", 1.0, detail));
+            }
+        }
+    }
+    let whitelist = report.sections.iter().filter(|s| s.title.starts_with("Elastic IP whitelist")).flat_map(|s| s.lines.iter());
+    for line in whitelist.filter(|l| l.contains("VIOLATED") || l.contains("ERROR")).chain(report.invariant_violations.iter()) {
+        out.push(event(t, env, Some("ec2.elastic-ip"), "WhitelistViolation", "Count", 1.0, json!({ "event": "whitelist-violation", "detail": line })));
+    }
+    for error in &report.errors {
+        out.push(event(t, env, None, "ReconcileErrors", "Count", 1.0, json!({ "event": "error", "detail": error })));
+    }
+    for step in report.resources.iter().filter(|s| matches!(s.outcome, Some(Outcome::Failed(_)))) {
+        let detail = json!({ "event": "error", "resource": step.key.id, "detail": step.outcome });
+        out.push(event(t, env, Some(step.key.kind), "ReconcileErrors", "Count", 1.0, detail));
+    }
+    let summary = json!({ "event": "pass", "mode": report.mode, "summary": report.summary, "reads": report.calls.reads, "writes": report.calls.writes });
+    out.push(event(t, env, None, "ReconcileDurationMs", "Milliseconds", report.duration_ms as f64, summary));
+    out
+}
+
+/// Writes alert events to CloudWatch Logs.
+pub struct AlertSink {
+    client: Client,
+    stream: String,
+}
+
+impl AlertSink {
+    /// A sink using `config` (the operator's own account), counting requests in `counter`.
+    pub fn new(config: &SdkConfig, counter: &CallCounter) -> Self {
+        let client = Client::from_conf(aws_sdk_cloudwatchlogs::config::Builder::from(config).interceptor(counter.clone()).build());
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "sentry-operator".into());
+        AlertSink { client, stream: format!("{host}-{}", std::process::id()) }
+    }
+
+    /// Creates the group and this replica's stream if they do not exist yet.
+    async fn ensure_stream(&self, group: &str) -> Result<(), AwsError> {
+        let exists = |r: Result<(), AwsError>| match r {
+            Err(e) if e.code.as_deref() == Some("ResourceAlreadyExistsException") => Ok(()),
+            other => other,
+        };
+        exists(self.client.create_log_group().log_group_name(group).send().await.map(|_| ()).map_err(|e| AwsError::from_sdk("Logs.CreateLogGroup", e)))?;
+        exists(self.client.create_log_stream().log_group_name(group).log_stream_name(&self.stream).send().await.map(|_| ()).map_err(|e| AwsError::from_sdk("Logs.CreateLogStream", e)))
+    }
+
+    /// Publishes the events of `report` (one PutLogEvents per 10,000 events).
+    pub async fn publish(&self, report: &Report) -> Result<usize, AwsError> {
+        let events = events(report);
+        let group = log_group(&report.env);
+        let mut result = self.put(&group, &events).await;
+        if matches!(&result, Err(e) if e.code.as_deref() == Some("ResourceNotFoundException")) {
+            self.ensure_stream(&group).await?;
+            result = self.put(&group, &events).await;
+        }
+        result.map(|()| events.len())
+    }
+
+    async fn put(&self, group: &str, events: &[Value]) -> Result<(), AwsError> {
+        for batch in events.chunks(MAX_BATCH) {
+            let entries: Vec<InputLogEvent> = batch
+                .iter()
+                .filter_map(|e| InputLogEvent::builder().timestamp(e["_aws"]["Timestamp"].as_i64().unwrap_or_else(now_ms)).message(e.to_string()).build().ok())
+                .collect();
+            self.client
+                .put_log_events()
+                .log_group_name(group)
+                .log_stream_name(&self.stream)
+                .set_log_events(Some(entries))
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("Logs.PutLogEvents", e))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::CallStats;
+    use crate::engine::plan::Step;
+    use crate::engine::report::{Section, Summary};
+    use crate::engine::{Delta, FieldChange, ResourceKey};
+
+    fn report(steps: Vec<Step>) -> Report {
+        Report {
+            env: "prod".into(),
+            mode: "apply",
+            resources: steps,
+            summary: Summary::default(),
+            errors: vec!["observe sqs.queue: throttled".into()],
+            invariant_violations: Vec::new(),
+            sections: vec![Section { title: "Elastic IP whitelist (the exchanges trust these addresses)".into(), lines: vec!["whitelist-1: 1.2.3.4 attached to eni-1: VIOLATED: ...".into()] }],
+            not_reconciled: Vec::new(),
+            calls: CallStats::default(),
+            duration_ms: 1234,
+        }
+    }
+
+    fn updated() -> Step {
+        Step {
+            key: ResourceKey { kind: "ec2.route-table", id: "private-b".into() },
+            name: "sentry-rt-private-b-prod".into(),
+            action: Action::Update,
+            changes: vec![FieldChange { field: "route 0.0.0.0/0".into(), live: Some("igw-1".into()), desired: Some("nat-1".into()) }],
+            note: None,
+            desired: None,
+            live: None,
+            delta: Delta::default(),
+            outcome: Some(Outcome::Applied),
+        }
+    }
+
+    #[test]
+    fn a_pass_becomes_emf_events() {
+        let events = events(&report(vec![updated()]));
+        let metric = |e: &Value| e["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"].as_str().unwrap_or_default().to_string();
+        let names: Vec<String> = events.iter().map(metric).collect();
+        assert_eq!(names, ["DriftDetected", "DriftRepaired", "WhitelistViolation", "ReconcileErrors", "ReconcileDurationMs"]);
+        let drift = &events[0];
+        assert_eq!(drift["Environment"], "prod");
+        assert_eq!(drift["Kind"], "ec2.route-table");
+        assert_eq!(drift["DriftDetected"], 1.0);
+        assert_eq!(drift["field"], "route 0.0.0.0/0");
+        assert_eq!((drift["desired"].as_str(), drift["live"].as_str()), (Some("nat-1"), Some("igw-1")));
+        assert_eq!(drift["action"], "repaired");
+        assert_eq!(drift["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0], json!(["Environment", "Kind"]));
+        assert_eq!(events[4]["ReconcileDurationMs"], 1234.0);
+        assert_eq!(events[4]["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0], json!(["Environment"]));
+    }
+}

@@ -1,0 +1,182 @@
+//! The daemon against the emulator: fast whitelist repair, alerts in
+//! CloudWatch Logs (EMF), health and metrics, invalid spec reloads, graceful
+//! stop, leader election between replicas, observe-only mode, and
+//! cross-account roles.
+
+use std::net::TcpListener;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use aws_sdk_ec2::types::Filter;
+
+use crate::harness::{http, is_write, json_args, operator, repo_specs, sdk_config, spawn_operator, specs_with, Moto};
+
+/// A daemon process, stopped with SIGKILL on drop if still running.
+struct Daemon {
+    child: Child,
+    http: String,
+    _logs: tempfile::TempDir,
+    log: std::path::PathBuf,
+}
+
+impl Daemon {
+    fn start(moto: &Moto, specs: &std::path::Path, extra: &[&str]) -> Daemon {
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
+        let listen = format!("127.0.0.1:{port}");
+        let logs = tempfile::tempdir().expect("tempdir");
+        let log = logs.path().join("daemon.log");
+        let mut args = vec!["--specs", specs.to_str().expect("utf-8"), "run", "--env", "dev", "--interval", "30", "--fast-interval", "1", "--listen", &listen];
+        args.extend_from_slice(extra);
+        let child = spawn_operator(&moto.endpoint, &args, &log);
+        Daemon { child, http: format!("http://{listen}"), _logs: logs, log }
+    }
+
+    fn get(&self, path: &str) -> Option<String> {
+        http(&self.http, "GET", path)
+    }
+
+    fn metric(&self, line_start: &str) -> Option<f64> {
+        self.get("/metrics")?.lines().find(|l| l.starts_with(line_start)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
+    fn wait_until(&self, what: &str, limit: Duration, mut check: impl FnMut(&Daemon) -> bool) {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if check(self) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("timed out waiting for {what}; daemon log:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+    }
+
+    fn wait_ready(&self) {
+        self.wait_until("readiness", Duration::from_secs(60), |d| d.get("/readyz").is_some_and(|b| b.starts_with("ready")));
+    }
+
+    /// SIGTERM, then the exit status (within `limit`).
+    fn terminate(&mut self, limit: Duration) -> Option<i32> {
+        let pid = self.child.id().to_string();
+        let _ = std::process::Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn whitelist_association(ec2: &aws_sdk_ec2::Client) -> Option<String> {
+    let filters = vec![Filter::builder().name("tag:sentry:env").values("dev").build(), Filter::builder().name("tag:sentry:id").values("whitelist-1").build()];
+    let out = ec2.describe_addresses().set_filters(Some(filters)).send().await.expect("addresses");
+    out.addresses().first().and_then(|a| a.association_id()).filter(|s| !s.is_empty()).map(str::to_string)
+}
+
+#[tokio::test]
+async fn the_daemon_repairs_a_detached_whitelist_eip_fast_alerts_and_stops_cleanly() {
+    let moto = Moto::start();
+    let dir = specs_with(&[]);
+    let mut daemon = Daemon::start(&moto, dir.path(), &["--lease-table", "sentry-operator-leases"]);
+    daemon.wait_ready();
+    assert_eq!(daemon.get("/healthz").as_deref(), Some("ok\n"));
+    assert_eq!(daemon.metric("sentry_operator_leader"), Some(1.0), "the only replica leads");
+
+    let ec2 = aws_sdk_ec2::Client::new(&sdk_config(&moto.endpoint).await);
+    let association = whitelist_association(&ec2).await.expect("attached");
+    let detached = Instant::now();
+    ec2.disassociate_address().association_id(association).send().await.expect("detach");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while whitelist_association(&ec2).await.is_none() {
+        assert!(Instant::now() < deadline, "not repaired within 15 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("whitelist EIP re-attached {:?} after the drift", detached.elapsed());
+
+    // The drift and the violation are in CloudWatch Logs, as EMF.
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&sdk_config(&moto.endpoint).await);
+    let mut messages = Vec::new();
+    for _ in 0..50 {
+        let out = logs.filter_log_events().log_group_name("/sentry-operator/dev").send().await.expect("events");
+        messages = out.events().iter().filter_map(|e| e.message().map(str::to_string)).collect();
+        if messages.iter().any(|m| m.contains("\"DriftRepaired\"") && m.contains("ec2.elastic-ip")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let violation = messages.iter().find(|m| m.contains("\"WhitelistViolation\":1")).expect("a whitelist violation event");
+    let v: serde_json::Value = serde_json::from_str(violation).expect("json");
+    assert_eq!(v["_aws"]["CloudWatchMetrics"][0]["Namespace"], "SentryOperator");
+    assert_eq!(v["Environment"], "dev");
+    let repaired = messages.iter().find(|m| m.contains("\"DriftRepaired\"") && m.contains("ec2.elastic-ip")).expect("a repair event");
+    let r: serde_json::Value = serde_json::from_str(repaired).expect("json");
+    assert_eq!(r["field"], "AttachedTo");
+    assert_eq!(r["action"], "repaired");
+
+    // An invalid spec is reported and never applied; the last valid one stays in use.
+    std::fs::write(dir.path().join("dev.yaml"), "network:\n  vpc:\n    cidr: 10.0.0.0/33\n").expect("break the spec");
+    daemon.wait_until("the spec error", Duration::from_secs(20), |d| d.metric("sentry_operator_spec_errors_total{env=\"dev\"}").is_some_and(|n| n >= 1.0));
+    let passes = daemon.metric("sentry_operator_passes_total{env=\"dev\",outcome=\"ok\"}").unwrap_or(0.0);
+    daemon.wait_until("passes to go on", Duration::from_secs(20), |d| d.metric("sentry_operator_passes_total{env=\"dev\",outcome=\"ok\"}").unwrap_or(0.0) > passes);
+    assert!(whitelist_association(&ec2).await.is_some());
+
+    assert_eq!(daemon.terminate(Duration::from_secs(20)), Some(0), "SIGTERM exits 0");
+}
+
+#[tokio::test]
+async fn a_second_replica_observes_until_the_leader_stops() {
+    let moto = Moto::start();
+    let dir = specs_with(&[]);
+    let lease = ["--lease-table", "leases", "--lease-seconds", "3"];
+    let mut first = Daemon::start(&moto, dir.path(), &lease);
+    first.wait_ready();
+    let second = Daemon::start(&moto, dir.path(), &lease);
+    second.wait_ready();
+    assert_eq!(first.metric("sentry_operator_leader"), Some(1.0));
+    assert_eq!(second.metric("sentry_operator_leader"), Some(0.0), "one leader at a time");
+    let follower_writes = |d: &Daemon| {
+        let metrics = d.get("/metrics").unwrap_or_default();
+        metrics.lines().filter(|l| l.starts_with("sentry_operator_repairs_total")).count()
+    };
+    assert_eq!(follower_writes(&second), 0, "the follower repairs nothing");
+
+    assert_eq!(first.terminate(Duration::from_secs(20)), Some(0));
+    second.wait_until("the follower to take over", Duration::from_secs(15), |d| d.metric("sentry_operator_leader") == Some(1.0));
+}
+
+#[tokio::test]
+async fn observe_only_reports_drift_and_never_writes() {
+    let moto = Moto::start();
+    let dir = specs_with(&[]);
+    moto.start_recording();
+    let daemon = Daemon::start(&moto, dir.path(), &["--observe-only", "--single-replica", "--no-alerts"]);
+    daemon.wait_until("a few passes", Duration::from_secs(30), |d| d.metric("sentry_operator_passes_total{env=\"dev\",outcome=\"ok\"}").unwrap_or(0.0) >= 3.0);
+    let writes: Vec<String> = moto.stop_recording().into_iter().filter(|op| is_write(op)).collect();
+    assert!(writes.is_empty(), "observe-only wrote: {writes:?}");
+    let vpc_drift = daemon.metric("sentry_operator_drift_total{env=\"dev\",kind=\"ec2.vpc\"}");
+    assert!(vpc_drift.unwrap_or(0.0) >= 1.0, "drift is reported: {:?}", daemon.get("/metrics"));
+}
+
+#[tokio::test]
+async fn an_environment_in_another_account_is_reached_through_its_role() {
+    let moto = Moto::start();
+    let dev = format!(
+        "{}account:\n  roleArn: arn:aws:iam::123456789012:role/sentry-operator\n",
+        std::fs::read_to_string(repo_specs().join("dev.yaml")).expect("dev")
+    );
+    let dir = specs_with(&[("dev.yaml", &dev)]);
+    moto.start_recording();
+    let run = operator(&moto.endpoint, &json_args(dir.path(), &["plan", "--env", "dev"]));
+    let recorded = moto.stop_recording();
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(recorded.iter().any(|op| op == "AssumeRole"), "credentials came from STS: {recorded:?}");
+}
