@@ -118,7 +118,16 @@ impl AlertSink {
             other => other,
         };
         exists(self.client.create_log_group().log_group_name(group).send().await.map(|_| ()).map_err(|e| AwsError::from_sdk("Logs.CreateLogGroup", e)))?;
-        exists(self.client.create_log_stream().log_group_name(group).log_stream_name(&self.stream).send().await.map(|_| ()).map_err(|e| AwsError::from_sdk("Logs.CreateLogStream", e)))
+        exists(
+            self.client
+                .create_log_stream()
+                .log_group_name(group)
+                .log_stream_name(&self.stream)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| AwsError::from_sdk("Logs.CreateLogStream", e)),
+        )
     }
 
     /// Publishes the events of `report` (one PutLogEvents per 10,000 events).
@@ -168,7 +177,10 @@ mod tests {
             summary: Summary::default(),
             errors: vec!["observe sqs.queue: throttled".into()],
             invariant_violations: Vec::new(),
-            sections: vec![Section { title: "Elastic IP whitelist (the exchanges trust these addresses)".into(), lines: vec!["whitelist-1: 1.2.3.4 attached to eni-1: VIOLATED: ...".into()] }],
+            sections: vec![Section {
+                title: "Elastic IP whitelist (the exchanges trust these addresses)".into(),
+                lines: vec!["whitelist-1: 1.2.3.4 attached to eni-1: VIOLATED: ...".into()],
+            }],
             not_reconciled: Vec::new(),
             calls: CallStats::default(),
             duration_ms: 1234,

@@ -140,15 +140,36 @@ pub fn classify(code: Option<&str>, status: Option<u16>) -> ErrorClass {
     let lower = code.to_ascii_lowercase();
     if lower.contains("notfound") || lower.contains("nonexistent") || lower.contains("doesnotexist") || lower.ends_with(".notfound") {
         ErrorClass::NotFound
-    } else if lower.contains("throttl") || lower.contains("requestlimitexceeded") || lower.contains("toomanyrequests") || lower == "slowdown" || status == Some(429) {
+    } else if lower.contains("throttl")
+        || lower.contains("requestlimitexceeded")
+        || lower.contains("toomanyrequests")
+        || lower == "slowdown"
+        || status == Some(429)
+    {
         ErrorClass::Throttled
-    } else if lower.contains("deletedrecently") || lower.contains("inuse") || lower.contains("conflict") || lower.contains("incorrectstate") || lower.contains("dependencyviolation") || lower.contains("resourceinuse") {
+    } else if lower.contains("deletedrecently")
+        || lower.contains("inuse")
+        || lower.contains("conflict")
+        || lower.contains("incorrectstate")
+        || lower.contains("dependencyviolation")
+        || lower.contains("resourceinuse")
+    {
         ErrorClass::Conflict
-    } else if lower.contains("accessdenied") || lower.contains("unauthorized") || lower.contains("signature") || lower.contains("expiredtoken") || lower.contains("invalidclienttokenid") || status == Some(403) {
+    } else if lower.contains("accessdenied")
+        || lower.contains("unauthorized")
+        || lower.contains("signature")
+        || lower.contains("expiredtoken")
+        || lower.contains("invalidclienttokenid")
+        || status == Some(403)
+    {
         ErrorClass::Denied
-    } else if status.is_some_and(|s| s >= 500) || lower.contains("serviceunavailable") || lower.contains("internalerror") || lower.contains("internalfailure") {
-        ErrorClass::Transient
-    } else if code.is_empty() && status.is_none() {
+    } else if status.is_some_and(|s| s >= 500)
+        || lower.contains("serviceunavailable")
+        || lower.contains("internalerror")
+        || lower.contains("internalfailure")
+        || (code.is_empty() && status.is_none())
+    {
+        // 5xx, or no answer at all (connection refused, timeout, dropped connection).
         ErrorClass::Transient
     } else {
         ErrorClass::Invalid
@@ -217,6 +238,23 @@ pub trait HttpStatus {
 impl HttpStatus for aws_smithy_runtime_api::http::Response {
     fn status(&self) -> u16 {
         self.status().as_u16()
+    }
+}
+
+/// Maps a "not found" error to success (deletes of things already gone).
+pub fn gone_is_ok(result: Result<(), AwsError>) -> Result<(), AwsError> {
+    match result {
+        Err(e) if e.class == ErrorClass::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Maps a "not found" error to `None` (reads of things that may not exist).
+pub fn found<T>(result: Result<T, AwsError>) -> Result<Option<T>, AwsError> {
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.class == ErrorClass::NotFound => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

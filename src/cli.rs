@@ -11,8 +11,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::aws::{env_config, CallCounter};
 use crate::engine::apply::{reconcile, Mode, RetryPolicy};
 use crate::engine::report::{Report, EXIT_ERROR, EXIT_IN_SYNC};
-use crate::{daemon, kinds};
 use crate::spec::{self, EnvSpec, LoadError};
+use crate::{daemon, kinds};
 
 /// Keeps the Sentry trading platform's AWS estate converged with its YAML spec.
 #[derive(Debug, Parser)]
@@ -120,7 +120,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             pass(&cli, env, Mode::Apply).await
         }
-        Command::Run { envs, interval, fast_interval, observe_only, listen, lease_table, single_replica, lease_seconds, parallel_envs, grace_seconds, no_alerts } => {
+        Command::Run {
+            envs,
+            interval,
+            fast_interval,
+            observe_only,
+            listen,
+            lease_table,
+            single_replica,
+            lease_seconds,
+            parallel_envs,
+            grace_seconds,
+            no_alerts,
+        } => {
             for env in envs {
                 spec::load(&cli.specs, env).map_err(|e| anyhow::anyhow!("{e}")).with_context(|| format!("the spec of {env} must be valid to start"))?;
             }

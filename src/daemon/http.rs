@@ -83,14 +83,54 @@ impl Status {
                 let _ = writeln!(out, "{name}{labels} {value}");
             }
         };
-        family("sentry_operator_passes_total", "counter", "Reconcile passes by environment and outcome.", self.passes.iter().map(|((e, o), n)| (format!("{{env=\"{e}\",outcome=\"{o}\"}}"), n.to_string())).collect());
-        family("sentry_operator_pass_duration_seconds", "gauge", "Duration of the last pass.", self.duration_seconds.iter().map(|(e, s)| (format!("{{env=\"{e}\"}}"), s.to_string())).collect());
-        family("sentry_operator_drift_total", "counter", "Resources found drifted, by kind.", self.drift.iter().map(|((e, k), n)| (format!("{{env=\"{e}\",kind=\"{k}\"}}"), n.to_string())).collect());
-        family("sentry_operator_repairs_total", "counter", "Resources repaired, by kind.", self.repairs.iter().map(|((e, k), n)| (format!("{{env=\"{e}\",kind=\"{k}\"}}"), n.to_string())).collect());
-        family("sentry_operator_aws_calls_total", "counter", "AWS requests by operation.", self.calls.iter().map(|((e, o), n)| (format!("{{env=\"{e}\",operation=\"{o}\"}}"), n.to_string())).collect());
-        family("sentry_operator_errors_total", "counter", "Reconcile errors.", self.errors.iter().map(|(e, n)| (format!("{{env=\"{e}\"}}"), n.to_string())).collect());
-        family("sentry_operator_spec_errors_total", "counter", "Spec reloads rejected as invalid.", self.spec_errors.iter().map(|(e, n)| (format!("{{env=\"{e}\"}}"), n.to_string())).collect());
-        family("sentry_operator_last_success_timestamp_seconds", "gauge", "Time of the last successful pass.", self.last_success.iter().map(|(e, t)| (format!("{{env=\"{e}\"}}"), format!("{t:.3}"))).collect());
+        family(
+            "sentry_operator_passes_total",
+            "counter",
+            "Reconcile passes by environment and outcome.",
+            self.passes.iter().map(|((e, o), n)| (format!("{{env=\"{e}\",outcome=\"{o}\"}}"), n.to_string())).collect(),
+        );
+        family(
+            "sentry_operator_pass_duration_seconds",
+            "gauge",
+            "Duration of the last pass.",
+            self.duration_seconds.iter().map(|(e, s)| (format!("{{env=\"{e}\"}}"), s.to_string())).collect(),
+        );
+        family(
+            "sentry_operator_drift_total",
+            "counter",
+            "Resources found drifted, by kind.",
+            self.drift.iter().map(|((e, k), n)| (format!("{{env=\"{e}\",kind=\"{k}\"}}"), n.to_string())).collect(),
+        );
+        family(
+            "sentry_operator_repairs_total",
+            "counter",
+            "Resources repaired, by kind.",
+            self.repairs.iter().map(|((e, k), n)| (format!("{{env=\"{e}\",kind=\"{k}\"}}"), n.to_string())).collect(),
+        );
+        family(
+            "sentry_operator_aws_calls_total",
+            "counter",
+            "AWS requests by operation.",
+            self.calls.iter().map(|((e, o), n)| (format!("{{env=\"{e}\",operation=\"{o}\"}}"), n.to_string())).collect(),
+        );
+        family(
+            "sentry_operator_errors_total",
+            "counter",
+            "Reconcile errors.",
+            self.errors.iter().map(|(e, n)| (format!("{{env=\"{e}\"}}"), n.to_string())).collect(),
+        );
+        family(
+            "sentry_operator_spec_errors_total",
+            "counter",
+            "Spec reloads rejected as invalid.",
+            self.spec_errors.iter().map(|(e, n)| (format!("{{env=\"{e}\"}}"), n.to_string())).collect(),
+        );
+        family(
+            "sentry_operator_last_success_timestamp_seconds",
+            "gauge",
+            "Time of the last successful pass.",
+            self.last_success.iter().map(|(e, t)| (format!("{{env=\"{e}\"}}"), format!("{t:.3}"))).collect(),
+        );
         family("sentry_operator_leader", "gauge", "1 when this replica holds the lease and writes.", vec![(String::new(), u8::from(self.leader).to_string())]);
         out
     }

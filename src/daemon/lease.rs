@@ -51,13 +51,25 @@ impl Lease {
                 }
             }
         }
-        let key = KeySchemaElement::builder().attribute_name(KEY).key_type(KeyType::Hash).build().map_err(|e| AwsError::unexpected("DynamoDB.CreateTable", e.to_string()))?;
+        let key = KeySchemaElement::builder()
+            .attribute_name(KEY)
+            .key_type(KeyType::Hash)
+            .build()
+            .map_err(|e| AwsError::unexpected("DynamoDB.CreateTable", e.to_string()))?;
         let attribute = AttributeDefinition::builder()
             .attribute_name(KEY)
             .attribute_type(ScalarAttributeType::S)
             .build()
             .map_err(|e| AwsError::unexpected("DynamoDB.CreateTable", e.to_string()))?;
-        let created = self.client.create_table().table_name(&self.table).key_schema(key).attribute_definitions(attribute).billing_mode(BillingMode::PayPerRequest).send().await;
+        let created = self
+            .client
+            .create_table()
+            .table_name(&self.table)
+            .key_schema(key)
+            .attribute_definitions(attribute)
+            .billing_mode(BillingMode::PayPerRequest)
+            .send()
+            .await;
         match created.map_err(|e| AwsError::from_sdk("DynamoDB.CreateTable", e)) {
             Err(e) if e.code.as_deref() != Some("ResourceInUseException") => return Err(e),
             _ => {}

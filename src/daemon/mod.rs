@@ -104,7 +104,15 @@ pub async fn run(options: Options) -> anyhow::Result<u8> {
 
     let mut loops = Vec::new();
     for env in &options.envs {
-        let task = EnvLoop { options: options.clone(), env: env.clone(), status: status.clone(), leader: leader.clone(), alerts: alerts.clone(), permits: permits.clone(), reload: reload.clone() };
+        let task = EnvLoop {
+            options: options.clone(),
+            env: env.clone(),
+            status: status.clone(),
+            leader: leader.clone(),
+            alerts: alerts.clone(),
+            permits: permits.clone(),
+            reload: reload.clone(),
+        };
         loops.push(tokio::spawn(task.run(stop_rx.clone())));
     }
 
@@ -247,7 +255,8 @@ impl EnvLoop {
         let Ok(_permit) = self.permits.acquire().await else { return false };
         let config = env_config(self.options.region.clone().or_else(|| env.spec.region.clone()), env.spec.account.as_ref()).await;
         let counter = CallCounter::default();
-        let registry: Vec<Box<dyn Kind>> = kinds::registry(&config, &counter).into_iter().filter(|k| scope == Scope::Full || k.name().starts_with("ec2.")).collect();
+        let registry: Vec<Box<dyn Kind>> =
+            kinds::registry(&config, &counter).into_iter().filter(|k| scope == Scope::Full || k.name().starts_with("ec2.")).collect();
         let writes = self.leader.load(Ordering::SeqCst) && !self.options.observe_only;
         let mode = if writes { Mode::Apply } else { Mode::Plan };
         let report = reconcile(env, &registry, &counter, mode, &RetryPolicy::default()).await;

@@ -351,7 +351,12 @@ mod tests {
             if let Some((id, class)) = self.fail.filter(|(id, _)| *id == desired.key.id) {
                 return Err(AwsError { operation: "Fake.Create", class, code: None, message: format!("{id} refused") });
             }
-            self.live.lock().expect("lock").push(Live { name: desired.name.clone(), handle: desired.name.clone(), tags: desired.tags.clone(), ..Live::default() });
+            self.live.lock().expect("lock").push(Live {
+                name: desired.name.clone(),
+                handle: desired.name.clone(),
+                tags: desired.tags.clone(),
+                ..Live::default()
+            });
             Ok(desired.name.clone())
         }
         async fn update(&self, _d: &Desired, _l: &Live, _delta: &Delta) -> Result<(), AwsError> {
@@ -424,7 +429,13 @@ mod tests {
         let policy = RetryPolicy::default();
         let result: Result<(), AwsError> = with_retries(&policy, || {
             let n = calls.fetch_add(1, Ordering::SeqCst);
-            async move { if n < 3 { Err(err(ErrorClass::Throttled)) } else { Ok(()) } }
+            async move {
+                if n < 3 {
+                    Err(err(ErrorClass::Throttled))
+                } else {
+                    Ok(())
+                }
+            }
         })
         .await;
         assert!(result.is_ok());

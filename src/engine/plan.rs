@@ -200,10 +200,11 @@ pub fn diff(desired: &Desired, live: &Live, exclusive: &[&str], create_only: &[&
         .map(|(k, v)| FieldChange { field: k.clone(), live: live.fields.get(k).cloned(), desired: Some(v.clone()) })
         .collect();
     fields.extend(
-        live.fields
-            .iter()
-            .filter(|(k, _)| exclusive.iter().any(|p| k.starts_with(p)) && !desired.fields.contains_key(*k))
-            .map(|(k, v)| FieldChange { field: k.clone(), live: Some(v.clone()), desired: None }),
+        live.fields.iter().filter(|(k, _)| exclusive.iter().any(|p| k.starts_with(p)) && !desired.fields.contains_key(*k)).map(|(k, v)| FieldChange {
+            field: k.clone(),
+            live: Some(v.clone()),
+            desired: None,
+        }),
     );
     let tags = desired.tags.iter().filter(|(k, v)| live.tags.get(*k) != Some(*v)).map(|(k, v)| (k.clone(), v.clone())).collect();
     Delta { fields, tags }
@@ -382,19 +383,40 @@ mod tests {
     fn table_of_decisions() {
         let mut no_policy_tag = tags("dev", "a", "retain");
         no_policy_tag.remove(TAG_DELETION_POLICY);
-        let cases: Vec<(&str, Vec<Desired>, Vec<Live>, Vec<(&str, Action)>)> = vec![
+        type Case = (&'static str, Vec<Desired>, Vec<Live>, Vec<(&'static str, Action)>);
+        let cases: Vec<Case> = vec![
             ("Missing", vec![desired("a", &[("x", "1")], &[])], vec![], vec![("a", Action::Create)]),
-            ("CreateOnlyIgnored", vec![desired("a", &[("x", "1"), ("seed", "s")], &[])], vec![live("a", &[("x", "1")], tags("dev", "a", "retain"))], vec![("a", Action::Noop)]),
-            ("InSync", vec![desired("a", &[("x", "1")], &[])], vec![live("a", &[("x", "1"), ("extra", "9")], tags("dev", "a", "retain"))], vec![("a", Action::Noop)]),
+            (
+                "CreateOnlyIgnored",
+                vec![desired("a", &[("x", "1"), ("seed", "s")], &[])],
+                vec![live("a", &[("x", "1")], tags("dev", "a", "retain"))],
+                vec![("a", Action::Noop)],
+            ),
+            (
+                "InSync",
+                vec![desired("a", &[("x", "1")], &[])],
+                vec![live("a", &[("x", "1"), ("extra", "9")], tags("dev", "a", "retain"))],
+                vec![("a", Action::Noop)],
+            ),
             ("FieldDrift", vec![desired("a", &[("x", "1")], &[])], vec![live("a", &[("x", "2")], tags("dev", "a", "retain"))], vec![("a", Action::Update)]),
-            ("ExtraExclusiveField", vec![desired("a", &[("rule a", "1")], &[])], vec![live("a", &[("rule a", "1"), ("rule b", "1")], tags("dev", "a", "retain"))], vec![("a", Action::Update)]),
+            (
+                "ExtraExclusiveField",
+                vec![desired("a", &[("rule a", "1")], &[])],
+                vec![live("a", &[("rule a", "1"), ("rule b", "1")], tags("dev", "a", "retain"))],
+                vec![("a", Action::Update)],
+            ),
             ("TagRemoved", vec![desired("a", &[("x", "1")], &[])], vec![live("a", &[("x", "1")], no_policy_tag)], vec![("a", Action::Update)]),
             ("Unmanaged", vec![desired("a", &[("x", "1")], &[])], vec![live("a", &[("x", "2")], Tags::new())], vec![("a", Action::Skip)]),
             ("OtherEnv", vec![desired("a", &[("x", "1")], &[])], vec![live("a", &[("x", "1")], tags("prod", "a", "retain"))], vec![("a", Action::Skip)]),
             ("OrphanRetained", vec![], vec![live("b", &[], tags("dev", "b", "retain"))], vec![("b", Action::Orphan)]),
             ("OrphanDeleted", vec![], vec![live("b", &[], tags("dev", "b", "delete"))], vec![("b", Action::Delete)]),
             ("ForeignIgnored", vec![], vec![live("b", &[], Tags::new()), live("c", &[], tags("prod", "c", "delete"))], vec![]),
-            ("Immutable", vec![desired("a", &[("fifo", "true")], &[])], vec![live("a", &[("fifo", "false")], tags("dev", "a", "retain"))], vec![("a", Action::Blocked)]),
+            (
+                "Immutable",
+                vec![desired("a", &[("fifo", "true")], &[])],
+                vec![live("a", &[("fifo", "false")], tags("dev", "a", "retain"))],
+                vec![("a", Action::Blocked)],
+            ),
         ];
         for (name, d, l, expected) in cases {
             let expected: Vec<(String, Action)> = expected.into_iter().map(|(i, a)| (i.to_string(), a)).collect();
@@ -407,7 +429,9 @@ mod tests {
 
     #[test]
     fn policies_ignore_alert_and_enforce() {
-        let drifted = || plan(RULES, vec![desired("a", &[("x", "1"), ("y", "1")], &[])], vec![live("a", &[("x", "2"), ("y", "2")], tags("dev", "a", "retain"))]).remove(0);
+        let drifted = || {
+            plan(RULES, vec![desired("a", &[("x", "1"), ("y", "1")], &[])], vec![live("a", &[("x", "2"), ("y", "2")], tags("dev", "a", "retain"))]).remove(0)
+        };
         let policies = |pairs: &[(&str, DriftPolicy)]| pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect::<BTreeMap<_, _>>();
 
         let mut s = drifted();
@@ -462,11 +486,8 @@ mod tests {
 
     #[test]
     fn dependencies_come_first() {
-        let steps = plan(
-            RULES,
-            vec![desired("src", &[], &["dlq"]), desired("dlq", &[], &[]), desired("other", &[], &[]), desired("top", &[], &["src"])],
-            vec![],
-        );
+        let steps =
+            plan(RULES, vec![desired("src", &[], &["dlq"]), desired("dlq", &[], &[]), desired("other", &[], &[]), desired("top", &[], &["src"])], vec![]);
         let names: Vec<Vec<&str>> = waves(&steps).iter().map(|w| w.iter().map(|&i| steps[i].key.id.as_str()).collect()).collect();
         assert_eq!(names, vec![vec!["dlq", "other"], vec!["src"], vec!["top"]]);
     }

@@ -195,7 +195,13 @@ impl Report {
         } else {
             let _ = write!(out, "\nApplied: {} created, {} updated, {} deleted, {} unchanged", s.create, s.update, s.delete, s.unchanged);
         }
-        for (n, what) in [(s.skipped, "skipped (unmanaged)"), (s.orphaned, "orphaned (retained)"), (s.alerted, "drifted (alert only)"), (s.blocked, "blocked"), (s.failed, "failed")] {
+        for (n, what) in [
+            (s.skipped, "skipped (unmanaged)"),
+            (s.orphaned, "orphaned (retained)"),
+            (s.alerted, "drifted (alert only)"),
+            (s.blocked, "blocked"),
+            (s.failed, "failed"),
+        ] {
             if n > 0 {
                 let _ = write!(out, ", {n} {what}");
             }

@@ -21,7 +21,7 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
-use crate::aws::{wait_for, AwsError, CallCounter, ErrorClass};
+use crate::aws::{found, gone_is_ok, wait_for, AwsError, CallCounter};
 use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Live, ResourceKey};
 use crate::spec::model::{KeySchema, Table};
 use crate::spec::{physical_name, EnvSpec};
@@ -118,7 +118,9 @@ fn gsi_text(key: &KeySchema, projection: &str, include: &[String], attributes: &
 fn table_fields(t: &TableDescription) -> Fields {
     let types: BTreeMap<&str, &str> = t.attribute_definitions().iter().map(|a| (a.attribute_name(), a.attribute_type().as_str())).collect();
     let text_of = |elements: &[KeySchemaElement]| {
-        let part = |ty: KeyType| elements.iter().find(|e| *e.key_type() == ty).map(|e| format!("{}:{}", e.attribute_name(), types.get(e.attribute_name()).unwrap_or(&"S")));
+        let part = |ty: KeyType| {
+            elements.iter().find(|e| *e.key_type() == ty).map(|e| format!("{}:{}", e.attribute_name(), types.get(e.attribute_name()).unwrap_or(&"S")))
+        };
         match (part(KeyType::Hash), part(KeyType::Range)) {
             (Some(h), Some(r)) => format!("hash={h} range={r}"),
             (Some(h), None) => format!("hash={h}"),
@@ -154,17 +156,21 @@ impl Tables {
     }
 
     async fn describe(&self, name: String) -> Result<Option<Live>, AwsError> {
-        let table = match self.client.describe_table().table_name(&name).send().await {
-            Ok(out) => out.table,
-            Err(e) => {
-                let e = AwsError::from_sdk("DynamoDB.DescribeTable", e);
-                return if e.class == ErrorClass::NotFound { Ok(None) } else { Err(e) };
-            }
+        let Some(out) = found(self.client.describe_table().table_name(&name).send().await.map_err(|e| AwsError::from_sdk("DynamoDB.DescribeTable", e)))? else {
+            return Ok(None);
         };
+        let table = out.table;
         let Some(table) = table else { return Ok(None) };
         let arn = table.table_arn().unwrap_or_default().to_string();
         let (backups, ttl, tags) = tokio::try_join!(
-            async { self.client.describe_continuous_backups().table_name(&name).send().await.map_err(|e| AwsError::from_sdk("DynamoDB.DescribeContinuousBackups", e)) },
+            async {
+                self.client
+                    .describe_continuous_backups()
+                    .table_name(&name)
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk("DynamoDB.DescribeContinuousBackups", e))
+            },
             async { self.client.describe_time_to_live().table_name(&name).send().await.map_err(|e| AwsError::from_sdk("DynamoDB.DescribeTimeToLive", e)) },
             async { self.client.list_tags_of_resource().resource_arn(&arn).send().await.map_err(|e| AwsError::from_sdk("DynamoDB.ListTagsOfResource", e)) },
         )?;
@@ -194,7 +200,10 @@ impl Tables {
     }
 
     async fn set_pitr(&self, name: &str, on: bool) -> Result<(), AwsError> {
-        let spec = PointInTimeRecoverySpecification::builder().point_in_time_recovery_enabled(on).build().map_err(|e| AwsError::unexpected("DynamoDB.UpdateContinuousBackups", e.to_string()))?;
+        let spec = PointInTimeRecoverySpecification::builder()
+            .point_in_time_recovery_enabled(on)
+            .build()
+            .map_err(|e| AwsError::unexpected("DynamoDB.UpdateContinuousBackups", e.to_string()))?;
         self.client
             .update_continuous_backups()
             .table_name(name)
@@ -206,15 +215,28 @@ impl Tables {
     }
 
     async fn set_ttl(&self, name: &str, attribute: &str, enabled: bool) -> Result<(), AwsError> {
-        let spec = TimeToLiveSpecification::builder().attribute_name(attribute).enabled(enabled).build().map_err(|e| AwsError::unexpected("DynamoDB.UpdateTimeToLive", e.to_string()))?;
-        self.client.update_time_to_live().table_name(name).time_to_live_specification(spec).send().await.map_err(|e| AwsError::from_sdk("DynamoDB.UpdateTimeToLive", e))?;
+        let spec = TimeToLiveSpecification::builder()
+            .attribute_name(attribute)
+            .enabled(enabled)
+            .build()
+            .map_err(|e| AwsError::unexpected("DynamoDB.UpdateTimeToLive", e.to_string()))?;
+        self.client
+            .update_time_to_live()
+            .table_name(name)
+            .time_to_live_specification(spec)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("DynamoDB.UpdateTimeToLive", e))?;
         Ok(())
     }
 
     /// One GSI change per UpdateTable, waiting for ACTIVE in between.
     async fn change_index(&self, name: &str, index: &str, old: Option<&str>, new: Option<&str>) -> Result<(), AwsError> {
         if old.is_some() {
-            let delete = DeleteGlobalSecondaryIndexAction::builder().index_name(index).build().map_err(|e| AwsError::unexpected("DynamoDB.UpdateTable", e.to_string()))?;
+            let delete = DeleteGlobalSecondaryIndexAction::builder()
+                .index_name(index)
+                .build()
+                .map_err(|e| AwsError::unexpected("DynamoDB.UpdateTable", e.to_string()))?;
             self.client
                 .update_table()
                 .table_name(name)
@@ -291,7 +313,8 @@ impl Kind for Tables {
         let mut names = Vec::new();
         let mut start = None;
         loop {
-            let page = self.client.list_tables().set_exclusive_start_table_name(start).send().await.map_err(|e| AwsError::from_sdk("DynamoDB.ListTables", e))?;
+            let page =
+                self.client.list_tables().set_exclusive_start_table_name(start).send().await.map_err(|e| AwsError::from_sdk("DynamoDB.ListTables", e))?;
             names.extend(page.table_names().iter().filter(|n| n.starts_with("sentry-") || wanted.contains(&n.as_str())).cloned());
             start = page.last_evaluated_table_name;
             if start.is_none() {
@@ -305,10 +328,13 @@ impl Kind for Tables {
     async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
         let field = |f: &str| desired.fields.get(f).cloned().unwrap_or_default();
         let key = parse_key_text(&field(KEY));
-        let indexes: Vec<(String, KeyText)> = desired.fields.iter().filter_map(|(k, v)| k.strip_prefix(GSI).map(|n| (n.to_string(), parse_key_text(v)))).collect();
+        let indexes: Vec<(String, KeyText)> =
+            desired.fields.iter().filter_map(|(k, v)| k.strip_prefix(GSI).map(|n| (n.to_string(), parse_key_text(v)))).collect();
         let gsis: Vec<GlobalSecondaryIndex> = indexes
             .iter()
-            .filter_map(|(name, k)| GlobalSecondaryIndex::builder().index_name(name).set_key_schema(Some(key_elements(k))).projection(projection(k)).build().ok())
+            .filter_map(|(name, k)| {
+                GlobalSecondaryIndex::builder().index_name(name).set_key_schema(Some(key_elements(k))).projection(projection(k)).build().ok()
+            })
             .collect();
         let tags: Vec<Tag> = desired.tags.iter().filter_map(|(k, v)| Tag::builder().key(k).value(v).build().ok()).collect();
         let out = self
@@ -348,12 +374,24 @@ impl Kind for Tables {
                 SSE => {
                     let kms = new == Some("KMS");
                     let sse = SseSpecification::builder().enabled(kms).set_sse_type(kms.then_some(SseType::Kms)).build();
-                    self.client.update_table().table_name(name).sse_specification(sse).send().await.map_err(|e| AwsError::from_sdk("DynamoDB.UpdateTable", e))?;
+                    self.client
+                        .update_table()
+                        .table_name(name)
+                        .sse_specification(sse)
+                        .send()
+                        .await
+                        .map_err(|e| AwsError::from_sdk("DynamoDB.UpdateTable", e))?;
                     self.wait_active(name).await?;
                 }
                 PROTECTION => {
                     let on = new == Some("true");
-                    self.client.update_table().table_name(name).deletion_protection_enabled(on).send().await.map_err(|e| AwsError::from_sdk("DynamoDB.UpdateTable", e))?;
+                    self.client
+                        .update_table()
+                        .table_name(name)
+                        .deletion_protection_enabled(on)
+                        .send()
+                        .await
+                        .map_err(|e| AwsError::from_sdk("DynamoDB.UpdateTable", e))?;
                 }
                 PITR => self.set_pitr(name, new == Some("true")).await?,
                 TTL => {
@@ -373,7 +411,13 @@ impl Kind for Tables {
         }
         if !delta.tags.is_empty() {
             let tags: Vec<Tag> = delta.tags.iter().filter_map(|(k, v)| Tag::builder().key(k).value(v).build().ok()).collect();
-            self.client.tag_resource().resource_arn(&live.handle).set_tags(Some(tags)).send().await.map_err(|e| AwsError::from_sdk("DynamoDB.TagResource", e))?;
+            self.client
+                .tag_resource()
+                .resource_arn(&live.handle)
+                .set_tags(Some(tags))
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("DynamoDB.TagResource", e))?;
         }
         Ok(())
     }
@@ -388,17 +432,7 @@ impl Kind for Tables {
                 .await
                 .map_err(|e| AwsError::from_sdk("DynamoDB.UpdateTable", e))?;
         }
-        match self.client.delete_table().table_name(&live.name).send().await {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let e = AwsError::from_sdk("DynamoDB.DeleteTable", e);
-                if e.class == ErrorClass::NotFound {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            }
-        }
+        gone_is_ok(self.client.delete_table().table_name(&live.name).send().await.map(|_| ()).map_err(|e| AwsError::from_sdk("DynamoDB.DeleteTable", e)))
     }
 }
 

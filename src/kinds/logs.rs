@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_sdk_cloudwatchlogs::Client;
 
-use crate::aws::{AwsError, CallCounter, ErrorClass};
+use crate::aws::{gone_is_ok, AwsError, CallCounter};
 use crate::engine::{ownership_tags, Delta, Desired, Kind, Live, ResourceKey};
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::EnvSpec;
@@ -94,8 +94,14 @@ impl Kind for LogGroups {
                     continue;
                 }
                 let arn = g.arn().unwrap_or_default().trim_end_matches(":*").to_string();
-                let tags = self.client.list_tags_for_resource().resource_arn(&arn).send().await.map_err(|e| AwsError::from_sdk("Logs.ListTagsForResource", e))?;
-                let mut l = Live { name: name.into(), handle: arn, tags: tags.tags().map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default(), ..Live::default() };
+                let tags =
+                    self.client.list_tags_for_resource().resource_arn(&arn).send().await.map_err(|e| AwsError::from_sdk("Logs.ListTagsForResource", e))?;
+                let mut l = Live {
+                    name: name.into(),
+                    handle: arn,
+                    tags: tags.tags().map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default(),
+                    ..Live::default()
+                };
                 l.fields.insert(RETENTION.into(), g.retention_in_days().map(|d| d.to_string()).unwrap_or_else(|| "never".into()));
                 found.push(l);
             }
@@ -135,10 +141,7 @@ impl Kind for LogGroups {
     }
 
     async fn delete(&self, live: &Live) -> Result<(), AwsError> {
-        match self.client.delete_log_group().log_group_name(&live.name).send().await.map_err(|e| AwsError::from_sdk("Logs.DeleteLogGroup", e)) {
-            Err(e) if e.class != ErrorClass::NotFound => Err(e),
-            _ => Ok(()),
-        }
+        gone_is_ok(self.client.delete_log_group().log_group_name(&live.name).send().await.map(|_| ()).map_err(|e| AwsError::from_sdk("Logs.DeleteLogGroup", e)))
     }
 }
 

@@ -47,8 +47,5 @@ pub fn registry(config: &SdkConfig, counter: &CallCounter) -> Vec<Box<dyn Kind>>
 /// kind reconciles yet; reported so that nobody mistakes them for converged.
 pub fn unreconciled_sections(spec: &Spec) -> Vec<&'static str> {
     let capacity = spec.compute.as_ref().is_some_and(|c| !c.clusters.is_empty());
-    [("compute.clusters EC2 capacity (instance type, min/max/desired)", capacity)]
-    .into_iter()
-    .filter_map(|(name, present)| present.then_some(name))
-    .collect()
+    [("compute.clusters EC2 capacity (instance type, min/max/desired)", capacity)].into_iter().filter_map(|(name, present)| present.then_some(name)).collect()
 }

@@ -14,7 +14,7 @@ use aws_sdk_sqs::Client;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use crate::aws::{AwsError, CallCounter, ErrorClass};
+use crate::aws::{found, gone_is_ok, AwsError, CallCounter};
 use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Live, ResourceKey};
 use crate::spec::EnvSpec;
 
@@ -106,8 +106,8 @@ impl Queues {
                 if value == NO_REDRIVE {
                     String::new()
                 } else {
-                    let r: Redrive = serde_json::from_str(value)
-                        .map_err(|e| AwsError::unexpected("SQS.SetQueueAttributes", format!("bad redrive value {value}: {e}")))?;
+                    let r: Redrive =
+                        serde_json::from_str(value).map_err(|e| AwsError::unexpected("SQS.SetQueueAttributes", format!("bad redrive value {value}: {e}")))?;
                     let arn = self.arn_of(&r.dead_letter_target).await?;
                     serde_json::json!({ "deadLetterTargetArn": arn, "maxReceiveCount": r.max_receive_count }).to_string()
                 }
@@ -121,20 +121,23 @@ impl Queues {
 
     /// Reads one queue; `None` if it vanished since it was listed.
     async fn describe(&self, url: String) -> Result<Option<Live>, AwsError> {
-        let attributes = match self.client.get_queue_attributes().queue_url(&url).attribute_names(QueueAttributeName::All).send().await {
-            Ok(out) => out.attributes.unwrap_or_default(),
-            Err(e) => {
-                let e = AwsError::from_sdk("SQS.GetQueueAttributes", e);
-                return if e.class == ErrorClass::NotFound { Ok(None) } else { Err(e) };
-            }
+        let Some(out) = found(
+            self.client
+                .get_queue_attributes()
+                .queue_url(&url)
+                .attribute_names(QueueAttributeName::All)
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("SQS.GetQueueAttributes", e)),
+        )?
+        else {
+            return Ok(None);
         };
-        let tags = match self.client.list_queue_tags().queue_url(&url).send().await {
-            Ok(out) => out.tags.unwrap_or_default(),
-            Err(e) => {
-                let e = AwsError::from_sdk("SQS.ListQueueTags", e);
-                return if e.class == ErrorClass::NotFound { Ok(None) } else { Err(e) };
-            }
+        let attributes = out.attributes.unwrap_or_default();
+        let Some(out) = found(self.client.list_queue_tags().queue_url(&url).send().await.map_err(|e| AwsError::from_sdk("SQS.ListQueueTags", e)))? else {
+            return Ok(None);
         };
+        let tags = out.tags.unwrap_or_default();
         let name = url.rsplit('/').next().unwrap_or_default().to_string();
         let raw: BTreeMap<String, String> = attributes.into_iter().map(|(k, v)| (k.as_str().to_string(), v)).collect();
         if let Some(arn) = raw.get("QueueArn") {
@@ -152,20 +155,16 @@ fn normalize(raw: &BTreeMap<String, String>) -> Fields {
         .into_iter()
         .filter_map(|k| raw.get(k).map(|v| (k.to_string(), v.clone())))
         .collect();
-    let redrive = raw
-        .get(REDRIVE)
-        .filter(|v| !v.is_empty())
-        .and_then(|v| serde_json::from_str::<serde_json::Value>(v).ok())
-        .and_then(|v| {
-            let arn = v.get("deadLetterTargetArn")?.as_str()?;
-            let count = match v.get("maxReceiveCount")? {
-                serde_json::Value::Number(n) => n.as_u64()?,
-                serde_json::Value::String(s) => s.parse().ok()?,
-                _ => return None,
-            };
-            let target = arn.rsplit(':').next()?.to_string();
-            serde_json::to_string(&Redrive { dead_letter_target: target, max_receive_count: u32::try_from(count).ok()? }).ok()
-        });
+    let redrive = raw.get(REDRIVE).filter(|v| !v.is_empty()).and_then(|v| serde_json::from_str::<serde_json::Value>(v).ok()).and_then(|v| {
+        let arn = v.get("deadLetterTargetArn")?.as_str()?;
+        let count = match v.get("maxReceiveCount")? {
+            serde_json::Value::Number(n) => n.as_u64()?,
+            serde_json::Value::String(s) => s.parse().ok()?,
+            _ => return None,
+        };
+        let target = arn.rsplit(':').next()?.to_string();
+        serde_json::to_string(&Redrive { dead_letter_target: target, max_receive_count: u32::try_from(count).ok()? }).ok()
+    });
     fields.insert(REDRIVE.into(), redrive.unwrap_or_else(|| NO_REDRIVE.into()));
     fields
 }
@@ -218,8 +217,7 @@ impl Kind for Queues {
                     Some(dl) => {
                         depends_on.push(ResourceKey { kind: KIND, id: dl.queue.clone() });
                         let target = messaging.queues.get(&dl.queue).map(|t| t.physical_name(&dl.queue, &env.env)).unwrap_or_default();
-                        serde_json::to_string(&Redrive { dead_letter_target: target, max_receive_count: dl.max_receive_count })
-                            .unwrap_or_default()
+                        serde_json::to_string(&Redrive { dead_letter_target: target, max_receive_count: dl.max_receive_count }).unwrap_or_default()
                     }
                     None => NO_REDRIVE.into(),
                 };
@@ -252,8 +250,7 @@ impl Kind for Queues {
                 break;
             }
         }
-        let described: Vec<Option<Live>> =
-            stream::iter(urls).map(|url| self.describe(url)).buffer_unordered(DESCRIBE_CONCURRENCY).try_collect().await?;
+        let described: Vec<Option<Live>> = stream::iter(urls).map(|url| self.describe(url)).buffer_unordered(DESCRIBE_CONCURRENCY).try_collect().await?;
         Ok(described.into_iter().flatten().collect())
     }
 
@@ -301,17 +298,7 @@ impl Kind for Queues {
     }
 
     async fn delete(&self, live: &Live) -> Result<(), AwsError> {
-        match self.client.delete_queue().queue_url(&live.handle).send().await {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let e = AwsError::from_sdk("SQS.DeleteQueue", e);
-                if e.class == ErrorClass::NotFound {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            }
-        }
+        gone_is_ok(self.client.delete_queue().queue_url(&live.handle).send().await.map(|_| ()).map_err(|e| AwsError::from_sdk("SQS.DeleteQueue", e)))
     }
 }
 

@@ -107,12 +107,7 @@ impl<'de> de::Deserializer<'de> for NodeDe<'de> {
         }
     }
 
-    fn deserialize_enum<V: Visitor<'de>>(
-        self,
-        _: &'static str,
-        _: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, DeError> {
+    fn deserialize_enum<V: Visitor<'de>>(self, _: &'static str, _: &'static [&'static str], visitor: V) -> Result<V::Value, DeError> {
         match &self.0.value {
             Value::Str(s) => visitor.visit_enum(s.as_str().into_deserializer()),
             _ => Err(self.invalid(&visitor)),
@@ -153,8 +148,7 @@ impl<'de> MapAccess<'de> for Entries<'de> {
         let Some(entry) = self.entries.next() else { return Ok(None) };
         self.current = Some(entry);
         let key = &entry.0;
-        let key_de: de::value::BorrowedStrDeserializer<'de, DeError> =
-            de::value::BorrowedStrDeserializer::new(&key.name);
+        let key_de: de::value::BorrowedStrDeserializer<'de, DeError> = de::value::BorrowedStrDeserializer::new(&key.name);
         seed.deserialize(key_de).map(Some).map_err(|e| e.within(&key.name, &key.loc))
     }
 

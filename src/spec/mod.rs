@@ -132,10 +132,7 @@ pub fn load(dir: &Path, env: &str) -> Result<EnvSpec, LoadError> {
     let spec = structure(&tree).map_err(LoadError::Invalid)?;
     let problems = validate::validate(env, &spec);
     if !problems.is_empty() {
-        let errors = problems
-            .into_iter()
-            .map(|p| SpecError { loc: tree.locate(&p.path).clone(), path: p.path.join("."), message: p.message })
-            .collect();
+        let errors = problems.into_iter().map(|p| SpecError { loc: tree.locate(&p.path).clone(), path: p.path.join("."), message: p.message }).collect();
         return Err(LoadError::Invalid(errors));
     }
     Ok(EnvSpec { env: env.to_string(), spec })

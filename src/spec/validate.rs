@@ -21,17 +21,12 @@ pub struct Problem {
 }
 
 /// CloudWatch Logs accepts only these retention periods (days).
-pub const LOG_RETENTION_DAYS: &[u32] =
-    &[1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653];
+pub const LOG_RETENTION_DAYS: &[u32] = &[1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653];
 
 /// Checks `spec` for environment `env`; returns every problem found.
 pub fn validate(env: &str, spec: &Spec) -> Vec<Problem> {
     let mut c = Checker { problems: Vec::new() };
-    let sg_ids: BTreeSet<&str> = spec
-        .network
-        .as_ref()
-        .map(|n| n.security_groups.keys().map(String::as_str).collect())
-        .unwrap_or_default();
+    let sg_ids: BTreeSet<&str> = spec.network.as_ref().map(|n| n.security_groups.keys().map(String::as_str).collect()).unwrap_or_default();
     if let Some(account) = &spec.account {
         if !account.role_arn.starts_with("arn:aws:iam::") || !account.role_arn.contains(":role/") {
             c.err(&["account", "roleArn"], format!("{:?} is not an IAM role ARN", account.role_arn));
@@ -52,11 +47,7 @@ pub fn validate(env: &str, spec: &Spec) -> Vec<Problem> {
     if let Some(data) = &spec.data {
         c.data(env, data, &sg_ids, spec.network.is_some());
     }
-    let log_groups: BTreeSet<&str> = spec
-        .observability
-        .as_ref()
-        .map(|o| o.log_groups.keys().map(String::as_str).collect())
-        .unwrap_or_default();
+    let log_groups: BTreeSet<&str> = spec.observability.as_ref().map(|o| o.log_groups.keys().map(String::as_str).collect()).unwrap_or_default();
     if let Some(compute) = &spec.compute {
         c.compute(compute, &sg_ids, &log_groups);
     }
@@ -149,7 +140,9 @@ impl Checker {
             self.one_of(&["network", "vpc", "flowLogs", "trafficType"], t, &["ACCEPT", "REJECT", "ALL"]);
         }
         match &n.vpc.flow_logs.role_arn {
-            None if n.vpc.flow_logs.enabled => self.err(&["network", "vpc", "flowLogs"], "enabled flow logs need `roleArn` (the role that writes to CloudWatch Logs)"),
+            None if n.vpc.flow_logs.enabled => {
+                self.err(&["network", "vpc", "flowLogs"], "enabled flow logs need `roleArn` (the role that writes to CloudWatch Logs)")
+            }
             Some(arn) if !arn.starts_with("arn:aws:iam::") => self.err(&["network", "vpc", "flowLogs", "roleArn"], format!("{arn:?} is not an IAM role ARN")),
             _ => {}
         }
@@ -231,7 +224,10 @@ impl Checker {
             if !pool_ids.contains(&nat.elastic_ip.as_str()) {
                 self.reference(&["network", "natGateways", id, "elasticIp"], &nat.elastic_ip, pool_ids.iter().copied(), "whitelist address");
             } else if let Some(other) = eip_users.insert(&nat.elastic_ip, id) {
-                self.err(&["network", "natGateways", id, "elasticIp"], format!("whitelist address {:?} is already used by NAT gateway {other:?}", nat.elastic_ip));
+                self.err(
+                    &["network", "natGateways", id, "elasticIp"],
+                    format!("whitelist address {:?} is already used by NAT gateway {other:?}", nat.elastic_ip),
+                );
             }
         }
 
@@ -260,10 +256,8 @@ impl Checker {
             (None, "tcp" | "udp") => self.err(&at("protocol"), format!("a {} rule needs `ports`", rule.protocol)),
             (Some(_), "all") => self.err(&at("ports"), "a rule for all protocols covers all ports; remove `ports`"),
             (Some(Ports::One(0)), _) => self.err(&at("ports"), "port 0 is not a valid port"),
-            (Some(Ports::Range(r)), _) => {
-                if parse_port_range(r).is_none() {
-                    self.err(&at("ports"), format!("{r:?} is not a port or a range like \"8000-8010\""));
-                }
+            (Some(Ports::Range(r)), _) if parse_port_range(r).is_none() => {
+                self.err(&at("ports"), format!("{r:?} is not a port or a range like \"8000-8010\""));
             }
             _ => {}
         }
@@ -326,7 +320,10 @@ impl Checker {
                     Some(_) if dl.queue == *id => self.err(&["messaging", "queues", id, "deadLetter", "queue"], "a queue cannot be its own dead-letter queue"),
                     Some(target) if target.fifo != q.fifo => {
                         let (a, b) = if q.fifo { ("FIFO", "standard") } else { ("standard", "FIFO") };
-                        self.err(&["messaging", "queues", id, "deadLetter", "queue"], format!("the dead-letter queue of a {a} queue must be {a} too; {:?} is {b}", dl.queue));
+                        self.err(
+                            &["messaging", "queues", id, "deadLetter", "queue"],
+                            format!("the dead-letter queue of a {a} queue must be {a} too; {:?} is {b}", dl.queue),
+                        );
                     }
                     Some(_) => {
                         if let Some(cycle) = redrive_cycle(m, id) {
@@ -377,7 +374,10 @@ impl Checker {
             }
             for attr in t.attributes.keys() {
                 if !used.contains(attr.as_str()) {
-                    self.err(&["data", "tables", id, "attributes", attr], format!("attribute {attr:?} is not used by the table key or any index (DynamoDB rejects it)"));
+                    self.err(
+                        &["data", "tables", id, "attributes", attr],
+                        format!("attribute {attr:?} is not used by the table key or any index (DynamoDB rejects it)"),
+                    );
                 }
             }
             names.push((id.as_str(), physical_name(t.name.as_deref(), id, env)));
@@ -421,8 +421,12 @@ impl Checker {
                 self.err(&["compute", "taskDefinitions", id, "cpu"], "cpu and memory must be positive");
             }
             match &td.execution_role_arn {
-                None if !td.secrets.is_empty() => self.err(&["compute", "taskDefinitions", id, "secrets"], "secrets need `executionRoleArn` (the role that reads them)"),
-                Some(arn) if !arn.starts_with("arn:aws:iam::") => self.err(&["compute", "taskDefinitions", id, "executionRoleArn"], format!("{arn:?} is not an IAM role ARN")),
+                None if !td.secrets.is_empty() => {
+                    self.err(&["compute", "taskDefinitions", id, "secrets"], "secrets need `executionRoleArn` (the role that reads them)")
+                }
+                Some(arn) if !arn.starts_with("arn:aws:iam::") => {
+                    self.err(&["compute", "taskDefinitions", id, "executionRoleArn"], format!("{arn:?} is not an IAM role ARN"))
+                }
                 _ => {}
             }
             for (var, arn) in &td.secrets {
@@ -433,7 +437,12 @@ impl Checker {
         }
         for (id, s) in &c.services {
             self.reference(&["compute", "services", id, "cluster"], &s.cluster, c.clusters.keys().map(String::as_str), "cluster");
-            self.reference(&["compute", "services", id, "taskDefinition"], &s.task_definition, c.task_definitions.keys().map(String::as_str), "task definition");
+            self.reference(
+                &["compute", "services", id, "taskDefinition"],
+                &s.task_definition,
+                c.task_definitions.keys().map(String::as_str),
+                "task definition",
+            );
             for (i, g) in s.security_groups.iter().enumerate() {
                 self.reference(&["compute", "services", id, "securityGroups", &i.to_string()], g, groups.iter().copied(), "security group");
             }
@@ -445,8 +454,14 @@ impl Checker {
     fn identity(&mut self, p: &UserPool) {
         self.one_of(&["identity", "userPool", "mfa"], &p.mfa, &["ON", "OPTIONAL", "OFF"]);
         self.range(&["identity", "userPool", "passwordPolicy", "minimumLength"], Some(p.password_policy.minimum_length), 6, 99);
-        const FLOWS: &[&str] =
-            &["ALLOW_USER_SRP_AUTH", "ALLOW_REFRESH_TOKEN_AUTH", "ALLOW_USER_PASSWORD_AUTH", "ALLOW_ADMIN_USER_PASSWORD_AUTH", "ALLOW_CUSTOM_AUTH", "ALLOW_USER_AUTH"];
+        const FLOWS: &[&str] = &[
+            "ALLOW_USER_SRP_AUTH",
+            "ALLOW_REFRESH_TOKEN_AUTH",
+            "ALLOW_USER_PASSWORD_AUTH",
+            "ALLOW_ADMIN_USER_PASSWORD_AUTH",
+            "ALLOW_CUSTOM_AUTH",
+            "ALLOW_USER_AUTH",
+        ];
         for (id, client) in &p.app_clients {
             for (i, flow) in client.auth_flows.iter().enumerate() {
                 self.one_of(&["identity", "userPool", "appClients", id, "authFlows", &i.to_string()], flow, FLOWS);

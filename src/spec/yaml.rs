@@ -132,10 +132,7 @@ pub fn parse(file: &str, text: &str) -> Result<Node, SyntaxError> {
     let file: Arc<str> = Arc::from(file);
     let at = |line, col| Loc { file: file.clone(), line, col };
     if text.len() > MAX_FILE_BYTES {
-        return Err(SyntaxError {
-            loc: at(1, 1),
-            message: format!("file is {} bytes; the limit is {MAX_FILE_BYTES}", text.len()),
-        });
+        return Err(SyntaxError { loc: at(1, 1), message: format!("file is {} bytes; the limit is {MAX_FILE_BYTES}", text.len()) });
     }
     let mut builder = TreeBuilder::new(file.clone());
     let mut parser = Parser::new_from_str(text);
@@ -149,10 +146,7 @@ pub fn parse(file: &str, text: &str) -> Result<Node, SyntaxError> {
     match builder.documents.len() {
         0 => Ok(Node { value: Value::Map(Vec::new()), loc: at(1, 1) }),
         1 => Ok(builder.documents.remove(0)),
-        _ => Err(SyntaxError {
-            loc: builder.documents[1].loc.clone(),
-            message: "a spec file holds one YAML document; found several".into(),
-        }),
+        _ => Err(SyntaxError { loc: builder.documents[1].loc.clone(), message: "a spec file holds one YAML document; found several".into() }),
     }
 }
 
@@ -289,9 +283,7 @@ impl MarkedEventReceiver for TreeBuilder {
             }
             Event::SequenceEnd | Event::MappingEnd => match self.stack.pop() {
                 Some(Open::Seq { anchor, loc, items }) => self.push(Node { value: Value::Seq(items), loc }, anchor),
-                Some(Open::Map { anchor, loc, entries, .. }) => {
-                    self.push(Node { value: Value::Map(entries), loc }, anchor)
-                }
+                Some(Open::Map { anchor, loc, entries, .. }) => self.push(Node { value: Value::Map(entries), loc }, anchor),
                 None => self.fail(loc, "unbalanced YAML structure".into()),
             },
             Event::Alias(id) => match self.anchors.get(&id).cloned() {

@@ -44,7 +44,8 @@ async fn dev_compute_converges_and_a_second_pass_registers_nothing() {
     assert_eq!(run.json()["summary"]["failed"], 0, "{}", run.stdout);
     let ecs = ecs(&moto).await;
 
-    let clusters = ecs.describe_clusters().clusters("sentry-oms-dev").clusters("sentry-gateway-dev").include(ClusterField::Settings).send().await.expect("clusters");
+    let clusters =
+        ecs.describe_clusters().clusters("sentry-oms-dev").clusters("sentry-gateway-dev").include(ClusterField::Settings).send().await.expect("clusters");
     assert_eq!(clusters.clusters().len(), 2);
     let insights = clusters.clusters()[0].settings().iter().find(|s| s.name() == Some(&ClusterSettingName::ContainerInsights)).and_then(|s| s.value());
     assert_eq!(insights, Some("disabled"), "container insights off in dev");
@@ -132,7 +133,14 @@ async fn compute_drift_is_repaired() {
     let logs = logs(&moto).await;
 
     // Out of band: scaled up, pointed back at revision 1, log retention changed.
-    ecs.update_service().cluster("sentry-oms-dev").service("sentry-oms-service-dev").desired_count(5).task_definition("sentry-oms-dev:1").send().await.expect("drift");
+    ecs.update_service()
+        .cluster("sentry-oms-dev")
+        .service("sentry-oms-service-dev")
+        .desired_count(5)
+        .task_definition("sentry-oms-dev:1")
+        .send()
+        .await
+        .expect("drift");
     logs.put_retention_policy().log_group_name("/ecs/sentry-oms-dev").retention_in_days(365).send().await.expect("retention");
     let run = reconcile(&moto, dir.path(), "dev");
     assert_eq!(run.code, 2, "{}", run.stdout);

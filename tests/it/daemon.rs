@@ -126,7 +126,9 @@ async fn the_daemon_repairs_a_detached_whitelist_eip_fast_alerts_and_stops_clean
     std::fs::write(dir.path().join("dev.yaml"), "network:\n  vpc:\n    cidr: 10.0.0.0/33\n").expect("break the spec");
     daemon.wait_until("the spec error", Duration::from_secs(20), |d| d.metric("sentry_operator_spec_errors_total{env=\"dev\"}").is_some_and(|n| n >= 1.0));
     let passes = daemon.metric("sentry_operator_passes_total{env=\"dev\",outcome=\"ok\"}").unwrap_or(0.0);
-    daemon.wait_until("passes to go on", Duration::from_secs(20), |d| d.metric("sentry_operator_passes_total{env=\"dev\",outcome=\"ok\"}").unwrap_or(0.0) > passes);
+    daemon.wait_until("passes to go on", Duration::from_secs(20), |d| {
+        d.metric("sentry_operator_passes_total{env=\"dev\",outcome=\"ok\"}").unwrap_or(0.0) > passes
+    });
     assert!(whitelist_association(&ec2).await.is_some());
 
     assert_eq!(daemon.terminate(Duration::from_secs(20)), Some(0), "SIGTERM exits 0");

@@ -95,7 +95,8 @@ async fn stateful_drift_is_repaired_and_mfa_off_is_a_security_drift() {
     // PITR off, a GSI deleted, a table tag removed, MFA off, a group deleted.
     let off = PointInTimeRecoverySpecification::builder().point_in_time_recovery_enabled(false).build().expect("spec");
     ddb.update_continuous_backups().table_name("sentry-trading-prod").point_in_time_recovery_specification(off).send().await.expect("pitr off");
-    let drop_index = GlobalSecondaryIndexUpdate::builder().delete(DeleteGlobalSecondaryIndexAction::builder().index_name("by-symbol").build().expect("action")).build();
+    let drop_index =
+        GlobalSecondaryIndexUpdate::builder().delete(DeleteGlobalSecondaryIndexAction::builder().index_name("by-symbol").build().expect("action")).build();
     ddb.update_table().table_name("sentry-trading-prod").global_secondary_index_updates(drop_index).send().await.expect("drop gsi");
     let arn = ddb.describe_table().table_name("sentry-config-prod").send().await.expect("config").table.and_then(|t| t.table_arn).expect("arn");
     ddb.untag_resource().resource_arn(&arn).tag_keys("Project").send().await.expect("untag");

@@ -93,10 +93,7 @@ fn operation_of(line: &str) -> String {
         body.to_string()
     };
     let text = format!("{} {body}", v["url"].as_str().unwrap_or(""));
-    text.split(['?', '&', ' '])
-        .find_map(|kv| kv.strip_prefix("Action="))
-        .map(str::to_string)
-        .unwrap_or_else(|| "unknown".into())
+    text.split(['?', '&', ' ']).find_map(|kv| kv.strip_prefix("Action=")).map(str::to_string).unwrap_or_else(|| "unknown".into())
 }
 
 /// Whether a recorded operation writes.
@@ -211,7 +208,10 @@ pub fn specs_with(overrides: &[(&str, &str)]) -> tempfile::TempDir {
 /// look converged there (the multi-node path is tested with mocks).
 pub fn specs_for_emulator() -> tempfile::TempDir {
     let prod = std::fs::read_to_string(repo_specs().join("prod.yaml")).expect("prod.yaml");
-    let prod = prod.replace("numCacheClusters: 2", "numCacheClusters: 1").replace("automaticFailover: true", "automaticFailover: false").replace("multiAz: true", "multiAz: false");
+    let prod = prod
+        .replace("numCacheClusters: 2", "numCacheClusters: 1")
+        .replace("automaticFailover: true", "automaticFailover: false")
+        .replace("multiAz: true", "multiAz: false");
     assert!(prod.contains("numCacheClusters: 1"), "prod.yaml changed shape; update specs_for_emulator");
     specs_with(&[("prod.yaml", &prod)])
 }

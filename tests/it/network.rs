@@ -12,10 +12,7 @@ async fn ec2(moto: &Moto) -> Client {
 }
 
 fn owned(env: &str, id: &str) -> Vec<Filter> {
-    vec![
-        Filter::builder().name("tag:sentry:env").values(env).build(),
-        Filter::builder().name("tag:sentry:id").values(id).build(),
-    ]
+    vec![Filter::builder().name("tag:sentry:env").values(env).build(), Filter::builder().name("tag:sentry:id").values(id).build()]
 }
 
 fn reconcile(moto: &Moto, specs: &Path, env: &str) -> Run {
@@ -44,17 +41,20 @@ async fn nat(ec2: &Client, env: &str, id: &str) -> Option<(String, String)> {
     // Filtered here: the emulator ignores tag filters on DescribeNatGateways.
     let out = ec2.describe_nat_gateways().send().await.expect("nats");
     let tagged = |n: &&aws_sdk_ec2::types::NatGateway, k: &str, v: &str| n.tags().iter().any(|t| t.key() == Some(k) && t.value() == Some(v));
-    let mut mine = out.nat_gateways().iter().filter(|n| n.state().map(|s| s.as_str()) == Some("available") && tagged(n, "sentry:env", env) && tagged(n, "sentry:id", id));
-    mine.next().map(|n| {
-        (n.nat_gateway_id().unwrap_or_default().to_string(), n.nat_gateway_addresses()[0].allocation_id().unwrap_or_default().to_string())
-    })
+    let mut mine =
+        out.nat_gateways().iter().filter(|n| n.state().map(|s| s.as_str()) == Some("available") && tagged(n, "sentry:env", env) && tagged(n, "sentry:id", id));
+    mine.next().map(|n| (n.nat_gateway_id().unwrap_or_default().to_string(), n.nat_gateway_addresses()[0].allocation_id().unwrap_or_default().to_string()))
 }
 
 /// (allocation id, public ip, association id) of whitelist entry `id`.
 async fn whitelist(ec2: &Client, env: &str, id: &str) -> Option<(String, String, Option<String>)> {
     let out = ec2.describe_addresses().set_filters(Some(owned(env, id))).send().await.expect("addresses");
     out.addresses().first().map(|a| {
-        (a.allocation_id().unwrap_or_default().into(), a.public_ip().unwrap_or_default().into(), a.association_id().filter(|s| !s.is_empty()).map(str::to_string))
+        (
+            a.allocation_id().unwrap_or_default().into(),
+            a.public_ip().unwrap_or_default().into(),
+            a.association_id().filter(|s| !s.is_empty()).map(str::to_string),
+        )
     })
 }
 
@@ -70,7 +70,12 @@ async fn ingress(ec2: &Client, group: &str) -> Vec<(String, Option<i32>, Vec<Str
         .ip_permissions()
         .iter()
         .map(|p| {
-            let peers = p.ip_ranges().iter().filter_map(|r| r.cidr_ip().map(str::to_string)).chain(p.user_id_group_pairs().iter().filter_map(|g| g.group_id().map(str::to_string))).collect();
+            let peers = p
+                .ip_ranges()
+                .iter()
+                .filter_map(|r| r.cidr_ip().map(str::to_string))
+                .chain(p.user_id_group_pairs().iter().filter_map(|g| g.group_id().map(str::to_string)))
+                .collect();
             (p.ip_protocol().unwrap_or_default().to_string(), p.from_port(), peers)
         })
         .collect();
@@ -191,7 +196,12 @@ async fn network_drift_is_repaired_touching_only_the_delta() {
     // Egress of a private subnet pointed at the internet gateway, another route deleted.
     let table = |id: &'static str| {
         let ec2 = ec2.clone();
-        async move { ec2.describe_route_tables().set_filters(Some(owned("dev", id))).send().await.expect("rt").route_tables()[0].route_table_id().expect("id").to_string() }
+        async move {
+            ec2.describe_route_tables().set_filters(Some(owned("dev", id))).send().await.expect("rt").route_tables()[0]
+                .route_table_id()
+                .expect("id")
+                .to_string()
+        }
     };
     let igw = default_route(&ec2, "dev", "public").await.expect("igw");
     ec2.replace_route().route_table_id(table("private-b").await).destination_cidr_block("0.0.0.0/0").gateway_id(&igw).send().await.expect("hijack route");
@@ -228,7 +238,9 @@ async fn network_drift_is_repaired_touching_only_the_delta() {
 
 /// dev.yaml with both whitelist addresses pinned.
 fn pinned_dev(a: &str, b: &str) -> String {
-    format!("network:\n  natGateways:\n    nat-b: null\n  whitelist:\n    pool:\n      whitelist-1: {{ address: {a} }}\n      whitelist-2: {{ address: {b} }}\n")
+    format!(
+        "network:\n  natGateways:\n    nat-b: null\n  whitelist:\n    pool:\n      whitelist-1: {{ address: {a} }}\n      whitelist-2: {{ address: {b} }}\n"
+    )
 }
 
 #[tokio::test]
@@ -318,8 +330,28 @@ async fn resources_the_operator_does_not_own_are_untouched() {
     let ec2 = ec2(&moto).await;
     let name = aws_sdk_ec2::types::Tag::builder().key("Name").value("sentry-vpc-dev").build();
     let spec = aws_sdk_ec2::types::TagSpecification::builder().resource_type(aws_sdk_ec2::types::ResourceType::Vpc).tags(name).build();
-    let foreign_vpc = ec2.create_vpc().cidr_block("172.22.0.0/16").tag_specifications(spec).send().await.expect("vpc").vpc().and_then(|v| v.vpc_id()).expect("id").to_string();
-    let foreign_sg = ec2.create_security_group().group_name("sentry-oms-dev").description("someone else's").vpc_id(&foreign_vpc).send().await.expect("sg").group_id().expect("id").to_string();
+    let foreign_vpc = ec2
+        .create_vpc()
+        .cidr_block("172.22.0.0/16")
+        .tag_specifications(spec)
+        .send()
+        .await
+        .expect("vpc")
+        .vpc()
+        .and_then(|v| v.vpc_id())
+        .expect("id")
+        .to_string();
+    let foreign_sg = ec2
+        .create_security_group()
+        .group_name("sentry-oms-dev")
+        .description("someone else's")
+        .vpc_id(&foreign_vpc)
+        .send()
+        .await
+        .expect("sg")
+        .group_id()
+        .expect("id")
+        .to_string();
     let ssh = IpPermission::builder().ip_protocol("tcp").from_port(22).to_port(22).ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build()).build();
     ec2.authorize_security_group_ingress().group_id(&foreign_sg).ip_permissions(ssh).send().await.expect("rule");
     let before = ingress(&ec2, &foreign_sg).await;

@@ -8,7 +8,7 @@ use aws_sdk_cognitoidentityprovider::types::ExplicitAuthFlowsType;
 use aws_sdk_cognitoidentityprovider::Client;
 
 use super::{find_pool, member, member_tags, pool, pool_tags, POOL};
-use crate::aws::{AwsError, CallCounter, ErrorClass};
+use crate::aws::{gone_is_ok, AwsError, CallCounter};
 use crate::engine::{is_unresolved, Delta, Desired, Kind, Live};
 use crate::spec::{physical_name, EnvSpec};
 
@@ -141,16 +141,15 @@ impl Kind for AppClients {
     }
 
     async fn delete(&self, live: &Live) -> Result<(), AwsError> {
-        let result = self
-            .client
-            .delete_user_pool_client()
-            .user_pool_id(live.fields.get(POOL).cloned().unwrap_or_default())
-            .client_id(live.meta.get("client-id").cloned().unwrap_or_default())
-            .send()
-            .await;
-        match result.map_err(|e| AwsError::from_sdk("Cognito.DeleteUserPoolClient", e)) {
-            Err(e) if e.class != ErrorClass::NotFound => Err(e),
-            _ => Ok(()),
-        }
+        gone_is_ok(
+            self.client
+                .delete_user_pool_client()
+                .user_pool_id(live.fields.get(POOL).cloned().unwrap_or_default())
+                .client_id(live.meta.get("client-id").cloned().unwrap_or_default())
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| AwsError::from_sdk("Cognito.DeleteUserPoolClient", e)),
+        )
     }
 }

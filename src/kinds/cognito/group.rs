@@ -7,7 +7,7 @@ use aws_config::SdkConfig;
 use aws_sdk_cognitoidentityprovider::Client;
 
 use super::{find_pool, member, member_tags, pool, pool_tags, POOL};
-use crate::aws::{AwsError, CallCounter, ErrorClass};
+use crate::aws::{gone_is_ok, AwsError, CallCounter};
 use crate::engine::{is_unresolved, Delta, Desired, Kind, Live};
 use crate::spec::EnvSpec;
 
@@ -60,7 +60,8 @@ impl Kind for Groups {
         let mut found = Vec::new();
         let mut token = None;
         loop {
-            let page = self.client.list_groups().user_pool_id(&id).set_next_token(token).send().await.map_err(|e| AwsError::from_sdk("Cognito.ListGroups", e))?;
+            let page =
+                self.client.list_groups().user_pool_id(&id).set_next_token(token).send().await.map_err(|e| AwsError::from_sdk("Cognito.ListGroups", e))?;
             for g in page.groups() {
                 let Some(group) = g.group_name() else { continue };
                 let mut l = Live { name: group.into(), handle: format!("{id}/{group}"), tags: member_tags(&tags, group), ..Live::default() };
@@ -110,10 +111,15 @@ impl Kind for Groups {
     }
 
     async fn delete(&self, live: &Live) -> Result<(), AwsError> {
-        let result = self.client.delete_group().user_pool_id(live.fields.get(POOL).cloned().unwrap_or_default()).group_name(&live.name).send().await;
-        match result.map_err(|e| AwsError::from_sdk("Cognito.DeleteGroup", e)) {
-            Err(e) if e.class != ErrorClass::NotFound => Err(e),
-            _ => Ok(()),
-        }
+        gone_is_ok(
+            self.client
+                .delete_group()
+                .user_pool_id(live.fields.get(POOL).cloned().unwrap_or_default())
+                .group_name(&live.name)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| AwsError::from_sdk("Cognito.DeleteGroup", e)),
+        )
     }
 }

@@ -8,7 +8,7 @@ use aws_sdk_cognitoidentityprovider::types::{AdminCreateUserConfigType, Password
 use aws_sdk_cognitoidentityprovider::Client;
 
 use super::{find_pool, pool, pool_tags};
-use crate::aws::{AwsError, CallCounter, ErrorClass};
+use crate::aws::{gone_is_ok, AwsError, CallCounter};
 use crate::engine::plan::{Action, Step};
 use crate::engine::report::Section;
 use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Live, ResourceKey, Review};
@@ -72,7 +72,14 @@ fn desired_pool(env: &EnvSpec, p: &UserPool, name: String) -> Desired {
     fields.insert(TOTP.into(), p.software_token_mfa.to_string());
     fields.insert(ADMIN_ONLY.into(), p.admin_create_user_only.to_string());
     fields.insert(PASSWORD.into(), password_text(&p.password_policy));
-    Desired { key: ResourceKey { kind: KIND, id: ID.into() }, name, fields, tags: ownership_tags(env, ID, p.deletion_policy, &Tags::new()), depends_on: Vec::new(), adopt: false }
+    Desired {
+        key: ResourceKey { kind: KIND, id: ID.into() },
+        name,
+        fields,
+        tags: ownership_tags(env, ID, p.deletion_policy, &Tags::new()),
+        depends_on: Vec::new(),
+        adopt: false,
+    }
 }
 
 #[async_trait]
@@ -160,17 +167,9 @@ impl Kind for UserPools {
     }
 
     async fn delete(&self, live: &Live) -> Result<(), AwsError> {
-        match self.client.delete_user_pool().user_pool_id(&live.handle).send().await {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let e = AwsError::from_sdk("Cognito.DeleteUserPool", e);
-                if e.class == ErrorClass::NotFound {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            }
-        }
+        gone_is_ok(
+            self.client.delete_user_pool().user_pool_id(&live.handle).send().await.map(|_| ()).map_err(|e| AwsError::from_sdk("Cognito.DeleteUserPool", e)),
+        )
     }
 
     fn review(&self, _env: &EnvSpec, steps: &[&Step]) -> Review {
@@ -178,7 +177,16 @@ impl Kind for UserPools {
             .iter()
             .filter(|s| s.action == Action::Update)
             .flat_map(|s| s.delta.fields.iter().filter(|c| c.field == MFA || c.field == TOTP).map(move |c| (s, c)))
-            .map(|(s, c)| format!("{} ({}): {} is {} instead of {}", s.key, s.name, c.field, c.live.as_deref().unwrap_or("unset"), c.desired.as_deref().unwrap_or("unset")))
+            .map(|(s, c)| {
+                format!(
+                    "{} ({}): {} is {} instead of {}",
+                    s.key,
+                    s.name,
+                    c.field,
+                    c.live.as_deref().unwrap_or("unset"),
+                    c.desired.as_deref().unwrap_or("unset")
+                )
+            })
             .collect();
         let section = (!lines.is_empty()).then(|| Section { title: "Security drift (MFA)".into(), lines });
         Review { section, ..Review::default() }

@@ -95,13 +95,7 @@ impl ElasticIps {
     }
 
     async fn read_ledger(&self, env: &str) -> Result<BTreeMap<String, String>, AwsError> {
-        let out = self
-            .client
-            .describe_vpcs()
-            .set_filters(Some(owned_by(env)))
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("EC2.DescribeVpcs", e))?;
+        let out = self.client.describe_vpcs().set_filters(Some(owned_by(env))).send().await.map_err(|e| AwsError::from_sdk("EC2.DescribeVpcs", e))?;
         Ok(out.vpcs().iter().flat_map(|v| v.tags()).filter(|t| t.key() == Some(LEDGER_TAG)).flat_map(|t| parse_ledger(t.value().unwrap_or_default())).collect())
     }
 
@@ -204,13 +198,15 @@ impl Kind for ElasticIps {
             return Ok(allocation);
         };
         alert(id, pin, "pinned whitelist address is missing from the account; trying to recover the same address");
-        let unrecoverable = |why: String| AwsError {
+        let unrecoverable = |why: String| {
+            AwsError {
             operation: "EC2.AllocateAddress",
             class: ErrorClass::Invariant,
             code: None,
             message: format!(
                 "whitelisted address {pin} ({id}) was released and cannot be recovered ({why}). Orders to the exchanges from this environment will be rejected: allocate a new address, have Bitget, OKX and BingX whitelist it, then pin it in network.whitelist.pool.{id}.address"
             ),
+        }
         };
         if pin.starts_with("eipalloc-") {
             return Err(unrecoverable("an allocation id cannot be re-allocated; pin the public IP".into()));
@@ -276,7 +272,8 @@ impl Kind for ElasticIps {
         for (id, entry) in &n.whitelist.pool {
             let Some(step) = steps.iter().find(|s| s.key.id == *id && s.desired.is_some()) else { continue };
             let ip = step.live.as_ref().and_then(|l| l.meta.get(META_PUBLIC_IP)).cloned().unwrap_or_else(|| "-".into());
-            let attached = step.live.as_ref().and_then(|l| l.fields.get(ATTACHED_TO)).map(|a| a.trim_start_matches('@').to_string()).unwrap_or_else(|| NOTHING.into());
+            let attached =
+                step.live.as_ref().and_then(|l| l.fields.get(ATTACHED_TO)).map(|a| a.trim_start_matches('@').to_string()).unwrap_or_else(|| NOTHING.into());
             let status = match (step.action, &entry.address) {
                 (Action::Create, Some(pin)) if ledger.values().any(|a| a == pin) => {
                     alert(id, pin, "pinned whitelist address is missing from the account");
@@ -297,11 +294,19 @@ impl Kind for ElasticIps {
                 (Action::Skip, _) => step.note.clone().unwrap_or_default(),
                 _ => "OK".into(),
             };
-            let pin_hint = if entry.address.is_none() && ip != "-" { format!("  (not pinned: pin it with network.whitelist.pool.{id}.address: {ip})") } else { String::new() };
+            let pin_hint = if entry.address.is_none() && ip != "-" {
+                format!("  (not pinned: pin it with network.whitelist.pool.{id}.address: {ip})")
+            } else {
+                String::new()
+            };
             lines.push(format!("{id}: {ip} attached to {attached}: {status}{pin_hint}"));
         }
         for step in steps.iter().filter(|s| s.desired.is_none()) {
-            let what = if step.action == Action::Delete { "releasable and removed from the spec: will be released" } else { "removed from the spec: retained (never released unless marked releasable first)" };
+            let what = if step.action == Action::Delete {
+                "releasable and removed from the spec: will be released"
+            } else {
+                "removed from the spec: retained (never released unless marked releasable first)"
+            };
             lines.push(format!("{} ({}): {what}", step.key.id, step.name));
         }
         review.section = Some(Section { title: "Elastic IP whitelist (the exchanges trust these addresses)".into(), lines });

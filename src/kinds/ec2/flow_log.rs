@@ -57,14 +57,18 @@ impl Kind for FlowLogs {
         let mut d = desired(env, KIND, vpc::ID, format!("sentry-vpc-flow-logs-{}", env.env), DeletionPolicy::Delete);
         d.fields.insert(RESOURCE.into(), reference(vpc::KIND, vpc::ID));
         d.fields.insert(TRAFFIC.into(), f.traffic_type.clone().unwrap_or_else(|| "ALL".into()));
-        d.fields.insert(LOG_GROUP.into(), f.log_group.as_deref().map(|g| g.replace("${env}", &env.env)).unwrap_or_else(|| format!("/sentry/vpc-flow-logs-{}", env.env)));
+        d.fields.insert(
+            LOG_GROUP.into(),
+            f.log_group.as_deref().map(|g| g.replace("${env}", &env.env)).unwrap_or_else(|| format!("/sentry/vpc-flow-logs-{}", env.env)),
+        );
         d.fields.insert(ROLE.into(), f.role_arn.clone().unwrap_or_default());
         d.depends_on.push(key(vpc::KIND, vpc::ID));
         vec![d]
     }
 
     async fn observe(&self, env: &EnvSpec, _desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
-        let out = self.client.describe_flow_logs().set_filter(Some(owned_by(&env.env))).send().await.map_err(|e| AwsError::from_sdk("EC2.DescribeFlowLogs", e))?;
+        let out =
+            self.client.describe_flow_logs().set_filter(Some(owned_by(&env.env))).send().await.map_err(|e| AwsError::from_sdk("EC2.DescribeFlowLogs", e))?;
         Ok(out
             .flow_logs()
             .iter()

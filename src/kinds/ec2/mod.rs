@@ -16,13 +16,13 @@ pub mod subnet;
 pub mod vpc;
 pub mod vpc_endpoint;
 
-pub use crate::aws::wait_for;
+pub use crate::aws::{gone_is_ok, wait_for};
 
 use aws_config::SdkConfig;
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 use aws_sdk_ec2::Client;
 
-use crate::aws::{AwsError, CallCounter, ErrorClass};
+use crate::aws::{AwsError, CallCounter};
 use crate::engine::{ownership_tags, Desired, Live, ResourceKey, MANAGED_BY, TAG_ENV, TAG_MANAGED_BY};
 use crate::spec::model::{DeletionPolicy, Network, Tags};
 use crate::spec::EnvSpec;
@@ -60,13 +60,7 @@ pub async fn put_tags(client: &Client, resource: &str, tags: &Tags) -> Result<()
     if tags.is_empty() {
         return Ok(());
     }
-    client
-        .create_tags()
-        .resources(resource)
-        .set_tags(Some(tag_list(tags)))
-        .send()
-        .await
-        .map_err(|e| AwsError::from_sdk("EC2.CreateTags", e))?;
+    client.create_tags().resources(resource).set_tags(Some(tag_list(tags))).send().await.map_err(|e| AwsError::from_sdk("EC2.CreateTags", e))?;
     Ok(())
 }
 
@@ -95,12 +89,4 @@ pub fn live(handle: &str, tags: Tags) -> Live {
 /// The default matching of networking kinds: the `sentry:id` tag.
 pub fn owned_as(env: &str, desired: &Desired, live: &Live) -> bool {
     live.is_owned_as(env, &desired.key.id)
-}
-
-/// Maps a "not found" error to success (deletes of things already gone).
-pub fn gone_is_ok(result: Result<(), AwsError>) -> Result<(), AwsError> {
-    match result {
-        Err(e) if e.class == ErrorClass::NotFound => Ok(()),
-        other => other,
-    }
 }

@@ -66,7 +66,11 @@ impl Kind for NatGateways {
                 let mut d = desired(env, KIND, id, format!("sentry-{id}-{}", env.env), DeletionPolicy::Delete);
                 d.fields.insert(SUBNET.into(), reference(subnet::KIND, &nat.subnet));
                 d.fields.insert(ALLOCATION.into(), reference(elastic_ip::KIND, &nat.elastic_ip));
-                d.depends_on.extend([key(subnet::KIND, &nat.subnet), key(elastic_ip::KIND, &nat.elastic_ip), key(internet_gateway::KIND, internet_gateway::ID)]);
+                d.depends_on.extend([
+                    key(subnet::KIND, &nat.subnet),
+                    key(elastic_ip::KIND, &nat.elastic_ip),
+                    key(internet_gateway::KIND, internet_gateway::ID),
+                ]);
                 d
             })
             .collect()

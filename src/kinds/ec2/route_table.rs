@@ -67,7 +67,8 @@ impl RouteTables {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("EC2.DescribeRouteTables", e))?;
-        let existing = current.route_tables().iter().flat_map(|t| t.associations()).find(|a| a.subnet_id() == Some(subnet)).and_then(|a| a.route_table_association_id());
+        let existing =
+            current.route_tables().iter().flat_map(|t| t.associations()).find(|a| a.subnet_id() == Some(subnet)).and_then(|a| a.route_table_association_id());
         match existing {
             Some(association) => {
                 self.client
@@ -79,7 +80,13 @@ impl RouteTables {
                     .map_err(|e| AwsError::from_sdk("EC2.ReplaceRouteTableAssociation", e))?;
             }
             None => {
-                self.client.associate_route_table().route_table_id(table).subnet_id(subnet).send().await.map_err(|e| AwsError::from_sdk("EC2.AssociateRouteTable", e))?;
+                self.client
+                    .associate_route_table()
+                    .route_table_id(table)
+                    .subnet_id(subnet)
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk("EC2.AssociateRouteTable", e))?;
             }
         }
         Ok(())

@@ -44,9 +44,23 @@ impl SecurityGroupRules {
     async fn authorize(&self, group: &str, rule: &str) -> Result<(), AwsError> {
         let (egress, permission) = permission(rule)?;
         let result = if egress {
-            self.client.authorize_security_group_egress().group_id(group).ip_permissions(permission).send().await.map(|_| ()).map_err(|e| AwsError::from_sdk("EC2.AuthorizeSecurityGroupEgress", e))
+            self.client
+                .authorize_security_group_egress()
+                .group_id(group)
+                .ip_permissions(permission)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| AwsError::from_sdk("EC2.AuthorizeSecurityGroupEgress", e))
         } else {
-            self.client.authorize_security_group_ingress().group_id(group).ip_permissions(permission).send().await.map(|_| ()).map_err(|e| AwsError::from_sdk("EC2.AuthorizeSecurityGroupIngress", e))
+            self.client
+                .authorize_security_group_ingress()
+                .group_id(group)
+                .ip_permissions(permission)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| AwsError::from_sdk("EC2.AuthorizeSecurityGroupIngress", e))
         };
         match result {
             Err(e) if e.code.as_deref() == Some("InvalidPermission.Duplicate") => Ok(()),
@@ -57,9 +71,23 @@ impl SecurityGroupRules {
     async fn revoke(&self, group: &str, rule: &str) -> Result<(), AwsError> {
         let (egress, permission) = permission(rule)?;
         let result = if egress {
-            self.client.revoke_security_group_egress().group_id(group).ip_permissions(permission).send().await.map(|_| ()).map_err(|e| AwsError::from_sdk("EC2.RevokeSecurityGroupEgress", e))
+            self.client
+                .revoke_security_group_egress()
+                .group_id(group)
+                .ip_permissions(permission)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| AwsError::from_sdk("EC2.RevokeSecurityGroupEgress", e))
         } else {
-            self.client.revoke_security_group_ingress().group_id(group).ip_permissions(permission).send().await.map(|_| ()).map_err(|e| AwsError::from_sdk("EC2.RevokeSecurityGroupIngress", e))
+            self.client
+                .revoke_security_group_ingress()
+                .group_id(group)
+                .ip_permissions(permission)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| AwsError::from_sdk("EC2.RevokeSecurityGroupIngress", e))
         };
         match result {
             Err(e) if e.class == ErrorClass::NotFound || e.code.as_deref() == Some("InvalidPermission.NotFound") => Ok(()),
@@ -136,7 +164,11 @@ fn permission(rule: &str) -> Result<(bool, IpPermission), AwsError> {
         };
         p = p.from_port(from).to_port(to);
     }
-    p = if peer.starts_with("sg-") { p.user_id_group_pairs(UserIdGroupPair::builder().group_id(peer).build()) } else { p.ip_ranges(IpRange::builder().cidr_ip(peer).build()) };
+    p = if peer.starts_with("sg-") {
+        p.user_id_group_pairs(UserIdGroupPair::builder().group_id(peer).build())
+    } else {
+        p.ip_ranges(IpRange::builder().cidr_ip(peer).build())
+    };
     Ok((direction == "egress", p.build()))
 }
 
@@ -260,7 +292,8 @@ mod tests {
 
     #[test]
     fn spec_rules_become_fields() {
-        let rule = Rule { protocol: "tcp".into(), ports: Some(Ports::Range("8000-8010".into())), cidr: Some("vpc".into()), source_group: None, description: None };
+        let rule =
+            Rule { protocol: "tcp".into(), ports: Some(Ports::Range("8000-8010".into())), cidr: Some("vpc".into()), source_group: None, description: None };
         assert_eq!(rule_field("ingress", &rule, "10.0.0.0/16"), "ingress tcp 8000-8010 10.0.0.0/16");
         let rule = Rule { protocol: "all".into(), ports: None, cidr: None, source_group: Some("alb".into()), description: None };
         assert_eq!(rule_field("egress", &rule, ""), "egress all all @ec2.security-group/alb");

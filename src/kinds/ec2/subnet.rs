@@ -60,13 +60,8 @@ impl Kind for Subnets {
     }
 
     async fn observe(&self, env: &EnvSpec, _desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
-        let out = self
-            .client
-            .describe_subnets()
-            .set_filters(Some(owned_by(&env.env)))
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("EC2.DescribeSubnets", e))?;
+        let out =
+            self.client.describe_subnets().set_filters(Some(owned_by(&env.env))).send().await.map_err(|e| AwsError::from_sdk("EC2.DescribeSubnets", e))?;
         Ok(out
             .subnets()
             .iter()

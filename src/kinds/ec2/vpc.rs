@@ -84,13 +84,7 @@ impl Kind for Vpcs {
     }
 
     async fn observe(&self, env: &EnvSpec, _desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
-        let out = self
-            .client
-            .describe_vpcs()
-            .set_filters(Some(owned_by(&env.env)))
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("EC2.DescribeVpcs", e))?;
+        let out = self.client.describe_vpcs().set_filters(Some(owned_by(&env.env))).send().await.map_err(|e| AwsError::from_sdk("EC2.DescribeVpcs", e))?;
         let mut found = Vec::new();
         for vpc in out.vpcs() {
             let Some(id) = vpc.vpc_id() else { continue };

@@ -6,7 +6,7 @@ use aws_sdk_ecs::types::{ClusterField, ClusterSetting, ClusterSettingName};
 use aws_sdk_ecs::Client;
 
 use super::{add_tags, tag_list, tag_map};
-use crate::aws::{AwsError, CallCounter, ErrorClass};
+use crate::aws::{gone_is_ok, AwsError, CallCounter};
 use crate::engine::{ownership_tags, Delta, Desired, Kind, Live, ResourceKey};
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::{physical_name, EnvSpec};
@@ -84,7 +84,8 @@ impl Kind for Clusters {
             .filter(|c| c.status() == Some("ACTIVE"))
             .filter_map(|c| {
                 let mut l = Live { name: c.cluster_name()?.into(), handle: c.cluster_arn()?.into(), tags: tag_map(c.tags()), ..Live::default() };
-                let insights = c.settings().iter().find(|s| s.name() == Some(&ClusterSettingName::ContainerInsights)).and_then(|s| s.value()).unwrap_or("disabled");
+                let insights =
+                    c.settings().iter().find(|s| s.name() == Some(&ClusterSettingName::ContainerInsights)).and_then(|s| s.value()).unwrap_or("disabled");
                 l.fields.insert(INSIGHTS.into(), if insights == "enhanced" { "enabled" } else { insights }.into());
                 let mut p: Vec<&str> = c.capacity_providers().iter().map(String::as_str).collect();
                 p.sort_unstable();
@@ -137,9 +138,6 @@ impl Kind for Clusters {
     }
 
     async fn delete(&self, live: &Live) -> Result<(), AwsError> {
-        match self.client.delete_cluster().cluster(&live.handle).send().await.map_err(|e| AwsError::from_sdk("ECS.DeleteCluster", e)) {
-            Err(e) if e.class != ErrorClass::NotFound => Err(e),
-            _ => Ok(()),
-        }
+        gone_is_ok(self.client.delete_cluster().cluster(&live.handle).send().await.map(|_| ()).map_err(|e| AwsError::from_sdk("ECS.DeleteCluster", e)))
     }
 }

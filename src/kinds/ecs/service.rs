@@ -86,10 +86,14 @@ impl Kind for Services {
                     name: physical_name(s.name.as_deref(), &format!("{id}-service"), &env.env),
                     fields: Default::default(),
                     tags: ownership_tags(env, id, s.deletion_policy, &Tags::new()),
-                    depends_on: vec![ResourceKey { kind: cluster::KIND, id: s.cluster.clone() }, ResourceKey { kind: task_definition::KIND, id: s.task_definition.clone() }],
+                    depends_on: vec![
+                        ResourceKey { kind: cluster::KIND, id: s.cluster.clone() },
+                        ResourceKey { kind: task_definition::KIND, id: s.task_definition.clone() },
+                    ],
                     adopt: false,
                 };
-                d.depends_on.extend(n.subnets.iter().filter(|(_, sn)| sn.tier == s.subnets).map(|(sid, _)| ResourceKey { kind: subnet::KIND, id: sid.clone() }));
+                d.depends_on
+                    .extend(n.subnets.iter().filter(|(_, sn)| sn.tier == s.subnets).map(|(sid, _)| ResourceKey { kind: subnet::KIND, id: sid.clone() }));
                 d.depends_on.extend(s.security_groups.iter().map(|g| ResourceKey { kind: security_group::KIND, id: g.clone() }));
                 d.fields.insert(CLUSTER.into(), reference(cluster::KIND, &s.cluster));
                 d.fields.insert(TASK.into(), reference(task_definition::KIND, &s.task_definition));

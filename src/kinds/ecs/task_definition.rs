@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_sdk_ecs::types::{
-    Compatibility, ContainerDefinition, CpuArchitecture, KeyValuePair, LogConfiguration, LogDriver, NetworkMode, OsFamily, PortMapping, RuntimePlatform, Secret,
-    TaskDefinition, TaskDefinitionField, TransportProtocol,
+    Compatibility, ContainerDefinition, CpuArchitecture, KeyValuePair, LogConfiguration, LogDriver, NetworkMode, OsFamily, PortMapping, RuntimePlatform,
+    Secret, TaskDefinition, TaskDefinitionField, TransportProtocol,
 };
 use aws_sdk_ecs::Client;
 
@@ -41,7 +41,8 @@ const ARCHITECTURE: &str = "CpuArchitecture";
 const EXECUTION_ROLE: &str = "ExecutionRoleArn";
 
 /// Every field: any change means a new revision.
-const FIELDS: &[&str] = &[CONTAINER, IMAGE, CPU, MEMORY, PORTS, ENVIRONMENT, SECRETS, LOG_GROUP, LOG_REGION, NETWORK, COMPATIBILITY, ARCHITECTURE, EXECUTION_ROLE];
+const FIELDS: &[&str] =
+    &[CONTAINER, IMAGE, CPU, MEMORY, PORTS, ENVIRONMENT, SECRETS, LOG_GROUP, LOG_REGION, NETWORK, COMPATIBILITY, ARCHITECTURE, EXECUTION_ROLE];
 
 /// The task-definition kind.
 pub struct TaskDefinitions {
@@ -178,10 +179,15 @@ impl Kind for TaskDefinitions {
     async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
         let field = |f: &str| desired.fields.get(f).cloned().unwrap_or_default();
         let ports = field(PORTS);
-        let port_mappings: Vec<PortMapping> =
-            ports.split(',').filter_map(|p| p.parse().ok()).map(|p| PortMapping::builder().container_port(p).protocol(TransportProtocol::Tcp).build()).collect();
-        let environment: Vec<KeyValuePair> = map_of(desired.fields.get(ENVIRONMENT)).into_iter().map(|(k, v)| KeyValuePair::builder().name(k).value(v).build()).collect();
-        let secrets: Vec<Secret> = map_of(desired.fields.get(SECRETS)).into_iter().filter_map(|(k, v)| Secret::builder().name(k).value_from(v).build().ok()).collect();
+        let port_mappings: Vec<PortMapping> = ports
+            .split(',')
+            .filter_map(|p| p.parse().ok())
+            .map(|p| PortMapping::builder().container_port(p).protocol(TransportProtocol::Tcp).build())
+            .collect();
+        let environment: Vec<KeyValuePair> =
+            map_of(desired.fields.get(ENVIRONMENT)).into_iter().map(|(k, v)| KeyValuePair::builder().name(k).value(v).build()).collect();
+        let secrets: Vec<Secret> =
+            map_of(desired.fields.get(SECRETS)).into_iter().filter_map(|(k, v)| Secret::builder().name(k).value_from(v).build().ok()).collect();
         let logging = LogConfiguration::builder()
             .log_driver(LogDriver::Awslogs)
             .options("awslogs-group", field(LOG_GROUP))
@@ -208,7 +214,12 @@ impl Kind for TaskDefinitions {
             .memory(field(MEMORY))
             .network_mode(NetworkMode::Awsvpc)
             .requires_compatibilities(Compatibility::Ec2)
-            .runtime_platform(RuntimePlatform::builder().cpu_architecture(CpuArchitecture::from(field(ARCHITECTURE).as_str())).operating_system_family(OsFamily::Linux).build())
+            .runtime_platform(
+                RuntimePlatform::builder()
+                    .cpu_architecture(CpuArchitecture::from(field(ARCHITECTURE).as_str()))
+                    .operating_system_family(OsFamily::Linux)
+                    .build(),
+            )
             .set_execution_role_arn((!role.is_empty()).then_some(role))
             .set_tags(Some(tag_list(&desired.tags)))
             .send()

@@ -16,7 +16,7 @@ use aws_config::SdkConfig;
 use aws_sdk_elasticache::Client;
 
 use super::{add_tags, redis, subnet_group, tag_list, tags_of};
-use crate::aws::{wait_for, AwsError, CallCounter, ErrorClass};
+use crate::aws::{found, gone_is_ok, wait_for, AwsError, CallCounter};
 use crate::engine::{ownership_tags, reference, Delta, Desired, Fields, Kind, Live, ResourceKey};
 use crate::kinds::ec2::security_group;
 use crate::spec::model::Tags;
@@ -64,7 +64,13 @@ impl ReplicationGroups {
 
     async fn wait_available(&self, id: &str) -> Result<(), AwsError> {
         wait_for("ElastiCache.DescribeReplicationGroups", WAIT, || async {
-            let out = self.client.describe_replication_groups().replication_group_id(id).send().await.map_err(|e| AwsError::from_sdk("ElastiCache.DescribeReplicationGroups", e))?;
+            let out = self
+                .client
+                .describe_replication_groups()
+                .replication_group_id(id)
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("ElastiCache.DescribeReplicationGroups", e))?;
             Ok(out.replication_groups().first().is_some_and(|g| g.status() == Some("available")).then_some(()))
         })
         .await
@@ -103,19 +109,30 @@ impl Kind for ReplicationGroups {
         }
         let mut depends_on = vec![ResourceKey { kind: subnet_group::KIND, id: subnet_group::ID.into() }];
         depends_on.extend(r.security_groups.iter().map(|g| ResourceKey { kind: security_group::KIND, id: g.clone() }));
-        vec![Desired { key: ResourceKey { kind: KIND, id: ID.into() }, name, fields, tags: ownership_tags(env, ID, r.deletion_policy, &Tags::new()), depends_on, adopt: false }]
+        vec![Desired {
+            key: ResourceKey { kind: KIND, id: ID.into() },
+            name,
+            fields,
+            tags: ownership_tags(env, ID, r.deletion_policy, &Tags::new()),
+            depends_on,
+            adopt: false,
+        }]
     }
 
     async fn observe(&self, _env: &EnvSpec, desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
         let Some(d) = desired.first() else { return Ok(Vec::new()) };
-        let out = match self.client.describe_replication_groups().replication_group_id(&d.name).send().await {
-            Ok(out) => out,
-            Err(e) => {
-                let e = AwsError::from_sdk("ElastiCache.DescribeReplicationGroups", e);
-                return if e.class == ErrorClass::NotFound { Ok(Vec::new()) } else { Err(e) };
-            }
+        let Some(out) = found(
+            self.client
+                .describe_replication_groups()
+                .replication_group_id(&d.name)
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("ElastiCache.DescribeReplicationGroups", e)),
+        )?
+        else {
+            return Ok(Vec::new());
         };
-        let mut found = Vec::new();
+        let mut groups = Vec::new();
         for g in out.replication_groups() {
             let (Some(name), Some(arn)) = (g.replication_group_id(), g.arn()) else { continue };
             let mut l = Live { name: name.into(), handle: arn.into(), tags: tags_of(&self.client, arn).await?, ..Live::default() };
@@ -127,9 +144,9 @@ impl Kind for ReplicationGroups {
             l.fields.insert(AT_REST.into(), g.at_rest_encryption_enabled().unwrap_or(false).to_string());
             l.fields.insert(IN_TRANSIT.into(), g.transit_encryption_enabled().unwrap_or(false).to_string());
             l.fields.insert(SNAPSHOTS.into(), g.snapshot_retention_limit().unwrap_or(0).to_string());
-            found.push(l);
+            groups.push(l);
         }
-        Ok(found)
+        Ok(groups)
     }
 
     async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
@@ -205,17 +222,15 @@ impl Kind for ReplicationGroups {
     }
 
     async fn delete(&self, live: &Live) -> Result<(), AwsError> {
-        match self.client.delete_replication_group().replication_group_id(&live.name).send().await {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let e = AwsError::from_sdk("ElastiCache.DeleteReplicationGroup", e);
-                if e.class == ErrorClass::NotFound {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            }
-        }
+        gone_is_ok(
+            self.client
+                .delete_replication_group()
+                .replication_group_id(&live.name)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| AwsError::from_sdk("ElastiCache.DeleteReplicationGroup", e)),
+        )
     }
 }
 
@@ -234,7 +249,14 @@ mod tests {
     }
 
     fn redis_desired() -> Desired {
-        Desired { key: ResourceKey { kind: KIND, id: ID.into() }, name: "sentry-redis-prod".into(), fields: Fields::new(), tags: Tags::new(), depends_on: Vec::new(), adopt: false }
+        Desired {
+            key: ResourceKey { kind: KIND, id: ID.into() },
+            name: "sentry-redis-prod".into(),
+            fields: Fields::new(),
+            tags: Tags::new(),
+            depends_on: Vec::new(),
+            adopt: false,
+        }
     }
 
     // The emulator has no ModifyReplicationGroup nor Increase/DecreaseReplicaCount:
@@ -266,7 +288,8 @@ mod tests {
             ],
             tags: Tags::new(),
         };
-        let live = Live { name: "sentry-redis-prod".into(), handle: "arn:aws:elasticache:us-east-1:1:replicationgroup:sentry-redis-prod".into(), ..Live::default() };
+        let live =
+            Live { name: "sentry-redis-prod".into(), handle: "arn:aws:elasticache:us-east-1:1:replicationgroup:sentry-redis-prod".into(), ..Live::default() };
         kind.update(&redis_desired(), &live, &delta).await.expect("modified");
         assert_eq!(modify.num_calls(), 1, "one ModifyReplicationGroup for all in-place fields");
         assert_eq!(grow.num_calls(), 1, "node count 1 -> 2 adds one replica");

@@ -5,7 +5,7 @@ use aws_config::SdkConfig;
 use aws_sdk_elasticache::Client;
 
 use super::{add_tags, redis, tag_list, tags_of};
-use crate::aws::{AwsError, CallCounter, ErrorClass};
+use crate::aws::{found, gone_is_ok, AwsError, CallCounter};
 use crate::engine::{ownership_tags, reference, Delta, Desired, Kind, Live, ResourceKey};
 use crate::kinds::ec2::subnet;
 use crate::spec::model::{DeletionPolicy, Tags};
@@ -58,14 +58,18 @@ impl Kind for SubnetGroups {
 
     async fn observe(&self, _env: &EnvSpec, desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
         let Some(d) = desired.first() else { return Ok(Vec::new()) };
-        let out = match self.client.describe_cache_subnet_groups().cache_subnet_group_name(&d.name).send().await {
-            Ok(out) => out,
-            Err(e) => {
-                let e = AwsError::from_sdk("ElastiCache.DescribeCacheSubnetGroups", e);
-                return if e.class == ErrorClass::NotFound { Ok(Vec::new()) } else { Err(e) };
-            }
+        let Some(out) = found(
+            self.client
+                .describe_cache_subnet_groups()
+                .cache_subnet_group_name(&d.name)
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("ElastiCache.DescribeCacheSubnetGroups", e)),
+        )?
+        else {
+            return Ok(Vec::new());
         };
-        let mut found = Vec::new();
+        let mut groups = Vec::new();
         for g in out.cache_subnet_groups() {
             let (Some(name), Some(arn)) = (g.cache_subnet_group_name(), g.arn()) else { continue };
             let mut subnets: Vec<&str> = g.subnets().iter().filter_map(|s| s.subnet_identifier()).collect();
@@ -73,9 +77,9 @@ impl Kind for SubnetGroups {
             let mut l = Live { name: name.into(), handle: name.into(), tags: tags_of(&self.client, arn).await?, ..Live::default() };
             l.fields.insert(SUBNETS.into(), subnets.join(","));
             l.meta.insert(ARN.into(), arn.into());
-            found.push(l);
+            groups.push(l);
         }
-        Ok(found)
+        Ok(groups)
     }
 
     async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
@@ -106,16 +110,14 @@ impl Kind for SubnetGroups {
     }
 
     async fn delete(&self, live: &Live) -> Result<(), AwsError> {
-        match self.client.delete_cache_subnet_group().cache_subnet_group_name(&live.name).send().await {
-            Err(e) => {
-                let e = AwsError::from_sdk("ElastiCache.DeleteCacheSubnetGroup", e);
-                if e.class == ErrorClass::NotFound {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            }
-            Ok(_) => Ok(()),
-        }
+        gone_is_ok(
+            self.client
+                .delete_cache_subnet_group()
+                .cache_subnet_group_name(&live.name)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| AwsError::from_sdk("ElastiCache.DeleteCacheSubnetGroup", e)),
+        )
     }
 }
