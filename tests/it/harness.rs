@@ -165,6 +165,19 @@ pub fn spawn_operator(endpoint: &str, args: &[&str], log: &Path) -> Child {
     command.args(args).stdout(out).stderr(err).spawn().expect("spawn operator")
 }
 
+/// Runs the operator binary with `args` against `endpoint`, with extra environment variables.
+pub fn operator_with_env(endpoint: &str, args: &[&str], vars: &[(&str, &str)]) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sentry-operator"));
+    aws_env(&mut command, endpoint);
+    command.envs(vars.iter().copied());
+    let out = command.args(args).output().expect("run operator");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 /// Runs the operator binary with `args` against `endpoint`.
 pub fn operator(endpoint: &str, args: &[&str]) -> Run {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sentry-operator"));

@@ -6,4 +6,5 @@ mod data;
 mod harness;
 mod invalid_specs;
 mod network;
+mod security;
 mod sqs;

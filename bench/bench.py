@@ -1,0 +1,389 @@
+#!/usr/bin/env python3
+"""Benchmarks sentry-operator on the local AWS emulator (moto) and writes bench/RESULTS.md.
+
+Measured, for the dev and prod specs: a from-empty converge, a no-drift pass and a pass
+with 5 injected drifts (wall time, AWS calls per service counted by the emulator's request
+recorder, peak RSS); the same SQS desired state applied by Ansible (community.aws.sqs_queue)
+in apply and check mode; how a no-drift pass grows with 10 / 100 / 1,000 queues and
+security-group rules; and the daemon's footprint and whitelist-EIP repair latency.
+Run it through bench/run, which installs what it needs.
+"""
+
+import argparse
+import base64
+import datetime
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import boto3
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(os.environ.get("SENTRY_OPERATOR_BIN", ROOT / "target" / "release" / "sentry-operator"))
+SPECS = ROOT / "specs"
+REGION = "us-east-1"
+
+
+class Moto:
+    """A private moto server on an OS-chosen port, with its own request recording."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="bench-moto-")
+        env = dict(os.environ, MOTO_RECORDER_FILEPATH=os.path.join(self.dir, "recording"))
+        self.proc = subprocess.Popen([os.environ.get("MOTO_SERVER", "moto_server"), "-H", "127.0.0.1", "-p", "0"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+        port = None
+        for line in self.proc.stderr:
+            if "http://127.0.0.1:" in line:
+                port = int(line.split("http://127.0.0.1:")[1].split()[0])
+                break
+        threading.Thread(target=lambda: [None for _ in self.proc.stderr], daemon=True).start()
+        self.endpoint = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(self.endpoint + "/moto-api/data.json")
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise SystemExit("moto_server did not start")
+
+    def api(self, path, method="POST"):
+        return urllib.request.urlopen(urllib.request.Request(self.endpoint + path, method=method, data=b"" if method == "POST" else None)).read().decode()
+
+    def reset(self):
+        self.api("/moto-api/reset")
+
+    def record(self):
+        self.api("/moto-api/recorder/reset-recording")
+        self.api("/moto-api/recorder/start-recording")
+
+    def recorded(self):
+        """(service, operation) of every request since record()."""
+        self.api("/moto-api/recorder/stop-recording")
+        calls = []
+        for line in self.api("/moto-api/recorder/download-recording", method="GET").splitlines():
+            if not line.strip():
+                continue
+            r = json.loads(line)
+            headers = r.get("headers", {})
+            scope = headers.get("Authorization", "").split("Credential=")[-1].split("/")
+            service = scope[3] if len(scope) > 3 else "?"
+            target = headers.get("X-Amz-Target")
+            if target:
+                op = target.split(".")[-1]
+            else:
+                body = r.get("body") or ""
+                if r.get("body_encoded"):
+                    body = base64.b64decode(body).decode(errors="replace")
+                text = r.get("url", "") + "&" + body
+                op = next((kv[7:] for kv in text.replace("?", "&").split("&") if kv.startswith("Action=")), "?")
+                if op == "?" and service in ("ecs", "logs", "dynamodb"):
+                    op = "?"
+            calls.append((service, op))
+        return calls
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def is_write(op):
+    return not op.startswith(("Get", "List", "Describe"))
+
+
+def summarize(calls):
+    by_service = {}
+    for service, op in calls:
+        s = by_service.setdefault(service, [0, 0])
+        s[1 if is_write(op) else 0] += 1
+    reads = sum(v[0] for v in by_service.values())
+    writes = sum(v[1] for v in by_service.values())
+    return {"reads": reads, "writes": writes, "by_service": {k: {"reads": v[0], "writes": v[1]} for k, v in sorted(by_service.items())}}
+
+
+def aws_env(moto):
+    return dict(os.environ, AWS_ENDPOINT_URL=moto.endpoint, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_REGION=REGION, AWS_EC2_METADATA_DISABLED="true")
+
+
+def timed(cmd, env, cwd=None):
+    """Runs cmd; returns (exit code, stdout, wall seconds, peak RSS in MiB)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, out, time.perf_counter() - start, usage.ru_maxrss / 1024
+
+
+def operator_pass(moto, specs, env_name, mode="reconcile"):
+    args = [str(BIN), "--specs", str(specs), "--output", "json"] + (["reconcile", "--once"] if mode == "reconcile" else ["plan"]) + ["--env", env_name]
+    moto.record()
+    code, out, wall, rss = timed(args, aws_env(moto))
+    calls = summarize(moto.recorded())
+    report = json.loads(out) if out.strip().startswith("{") else {}
+    return {"exit": code, "wall_s": wall, "rss_mib": rss, "calls": calls, "own_count": report.get("calls", {}), "summary": report.get("summary", {})}
+
+
+def emulator_specs(tmp):
+    """The repository's specs; prod's Redis at one node (the emulator always reports one)."""
+    d = Path(tmp) / "specs"
+    shutil.copytree(SPECS, d)
+    prod = (d / "prod.yaml").read_text()
+    (d / "prod.yaml").write_text(prod.replace("numCacheClusters: 2", "numCacheClusters: 1").replace("automaticFailover: true", "automaticFailover: false").replace("multiAz: true", "multiAz: false"))
+    return d
+
+
+def client(moto, service):
+    return boto3.client(service, endpoint_url=moto.endpoint, region_name=REGION, aws_access_key_id="bench", aws_secret_access_key="bench")
+
+
+def inject_five_drifts(moto, env):
+    ec2, sqs, ddb = client(moto, "ec2"), client(moto, "sqs"), client(moto, "dynamodb")
+    mine = lambda i: [{"Name": "tag:sentry:env", "Values": [env]}, {"Name": "tag:sentry:id", "Values": [i]}]
+    oms = ec2.describe_security_groups(Filters=mine("oms"))["SecurityGroups"][0]["GroupId"]
+    ec2.authorize_security_group_ingress(GroupId=oms, IpPermissions=[{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+    igw = ec2.describe_internet_gateways(Filters=mine("igw"))["InternetGateways"][0]["InternetGatewayId"]
+    rtb = ec2.describe_route_tables(Filters=mine("private-b"))["RouteTables"][0]["RouteTableId"]
+    ec2.replace_route(RouteTableId=rtb, DestinationCidrBlock="0.0.0.0/0", GatewayId=igw)
+    url = lambda n: sqs.get_queue_url(QueueName=n)["QueueUrl"]
+    sqs.set_queue_attributes(QueueUrl=url(f"sentry-okx-orders-{env}.fifo"), Attributes={"VisibilityTimeout": "999"})
+    sqs.delete_queue(QueueUrl=url(f"sentry-clients-events-{env}"))
+    arn = ddb.describe_table(TableName=f"sentry-trading-{env}")["Table"]["TableArn"]
+    ddb.untag_resource(ResourceArn=arn, TagKeys=["Project"])
+
+
+def estate(moto, env, tmp):
+    specs = emulator_specs(tmp)
+    moto.reset()
+    rows = {"converge": operator_pass(moto, specs, env)}
+    rows["no-drift"] = operator_pass(moto, specs, env)
+    inject_five_drifts(moto, env)
+    rows["5 drifts"] = operator_pass(moto, specs, env)
+    return rows
+
+
+def sqs_only_specs(tmp):
+    """A spec dir holding only base.yaml's messaging section (the queues), for a like-for-like comparison."""
+    d = Path(tmp) / "sqs-specs"
+    d.mkdir()
+    text = (SPECS / "base.yaml").read_text()
+    start = text.index("messaging:")
+    end = text.index("\ndata:")
+    (d / "base.yaml").write_text("region: us-east-1\ntags:\n  Project: sentry\n  System: oms\n" + text[start:end] + "\n")
+    (d / "dev.yaml").write_text("")
+    return d
+
+
+def peer_vars(moto, specs, tmp):
+    """Queue definitions for the playbook, taken from the operator's own plan (so both apply the same state)."""
+    code, out, _, _ = timed([str(BIN), "--specs", str(specs), "--output", "json", "plan", "--env", "dev"], aws_env(moto))
+    queues = []
+    for r in json.loads(out)["resources"]:
+        f = {c["field"]: c["desired"] for c in r["changes"]}
+        redrive = json.loads(f["RedrivePolicy"]) if f.get("RedrivePolicy", "none") != "none" else None
+        queues.append({
+            "name": r["name"], "fifo": f.get("FifoQueue") == "true", "dedup": f.get("ContentBasedDeduplication") == "true",
+            "visibility": int(f["VisibilityTimeout"]), "retention": int(f["MessageRetentionPeriod"]), "wait": int(f["ReceiveMessageWaitTimeSeconds"]),
+            "dlq": redrive["deadLetterTarget"] if redrive else None, "max_receive": redrive["maxReceiveCount"] if redrive else None,
+            "tags": {"Project": "sentry", "System": "oms", "sentry:env": "dev"},
+        })
+    (Path(tmp) / "peer-queues.json").write_text(json.dumps(queues))
+    shutil.copy(ROOT / "bench" / "peer.yml", Path(tmp) / "peer.yml")
+    return len(queues)
+
+
+def ansible_pass(moto, tmp, check):
+    venv = Path(os.environ.get("ANSIBLE_VENV", ROOT / "bench" / ".venv")).resolve()
+    env = aws_env(moto)
+    env["PATH"] = f"{venv / 'bin'}:{env['PATH']}"
+    env["ANSIBLE_PYTHON_INTERPRETER"] = str(venv / "bin" / "python")
+    env["ANSIBLE_LOCALHOST_WARNING"] = "False"
+    cmd = [str(venv / "bin" / "ansible-playbook"), "-i", "localhost,", "peer.yml"] + (["--check"] if check else [])
+    moto.record()
+    code, _, wall, rss = timed(cmd, env, cwd=tmp)
+    return {"exit": code, "wall_s": wall, "rss_mib": rss, "calls": summarize(moto.recorded())}
+
+
+def scaling(moto, tmp):
+    rows = []
+    for n in (10, 100, 1000):
+        for what in ("queues", "security-group rules"):
+            d = Path(tmp) / f"scale-{what[:5]}-{n}"
+            d.mkdir()
+            if what == "queues":
+                body = "messaging:\n  queueDefaults: { visibilityTimeoutSeconds: 30 }\n  queues:\n" + "".join(f"    q{i}: {{}}\n" for i in range(n))
+                (d / "base.yaml").write_text(body)
+            else:
+                # The dev network alone, plus one security group with n rules.
+                base = (SPECS / "base.yaml").read_text()
+                network = base[base.index("network:") : base.index("\nmessaging:")]
+                rules = "".join(f"        - {{ protocol: tcp, ports: 443, cidr: 10.{i // 250}.{i % 250}.0/24 }}\n" for i in range(n))
+                bulk = f"    bulk:\n      description: {n} rules\n      ingress:\n{rules}"
+                (d / "base.yaml").write_text("region: us-east-1\n" + network.replace("  endpoints:\n", bulk + "  endpoints:\n", 1) + "\n")
+            (d / "dev.yaml").write_text("network:\n  natGateways:\n    nat-b: null\n" if what != "queues" else "")
+            moto.reset()
+            converge = operator_pass(moto, d, "dev")
+            steady = operator_pass(moto, d, "dev")
+            rows.append({"what": what, "n": n, "converge_exit": converge["exit"], "exit": steady["exit"], "calls": steady["calls"], "wall_s": steady["wall_s"]})
+    return rows
+
+
+def daemon(moto, tmp, soak):
+    specs = emulator_specs(tmp + "/daemon")
+    moto.reset()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([str(BIN), "--specs", str(specs), "run", "--env", "prod", "--single-replica", "--listen", f"127.0.0.1:{port}"], env=aws_env(moto), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(600):
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz").status == 200:
+                break
+        except OSError:
+            time.sleep(0.1)
+    ticks = os.sysconf("SC_CLK_TCK")
+    def cpu_seconds():
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / ticks
+    def rss_mib():
+        for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+    ec2 = client(moto, "ec2")
+    def association():
+        a = [x for x in ec2.describe_addresses()["Addresses"] if {"Key": "sentry:id", "Value": "whitelist-1"} in x.get("Tags", [])]
+        return a[0].get("AssociationId") if a else None
+    latencies, samples = [], []
+    cpu0, t0 = cpu_seconds(), time.monotonic()
+    trials = 5
+    next_trial = t0 + soak / (trials + 1)
+    while time.monotonic() - t0 < soak:
+        samples.append(rss_mib())
+        if len(latencies) < trials and time.monotonic() >= next_trial and association():
+            ec2.disassociate_address(AssociationId=association())
+            start = time.monotonic()
+            while not association():
+                time.sleep(0.05)
+            latencies.append(time.monotonic() - start)
+            next_trial = time.monotonic() + soak / (trials + 1)
+        time.sleep(1)
+    cpu = cpu_seconds() - cpu0
+    elapsed = time.monotonic() - t0
+    proc.terminate()
+    proc.wait(timeout=90)
+    return {"soak_s": elapsed, "rss_max_mib": max(samples), "rss_avg_mib": statistics.mean(samples), "cpu_percent": 100 * cpu / elapsed, "repair_s": latencies}
+
+
+def fmt_calls(c):
+    return f"{c['reads'] + c['writes']} ({c['reads']} r / {c['writes']} w)"
+
+
+def per_service(c):
+    return ", ".join(f"{k} {v['reads']}r/{v['writes']}w" for k, v in c["by_service"].items())
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--soak-seconds", type=int, default=600)
+    ap.add_argument("--quick", action="store_true", help="skip the 1,000-resource scaling runs and soak 60 s")
+    ap.add_argument("--only", choices=["estate", "peer", "scaling", "daemon"], help="run one part (for debugging the script)")
+    args = ap.parse_args()
+    soak = 60 if args.quick else args.soak_seconds
+    moto = Moto()
+    tmp = tempfile.mkdtemp(prefix="bench-")
+    try:
+        results = {"estate": {e: estate(moto, e, f"{tmp}/{e}") for e in ("dev", "prod")}}
+        sqs_specs = sqs_only_specs(tmp)
+        moto.reset()
+        n_queues = peer_vars(moto, sqs_specs, tmp)
+        results["operator_sqs"] = {"converge": operator_pass(moto, sqs_specs, "dev"), "no-drift": operator_pass(moto, sqs_specs, "dev"), "check": operator_pass(moto, sqs_specs, "dev", mode="plan")}
+        moto.reset()
+        results["peer_sqs"] = {"converge": ansible_pass(moto, tmp, check=False), "check": ansible_pass(moto, tmp, check=True)}
+        results["scaling"] = [r for r in scaling(moto, tmp) if not (args.quick and r["n"] == 1000)]
+        results["daemon"] = daemon(moto, tmp, soak)
+    finally:
+        moto.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2))
+    write_markdown(results, n_queues, soak)
+    print((ROOT / "bench" / "RESULTS.md").read_text())
+
+
+def write_markdown(r, n_queues, soak):
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    mem = next((l.split()[1] for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")), "?")
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Date: {datetime.date.today().isoformat()}. Machine: {os.cpu_count()} cores ({cpu}), {int(mem) // 1024 // 1024} GiB, {platform.system()} {platform.release()}.",
+        "Command: `bench/run` (release build; moto server as the AWS emulator; AWS calls counted by the emulator's request recorder, not by the operator).",
+        "Wall times include process start; the emulator answers in about a millisecond, so real AWS adds its latency to every call.",
+        "",
+        "## The estate (reconcile --once)",
+        "",
+        "| env | pass | exit | wall | AWS calls | per service | peak RSS |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for env, rows in r["estate"].items():
+        for name, x in rows.items():
+            lines.append(f"| {env} | {name} | {x['exit']} | {x['wall_s']:.2f} s | {fmt_calls(x['calls'])} | {per_service(x['calls'])} | {x['rss_mib']:.1f} MiB |")
+    o, p = r["operator_sqs"], r["peer_sqs"]
+    ratio = lambda a, b: f"{a / b:.1f}x" if b else "-"
+    oc, pc = o["no-drift"]["calls"], p["check"]["calls"]
+    lines += [
+        "",
+        f"## Side by side with Ansible ({n_queues} SQS queues of the dev spec)",
+        "",
+        "The peer applies the same queues (attributes, FIFO, dead-letter queues, redrive policies, tags) with `community.aws.sqs_queue`;",
+        "its VPC module works on the emulator too, but its other networking and DynamoDB modules do not, so the like-for-like comparison is the queues.",
+        "",
+        "| pass | sentry-operator | Ansible | peer / operator |",
+        "|---|---|---|---|",
+        f"| apply from empty: wall | {o['converge']['wall_s']:.2f} s | {p['converge']['wall_s']:.2f} s | {ratio(p['converge']['wall_s'], o['converge']['wall_s'])} |",
+        f"| apply from empty: AWS calls | {fmt_calls(o['converge']['calls'])} | {fmt_calls(p['converge']['calls'])} | {ratio(p['converge']['calls']['reads'] + p['converge']['calls']['writes'], o['converge']['calls']['reads'] + o['converge']['calls']['writes'])} |",
+        f"| no-drift (operator plan vs Ansible --check): wall | {o['check']['wall_s']:.2f} s | {p['check']['wall_s']:.2f} s | {ratio(p['check']['wall_s'], o['check']['wall_s'])} |",
+        f"| no-drift: AWS calls | {fmt_calls(o['check']['calls'])} | {fmt_calls(pc)} | {ratio(pc['reads'] + pc['writes'], o['check']['calls']['reads'] + o['check']['calls']['writes'])} |",
+        f"| peak RSS (apply) | {o['converge']['rss_mib']:.1f} MiB | {p['converge']['rss_mib']:.1f} MiB | |",
+        f"| exit codes (apply, check) | {o['converge']['exit']}, {o['check']['exit']} | {p['converge']['exit']}, {p['check']['exit']} | |",
+        "",
+        "## Scaling of a no-drift pass",
+        "",
+        "| resources | n | AWS calls | wall |",
+        "|---|---|---|---|",
+    ]
+    for s in r["scaling"]:
+        lines.append(f"| {s['what']} | {s['n']} | {fmt_calls(s['calls'])} | {s['wall_s']:.2f} s |")
+    d = r["daemon"]
+    lat = d["repair_s"]
+    lines += [
+        "",
+        "Security-group rules are read in one DescribeSecurityGroups whatever their number: O(kinds). SQS has no batch read",
+        "(ListQueues returns URLs only), so queues cost 1 + 2 calls per queue (GetQueueAttributes, ListQueueTags): O(queues).",
+        "",
+        f"## Daemon (`run --env prod`, {d['soak_s']:.0f} s, default intervals: 60 s full, 4 s networking)",
+        "",
+        f"- RSS: max {d['rss_max_mib']:.1f} MiB, mean {d['rss_avg_mib']:.1f} MiB (target < 50 MiB).",
+        f"- CPU: {d['cpu_percent']:.2f} % of one core.",
+        f"- Whitelist EIP detached out of band → re-attached by the daemon: {', '.join(f'{x:.2f} s' for x in lat)}"
+        + (f" (median {statistics.median(lat):.2f} s, max {max(lat):.2f} s; target < 5 s)." if lat else "."),
+    ]
+    (ROOT / "bench" / "RESULTS.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

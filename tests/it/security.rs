@@ -1,0 +1,93 @@
+//! Security checks: the IAM policies in deploy/ match the AWS operations the
+//! code calls, and credentials never reach the operator's output.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use crate::harness::{repo_specs, Moto};
+
+/// Every `Service.Operation` the code names in an AWS call.
+fn operations_in_code() -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let mut dirs = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("src").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            for part in text.split("from_sdk(\"").skip(1) {
+                if let Some(op) = part.split('"').next() {
+                    found.insert(op.to_string());
+                }
+            }
+        }
+    }
+    found
+}
+
+/// `Service.Operation` as an IAM action.
+fn iam_action(operation: &str) -> String {
+    let (service, action) = operation.split_once('.').expect("Service.Operation");
+    let prefix = match service {
+        "EC2" => "ec2",
+        "SQS" => "sqs",
+        "DynamoDB" => "dynamodb",
+        "ElastiCache" => "elasticache",
+        "Cognito" => "cognito-idp",
+        "ECS" => "ecs",
+        "Logs" => "logs",
+        other => panic!("unknown service {other} in {operation}"),
+    };
+    format!("{prefix}:{action}")
+}
+
+fn policy_actions(file: &str) -> BTreeSet<String> {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy").join(file)).expect("policy");
+    let policy: serde_json::Value = serde_json::from_str(&text).expect("policy JSON");
+    let mut actions = BTreeSet::new();
+    for statement in policy["Statement"].as_array().expect("statements") {
+        match &statement["Action"] {
+            serde_json::Value::String(a) => {
+                actions.insert(a.clone());
+            }
+            serde_json::Value::Array(list) => actions.extend(list.iter().filter_map(|a| a.as_str().map(str::to_string))),
+            other => panic!("unexpected Action {other}"),
+        }
+    }
+    actions
+}
+
+#[test]
+fn the_iam_policies_grant_exactly_what_the_code_calls() {
+    let needed: BTreeSet<String> = operations_in_code().iter().map(|op| iam_action(op)).collect();
+    assert!(needed.len() > 60, "the scan found the calls: {needed:?}");
+    let environment = policy_actions("iam-policy.json");
+    let management = policy_actions("management-account-policy.json");
+    let granted: BTreeSet<String> = environment.union(&management).cloned().collect();
+    let missing: Vec<&String> = needed.iter().filter(|a| !granted.contains(*a)).collect();
+    assert!(missing.is_empty(), "operations the code calls but no policy grants: {missing:?}");
+    let extra: Vec<&String> = granted.iter().filter(|a| !needed.contains(*a) && !["sts:AssumeRole", "iam:PassRole"].contains(&a.as_str())).collect();
+    assert!(extra.is_empty(), "actions granted but never called: {extra:?}");
+    assert!(granted.iter().all(|a| !a.contains('*')), "no wildcard actions");
+    for lease_or_alert in ["dynamodb:PutItem", "dynamodb:DeleteItem", "logs:PutLogEvents", "logs:CreateLogStream", "sts:AssumeRole"] {
+        assert!(management.contains(lease_or_alert), "the management account needs {lease_or_alert}");
+    }
+}
+
+#[tokio::test]
+async fn credentials_never_reach_the_output() {
+    let moto = Moto::start();
+    let secret = "bench-SECRET-do-not-print-4f7a9c";
+    let specs = repo_specs();
+    for args in [&["--output", "json", "reconcile", "--once", "--env", "dev"][..], &["plan", "--env", "dev"][..]] {
+        let mut all = vec!["--specs", specs.to_str().expect("utf-8")];
+        all.extend_from_slice(args);
+        let run = crate::harness::operator_with_env(&moto.endpoint, &all, &[("AWS_SECRET_ACCESS_KEY", secret), ("RUST_LOG", "debug")]);
+        assert!(run.code == 0 || run.code == 2, "{}", run.stderr);
+        assert!(!run.stdout.contains(secret) && !run.stderr.contains(secret), "the secret key leaked");
+        assert!(!run.stdout.contains("SECRET-do-not-print") && !run.stderr.contains("SECRET-do-not-print"));
+    }
+}
