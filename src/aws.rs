@@ -18,10 +18,16 @@ use aws_smithy_types::config_bag::ConfigBag;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use serde::Serialize;
 
+/// Attempts per AWS request (the SDK retries throttling, 5xx and connection
+/// errors with jittered exponential backoff). Above the SDK's default of 3:
+/// the operator shares throttling buckets with every other tool of the account.
+pub const MAX_ATTEMPTS: u32 = 5;
+
 /// Loads the SDK configuration from the standard chain (environment,
 /// profiles, `AWS_ENDPOINT_URL`, IMDS); `region` overrides the chain's region.
 pub async fn load_config(region: Option<String>) -> SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    let retry = aws_config::retry::RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS);
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).retry_config(retry);
     if let Some(region) = region {
         loader = loader.region(Region::new(region));
     }
