@@ -435,3 +435,58 @@ mod tests {
         assert!(m.child("k").is_some());
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// YAML-ish text: structure characters, scalars, anchors, aliases, tags.
+    fn yamlish() -> impl Strategy<Value = String> {
+        let token = prop_oneof![
+            Just("\n".to_string()),
+            Just("  ".to_string()),
+            Just(": ".to_string()),
+            Just("- ".to_string()),
+            Just("[".to_string()),
+            Just("]".to_string()),
+            Just("{".to_string()),
+            Just("}".to_string()),
+            Just(", ".to_string()),
+            Just("&a ".to_string()),
+            Just("*a".to_string()),
+            Just("!tag ".to_string()),
+            Just("\"".to_string()),
+            Just("'".to_string()),
+            Just("#".to_string()),
+            Just("null".to_string()),
+            Just("~".to_string()),
+            "[a-z]{1,6}",
+            "-?[0-9]{1,4}",
+            "\\PC{0,4}",
+        ];
+        prop::collection::vec(token, 0..80).prop_map(|t| t.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Whatever the input, the loader answers: a tree or a located error, never a panic.
+        #[test]
+        fn the_loader_never_panics(text in yamlish()) {
+            match parse("f.yaml", &text) {
+                Ok(tree) => {
+                    let merged = merge(tree.clone(), tree);
+                    let _ = crate::spec::de::from_node::<crate::spec::Spec>(&merged);
+                }
+                Err(e) => prop_assert!(e.loc.line >= 1 && !e.message.is_empty()),
+            }
+        }
+
+        /// Arbitrary bytes (as text) are handled the same way.
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+            let _ = parse("f.yaml", &text);
+        }
+    }
+}

@@ -7,9 +7,9 @@ use aws_config::SdkConfig;
 use aws_sdk_cognitoidentityprovider::types::ExplicitAuthFlowsType;
 use aws_sdk_cognitoidentityprovider::Client;
 
-use super::{find_pool, member, member_tags, pool, pool_tags, POOL};
+use super::{find_pool, member, member_tags, pool, pool_of, pool_tags, POOL};
 use crate::aws::{gone_is_ok, AwsError, CallCounter};
-use crate::engine::{is_unresolved, Delta, Desired, Kind, Live};
+use crate::engine::{Delta, Desired, Kind, Live};
 use crate::spec::{physical_name, EnvSpec};
 
 /// Kind name.
@@ -105,10 +105,7 @@ impl Kind for AppClients {
     }
 
     async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
-        let pool = desired.fields.get(POOL).cloned().unwrap_or_default();
-        if is_unresolved(&pool) {
-            return Err(AwsError::unexpected("Cognito.CreateUserPoolClient", "the user pool does not exist"));
-        }
+        let pool = pool_of(desired, "Cognito.CreateUserPoolClient")?;
         let out = self
             .client
             .create_user_pool_client()

@@ -6,9 +6,9 @@ use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_sdk_cognitoidentityprovider::Client;
 
-use super::{find_pool, member, member_tags, pool, pool_tags, POOL};
+use super::{find_pool, member, member_tags, pool, pool_of, pool_tags, POOL};
 use crate::aws::{gone_is_ok, AwsError, CallCounter};
-use crate::engine::{is_unresolved, Delta, Desired, Kind, Live};
+use crate::engine::{Delta, Desired, Kind, Live};
 use crate::spec::EnvSpec;
 
 /// Kind name.
@@ -78,10 +78,7 @@ impl Kind for Groups {
     }
 
     async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
-        let pool = desired.fields.get(POOL).cloned().unwrap_or_default();
-        if is_unresolved(&pool) {
-            return Err(AwsError::unexpected("Cognito.CreateGroup", "the user pool does not exist"));
-        }
+        let pool = pool_of(desired, "Cognito.CreateGroup")?;
         self.client
             .create_group()
             .user_pool_id(&pool)

@@ -12,7 +12,7 @@ use aws_sdk_cognitoidentityprovider::types::UserPoolType;
 use aws_sdk_cognitoidentityprovider::Client;
 
 use crate::aws::{AwsError, CallCounter};
-use crate::engine::{reference, Desired, ResourceKey, TAG_DELETION_POLICY, TAG_ID};
+use crate::engine::{is_unresolved, reference, Desired, ResourceKey, TAG_DELETION_POLICY, TAG_ID};
 use crate::spec::model::{DeletionPolicy, Tags, UserPool};
 use crate::spec::EnvSpec;
 
@@ -66,6 +66,15 @@ pub fn member(kind: &'static str, id: &str, name: String) -> Desired {
     let mut d = Desired { key: ResourceKey { kind, id: id.into() }, name, fields: Default::default(), tags: Tags::new(), depends_on: vec![pool], adopt: false };
     d.fields.insert(POOL.into(), reference(user_pool::KIND, user_pool::ID));
     d
+}
+
+/// The resolved user-pool id of a member about to be created.
+pub fn pool_of(desired: &Desired, operation: &'static str) -> Result<String, AwsError> {
+    let pool = desired.fields.get(POOL).cloned().unwrap_or_default();
+    if is_unresolved(&pool) {
+        return Err(AwsError::unexpected(operation, "the user pool does not exist"));
+    }
+    Ok(pool)
 }
 
 /// The field naming a member's user pool.
