@@ -3,6 +3,7 @@
 mod compute;
 mod daemon;
 mod data;
+mod faults;
 mod harness;
 mod invalid_specs;
 mod network;
