@@ -255,13 +255,35 @@ pub struct Rule {
 }
 
 /// A port or a port range.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum Ports {
     /// A single port.
     One(u16),
     /// `"from-to"`.
     Range(String),
+}
+
+impl<'de> Deserialize<'de> for Ports {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PortsVisitor;
+        impl serde::de::Visitor<'_> for PortsVisitor {
+            type Value = Ports;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a port (1-65535) or a range like \"8000-8010\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Ports, E> {
+                u16::try_from(v).map(Ports::One).map_err(|_| E::custom(format!("{v} is not a port (1-65535)")))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Ports, E> {
+                u16::try_from(v).map(Ports::One).map_err(|_| E::custom(format!("{v} is not a port (1-65535)")))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Ports, E> {
+                Ok(Ports::Range(v.to_string()))
+            }
+        }
+        deserializer.deserialize_any(PortsVisitor)
+    }
 }
 
 /// A VPC gateway endpoint.

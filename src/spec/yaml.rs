@@ -136,7 +136,7 @@ pub fn parse(file: &str, text: &str) -> Result<Node, SyntaxError> {
     }
     let mut builder = TreeBuilder::new(file.clone());
     let mut parser = Parser::new_from_str(text);
-    if let Err(e) = parser.load(&mut builder, false) {
+    if let Err(e) = parser.load(&mut builder, true) {
         let m = e.marker();
         return Err(SyntaxError { loc: at(m.line(), m.col() + 1), message: e.info().to_string() });
     }
@@ -412,6 +412,18 @@ mod tests {
         }
         let e = parse("t.yaml", &text).expect_err("bomb");
         assert!(e.message.contains("alias bomb"), "{}", e.message);
+    }
+
+    #[test]
+    fn huge_files_are_refused() {
+        let e = parse("t.yaml", &"# x\n".repeat(MAX_FILE_BYTES / 4 + 1)).expect_err("too big");
+        assert!(e.message.contains("the limit is 1048576"), "{}", e.message);
+    }
+
+    #[test]
+    fn one_document_per_file() {
+        let e = parse("t.yaml", "a: 1\n---\na: 2\n").expect_err("two documents");
+        assert!(e.message.contains("one YAML document"), "{}", e.message);
     }
 
     #[test]
