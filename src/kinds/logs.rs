@@ -8,6 +8,7 @@ use aws_sdk_cloudwatchlogs::Client;
 
 use crate::aws::{gone_is_ok, AwsError, CallCounter};
 use crate::engine::{ownership_tags, Delta, Desired, Kind, Live, ResourceKey};
+use crate::kinds::common_prefix;
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::EnvSpec;
 
@@ -37,17 +38,6 @@ impl LogGroups {
             .map_err(|e| AwsError::from_sdk("Logs.PutRetentionPolicy", e))?;
         Ok(())
     }
-}
-
-/// The longest prefix shared by all names (a `DescribeLogGroups` filter).
-fn common_prefix<'a>(mut names: impl Iterator<Item = &'a str>) -> String {
-    let Some(first) = names.next() else { return String::new() };
-    let mut prefix = first.to_string();
-    for name in names {
-        let common = prefix.char_indices().zip(name.chars()).take_while(|((_, a), b)| a == b).count();
-        prefix.truncate(prefix.char_indices().nth(common).map_or(prefix.len(), |(i, _)| i));
-    }
-    prefix
 }
 
 #[async_trait]
@@ -142,17 +132,5 @@ impl Kind for LogGroups {
 
     async fn delete(&self, live: &Live) -> Result<(), AwsError> {
         gone_is_ok(self.client.delete_log_group().log_group_name(&live.name).send().await.map(|_| ()).map_err(|e| AwsError::from_sdk("Logs.DeleteLogGroup", e)))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prefix_of_names() {
-        assert_eq!(common_prefix(["/ecs/sentry-oms-dev", "/ecs/sentry-websocket-dev"].into_iter()), "/ecs/sentry-");
-        assert_eq!(common_prefix(["a"].into_iter()), "a");
-        assert_eq!(common_prefix(std::iter::empty()), "");
     }
 }

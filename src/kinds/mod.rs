@@ -43,9 +43,37 @@ pub fn registry(config: &SdkConfig, counter: &CallCounter) -> Vec<Box<dyn Kind>>
     ]
 }
 
+/// The longest prefix shared by all `names` (empty for none): the name filter
+/// of a List/Describe call that must see every resource of a kind.
+pub fn common_prefix<'a>(mut names: impl Iterator<Item = &'a str>) -> String {
+    let Some(first) = names.next() else { return String::new() };
+    let mut prefix = first.to_string();
+    for name in names {
+        let common = prefix.chars().zip(name.chars()).take_while(|(a, b)| a == b).count();
+        prefix.truncate(prefix.char_indices().nth(common).map_or(prefix.len(), |(i, _)| i));
+    }
+    prefix
+}
+
 /// Sections of `spec` that are parsed and validated but that no registered
 /// kind reconciles yet; reported so that nobody mistakes them for converged.
 pub fn unreconciled_sections(spec: &Spec) -> Vec<&'static str> {
     let capacity = spec.compute.as_ref().is_some_and(|c| !c.clusters.is_empty());
     [("compute.clusters EC2 capacity (instance type, min/max/desired)", capacity)].into_iter().filter_map(|(name, present)| present.then_some(name)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::common_prefix;
+
+    #[test]
+    fn prefix_of_names() {
+        assert_eq!(common_prefix(["/ecs/sentry-oms-dev", "/ecs/sentry-websocket-dev"].into_iter()), "/ecs/sentry-");
+        // The SQS list filter: `sentry-` and the queue names.
+        assert_eq!(common_prefix(["sentry-", "sentry-a-dev", "sentry-b-dev"].into_iter()), "sentry-");
+        assert_eq!(common_prefix(["sentry-", "sentry-a-dev", "other"].into_iter()), "");
+        assert_eq!(common_prefix(["sentry-"].into_iter()), "sentry-");
+        assert_eq!(common_prefix(["a"].into_iter()), "a");
+        assert_eq!(common_prefix(std::iter::empty()), "");
+    }
 }

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::aws::{found, gone_is_ok, AwsError, CallCounter};
 use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Live, ResourceKey};
+use crate::kinds::common_prefix;
 use crate::spec::EnvSpec;
 
 /// Kind name.
@@ -169,16 +170,6 @@ fn normalize(raw: &BTreeMap<String, String>) -> Fields {
     fields
 }
 
-/// The longest prefix shared by `names` and the `sentry-` naming convention.
-fn list_prefix<'a>(names: impl Iterator<Item = &'a str>) -> String {
-    let mut prefix = "sentry-".to_string();
-    for name in names {
-        let common = prefix.chars().zip(name.chars()).take_while(|(a, b)| a == b).count();
-        prefix.truncate(prefix.char_indices().nth(common).map_or(prefix.len(), |(i, _)| i));
-    }
-    prefix
-}
-
 #[async_trait]
 impl Kind for Queues {
     fn name(&self) -> &'static str {
@@ -235,7 +226,8 @@ impl Kind for Queues {
     }
 
     async fn observe(&self, _env: &EnvSpec, desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
-        let prefix = list_prefix(desired.iter().map(|d| d.name.as_str()));
+        // Names share the `sentry-` convention; the prefix narrows the list to it (or to nothing, if a name breaks it).
+        let prefix = common_prefix(std::iter::once("sentry-").chain(desired.iter().map(|d| d.name.as_str())));
         let mut urls = Vec::new();
         let mut token = None;
         loop {
@@ -320,12 +312,5 @@ mod tests {
         assert_eq!(f.get(VISIBILITY_TIMEOUT).map(String::as_str), Some("30"));
         assert!(!f.contains_key("QueueArn"));
         assert_eq!(normalize(&BTreeMap::new()).get(REDRIVE).map(String::as_str), Some(NO_REDRIVE));
-    }
-
-    #[test]
-    fn prefix_is_shared_by_all_names() {
-        assert_eq!(list_prefix(["sentry-a-dev", "sentry-b-dev"].into_iter()), "sentry-");
-        assert_eq!(list_prefix(["sentry-a-dev", "other"].into_iter()), "");
-        assert_eq!(list_prefix(std::iter::empty()), "sentry-");
     }
 }
