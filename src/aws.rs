@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_smithy_runtime_api::box_error::BoxError;
-use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::context::{BeforeTransmitInterceptorContextMut, BeforeTransmitInterceptorContextRef};
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::result::SdkError;
@@ -108,6 +108,38 @@ impl Intercept for CallCounter {
     ) -> Result<(), BoxError> {
         if let Some(meta) = cfg.load::<Metadata>() {
             self.record(meta.service(), meta.name());
+        }
+        Ok(())
+    }
+}
+
+/// Whether `operation` brings a new resource into being, so that sending it
+/// twice could make two (`CreateVpc`, `AllocateAddress`, `CreateUserPool`,
+/// `RegisterTaskDefinition`, ...). Tagging (`CreateTags`) is not a creation.
+pub fn creates_resource(operation: &str) -> bool {
+    operation != "CreateTags" && ["Create", "Allocate", "Register", "Run"].iter().any(|p| operation.starts_with(p))
+}
+
+/// Sends every resource-creating request ([`creates_resource`]) exactly once:
+/// the SDK would retry a create whose reply was lost after AWS had acted,
+/// making a duplicate (CreateVpc takes no idempotency token). The engine
+/// retries creates itself, after looking the resource up by its ownership tags.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CreatesSentOnce;
+
+impl Intercept for CreatesSentOnce {
+    fn name(&self) -> &'static str {
+        "CreatesSentOnce"
+    }
+
+    fn modify_before_retry_loop(
+        &self,
+        _context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if cfg.load::<Metadata>().is_some_and(|m| creates_resource(m.name())) {
+            cfg.interceptor_state().store_put(aws_config::retry::RetryConfig::disabled());
         }
         Ok(())
     }
@@ -309,5 +341,15 @@ mod tests {
         let s = c.stats();
         assert_eq!((s.reads, s.writes), (2, 1));
         assert_eq!(s.by_operation.get("SQS.CreateQueue"), Some(&1));
+    }
+
+    #[test]
+    fn creations() {
+        for op in ["CreateVpc", "AllocateAddress", "CreateUserPoolClient", "RegisterTaskDefinition", "CreateQueue"] {
+            assert!(creates_resource(op), "{op}");
+        }
+        for op in ["CreateTags", "ModifyVpcAttribute", "DescribeVpcs", "AssociateAddress", "UpdateService"] {
+            assert!(!creates_resource(op), "{op}");
+        }
     }
 }

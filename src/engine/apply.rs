@@ -8,7 +8,7 @@ use futures::stream::{self, StreamExt};
 
 use super::plan::{apply_policies, decide, match_kind, waves, Action, Handles, Outcome, Pair, Rules, Step};
 use super::report::{Report, Section};
-use super::{Kind, ResourceKey};
+use super::{Desired, Kind, ResourceKey};
 use crate::aws::{AwsError, CallCounter, ErrorClass};
 use crate::spec::EnvSpec;
 
@@ -41,8 +41,10 @@ impl Default for RetryPolicy {
 }
 
 /// Runs one pass for `env` over `kinds` (registered in dependency order).
-/// When a resource had to be replaced, a second round re-observes and applies
-/// what the replacement changed (routes pointing at a new NAT gateway, ...).
+/// When a resource had to be replaced, or a create retry found the resource
+/// an earlier attempt had made, a second round re-observes and applies what is
+/// still missing (routes pointing at a new NAT gateway, the settings a create
+/// makes after the create call, ...).
 pub async fn reconcile(env: &EnvSpec, kinds: &[Box<dyn Kind>], counter: &CallCounter, mode: Mode, retry: &RetryPolicy) -> Report {
     let started = Instant::now();
     let mut planned = plan_pass(env, kinds).await;
@@ -51,14 +53,14 @@ pub async fn reconcile(env: &EnvSpec, kinds: &[Box<dyn Kind>], counter: &CallCou
     let mut violations = std::mem::take(&mut planned.review.violations);
     let sections = std::mem::take(&mut planned.review.sections);
     if mode == Mode::Apply && planned.review.errors.is_empty() {
-        let replaced = apply(&mut planned, kinds, retry, &mut violations).await;
+        let second_round = apply(&mut planned, env, kinds, retry, &mut violations).await;
         steps.append(&mut planned.steps);
-        if replaced {
+        if let Some(why) = second_round {
             let mut again = plan_pass(env, kinds).await;
-            apply(&mut again, kinds, retry, &mut violations).await;
+            apply(&mut again, env, kinds, retry, &mut violations).await;
             errors.append(&mut again.errors);
             steps.extend(again.steps.into_iter().filter(|s| s.action != Action::Noop).map(|mut s| {
-                s.note = Some(format!("after a replacement{}", s.note.map(|n| format!("; {n}")).unwrap_or_default()));
+                s.note = Some(format!("{}{}", why.as_note(), s.note.map(|n| format!("; {n}")).unwrap_or_default()));
                 s
             }));
         }
@@ -150,11 +152,29 @@ async fn plan_pass(env: &EnvSpec, kinds: &[Box<dyn Kind>]) -> Planned {
     Planned { steps, owners, handles, errors, review }
 }
 
-/// Applies a plan; returns whether any resource was replaced.
-async fn apply(planned: &mut Planned, kinds: &[Box<dyn Kind>], retry: &RetryPolicy, violations: &mut Vec<String>) -> bool {
+/// Why a pass needs a second round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SecondRound {
+    /// A resource was replaced; what refers to it must follow.
+    Replaced,
+    /// A create retry found what an earlier attempt made; its remaining settings must be applied.
+    FoundEarlierCreate,
+}
+
+impl SecondRound {
+    fn as_note(self) -> &'static str {
+        match self {
+            SecondRound::Replaced => "after a replacement",
+            SecondRound::FoundEarlierCreate => "after a retried create",
+        }
+    }
+}
+
+/// Applies a plan; says whether a second round is needed.
+async fn apply(planned: &mut Planned, env: &EnvSpec, kinds: &[Box<dyn Kind>], retry: &RetryPolicy, violations: &mut Vec<String>) -> Option<SecondRound> {
     let Planned { steps, owners, handles, .. } = planned;
     let mut failed: BTreeSet<ResourceKey> = BTreeSet::new();
-    let mut replaced = false;
+    let mut second_round = None;
     for wave in waves(steps) {
         let mut runnable = Vec::new();
         for &i in &wave {
@@ -170,24 +190,30 @@ async fn apply(planned: &mut Planned, kinds: &[Box<dyn Kind>], retry: &RetryPoli
             }
             runnable.push(i);
         }
-        let results: Vec<(usize, Result<Option<String>, AwsError>)> = {
+        let results: Vec<(usize, Result<Written, AwsError>)> = {
             let steps = &*steps;
             let handles = &*handles;
             stream::iter(runnable)
                 .map(|i| {
                     let kind = &kinds[owners[i]];
                     let step = resolved(&steps[i], handles);
-                    async move { (i, with_retries(retry, || write(kind.as_ref(), &step)).await) }
+                    async move { (i, write_with_retries(kind.as_ref(), env, &step, retry).await) }
                 })
                 .buffer_unordered(WRITE_CONCURRENCY)
                 .collect()
                 .await
         };
         for (i, result) in results {
-            if let Ok(Some(handle)) = &result {
-                handles.learn(&steps[i].key, handle);
+            if let Ok(written) = &result {
+                if let Some(handle) = &written.handle {
+                    handles.learn(&steps[i].key, handle);
+                }
+                if written.found_earlier_create {
+                    second_round = Some(SecondRound::FoundEarlierCreate);
+                } else if steps[i].action == Action::Replace {
+                    second_round = second_round.or(Some(SecondRound::Replaced));
+                }
             }
-            replaced |= result.is_ok() && steps[i].action == Action::Replace;
             record(&mut steps[i], result.map(|_| ()), &mut failed, violations);
         }
     }
@@ -197,10 +223,10 @@ async fn apply(planned: &mut Planned, kinds: &[Box<dyn Kind>], retry: &RetryPoli
     for i in deletes {
         let kind = &kinds[owners[i]];
         let step = resolved(&steps[i], handles);
-        let result = with_retries(retry, || write(kind.as_ref(), &step)).await;
+        let result = write_with_retries(kind.as_ref(), env, &step, retry).await;
         record(&mut steps[i], result.map(|_| ()), &mut failed, violations);
     }
-    replaced
+    second_round
 }
 
 /// A copy of `step` with every reference turned into a physical id.
@@ -237,30 +263,67 @@ fn record(step: &mut Step, result: Result<(), AwsError>, failed: &mut BTreeSet<R
     });
 }
 
-/// Performs one step; returns the new handle for creates and replacements.
-async fn write(kind: &dyn Kind, step: &Step) -> Result<Option<String>, AwsError> {
+/// What one write did.
+#[derive(Debug)]
+struct Written {
+    /// The handle of the resource a create or replacement made (or found).
+    handle: Option<String>,
+    /// A retried create found the resource an earlier attempt had made
+    /// (its reply was lost), so the create's later calls may not have run.
+    found_earlier_create: bool,
+}
+
+/// Performs one step, retrying retryable failures. Before a create is
+/// retried, the resource is looked up by its ownership tags: the failed
+/// attempt may have reached AWS before its reply was lost.
+async fn write_with_retries(kind: &dyn Kind, env: &EnvSpec, step: &Step, retry: &RetryPolicy) -> Result<Written, AwsError> {
+    let mut attempt = 0u32;
+    with_retries(retry, || {
+        attempt += 1;
+        write(kind, env, step, attempt > 1)
+    })
+    .await
+}
+
+/// Performs one step.
+async fn write(kind: &dyn Kind, env: &EnvSpec, step: &Step, retrying: bool) -> Result<Written, AwsError> {
+    let changed = |()| Written { handle: None, found_earlier_create: false };
     match (step.action, &step.desired, &step.live) {
-        (Action::Create, Some(d), _) => {
-            tracing::info!(resource = %step.key, name = %step.name, "creating");
-            kind.create(d).await.map(Some)
-        }
+        (Action::Create, Some(d), _) => create(kind, env, d, None, retrying).await,
         (Action::Update, Some(d), Some(l)) => {
             tracing::info!(resource = %step.key, name = %step.name, changes = step.changes.len(), "updating");
-            kind.update(d, l, &step.delta).await.map(|()| None)
+            kind.update(d, l, &step.delta).await.map(changed)
         }
         (Action::Replace, Some(d), Some(l)) => {
             tracing::info!(resource = %step.key, name = %step.name, "replacing");
             if !kind.versioned() {
                 kind.delete(l).await?;
             }
-            kind.create(d).await.map(Some)
+            create(kind, env, d, Some(&l.handle), retrying).await
         }
         (Action::Delete, _, Some(l)) => {
             tracing::info!(resource = %step.key, name = %step.name, "deleting");
-            kind.delete(l).await.map(|()| None)
+            kind.delete(l).await.map(changed)
         }
         _ => Err(AwsError::unexpected("engine", format!("step {} has nothing to apply", step.key))),
     }
+}
+
+/// Creates `desired`; on a retry, first looks for the one an earlier attempt
+/// may have made (owned by this environment under the same logical id, and
+/// not the resource being replaced).
+async fn create(kind: &dyn Kind, env: &EnvSpec, desired: &Desired, replacing: Option<&str>, retrying: bool) -> Result<Written, AwsError> {
+    if retrying {
+        let live = kind.observe(env, std::slice::from_ref(desired)).await?;
+        let earlier =
+            live.into_iter().find(|l| l.is_owned_as(&env.env, &desired.key.id) && kind.matches(&env.env, desired, l) && Some(l.handle.as_str()) != replacing);
+        if let Some(l) = earlier {
+            tracing::info!(resource = %desired.key, handle = %l.handle, "found the resource an earlier attempt created; not creating another");
+            return Ok(Written { handle: Some(l.handle), found_earlier_create: true });
+        }
+    }
+    tracing::info!(resource = %desired.key, name = %desired.name, "creating");
+    kind.create(desired).await.map(|handle| Written { handle: Some(handle), found_earlier_create: false })
 }
 
 /// The backoff crate's clock, read from tokio so that paused-time tests see time pass.
@@ -310,16 +373,19 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::Mutex;
 
-    /// An in-memory kind: `a` depends on `b`; creating `fail` fails with `class`.
+    /// An in-memory kind: `a` depends on `b`; creating `fail` fails with `class`;
+    /// the first create of `lose_reply` happens but answers a transient error.
     struct Fake {
         live: Mutex<Vec<Live>>,
         fail: Option<(&'static str, ErrorClass)>,
         refuse_plan: bool,
+        lose_reply: Mutex<Option<&'static str>>,
+        creates: std::sync::Arc<AtomicU32>,
     }
 
     impl Fake {
         fn new(fail: Option<(&'static str, ErrorClass)>, refuse_plan: bool) -> Self {
-            Fake { live: Mutex::new(Vec::new()), fail, refuse_plan }
+            Fake { live: Mutex::new(Vec::new()), fail, refuse_plan, lose_reply: Mutex::new(None), creates: Default::default() }
         }
     }
 
@@ -351,12 +417,16 @@ mod tests {
             if let Some((id, class)) = self.fail.filter(|(id, _)| *id == desired.key.id) {
                 return Err(AwsError { operation: "Fake.Create", class, code: None, message: format!("{id} refused") });
             }
+            self.creates.fetch_add(1, Ordering::SeqCst);
             self.live.lock().expect("lock").push(Live {
                 name: desired.name.clone(),
                 handle: desired.name.clone(),
                 tags: desired.tags.clone(),
                 ..Live::default()
             });
+            if self.lose_reply.lock().expect("lock").take_if(|id| *id == desired.key.id).is_some() {
+                return Err(AwsError { operation: "Fake.Create", class: ErrorClass::Transient, code: None, message: "connection reset".into() });
+            }
             Ok(desired.name.clone())
         }
         async fn update(&self, _d: &Desired, _l: &Live, _delta: &Delta) -> Result<(), AwsError> {
@@ -385,6 +455,19 @@ mod tests {
         assert_eq!(first.summary.create, 3);
         let second = reconcile(&env(), &kinds, &CallCounter::default(), Mode::Apply, &RetryPolicy::default()).await;
         assert_eq!((second.exit_code(), second.summary.unchanged), (0, 3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_create_whose_reply_was_lost_is_found_not_repeated() {
+        let kind = Fake::new(None, false);
+        *kind.lose_reply.lock().expect("lock") = Some("b");
+        let creates = kind.creates.clone();
+        let kinds: Vec<Box<dyn Kind>> = vec![Box::new(kind)];
+        let report = reconcile(&env(), &kinds, &CallCounter::default(), Mode::Apply, &RetryPolicy::default()).await;
+        assert!(report.resources.iter().filter(|s| s.action == Action::Create).all(|s| s.outcome == Some(Outcome::Applied)), "{:?}", report.resources);
+        let report = reconcile(&env(), &kinds, &CallCounter::default(), Mode::Apply, &RetryPolicy::default()).await;
+        assert_eq!((report.exit_code(), report.summary.unchanged, report.summary.orphaned), (0, 3, 0));
+        assert_eq!(creates.load(Ordering::SeqCst), 3, "b was created once");
     }
 
     #[tokio::test]

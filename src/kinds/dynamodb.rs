@@ -152,7 +152,11 @@ fn table_fields(t: &TableDescription) -> Fields {
 impl Tables {
     /// A table kind using `config`, counting requests in `counter`.
     pub fn new(config: &SdkConfig, counter: &CallCounter) -> Self {
-        Tables { client: Client::from_conf(aws_sdk_dynamodb::config::Builder::from(config).interceptor(counter.clone()).build()) }
+        Tables {
+            client: Client::from_conf(
+                aws_sdk_dynamodb::config::Builder::from(config).interceptor(counter.clone()).interceptor(crate::aws::CreatesSentOnce).build(),
+            ),
+        }
     }
 
     async fn describe(&self, name: String) -> Result<Option<Live>, AwsError> {

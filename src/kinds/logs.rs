@@ -25,7 +25,11 @@ pub struct LogGroups {
 impl LogGroups {
     /// A log-group kind using `config`, counting requests in `counter`.
     pub fn new(config: &SdkConfig, counter: &CallCounter) -> Self {
-        LogGroups { client: Client::from_conf(aws_sdk_cloudwatchlogs::config::Builder::from(config).interceptor(counter.clone()).build()) }
+        LogGroups {
+            client: Client::from_conf(
+                aws_sdk_cloudwatchlogs::config::Builder::from(config).interceptor(counter.clone()).interceptor(crate::aws::CreatesSentOnce).build(),
+            ),
+        }
     }
 
     async fn set_retention(&self, name: &str, days: &str) -> Result<(), AwsError> {

@@ -57,7 +57,7 @@ pub struct Queues {
 impl Queues {
     /// A queue kind using `config`, counting requests in `counter`.
     pub fn new(config: &SdkConfig, counter: &CallCounter) -> Self {
-        let conf = aws_sdk_sqs::config::Builder::from(config).interceptor(counter.clone()).build();
+        let conf = aws_sdk_sqs::config::Builder::from(config).interceptor(counter.clone()).interceptor(crate::aws::CreatesSentOnce).build();
         Queues { client: Client::from_conf(conf), arns: Mutex::new(HashMap::new()), urls: Mutex::new(HashMap::new()) }
     }
 

@@ -245,3 +245,111 @@ pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
         .load()
         .await
 }
+
+/// Reads one HTTP request (head and body) from `stream`; for test proxies.
+pub fn read_request(stream: &mut std::net::TcpStream) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut data = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
+            let length: usize = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+            if data.len() >= end + 4 + length {
+                return Some(data);
+            }
+        }
+        let n = stream.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        data.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The AWS operation of a raw HTTP request (X-Amz-Target for JSON protocols, `Action` for query ones).
+pub fn request_operation(request: &[u8]) -> String {
+    let text = String::from_utf8_lossy(request);
+    for line in text.lines() {
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("x-amz-target") {
+                return value.trim().rsplit('.').next().unwrap_or_default().to_string();
+            }
+        }
+    }
+    text.split(['?', '&', ' ', '\n', '\r']).find_map(|kv| kv.strip_prefix("Action=")).unwrap_or("unknown").to_string()
+}
+
+/// Every resource in the emulator's account, counted by type whoever owns it
+/// (tagged or not; the default VPC excluded): a duplicate or an orphan of
+/// any kind the operator manages changes a count.
+pub async fn account_inventory(moto: &Moto) -> Vec<(&'static str, usize)> {
+    let config = sdk_config(&moto.endpoint).await;
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let vpcs: Vec<String> = ec2
+        .describe_vpcs()
+        .send()
+        .await
+        .expect("vpcs")
+        .vpcs()
+        .iter()
+        .filter(|v| v.is_default() != Some(true))
+        .filter_map(|v| v.vpc_id().map(str::to_string))
+        .collect();
+    let in_vpcs = || vec![aws_sdk_ec2::types::Filter::builder().name("vpc-id").set_values(Some(vpcs.clone())).build()];
+    let (mut subnets, mut groups, mut route_tables) = (0, 0, 0);
+    if !vpcs.is_empty() {
+        subnets = ec2.describe_subnets().set_filters(Some(in_vpcs())).send().await.expect("subnets").subnets().len();
+        groups = ec2.describe_security_groups().set_filters(Some(in_vpcs())).send().await.expect("groups").security_groups().len();
+        route_tables = ec2.describe_route_tables().set_filters(Some(in_vpcs())).send().await.expect("route tables").route_tables().len();
+    }
+    let igws = ec2.describe_internet_gateways().send().await.expect("igws").internet_gateways().len();
+    let eips = ec2.describe_addresses().send().await.expect("eips").addresses().len();
+    let nats = ec2.describe_nat_gateways().send().await.expect("nats");
+    let nats = nats.nat_gateways().iter().filter(|n| !matches!(n.state().map(|s| s.as_str()), Some("deleted" | "deleting"))).count();
+    let endpoints = ec2.describe_vpc_endpoints().send().await.expect("endpoints").vpc_endpoints().len();
+    let flow_logs = ec2.describe_flow_logs().send().await.expect("flow logs").flow_logs().len();
+    let queues = aws_sdk_sqs::Client::new(&config).list_queues().send().await.expect("queues").queue_urls().len();
+    let tables = aws_sdk_dynamodb::Client::new(&config).list_tables().send().await.expect("tables").table_names().len();
+    let cache = aws_sdk_elasticache::Client::new(&config);
+    let redis = cache.describe_replication_groups().send().await.expect("replication groups").replication_groups().len();
+    let cache_subnets = cache.describe_cache_subnet_groups().send().await.expect("cache subnet groups").cache_subnet_groups().len();
+    let cognito = aws_sdk_cognitoidentityprovider::Client::new(&config);
+    let pools: Vec<String> =
+        cognito.list_user_pools().max_results(60).send().await.expect("pools").user_pools().iter().filter_map(|p| p.id().map(str::to_string)).collect();
+    let (mut user_groups, mut app_clients) = (0, 0);
+    for pool in &pools {
+        user_groups += cognito.list_groups().user_pool_id(pool).send().await.expect("groups").groups().len();
+        app_clients += cognito.list_user_pool_clients().user_pool_id(pool).max_results(60).send().await.expect("clients").user_pool_clients().len();
+    }
+    let ecs = aws_sdk_ecs::Client::new(&config);
+    let clusters = ecs.list_clusters().send().await.expect("clusters").cluster_arns().to_vec();
+    let mut services = 0;
+    for cluster in &clusters {
+        services += ecs.list_services().cluster(cluster).send().await.expect("services").service_arns().len();
+    }
+    let revisions = ecs.list_task_definitions().send().await.expect("task definitions").task_definition_arns().len();
+    let log_groups = aws_sdk_cloudwatchlogs::Client::new(&config).describe_log_groups().send().await.expect("log groups").log_groups().len();
+    vec![
+        ("vpcs", vpcs.len()),
+        ("subnets", subnets),
+        ("security groups", groups),
+        ("route tables", route_tables),
+        ("internet gateways", igws),
+        ("elastic ips", eips),
+        ("nat gateways", nats),
+        ("vpc endpoints", endpoints),
+        ("flow logs", flow_logs),
+        ("queues", queues),
+        ("tables", tables),
+        ("redis groups", redis),
+        ("cache subnet groups", cache_subnets),
+        ("user pools", pools.len()),
+        ("user groups", user_groups),
+        ("app clients", app_clients),
+        ("clusters", clusters.len()),
+        ("services", services),
+        ("task definition revisions", revisions),
+        ("log groups", log_groups),
+    ]
+}

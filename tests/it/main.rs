@@ -1,6 +1,7 @@
 //! The one integration-test binary (each extra file in tests/ would re-link the AWS SDK).
 
 mod compute;
+mod crash;
 mod daemon;
 mod data;
 mod faults;

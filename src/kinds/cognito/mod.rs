@@ -18,7 +18,9 @@ use crate::spec::EnvSpec;
 
 /// A Cognito client using `config`, counting requests in `counter`.
 pub fn client(config: &SdkConfig, counter: &CallCounter) -> Client {
-    Client::from_conf(aws_sdk_cognitoidentityprovider::config::Builder::from(config).interceptor(counter.clone()).build())
+    Client::from_conf(
+        aws_sdk_cognitoidentityprovider::config::Builder::from(config).interceptor(counter.clone()).interceptor(crate::aws::CreatesSentOnce).build(),
+    )
 }
 
 /// The spec's user pool and its physical name.

@@ -34,14 +34,24 @@ impl InternetGateways {
         if is_unresolved(vpc) || vpc == DETACHED {
             return Ok(());
         }
-        self.client
-            .attach_internet_gateway()
-            .internet_gateway_id(igw)
-            .vpc_id(vpc)
+        let result = self.client.attach_internet_gateway().internet_gateway_id(igw).vpc_id(vpc).send().await;
+        match result.map_err(|e| AwsError::from_sdk("EC2.AttachInternetGateway", e)) {
+            // An earlier attempt whose reply was lost may have attached it already.
+            Err(e) if e.code.as_deref() == Some("Resource.AlreadyAssociated") && self.attached_to(igw).await?.as_deref() == Some(vpc) => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// The VPC `igw` is attached to, if any.
+    async fn attached_to(&self, igw: &str) -> Result<Option<String>, AwsError> {
+        let out = self
+            .client
+            .describe_internet_gateways()
+            .internet_gateway_ids(igw)
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("EC2.AttachInternetGateway", e))?;
-        Ok(())
+            .map_err(|e| AwsError::from_sdk("EC2.DescribeInternetGateways", e))?;
+        Ok(out.internet_gateways().iter().flat_map(|g| g.attachments()).find_map(|a| a.vpc_id()).map(str::to_string))
     }
 }
 

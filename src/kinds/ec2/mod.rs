@@ -29,7 +29,7 @@ use crate::spec::EnvSpec;
 
 /// An EC2 client using `config`, counting requests in `counter`.
 pub fn client(config: &SdkConfig, counter: &CallCounter) -> Client {
-    Client::from_conf(aws_sdk_ec2::config::Builder::from(config).interceptor(counter.clone()).build())
+    Client::from_conf(aws_sdk_ec2::config::Builder::from(config).interceptor(counter.clone()).interceptor(crate::aws::CreatesSentOnce).build())
 }
 
 /// Filters selecting what this environment owns.

@@ -46,15 +46,18 @@ impl RouteTables {
         if is_unresolved(target) {
             return Err(AwsError::unexpected("EC2.CreateRoute", format!("route target {target} does not exist")));
         }
-        if change.live.is_some() {
-            let request = self.client.replace_route().route_table_id(table).destination_cidr_block(destination);
-            let request = if target.starts_with("nat-") { request.nat_gateway_id(target) } else { request.gateway_id(target) };
-            request.send().await.map_err(|e| AwsError::from_sdk("EC2.ReplaceRoute", e))?;
-        } else {
+        if change.live.is_none() {
             let request = self.client.create_route().route_table_id(table).destination_cidr_block(destination);
             let request = if target.starts_with("nat-") { request.nat_gateway_id(target) } else { request.gateway_id(target) };
-            request.send().await.map_err(|e| AwsError::from_sdk("EC2.CreateRoute", e))?;
+            match request.send().await.map_err(|e| AwsError::from_sdk("EC2.CreateRoute", e)) {
+                // An earlier attempt whose reply was lost may have made it: replace it with the same target.
+                Err(e) if e.code.as_deref() == Some("RouteAlreadyExists") => {}
+                other => return other.map(|_| ()),
+            }
         }
+        let request = self.client.replace_route().route_table_id(table).destination_cidr_block(destination);
+        let request = if target.starts_with("nat-") { request.nat_gateway_id(target) } else { request.gateway_id(target) };
+        request.send().await.map_err(|e| AwsError::from_sdk("EC2.ReplaceRoute", e))?;
         Ok(())
     }
 

@@ -13,7 +13,7 @@ use crate::spec::model::Tags;
 
 /// An ECS client using `config`, counting requests in `counter`.
 pub fn client(config: &SdkConfig, counter: &CallCounter) -> Client {
-    Client::from_conf(aws_sdk_ecs::config::Builder::from(config).interceptor(counter.clone()).build())
+    Client::from_conf(aws_sdk_ecs::config::Builder::from(config).interceptor(counter.clone()).interceptor(crate::aws::CreatesSentOnce).build())
 }
 
 /// Tags as ECS tags.

@@ -14,7 +14,7 @@ use crate::spec::{physical_name, EnvSpec};
 
 /// An ElastiCache client using `config`, counting requests in `counter`.
 pub fn client(config: &SdkConfig, counter: &CallCounter) -> Client {
-    Client::from_conf(aws_sdk_elasticache::config::Builder::from(config).interceptor(counter.clone()).build())
+    Client::from_conf(aws_sdk_elasticache::config::Builder::from(config).interceptor(counter.clone()).interceptor(crate::aws::CreatesSentOnce).build())
 }
 
 /// The spec's Redis and its physical name (`sentry-redis-<env>`).
