@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt};
 
-use super::plan::{apply_policies, decide, match_kind, waves, Action, Handles, Outcome, Pair, Rules, Step};
+use super::plan::{apply_policies, decide, match_kind, skip_dependents_of_skipped, waves, Action, Handles, Outcome, Pair, Rules, Step};
 use super::report::{Report, Section};
 use super::{Desired, Kind, ResourceKey};
 use crate::aws::{AwsError, CallCounter, ErrorClass};
@@ -141,6 +141,7 @@ async fn plan_pass(env: &EnvSpec, kinds: &[Box<dyn Kind>]) -> Planned {
             }
         }
     }
+    skip_dependents_of_skipped(&mut steps);
     let mut review = Reviews::default();
     for (k, kind) in kinds.iter().enumerate() {
         let mine: Vec<&Step> = steps.iter().zip(&owners).filter(|(_, o)| **o == k).map(|(s, _)| s).collect();

@@ -308,6 +308,25 @@ pub fn apply_policies(step: &mut Step, policies: &BTreeMap<String, DriftPolicy>)
     }
 }
 
+/// Skips every write that depends, directly or through other steps, on a
+/// resource the operator skipped as not its own: a group is not added to a
+/// foreign user pool, a service not created in a foreign cluster.
+pub fn skip_dependents_of_skipped(steps: &mut [Step]) {
+    loop {
+        let skipped: BTreeSet<ResourceKey> = steps.iter().filter(|s| s.action == Action::Skip).map(|s| s.key.clone()).collect();
+        let mut changed = false;
+        for step in steps.iter_mut().filter(|s| s.action.writes()) {
+            let Some(dep) = step.desired.as_ref().and_then(|d| d.depends_on.iter().find(|k| skipped.contains(*k))) else { continue };
+            step.note = Some(format!("skipped: depends on {dep}, which is not the operator's to change"));
+            step.action = Action::Skip;
+            changed = true;
+        }
+        if !changed {
+            return;
+        }
+    }
+}
+
 /// Groups step indexes into waves: every step's dependencies are in earlier
 /// waves. Creates and updates run wave by wave; deletes run in reverse.
 pub fn waves(steps: &[Step]) -> Vec<Vec<usize>> {
@@ -482,6 +501,19 @@ mod tests {
         assert_eq!(h.to_handles("@ec2.subnet/a"), "subnet-2");
         assert_eq!(h.to_handles("@ec2.vpc/missing"), "@ec2.vpc/missing");
         assert_eq!(h.to_references(r#"{"a":1,"b":2}"#), r#"{"a":1,"b":2}"#, "JSON values are left alone");
+    }
+
+    #[test]
+    fn writes_that_depend_on_a_foreign_resource_are_skipped() {
+        let mut steps = plan(
+            RULES,
+            vec![desired("pool", &[], &[]), desired("group", &[], &["pool"]), desired("member", &[], &["group"]), desired("free", &[], &[])],
+            vec![live("pool", &[], Tags::new())],
+        );
+        skip_dependents_of_skipped(&mut steps);
+        let expected = [("pool", Action::Skip), ("group", Action::Skip), ("member", Action::Skip), ("free", Action::Create)];
+        assert_eq!(actions(&steps), expected.map(|(i, a)| (i.to_string(), a)).to_vec());
+        assert!(steps[2].note.as_deref().unwrap_or("").contains("depends on test group"), "{:?}", steps[2].note);
     }
 
     #[test]

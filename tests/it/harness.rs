@@ -65,9 +65,15 @@ impl Moto {
 
     /// Stops recording and returns the operation of every request recorded.
     pub fn stop_recording(&self) -> Vec<String> {
+        self.stop_recording_requests().into_iter().map(|(operation, _)| operation).collect()
+    }
+
+    /// Stops recording and returns every request recorded: its operation, and
+    /// its target, URL and decoded body as one text.
+    pub fn stop_recording_requests(&self) -> Vec<(String, String)> {
         http(&self.endpoint, "POST", "/moto-api/recorder/stop-recording");
         let body = http(&self.endpoint, "GET", "/moto-api/recorder/download-recording").unwrap_or_default();
-        body.lines().filter(|l| !l.trim().is_empty()).map(operation_of).collect()
+        body.lines().filter(|l| !l.trim().is_empty()).map(recorded_request).collect()
     }
 }
 
@@ -79,12 +85,9 @@ impl Drop for Moto {
 }
 
 /// The AWS operation of one recorded request (JSON protocols name it in
-/// X-Amz-Target, query protocols in `Action`).
-fn operation_of(line: &str) -> String {
+/// X-Amz-Target, query protocols in `Action`), and the request as text.
+fn recorded_request(line: &str) -> (String, String) {
     let v: Value = serde_json::from_str(line).unwrap_or(Value::Null);
-    if let Some(target) = v["headers"]["X-Amz-Target"].as_str() {
-        return target.rsplit('.').next().unwrap_or(target).to_string();
-    }
     let body = v["body"].as_str().unwrap_or("");
     let body = if v["body_encoded"] == true {
         use base64::Engine as _;
@@ -92,8 +95,13 @@ fn operation_of(line: &str) -> String {
     } else {
         body.to_string()
     };
-    let text = format!("{} {body}", v["url"].as_str().unwrap_or(""));
-    text.split(['?', '&', ' ']).find_map(|kv| kv.strip_prefix("Action=")).map(str::to_string).unwrap_or_else(|| "unknown".into())
+    let target = v["headers"]["X-Amz-Target"].as_str().unwrap_or("");
+    let text = format!("{target} {} {body}", v["url"].as_str().unwrap_or(""));
+    let operation = match target.rsplit('.').next().filter(|t| !t.is_empty()) {
+        Some(operation) => operation.to_string(),
+        None => text.split(['?', '&', ' ']).find_map(|kv| kv.strip_prefix("Action=")).map(str::to_string).unwrap_or_else(|| "unknown".into()),
+    };
+    (operation, text)
 }
 
 /// Whether a recorded operation writes.
