@@ -2,6 +2,7 @@
 //! mode) carry out the writes wave by wave with retries and backoff.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt};
@@ -274,23 +275,28 @@ struct Written {
     found_earlier_create: bool,
 }
 
-/// Performs one step, retrying retryable failures. Before a create is
-/// retried, the resource is looked up by its ownership tags: the failed
-/// attempt may have reached AWS before its reply was lost.
+/// Performs one step, retrying retryable failures. Once an attempt failed in
+/// a way that may hide a success (a 5xx, a timeout, a lost reply), a create
+/// is retried only after looking the resource up by its ownership tags.
+/// Throttled or conflicting attempts were refused, so they need no lookup
+/// (which keeps lookups from adding load while AWS throttles).
 async fn write_with_retries(kind: &dyn Kind, env: &EnvSpec, step: &Step, retry: &RetryPolicy) -> Result<Written, AwsError> {
-    let mut attempt = 0u32;
-    with_retries(retry, || {
-        attempt += 1;
-        write(kind, env, step, attempt > 1)
+    let may_have_acted = AtomicBool::new(false);
+    with_retries(retry, || async {
+        let result = write(kind, env, step, may_have_acted.load(Ordering::SeqCst)).await;
+        if result.as_ref().is_err_and(|e| e.class == ErrorClass::Transient) {
+            may_have_acted.store(true, Ordering::SeqCst);
+        }
+        result
     })
     .await
 }
 
 /// Performs one step.
-async fn write(kind: &dyn Kind, env: &EnvSpec, step: &Step, retrying: bool) -> Result<Written, AwsError> {
+async fn write(kind: &dyn Kind, env: &EnvSpec, step: &Step, may_exist: bool) -> Result<Written, AwsError> {
     let changed = |()| Written { handle: None, found_earlier_create: false };
     match (step.action, &step.desired, &step.live) {
-        (Action::Create, Some(d), _) => create(kind, env, d, None, retrying).await,
+        (Action::Create, Some(d), _) => create(kind, env, d, None, may_exist).await,
         (Action::Update, Some(d), Some(l)) => {
             tracing::info!(resource = %step.key, name = %step.name, changes = step.changes.len(), "updating");
             kind.update(d, l, &step.delta).await.map(changed)
@@ -300,7 +306,7 @@ async fn write(kind: &dyn Kind, env: &EnvSpec, step: &Step, retrying: bool) -> R
             if !kind.versioned() {
                 kind.delete(l).await?;
             }
-            create(kind, env, d, Some(&l.handle), retrying).await
+            create(kind, env, d, Some(&l.handle), may_exist).await
         }
         (Action::Delete, _, Some(l)) => {
             tracing::info!(resource = %step.key, name = %step.name, "deleting");
@@ -310,11 +316,11 @@ async fn write(kind: &dyn Kind, env: &EnvSpec, step: &Step, retrying: bool) -> R
     }
 }
 
-/// Creates `desired`; on a retry, first looks for the one an earlier attempt
-/// may have made (owned by this environment under the same logical id, and
-/// not the resource being replaced).
-async fn create(kind: &dyn Kind, env: &EnvSpec, desired: &Desired, replacing: Option<&str>, retrying: bool) -> Result<Written, AwsError> {
-    if retrying {
+/// Creates `desired`; when an earlier attempt may have made it, first looks
+/// for it (owned by this environment under the same logical id, and not the
+/// resource being replaced).
+async fn create(kind: &dyn Kind, env: &EnvSpec, desired: &Desired, replacing: Option<&str>, may_exist: bool) -> Result<Written, AwsError> {
+    if may_exist {
         let live = kind.observe(env, std::slice::from_ref(desired)).await?;
         let earlier =
             live.into_iter().find(|l| l.is_owned_as(&env.env, &desired.key.id) && kind.matches(&env.env, desired, l) && Some(l.handle.as_str()) != replacing);
