@@ -2,7 +2,7 @@
 //! mode) carry out the writes wave by wave with retries and backoff.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt};
@@ -198,7 +198,10 @@ async fn apply(planned: &mut Planned, env: &EnvSpec, kinds: &[Box<dyn Kind>], re
             stream::iter(runnable)
                 .map(|i| {
                     let kind = &kinds[owners[i]];
-                    let step = resolved(&steps[i], handles);
+                    let mut step = resolved(&steps[i], handles);
+                    if let Some(d) = &mut step.desired {
+                        d.idempotency_token = idempotency_token();
+                    }
                     async move { (i, write_with_retries(kind.as_ref(), env, &step, retry).await) }
                 })
                 .buffer_unordered(WRITE_CONCURRENCY)
@@ -229,6 +232,15 @@ async fn apply(planned: &mut Planned, env: &EnvSpec, kinds: &[Box<dyn Kind>], re
         record(&mut steps[i], result.map(|_| ()), &mut failed, violations);
     }
     second_round
+}
+
+/// A token unique to this process and call: 32 hex characters (ECS takes at
+/// most 36, EC2 64), from the clock, the process id and a counter.
+fn idempotency_token() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or_default();
+    let unique = (u64::from(std::process::id()) << 32) ^ COUNTER.fetch_add(1, Ordering::SeqCst);
+    format!("{nanos:016x}{unique:016x}")
 }
 
 /// A copy of `step` with every reference turned into a physical id.
@@ -414,6 +426,7 @@ mod tests {
                     tags: ownership_tags(env, id, DeletionPolicy::Retain, &Tags::new()),
                     depends_on: if id == "a" { vec![ResourceKey { kind: "fake", id: "b".into() }] } else { Vec::new() },
                     adopt: false,
+                    idempotency_token: String::new(),
                 })
                 .collect()
         }
@@ -475,6 +488,13 @@ mod tests {
         let report = reconcile(&env(), &kinds, &CallCounter::default(), Mode::Apply, &RetryPolicy::default()).await;
         assert_eq!((report.exit_code(), report.summary.unchanged, report.summary.orphaned), (0, 3, 0));
         assert_eq!(creates.load(Ordering::SeqCst), 3, "b was created once");
+    }
+
+    #[test]
+    fn idempotency_tokens_are_unique_and_fit_every_api() {
+        let tokens: BTreeSet<String> = (0..1000).map(|_| idempotency_token()).collect();
+        assert_eq!(tokens.len(), 1000);
+        assert!(tokens.iter().all(|t| t.len() == 32 && t.chars().all(|c| c.is_ascii_hexdigit())));
     }
 
     #[tokio::test]

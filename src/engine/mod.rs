@@ -63,6 +63,11 @@ pub struct Desired {
     pub depends_on: Vec<ResourceKey>,
     /// Take over a same-named resource that lacks ownership tags.
     pub adopt: bool,
+    /// Set by the engine before a create: the same for every retry of that
+    /// create, different for any other, for APIs that take a ClientToken. (A
+    /// token derived from the resource alone would be unsafe: AWS answers a
+    /// repeated token with the original resource, even one deleted since.)
+    pub idempotency_token: String,
 }
 
 /// What AWS has of one resource.

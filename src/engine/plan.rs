@@ -381,6 +381,7 @@ mod tests {
             tags: tags("dev", id, "retain"),
             depends_on: deps.iter().map(|d| ResourceKey { kind: "test", id: d.to_string() }).collect(),
             adopt: false,
+            idempotency_token: String::new(),
         }
     }
 

@@ -290,6 +290,7 @@ fn desired_table(env: &EnvSpec, id: &str, t: &Table) -> Desired {
         tags: ownership_tags(env, id, t.deletion_policy, &t.tags),
         depends_on: Vec::new(),
         adopt: false,
+        idempotency_token: String::new(),
     }
 }
 

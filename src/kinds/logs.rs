@@ -62,6 +62,7 @@ impl Kind for LogGroups {
                     tags: ownership_tags(env, id, DeletionPolicy::Retain, &Tags::new()),
                     depends_on: Vec::new(),
                     adopt: false,
+                    idempotency_token: String::new(),
                 };
                 d.fields.insert(RETENTION.into(), g.retention_days.unwrap_or(o.log_retention_days).to_string());
                 d

@@ -220,6 +220,7 @@ impl Kind for Queues {
                     tags: ownership_tags(env, id, q.deletion_policy, &q.tags),
                     depends_on,
                     adopt: q.adopt,
+                    idempotency_token: String::new(),
                 }
             })
             .collect()

@@ -65,7 +65,15 @@ pub fn member_tags(pool_tags: &Tags, id: &str) -> Tags {
 /// its live ownership comes from the pool, whose kind keeps the tags.
 pub fn member(kind: &'static str, id: &str, name: String) -> Desired {
     let pool = ResourceKey { kind: user_pool::KIND, id: user_pool::ID.into() };
-    let mut d = Desired { key: ResourceKey { kind, id: id.into() }, name, fields: Default::default(), tags: Tags::new(), depends_on: vec![pool], adopt: false };
+    let mut d = Desired {
+        key: ResourceKey { kind, id: id.into() },
+        name,
+        fields: Default::default(),
+        tags: Tags::new(),
+        depends_on: vec![pool],
+        adopt: false,
+        idempotency_token: String::new(),
+    };
     d.fields.insert(POOL.into(), reference(user_pool::KIND, user_pool::ID));
     d
 }

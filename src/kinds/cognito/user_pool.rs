@@ -79,6 +79,7 @@ fn desired_pool(env: &EnvSpec, p: &UserPool, name: String) -> Desired {
         tags: ownership_tags(env, ID, p.deletion_policy, &Tags::new()),
         depends_on: Vec::new(),
         adopt: false,
+        idempotency_token: String::new(),
     }
 }
 

@@ -330,6 +330,7 @@ mod tests {
             tags: Default::default(),
             depends_on: Vec::new(),
             adopt: true,
+            idempotency_token: String::new(),
         }
     }
 

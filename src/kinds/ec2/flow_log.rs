@@ -94,7 +94,7 @@ impl Kind for FlowLogs {
             .log_destination_type(LogDestinationType::CloudWatchLogs)
             .log_group_name(field(LOG_GROUP))
             .deliver_logs_permission_arn(field(ROLE))
-            .client_token(format!("{}-{}", desired.name, field(RESOURCE)).chars().take(64).collect::<String>())
+            .client_token(&desired.idempotency_token)
             .tag_specifications(tag_spec(ResourceType::VpcFlowLog, &desired.tags))
             .send()
             .await

@@ -73,7 +73,15 @@ pub fn network(env: &EnvSpec) -> Option<&Network> {
 pub fn desired(env: &EnvSpec, kind: &'static str, id: &str, name: String, policy: DeletionPolicy) -> Desired {
     let mut tags = ownership_tags(env, id, policy, &Tags::new());
     tags.insert("Name".into(), name.clone());
-    Desired { key: ResourceKey { kind, id: id.into() }, name, fields: Default::default(), tags, depends_on: Vec::new(), adopt: false }
+    Desired {
+        key: ResourceKey { kind, id: id.into() },
+        name,
+        fields: Default::default(),
+        tags,
+        depends_on: Vec::new(),
+        adopt: false,
+        idempotency_token: String::new(),
+    }
 }
 
 /// A key of another networking resource.

@@ -100,7 +100,7 @@ impl Kind for NatGateways {
             .create_nat_gateway()
             .subnet_id(field(SUBNET))
             .allocation_id(field(ALLOCATION))
-            .client_token(format!("{}-{}-{}", desired.name, field(SUBNET), field(ALLOCATION)).chars().take(64).collect::<String>())
+            .client_token(&desired.idempotency_token)
             .tag_specifications(tag_spec(ResourceType::Natgateway, &desired.tags))
             .send()
             .await

@@ -202,6 +202,7 @@ impl Kind for RouteTables {
             .client
             .create_route_table()
             .vpc_id(desired.fields.get(VPC).cloned().unwrap_or_default())
+            .client_token(&desired.idempotency_token)
             .tag_specifications(tag_spec(ResourceType::RouteTable, &desired.tags))
             .send()
             .await

@@ -111,7 +111,7 @@ impl Kind for VpcEndpoints {
             .service_name(field(SERVICE))
             .vpc_endpoint_type(VpcEndpointType::Gateway)
             .set_route_table_ids(Some(split(desired.fields.get(ROUTE_TABLES).map(String::as_str))))
-            .client_token(format!("{}-{}", desired.name, field(VPC)).chars().take(64).collect::<String>())
+            .client_token(&desired.idempotency_token)
             .tag_specifications(tag_spec(ResourceType::VpcEndpoint, &desired.tags))
             .send()
             .await

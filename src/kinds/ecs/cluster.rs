@@ -55,6 +55,7 @@ impl Kind for Clusters {
                     tags: ownership_tags(env, id, DeletionPolicy::Delete, &Tags::new()),
                     depends_on: Vec::new(),
                     adopt: false,
+                    idempotency_token: String::new(),
                 };
                 d.fields.insert(INSIGHTS.into(), if cluster.container_insights { "enabled" } else { "disabled" }.into());
                 let mut p = cluster.capacity_providers.clone();

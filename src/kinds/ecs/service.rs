@@ -91,6 +91,7 @@ impl Kind for Services {
                         ResourceKey { kind: task_definition::KIND, id: s.task_definition.clone() },
                     ],
                     adopt: false,
+                    idempotency_token: String::new(),
                 };
                 d.depends_on
                     .extend(n.subnets.iter().filter(|(_, sn)| sn.tier == s.subnets).map(|(sid, _)| ResourceKey { kind: subnet::KIND, id: sid.clone() }));
@@ -174,6 +175,7 @@ impl Kind for Services {
             .create_service()
             .cluster(field(CLUSTER))
             .service_name(&desired.name)
+            .client_token(&desired.idempotency_token)
             .task_definition(field(TASK))
             .desired_count(field(COUNT).parse().unwrap_or(0))
             .launch_type(LaunchType::Ec2)

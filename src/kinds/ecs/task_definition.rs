@@ -144,6 +144,7 @@ impl Kind for TaskDefinitions {
                     tags: ownership_tags(env, id, DeletionPolicy::Retain, &Tags::new()),
                     depends_on: vec![ResourceKey { kind: logs::KIND, id: td.log_group.clone() }],
                     adopt: false,
+                    idempotency_token: String::new(),
                 }
             })
             .collect()

@@ -116,6 +116,7 @@ impl Kind for ReplicationGroups {
             tags: ownership_tags(env, ID, r.deletion_policy, &Tags::new()),
             depends_on,
             adopt: false,
+            idempotency_token: String::new(),
         }]
     }
 
@@ -256,6 +257,7 @@ mod tests {
             tags: Tags::new(),
             depends_on: Vec::new(),
             adopt: false,
+            idempotency_token: String::new(),
         }
     }
 

@@ -51,6 +51,7 @@ impl Kind for SubnetGroups {
             tags: ownership_tags(env, ID, DeletionPolicy::Delete, &Tags::new()),
             depends_on: subnets.iter().map(|s| ResourceKey { kind: subnet::KIND, id: s.to_string() }).collect(),
             adopt: false,
+            idempotency_token: String::new(),
         };
         d.fields.insert(SUBNETS.into(), subnets.iter().map(|s| reference(subnet::KIND, s)).collect::<Vec<_>>().join(","));
         vec![d]
