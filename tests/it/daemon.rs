@@ -1,6 +1,7 @@
 //! The daemon against the emulator: fast whitelist repair, alerts in
 //! CloudWatch Logs (EMF), health and metrics, invalid spec reloads, graceful
-//! stop, leader election between replicas, observe-only mode, and
+//! stop, leader election between replicas (a killed leader's lease expires),
+//! observe-only mode, and
 //! cross-account roles.
 
 use std::net::TcpListener;
@@ -153,6 +154,24 @@ async fn a_second_replica_observes_until_the_leader_stops() {
 
     assert_eq!(first.terminate(Duration::from_secs(20)), Some(0));
     second.wait_until("the follower to take over", Duration::from_secs(15), |d| d.metric("sentry_operator_leader") == Some(1.0));
+}
+
+#[tokio::test]
+async fn a_killed_leader_is_replaced_once_its_lease_expires() {
+    let moto = Moto::start();
+    let dir = specs_with(&[]);
+    let lease = ["--lease-table", "leases", "--lease-seconds", "3"];
+    let mut first = Daemon::start(&moto, dir.path(), &lease);
+    first.wait_ready();
+    let second = Daemon::start(&moto, dir.path(), &lease);
+    second.wait_ready();
+    assert_eq!(second.metric("sentry_operator_leader"), Some(0.0));
+
+    first.child.kill().expect("SIGKILL: the lease is not released");
+    let _ = first.child.wait();
+    let killed = Instant::now();
+    second.wait_until("the follower to take over", Duration::from_secs(20), |d| d.metric("sentry_operator_leader") == Some(1.0));
+    assert!(killed.elapsed() >= Duration::from_secs(1), "not before the dead leader's lease runs out");
 }
 
 #[tokio::test]
