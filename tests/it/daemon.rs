@@ -135,17 +135,23 @@ async fn the_daemon_repairs_a_detached_whitelist_eip_fast_alerts_and_stops_clean
     assert_eq!(daemon.terminate(Duration::from_secs(20)), Some(0), "SIGTERM exits 0");
 }
 
+/// Two replicas sharing a 3-second lease, both ready: the first one leads.
+fn leader_and_follower(moto: &Moto, specs: &std::path::Path) -> (Daemon, Daemon) {
+    let lease = ["--lease-table", "leases", "--lease-seconds", "3"];
+    let first = Daemon::start(moto, specs, &lease);
+    first.wait_ready();
+    let second = Daemon::start(moto, specs, &lease);
+    second.wait_ready();
+    assert_eq!(first.metric("sentry_operator_leader"), Some(1.0));
+    assert_eq!(second.metric("sentry_operator_leader"), Some(0.0), "one leader at a time");
+    (first, second)
+}
+
 #[tokio::test]
 async fn a_second_replica_observes_until_the_leader_stops() {
     let moto = Moto::start();
     let dir = specs_with(&[]);
-    let lease = ["--lease-table", "leases", "--lease-seconds", "3"];
-    let mut first = Daemon::start(&moto, dir.path(), &lease);
-    first.wait_ready();
-    let second = Daemon::start(&moto, dir.path(), &lease);
-    second.wait_ready();
-    assert_eq!(first.metric("sentry_operator_leader"), Some(1.0));
-    assert_eq!(second.metric("sentry_operator_leader"), Some(0.0), "one leader at a time");
+    let (mut first, second) = leader_and_follower(&moto, dir.path());
     let follower_writes = |d: &Daemon| {
         let metrics = d.get("/metrics").unwrap_or_default();
         metrics.lines().filter(|l| l.starts_with("sentry_operator_repairs_total")).count()
@@ -160,13 +166,7 @@ async fn a_second_replica_observes_until_the_leader_stops() {
 async fn a_killed_leader_is_replaced_once_its_lease_expires() {
     let moto = Moto::start();
     let dir = specs_with(&[]);
-    let lease = ["--lease-table", "leases", "--lease-seconds", "3"];
-    let mut first = Daemon::start(&moto, dir.path(), &lease);
-    first.wait_ready();
-    let second = Daemon::start(&moto, dir.path(), &lease);
-    second.wait_ready();
-    assert_eq!(second.metric("sentry_operator_leader"), Some(0.0));
-
+    let (mut first, second) = leader_and_follower(&moto, dir.path());
     first.child.kill().expect("SIGKILL: the lease is not released");
     let _ = first.child.wait();
     let killed = Instant::now();
