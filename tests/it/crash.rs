@@ -9,13 +9,15 @@
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::harness::{account_inventory, http, is_write, json_args, operator, read_request, request_operation, spawn_operator, specs_for_emulator, Moto};
+use crate::harness::{
+    account_inventory, forward, http, is_write, json_args, operator, read_request, request_operation, spawn_operator, specs_for_emulator, Moto,
+};
 
 /// Where the operator dies relative to the write it is killed at.
 #[derive(Clone, Copy, Debug)]
@@ -83,15 +85,6 @@ impl CrashProxy {
         });
         CrashProxy { endpoint, writes, tripped }
     }
-}
-
-fn forward(upstream: &str, request: &[u8]) -> Option<Vec<u8>> {
-    use std::io::Read;
-    let mut server = TcpStream::connect(upstream).ok()?;
-    server.write_all(request).ok()?;
-    let mut response = Vec::new();
-    server.read_to_end(&mut response).ok()?;
-    Some(response)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,13 +6,13 @@
 //! converge of the dev and prod specs must complete through them with the
 //! same result as without faults and no duplicate resource.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpListener;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::harness::{account_inventory, json_args, operator, read_request, specs_for_emulator, Moto};
+use crate::harness::{account_inventory, forward, json_args, operator, read_request, specs_for_emulator, Moto};
 
 /// Faults injected, by type.
 #[derive(Default)]
@@ -99,12 +99,7 @@ impl FaultProxy {
                         }
                     }
                     counts.forwarded.fetch_add(1, Ordering::SeqCst);
-                    let Ok(mut server) = TcpStream::connect(&upstream) else { return };
-                    if server.write_all(&request).is_err() {
-                        return;
-                    }
-                    let mut response = Vec::new();
-                    let _ = server.read_to_end(&mut response);
+                    let Some(response) = forward(&upstream, &request) else { return };
                     if !lose_reply {
                         let _ = client.write_all(&response);
                     }

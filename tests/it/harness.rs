@@ -275,6 +275,17 @@ pub fn read_request(stream: &mut std::net::TcpStream) -> Option<Vec<u8>> {
     }
 }
 
+/// Sends a raw HTTP request to `upstream` (`host:port`) and returns what came
+/// back (`None` when it cannot be sent); for test proxies.
+pub fn forward(upstream: &str, request: &[u8]) -> Option<Vec<u8>> {
+    use std::io::{Read, Write};
+    let mut server = std::net::TcpStream::connect(upstream).ok()?;
+    server.write_all(request).ok()?;
+    let mut response = Vec::new();
+    let _ = server.read_to_end(&mut response);
+    Some(response)
+}
+
 /// The AWS operation of a raw HTTP request (X-Amz-Target for JSON protocols, `Action` for query ones).
 pub fn request_operation(request: &[u8]) -> String {
     let text = String::from_utf8_lossy(request);

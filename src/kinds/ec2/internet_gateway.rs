@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use aws_config::SdkConfig;
-use aws_sdk_ec2::types::ResourceType;
+use aws_sdk_ec2::types::{InternetGateway, ResourceType};
 use aws_sdk_ec2::Client;
 
 use super::{desired, gone_is_ok, key, live, network, owned_as, owned_by, put_tags, tag_map, tag_spec, vpc};
@@ -51,8 +51,13 @@ impl InternetGateways {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("EC2.DescribeInternetGateways", e))?;
-        Ok(out.internet_gateways().iter().flat_map(|g| g.attachments()).find_map(|a| a.vpc_id()).map(str::to_string))
+        Ok(out.internet_gateways().first().and_then(attachment).map(str::to_string))
     }
+}
+
+/// The VPC `gateway` is attached to, if any.
+fn attachment(gateway: &InternetGateway) -> Option<&str> {
+    gateway.attachments().iter().find_map(|a| a.vpc_id())
 }
 
 #[async_trait]
@@ -88,7 +93,7 @@ impl Kind for InternetGateways {
             .iter()
             .filter_map(|g| {
                 let mut l = live(g.internet_gateway_id()?, tag_map(g.tags()));
-                let attached = g.attachments().iter().find_map(|a| a.vpc_id()).unwrap_or(DETACHED);
+                let attached = attachment(g).unwrap_or(DETACHED);
                 l.fields.insert(ATTACHMENT.into(), attached.into());
                 Some(l)
             })
