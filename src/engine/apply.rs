@@ -199,7 +199,7 @@ async fn apply(planned: &mut Planned, env: &EnvSpec, kinds: &[Box<dyn Kind>], re
                 .map(|i| {
                     let kind = &kinds[owners[i]];
                     let mut step = resolved(&steps[i], handles);
-                    if let Some(d) = &mut step.desired {
+                    if let (Action::Create | Action::Replace, Some(d)) = (step.action, &mut step.desired) {
                         d.idempotency_token = idempotency_token();
                     }
                     async move { (i, write_with_retries(kind.as_ref(), env, &step, retry).await) }
