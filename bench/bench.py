@@ -40,7 +40,7 @@ class Moto:
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="bench-moto-")
         env = dict(os.environ, MOTO_RECORDER_FILEPATH=os.path.join(self.dir, "recording"))
-        self.proc = subprocess.Popen([os.environ.get("MOTO_SERVER", "moto_server"), "-H", "127.0.0.1", "-p", "0"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+        self.proc = subprocess.Popen([os.environ.get("MOTO_SERVER", "moto_server"), "-H", "127.0.0.1", "-p", "0"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, cwd=self.dir)
         port = None
         for line in self.proc.stderr:
             if "http://127.0.0.1:" in line:

@@ -10,8 +10,9 @@ use serde_json::Value;
 /// A moto server on a free loopback port, killed on drop.
 pub struct Moto {
     child: Child,
-    /// Holds the server's request recording (moto writes it to a file, by
-    /// default in the working directory, which parallel tests would share).
+    /// The server's working directory, holding its request recording (moto
+    /// writes it to a file, by default in the working directory, which would
+    /// be the checkout, shared by parallel tests).
     _recording: tempfile::TempDir,
     /// `http://127.0.0.1:PORT`.
     pub endpoint: String,
@@ -28,6 +29,7 @@ impl Moto {
         let mut child = Command::new(&program)
             .args(["-H", "127.0.0.1", "-p", "0"])
             .env("MOTO_RECORDER_FILEPATH", recording.path().join("recording"))
+            .current_dir(recording.path())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -55,6 +57,11 @@ impl Moto {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("moto_server on port {port} does not answer");
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Starts recording requests (clearing earlier ones).

@@ -91,3 +91,29 @@ async fn credentials_never_reach_the_output() {
         assert!(!run.stdout.contains("SECRET-do-not-print") && !run.stderr.contains("SECRET-do-not-print"));
     }
 }
+
+/// The working directory of a running process.
+fn cwd_of(pid: u32) -> std::path::PathBuf {
+    std::fs::read_link(format!("/proc/{pid}/cwd")).expect("the process is running")
+}
+
+/// Every emulator the tests and the demo start runs in a temporary working
+/// directory: its request recorder writes `./moto_recording`, which once
+/// ended up committed at the repository root.
+#[test]
+fn emulators_never_run_in_the_checkout() {
+    let checkout = std::fs::canonicalize(env!("CARGO_MANIFEST_DIR")).expect("checkout");
+    let moto = Moto::start();
+    let harness_dir = cwd_of(moto.pid());
+    assert!(!harness_dir.starts_with(&checkout), "the harness's emulator runs in {}", harness_dir.display());
+
+    let script =
+        "source deploy/lib/moto.sh; ensure_moto >/dev/null; start_moto; readlink /proc/$MOTO_PID/cwd; stop_moto; test ! -e \"$MOTO_DIR\" && echo removed";
+    let out = std::process::Command::new("bash").arg("-c").arg(script).current_dir(&checkout).output().expect("bash");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "start_moto failed: {}", String::from_utf8_lossy(&out.stderr));
+    let demo_dir = stdout.lines().next().unwrap_or_default();
+    assert!(!demo_dir.is_empty() && !Path::new(demo_dir).starts_with(&checkout), "the demo's emulator runs in {demo_dir:?}");
+    assert!(stdout.contains("removed"), "stop_moto must remove the emulator's directory: {stdout}");
+    assert!(!checkout.join("moto_recording").exists(), "moto_recording appeared in the checkout");
+}
