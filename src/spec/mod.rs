@@ -7,8 +7,11 @@ pub mod model;
 pub mod validate;
 pub mod yaml;
 
+use std::collections::BTreeSet;
 use std::fmt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
@@ -25,6 +28,9 @@ pub struct EnvSpec {
     pub env: String,
     /// The merged, validated spec.
     pub spec: Spec,
+    /// Whitelist pool entries whose lost address may, in this run only, be
+    /// replaced by a fresh one (`--reallocate-whitelist`); never from a file.
+    pub reallocate_whitelist: BTreeSet<String>,
 }
 
 /// One located problem in a spec.
@@ -81,6 +87,8 @@ pub fn physical_name(name: Option<&str>, id: &str, env: &str) -> String {
 }
 
 /// The environments defined in `dir`: every `*.yaml` but `base.yaml`, sorted.
+/// Only names are read (no file is opened), so a FIFO or device named
+/// `x.yaml` is listed, and [`load`] then refuses it.
 pub fn environments(dir: &Path) -> Result<Vec<String>, LoadError> {
     let read = |source| LoadError::Read { path: dir.to_path_buf(), source };
     let mut envs = Vec::new();
@@ -119,7 +127,13 @@ pub fn load(dir: &Path, env: &str) -> Result<EnvSpec, LoadError> {
     let mut trees = Vec::new();
     let mut errors = Vec::new();
     for path in &files {
-        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.clone(), source })?;
+        let text = match read_spec_file(path)? {
+            Ok(text) => text,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
         match yaml::parse(&path.display().to_string(), &text) {
             Ok(tree) => trees.push(tree),
             Err(e) => errors.push(SpecError { loc: e.loc, path: String::new(), message: e.message }),
@@ -135,7 +149,74 @@ pub fn load(dir: &Path, env: &str) -> Result<EnvSpec, LoadError> {
         let errors = problems.into_iter().map(|p| SpecError { loc: tree.locate(&p.path).clone(), path: p.path.join("."), message: p.message }).collect();
         return Err(LoadError::Invalid(errors));
     }
-    Ok(EnvSpec { env: env.to_string(), spec })
+    Ok(EnvSpec { env: env.to_string(), spec, reallocate_whitelist: BTreeSet::new() })
+}
+
+/// Reads one spec file: a regular file (after following links) of at most
+/// [`yaml::MAX_FILE_BYTES`]. Anything else (a FIFO, a device such as
+/// `/dev/zero`, a directory, a larger file) is a located error at `file:1:1`,
+/// found without blocking and without reading more than the limit.
+/// The outer error is an I/O failure, the inner one a located problem.
+fn read_spec_file(path: &Path) -> Result<Result<String, SpecError>, LoadError> {
+    let io = |source| LoadError::Read { path: path.to_path_buf(), source };
+    let located = |message: String| SpecError { loc: Loc { file: Arc::from(path.display().to_string()), line: 1, col: 1 }, path: String::new(), message };
+    const LIMIT: usize = yaml::MAX_FILE_BYTES;
+    // Checked before opening: opening a FIFO for reading blocks until a writer appears.
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_file() {
+        return Ok(Err(located(not_regular(&meta))));
+    }
+    let file = std::fs::File::open(path).map_err(io)?;
+    // Checked again on what was opened, in case the path changed in between.
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Ok(Err(located(not_regular(&meta))));
+    }
+    let Some(bytes) = read_at_most(file, LIMIT).map_err(io)? else {
+        // A file that grew since `meta` was taken is reported without a size.
+        let message = match usize::try_from(meta.len()) {
+            Ok(len) if len > LIMIT => format!("file is {len} bytes; the limit is {LIMIT}"),
+            _ => format!("file is more than {LIMIT} bytes; the limit is {LIMIT}"),
+        };
+        return Ok(Err(located(message)));
+    };
+    String::from_utf8(bytes).map(Ok).map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
+}
+
+/// Reads `reader` to its end, reading at most `limit + 1` bytes: `None` when
+/// there are more than `limit`, so an endless source costs bounded time and memory.
+fn read_at_most(reader: impl Read, limit: usize) -> std::io::Result<Option<Vec<u8>>> {
+    let mut bytes = Vec::new();
+    reader.take(u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1)).read_to_end(&mut bytes)?;
+    Ok((bytes.len() <= limit).then_some(bytes))
+}
+
+/// The message for a spec path that is not a regular file.
+fn not_regular(meta: &std::fs::Metadata) -> String {
+    let kind = meta.file_type();
+    let what = if kind.is_dir() { "a directory" } else { special_file_kind(&kind) };
+    format!("{what}, not a regular file; a spec must be a regular file")
+}
+
+#[cfg(unix)]
+fn special_file_kind(kind: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_fifo() {
+        "a named pipe (FIFO)"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "a special file"
+    }
+}
+
+#[cfg(not(unix))]
+fn special_file_kind(_kind: &std::fs::FileType) -> &'static str {
+    "a special file"
 }
 
 /// The top-level sections of a spec, as written in YAML.
@@ -214,6 +295,114 @@ mod tests {
         let mut sections = SECTIONS.to_vec();
         sections.sort();
         assert_eq!(props, sections);
+    }
+
+    /// Runs `f` on its own thread and fails (instead of hanging) when it takes more than 5 s.
+    fn within_5s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(5)).expect("returned within 5 s: a spec file must never block the loader")
+    }
+
+    /// A spec directory holding a valid `base.yaml`.
+    fn spec_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join(BASE_FILE), "region: eu-west-1\n").expect("base.yaml");
+        dir
+    }
+
+    /// Loads `env` from `dir` within 5 s; the error lines it reports.
+    fn load_errors(dir: &Path, env: &str) -> Vec<String> {
+        let (dir, env) = (dir.to_path_buf(), env.to_string());
+        match within_5s(move || load(&dir, &env)) {
+            Ok(_) => panic!("loaded"),
+            Err(LoadError::Invalid(errors)) => errors.iter().map(ToString::to_string).collect(),
+            Err(e) => panic!("not a located error: {e}"),
+        }
+    }
+
+    #[cfg(unix)]
+    fn mkfifo(path: &Path) {
+        let status = std::process::Command::new("mkfifo").arg(path).status().expect("run mkfifo");
+        assert!(status.success(), "mkfifo {}", path.display());
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn a_spec_linked_to_dev_zero_is_refused_without_reading_it() {
+        let dir = spec_dir();
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("dev.yaml")).expect("symlink");
+        let errors = load_errors(dir.path(), "dev");
+        let expected = format!("{}:1:1: a character device, not a regular file; a spec must be a regular file", dir.path().join("dev.yaml").display());
+        assert_eq!(errors, vec![expected]);
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn a_fifo_spec_is_refused_without_opening_it() {
+        let dir = spec_dir();
+        mkfifo(&dir.path().join("dev.yaml"));
+        let errors = load_errors(dir.path(), "dev");
+        let expected = format!("{}:1:1: a named pipe (FIFO), not a regular file; a spec must be a regular file", dir.path().join("dev.yaml").display());
+        assert_eq!(errors, vec![expected]);
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn a_fifo_base_is_refused_and_the_env_file_still_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        mkfifo(&dir.path().join(BASE_FILE));
+        std::fs::write(dir.path().join("dev.yaml"), "a: [\n").expect("dev.yaml");
+        let errors = load_errors(dir.path(), "dev");
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].starts_with(&format!("{}:1:1: a named pipe (FIFO)", dir.path().join(BASE_FILE).display())), "{errors:?}");
+        assert!(errors[1].starts_with(&dir.path().join("dev.yaml").display().to_string()), "{errors:?}");
+    }
+
+    #[test]
+    fn a_directory_named_like_a_spec_is_refused() {
+        let dir = spec_dir();
+        std::fs::create_dir(dir.path().join("dev.yaml")).expect("mkdir");
+        let errors = load_errors(dir.path(), "dev");
+        assert_eq!(errors, vec![format!("{}:1:1: a directory, not a regular file; a spec must be a regular file", dir.path().join("dev.yaml").display())]);
+    }
+
+    #[test]
+    fn a_file_one_byte_over_the_limit_is_refused_at_its_start() {
+        let dir = spec_dir();
+        let path = dir.path().join("dev.yaml");
+        std::fs::write(&path, "#".repeat(yaml::MAX_FILE_BYTES + 1)).expect("dev.yaml");
+        let errors = load_errors(dir.path(), "dev");
+        assert_eq!(errors, vec![format!("{}:1:1: file is 1048577 bytes; the limit is 1048576", path.display())]);
+        // Exactly at the limit is not a size error.
+        std::fs::write(&path, "#".repeat(yaml::MAX_FILE_BYTES)).expect("dev.yaml");
+        let d = dir.path().to_path_buf();
+        assert_eq!(within_5s(move || load(&d, "dev").map(|_| ()).map_err(|e| e.to_string())), Ok(()));
+    }
+
+    #[test]
+    fn reading_stops_one_byte_past_the_limit() {
+        let endless = within_5s(|| read_at_most(std::io::repeat(b'#'), 1000).map(|b| b.map(|b| b.len())));
+        assert_eq!(endless.expect("reads"), None);
+        assert_eq!(read_at_most(&b"0123456789"[..], 10).expect("reads"), Some(b"0123456789".to_vec()));
+        assert_eq!(read_at_most(&b"0123456789X"[..], 10).expect("reads"), None);
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn environments_lists_a_fifo_without_opening_it_and_load_refuses_it() {
+        let dir = spec_dir();
+        mkfifo(&dir.path().join("x.yaml"));
+        std::fs::write(dir.path().join("dev.yaml"), "").expect("dev.yaml");
+        let listed = within_5s({
+            let d = dir.path().to_path_buf();
+            move || environments(&d).map_err(|e| e.to_string())
+        });
+        assert_eq!(listed.expect("listed"), vec!["dev".to_string(), "x".to_string()]);
+        let errors = load_errors(dir.path(), "x");
+        assert!(errors[0].ends_with(":1:1: a named pipe (FIFO), not a regular file; a spec must be a regular file"), "{errors:?}");
     }
 
     #[test]

@@ -68,13 +68,73 @@ fn path(segments: &[&str]) -> Vec<String> {
     segments.iter().map(|s| s.to_string()).collect()
 }
 
-/// Parses a CIDR, insisting on a network address (no host bits).
+/// Parses a CIDR, insisting on the canonical form (`a.b.c.d/n`, no leading
+/// zeros: `172.022.0.0/16` is octal to some tools, decimal to others) and on
+/// a network address (no host bits).
 pub fn parse_cidr(text: &str) -> Result<Ipv4Net, String> {
-    let net: Ipv4Net = text.parse().map_err(|_| format!("{text:?} is not a valid IPv4 CIDR"))?;
+    let invalid = || format!("{text:?} is not a valid IPv4 CIDR");
+    let (address, prefix) = text.split_once('/').ok_or_else(invalid)?;
+    if leading_zero(text) {
+        return Err(format!("{text:?} is not a valid IPv4 CIDR: a number has a leading zero"));
+    }
+    // std's parser refuses leading zeros and signs; ipnet's accepts them.
+    let address: Ipv4Addr = address.parse().map_err(|_| invalid())?;
+    if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid());
+    }
+    let prefix: u8 = prefix.parse().map_err(|_| invalid())?;
+    let net = Ipv4Net::new(address, prefix).map_err(|_| invalid())?;
     if net.trunc() != net {
         return Err(format!("{text:?} has host bits set; did you mean \"{}\"?", net.trunc()));
     }
     Ok(net)
+}
+
+/// Whether a dotted or slashed number in `text` has a leading zero (`022`, `/016`).
+fn leading_zero(text: &str) -> bool {
+    text.split(['.', '/']).any(|n| n.len() > 1 && n.starts_with('0') && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Checks a whitelist pin: a public IPv4 address in canonical form, or an
+/// allocation id (`eipalloc-` and 8 or 17 lower-case hex digits).
+pub fn check_pin(text: &str) -> Result<(), String> {
+    const EXPECTED: &str = "a whitelist pin is a public IPv4 address or an allocation id (eipalloc-...)";
+    if let Some(hex) = text.strip_prefix("eipalloc-") {
+        if matches!(hex.len(), 8 | 17) && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Ok(());
+        }
+        return Err(format!("{text:?} is not an allocation id: `eipalloc-` is followed by 8 or 17 lower-case hex digits"));
+    }
+    let Ok(ip) = text.parse::<Ipv4Addr>() else {
+        if leading_zero(text) && text.split('.').count() == 4 {
+            return Err(format!("{text:?} is not a valid IPv4 address: a number has a leading zero"));
+        }
+        return Err(format!("{text:?} is neither a public IPv4 address nor an allocation id (eipalloc-...)"));
+    };
+    match non_public_range(ip) {
+        Some((range, what)) => Err(format!("{text:?} is a {what} address ({range}); {EXPECTED}")),
+        None => Ok(()),
+    }
+}
+
+/// The IPv4 ranges an Elastic IP can never be in: (CIDR, what it is).
+/// The documentation ranges (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24)
+/// are not listed: examples and tests pin them.
+const NON_PUBLIC: &[(&str, &str)] = &[
+    ("0.0.0.0/8", "\"this network\""),
+    ("10.0.0.0/8", "private"),
+    ("100.64.0.0/10", "carrier-grade NAT (shared)"),
+    ("127.0.0.0/8", "loopback"),
+    ("169.254.0.0/16", "link-local"),
+    ("172.16.0.0/12", "private"),
+    ("192.168.0.0/16", "private"),
+    ("224.0.0.0/4", "multicast"),
+    ("240.0.0.0/4", "reserved"),
+];
+
+/// The non-public range `ip` is in, if any.
+fn non_public_range(ip: Ipv4Addr) -> Option<(&'static str, &'static str)> {
+    NON_PUBLIC.iter().copied().find(|(range, _)| range.parse::<Ipv4Net>().is_ok_and(|net| net.contains(&ip)))
 }
 
 impl Checker {
@@ -199,8 +259,8 @@ impl Checker {
         for (id, address) in &n.whitelist.pool {
             if let Some(a) = &address.address {
                 let p = ["network", "whitelist", "pool", id.as_str(), "address"];
-                if a.parse::<Ipv4Addr>().is_err() && !a.starts_with("eipalloc-") {
-                    self.err(&p, format!("{a:?} is neither a public IPv4 address nor an allocation id (eipalloc-...)"));
+                if let Err(message) = check_pin(a) {
+                    self.err(&p, message);
                 } else if let Some(first) = pinned.insert(a.clone(), id.clone()) {
                     self.err(&p, format!("address {a} is already pinned by {first:?}"));
                 }
@@ -570,6 +630,98 @@ mod tests {
         assert!(parse_cidr("10.0.0.0/16").is_ok());
         assert_eq!(parse_cidr("10.0.0.0/33").unwrap_err(), "\"10.0.0.0/33\" is not a valid IPv4 CIDR");
         assert!(parse_cidr("10.0.0.1/16").unwrap_err().contains("host bits"));
+    }
+
+    #[test]
+    fn cidrs_refuse_leading_zeros_and_non_canonical_prefixes() {
+        for text in ["172.022.0.0/16", "010.0.0.0/8", "172.22.0.00/24", "172.22.0.0/016", "10.0.0.0/00"] {
+            assert_eq!(parse_cidr(text).unwrap_err(), format!("{text:?} is not a valid IPv4 CIDR: a number has a leading zero"));
+        }
+        for text in ["10.0.0.0/+8", "10.0.0.0/ 8", "10.0.0.0 /8", "10.0.0.0/", "/8", "10.0.0.0", "10.0.0/8", "10.0.0.0/8/8", "-10.0.0.0/8"] {
+            assert_eq!(parse_cidr(text).unwrap_err(), format!("{text:?} is not a valid IPv4 CIDR"));
+        }
+        assert_eq!(parse_cidr("0.0.0.0/0").map(|n| n.to_string()), Ok("0.0.0.0/0".to_string()));
+        assert_eq!(parse_cidr("172.22.10.0/24").map(|n| n.to_string()), Ok("172.22.10.0/24".to_string()));
+        assert_eq!(parse_cidr("100.0.0.0/8").map(|n| n.to_string()), Ok("100.0.0.0/8".to_string()));
+    }
+
+    #[test]
+    fn whitelist_pins_are_public_addresses_or_allocation_ids() {
+        // The documentation ranges are accepted: tests and examples pin them.
+        for pin in [
+            "54.12.7.100",
+            "203.0.113.10",
+            "198.51.100.7",
+            "192.0.2.1",
+            "1.1.1.1",
+            "9.255.255.255",
+            "11.0.0.0",
+            "100.63.255.255",
+            "100.128.0.0",
+            "172.15.255.255",
+            "172.32.0.0",
+            "192.167.255.255",
+            "192.169.0.0",
+            "223.255.255.255",
+            "eipalloc-0123456789abcdef0",
+            "eipalloc-1a2b3c4d",
+        ] {
+            assert_eq!(check_pin(pin), Ok(()), "{pin}");
+        }
+        for (pin, what) in [
+            ("10.0.0.1", "a private address (10.0.0.0/8)"),
+            ("172.16.0.1", "a private address (172.16.0.0/12)"),
+            ("172.31.255.255", "a private address (172.16.0.0/12)"),
+            ("192.168.1.1", "a private address (192.168.0.0/16)"),
+            ("127.0.0.1", "a loopback address (127.0.0.0/8)"),
+            ("169.254.169.254", "a link-local address (169.254.0.0/16)"),
+            ("100.64.0.1", "a carrier-grade NAT (shared) address (100.64.0.0/10)"),
+            ("100.127.255.255", "a carrier-grade NAT (shared) address (100.64.0.0/10)"),
+            ("224.0.0.1", "a multicast address (224.0.0.0/4)"),
+            ("239.255.255.255", "a multicast address (224.0.0.0/4)"),
+            ("240.0.0.1", "a reserved address (240.0.0.0/4)"),
+            ("255.255.255.255", "a reserved address (240.0.0.0/4)"),
+            ("0.0.0.0", "a \"this network\" address (0.0.0.0/8)"),
+        ] {
+            assert_eq!(check_pin(pin), Err(format!("{pin:?} is {what}; a whitelist pin is a public IPv4 address or an allocation id (eipalloc-...)")), "{pin}");
+        }
+        assert_eq!(check_pin("54.012.7.100"), Err("\"54.012.7.100\" is not a valid IPv4 address: a number has a leading zero".to_string()));
+        for pin in ["eipalloc-", "eipalloc-xyz12345", "eipalloc-0123456789ABCDEF0", "eipalloc-0123456789abcdef", "eipalloc-0123456789abcdef0 "] {
+            assert_eq!(check_pin(pin), Err(format!("{pin:?} is not an allocation id: `eipalloc-` is followed by 8 or 17 lower-case hex digits")), "{pin}");
+        }
+        for pin in ["300.1.2.3", "54.12.7", "eipalloc", " 54.12.7.100", "::1"] {
+            assert_eq!(check_pin(pin), Err(format!("{pin:?} is neither a public IPv4 address nor an allocation id (eipalloc-...)")), "{pin}");
+        }
+    }
+
+    /// `network` parsed from YAML, as the loader would.
+    fn network(text: &str) -> Network {
+        let tree = crate::spec::yaml::parse("t.yaml", text).expect("yaml");
+        crate::spec::de::from_node(&tree).expect("network")
+    }
+
+    #[test]
+    fn private_pins_and_zero_padded_cidrs_are_problems_at_their_paths() {
+        let n = network(
+            "vpc: { cidr: 172.022.0.0/16 }\n\
+             availabilityZones: [a]\n\
+             subnets:\n  pub: { tier: public, az: a, cidr: 172.22.0.0/24 }\n  priv: { tier: private, az: a, cidr: 172.22.1.0/24 }\n\
+             whitelist:\n  pool:\n    w1: { address: 10.0.0.1 }\n    w2: { address: 203.0.113.9 }\n    w3: { address: eipalloc-0123456789abcdef0 }\n\
+             securityGroups:\n  g:\n    description: d\n    ingress: [{ protocol: tcp, ports: 443, cidr: 010.0.0.0/8 }]\n",
+        );
+        let spec = Spec { network: Some(n), ..Spec::default() };
+        let problems: Vec<(String, String)> = validate("dev", &spec).into_iter().map(|p| (p.path.join("."), p.message)).collect();
+        assert_eq!(
+            problems,
+            vec![
+                ("network.vpc.cidr".to_string(), "\"172.022.0.0/16\" is not a valid IPv4 CIDR: a number has a leading zero".to_string()),
+                (
+                    "network.whitelist.pool.w1.address".to_string(),
+                    "\"10.0.0.1\" is a private address (10.0.0.0/8); a whitelist pin is a public IPv4 address or an allocation id (eipalloc-...)".to_string()
+                ),
+                ("network.securityGroups.g.ingress.0.cidr".to_string(), "\"010.0.0.0/8\" is not a valid IPv4 CIDR: a number has a leading zero".to_string()),
+            ]
+        );
     }
 
     #[test]

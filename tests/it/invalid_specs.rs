@@ -73,6 +73,57 @@ fn every_invalid_spec_is_rejected_with_its_errors_and_no_aws_call() {
     assert_eq!(trap.connections.load(Ordering::SeqCst), 0, "an invalid spec made an AWS call");
 }
 
+/// Runs the operator with `args` and no AWS endpoint, killing it (and failing) after 30 s.
+fn operator_within_30s(args: &[&str]) -> (i32, String) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sentry-operator"))
+        .args(args)
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn operator");
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`{}` still running after 30 s: a spec file blocked the loader", args.join(" "));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child.stderr.take().expect("stderr").read_to_string(&mut stderr).expect("read stderr");
+    (status.code().unwrap_or(-1), stderr)
+}
+
+#[test]
+fn spec_files_that_never_end_are_refused_not_read_forever() {
+    let base = std::fs::read_to_string(repo_specs().join("base.yaml")).expect("base.yaml");
+    let dir = spec_dir(&[("base.yaml", &base), ("staging.yaml", "")]);
+    std::os::unix::fs::symlink("/dev/zero", dir.path().join("dev.yaml")).expect("symlink");
+    let fifo = dir.path().join("prod.yaml");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo").success());
+    let specs = dir.path().to_str().expect("utf-8");
+    let dev = format!("{specs}/dev.yaml:1:1: a character device, not a regular file; a spec must be a regular file");
+    let prod = format!("{specs}/prod.yaml:1:1: a named pipe (FIFO), not a regular file; a spec must be a regular file");
+
+    let (code, stderr) = operator_within_30s(&["--specs", specs, "validate"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(stderr.lines().collect::<Vec<_>>(), vec![dev.as_str(), "dev: 1 error", prod.as_str(), "prod: 1 error"], "staging is valid");
+    for env in ["dev", "prod"] {
+        for command in [&["validate", "--env", env][..], &["plan", "--env", env][..]] {
+            let mut args = vec!["--specs", specs];
+            args.extend_from_slice(command);
+            let (code, stderr) = operator_within_30s(&args);
+            assert_eq!(code, 1, "{}: {stderr}", args.join(" "));
+            assert!(stderr.contains(if env == "dev" { &dev } else { &prod }), "{stderr}");
+        }
+    }
+}
+
 #[test]
 fn repository_specs_are_valid() {
     let specs = repo_specs();
