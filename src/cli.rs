@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::aws::{env_config, CallCounter};
+use crate::aws::{env_config, CallCounter, Timeouts};
 use crate::engine::apply::{reconcile, Mode, RetryPolicy};
 use crate::engine::report::{Report, EXIT_ERROR, EXIT_IN_SYNC};
 use crate::spec::{self, EnvSpec, LoadError};
@@ -27,6 +27,15 @@ pub struct Cli {
     /// AWS region (overrides the spec's region and the AWS config chain).
     #[arg(long, global = true)]
     pub region: Option<String>,
+    /// Seconds to establish a connection to AWS.
+    #[arg(long, global = true, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..), env = "SENTRY_CONNECT_TIMEOUT")]
+    pub connect_timeout: u64,
+    /// Seconds one attempt of an AWS request may take (reply read in full).
+    #[arg(long, global = true, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..), env = "SENTRY_ATTEMPT_TIMEOUT")]
+    pub attempt_timeout: u64,
+    /// Seconds one AWS operation may take, all its attempts and backoff included.
+    #[arg(long, global = true, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..), env = "SENTRY_OPERATION_TIMEOUT")]
+    pub operation_timeout: u64,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -57,6 +66,10 @@ pub enum Command {
         /// Environment.
         #[arg(long)]
         env: String,
+        /// Whitelist pool entry whose lost address may be replaced by a NEW address in this run
+        /// (only for an unpinned entry whose recorded address is gone); repeat for several.
+        #[arg(long = "reallocate-whitelist", value_name = "ENTRY")]
+        reallocate_whitelist: Vec<String>,
     },
     /// Converge the estate once. Exit 0 in sync (no writes), 2 drift repaired, 1 error, 3 invariant broken.
     Reconcile {
@@ -66,6 +79,10 @@ pub enum Command {
         /// Environment.
         #[arg(long)]
         env: String,
+        /// Whitelist pool entry whose lost address may be replaced by a NEW address in this run
+        /// (only for an unpinned entry whose recorded address is gone); repeat for several.
+        #[arg(long = "reallocate-whitelist", value_name = "ENTRY")]
+        reallocate_whitelist: Vec<String>,
     },
     /// Reconcile continuously (the daemon). Stops on SIGTERM / SIGINT; SIGHUP re-reads the specs.
     Run {
@@ -102,7 +119,22 @@ pub enum Command {
         /// Do not publish drift alerts to CloudWatch Logs.
         #[arg(long)]
         no_alerts: bool,
+        /// Seconds a pass may take before it is abandoned and counted as failed
+        /// (default: its interval, at least 30).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        pass_deadline: Option<u64>,
     },
+}
+
+impl Cli {
+    /// The time limits of every AWS request.
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            connect: Duration::from_secs(self.connect_timeout),
+            attempt: Duration::from_secs(self.attempt_timeout),
+            operation: Duration::from_secs(self.operation_timeout),
+        }
+    }
 }
 
 /// Runs the parsed command line; returns the process exit status.
@@ -113,12 +145,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             println!("{}", serde_json::to_string_pretty(&spec::json_schema())?);
             Ok(EXIT_IN_SYNC)
         }
-        Command::Plan { env } => pass(&cli, env, Mode::Plan).await,
-        Command::Reconcile { once, env } => {
+        Command::Plan { env, reallocate_whitelist } => pass(&cli, env, reallocate_whitelist, Mode::Plan).await,
+        Command::Reconcile { once, env, reallocate_whitelist } => {
             if !once {
                 bail!("reconcile needs --once (use `run` for the long-running daemon)");
             }
-            pass(&cli, env, Mode::Apply).await
+            pass(&cli, env, reallocate_whitelist, Mode::Apply).await
         }
         Command::Run {
             envs,
@@ -132,6 +164,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             parallel_envs,
             grace_seconds,
             no_alerts,
+            pass_deadline,
         } => {
             for env in envs {
                 spec::load(&cli.specs, env).map_err(|e| anyhow::anyhow!("{e}")).with_context(|| format!("the spec of {env} must be valid to start"))?;
@@ -149,6 +182,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
                 max_parallel_envs: *parallel_envs,
                 grace: Duration::from_secs(*grace_seconds),
                 alerts: !*no_alerts,
+                timeouts: cli.timeouts(),
+                pass_deadline: pass_deadline.map(Duration::from_secs),
             };
             daemon::run(options).await
         }
@@ -217,7 +252,7 @@ fn load_or_report(dir: &Path, env: &str, output: Output) -> anyhow::Result<Optio
 
 async fn one_pass(cli: &Cli, env: &EnvSpec, mode: Mode) -> Report {
     let region = cli.region.clone().or_else(|| env.spec.region.clone());
-    let config = env_config(region, env.spec.account.as_ref()).await;
+    let config = env_config(region, env.spec.account.as_ref(), cli.timeouts()).await;
     let counter = CallCounter::default();
     let registry = kinds::registry(&config, &counter);
     reconcile(env, &registry, &counter, mode, &RetryPolicy::default()).await
@@ -231,8 +266,9 @@ fn print_report(report: &Report, output: Output) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn pass(cli: &Cli, env: &str, mode: Mode) -> anyhow::Result<u8> {
-    let Some(env) = load_or_report(&cli.specs, env, cli.output)? else { return Ok(EXIT_ERROR) };
+async fn pass(cli: &Cli, env: &str, reallocate_whitelist: &[String], mode: Mode) -> anyhow::Result<u8> {
+    let Some(mut env) = load_or_report(&cli.specs, env, cli.output)? else { return Ok(EXIT_ERROR) };
+    env.reallocate_whitelist = reallocate_whitelist.iter().cloned().collect();
     let report = one_pass(cli, &env, mode).await;
     print_report(&report, cli.output)?;
     Ok(report.exit_code())

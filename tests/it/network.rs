@@ -243,31 +243,123 @@ fn pinned_dev(a: &str, b: &str) -> String {
     )
 }
 
-#[tokio::test]
-async fn a_pinned_address_released_out_of_band_is_recovered() {
-    let moto = Moto::start();
-    assert_eq!(reconcile(&moto, &repo_specs(), "dev").code, 2);
-    let ec2 = ec2(&moto).await;
-    let (old_allocation, ip1, _) = whitelist(&ec2, "dev", "whitelist-1").await.expect("w1");
-    let (_, ip2, _) = whitelist(&ec2, "dev", "whitelist-2").await.expect("w2");
-    let specs = specs_with(&[("dev.yaml", &pinned_dev(&ip1, &ip2))]);
-    let run = reconcile(&moto, specs.path(), "dev");
-    assert_eq!(run.code, 2, "pinning records the ledger: {}", run.stdout);
-    let lines = run.json()["sections"][0]["lines"].to_string();
-    assert!(lines.contains(&format!("whitelist-1: {ip1} attached to ec2.nat-gateway/nat-a: OK")), "{lines}");
+/// The whitelist ledger on dev's VPC: the address recorded for `entry`.
+async fn ledger(ec2: &Client, entry: &str) -> Option<String> {
+    let out = ec2.describe_vpcs().set_filters(Some(owned("dev", "vpc"))).send().await.expect("vpcs");
+    let key = format!("sentry:whitelist-ledger/{entry}");
+    out.vpcs().first()?.tags().iter().find(|t| t.key() == Some(key.as_str())).and_then(|t| t.value().map(str::to_string))
+}
 
+/// Converges dev, optionally pins both addresses, then releases `entry`'s
+/// address out of band (deleting its NAT gateway first when `nat` names it)
+/// and checks that the next pass gets the very same address back.
+async fn released_address_comes_back(entry: &str, nat: Option<&str>, pin: bool) {
+    let moto = Moto::start();
+    let ec2 = ec2(&moto).await;
+    // Pinned: two addresses that exist before the operator (the emulator hands
+    // out 127.x addresses, which validation refuses as pins, so these are
+    // allocated on public ones), adopted through their pins.
+    let pinned_specs;
+    let specs = if pin {
+        let mut ips = Vec::new();
+        for ip in ["54.214.10.1", "54.214.10.2"] {
+            ec2.allocate_address().address(ip).send().await.expect("allocate a public address");
+            ips.push(ip);
+        }
+        pinned_specs = specs_with(&[("dev.yaml", &pinned_dev(ips[0], ips[1]))]);
+        pinned_specs.path().to_path_buf()
+    } else {
+        repo_specs()
+    };
+    let run = reconcile(&moto, &specs, "dev");
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let (_, ip1, _) = whitelist(&ec2, "dev", "whitelist-1").await.expect("w1");
+    let (_, ip2, _) = whitelist(&ec2, "dev", "whitelist-2").await.expect("w2");
+    assert_eq!(ledger(&ec2, "whitelist-1").await.as_deref(), Some(ip1.as_str()), "recorded in the pass that allocated or adopted it");
+    assert_eq!(ledger(&ec2, "whitelist-2").await.as_deref(), Some(ip2.as_str()));
+    if pin {
+        assert_eq!((ip1.as_str(), ip2.as_str()), ("54.214.10.1", "54.214.10.2"), "the pinned addresses were adopted");
+    }
+    let (old_allocation, old_ip, _) = whitelist(&ec2, "dev", entry).await.expect("entry");
+    if let Some(nat_id) = nat {
+        let (gateway, _) = self::nat(&ec2, "dev", nat_id).await.expect("nat");
+        ec2.delete_nat_gateway().nat_gateway_id(gateway).send().await.expect("delete nat");
+        if let Some((_, _, Some(association))) = whitelist(&ec2, "dev", entry).await {
+            ec2.disassociate_address().association_id(association).send().await.expect("disassociate");
+        }
+    }
     ec2.release_address().allocation_id(&old_allocation).send().await.expect("release");
-    let run = reconcile(&moto, specs.path(), "dev");
+
+    let run = plan(&moto, &specs, "dev");
+    let lines = run.json()["sections"][0]["lines"].to_string();
+    assert!(lines.contains(&format!("{old_ip} ")) && lines.contains("VIOLATED") && lines.contains("recover the same address"), "{lines}");
+    let run = reconcile(&moto, &specs, "dev");
     assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
     assert!(run.stderr.contains("recovered the released whitelist address"), "{}", run.stderr);
-    let (new_allocation, ip, association) = whitelist(&ec2, "dev", "whitelist-1").await.expect("recovered");
-    assert_eq!(ip, ip1, "the same public address");
+    let (new_allocation, ip, association) = whitelist(&ec2, "dev", entry).await.expect("recovered");
+    assert_eq!(ip, old_ip, "the same public address, never another");
     assert_ne!(new_allocation, old_allocation);
-    assert!(association.is_some(), "back on the NAT gateway");
-    let (nat_a, allocation) = nat(&ec2, "dev", "nat-a").await.expect("nat");
-    assert_eq!(allocation, new_allocation, "the NAT gateway uses the recovered address");
-    assert_eq!(default_route(&ec2, "dev", "private-a").await, Some(nat_a));
-    assert_eq!(reconcile(&moto, specs.path(), "dev").code, 0, "converged");
+    let out = ec2.describe_addresses().send().await.expect("addresses");
+    assert_eq!(out.addresses().len(), 2, "no extra address was allocated");
+    assert_eq!(ledger(&ec2, entry).await.as_deref(), Some(old_ip.as_str()));
+    if let Some(nat_id) = nat {
+        assert!(association.is_some(), "back on the NAT gateway");
+        let (gateway, allocation) = self::nat(&ec2, "dev", nat_id).await.expect("nat re-created");
+        assert_eq!(allocation, new_allocation, "the NAT gateway uses the recovered address");
+        assert_eq!(default_route(&ec2, "dev", "private-a").await, Some(gateway));
+    } else {
+        assert!(association.is_none(), "the spare stays unattached");
+    }
+    let (run, writes) = recorded(&moto, || reconcile(&moto, &specs, "dev"));
+    assert_eq!(run.code, 0, "converged: {}", run.stdout);
+    assert!(writes.is_empty(), "{writes:?}");
+}
+
+#[tokio::test]
+async fn an_unpinned_spare_released_out_of_band_is_recovered() {
+    released_address_comes_back("whitelist-2", None, false).await;
+}
+
+#[tokio::test]
+async fn a_pinned_spare_released_out_of_band_is_recovered() {
+    released_address_comes_back("whitelist-2", None, true).await;
+}
+
+#[tokio::test]
+async fn an_unpinned_nat_address_released_after_its_nat_was_deleted_is_recovered() {
+    released_address_comes_back("whitelist-1", Some("nat-a"), false).await;
+}
+
+#[tokio::test]
+async fn a_pinned_nat_address_released_after_its_nat_was_deleted_is_recovered() {
+    released_address_comes_back("whitelist-1", Some("nat-a"), true).await;
+}
+
+#[tokio::test]
+async fn a_lost_address_is_replaced_by_a_new_one_only_when_asked() {
+    let moto = Moto::start();
+    let specs = repo_specs();
+    assert_eq!(reconcile(&moto, &specs, "dev").code, 2);
+    let ec2 = ec2(&moto).await;
+    let (allocation, old_ip, _) = whitelist(&ec2, "dev", "whitelist-2").await.expect("w2");
+    let reallocate = |entry: &str| {
+        let args = json_args(&specs, &["reconcile", "--once", "--env", "dev", "--reallocate-whitelist", entry]);
+        operator(&moto.endpoint, &args)
+    };
+    // While the address exists, the switch is refused before any write.
+    let (run, writes) = recorded(&moto, || reallocate("whitelist-2"));
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(writes.is_empty(), "{writes:?}");
+    assert!(run.json()["errors"].to_string().contains(&format!("still has its address {old_ip}")), "{}", run.stdout);
+
+    ec2.release_address().allocation_id(&allocation).send().await.expect("release");
+    let run = reallocate("whitelist-2");
+    assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("allocated a NEW whitelist Elastic IP"), "{}", run.stderr);
+    let (_, new_ip, _) = whitelist(&ec2, "dev", "whitelist-2").await.expect("a new address");
+    assert_ne!(new_ip, old_ip);
+    assert_eq!(ledger(&ec2, "whitelist-2").await.as_deref(), Some(new_ip.as_str()), "the ledger now guards the new address");
+    assert_eq!(reconcile(&moto, &specs, "dev").code, 0);
 }
 
 #[tokio::test]

@@ -2,76 +2,107 @@
 //!
 //! The exchanges (Bitget, OKX, BingX) accept orders only from the NAT
 //! gateways' Elastic IPs, so these addresses are an invariant:
-//! - Bootstrap: an unpinned pool entry gets a new EIP tagged
+//! - Bootstrap: a pool entry that never had an address gets a new EIP tagged
 //!   `sentry:whitelist=true`; the operator then asks for it to be pinned.
-//! - A pinned address is never replaced by another. If it disappears, the
+//! - The whitelist ledger: every address the operator allocates (or adopts:
+//!   a pinned one, or one it finds tagged as a pool entry) is recorded on the
+//!   VPC, one tag per pool entry, in the same pass (right after the
+//!   allocation; a pass that dies in between finds the tagged EIP and records
+//!   it then). An address in the ledger is guarded exactly like a pinned one.
+//! - A guarded address is never replaced by another. If it disappears, the
 //!   operator re-allocates the same address (AllocateAddress with Address);
-//!   when that fails the pass exits 3, naming the address.
+//!   when that fails the pass exits 3, naming the address and the entry. A
+//!   fresh address for an entry that had one is allocated only when the run
+//!   asks for it (`--reallocate-whitelist <entry>`, [`EnvSpec::reallocate_whitelist`]).
 //! - A whitelist EIP is released only after the two-step opt-out: the spec
 //!   marks it `releasable: true` (recorded as `sentry:deletion-policy=delete`),
-//!   and a later spec removes it.
+//!   and a later spec removes it; its ledger entry goes with it.
 //! - An EIP attached to anything but its NAT gateway is detached and
 //!   re-attached, with an alert.
-//! - The whitelist ledger, a tag on the VPC listing the pinned addresses,
-//!   tells "released out of band" (in the ledger: recover) from "pinned by
-//!   mistake" (never seen: an error before any write).
+//! - The ledger also tells "released out of band" (recorded: recover) from
+//!   "pinned by mistake" (never seen: an error before any write).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 use aws_config::SdkConfig;
-use aws_sdk_ec2::types::{DomainType, Filter, ResourceType};
+use aws_sdk_ec2::types::{DomainType, Filter, ResourceType, Tag};
 use aws_sdk_ec2::Client;
 
-use super::{desired, gone_is_ok, live, nat_gateway, network, owned_by, put_tags, tag_map, tag_spec};
+use super::{desired, gone_is_ok, key, live, nat_gateway, network, owned_by, put_tags, tag_map, tag_spec, vpc};
 use crate::aws::{AwsError, CallCounter, ErrorClass};
+use crate::engine::apply::{with_retries, RetryPolicy};
 use crate::engine::plan::{Action, Step};
 use crate::engine::report::Section;
-use crate::engine::{reference, Delta, Desired, Kind, Live, Ownership, Review};
-use crate::spec::model::{DeletionPolicy, Network};
+use crate::engine::{is_unresolved, reference, Delta, Desired, Kind, Live, Ownership, Review, TAG_ID};
+use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::EnvSpec;
 
 /// Kind name.
 pub const KIND: &str = "ec2.elastic-ip";
 /// Tag marking an EIP as part of the whitelist pool.
 pub const WHITELIST_TAG: &str = "sentry:whitelist";
-/// VPC tag listing the pinned whitelist addresses (`id=address`, space separated).
-pub const LEDGER_TAG: &str = "sentry:whitelist-ledger";
+/// Prefix of the VPC tags that form the whitelist ledger: one per pool entry,
+/// `sentry:whitelist-ledger/<entry>` = the public IP recorded for it.
+pub const LEDGER_TAG_PREFIX: &str = "sentry:whitelist-ledger/";
+/// The ledger's first form, one VPC tag `entry=address ...` (pins only): still read.
+const LEGACY_LEDGER_TAG: &str = "sentry:whitelist-ledger";
 
 const ATTACHED_TO: &str = "AttachedTo";
 const PINNED: &str = "Pinned";
+/// Whether the live address is the one the ledger records for its entry.
+const RECORDED: &str = "RecordedInLedger";
+/// The VPC holding the ledger (a reference; set at creation, never compared).
+const LEDGER_VPC: &str = "LedgerVpc";
 const NOTHING: &str = "nothing";
 const META_PUBLIC_IP: &str = "public-ip";
 const META_ASSOCIATION: &str = "association-id";
 
-/// The ledger value for the spec's pinned addresses, if any are pinned.
-pub fn ledger_of_spec(n: &Network) -> Option<String> {
-    let pins: Vec<String> = n.whitelist.pool.iter().filter_map(|(id, a)| a.address.as_ref().map(|addr| format!("{id}={addr}"))).collect();
-    (!pins.is_empty()).then(|| pins.join(" "))
+/// The ledger as read from the VPC's tags: pool entry → recorded address.
+fn ledger_of_tags(tags: &Tags) -> BTreeMap<String, String> {
+    let legacy = tags.get(LEGACY_LEDGER_TAG).map(String::as_str).unwrap_or_default();
+    let mut entries: BTreeMap<String, String> =
+        legacy.split(' ').filter_map(|p| p.split_once('=')).map(|(id, addr)| (id.to_string(), addr.to_string())).collect();
+    entries.extend(tags.iter().filter_map(|(k, v)| Some((k.strip_prefix(LEDGER_TAG_PREFIX)?.to_string(), v.clone()))));
+    entries
 }
 
-fn parse_ledger(value: &str) -> BTreeMap<String, String> {
-    value.split(' ').filter_map(|p| p.split_once('=')).map(|(id, addr)| (id.to_string(), addr.to_string())).collect()
+/// What the last observe read of the ledger.
+#[derive(Clone, Debug, Default)]
+struct Ledger {
+    /// The environment's VPC, when it exists.
+    vpc: Option<String>,
+    /// Pool entry → recorded address.
+    entries: BTreeMap<String, String>,
 }
 
 /// The whitelist EIP kind.
 pub struct ElasticIps {
     client: Client,
-    /// The ledger read from the VPC by the last observe.
-    ledger: Mutex<BTreeMap<String, String>>,
+    /// The ledger read by the last observe.
+    ledger: Mutex<Ledger>,
+    /// Entries whose lost address this run may replace (from the last `desired`).
+    reallocate: Mutex<Vec<String>>,
 }
 
 impl ElasticIps {
     /// A whitelist EIP kind using `config`, counting requests in `counter`.
     pub fn new(config: &SdkConfig, counter: &CallCounter) -> Self {
-        ElasticIps { client: super::client(config, counter), ledger: Mutex::new(BTreeMap::new()) }
+        Self::from_client(super::client(config, counter))
     }
 
     /// A whitelist EIP kind over an existing client (tests use a mocked one).
-    #[cfg(test)]
     fn from_client(client: Client) -> Self {
-        ElasticIps { client, ledger: Mutex::new(BTreeMap::new()) }
+        ElasticIps { client, ledger: Mutex::new(Ledger::default()), reallocate: Mutex::new(Vec::new()) }
+    }
+
+    fn ledger(&self) -> Ledger {
+        self.ledger.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    fn may_reallocate(&self, id: &str) -> bool {
+        self.reallocate.lock().map(|r| r.iter().any(|e| e == id)).unwrap_or(false)
     }
 
     /// NAT gateways (any owner) by their network interface, to tell where an EIP is attached.
@@ -94,12 +125,25 @@ impl ElasticIps {
         Ok(map)
     }
 
-    async fn read_ledger(&self, env: &str) -> Result<BTreeMap<String, String>, AwsError> {
+    async fn read_ledger(&self, env: &str) -> Result<Ledger, AwsError> {
         let out = self.client.describe_vpcs().set_filters(Some(owned_by(env))).send().await.map_err(|e| AwsError::from_sdk("EC2.DescribeVpcs", e))?;
-        Ok(out.vpcs().iter().flat_map(|v| v.tags()).filter(|t| t.key() == Some(LEDGER_TAG)).flat_map(|t| parse_ledger(t.value().unwrap_or_default())).collect())
+        let Some(found) = out.vpcs().first() else { return Ok(Ledger::default()) };
+        Ok(Ledger { vpc: found.vpc_id().map(str::to_string), entries: ledger_of_tags(&tag_map(found.tags())) })
     }
 
-    async fn allocate(&self, desired: &Desired, address: Option<&str>) -> Result<String, AwsError> {
+    /// Records `address` for pool entry `id` in the ledger on `vpc` (retrying what is retryable).
+    async fn record(&self, vpc: &str, id: &str, address: &str) -> Result<(), AwsError> {
+        let tag = Tag::builder().key(format!("{LEDGER_TAG_PREFIX}{id}")).value(address).build();
+        with_retries(&RetryPolicy::default(), || async {
+            self.client.create_tags().resources(vpc).tags(tag.clone()).send().await.map_err(|e| AwsError::from_sdk("EC2.CreateTags", e))
+        })
+        .await?;
+        tracing::info!(pool_entry = id, address, "whitelist address recorded in the ledger");
+        Ok(())
+    }
+
+    /// Allocates an EIP (the given `address`, or any); returns its allocation id and public IP.
+    async fn allocate(&self, desired: &Desired, address: Option<&str>) -> Result<(String, String), AwsError> {
         let out = self
             .client
             .allocate_address()
@@ -109,7 +153,37 @@ impl ElasticIps {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("EC2.AllocateAddress", e))?;
-        Ok(out.allocation_id().unwrap_or_default().to_string())
+        match (out.allocation_id(), out.public_ip()) {
+            (Some(allocation), Some(ip)) => Ok((allocation.to_string(), ip.to_string())),
+            _ => Err(AwsError::unexpected("EC2.AllocateAddress", "the reply names no allocation id or public IP")),
+        }
+    }
+
+    /// Allocates `address` again for entry `id` after it was released; a refusal is an invariant violation.
+    async fn recover(&self, desired: &Desired, address: &str, how: &str) -> Result<(String, String), AwsError> {
+        let id = &desired.key.id;
+        alert(id, address, &format!("{how} whitelist address is missing from the account; trying to recover the same address"));
+        let unrecoverable = |why: String| {
+            AwsError {
+            operation: "EC2.AllocateAddress",
+            class: ErrorClass::Invariant,
+            code: None,
+            message: format!(
+                "whitelisted address {address} ({id}) was released and cannot be recovered ({why}). Orders to the exchanges from this environment will be rejected: allocate a new address (reconcile --once --reallocate-whitelist {id}, after removing any pin of {id}), have Bitget, OKX and BingX whitelist it, then pin it in network.whitelist.pool.{id}.address"
+            ),
+        }
+        };
+        if address.starts_with("eipalloc-") {
+            return Err(unrecoverable("an allocation id cannot be re-allocated; pin the public IP".into()));
+        }
+        match self.allocate(desired, Some(address)).await {
+            Ok(allocated) => {
+                alert(id, address, "recovered the released whitelist address");
+                Ok(allocated)
+            }
+            Err(e) if e.class.is_retryable() => Err(e),
+            Err(e) => Err(unrecoverable(e.to_string())),
+        }
     }
 }
 
@@ -117,10 +191,24 @@ fn alert(id: &str, address: &str, what: &str) {
     tracing::error!(target: "sentry_operator::alert", alert = "WhitelistViolation", pool_entry = id, address, "{what}");
 }
 
+/// The VPC id a resolved desired resource names for the ledger.
+fn ledger_vpc(desired: &Desired) -> Result<&str, AwsError> {
+    desired
+        .fields
+        .get(LEDGER_VPC)
+        .map(String::as_str)
+        .filter(|v| !is_unresolved(v))
+        .ok_or_else(|| AwsError::unexpected("EC2.CreateTags", format!("no VPC to record whitelist entry {} in", desired.key.id)))
+}
+
 #[async_trait]
 impl Kind for ElasticIps {
     fn name(&self) -> &'static str {
         KIND
+    }
+
+    fn create_only_fields(&self) -> &'static [&'static str] {
+        &[LEDGER_VPC]
     }
 
     fn matches(&self, env: &str, desired: &Desired, live: &Live) -> bool {
@@ -131,6 +219,9 @@ impl Kind for ElasticIps {
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
+        if let Ok(mut r) = self.reallocate.lock() {
+            *r = env.reallocate_whitelist.iter().cloned().collect();
+        }
         let Some(n) = network(env) else { return Vec::new() };
         n.whitelist
             .pool
@@ -141,6 +232,9 @@ impl Kind for ElasticIps {
                 d.tags.insert(WHITELIST_TAG.into(), "true".into());
                 let nat = n.nat_gateways.iter().find(|(_, nat)| nat.elastic_ip == *id).map(|(nat_id, _)| reference(nat_gateway::KIND, nat_id));
                 d.fields.insert(ATTACHED_TO.into(), nat.unwrap_or_else(|| NOTHING.into()));
+                d.fields.insert(RECORDED.into(), "true".into());
+                d.fields.insert(LEDGER_VPC.into(), reference(vpc::KIND, vpc::ID));
+                d.depends_on.push(key(vpc::KIND, vpc::ID));
                 if let Some(pin) = &entry.address {
                     d.fields.insert(PINNED.into(), pin.clone());
                     d.adopt = true; // pinning an address is adopting it
@@ -151,27 +245,27 @@ impl Kind for ElasticIps {
     }
 
     async fn observe(&self, env: &EnvSpec, desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
-        let pins: Vec<&str> = desired.iter().filter_map(|d| d.fields.get(PINNED)).map(String::as_str).collect();
+        let pins: Vec<(&str, &str)> = desired.iter().filter_map(|d| Some((d.key.id.as_str(), d.fields.get(PINNED)?.as_str()))).collect();
         let (addresses, nats, ledger) = tokio::try_join!(
             async { self.client.describe_addresses().send().await.map_err(|e| AwsError::from_sdk("EC2.DescribeAddresses", e)) },
             self.nat_by_interface(),
             self.read_ledger(&env.env),
         )?;
-        if let Ok(mut l) = self.ledger.lock() {
-            *l = ledger;
-        }
         let mut found = Vec::new();
         for a in addresses.addresses() {
             let (Some(allocation), Some(ip)) = (a.allocation_id(), a.public_ip()) else { continue };
-            let pin = pins.iter().find(|p| **p == ip || **p == allocation);
+            let pin = pins.iter().find(|(_, p)| *p == ip || *p == allocation);
             let mut l = live(allocation, tag_map(a.tags()));
             let ours = matches!(l.ownership(), Ownership::Managed { env: ref owner, .. } if *owner == env.env);
-            if pin.is_none() && !ours {
-                continue; // neither pinned nor ours: not the operator's business
-            }
-            if let Some(pin) = pin {
-                l.fields.insert(PINNED.into(), pin.to_string());
-            }
+            let entry = match (pin, ours) {
+                (Some((id, pin)), _) => {
+                    l.fields.insert(PINNED.into(), pin.to_string());
+                    id.to_string()
+                }
+                (None, true) => l.tags.get(TAG_ID).cloned().unwrap_or_default(),
+                (None, false) => continue, // neither pinned nor ours: not the operator's business
+            };
+            l.fields.insert(RECORDED.into(), (ledger.entries.get(&entry).map(String::as_str) == Some(ip)).to_string());
             let attached = match (a.network_interface_id().filter(|s| !s.is_empty()), a.instance_id().filter(|s| !s.is_empty())) {
                 (Some(eni), _) => nats.get(eni).cloned().unwrap_or_else(|| eni.to_string()),
                 (None, Some(instance)) => instance.to_string(),
@@ -187,44 +281,48 @@ impl Kind for ElasticIps {
             }
             found.push(l);
         }
+        if let Ok(mut l) = self.ledger.lock() {
+            *l = ledger;
+        }
         Ok(found)
     }
 
     async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
         let id = &desired.key.id;
-        let Some(pin) = desired.fields.get(PINNED) else {
-            let allocation = self.allocate(desired, None).await?;
-            tracing::warn!(pool_entry = %id, allocation = %allocation, "allocated a new whitelist Elastic IP: have the exchanges whitelist it, then pin it in the spec (network.whitelist.pool.{id}.address)");
-            return Ok(allocation);
-        };
-        alert(id, pin, "pinned whitelist address is missing from the account; trying to recover the same address");
-        let unrecoverable = |why: String| {
-            AwsError {
-            operation: "EC2.AllocateAddress",
-            class: ErrorClass::Invariant,
-            code: None,
-            message: format!(
-                "whitelisted address {pin} ({id}) was released and cannot be recovered ({why}). Orders to the exchanges from this environment will be rejected: allocate a new address, have Bitget, OKX and BingX whitelist it, then pin it in network.whitelist.pool.{id}.address"
-            ),
-        }
-        };
-        if pin.starts_with("eipalloc-") {
-            return Err(unrecoverable("an allocation id cannot be re-allocated; pin the public IP".into()));
-        }
-        match self.allocate(desired, Some(pin)).await {
-            Ok(allocation) => {
-                alert(id, pin, "recovered the released whitelist address");
-                Ok(allocation)
+        let vpc = ledger_vpc(desired)?.to_string();
+        let recorded = self.ledger().entries.get(id).cloned();
+        let (allocation, ip) = match (desired.fields.get(PINNED), recorded) {
+            (Some(pin), _) => self.recover(desired, pin, "pinned").await?,
+            (None, Some(address)) if !self.may_reallocate(id) => self.recover(desired, &address, "the ledger's").await?,
+            (None, lost) => {
+                let (allocation, ip) = self.allocate(desired, None).await?;
+                match lost {
+                    Some(old) => {
+                        tracing::warn!(pool_entry = %id, lost = %old, address = %ip, "allocated a NEW whitelist Elastic IP replacing the lost one, as asked (--reallocate-whitelist): have the exchanges whitelist it, then pin it in the spec (network.whitelist.pool.{id}.address)")
+                    }
+                    None => {
+                        tracing::warn!(pool_entry = %id, address = %ip, "allocated a new whitelist Elastic IP: have the exchanges whitelist it, then pin it in the spec (network.whitelist.pool.{id}.address)")
+                    }
+                }
+                (allocation, ip)
             }
-            Err(e) if e.class.is_retryable() => Err(e),
-            Err(e) => Err(unrecoverable(e.to_string())),
+        };
+        // The address exists from here on: a failed ledger write must not make
+        // the engine allocate another. The next pass records it (RecordedInLedger).
+        if let Err(e) = self.record(&vpc, id, &ip).await {
+            tracing::error!(pool_entry = %id, address = %ip, error = %e, "could not record the whitelist address in the ledger yet; the next pass will");
         }
+        Ok(allocation)
     }
 
-    async fn update(&self, _desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {
+    async fn update(&self, desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {
         put_tags(&self.client, &live.handle, &delta.tags).await?;
+        let ip =
+            live.meta.get(META_PUBLIC_IP).cloned().ok_or_else(|| AwsError::unexpected("EC2.DescribeAddresses", format!("no public IP for {}", live.handle)))?;
+        if delta.fields.iter().any(|c| c.field == RECORDED) {
+            self.record(ledger_vpc(desired)?, &desired.key.id, &ip).await?;
+        }
         let Some(change) = delta.fields.iter().find(|c| c.field == ATTACHED_TO) else { return Ok(()) };
-        let ip = live.meta.get(META_PUBLIC_IP).cloned().unwrap_or_default();
         let target = change.desired.as_deref().unwrap_or(NOTHING);
         alert(&live.name, &ip, &format!("whitelist address attached to {} instead of {target}; restoring", change.live.as_deref().unwrap_or(NOTHING)));
         if let Some(association) = live.meta.get(META_ASSOCIATION) {
@@ -259,6 +357,13 @@ impl Kind for ElasticIps {
             let result = self.client.disassociate_address().association_id(association).send().await;
             gone_is_ok(result.map(|_| ()).map_err(|e| AwsError::from_sdk("EC2.DisassociateAddress", e)))?;
         }
+        // The ledger entry goes first: a pass killed before the release finds
+        // the address still releasable and releases it then.
+        if let (Some(vpc), Some(id)) = (self.ledger().vpc, live.tags.get(TAG_ID)) {
+            let tag = Tag::builder().key(format!("{LEDGER_TAG_PREFIX}{id}")).build();
+            let result = self.client.delete_tags().resources(vpc).tags(tag).send().await;
+            gone_is_ok(result.map(|_| ()).map_err(|e| AwsError::from_sdk("EC2.DeleteTags", e)))?;
+        }
         tracing::warn!(address = %live.name, "releasing a whitelist Elastic IP marked releasable and removed from the spec");
         let result = self.client.release_address().allocation_id(&live.handle).send().await;
         gone_is_ok(result.map(|_| ()).map_err(|e| AwsError::from_sdk("EC2.ReleaseAddress", e)))
@@ -267,15 +372,31 @@ impl Kind for ElasticIps {
     fn review(&self, env: &EnvSpec, steps: &[&Step]) -> Review {
         let mut review = Review::default();
         let Some(n) = network(env) else { return review };
-        let ledger = self.ledger.lock().map(|l| l.clone()).unwrap_or_default();
+        let ledger = self.ledger().entries;
+        for id in &env.reallocate_whitelist {
+            let step = steps.iter().find(|s| s.key.id == *id && s.desired.is_some());
+            let problem = match (n.whitelist.pool.get(id), step) {
+                (None, _) => Some("is not an entry of network.whitelist.pool".to_string()),
+                (Some(entry), _) if entry.address.is_some() => Some("is pinned: remove the pin first (a pinned address is never replaced)".into()),
+                (Some(_), Some(s)) if s.action != Action::Create => Some(format!(
+                    "still has its address {}: only a lost address can be replaced, and the operator never releases a whitelist address",
+                    s.live.as_ref().and_then(|l| l.meta.get(META_PUBLIC_IP)).map(String::as_str).unwrap_or("-")
+                )),
+                _ => None,
+            };
+            if let Some(problem) = problem {
+                review.errors.push(format!("--reallocate-whitelist {id}: {problem}"));
+            }
+        }
         let mut lines = Vec::new();
         for (id, entry) in &n.whitelist.pool {
             let Some(step) = steps.iter().find(|s| s.key.id == *id && s.desired.is_some()) else { continue };
             let ip = step.live.as_ref().and_then(|l| l.meta.get(META_PUBLIC_IP)).cloned().unwrap_or_else(|| "-".into());
             let attached =
                 step.live.as_ref().and_then(|l| l.fields.get(ATTACHED_TO)).map(|a| a.trim_start_matches('@').to_string()).unwrap_or_else(|| NOTHING.into());
+            let recorded = ledger.get(id);
             let status = match (step.action, &entry.address) {
-                (Action::Create, Some(pin)) if ledger.values().any(|a| a == pin) => {
+                (Action::Create, Some(pin)) if recorded == Some(pin) || ledger.values().any(|a| a == pin) => {
                     alert(id, pin, "pinned whitelist address is missing from the account");
                     format!("VIOLATED: {pin} is missing (released out of band?); will try to recover the same address")
                 }
@@ -285,17 +406,27 @@ impl Kind for ElasticIps {
                     ));
                     format!("ERROR: pinned {pin} does not exist in this account")
                 }
-                (Action::Create, None) => "not allocated yet: will allocate a new address (bootstrap)".into(),
+                (Action::Create, None) => match recorded {
+                    Some(old) if env.reallocate_whitelist.contains(id) => {
+                        format!("LOST: {old} is gone; a NEW address will be allocated as asked (--reallocate-whitelist): the exchanges must whitelist it")
+                    }
+                    Some(old) => {
+                        alert(id, old, "whitelist address recorded in the ledger is missing from the account");
+                        format!("VIOLATED: {old} (recorded in the ledger) is missing (released out of band?); will try to recover the same address")
+                    }
+                    None => "not allocated yet: will allocate a new address (bootstrap)".into(),
+                },
                 (Action::Update, _) if step.delta.fields.iter().any(|c| c.field == ATTACHED_TO) => {
                     let want = step.desired.as_ref().and_then(|d| d.fields.get(ATTACHED_TO)).map(|a| a.trim_start_matches('@').to_string()).unwrap_or_default();
                     alert(id, &ip, &format!("whitelist address attached to {attached} instead of {want}"));
                     format!("VIOLATED: attached to {attached}, should be {want}; will restore")
                 }
+                (Action::Update, _) if step.delta.fields.iter().any(|c| c.field == RECORDED) => "OK (will be recorded in the ledger)".into(),
                 (Action::Skip, _) => step.note.clone().unwrap_or_default(),
                 _ => "OK".into(),
             };
             let pin_hint = if entry.address.is_none() && ip != "-" {
-                format!("  (not pinned: pin it with network.whitelist.pool.{id}.address: {ip})")
+                format!("  (not pinned: guarded through the ledger; pin it with network.whitelist.pool.{id}.address: {ip})")
             } else {
                 String::new()
             };
@@ -319,19 +450,52 @@ mod tests {
     use super::*;
     use crate::engine::ResourceKey;
     use aws_sdk_ec2::operation::allocate_address::{AllocateAddressError, AllocateAddressOutput};
-    use aws_smithy_mocks::{mock, mock_client};
+    use aws_sdk_ec2::operation::create_tags::CreateTagsOutput;
+    use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
     use aws_smithy_types::error::ErrorMetadata;
 
-    fn pinned(address: &str) -> Desired {
+    /// Entry whitelist-1, pinned to `address` when given, with its ledger VPC resolved.
+    fn entry(address: Option<&str>) -> Desired {
+        let mut fields: crate::engine::Fields =
+            [(ATTACHED_TO.to_string(), "nat-1".to_string()), (LEDGER_VPC.to_string(), "vpc-1".to_string())].into_iter().collect();
+        if let Some(address) = address {
+            fields.insert(PINNED.into(), address.into());
+        }
         Desired {
             key: ResourceKey { kind: KIND, id: "whitelist-1".into() },
             name: "sentry-whitelist-1-prod".into(),
-            fields: [(PINNED.to_string(), address.to_string()), (ATTACHED_TO.to_string(), "nat-1".to_string())].into_iter().collect(),
+            fields,
             tags: Default::default(),
             depends_on: Vec::new(),
-            adopt: true,
+            adopt: address.is_some(),
             idempotency_token: String::new(),
         }
+    }
+
+    fn pinned(address: &str) -> Desired {
+        entry(Some(address))
+    }
+
+    /// AllocateAddress answering `ip` for a request asking for `asked` (None: any address).
+    fn allocates(asked: Option<&'static str>, ip: &'static str) -> Rule {
+        mock!(Client::allocate_address)
+            .match_requests(move |r| r.address() == asked)
+            .then_output(move || AllocateAddressOutput::builder().allocation_id("eipalloc-new").public_ip(ip).build())
+    }
+
+    /// CreateTags recording `ip` for whitelist-1 on vpc-1.
+    fn records(ip: &'static str) -> Rule {
+        mock!(Client::create_tags)
+            .match_requests(move |r| {
+                r.resources() == ["vpc-1"] && r.tags().iter().any(|t| t.key() == Some("sentry:whitelist-ledger/whitelist-1") && t.value() == Some(ip))
+            })
+            .then_output(|| CreateTagsOutput::builder().build())
+    }
+
+    fn with_ledger(kind: &ElasticIps, address: &str) {
+        let mut ledger = kind.ledger.lock().expect("ledger");
+        ledger.vpc = Some("vpc-1".into());
+        ledger.entries.insert("whitelist-1".into(), address.into());
     }
 
     // The emulator re-allocates any address it is asked for, so the path where
@@ -341,31 +505,72 @@ mod tests {
         let refuse = mock!(Client::allocate_address).then_error(|| {
             AllocateAddressError::generic(ErrorMetadata::builder().code("InvalidAddress.NotFound").message("Address 203.0.113.10 is not available").build())
         });
-        let kind = ElasticIps::from_client(mock_client!(aws_sdk_ec2, [&refuse]));
+        let kind = ElasticIps::from_client(mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&refuse]));
         let e = kind.create(&pinned("203.0.113.10")).await.expect_err("must fail");
         assert_eq!(e.class, ErrorClass::Invariant);
         assert!(e.message.contains("203.0.113.10") && e.message.contains("cannot be recovered"), "{}", e.message);
         assert_eq!(refuse.num_calls(), 1, "exactly one attempt to get the same address back");
+
+        // The same for an unpinned entry guarded by the ledger: exit 3 names the address and the entry.
+        with_ledger(&kind, "203.0.113.10");
+        let e = kind.create(&entry(None)).await.expect_err("must fail");
+        assert_eq!(e.class, ErrorClass::Invariant);
+        assert!(e.message.contains("203.0.113.10 (whitelist-1)") && e.message.contains("--reallocate-whitelist whitelist-1"), "{}", e.message);
+        assert_eq!(refuse.num_calls(), 2, "asked for the recorded address, never for another");
     }
 
     #[tokio::test]
-    async fn a_released_address_is_recovered_by_address_only() {
-        let recover = mock!(Client::allocate_address)
-            .match_requests(|r| r.address() == Some("203.0.113.10"))
-            .then_output(|| AllocateAddressOutput::builder().allocation_id("eipalloc-new").public_ip("203.0.113.10").build());
-        let kind = ElasticIps::from_client(mock_client!(aws_sdk_ec2, [&recover]));
+    async fn a_released_address_is_recovered_by_address_only_and_recorded() {
+        let recover = allocates(Some("203.0.113.10"), "203.0.113.10");
+        let record = records("203.0.113.10");
+        let kind = ElasticIps::from_client(mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&recover, &record]));
         assert_eq!(kind.create(&pinned("203.0.113.10")).await.expect("recovered"), "eipalloc-new");
-        assert_eq!(recover.num_calls(), 1);
+        assert_eq!((recover.num_calls(), record.num_calls()), (1, 1));
         let e = kind.create(&pinned("eipalloc-gone")).await.expect_err("an allocation id cannot be re-allocated");
         assert_eq!(e.class, ErrorClass::Invariant);
         assert_eq!(recover.num_calls(), 1, "no AWS call for an allocation-id pin");
     }
 
+    #[tokio::test]
+    async fn an_unpinned_entry_in_the_ledger_gets_its_own_address_back() {
+        let recover = allocates(Some("203.0.113.20"), "203.0.113.20");
+        let fresh = allocates(None, "198.51.100.7");
+        let record = records("203.0.113.20");
+        let kind = ElasticIps::from_client(mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&recover, &fresh, &record]));
+        with_ledger(&kind, "203.0.113.20");
+        kind.create(&entry(None)).await.expect("recovered");
+        assert_eq!((recover.num_calls(), fresh.num_calls(), record.num_calls()), (1, 0, 1), "the recorded address, never a new one");
+    }
+
+    #[tokio::test]
+    async fn a_fresh_address_replaces_a_recorded_one_only_when_asked() {
+        let recover = allocates(Some("203.0.113.20"), "203.0.113.20");
+        let fresh = allocates(None, "198.51.100.7");
+        let record = records("198.51.100.7");
+        let kind = ElasticIps::from_client(mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&recover, &fresh, &record]));
+        with_ledger(&kind, "203.0.113.20");
+        let mut env = EnvSpec { env: "prod".into(), spec: Default::default(), reallocate_whitelist: Default::default() };
+        env.reallocate_whitelist.insert("whitelist-1".into());
+        kind.desired(&env);
+        kind.create(&entry(None)).await.expect("allocated");
+        assert_eq!((recover.num_calls(), fresh.num_calls(), record.num_calls()), (0, 1, 1), "a new address, recorded in place of the lost one");
+    }
+
     #[test]
-    fn ledger_round_trips() {
-        let ledger = parse_ledger("whitelist-1=203.0.113.1 whitelist-2=eipalloc-1");
+    fn the_ledger_reads_both_forms() {
+        let tags: Tags = [
+            (LEGACY_LEDGER_TAG.to_string(), "whitelist-1=203.0.113.1 whitelist-2=eipalloc-1".to_string()),
+            (format!("{LEDGER_TAG_PREFIX}whitelist-2"), "203.0.113.2".to_string()),
+            (format!("{LEDGER_TAG_PREFIX}whitelist-3"), "203.0.113.3".to_string()),
+            ("Name".to_string(), "sentry-vpc-dev".to_string()),
+        ]
+        .into_iter()
+        .collect();
+        let ledger = ledger_of_tags(&tags);
         assert_eq!(ledger.get("whitelist-1").map(String::as_str), Some("203.0.113.1"));
-        assert_eq!(ledger.get("whitelist-2").map(String::as_str), Some("eipalloc-1"));
-        assert!(parse_ledger("").is_empty());
+        assert_eq!(ledger.get("whitelist-2").map(String::as_str), Some("203.0.113.2"), "the per-entry tag wins");
+        assert_eq!(ledger.get("whitelist-3").map(String::as_str), Some("203.0.113.3"));
+        assert_eq!(ledger.len(), 3);
+        assert!(ledger_of_tags(&Tags::new()).is_empty());
     }
 }

@@ -1,12 +1,13 @@
 //! The VPC: CIDR block, DNS support and DNS hostnames. Its tags also carry
-//! the whitelist ledger (see [`super::elastic_ip`]).
+//! the whitelist ledger, which [`super::elastic_ip`] writes (tags are
+//! additive, so this kind leaves them alone).
 
 use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType, VpcAttributeName};
 use aws_sdk_ec2::Client;
 
-use super::{desired, elastic_ip, gone_is_ok, live, network, owned_as, owned_by, put_tags, tag_map, tag_spec};
+use super::{desired, gone_is_ok, live, network, owned_as, owned_by, put_tags, tag_map, tag_spec};
 use crate::aws::{AwsError, CallCounter};
 use crate::engine::{Delta, Desired, Kind, Live};
 use crate::spec::model::DeletionPolicy;
@@ -77,9 +78,6 @@ impl Kind for Vpcs {
         d.fields.insert(CIDR.into(), n.vpc.cidr.clone());
         d.fields.insert(DNS_SUPPORT.into(), n.vpc.enable_dns_support.to_string());
         d.fields.insert(DNS_HOSTNAMES.into(), n.vpc.enable_dns_hostnames.to_string());
-        if let Some(ledger) = elastic_ip::ledger_of_spec(n) {
-            d.tags.insert(elastic_ip::LEDGER_TAG.into(), ledger);
-        }
         vec![d]
     }
 
