@@ -4,9 +4,12 @@
 //! Embedded Metric Format, so CloudWatch derives the metrics DriftDetected,
 //! DriftRepaired, WhitelistViolation, ReconcileErrors and ReconcileDurationMs
 //! (dimensions Environment, Kind) with no metrics API call. A pass's events
-//! go out in one PutLogEvents.
+//! go out in one PutLogEvents, in the background: a slow or hung CloudWatch
+//! never holds a pass back, and undelivered events wait for the next flush.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_config::SdkConfig;
 use aws_sdk_cloudwatchlogs::types::InputLogEvent;
@@ -21,6 +24,8 @@ use crate::engine::report::Report;
 pub const NAMESPACE: &str = "SentryOperator";
 /// PutLogEvents takes at most this many events per call.
 const MAX_BATCH: usize = 10_000;
+/// Undelivered events kept per environment for the next publish.
+const MAX_PENDING: usize = 10_000;
 
 /// The log group of an environment's alerts.
 pub fn log_group(env: &str) -> String {
@@ -51,6 +56,13 @@ fn event(timestamp: i64, env: &str, kind: Option<&str>, metric: &str, unit: &str
     e
 }
 
+/// The EMF event saying that a `scope` pass of `env` was abandoned at its
+/// `deadline` (metric `EnvironmentStale`).
+pub fn stale_event(env: &str, scope: &str, deadline: Duration) -> Value {
+    let detail = json!({ "event": "stale", "scope": scope, "deadlineSeconds": deadline.as_secs(), "detail": format!("a {scope} pass did not finish within {deadline:?} and was abandoned") });
+    event(now_ms(), env, None, "EnvironmentStale", "Count", 1.0, detail)
+}
+
 /// The EMF events of a pass (pure: no AWS call).
 pub fn events(report: &Report) -> Vec<Value> {
     let t = now_ms();
@@ -58,6 +70,7 @@ pub fn events(report: &Report) -> Vec<Value> {
     let mut out = Vec::new();
     for step in &report.resources {
         let (action, repaired) = match (step.action, &step.outcome) {
+            (_, Some(Outcome::Deferred)) => continue, // the pass that writes it reports it
             (Action::Create | Action::Update | Action::Replace | Action::Delete, Some(Outcome::Applied)) => ("repaired", true),
             (Action::Create | Action::Update | Action::Replace | Action::Delete, _) if report.mode == "plan" => ("reported (plan only)", false),
             (Action::Create | Action::Update | Action::Replace | Action::Delete, _) => ("repair failed", false),
@@ -101,6 +114,10 @@ pub fn events(report: &Report) -> Vec<Value> {
 pub struct AlertSink {
     client: Client,
     stream: String,
+    /// Events not delivered yet, per environment.
+    pending: Mutex<BTreeMap<String, Vec<Value>>>,
+    /// Environments whose events are being delivered.
+    flushing: Mutex<BTreeSet<String>>,
 }
 
 impl AlertSink {
@@ -108,7 +125,7 @@ impl AlertSink {
     pub fn new(config: &SdkConfig, counter: &CallCounter) -> Self {
         let client = Client::from_conf(aws_sdk_cloudwatchlogs::config::Builder::from(config).interceptor(counter.clone()).build());
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "sentry-operator".into());
-        AlertSink { client, stream: format!("{host}-{}", std::process::id()) }
+        AlertSink { client, stream: format!("{host}-{}", std::process::id()), pending: Mutex::new(BTreeMap::new()), flushing: Mutex::new(BTreeSet::new()) }
     }
 
     /// Creates the group and this replica's stream if they do not exist yet.
@@ -130,16 +147,55 @@ impl AlertSink {
         )
     }
 
-    /// Publishes the events of `report` (one PutLogEvents per 10,000 events).
-    pub async fn publish(&self, report: &Report) -> Result<usize, AwsError> {
-        let events = events(report);
-        let group = log_group(&report.env);
-        let mut result = self.put(&group, &events).await;
-        if matches!(&result, Err(e) if e.code.as_deref() == Some("ResourceNotFoundException")) {
-            self.ensure_stream(&group).await?;
-            result = self.put(&group, &events).await;
+    /// Queues events of `env` for the next [`AlertSink::flush`]; beyond
+    /// [`MAX_PENDING`] undelivered events, the oldest are dropped.
+    pub fn enqueue(&self, env: &str, new: Vec<Value>) {
+        let Ok(mut pending) = self.pending.lock() else { return };
+        let queue = pending.entry(env.to_string()).or_default();
+        queue.extend(new);
+        let excess = queue.len().saturating_sub(MAX_PENDING);
+        if excess > 0 {
+            tracing::warn!(env, dropped = excess, "alert events could not be delivered and the backlog is full; dropping the oldest");
+            queue.drain(..excess);
         }
-        result.map(|()| events.len())
+    }
+
+    /// Delivers the queued events of `env` (one PutLogEvents per 10,000);
+    /// returns how many. Does nothing while another flush of `env` runs; what
+    /// cannot be delivered stays queued for the next flush.
+    pub async fn flush(&self, env: &str) -> Result<usize, AwsError> {
+        if !self.flushing.lock().map(|mut f| f.insert(env.to_string())).unwrap_or(false) {
+            return Ok(0);
+        }
+        let result = self.deliver(env).await;
+        if let Ok(mut f) = self.flushing.lock() {
+            f.remove(env);
+        }
+        result
+    }
+
+    async fn deliver(&self, env: &str) -> Result<usize, AwsError> {
+        let group = log_group(env);
+        let mut delivered = 0;
+        loop {
+            let events = self.pending.lock().map(|mut p| p.remove(env).unwrap_or_default()).unwrap_or_default();
+            if events.is_empty() {
+                return Ok(delivered);
+            }
+            let mut result = self.put(&group, &events).await;
+            if matches!(&result, Err(e) if e.code.as_deref() == Some("ResourceNotFoundException")) {
+                result = match self.ensure_stream(&group).await {
+                    Ok(()) => self.put(&group, &events).await,
+                    Err(e) => Err(e),
+                };
+            }
+            if let Err(e) = result {
+                let later = self.pending.lock().map(|mut p| p.remove(env).unwrap_or_default()).unwrap_or_default();
+                self.enqueue(env, events.into_iter().chain(later).collect());
+                return Err(e);
+            }
+            delivered += events.len();
+        }
     }
 
     async fn put(&self, group: &str, events: &[Value]) -> Result<(), AwsError> {

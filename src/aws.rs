@@ -23,11 +23,38 @@ use serde::Serialize;
 /// the operator shares throttling buckets with every other tool of the account.
 pub const MAX_ATTEMPTS: u32 = 5;
 
+/// Time limits of every AWS request, so that a black-holed connection or a
+/// hung endpoint fails the call instead of freezing the operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Establishing a connection.
+    pub connect: Duration,
+    /// One attempt (sending the request and reading the whole reply).
+    pub attempt: Duration,
+    /// A whole operation, all its attempts and backoff included.
+    pub operation: Duration,
+}
+
+impl Default for Timeouts {
+    /// 5 s to connect, 30 s per attempt, 120 s per operation (five attempts
+    /// with backoff): far above a healthy AWS reply, far below "forever".
+    fn default() -> Self {
+        Timeouts { connect: Duration::from_secs(5), attempt: Duration::from_secs(30), operation: Duration::from_secs(120) }
+    }
+}
+
 /// Loads the SDK configuration from the standard chain (environment,
-/// profiles, `AWS_ENDPOINT_URL`, IMDS); `region` overrides the chain's region.
-pub async fn load_config(region: Option<String>) -> SdkConfig {
+/// profiles, `AWS_ENDPOINT_URL`, IMDS) with `timeouts` on every request;
+/// `region` overrides the chain's region.
+pub async fn load_config(region: Option<String>, timeouts: Timeouts) -> SdkConfig {
     let retry = aws_config::retry::RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS);
-    let mut loader = aws_config::defaults(BehaviorVersion::latest()).retry_config(retry);
+    let limits = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(timeouts.connect)
+        .read_timeout(timeouts.attempt)
+        .operation_attempt_timeout(timeouts.attempt)
+        .operation_timeout(timeouts.operation)
+        .build();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).retry_config(retry).timeout_config(limits);
     if let Some(region) = region {
         loader = loader.region(Region::new(region));
     }
@@ -37,8 +64,8 @@ pub async fn load_config(region: Option<String>) -> SdkConfig {
 /// The SDK configuration of one environment: the standard chain, and when the
 /// spec names an account role, credentials from STS AssumeRole on top of it
 /// (the SDK's identity cache refreshes them before they expire).
-pub async fn env_config(region: Option<String>, account: Option<&crate::spec::model::Account>) -> SdkConfig {
-    let base = load_config(region).await;
+pub async fn env_config(region: Option<String>, account: Option<&crate::spec::model::Account>, timeouts: Timeouts) -> SdkConfig {
+    let base = load_config(region, timeouts).await;
     let Some(account) = account else { return base };
     let mut builder = aws_config::sts::AssumeRoleProvider::builder(&account.role_arn).session_name("sentry-operator").configure(&base);
     if let Some(external_id) = &account.external_id {

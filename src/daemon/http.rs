@@ -1,11 +1,13 @@
-//! The health and metrics endpoint: `/healthz`, `/readyz` (ready after every
-//! environment's first successful pass) and `/metrics` (Prometheus text).
+//! The health and metrics endpoint: `/healthz`, `/readyz` and `/metrics`
+//! (Prometheus text). Ready means every environment is fresh: it has had a
+//! successful full pass within its last three full intervals, and no pass of
+//! it has been abandoned at its deadline since its last success.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -13,13 +15,22 @@ use tokio::net::TcpListener;
 use crate::engine::plan::{Action, Outcome};
 use crate::engine::report::Report;
 
+/// Full intervals without a successful full pass after which an environment is stale.
+pub const STALE_AFTER_INTERVALS: u32 = 3;
+
 /// What the daemon has done, for `/readyz` and `/metrics`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Status {
     /// Environments the daemon runs.
     pub envs: Vec<String>,
     /// Whether this replica holds the lease.
     pub leader: bool,
+    started: Instant,
+    full_interval: Duration,
+    last_full_success: BTreeMap<String, Instant>,
+    /// (environment, scope) of passes abandoned at their deadline since that scope's last success.
+    abandoned: BTreeSet<(String, &'static str)>,
+    timeouts: BTreeMap<(String, &'static str), u64>,
     passes: BTreeMap<(String, &'static str), u64>,
     duration_seconds: BTreeMap<String, f64>,
     drift: BTreeMap<(String, String), u64>,
@@ -34,19 +45,68 @@ pub struct Status {
 pub type SharedStatus = Arc<Mutex<Status>>;
 
 impl Status {
-    /// The status of a daemon running `envs`; `leader` when it writes from the start.
-    pub fn new(envs: Vec<String>, leader: bool) -> Self {
-        Status { envs, leader, ..Status::default() }
+    /// The status of a daemon running `envs` with full passes every
+    /// `full_interval`; `leader` when it writes from the start.
+    pub fn new(envs: Vec<String>, leader: bool, full_interval: Duration) -> Self {
+        Status {
+            envs,
+            leader,
+            started: Instant::now(),
+            full_interval,
+            last_full_success: BTreeMap::new(),
+            abandoned: BTreeSet::new(),
+            timeouts: BTreeMap::new(),
+            passes: BTreeMap::new(),
+            duration_seconds: BTreeMap::new(),
+            drift: BTreeMap::new(),
+            repairs: BTreeMap::new(),
+            calls: BTreeMap::new(),
+            errors: BTreeMap::new(),
+            spec_errors: BTreeMap::new(),
+            last_success: BTreeMap::new(),
+        }
     }
 
-    /// Records a finished pass.
-    pub fn record(&mut self, report: &Report) {
+    /// Records a pass of `scope` (`full` or `network`) abandoned at its deadline: a failed pass.
+    pub fn record_abandoned(&mut self, env: &str, scope: &'static str) {
+        *self.passes.entry((env.to_string(), "timeout")).or_insert(0) += 1;
+        *self.timeouts.entry((env.to_string(), scope)).or_insert(0) += 1;
+        self.abandoned.insert((env.to_string(), scope));
+    }
+
+    /// Why `env` is stale, if it is: a pass abandoned since its scope's last
+    /// success, or no successful full pass for [`STALE_AFTER_INTERVALS`] full intervals.
+    pub fn stale_reason(&self, env: &str) -> Option<String> {
+        if let Some((_, scope)) = self.abandoned.iter().find(|(e, _)| e == env) {
+            return Some(format!("{env}: a {scope} pass was abandoned at its deadline and none has succeeded since"));
+        }
+        let limit = self.full_interval * STALE_AFTER_INTERVALS;
+        let since = self.last_full_success.get(env).copied().unwrap_or(self.started);
+        (since.elapsed() > limit).then(|| format!("{env}: no successful full pass for {}s", since.elapsed().as_secs()))
+    }
+
+    /// Why the daemon is not ready, if it is not.
+    pub fn not_ready_reason(&self) -> Option<String> {
+        let reasons: Vec<String> = self
+            .envs
+            .iter()
+            .filter_map(|e| {
+                self.stale_reason(e).or_else(|| (!self.last_full_success.contains_key(e)).then(|| format!("{e}: waiting for a first successful pass")))
+            })
+            .collect();
+        (!reasons.is_empty()).then(|| reasons.join("; "))
+    }
+
+    /// Records a finished pass of `scope` (`full` or `network`).
+    pub fn record(&mut self, report: &Report, scope: &'static str) {
         let env = report.env.clone();
         let ok = report.errors.is_empty() && report.summary.failed == 0;
         *self.passes.entry((env.clone(), if ok { "ok" } else { "error" })).or_insert(0) += 1;
         self.duration_seconds.insert(env.clone(), report.duration_ms as f64 / 1000.0);
         for step in &report.resources {
-            if matches!(step.action, Action::Create | Action::Update | Action::Replace | Action::Delete | Action::Alert) {
+            if matches!(step.action, Action::Create | Action::Update | Action::Replace | Action::Delete | Action::Alert)
+                && step.outcome != Some(Outcome::Deferred)
+            {
                 *self.drift.entry((env.clone(), step.key.kind.to_string())).or_insert(0) += 1;
             }
             if step.outcome == Some(Outcome::Applied) {
@@ -60,6 +120,10 @@ impl Status {
         *self.errors.entry(env.clone()).or_insert(0) += errors;
         if ok {
             let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+            self.abandoned.remove(&(env.clone(), scope));
+            if scope == "full" {
+                self.last_full_success.insert(env.clone(), Instant::now());
+            }
             self.last_success.insert(env, now);
         }
     }
@@ -67,11 +131,6 @@ impl Status {
     /// Records a spec that failed to load (the last valid one stays in use).
     pub fn record_spec_error(&mut self, env: &str) {
         *self.spec_errors.entry(env.to_string()).or_insert(0) += 1;
-    }
-
-    /// Ready once every environment has had a successful pass.
-    pub fn ready(&self) -> bool {
-        self.envs.iter().all(|e| self.last_success.contains_key(e))
     }
 
     /// The Prometheus text exposition.
@@ -131,6 +190,18 @@ impl Status {
             "Time of the last successful pass.",
             self.last_success.iter().map(|(e, t)| (format!("{{env=\"{e}\"}}"), format!("{t:.3}"))).collect(),
         );
+        family(
+            "sentry_operator_pass_timeouts_total",
+            "counter",
+            "Passes abandoned at their deadline, by scope.",
+            self.timeouts.iter().map(|((e, s), n)| (format!("{{env=\"{e}\",scope=\"{s}\"}}"), n.to_string())).collect(),
+        );
+        family(
+            "sentry_operator_env_stale",
+            "gauge",
+            "1 while the environment is stale (a pass abandoned at its deadline, or no successful full pass for 3 full intervals).",
+            self.envs.iter().map(|e| (format!("{{env=\"{e}\"}}"), u8::from(self.stale_reason(e).is_some()).to_string())).collect(),
+        );
         family("sentry_operator_leader", "gauge", "1 when this replica holds the lease and writes.", vec![(String::new(), u8::from(self.leader).to_string())]);
         out
     }
@@ -162,8 +233,10 @@ pub async fn serve(address: SocketAddr, status: SharedStatus) -> std::io::Result
                 };
                 match path {
                     "/healthz" => ("200 OK", "text/plain", "ok\n".to_string()),
-                    "/readyz" if status.ready() => ("200 OK", "text/plain", "ready\n".to_string()),
-                    "/readyz" => ("503 Service Unavailable", "text/plain", "not ready: waiting for a first successful pass\n".to_string()),
+                    "/readyz" => match status.not_ready_reason() {
+                        None => ("200 OK", "text/plain", "ready\n".to_string()),
+                        Some(why) => ("503 Service Unavailable", "text/plain", format!("not ready: {why}\n")),
+                    },
                     "/metrics" => ("200 OK", "text/plain; version=0.0.4", status.render()),
                     _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
                 }
@@ -171,5 +244,35 @@ pub async fn serve(address: SocketAddr, status: SharedStatus) -> std::io::Result
             let response = format!("HTTP/1.1 {code}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
             let _ = socket.write_all(response.as_bytes()).await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_abandoned_pass_makes_the_environment_stale_until_that_scope_succeeds() {
+        let mut status = Status::new(vec!["dev".into()], true, Duration::from_secs(60));
+        assert_eq!(status.not_ready_reason().as_deref(), Some("dev: waiting for a first successful pass"));
+        status.last_full_success.insert("dev".into(), Instant::now());
+        assert_eq!(status.not_ready_reason(), None);
+        status.record_abandoned("dev", "network");
+        let why = status.not_ready_reason().unwrap_or_default();
+        assert!(why.contains("network pass was abandoned"), "{why}");
+        assert!(status.render().contains("sentry_operator_env_stale{env=\"dev\"} 1"));
+        assert!(status.render().contains("sentry_operator_pass_timeouts_total{env=\"dev\",scope=\"network\"} 1"));
+        status.abandoned.remove(&("dev".to_string(), "network"));
+        assert!(status.render().contains("sentry_operator_env_stale{env=\"dev\"} 0"));
+    }
+
+    #[test]
+    fn no_successful_full_pass_for_three_intervals_is_stale() {
+        let mut status = Status::new(vec!["dev".into()], true, Duration::from_millis(10));
+        status.last_full_success.insert("dev".into(), Instant::now());
+        assert_eq!(status.stale_reason("dev"), None);
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(status.stale_reason("dev").is_some_and(|r| r.contains("no successful full pass")));
+        assert!(status.not_ready_reason().is_some());
     }
 }

@@ -1,9 +1,14 @@
 //! `sentry-operator run`: the long-running controller.
 //!
-//! Each environment is reconciled on an interval with jitter; the networking
-//! kinds (whitelist EIPs, NAT gateways, routes, security groups) also on a
-//! shorter "fast" interval. One pass per environment at a time, a bounded
-//! number of environments at once. A failing pass is retried with
+//! Each environment has two loops: full passes on an interval with jitter,
+//! and passes over the networking kinds (whitelist EIPs, NAT gateways,
+//! routes, security groups) on a shorter "fast" interval. The network loop is
+//! the only writer of the networking kinds (a full pass observes them, to
+//! resolve references, and leaves their repairs to it), so the two never race
+//! and a hung full pass never holds the whitelist guard back. Every pass has
+//! a deadline: past it, the pass is abandoned, counted, logged and alerted as
+//! failed, and the environment is stale until a pass succeeds again. A
+//! bounded number of full passes run at once. A failing pass is retried with
 //! exponential backoff. An invalid spec is never applied: the last valid one
 //! stays in use. Specs are re-read when their files change, or on SIGHUP.
 //! SIGTERM / SIGINT stop new passes; passes in flight finish (bounded by the
@@ -22,9 +27,9 @@ use std::time::{Duration, SystemTime};
 use backoff::backoff::Backoff as _;
 use tokio::sync::{watch, Semaphore};
 
-use crate::alerts::AlertSink;
-use crate::aws::{env_config, load_config, CallCounter};
-use crate::engine::apply::{reconcile, Mode, RetryPolicy};
+use crate::alerts::{self, AlertSink};
+use crate::aws::{env_config, load_config, CallCounter, Timeouts};
+use crate::engine::apply::{reconcile_writing, Mode, RetryPolicy};
 use crate::engine::Kind;
 use crate::kinds;
 use crate::spec::{self, EnvSpec, BASE_FILE};
@@ -58,22 +63,44 @@ pub struct Options {
     pub grace: Duration,
     /// Publish drift alerts to CloudWatch Logs.
     pub alerts: bool,
+    /// Time limits of every AWS request.
+    pub timeouts: Timeouts,
+    /// How long a pass may take; `None`: its interval, at least [`MIN_DEFAULT_DEADLINE`].
+    pub pass_deadline: Option<Duration>,
 }
+
+/// The shortest default pass deadline.
+pub const MIN_DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Which kinds a pass covers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Scope {
+    /// Every kind; the networking kinds observed only.
     Full,
     /// The networking kinds only (they reference only each other).
     Network,
 }
 
+impl Scope {
+    fn as_str(self) -> &'static str {
+        match self {
+            Scope::Full => "full",
+            Scope::Network => "network",
+        }
+    }
+}
+
+/// Whether a kind is one of the networking kinds the network loop writes.
+fn is_network_kind(kind: &str) -> bool {
+    kind.starts_with("ec2.")
+}
+
 /// Runs until SIGTERM / SIGINT; returns the exit status.
 pub async fn run(options: Options) -> anyhow::Result<u8> {
-    let status: SharedStatus = Arc::new(Mutex::new(Status::new(options.envs.clone(), options.lease_table.is_none())));
+    let status: SharedStatus = Arc::new(Mutex::new(Status::new(options.envs.clone(), options.lease_table.is_none(), options.interval)));
     let (stop_tx, stop_rx) = watch::channel(false);
     let leader = Arc::new(AtomicBool::new(options.lease_table.is_none()));
-    let own = load_config(options.region.clone()).await;
+    let own = load_config(options.region.clone(), options.timeouts).await;
     let counter = CallCounter::default();
 
     if let Some(address) = options.listen {
@@ -99,21 +126,27 @@ pub async fn run(options: Options) -> anyhow::Result<u8> {
     };
     let alerts = options.alerts.then(|| Arc::new(AlertSink::new(&own, &counter)));
     let permits = Arc::new(Semaphore::new(options.max_parallel_envs.max(1)));
+    let network_permits = Arc::new(Semaphore::new(options.max_parallel_envs.max(1)));
     let reload = Arc::new(tokio::sync::Notify::new());
     spawn_sighup(reload.clone());
 
     let mut loops = Vec::new();
     for env in &options.envs {
-        let task = EnvLoop {
-            options: options.clone(),
-            env: env.clone(),
-            status: status.clone(),
-            leader: leader.clone(),
-            alerts: alerts.clone(),
-            permits: permits.clone(),
-            reload: reload.clone(),
-        };
-        loops.push(tokio::spawn(task.run(stop_rx.clone())));
+        let specs = Arc::new(SpecSource::new(&options.specs, env));
+        for (scope, permits) in [(Scope::Full, permits.clone()), (Scope::Network, network_permits.clone())] {
+            let task = EnvLoop {
+                options: options.clone(),
+                env: env.clone(),
+                scope,
+                specs: specs.clone(),
+                status: status.clone(),
+                leader: leader.clone(),
+                alerts: alerts.clone(),
+                permits,
+                reload: reload.clone(),
+            };
+            loops.push(tokio::spawn(task.run(stop_rx.clone())));
+        }
     }
 
     shutdown_signal().await;
@@ -166,10 +199,66 @@ async fn hold_lease(lease: Lease, leader: Arc<AtomicBool>, status: SharedStatus,
     }
 }
 
-/// The loop of one environment.
+/// The current spec of one environment, shared by its two loops: re-read
+/// when its files change (or after SIGHUP); an invalid one is never used.
+struct SpecSource {
+    dir: PathBuf,
+    env: String,
+    state: Mutex<SpecState>,
+}
+
+#[derive(Default)]
+struct SpecState {
+    stamp: Option<SystemTime>,
+    spec: Option<Arc<EnvSpec>>,
+    /// Set by SIGHUP: re-read even if no file changed.
+    stale: bool,
+}
+
+impl SpecSource {
+    fn new(dir: &Path, env: &str) -> Self {
+        SpecSource { dir: dir.to_path_buf(), env: env.to_string(), state: Mutex::new(SpecState::default()) }
+    }
+
+    /// Makes the next [`SpecSource::current`] re-read the files.
+    fn invalidate(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            state.stale = true;
+        }
+    }
+
+    /// The last valid spec, re-read first when its files changed.
+    fn current(&self, status: &SharedStatus) -> Option<Arc<EnvSpec>> {
+        let Ok(mut state) = self.state.lock() else { return None };
+        let stamp = spec_stamp(&self.dir, &self.env);
+        if state.spec.is_none() || state.stale || stamp != state.stamp {
+            state.stamp = stamp;
+            state.stale = false;
+            match spec::load(&self.dir, &self.env) {
+                Ok(loaded) => {
+                    if state.spec.is_some() {
+                        tracing::info!(env = %self.env, "spec changed; reloaded");
+                    }
+                    state.spec = Some(Arc::new(loaded));
+                }
+                Err(e) => {
+                    tracing::error!(env = %self.env, error = %e, "spec invalid; keeping the last valid spec");
+                    if let Ok(mut s) = status.lock() {
+                        s.record_spec_error(&self.env);
+                    }
+                }
+            }
+        }
+        state.spec.clone()
+    }
+}
+
+/// One loop of one environment: its full passes, or its network passes.
 struct EnvLoop {
     options: Options,
     env: String,
+    scope: Scope,
+    specs: Arc<SpecSource>,
     status: SharedStatus,
     leader: Arc<AtomicBool>,
     alerts: Option<Arc<AlertSink>>,
@@ -189,77 +278,82 @@ fn jittered(base: Duration) -> Duration {
 }
 
 impl EnvLoop {
+    fn interval(&self) -> Duration {
+        match self.scope {
+            Scope::Full => self.options.interval,
+            Scope::Network => self.options.fast_interval,
+        }
+    }
+
+    /// How long one pass may take.
+    fn deadline(&self) -> Duration {
+        self.options.pass_deadline.unwrap_or_else(|| self.interval().max(MIN_DEFAULT_DEADLINE))
+    }
+
     async fn run(self, mut stop: watch::Receiver<bool>) {
-        let mut spec: Option<EnvSpec> = None;
-        let mut stamp = None;
+        let interval = self.interval();
         let mut failures = backoff::ExponentialBackoffBuilder::new()
-            .with_initial_interval(Duration::from_secs(2))
+            .with_initial_interval(Duration::from_secs(2).min(interval))
             .with_max_interval(self.options.interval)
             .with_max_elapsed_time(None)
             .build();
-        let mut next_full = tokio::time::Instant::now();
-        let mut next_fast = tokio::time::Instant::now() + self.options.fast_interval;
+        let mut next = match self.scope {
+            Scope::Full => tokio::time::Instant::now(),
+            Scope::Network => tokio::time::Instant::now() + interval,
+        };
         loop {
-            let wake = next_full.min(next_fast);
             tokio::select! {
-                _ = tokio::time::sleep_until(wake) => {}
-                _ = self.reload.notified() => { stamp = None; next_full = tokio::time::Instant::now(); }
+                _ = tokio::time::sleep_until(next) => {}
+                _ = self.reload.notified(), if self.scope == Scope::Full => self.specs.invalidate(),
                 _ = stop.changed() => return,
             }
             if *stop.borrow() {
                 return;
             }
-            let current = spec_stamp(&self.options.specs, &self.env);
-            if spec.is_none() || current != stamp {
-                stamp = current;
-                match spec::load(&self.options.specs, &self.env) {
-                    Ok(s) => {
-                        if spec.is_some() {
-                            tracing::info!(env = %self.env, "spec changed; reloaded");
-                        }
-                        spec = Some(s);
-                    }
-                    Err(e) => {
-                        tracing::error!(env = %self.env, error = %e, "spec invalid; keeping the last valid spec");
-                        if let Ok(mut s) = self.status.lock() {
-                            s.record_spec_error(&self.env);
-                        }
-                    }
-                }
-            }
-            let now = tokio::time::Instant::now();
-            let scope = if now >= next_full { Scope::Full } else { Scope::Network };
-            let Some(env_spec) = &spec else {
-                next_full = now + self.options.interval;
-                next_fast = now + self.options.fast_interval;
+            let Some(env_spec) = self.specs.current(&self.status) else {
+                next = tokio::time::Instant::now() + interval;
                 continue;
             };
-            let ok = self.pass(env_spec, scope).await;
+            let ok = self.pass(&env_spec).await;
             let now = tokio::time::Instant::now();
             if ok {
                 failures.reset();
-                if scope == Scope::Full {
-                    next_full = now + jittered(self.options.interval);
-                }
-                next_fast = now + jittered(self.options.fast_interval);
+                next = now + jittered(interval);
             } else {
-                let retry = failures.next_backoff().unwrap_or(self.options.interval);
-                next_full = now + retry;
-                next_fast = now + retry.max(self.options.fast_interval);
+                next = now + failures.next_backoff().unwrap_or(interval).max(interval.min(self.options.fast_interval));
             }
         }
     }
 
-    /// One pass; returns whether it went without errors.
-    async fn pass(&self, env: &EnvSpec, scope: Scope) -> bool {
+    /// One pass within its deadline; returns whether it went without errors.
+    async fn pass(&self, env: &EnvSpec) -> bool {
         let Ok(_permit) = self.permits.acquire().await else { return false };
-        let config = env_config(self.options.region.clone().or_else(|| env.spec.region.clone()), env.spec.account.as_ref()).await;
+        let deadline = self.deadline();
+        match tokio::time::timeout(deadline, self.reconcile(env)).await {
+            Ok(ok) => ok,
+            Err(_) => {
+                let scope = self.scope.as_str();
+                tracing::error!(env = %self.env, scope, deadline = ?deadline, "pass abandoned at its deadline (AWS hung or too slow); the environment is stale until a pass succeeds");
+                if let Ok(mut status) = self.status.lock() {
+                    status.record_abandoned(&self.env, scope);
+                }
+                self.alert(vec![alerts::stale_event(&self.env, scope, deadline)]);
+                false
+            }
+        }
+    }
+
+    async fn reconcile(&self, env: &EnvSpec) -> bool {
+        let config = env_config(self.options.region.clone().or_else(|| env.spec.region.clone()), env.spec.account.as_ref(), self.options.timeouts).await;
         let counter = CallCounter::default();
+        let scope = self.scope;
         let registry: Vec<Box<dyn Kind>> =
-            kinds::registry(&config, &counter).into_iter().filter(|k| scope == Scope::Full || k.name().starts_with("ec2.")).collect();
+            kinds::registry(&config, &counter).into_iter().filter(|k| scope == Scope::Full || is_network_kind(k.name())).collect();
         let writes = self.leader.load(Ordering::SeqCst) && !self.options.observe_only;
         let mode = if writes { Mode::Apply } else { Mode::Plan };
-        let report = reconcile(env, &registry, &counter, mode, &RetryPolicy::default()).await;
+        // Networking is written by the network loop alone.
+        let writable = move |kind: &str| scope == Scope::Network || !is_network_kind(kind);
+        let report = reconcile_writing(env, &registry, &counter, mode, &RetryPolicy::default(), &writable).await;
         let s = &report.summary;
         tracing::info!(
             env = %report.env, scope = ?scope, mode = report.mode, created = s.create, updated = s.update, deleted = s.delete,
@@ -268,15 +362,23 @@ impl EnvLoop {
         for e in &report.errors {
             tracing::error!(env = %report.env, error = %e, "pass error");
         }
-        if let Some(sink) = &self.alerts {
-            if let Err(e) = sink.publish(&report).await {
-                tracing::warn!(env = %report.env, error = %e, "could not publish drift alerts");
-            }
-        }
+        self.alert(alerts::events(&report));
         if let Ok(mut status) = self.status.lock() {
-            status.record(&report);
+            status.record(&report, scope.as_str());
         }
         report.errors.is_empty() && report.summary.failed == 0
+    }
+
+    /// Queues alert events and delivers them in the background.
+    fn alert(&self, events: Vec<serde_json::Value>) {
+        let Some(sink) = &self.alerts else { return };
+        sink.enqueue(&self.env, events);
+        let (sink, env) = (sink.clone(), self.env.clone());
+        tokio::spawn(async move {
+            if let Err(e) = sink.flush(&env).await {
+                tracing::warn!(env = %env, error = %e, "could not publish drift alerts yet; they are kept for the next pass");
+            }
+        });
     }
 }
 

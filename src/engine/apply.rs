@@ -47,6 +47,20 @@ impl Default for RetryPolicy {
 /// still missing (routes pointing at a new NAT gateway, the settings a create
 /// makes after the create call, ...).
 pub async fn reconcile(env: &EnvSpec, kinds: &[Box<dyn Kind>], counter: &CallCounter, mode: Mode, retry: &RetryPolicy) -> Report {
+    reconcile_writing(env, kinds, counter, mode, retry, &|_| true).await
+}
+
+/// [`reconcile`], writing only the kinds `writes` accepts (by kind name): the
+/// others are observed (their resources still resolve references) and their
+/// planned changes are reported as [`Outcome::Deferred`].
+pub async fn reconcile_writing(
+    env: &EnvSpec,
+    kinds: &[Box<dyn Kind>],
+    counter: &CallCounter,
+    mode: Mode,
+    retry: &RetryPolicy,
+    writes: &(dyn Fn(&str) -> bool + Sync),
+) -> Report {
     let started = Instant::now();
     let mut planned = plan_pass(env, kinds).await;
     let mut steps = Vec::new();
@@ -54,11 +68,11 @@ pub async fn reconcile(env: &EnvSpec, kinds: &[Box<dyn Kind>], counter: &CallCou
     let mut violations = std::mem::take(&mut planned.review.violations);
     let sections = std::mem::take(&mut planned.review.sections);
     if mode == Mode::Apply && planned.review.errors.is_empty() {
-        let second_round = apply(&mut planned, env, kinds, retry, &mut violations).await;
+        let second_round = apply(&mut planned, env, kinds, retry, writes, &mut violations).await;
         steps.append(&mut planned.steps);
         if let Some(why) = second_round {
             let mut again = plan_pass(env, kinds).await;
-            apply(&mut again, env, kinds, retry, &mut violations).await;
+            apply(&mut again, env, kinds, retry, writes, &mut violations).await;
             errors.append(&mut again.errors);
             steps.extend(again.steps.into_iter().filter(|s| s.action != Action::Noop).map(|mut s| {
                 s.note = Some(format!("{}{}", why.as_note(), s.note.map(|n| format!("; {n}")).unwrap_or_default()));
@@ -173,7 +187,14 @@ impl SecondRound {
 }
 
 /// Applies a plan; says whether a second round is needed.
-async fn apply(planned: &mut Planned, env: &EnvSpec, kinds: &[Box<dyn Kind>], retry: &RetryPolicy, violations: &mut Vec<String>) -> Option<SecondRound> {
+async fn apply(
+    planned: &mut Planned,
+    env: &EnvSpec,
+    kinds: &[Box<dyn Kind>],
+    retry: &RetryPolicy,
+    writes: &(dyn Fn(&str) -> bool + Sync),
+    violations: &mut Vec<String>,
+) -> Option<SecondRound> {
     let Planned { steps, owners, handles, .. } = planned;
     let mut failed: BTreeSet<ResourceKey> = BTreeSet::new();
     let mut second_round = None;
@@ -182,6 +203,10 @@ async fn apply(planned: &mut Planned, env: &EnvSpec, kinds: &[Box<dyn Kind>], re
         for &i in &wave {
             let step = &mut steps[i];
             if !matches!(step.action, Action::Create | Action::Update | Action::Replace) {
+                continue;
+            }
+            if !writes(kinds[owners[i]].name()) {
+                step.outcome = Some(Outcome::Deferred);
                 continue;
             }
             let deps = step.desired.iter().flat_map(|d| d.depends_on.iter());
@@ -224,6 +249,10 @@ async fn apply(planned: &mut Planned, env: &EnvSpec, kinds: &[Box<dyn Kind>], re
     }
     // Deletes last, in reverse registration order (dependents before what they depend on).
     let mut deletes: Vec<usize> = (0..steps.len()).filter(|&i| steps[i].action == Action::Delete).collect();
+    for &i in deletes.iter().filter(|&&i| !writes(kinds[owners[i]].name())) {
+        steps[i].outcome = Some(Outcome::Deferred);
+    }
+    deletes.retain(|&i| writes(kinds[owners[i]].name()));
     deletes.sort_by_key(|&i| std::cmp::Reverse(owners[i]));
     for i in deletes {
         let kind = &kinds[owners[i]];
@@ -458,7 +487,7 @@ mod tests {
     }
 
     fn env() -> EnvSpec {
-        EnvSpec { env: "dev".into(), spec: Default::default() }
+        EnvSpec { env: "dev".into(), spec: Default::default(), reallocate_whitelist: Default::default() }
     }
 
     async fn pass(kind: Fake, mode: Mode) -> Report {
@@ -520,6 +549,18 @@ mod tests {
         assert!(report.resources.iter().all(|s| s.outcome.is_none()));
         assert!(report.errors.iter().any(|e| e == "nothing was applied"));
         assert_eq!(report.exit_code(), 1);
+    }
+
+    #[tokio::test]
+    async fn kinds_left_to_another_pass_are_observed_not_written() {
+        let kind = Fake::new(None, false);
+        let creates = kind.creates.clone();
+        let kinds: Vec<Box<dyn Kind>> = vec![Box::new(kind)];
+        let report = reconcile_writing(&env(), &kinds, &CallCounter::default(), Mode::Apply, &RetryPolicy::default(), &|kind| kind != "fake").await;
+        assert_eq!(creates.load(Ordering::SeqCst), 0, "nothing written");
+        assert_eq!(report.summary.create, 3, "the drift is still reported");
+        assert!(report.resources.iter().all(|s| s.outcome == Some(Outcome::Deferred)), "{:?}", report.resources);
+        assert_eq!(report.summary.failed, 0);
     }
 
     #[tokio::test]

@@ -160,6 +160,7 @@ impl Report {
                 Some(Outcome::DependencyFailed(d)) => {
                     let _ = write!(out, "  [not attempted: {d} failed]");
                 }
+                Some(Outcome::Deferred) => out.push_str("  [left to another pass]"),
                 None => {}
             }
             out.push('\n');

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::Filter;
 
+use crate::faults::{FaultProxy, Hang};
 use crate::harness::{http, is_write, json_args, operator, repo_specs, sdk_config, spawn_operator, specs_with, Moto};
 
 /// A daemon process, stopped with SIGKILL on drop if still running.
@@ -21,15 +22,27 @@ struct Daemon {
 }
 
 impl Daemon {
+    /// `run --env dev --interval 30 --fast-interval 1 <extra>` against the emulator.
     fn start(moto: &Moto, specs: &std::path::Path, extra: &[&str]) -> Daemon {
+        let mut args = vec!["--interval", "30", "--fast-interval", "1"];
+        args.extend_from_slice(extra);
+        Daemon::start_at(&moto.endpoint, specs, &args)
+    }
+
+    /// `run --env dev <args>` against `endpoint`, with a health endpoint on a free port.
+    fn start_at(endpoint: &str, specs: &std::path::Path, extra: &[&str]) -> Daemon {
         let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
         let listen = format!("127.0.0.1:{port}");
         let logs = tempfile::tempdir().expect("tempdir");
         let log = logs.path().join("daemon.log");
-        let mut args = vec!["--specs", specs.to_str().expect("utf-8"), "run", "--env", "dev", "--interval", "30", "--fast-interval", "1", "--listen", &listen];
+        let mut args = vec!["--specs", specs.to_str().expect("utf-8"), "run", "--env", "dev", "--listen", &listen];
         args.extend_from_slice(extra);
-        let child = spawn_operator(&moto.endpoint, &args, &log);
+        let child = spawn_operator(endpoint, &args, &log);
         Daemon { child, http: format!("http://{listen}"), _logs: logs, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     fn get(&self, path: &str) -> Option<String> {
@@ -200,4 +213,62 @@ async fn an_environment_in_another_account_is_reached_through_its_role() {
     let recorded = moto.stop_recording();
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(recorded.iter().any(|op| op == "AssumeRole"), "credentials came from STS: {recorded:?}");
+}
+
+/// A hung endpoint (a proxy that accepts requests and never answers) for
+/// everything but EC2: the full pass is abandoned at its deadline, counted,
+/// alerted and logged, `/readyz` turns 503, and meanwhile the network loop
+/// still repairs the whitelist within seconds. When the endpoint answers
+/// again, passes resume and `/readyz` is 200 again.
+#[tokio::test]
+async fn a_hung_endpoint_abandons_the_pass_at_its_deadline_and_never_blocks_the_whitelist_guard() {
+    let moto = Moto::start();
+    let specs = repo_specs();
+    assert_eq!(operator(&moto.endpoint, &json_args(&specs, &["reconcile", "--once", "--env", "dev"])).code, 2, "converged first");
+    let proxy = FaultProxy::start(&moto.endpoint, 0, 1);
+    // Short request timeouts, so that the alerts sent into the hang fail soon
+    // and are delivered once the endpoint is back.
+    let args = ["--interval", "4", "--fast-interval", "1", "--pass-deadline", "3", "--single-replica", "--attempt-timeout", "2", "--operation-timeout", "5"];
+    let daemon = Daemon::start_at(&proxy.endpoint, &specs, &args);
+    daemon.wait_ready();
+    assert_eq!(daemon.metric("sentry_operator_env_stale{env=\"dev\"}"), Some(0.0));
+
+    proxy.set_hang(Hang::AllButEc2);
+    daemon.wait_until("a full pass abandoned at its deadline", Duration::from_secs(30), |d| {
+        d.metric("sentry_operator_pass_timeouts_total{env=\"dev\",scope=\"full\"}").is_some_and(|n| n >= 1.0)
+    });
+    assert_eq!(daemon.metric("sentry_operator_env_stale{env=\"dev\"}"), Some(1.0));
+    let readiness = daemon.get("/readyz").unwrap_or_default();
+    assert!(readiness.contains("abandoned at its deadline"), "/readyz must be 503 and say why: {readiness:?}");
+    assert!(daemon.log().contains("pass abandoned at its deadline"), "{}", daemon.log());
+
+    // The whitelist guard is not behind the hung full pass.
+    let ec2 = aws_sdk_ec2::Client::new(&sdk_config(&moto.endpoint).await);
+    let association = whitelist_association(&ec2).await.expect("attached");
+    ec2.disassociate_address().association_id(association).send().await.expect("detach");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while whitelist_association(&ec2).await.is_none() {
+        assert!(Instant::now() < deadline, "the network loop did not repair the whitelist while the full pass hung:\n{}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    proxy.set_hang(Hang::Nothing);
+    daemon.wait_until("readiness after the endpoint came back", Duration::from_secs(60), |d| d.get("/readyz").is_some_and(|b| b.starts_with("ready")));
+    assert_eq!(daemon.metric("sentry_operator_env_stale{env=\"dev\"}"), Some(0.0));
+
+    // The stale alert reached CloudWatch Logs once it answered again.
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&sdk_config(&moto.endpoint).await);
+    let mut stale = None;
+    for _ in 0..150 {
+        let out = logs.filter_log_events().log_group_name("/sentry-operator/dev").send().await;
+        let messages: Vec<String> = out.map(|o| o.events().iter().filter_map(|e| e.message().map(str::to_string)).collect()).unwrap_or_default();
+        stale = messages.into_iter().find(|m| m.contains("\"EnvironmentStale\":1"));
+        if stale.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stale: serde_json::Value = serde_json::from_str(&stale.expect("an EnvironmentStale event")).expect("json");
+    assert_eq!(stale["scope"], "full");
+    assert_eq!(stale["Environment"], "dev");
 }

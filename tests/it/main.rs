@@ -5,7 +5,7 @@ mod compute;
 mod crash;
 mod daemon;
 mod data;
-mod faults;
+pub mod faults;
 mod harness;
 mod invalid_specs;
 mod network;
