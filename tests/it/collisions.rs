@@ -8,13 +8,13 @@
 
 use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, Tag};
 
-use crate::harness::{is_write, json_args, operator, sdk_config, specs_for_emulator, Moto, Run};
+use crate::harness::{is_write, json_args, operator, repo_specs, sdk_config, Moto, Run};
 
 /// Applies the dev spec while recording; returns the run and the write requests (operation, text).
 fn apply_dev(moto: &Moto) -> (Run, Vec<(String, String)>) {
-    let dir = specs_for_emulator();
+    let specs = repo_specs();
     moto.start_recording();
-    let run = operator(&moto.endpoint, &json_args(dir.path(), &["reconcile", "--once", "--env", "dev"]));
+    let run = operator(&moto.endpoint, &json_args(&specs, &["reconcile", "--once", "--env", "dev"]));
     let writes = moto.stop_recording_requests().into_iter().filter(|(op, _)| is_write(op)).collect();
     assert_eq!(run.code, 2, "the rest of the estate is built:\n{}\n{}", run.stdout, run.stderr);
     (run, writes)

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use aws_sdk_ecs::types::{ClusterField, ClusterSettingName};
 
-use crate::harness::{is_write, json_args, operator, repo_specs, sdk_config, specs_for_emulator, specs_with, Moto, Run};
+use crate::harness::{is_write, json_args, operator, repo_specs, sdk_config, specs_with, Moto, Run};
 
 fn reconcile(moto: &Moto, specs: &Path, env: &str) -> Run {
     operator(&moto.endpoint, &json_args(specs, &["reconcile", "--once", "--env", env]))
@@ -82,8 +82,8 @@ async fn dev_compute_converges_and_a_second_pass_registers_nothing() {
 #[tokio::test]
 async fn prod_compute_uses_prod_sizes_and_retention() {
     let moto = Moto::start();
-    let dir = specs_for_emulator();
-    let run = reconcile(&moto, dir.path(), "prod");
+    let specs = repo_specs();
+    let run = reconcile(&moto, &specs, "prod");
     assert_eq!(run.code, 2, "{}", run.stderr);
     let ecs = ecs(&moto).await;
     let clusters = ecs.describe_clusters().clusters("sentry-oms-prod").include(ClusterField::Settings).send().await.expect("clusters");
@@ -91,7 +91,7 @@ async fn prod_compute_uses_prod_sizes_and_retention() {
     assert_eq!(insights, Some("enabled"));
     assert_eq!(service(&ecs, "sentry-oms-prod", "sentry-oms-service-prod").await.desired_count(), 2);
     assert_eq!(retention(&logs(&moto).await, "/ecs/sentry-websocket-prod").await, Some(30));
-    let (second, writes) = recorded(&moto, dir.path(), "prod");
+    let (second, writes) = recorded(&moto, &specs, "prod");
     assert_eq!(second.code, 0, "{}", second.stdout);
     assert!(writes.is_empty(), "{writes:?}");
 }

@@ -15,9 +15,7 @@ use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::harness::{
-    account_inventory, forward, http, is_write, json_args, operator, read_request, request_operation, spawn_operator, specs_for_emulator, Moto,
-};
+use crate::harness::{account_inventory, forward, http, is_write, json_args, operator, read_request, repo_specs, request_operation, spawn_operator, Moto};
 
 /// Where the operator dies relative to the write it is killed at.
 #[derive(Clone, Copy, Debug)]
@@ -90,8 +88,8 @@ impl CrashProxy {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prod_apply_survives_kill_9_at_every_kind_of_write() {
     let moto = Moto::start();
-    let dir = specs_for_emulator();
-    let args = json_args(dir.path(), &["reconcile", "--once", "--env", "prod"]);
+    let specs = repo_specs();
+    let args = json_args(&specs, &["reconcile", "--once", "--env", "prod"]);
 
     // A crash-free apply through the proxy: which writes, and what results.
     let counting = CrashProxy::start(&moto.endpoint, None);

@@ -6,7 +6,7 @@ use std::path::Path;
 use aws_sdk_cognitoidentityprovider::types::UserPoolMfaType;
 use aws_sdk_dynamodb::types::{DeleteGlobalSecondaryIndexAction, GlobalSecondaryIndexUpdate, PointInTimeRecoverySpecification};
 
-use crate::harness::{is_write, json_args, operator, repo_specs, sdk_config, specs_for_emulator, specs_with, Moto, Run};
+use crate::harness::{is_write, json_args, operator, repo_specs, sdk_config, specs_with, Moto, Run};
 
 fn reconcile(moto: &Moto, specs: &Path, env: &str) -> Run {
     operator(&moto.endpoint, &json_args(specs, &["reconcile", "--once", "--env", env]))
@@ -84,11 +84,42 @@ async fn dev_data_and_identity_converge_then_make_no_writes() {
     assert!(writes.is_empty(), "{writes:?}");
 }
 
+/// The shipped prod spec as is: Redis with two nodes (a primary and one
+/// replica), automatic failover and multi-AZ, converges from empty in one
+/// pass, and the next pass writes nothing.
+#[tokio::test]
+async fn prod_redis_converges_with_two_nodes_then_makes_no_writes() {
+    let moto = Moto::start();
+    let specs = repo_specs();
+    let run = reconcile(&moto, &specs, "prod");
+    assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.json()["summary"]["failed"], 0, "{}", run.stdout);
+    assert_eq!(run.resource("elasticache.replication-group", "redis")["action"], "create");
+
+    let cache = aws_sdk_elasticache::Client::new(&sdk_config(&moto.endpoint).await);
+    let groups = cache.describe_replication_groups().replication_group_id("sentry-redis-prod").send().await.expect("redis");
+    let redis = &groups.replication_groups()[0];
+    assert_eq!(redis.member_clusters().len(), 2, "a primary and one replica: {redis:?}");
+    let members: usize = redis.node_groups().iter().map(|g| g.node_group_members().len()).sum();
+    assert_eq!((redis.node_groups().len(), members), (1, 2), "one shard of two nodes: {redis:?}");
+    assert_eq!(redis.cache_node_type(), Some("cache.r7g.large"));
+    assert_eq!(redis.automatic_failover().map(|a| a.as_str()), Some("enabled"));
+    assert_eq!(redis.multi_az().map(|m| m.as_str()), Some("enabled"));
+    assert_eq!(redis.snapshot_retention_limit(), Some(7));
+
+    moto.start_recording();
+    let second = reconcile(&moto, &specs, "prod");
+    let writes: Vec<String> = moto.stop_recording().into_iter().filter(|op| is_write(op)).collect();
+    assert_eq!(second.code, 0, "{}\n{}", second.stdout, second.stderr);
+    assert_eq!(second.json()["calls"]["writes"], 0, "{}", second.stdout);
+    assert!(writes.is_empty(), "{writes:?}");
+}
+
 #[tokio::test]
 async fn stateful_drift_is_repaired_and_mfa_off_is_a_security_drift() {
     let moto = Moto::start();
-    let dir = specs_for_emulator();
-    assert_eq!(reconcile(&moto, dir.path(), "prod").code, 2);
+    let specs = repo_specs();
+    assert_eq!(reconcile(&moto, &specs, "prod").code, 2);
     let ddb = dynamodb(&moto).await;
     assert!(pitr(&ddb, "sentry-config-prod").await && pitr(&ddb, "sentry-trading-prod").await, "PITR on in prod");
 
@@ -105,7 +136,7 @@ async fn stateful_drift_is_repaired_and_mfa_off_is_a_security_drift() {
     cog.set_user_pool_mfa_config().user_pool_id(&pool).mfa_configuration(UserPoolMfaType::Off).send().await.expect("mfa off");
     cog.delete_group().user_pool_id(&pool).group_name("Operator").send().await.expect("delete group");
 
-    let run = reconcile(&moto, dir.path(), "prod");
+    let run = reconcile(&moto, &specs, "prod");
     assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
     let report = run.json();
     let security = report["sections"].as_array().and_then(|s| s.iter().find(|s| s["title"] == "Security drift (MFA)").cloned()).expect("security section");
@@ -120,7 +151,7 @@ async fn stateful_drift_is_repaired_and_mfa_off_is_a_security_drift() {
     assert_eq!(mfa.mfa_configuration(), Some(&UserPoolMfaType::On));
     let groups = cog.list_groups().user_pool_id(&pool).send().await.expect("groups");
     assert!(groups.groups().iter().any(|g| g.group_name() == Some("Operator") && g.precedence() == Some(2)));
-    assert_eq!(reconcile(&moto, dir.path(), "prod").code, 0, "converged after the repair");
+    assert_eq!(reconcile(&moto, &specs, "prod").code, 0, "converged after the repair");
 }
 
 #[tokio::test]

@@ -4,7 +4,9 @@
 //! request reaches the emulator, or a reply lost after the emulator acted
 //! (the case where a blind retry of CreateVpc would make a second VPC). A
 //! converge of the dev and prod specs must complete through them with the
-//! same result as without faults and no duplicate resource.
+//! same result as without faults and no duplicate resource. The proxy can
+//! also hang: accept requests and never answer (a stopped or black-holed
+//! endpoint), for the daemon's deadline tests.
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -12,7 +14,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::harness::{account_inventory, forward, json_args, operator, read_request, specs_for_emulator, Moto};
+use crate::harness::{account_inventory, forward, json_args, operator, read_request, repo_specs, spawn_operator, Moto};
 
 /// Faults injected, by type.
 #[derive(Default)]
@@ -25,9 +27,21 @@ struct Injected {
     forwarded: AtomicUsize,
 }
 
-struct FaultProxy {
-    endpoint: String,
+/// What the proxy does with requests it does not fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hang {
+    /// Forward them.
+    Nothing,
+    /// Keep every connection open and never answer.
+    Everything,
+    /// Never answer anything but EC2 (query protocol, API version 2016-11-15).
+    AllButEc2,
+}
+
+pub struct FaultProxy {
+    pub endpoint: String,
     injected: Arc<Injected>,
+    hang: Arc<std::sync::Mutex<Hang>>,
 }
 
 /// A throttling error in the request's protocol.
@@ -48,19 +62,29 @@ fn throttling(request: &[u8]) -> Vec<u8> {
 
 impl FaultProxy {
     /// Proxies to `upstream`, faulting `percent` % of requests (seeded, so runs repeat).
-    fn start(upstream: &str, percent: u64, seed: u64) -> FaultProxy {
+    pub fn start(upstream: &str, percent: u64, seed: u64) -> FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
         let upstream = upstream.trim_start_matches("http://").to_string();
         let injected = Arc::new(Injected::default());
         let state = Arc::new(AtomicU64::new(seed));
         let counts = injected.clone();
+        let hang = Arc::new(std::sync::Mutex::new(Hang::Nothing));
+        let hanging = hang.clone();
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
-                let (upstream, counts, state) = (upstream.clone(), counts.clone(), state.clone());
+                let (upstream, counts, state, hanging) = (upstream.clone(), counts.clone(), state.clone(), hanging.clone());
                 std::thread::spawn(move || {
                     let mut client = client;
                     let Some(request) = read_request(&mut client) else { return };
+                    let ec2 = String::from_utf8_lossy(&request).contains("Version=2016-11-15");
+                    let mode = *hanging.lock().expect("hang mode");
+                    if mode == Hang::Everything || (mode == Hang::AllButEc2 && !ec2) {
+                        // Hold the connection open, never answering, until the test ends.
+                        std::thread::sleep(Duration::from_secs(3600));
+                        drop(client);
+                        return;
+                    }
                     // xorshift64: a deterministic stream of decisions.
                     let mut x = state.load(Ordering::SeqCst);
                     x ^= x << 13;
@@ -106,14 +130,19 @@ impl FaultProxy {
                 });
             }
         });
-        FaultProxy { endpoint, injected }
+        FaultProxy { endpoint, injected, hang }
+    }
+
+    /// Switches the hang mode for requests that arrive from now on.
+    pub fn set_hang(&self, mode: Hang) {
+        *self.hang.lock().expect("hang mode") = mode;
     }
 }
 
 async fn converge_under_faults(env: &str, seed: u64) {
     let clean = Moto::start();
-    let dir = specs_for_emulator();
-    assert_eq!(operator(&clean.endpoint, &json_args(dir.path(), &["reconcile", "--once", "--env", env])).code, 2);
+    let specs = repo_specs();
+    assert_eq!(operator(&clean.endpoint, &json_args(&specs, &["reconcile", "--once", "--env", env])).code, 2);
     let expected = account_inventory(&clean).await;
 
     let moto = Moto::start();
@@ -122,7 +151,7 @@ async fn converge_under_faults(env: &str, seed: u64) {
     let mut attempts = 0u64;
     loop {
         passes += 1;
-        let run = operator(&proxy.endpoint, &json_args(dir.path(), &["reconcile", "--once", "--env", env]));
+        let run = operator(&proxy.endpoint, &json_args(&specs, &["reconcile", "--once", "--env", env]));
         attempts += run.json()["calls"]["reads"].as_u64().unwrap_or(0) + run.json()["calls"]["writes"].as_u64().unwrap_or(0);
         if run.code == 0 {
             break;
@@ -147,7 +176,7 @@ async fn converge_under_faults(env: &str, seed: u64) {
     );
     assert!(faults > 20, "faults were injected");
     assert_eq!(account_inventory(&moto).await, expected, "same resources as without faults, no duplicates");
-    let plan = operator(&moto.endpoint, &json_args(dir.path(), &["plan", "--env", env]));
+    let plan = operator(&moto.endpoint, &json_args(&specs, &["plan", "--env", env]));
     assert_eq!(plan.code, 0, "in sync once the faults stop:\n{}", plan.stdout);
 }
 
@@ -159,4 +188,35 @@ async fn dev_converges_under_30_percent_faults() {
 #[tokio::test]
 async fn prod_converges_under_30_percent_faults() {
     converge_under_faults("prod", 0x2545_f491_4f6c_dd1d).await;
+}
+
+/// Every AWS request has a deadline: against an endpoint that accepts
+/// connections and never answers, `reconcile --once` fails (exit 1, naming
+/// the timeout) instead of waiting forever. Without request timeouts the SDK
+/// waits indefinitely and this test runs into its own 60 s limit.
+#[test]
+fn reconcile_once_against_a_hung_endpoint_fails_within_its_timeouts() {
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(&moto.endpoint, 0, 1);
+    proxy.set_hang(Hang::Everything);
+    let logs = tempfile::tempdir().expect("tempdir");
+    let log = logs.path().join("operator.log");
+    let specs = repo_specs();
+    let args = ["--specs", specs.to_str().expect("utf-8"), "--attempt-timeout", "1", "--operation-timeout", "3", "reconcile", "--once", "--env", "dev"];
+    let mut child = spawn_operator(&proxy.endpoint, &args, &log);
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("reconcile --once still waiting on a hung endpoint after 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let output = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(status.code(), Some(1), "{output}");
+    assert!(output.to_lowercase().contains("timeout") || output.to_lowercase().contains("timed out"), "the error names the timeout: {output}");
+    eprintln!("reconcile --once gave up on a hung endpoint after {:?}", started.elapsed());
 }

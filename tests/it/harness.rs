@@ -231,19 +231,6 @@ pub fn specs_with(overrides: &[(&str, &str)]) -> tempfile::TempDir {
     dir
 }
 
-/// The repository's specs with prod's Redis cut to one node: the emulator
-/// always reports a single member cluster, so a two-node group would never
-/// look converged there (the multi-node path is tested with mocks).
-pub fn specs_for_emulator() -> tempfile::TempDir {
-    let prod = std::fs::read_to_string(repo_specs().join("prod.yaml")).expect("prod.yaml");
-    let prod = prod
-        .replace("numCacheClusters: 2", "numCacheClusters: 1")
-        .replace("automaticFailover: true", "automaticFailover: false")
-        .replace("multiAz: true", "multiAz: false");
-    assert!(prod.contains("numCacheClusters: 1"), "prod.yaml changed shape; update specs_for_emulator");
-    specs_with(&[("prod.yaml", &prod)])
-}
-
 /// `--specs DIR --output json <args>`.
 pub fn json_args<'a>(dir: &'a Path, args: &[&'a str]) -> Vec<&'a str> {
     let mut all = vec!["--specs", dir.to_str().expect("utf-8 path"), "--output", "json"];

@@ -5,7 +5,7 @@ use std::path::Path;
 use aws_sdk_ec2::types::{Filter, IpPermission, IpRange};
 use aws_sdk_ec2::Client;
 
-use crate::harness::{is_write, json_args, operator, repo_specs, sdk_config, specs_for_emulator, specs_with, Moto, Run};
+use crate::harness::{is_write, json_args, operator, repo_specs, sdk_config, specs_with, Moto, Run};
 
 async fn ec2(moto: &Moto) -> Client {
     Client::new(&sdk_config(&moto.endpoint).await)
@@ -151,8 +151,7 @@ async fn dev_network_converges_from_empty_and_then_makes_no_writes() {
 #[tokio::test]
 async fn prod_network_converges_with_three_zones_two_nat_gateways_and_flow_logs() {
     let moto = Moto::start();
-    let dir = specs_for_emulator();
-    let specs = dir.path().to_path_buf();
+    let specs = repo_specs();
     let run = reconcile(&moto, &specs, "prod");
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert_eq!(run.json()["summary"]["failed"], 0, "{}", run.stdout);

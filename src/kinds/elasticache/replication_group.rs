@@ -2,6 +2,11 @@
 //! failover and multi-AZ, encryption at rest and in transit, snapshot
 //! retention, subnet group and security groups.
 //!
+//! The group is created as one node group (cluster mode disabled) with
+//! `ReplicasPerNodeGroup` = nodes - 1 rather than with `NumCacheClusters`:
+//! AWS accepts both forms, and the emulator honours only the first. The node
+//! count is read back from `MemberClusters`, which both report.
+//!
 //! Node type, failover, multi-AZ and snapshot retention change through
 //! ModifyReplicationGroup; the node count through Increase/DecreaseReplicaCount.
 //! The emulator serves none of these, so that path is tested with
@@ -40,6 +45,11 @@ const SECURITY_GROUPS: &str = "SecurityGroupIds";
 const VERSION: &str = "EngineVersion";
 /// How long a replication group may take to become available.
 const WAIT: Duration = Duration::from_secs(3600);
+
+/// The replicas (nodes besides the primary) of a group of `nodes` nodes.
+fn replicas(nodes: &str) -> i32 {
+    nodes.parse::<i32>().unwrap_or(1).max(1) - 1
+}
 
 fn enabled(on: bool) -> String {
     if on { "enabled" } else { "disabled" }.to_string()
@@ -161,7 +171,9 @@ impl Kind for ReplicationGroups {
             .engine("redis")
             .set_engine_version(desired.fields.get(VERSION).cloned())
             .cache_node_type(field(NODE_TYPE))
-            .num_cache_clusters(field(NODES).parse().unwrap_or(1))
+            // One shard of a primary and its replicas (see the module doc).
+            .num_node_groups(1)
+            .replicas_per_node_group(replicas(&field(NODES)))
             .automatic_failover_enabled(field(FAILOVER) == "enabled")
             .multi_az_enabled(field(MULTI_AZ) == "enabled")
             .at_rest_encryption_enabled(field(AT_REST) == "true")
@@ -239,6 +251,7 @@ impl Kind for ReplicationGroups {
 mod tests {
     use super::*;
     use crate::engine::FieldChange;
+    use aws_sdk_elasticache::operation::create_replication_group::CreateReplicationGroupOutput;
     use aws_sdk_elasticache::operation::describe_replication_groups::DescribeReplicationGroupsOutput;
     use aws_sdk_elasticache::operation::increase_replica_count::IncreaseReplicaCountOutput;
     use aws_sdk_elasticache::operation::modify_replication_group::ModifyReplicationGroupOutput;
@@ -296,6 +309,42 @@ mod tests {
         assert_eq!(modify.num_calls(), 1, "one ModifyReplicationGroup for all in-place fields");
         assert_eq!(grow.num_calls(), 1, "node count 1 -> 2 adds one replica");
         assert!(available.num_calls() >= 2, "waits for the group after each change");
+    }
+
+    // The emulator ignores NumCacheClusters: the group is created as one node
+    // group with nodes - 1 replicas, which AWS and the emulator both honour.
+    #[tokio::test]
+    async fn a_two_node_group_is_created_as_one_shard_with_one_replica() {
+        let create = mock!(Client::create_replication_group)
+            .match_requests(|r| {
+                r.replication_group_id() == Some("sentry-redis-prod")
+                    && r.num_node_groups() == Some(1)
+                    && r.replicas_per_node_group() == Some(1)
+                    && r.num_cache_clusters().is_none()
+                    && r.automatic_failover_enabled() == Some(true)
+                    && r.multi_az_enabled() == Some(true)
+            })
+            .then_output(|| {
+                CreateReplicationGroupOutput::builder()
+                    .replication_group(ReplicationGroup::builder().arn("arn:aws:elasticache:us-east-1:1:replicationgroup:sentry-redis-prod").build())
+                    .build()
+            });
+        let available = mock!(Client::describe_replication_groups)
+            .then_output(|| DescribeReplicationGroupsOutput::builder().replication_groups(ReplicationGroup::builder().status("available").build()).build());
+        let kind = ReplicationGroups::from_client(mock_client!(aws_sdk_elasticache, RuleMode::MatchAny, [&create, &available]));
+        let mut desired = redis_desired();
+        for (field, value) in [(NODE_TYPE, "cache.r7g.large"), (NODES, "2"), (FAILOVER, "enabled"), (MULTI_AZ, "enabled")] {
+            desired.fields.insert(field.into(), value.into());
+        }
+        let arn = kind.create(&desired).await.expect("created");
+        assert_eq!(create.num_calls(), 1);
+        assert!(arn.ends_with(":sentry-redis-prod"), "{arn}");
+    }
+
+    #[test]
+    fn the_replica_count_excludes_the_primary() {
+        assert_eq!([replicas("1"), replicas("2"), replicas("6")], [0, 1, 5]);
+        assert_eq!(replicas("0"), 0, "never negative");
     }
 
     #[tokio::test]
