@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::harness::{account_inventory, forward, json_args, operator, read_request, repo_specs, spawn_operator, Moto};
+use crate::harness::{account_inventory, exit_within, forward, json_args, operator, read_request, repo_specs, spawn_operator, Moto};
 
 /// Faults injected, by type.
 #[derive(Default)]
@@ -205,16 +205,7 @@ fn reconcile_once_against_a_hung_endpoint_fails_within_its_timeouts() {
     let args = ["--specs", specs.to_str().expect("utf-8"), "--attempt-timeout", "1", "--operation-timeout", "3", "reconcile", "--once", "--env", "dev"];
     let mut child = spawn_operator(&proxy.endpoint, &args, &log);
     let started = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            panic!("reconcile --once still waiting on a hung endpoint after 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = exit_within(&mut child, Duration::from_secs(60), "reconcile --once against a hung endpoint");
     let output = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(status.code(), Some(1), "{output}");
     assert!(output.to_lowercase().contains("timeout") || output.to_lowercase().contains("timed out"), "the error names the timeout: {output}");

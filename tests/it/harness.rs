@@ -180,6 +180,22 @@ pub fn spawn_operator(endpoint: &str, args: &[&str], log: &Path) -> Child {
     command.args(args).stdout(out).stderr(err).spawn().expect("spawn operator")
 }
 
+/// Waits for `child` to exit; kills it and fails the test after `limit`, saying `what` was still running.
+pub fn exit_within(child: &mut Child, limit: Duration, what: &str) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Runs the operator binary with `args` against `endpoint`, with extra environment variables.
 pub fn operator_with_env(endpoint: &str, args: &[&str], vars: &[(&str, &str)]) -> Run {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sentry-operator"));

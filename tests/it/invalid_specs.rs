@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::harness::{operator, repo_specs, spec_dir};
+use crate::harness::{exit_within, operator, repo_specs, spec_dir};
 
 /// A loopback listener that counts every connection: any AWS call would open one.
 struct CallTrap {
@@ -82,18 +82,7 @@ fn operator_within_30s(args: &[&str]) -> (i32, String) {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn operator");
-    let started = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if started.elapsed() > Duration::from_secs(30) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("`{}` still running after 30 s: a spec file blocked the loader", args.join(" "));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = exit_within(&mut child, Duration::from_secs(30), &format!("`{}` (a spec file blocked the loader)", args.join(" ")));
     let mut stderr = String::new();
     child.stderr.take().expect("stderr").read_to_string(&mut stderr).expect("read stderr");
     (status.code().unwrap_or(-1), stderr)

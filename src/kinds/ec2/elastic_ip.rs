@@ -498,6 +498,17 @@ mod tests {
         ledger.entries.insert("whitelist-1".into(), address.into());
     }
 
+    /// A kind whose ledger records 203.0.113.20 for whitelist-1, with rules
+    /// answering AllocateAddress for that address and for any (198.51.100.7),
+    /// and `record`: (kind, recover, fresh, record).
+    fn ledger_holding_203_0_113_20(record: Rule) -> (ElasticIps, Rule, Rule, Rule) {
+        let recover = allocates(Some("203.0.113.20"), "203.0.113.20");
+        let fresh = allocates(None, "198.51.100.7");
+        let kind = ElasticIps::from_client(mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&recover, &fresh, &record]));
+        with_ledger(&kind, "203.0.113.20");
+        (kind, recover, fresh, record)
+    }
+
     // The emulator re-allocates any address it is asked for, so the path where
     // AWS refuses to give a released address back is covered with mocks.
     #[tokio::test]
@@ -533,22 +544,14 @@ mod tests {
 
     #[tokio::test]
     async fn an_unpinned_entry_in_the_ledger_gets_its_own_address_back() {
-        let recover = allocates(Some("203.0.113.20"), "203.0.113.20");
-        let fresh = allocates(None, "198.51.100.7");
-        let record = records("203.0.113.20");
-        let kind = ElasticIps::from_client(mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&recover, &fresh, &record]));
-        with_ledger(&kind, "203.0.113.20");
+        let (kind, recover, fresh, record) = ledger_holding_203_0_113_20(records("203.0.113.20"));
         kind.create(&entry(None)).await.expect("recovered");
         assert_eq!((recover.num_calls(), fresh.num_calls(), record.num_calls()), (1, 0, 1), "the recorded address, never a new one");
     }
 
     #[tokio::test]
     async fn a_fresh_address_replaces_a_recorded_one_only_when_asked() {
-        let recover = allocates(Some("203.0.113.20"), "203.0.113.20");
-        let fresh = allocates(None, "198.51.100.7");
-        let record = records("198.51.100.7");
-        let kind = ElasticIps::from_client(mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&recover, &fresh, &record]));
-        with_ledger(&kind, "203.0.113.20");
+        let (kind, recover, fresh, record) = ledger_holding_203_0_113_20(records("198.51.100.7"));
         let mut env = EnvSpec { env: "prod".into(), spec: Default::default(), reallocate_whitelist: Default::default() };
         env.reallocate_whitelist.insert("whitelist-1".into());
         kind.desired(&env);
