@@ -22,8 +22,10 @@ use crate::engine::report::Report;
 
 /// The CloudWatch metric namespace.
 pub const NAMESPACE: &str = "SentryOperator";
-/// PutLogEvents takes at most this many events per call.
+/// PutLogEvents takes at most this many events per call ...
 const MAX_BATCH: usize = 10_000;
+/// ... and this many bytes.
+const MAX_BATCH_BYTES: usize = 1_048_576;
 /// Undelivered events kept per environment for the next publish.
 const MAX_PENDING: usize = 10_000;
 
@@ -160,7 +162,7 @@ impl AlertSink {
         }
     }
 
-    /// Delivers the queued events of `env` (one PutLogEvents per 10,000);
+    /// Delivers the queued events of `env` (one PutLogEvents per batch, see [`batches`]);
     /// returns how many. Does nothing while another flush of `env` runs; what
     /// cannot be delivered stays queued for the next flush.
     pub async fn flush(&self, env: &str) -> Result<usize, AwsError> {
@@ -178,43 +180,70 @@ impl AlertSink {
         let group = log_group(env);
         let mut delivered = 0;
         loop {
-            let events = self.pending.lock().map(|mut p| p.remove(env).unwrap_or_default()).unwrap_or_default();
+            let mut events = self.pending.lock().map(|mut p| p.remove(env).unwrap_or_default()).unwrap_or_default();
             if events.is_empty() {
                 return Ok(delivered);
             }
-            let mut result = self.put(&group, &events).await;
-            if matches!(&result, Err(e) if e.code.as_deref() == Some("ResourceNotFoundException")) {
-                result = match self.ensure_stream(&group).await {
-                    Ok(()) => self.put(&group, &events).await,
-                    Err(e) => Err(e),
-                };
+            events.sort_by_key(timestamp);
+            for batch in batches(&events) {
+                let mut result = self.put(&group, &events[batch.clone()]).await;
+                if matches!(&result, Err(e) if e.code.as_deref() == Some("ResourceNotFoundException")) {
+                    result = match self.ensure_stream(&group).await {
+                        Ok(()) => self.put(&group, &events[batch.clone()]).await,
+                        Err(e) => Err(e),
+                    };
+                }
+                if let Err(e) = result {
+                    // Only what was not delivered goes back, before what came meanwhile.
+                    let later = self.pending.lock().map(|mut p| p.remove(env).unwrap_or_default()).unwrap_or_default();
+                    self.enqueue(env, events.split_off(batch.start).into_iter().chain(later).collect());
+                    return Err(e);
+                }
+                delivered += batch.len();
             }
-            if let Err(e) = result {
-                let later = self.pending.lock().map(|mut p| p.remove(env).unwrap_or_default()).unwrap_or_default();
-                self.enqueue(env, events.into_iter().chain(later).collect());
-                return Err(e);
-            }
-            delivered += events.len();
         }
     }
 
-    async fn put(&self, group: &str, events: &[Value]) -> Result<(), AwsError> {
-        for batch in events.chunks(MAX_BATCH) {
-            let entries: Vec<InputLogEvent> = batch
-                .iter()
-                .filter_map(|e| InputLogEvent::builder().timestamp(e["_aws"]["Timestamp"].as_i64().unwrap_or_else(now_ms)).message(e.to_string()).build().ok())
-                .collect();
-            self.client
-                .put_log_events()
-                .log_group_name(group)
-                .log_stream_name(&self.stream)
-                .set_log_events(Some(entries))
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("Logs.PutLogEvents", e))?;
-        }
+    async fn put(&self, group: &str, batch: &[Value]) -> Result<(), AwsError> {
+        let entries: Vec<InputLogEvent> =
+            batch.iter().filter_map(|e| InputLogEvent::builder().timestamp(timestamp(e)).message(e.to_string()).build().ok()).collect();
+        self.client
+            .put_log_events()
+            .log_group_name(group)
+            .log_stream_name(&self.stream)
+            .set_log_events(Some(entries))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("Logs.PutLogEvents", e))?;
         Ok(())
     }
+}
+
+/// An event's EMF timestamp (milliseconds).
+fn timestamp(event: &Value) -> i64 {
+    event["_aws"]["Timestamp"].as_i64().unwrap_or_else(now_ms)
+}
+
+/// Splits time-ordered `events` into PutLogEvents batches: at most
+/// [`MAX_BATCH`] events, [`MAX_BATCH_BYTES`] bytes (each event counts 26 bytes
+/// more than its message) and 24 hours each.
+fn batches(events: &[Value]) -> Vec<std::ops::Range<usize>> {
+    const DAY_MS: i64 = 24 * 3600 * 1000;
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, event) in events.iter().enumerate() {
+        let size = event.to_string().len() + 26;
+        let full = i - start == MAX_BATCH || bytes + size > MAX_BATCH_BYTES || timestamp(event) - timestamp(&events[start]) >= DAY_MS;
+        if i > start && full {
+            out.push(start..i);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < events.len() {
+        out.push(start..events.len());
+    }
+    out
 }
 
 #[cfg(test)]
@@ -273,5 +302,22 @@ mod tests {
         assert_eq!(drift["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0], json!(["Environment", "Kind"]));
         assert_eq!(events[4]["ReconcileDurationMs"], 1234.0);
         assert_eq!(events[4]["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0], json!(["Environment"]));
+    }
+
+    #[test]
+    fn batches_respect_the_count_byte_and_day_limits() {
+        let event = |t: i64, size: usize| json!({ "_aws": { "Timestamp": t }, "detail": "x".repeat(size) });
+        let big: Vec<Value> = (0..3000).map(|i| event(i, 1000)).collect();
+        let cut = batches(&big);
+        assert!(cut.len() >= 3, "3 MB cannot go in one call: {cut:?}");
+        assert_eq!(cut.iter().map(|r| r.len()).sum::<usize>(), 3000);
+        for r in &cut {
+            assert!(big[r.clone()].iter().map(|e| e.to_string().len() + 26).sum::<usize>() <= MAX_BATCH_BYTES);
+        }
+        let many: Vec<Value> = (0..25_000).map(|i| event(i, 1)).collect();
+        assert!(batches(&many).iter().all(|r| r.len() <= MAX_BATCH));
+        let two_days = vec![event(0, 1), event(24 * 3600 * 1000, 1)];
+        assert_eq!(batches(&two_days), vec![0..1, 1..2]);
+        assert!(batches(&[]).is_empty());
     }
 }

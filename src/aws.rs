@@ -75,10 +75,12 @@ pub async fn env_config(region: Option<String>, account: Option<&crate::spec::mo
     base.into_builder().credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(provider)).build()
 }
 
-/// Counts of AWS requests sent, per service and operation (retries included).
+/// Counts of AWS requests sent, per service and operation (retries included),
+/// and of replies received (any status), which shows whether AWS answers at all.
 #[derive(Clone, Debug, Default)]
 pub struct CallCounter {
     counts: Arc<Mutex<BTreeMap<(String, String), u64>>>,
+    replies: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Whether an operation only reads (Get / List / Describe).
@@ -103,6 +105,16 @@ impl CallCounter {
         if let Ok(mut counts) = self.counts.lock() {
             *counts.entry((service.to_string(), operation.to_string())).or_insert(0) += 1;
         }
+    }
+
+    /// Records one reply received.
+    pub(crate) fn record_reply(&self) {
+        self.replies.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Replies received so far (errors included; timeouts and dropped connections are not replies).
+    pub fn replies(&self) -> u64 {
+        self.replies.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The requests recorded so far.
@@ -136,6 +148,16 @@ impl Intercept for CallCounter {
         if let Some(meta) = cfg.load::<Metadata>() {
             self.record(meta.service(), meta.name());
         }
+        Ok(())
+    }
+
+    fn read_after_transmit(
+        &self,
+        _context: &aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.record_reply();
         Ok(())
     }
 }

@@ -139,6 +139,9 @@ impl Cli {
 
 /// Runs the parsed command line; returns the process exit status.
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
+    if cli.attempt_timeout > cli.operation_timeout {
+        bail!("--attempt-timeout ({} s) must not exceed --operation-timeout ({} s)", cli.attempt_timeout, cli.operation_timeout);
+    }
     match &cli.command {
         Command::Validate { env } => validate(&cli, env.as_deref()),
         Command::Schema => {

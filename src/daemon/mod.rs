@@ -6,8 +6,11 @@
 //! the only writer of the networking kinds (a full pass observes them, to
 //! resolve references, and leaves their repairs to it), so the two never race
 //! and a hung full pass never holds the whitelist guard back. Every pass has
-//! a deadline: past it, the pass is abandoned, counted, logged and alerted as
-//! failed, and the environment is stale until a pass succeeds again. A
+//! a deadline: when AWS has sent it no reply for that long, the pass is
+//! abandoned, counted, logged and alerted as failed, and the environment is
+//! stale until a pass succeeds again. (A pass that is only slow, polling a NAT
+//! gateway or a Redis group that takes minutes to become available, keeps
+//! receiving replies and goes on; every such wait has its own limit.) A
 //! bounded number of full passes run at once. A failing pass is retried with
 //! exponential backoff. An invalid spec is never applied: the last valid one
 //! stays in use. Specs are re-read when their files change, or on SIGHUP.
@@ -65,11 +68,12 @@ pub struct Options {
     pub alerts: bool,
     /// Time limits of every AWS request.
     pub timeouts: Timeouts,
-    /// How long a pass may take; `None`: its interval, at least [`MIN_DEFAULT_DEADLINE`].
+    /// How long a pass may go without any reply from AWS before it is
+    /// abandoned; `None`: its interval, at least [`MIN_DEFAULT_DEADLINE`].
     pub pass_deadline: Option<Duration>,
 }
 
-/// The shortest default pass deadline.
+/// The shortest default pass deadline (a pass's longest quiet spell between AWS replies).
 pub const MIN_DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Which kinds a pass covers.
@@ -164,15 +168,31 @@ pub async fn run(options: Options) -> anyhow::Result<u8> {
     if drained.is_err() {
         tracing::warn!(grace = ?options.grace, "passes still running after the grace period; exiting");
     }
+    if let Some(sink) = &alerts {
+        for env in &options.envs {
+            if !matches!(tokio::time::timeout(FINAL_FLUSH, sink.flush(env)).await, Ok(Ok(_))) {
+                tracing::warn!(env = %env, "some alert events could not be delivered before exiting");
+            }
+        }
+    }
     Ok(0)
 }
 
-/// One attempt to take or renew the lease; a failed renewal steps down.
+/// How long the alerts still queued at exit may take to go out, per environment.
+const FINAL_FLUSH: Duration = Duration::from_secs(5);
+
+/// One attempt to take or renew the lease, bounded by a third of the lease
+/// (so a hung renewal steps down long before another replica may take over);
+/// a failed or late renewal steps down.
 async fn take_turn(lease: &Lease, leader: &AtomicBool, status: &SharedStatus) {
-    let held = match lease.try_acquire().await {
-        Ok(held) => held,
-        Err(e) => {
+    let held = match tokio::time::timeout(lease.renew_every(), lease.try_acquire()).await {
+        Ok(Ok(held)) => held,
+        Ok(Err(e)) => {
             tracing::warn!(error = %e, "lease renewal failed; stepping down");
+            false
+        }
+        Err(_) => {
+            tracing::warn!(limit = ?lease.renew_every(), "lease renewal got no answer in time; stepping down");
             false
         }
     };
@@ -194,8 +214,10 @@ async fn hold_lease(lease: Lease, leader: Arc<AtomicBool>, status: SharedStatus,
         take_turn(&lease, &leader, &status).await;
     }
     leader.store(false, Ordering::SeqCst);
-    if let Err(e) = lease.release().await {
-        tracing::warn!(error = %e, "could not release the lease; it expires by itself");
+    match tokio::time::timeout(lease.renew_every(), lease.release()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not release the lease; it expires by itself"),
+        Err(_) => tracing::warn!("releasing the lease got no answer in time; it expires by itself"),
     }
 }
 
@@ -325,15 +347,17 @@ impl EnvLoop {
         }
     }
 
-    /// One pass within its deadline; returns whether it went without errors.
+    /// One pass, abandoned when AWS sends no reply for its deadline; returns
+    /// whether it went without errors.
     async fn pass(&self, env: &EnvSpec) -> bool {
         let Ok(_permit) = self.permits.acquire().await else { return false };
         let deadline = self.deadline();
-        match tokio::time::timeout(deadline, self.reconcile(env)).await {
-            Ok(ok) => ok,
-            Err(_) => {
+        let counter = CallCounter::default();
+        match while_answered(self.reconcile(env, &counter), &counter, deadline).await {
+            Some(ok) => ok,
+            None => {
                 let scope = self.scope.as_str();
-                tracing::error!(env = %self.env, scope, deadline = ?deadline, "pass abandoned at its deadline (AWS hung or too slow); the environment is stale until a pass succeeds");
+                tracing::error!(env = %self.env, scope, deadline = ?deadline, "pass abandoned at its deadline: no reply from AWS for that long (hung or black-holed endpoint); the environment is stale until a pass succeeds");
                 if let Ok(mut status) = self.status.lock() {
                     status.record_abandoned(&self.env, scope);
                 }
@@ -343,17 +367,16 @@ impl EnvLoop {
         }
     }
 
-    async fn reconcile(&self, env: &EnvSpec) -> bool {
+    async fn reconcile(&self, env: &EnvSpec, counter: &CallCounter) -> bool {
         let config = env_config(self.options.region.clone().or_else(|| env.spec.region.clone()), env.spec.account.as_ref(), self.options.timeouts).await;
-        let counter = CallCounter::default();
         let scope = self.scope;
         let registry: Vec<Box<dyn Kind>> =
-            kinds::registry(&config, &counter).into_iter().filter(|k| scope == Scope::Full || is_network_kind(k.name())).collect();
+            kinds::registry(&config, counter).into_iter().filter(|k| scope == Scope::Full || is_network_kind(k.name())).collect();
         let writes = self.leader.load(Ordering::SeqCst) && !self.options.observe_only;
         let mode = if writes { Mode::Apply } else { Mode::Plan };
         // Networking is written by the network loop alone.
         let writable = move |kind: &str| scope == Scope::Network || !is_network_kind(kind);
-        let report = reconcile_writing(env, &registry, &counter, mode, &RetryPolicy::default(), &writable).await;
+        let report = reconcile_writing(env, &registry, counter, mode, &RetryPolicy::default(), &writable).await;
         let s = &report.summary;
         tracing::info!(
             env = %report.env, scope = ?scope, mode = report.mode, created = s.create, updated = s.update, deleted = s.delete,
@@ -379,6 +402,31 @@ impl EnvLoop {
                 tracing::warn!(env = %env, error = %e, "could not publish drift alerts yet; they are kept for the next pass");
             }
         });
+    }
+}
+
+/// Runs `work` until it finishes, or until `counter` has seen no AWS reply for
+/// `deadline` (then `None`): a pass that is busy waiting on AWS (a NAT gateway
+/// becoming available takes minutes, polled every few seconds) goes on; one
+/// whose requests go unanswered is abandoned.
+async fn while_answered<F: std::future::Future>(work: F, counter: &CallCounter, deadline: Duration) -> Option<F::Output> {
+    tokio::pin!(work);
+    let mut replies = counter.replies();
+    let mut last_reply = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(250).min(deadline));
+    loop {
+        tokio::select! {
+            out = &mut work => return Some(out),
+            _ = tick.tick() => {
+                let now = counter.replies();
+                if now != replies {
+                    replies = now;
+                    last_reply = tokio::time::Instant::now();
+                } else if last_reply.elapsed() >= deadline {
+                    return None;
+                }
+            }
+        }
     }
 }
 
@@ -416,5 +464,36 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pass_is_abandoned_only_when_aws_stops_answering() {
+        let deadline = Duration::from_secs(30);
+        // Slow but answered: a reply every 10 s for 5 minutes.
+        let counter = CallCounter::default();
+        let polling = async {
+            for _ in 0..30 {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                counter.record_reply();
+            }
+            "done"
+        };
+        assert_eq!(while_answered(polling, &counter, deadline).await, Some("done"));
+
+        // Unanswered: the pass is abandoned once 30 s pass without a reply.
+        let silent = CallCounter::default();
+        let started = tokio::time::Instant::now();
+        let hung = async {
+            silent.record_reply();
+            std::future::pending::<()>().await
+        };
+        assert_eq!(while_answered(hung, &silent, deadline).await, None);
+        let waited = started.elapsed();
+        assert!(waited >= deadline && waited < deadline + Duration::from_secs(1), "{waited:?}");
     }
 }

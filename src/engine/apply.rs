@@ -197,6 +197,8 @@ async fn apply(
 ) -> Option<SecondRound> {
     let Planned { steps, owners, handles, .. } = planned;
     let mut failed: BTreeSet<ResourceKey> = BTreeSet::new();
+    // Resources another pass is to create: what depends on them waits for it.
+    let mut awaited: BTreeSet<ResourceKey> = BTreeSet::new();
     let mut second_round = None;
     for wave in waves(steps) {
         let mut runnable = Vec::new();
@@ -205,8 +207,12 @@ async fn apply(
             if !matches!(step.action, Action::Create | Action::Update | Action::Replace) {
                 continue;
             }
-            if !writes(kinds[owners[i]].name()) {
+            let awaits = step.desired.iter().flat_map(|d| d.depends_on.iter()).any(|k| awaited.contains(k));
+            if awaits || !writes(kinds[owners[i]].name()) {
                 step.outcome = Some(Outcome::Deferred);
+                if awaits || matches!(step.action, Action::Create | Action::Replace) {
+                    awaited.insert(step.key.clone());
+                }
                 continue;
             }
             let deps = step.desired.iter().flat_map(|d| d.depends_on.iter());
@@ -560,6 +566,49 @@ mod tests {
         assert_eq!(creates.load(Ordering::SeqCst), 0, "nothing written");
         assert_eq!(report.summary.create, 3, "the drift is still reported");
         assert!(report.resources.iter().all(|s| s.outcome == Some(Outcome::Deferred)), "{:?}", report.resources);
+        assert_eq!(report.summary.failed, 0);
+    }
+
+    /// `a` depends on `fake b`, which a kind this pass leaves to another pass
+    /// also plans to create (the same key, as when the daemon's full pass
+    /// observes networking): `a` waits for it.
+    #[tokio::test]
+    async fn what_depends_on_a_resource_left_to_another_pass_waits_for_it() {
+        struct OnlyB(Fake);
+        #[async_trait]
+        impl Kind for OnlyB {
+            fn name(&self) -> &'static str {
+                "fake-b"
+            }
+            fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
+                self.0
+                    .desired(env)
+                    .into_iter()
+                    .filter(|d| d.key.id == "b")
+                    .map(|d| Desired { key: ResourceKey { kind: "fake", id: "b".into() }, ..d })
+                    .collect()
+            }
+            async fn observe(&self, env: &EnvSpec, desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
+                self.0.observe(env, desired).await
+            }
+            async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
+                self.0.create(desired).await
+            }
+            async fn update(&self, d: &Desired, l: &Live, delta: &Delta) -> Result<(), AwsError> {
+                self.0.update(d, l, delta).await
+            }
+            async fn delete(&self, l: &Live) -> Result<(), AwsError> {
+                self.0.delete(l).await
+            }
+        }
+        let others = Fake::new(None, false);
+        let creates = others.creates.clone();
+        let kinds: Vec<Box<dyn Kind>> = vec![Box::new(OnlyB(Fake::new(None, false))), Box::new(others)];
+        let report = reconcile_writing(&env(), &kinds, &CallCounter::default(), Mode::Apply, &RetryPolicy::default(), &|kind| kind != "fake-b").await;
+        assert!(report.resources.iter().any(|s| s.key.id == "b" && s.outcome == Some(Outcome::Deferred)), "the other pass's b is left to it");
+        let a = report.resources.iter().find(|s| s.key.id == "a").and_then(|s| s.outcome.clone());
+        assert_eq!(a, Some(Outcome::Deferred), "a waits for b: {:?}", report.resources);
+        assert_eq!(creates.load(Ordering::SeqCst), 2, "b and c of the written kind are created, a is not");
         assert_eq!(report.summary.failed, 0);
     }
 

@@ -50,8 +50,9 @@ pub enum Outcome {
     Failed(String),
     /// Not attempted because a dependency failed.
     DependencyFailed(String),
-    /// Not attempted: this pass leaves the kind's writes to another pass
-    /// (the daemon's full pass leaves networking to its network loop).
+    /// Not attempted: this pass leaves the kind's writes to another pass (the
+    /// daemon's full pass leaves networking to its network loop), or the step
+    /// depends on a resource that other pass has yet to create.
     Deferred,
 }
 

@@ -335,6 +335,33 @@ async fn a_pinned_nat_address_released_after_its_nat_was_deleted_is_recovered() 
 }
 
 #[tokio::test]
+async fn a_whitelist_address_that_lost_its_tags_is_adopted_back_never_replaced() {
+    let moto = Moto::start();
+    let specs = repo_specs();
+    assert_eq!(reconcile(&moto, &specs, "dev").code, 2);
+    let ec2 = ec2(&moto).await;
+    let (allocation, ip, _) = whitelist(&ec2, "dev", "whitelist-2").await.expect("w2");
+    let keys: Vec<aws_sdk_ec2::types::Tag> =
+        ["sentry:managed-by", "sentry:env", "sentry:id"].iter().map(|k| aws_sdk_ec2::types::Tag::builder().key(*k).build()).collect();
+    ec2.delete_tags().resources(&allocation).set_tags(Some(keys)).send().await.expect("strip the ownership tags");
+    assert!(whitelist(&ec2, "dev", "whitelist-2").await.is_none(), "no longer tagged as ours");
+
+    // Asking for a new address is refused: the recorded one still exists.
+    let args = json_args(&specs, &["reconcile", "--once", "--env", "dev", "--reallocate-whitelist", "whitelist-2"]);
+    let (run, writes) = recorded(&moto, || operator(&moto.endpoint, &args));
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(writes.is_empty(), "{writes:?}");
+
+    let run = reconcile(&moto, &specs, "dev");
+    assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
+    let (again, same_ip, _) = whitelist(&ec2, "dev", "whitelist-2").await.expect("tagged as ours again");
+    assert_eq!((again.as_str(), same_ip.as_str()), (allocation.as_str(), ip.as_str()), "the same allocation, adopted back");
+    let out = ec2.describe_addresses().send().await.expect("addresses");
+    assert_eq!(out.addresses().len(), 2, "no address was allocated");
+    assert_eq!(reconcile(&moto, &specs, "dev").code, 0);
+}
+
+#[tokio::test]
 async fn a_lost_address_is_replaced_by_a_new_one_only_when_asked() {
     let moto = Moto::start();
     let specs = repo_specs();

@@ -58,6 +58,9 @@ const LEDGER_VPC: &str = "LedgerVpc";
 const NOTHING: &str = "nothing";
 const META_PUBLIC_IP: &str = "public-ip";
 const META_ASSOCIATION: &str = "association-id";
+/// The pool entry whose ledger record names this address (an EIP found by its
+/// address alone: its ownership tags were stripped).
+const META_LEDGER_ENTRY: &str = "ledger-entry";
 
 /// The ledger as read from the VPC's tags: pool entry → recorded address.
 fn ledger_of_tags(tags: &Tags) -> BTreeMap<String, String> {
@@ -159,6 +162,37 @@ impl ElasticIps {
         }
     }
 
+    /// Detaches the address from wherever it is and attaches it to `desired` (a NAT gateway, or nothing).
+    async fn reattach(&self, live: &Live, ip: &str, attached: Option<&str>, desired: Option<&str>) -> Result<(), AwsError> {
+        let target = desired.unwrap_or(NOTHING);
+        alert(&live.name, ip, &format!("whitelist address attached to {} instead of {target}; restoring", attached.unwrap_or(NOTHING)));
+        if let Some(association) = live.meta.get(META_ASSOCIATION) {
+            let result = self.client.disassociate_address().association_id(association).send().await;
+            gone_is_ok(result.map(|_| ()).map_err(|e| AwsError::from_sdk("EC2.DisassociateAddress", e)))?;
+        }
+        if !target.starts_with("nat-") {
+            return Ok(()); // detached is the desired state, or its NAT gateway is created later
+        }
+        let nat = self.client.describe_nat_gateways().nat_gateway_ids(target).send().await.map_err(|e| AwsError::from_sdk("EC2.DescribeNatGateways", e))?;
+        let interface = nat
+            .nat_gateways()
+            .iter()
+            .flat_map(|n| n.nat_gateway_addresses())
+            .find(|a| a.allocation_id() == Some(live.handle.as_str()))
+            .and_then(|a| a.network_interface_id().map(str::to_string));
+        if let Some(eni) = interface {
+            self.client
+                .associate_address()
+                .allocation_id(&live.handle)
+                .network_interface_id(eni)
+                .allow_reassociation(false)
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("EC2.AssociateAddress", e))?;
+        }
+        Ok(())
+    }
+
     /// Allocates `address` again for entry `id` after it was released; a refusal is an invariant violation.
     async fn recover(&self, desired: &Desired, address: &str, how: &str) -> Result<(String, String), AwsError> {
         let id = &desired.key.id;
@@ -214,7 +248,7 @@ impl Kind for ElasticIps {
     fn matches(&self, env: &str, desired: &Desired, live: &Live) -> bool {
         match desired.fields.get(PINNED) {
             Some(pin) => live.fields.get(PINNED) == Some(pin),
-            None => live.is_owned_as(env, &desired.key.id) && !live.fields.contains_key(PINNED),
+            None => (live.is_owned_as(env, &desired.key.id) || live.meta.get(META_LEDGER_ENTRY) == Some(&desired.key.id)) && !live.fields.contains_key(PINNED),
         }
     }
 
@@ -237,8 +271,10 @@ impl Kind for ElasticIps {
                 d.depends_on.push(key(vpc::KIND, vpc::ID));
                 if let Some(pin) = &entry.address {
                     d.fields.insert(PINNED.into(), pin.clone());
-                    d.adopt = true; // pinning an address is adopting it
                 }
+                // A pinned address, or one the ledger records for this entry,
+                // is the operator's even when its ownership tags were stripped.
+                d.adopt = true;
                 d
             })
             .collect()
@@ -246,6 +282,7 @@ impl Kind for ElasticIps {
 
     async fn observe(&self, env: &EnvSpec, desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
         let pins: Vec<(&str, &str)> = desired.iter().filter_map(|d| Some((d.key.id.as_str(), d.fields.get(PINNED)?.as_str()))).collect();
+        let unpinned: Vec<&str> = desired.iter().filter(|d| !d.fields.contains_key(PINNED)).map(|d| d.key.id.as_str()).collect();
         let (addresses, nats, ledger) = tokio::try_join!(
             async { self.client.describe_addresses().send().await.map_err(|e| AwsError::from_sdk("EC2.DescribeAddresses", e)) },
             self.nat_by_interface(),
@@ -257,13 +294,18 @@ impl Kind for ElasticIps {
             let pin = pins.iter().find(|(_, p)| *p == ip || *p == allocation);
             let mut l = live(allocation, tag_map(a.tags()));
             let ours = matches!(l.ownership(), Ownership::Managed { env: ref owner, .. } if *owner == env.env);
-            let entry = match (pin, ours) {
-                (Some((id, pin)), _) => {
+            let recorded_for = unpinned.iter().find(|id| ledger.entries.get(**id).map(String::as_str) == Some(ip));
+            let entry = match (pin, ours, recorded_for) {
+                (Some((id, pin)), _, _) => {
                     l.fields.insert(PINNED.into(), pin.to_string());
                     id.to_string()
                 }
-                (None, true) => l.tags.get(TAG_ID).cloned().unwrap_or_default(),
-                (None, false) => continue, // neither pinned nor ours: not the operator's business
+                (None, true, _) => l.tags.get(TAG_ID).cloned().unwrap_or_default(),
+                (None, false, Some(id)) => {
+                    l.meta.insert(META_LEDGER_ENTRY.into(), id.to_string());
+                    id.to_string()
+                }
+                (None, false, None) => continue, // neither pinned, ours nor recorded: not the operator's business
             };
             l.fields.insert(RECORDED.into(), (ledger.entries.get(&entry).map(String::as_str) == Some(ip)).to_string());
             let attached = match (a.network_interface_id().filter(|s| !s.is_empty()), a.instance_id().filter(|s| !s.is_empty())) {
@@ -292,6 +334,17 @@ impl Kind for ElasticIps {
         let vpc = ledger_vpc(desired)?.to_string();
         let recorded = self.ledger().entries.get(id).cloned();
         let (allocation, ip) = match (desired.fields.get(PINNED), recorded) {
+            (Some(pin), Some(ip)) if pin.starts_with("eipalloc-") => {
+                alert(id, pin, "pinned whitelist address is missing from the account");
+                return Err(AwsError {
+                    operation: "EC2.AllocateAddress",
+                    class: ErrorClass::Invariant,
+                    code: None,
+                    message: format!(
+                        "whitelisted address {pin} ({id}) was released; an allocation id cannot be re-allocated, but its address {ip} may be: pin network.whitelist.pool.{id}.address: {ip} and reconcile again"
+                    ),
+                });
+            }
             (Some(pin), _) => self.recover(desired, pin, "pinned").await?,
             (None, Some(address)) if !self.may_reallocate(id) => self.recover(desired, &address, "the ledger's").await?,
             (None, lost) => {
@@ -319,39 +372,15 @@ impl Kind for ElasticIps {
         put_tags(&self.client, &live.handle, &delta.tags).await?;
         let ip =
             live.meta.get(META_PUBLIC_IP).cloned().ok_or_else(|| AwsError::unexpected("EC2.DescribeAddresses", format!("no public IP for {}", live.handle)))?;
+        // The attachment first: a failing ledger write must not hold back the repair.
+        if let Some(change) = delta.fields.iter().find(|c| c.field == ATTACHED_TO) {
+            self.reattach(live, &ip, change.live.as_deref(), change.desired.as_deref()).await?;
+        }
         if delta.fields.iter().any(|c| c.field == RECORDED) {
             self.record(ledger_vpc(desired)?, &desired.key.id, &ip).await?;
         }
-        let Some(change) = delta.fields.iter().find(|c| c.field == ATTACHED_TO) else { return Ok(()) };
-        let target = change.desired.as_deref().unwrap_or(NOTHING);
-        alert(&live.name, &ip, &format!("whitelist address attached to {} instead of {target}; restoring", change.live.as_deref().unwrap_or(NOTHING)));
-        if let Some(association) = live.meta.get(META_ASSOCIATION) {
-            let result = self.client.disassociate_address().association_id(association).send().await;
-            gone_is_ok(result.map(|_| ()).map_err(|e| AwsError::from_sdk("EC2.DisassociateAddress", e)))?;
-        }
-        if !target.starts_with("nat-") {
-            return Ok(()); // detached is the desired state, or its NAT gateway is created later
-        }
-        let nat = self.client.describe_nat_gateways().nat_gateway_ids(target).send().await.map_err(|e| AwsError::from_sdk("EC2.DescribeNatGateways", e))?;
-        let interface = nat
-            .nat_gateways()
-            .iter()
-            .flat_map(|n| n.nat_gateway_addresses())
-            .find(|a| a.allocation_id() == Some(live.handle.as_str()))
-            .and_then(|a| a.network_interface_id().map(str::to_string));
-        if let Some(eni) = interface {
-            self.client
-                .associate_address()
-                .allocation_id(&live.handle)
-                .network_interface_id(eni)
-                .allow_reassociation(false)
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("EC2.AssociateAddress", e))?;
-        }
         Ok(())
     }
-
     async fn delete(&self, live: &Live) -> Result<(), AwsError> {
         if let Some(association) = live.meta.get(META_ASSOCIATION) {
             let result = self.client.disassociate_address().association_id(association).send().await;
@@ -396,7 +425,7 @@ impl Kind for ElasticIps {
                 step.live.as_ref().and_then(|l| l.fields.get(ATTACHED_TO)).map(|a| a.trim_start_matches('@').to_string()).unwrap_or_else(|| NOTHING.into());
             let recorded = ledger.get(id);
             let status = match (step.action, &entry.address) {
-                (Action::Create, Some(pin)) if recorded == Some(pin) || ledger.values().any(|a| a == pin) => {
+                (Action::Create, Some(pin)) if recorded.is_some() || ledger.values().any(|a| a == pin) => {
                     alert(id, pin, "pinned whitelist address is missing from the account");
                     format!("VIOLATED: {pin} is missing (released out of band?); will try to recover the same address")
                 }
@@ -557,6 +586,39 @@ mod tests {
         kind.desired(&env);
         kind.create(&entry(None)).await.expect("allocated");
         assert_eq!((recover.num_calls(), fresh.num_calls(), record.num_calls()), (0, 1, 1), "a new address, recorded in place of the lost one");
+    }
+
+    #[tokio::test]
+    async fn a_released_allocation_id_pin_with_a_recorded_address_is_a_violation_naming_that_address() {
+        let any = allocates(None, "198.51.100.7");
+        let kind = ElasticIps::from_client(mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&any]));
+        with_ledger(&kind, "203.0.113.20");
+        let e = kind.create(&pinned("eipalloc-0123456789abcdef0")).await.expect_err("cannot be re-allocated");
+        assert_eq!(e.class, ErrorClass::Invariant);
+        assert!(e.message.contains("address: 203.0.113.20"), "{}", e.message);
+        assert_eq!(any.num_calls(), 0, "no address allocated");
+
+        // The plan calls it a violation to recover, not a typo that stops every write.
+        let mut env = crate::spec::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("specs"), "dev").expect("dev spec");
+        if let Some(entry) = env.spec.network.as_mut().and_then(|n| n.whitelist.pool.get_mut("whitelist-1")) {
+            entry.address = Some("eipalloc-0123456789abcdef0".into());
+        }
+        let desired = kind.desired(&env).into_iter().find(|d| d.key.id == "whitelist-1").expect("whitelist-1");
+        let step = Step {
+            key: desired.key.clone(),
+            name: desired.name.clone(),
+            action: Action::Create,
+            changes: Vec::new(),
+            note: None,
+            desired: Some(desired),
+            live: None,
+            delta: Delta::default(),
+            outcome: None,
+        };
+        let review = kind.review(&env, &[&step]);
+        assert!(review.errors.is_empty(), "{:?}", review.errors);
+        let lines = review.section.map(|s| s.lines.join("\n")).unwrap_or_default();
+        assert!(lines.contains("whitelist-1: - attached to nothing: VIOLATED"), "{lines}");
     }
 
     #[test]

@@ -46,9 +46,13 @@ const VERSION: &str = "EngineVersion";
 /// How long a replication group may take to become available.
 const WAIT: Duration = Duration::from_secs(3600);
 
-/// The replicas (nodes besides the primary) of a group of `nodes` nodes.
-fn replicas(nodes: &str) -> i32 {
-    nodes.parse::<i32>().unwrap_or(1).max(1) - 1
+/// The replicas (nodes besides the primary) of a group of `nodes` nodes
+/// (validation keeps the spec's count in 1..=6).
+fn replicas(nodes: &str) -> Result<i32, AwsError> {
+    match nodes.parse::<i32>() {
+        Ok(n) if n >= 1 => Ok(n - 1),
+        _ => Err(AwsError::unexpected("ElastiCache.CreateReplicationGroup", format!("node count {nodes:?} is not a positive number"))),
+    }
 }
 
 fn enabled(on: bool) -> String {
@@ -163,6 +167,7 @@ impl Kind for ReplicationGroups {
     async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
         let field = |f: &str| desired.fields.get(f).cloned().unwrap_or_default();
         let groups: Vec<String> = field(SECURITY_GROUPS).split(',').filter(|g| !g.is_empty()).map(str::to_string).collect();
+        let replicas = replicas(&field(NODES))?;
         let out = self
             .client
             .create_replication_group()
@@ -173,7 +178,7 @@ impl Kind for ReplicationGroups {
             .cache_node_type(field(NODE_TYPE))
             // One shard of a primary and its replicas (see the module doc).
             .num_node_groups(1)
-            .replicas_per_node_group(replicas(&field(NODES)))
+            .replicas_per_node_group(replicas)
             .automatic_failover_enabled(field(FAILOVER) == "enabled")
             .multi_az_enabled(field(MULTI_AZ) == "enabled")
             .at_rest_encryption_enabled(field(AT_REST) == "true")
@@ -343,8 +348,8 @@ mod tests {
 
     #[test]
     fn the_replica_count_excludes_the_primary() {
-        assert_eq!([replicas("1"), replicas("2"), replicas("6")], [0, 1, 5]);
-        assert_eq!(replicas("0"), 0, "never negative");
+        assert_eq!([replicas("1"), replicas("2"), replicas("6")].map(Result::ok), [Some(0), Some(1), Some(5)]);
+        assert!(replicas("0").is_err() && replicas("").is_err(), "no silent default");
     }
 
     #[tokio::test]
