@@ -194,6 +194,12 @@ impl Intercept for CreatesSentOnce {
     }
 }
 
+/// The identifier a reply must carry (`value`, named `what`): a create that
+/// cannot name what it made is an error, never an empty handle.
+pub fn required(operation: &'static str, what: &str, value: Option<&str>) -> Result<String, AwsError> {
+    value.filter(|v| !v.is_empty()).map(str::to_string).ok_or_else(|| AwsError::unexpected(operation, format!("the reply names no {what}")))
+}
+
 /// What kind of failure an AWS error is; decides whether to retry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -366,6 +372,15 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reply_without_the_id_is_an_error_not_an_empty_handle() {
+        assert_eq!(required("EC2.CreateVpc", "VPC id", Some("vpc-1")).ok().as_deref(), Some("vpc-1"));
+        for missing in [None, Some("")] {
+            let e = required("EC2.CreateVpc", "VPC id", missing).expect_err("no id");
+            assert_eq!((e.operation, e.message.as_str()), ("EC2.CreateVpc", "the reply names no VPC id"));
+        }
+    }
 
     #[test]
     fn classification() {

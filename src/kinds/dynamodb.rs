@@ -21,7 +21,7 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
-use crate::aws::{found, gone_is_ok, wait_for, AwsError, CallCounter};
+use crate::aws::{found, gone_is_ok, required, wait_for, AwsError, CallCounter};
 use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Live, ResourceKey};
 use crate::spec::model::{KeySchema, Table};
 use crate::spec::{physical_name, EnvSpec};
@@ -363,7 +363,7 @@ impl Kind for Tables {
         if field(TTL) != TTL_OFF {
             self.set_ttl(&desired.name, &field(TTL), true).await?;
         }
-        Ok(out.table_description().and_then(|t| t.table_arn()).unwrap_or_default().to_string())
+        required("DynamoDB.CreateTable", "table ARN", out.table_description().and_then(|t| t.table_arn()))
     }
 
     async fn update(&self, desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {

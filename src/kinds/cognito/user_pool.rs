@@ -8,7 +8,7 @@ use aws_sdk_cognitoidentityprovider::types::{AdminCreateUserConfigType, Password
 use aws_sdk_cognitoidentityprovider::Client;
 
 use super::{find_pool, pool, pool_tags};
-use crate::aws::{gone_is_ok, AwsError, CallCounter};
+use crate::aws::{gone_is_ok, required, AwsError, CallCounter};
 use crate::engine::plan::{Action, Step};
 use crate::engine::report::Section;
 use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Live, ResourceKey, Review};
@@ -130,7 +130,7 @@ impl Kind for UserPools {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("Cognito.CreateUserPool", e))?;
-        let id = out.user_pool().and_then(|p| p.id()).unwrap_or_default().to_string();
+        let id = required("Cognito.CreateUserPool", "user pool id", out.user_pool().and_then(|p| p.id()))?;
         self.set_mfa(&id, &desired.fields).await?;
         Ok(id)
     }

@@ -6,7 +6,7 @@ use aws_sdk_ec2::types::{InternetGateway, ResourceType};
 use aws_sdk_ec2::Client;
 
 use super::{desired, gone_is_ok, key, live, network, owned_as, owned_by, put_tags, tag_map, tag_spec, vpc};
-use crate::aws::{AwsError, CallCounter};
+use crate::aws::{required, AwsError, CallCounter};
 use crate::engine::{is_unresolved, reference, Delta, Desired, Kind, Live};
 use crate::spec::model::DeletionPolicy;
 use crate::spec::EnvSpec;
@@ -108,7 +108,7 @@ impl Kind for InternetGateways {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("EC2.CreateInternetGateway", e))?;
-        let id = out.internet_gateway().and_then(|g| g.internet_gateway_id()).unwrap_or_default().to_string();
+        let id = required("EC2.CreateInternetGateway", "internet gateway id", out.internet_gateway().and_then(|g| g.internet_gateway_id()))?;
         self.attach(&id, desired.fields.get(ATTACHMENT).map(String::as_str).unwrap_or(DETACHED)).await?;
         Ok(id)
     }

@@ -10,7 +10,7 @@ use aws_sdk_ec2::types::{Filter, NatGatewayState, ResourceType};
 use aws_sdk_ec2::Client;
 
 use super::{desired, elastic_ip, gone_is_ok, internet_gateway, key, live, network, owned_as, owned_by, put_tags, subnet, tag_map, tag_spec, wait_for};
-use crate::aws::{AwsError, CallCounter};
+use crate::aws::{required, AwsError, CallCounter};
 use crate::engine::{reference, Delta, Desired, Kind, Live};
 use crate::spec::model::DeletionPolicy;
 use crate::spec::EnvSpec;
@@ -105,7 +105,7 @@ impl Kind for NatGateways {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("EC2.CreateNatGateway", e))?;
-        let id = out.nat_gateway().and_then(|n| n.nat_gateway_id()).unwrap_or_default().to_string();
+        let id = required("EC2.CreateNatGateway", "NAT gateway id", out.nat_gateway().and_then(|n| n.nat_gateway_id()))?;
         wait_for("EC2.DescribeNatGateways", WAIT, || async {
             match self.state(&id).await? {
                 Some(NatGatewayState::Available) => Ok(Some(())),

@@ -10,7 +10,7 @@ use aws_sdk_ec2::types::{Filter, ResourceType, RouteTable};
 use aws_sdk_ec2::Client;
 
 use super::{desired, gone_is_ok, internet_gateway, key, live, nat_gateway, network, owned_as, owned_by, put_tags, subnet, tag_map, tag_spec, vpc};
-use crate::aws::{AwsError, CallCounter};
+use crate::aws::{required, AwsError, CallCounter};
 use crate::engine::{is_unresolved, reference, Delta, Desired, FieldChange, Kind, Live};
 use crate::spec::model::{DeletionPolicy, Tier};
 use crate::spec::EnvSpec;
@@ -207,7 +207,7 @@ impl Kind for RouteTables {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("EC2.CreateRouteTable", e))?;
-        let id = out.route_table().and_then(|t| t.route_table_id()).unwrap_or_default().to_string();
+        let id = required("EC2.CreateRouteTable", "route table id", out.route_table().and_then(|t| t.route_table_id()))?;
         let changes: Vec<FieldChange> = desired
             .fields
             .iter()

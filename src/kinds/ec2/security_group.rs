@@ -8,7 +8,7 @@ use aws_sdk_ec2::types::ResourceType;
 use aws_sdk_ec2::Client;
 
 use super::{desired, gone_is_ok, key, live, network, owned_as, owned_by, put_tags, tag_map, tag_spec, vpc};
-use crate::aws::{AwsError, CallCounter};
+use crate::aws::{required, AwsError, CallCounter};
 use crate::engine::{reference, Delta, Desired, Kind, Live};
 use crate::spec::model::DeletionPolicy;
 use crate::spec::{physical_name, EnvSpec};
@@ -92,7 +92,7 @@ impl Kind for SecurityGroups {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("EC2.CreateSecurityGroup", e))?;
-        Ok(out.group_id().unwrap_or_default().to_string())
+        required("EC2.CreateSecurityGroup", "group id", out.group_id())
     }
 
     async fn update(&self, _desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {

@@ -6,7 +6,7 @@ use aws_sdk_ec2::types::ResourceType;
 use aws_sdk_ec2::Client;
 
 use super::{desired, gone_is_ok, key, live, network, owned_as, owned_by, put_tags, tag_map, tag_spec, vpc};
-use crate::aws::{AwsError, CallCounter};
+use crate::aws::{required, AwsError, CallCounter};
 use crate::engine::{reference, Delta, Desired, Kind, Live};
 use crate::spec::model::DeletionPolicy;
 use crate::spec::EnvSpec;
@@ -87,7 +87,7 @@ impl Kind for Subnets {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("EC2.CreateSubnet", e))?;
-        Ok(out.subnet().and_then(|s| s.subnet_id()).unwrap_or_default().to_string())
+        required("EC2.CreateSubnet", "subnet id", out.subnet().and_then(|s| s.subnet_id()))
     }
 
     async fn update(&self, _desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {

@@ -8,7 +8,7 @@ use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType, VpcAttributeName};
 use aws_sdk_ec2::Client;
 
 use super::{desired, gone_is_ok, live, network, owned_as, owned_by, put_tags, tag_map, tag_spec};
-use crate::aws::{AwsError, CallCounter};
+use crate::aws::{required, AwsError, CallCounter};
 use crate::engine::{Delta, Desired, Kind, Live};
 use crate::spec::model::DeletionPolicy;
 use crate::spec::{physical_name, EnvSpec};
@@ -104,7 +104,7 @@ impl Kind for Vpcs {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("EC2.CreateVpc", e))?;
-        let id = out.vpc().and_then(|v| v.vpc_id()).unwrap_or_default().to_string();
+        let id = required("EC2.CreateVpc", "VPC id", out.vpc().and_then(|v| v.vpc_id()))?;
         // Hostnames need DNS support, so support goes first.
         for field in [DNS_SUPPORT, DNS_HOSTNAMES] {
             if let Some(value) = desired.fields.get(field) {

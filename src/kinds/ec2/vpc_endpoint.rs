@@ -6,7 +6,7 @@ use aws_sdk_ec2::types::{ResourceType, VpcEndpointType};
 use aws_sdk_ec2::Client;
 
 use super::{desired, gone_is_ok, key, live, network, owned_as, owned_by, put_tags, route_table, tag_map, tag_spec, vpc};
-use crate::aws::{AwsError, CallCounter};
+use crate::aws::{required, AwsError, CallCounter};
 use crate::engine::{reference, Delta, Desired, Kind, Live};
 use crate::spec::model::{DeletionPolicy, Tier};
 use crate::spec::EnvSpec;
@@ -116,7 +116,7 @@ impl Kind for VpcEndpoints {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("EC2.CreateVpcEndpoint", e))?;
-        Ok(out.vpc_endpoint().and_then(|e| e.vpc_endpoint_id()).unwrap_or_default().to_string())
+        required("EC2.CreateVpcEndpoint", "VPC endpoint id", out.vpc_endpoint().and_then(|e| e.vpc_endpoint_id()))
     }
 
     async fn update(&self, _desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {

@@ -6,7 +6,7 @@ use aws_sdk_ecs::types::{ClusterField, ClusterSetting, ClusterSettingName};
 use aws_sdk_ecs::Client;
 
 use super::{add_tags, tag_list, tag_map};
-use crate::aws::{gone_is_ok, AwsError, CallCounter};
+use crate::aws::{gone_is_ok, required, AwsError, CallCounter};
 use crate::engine::{ownership_tags, Delta, Desired, Kind, Live, ResourceKey};
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::{physical_name, EnvSpec};
@@ -107,7 +107,7 @@ impl Kind for Clusters {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("ECS.CreateCluster", e))?;
-        Ok(out.cluster().and_then(|c| c.cluster_arn()).unwrap_or_default().to_string())
+        required("ECS.CreateCluster", "cluster ARN", out.cluster().and_then(|c| c.cluster_arn()))
     }
 
     async fn update(&self, desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {

@@ -9,7 +9,7 @@ use aws_sdk_ecs::types::{AssignPublicIp, AwsVpcConfiguration, DeploymentConfigur
 use aws_sdk_ecs::Client;
 
 use super::{add_tags, cluster, tag_list, tag_map, task_definition};
-use crate::aws::{AwsError, CallCounter, ErrorClass};
+use crate::aws::{required, AwsError, CallCounter, ErrorClass};
 use crate::engine::{is_unresolved, ownership_tags, reference, Delta, Desired, Kind, Live, ResourceKey};
 use crate::kinds::ec2::{security_group, subnet};
 use crate::spec::model::Tags;
@@ -185,7 +185,7 @@ impl Kind for Services {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("ECS.CreateService", e))?;
-        Ok(out.service().and_then(|s| s.service_arn()).unwrap_or_default().to_string())
+        required("ECS.CreateService", "service ARN", out.service().and_then(|s| s.service_arn()))
     }
 
     async fn update(&self, desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {

@@ -17,7 +17,7 @@ use aws_sdk_ecs::types::{
 use aws_sdk_ecs::Client;
 
 use super::{tag_list, tag_map};
-use crate::aws::{AwsError, CallCounter, ErrorClass};
+use crate::aws::{required, AwsError, CallCounter, ErrorClass};
 use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Live, ResourceKey};
 use crate::kinds::logs;
 use crate::spec::model::{DeletionPolicy, Tags};
@@ -226,7 +226,7 @@ impl Kind for TaskDefinitions {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("ECS.RegisterTaskDefinition", e))?;
-        Ok(out.task_definition().and_then(|t| t.task_definition_arn()).unwrap_or_default().to_string())
+        required("ECS.RegisterTaskDefinition", "task definition ARN", out.task_definition().and_then(|t| t.task_definition_arn()))
     }
 
     async fn update(&self, _desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {

@@ -21,7 +21,7 @@ use aws_config::SdkConfig;
 use aws_sdk_elasticache::Client;
 
 use super::{add_tags, redis, subnet_group, tag_list, tags_of};
-use crate::aws::{found, gone_is_ok, wait_for, AwsError, CallCounter};
+use crate::aws::{found, gone_is_ok, required, wait_for, AwsError, CallCounter};
 use crate::engine::{ownership_tags, reference, Delta, Desired, Fields, Kind, Live, ResourceKey};
 use crate::kinds::ec2::security_group;
 use crate::spec::model::Tags;
@@ -191,7 +191,7 @@ impl Kind for ReplicationGroups {
             .await
             .map_err(|e| AwsError::from_sdk("ElastiCache.CreateReplicationGroup", e))?;
         self.wait_available(&desired.name).await?;
-        Ok(out.replication_group().and_then(|g| g.arn()).unwrap_or_default().to_string())
+        required("ElastiCache.CreateReplicationGroup", "replication group ARN", out.replication_group().and_then(|g| g.arn()))
     }
 
     async fn update(&self, desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {

@@ -5,7 +5,7 @@ use aws_config::SdkConfig;
 use aws_sdk_elasticache::Client;
 
 use super::{add_tags, redis, tag_list, tags_of};
-use crate::aws::{found, gone_is_ok, AwsError, CallCounter};
+use crate::aws::{found, gone_is_ok, required, AwsError, CallCounter};
 use crate::engine::{ownership_tags, reference, Delta, Desired, Kind, Live, ResourceKey};
 use crate::kinds::ec2::subnet;
 use crate::spec::model::{DeletionPolicy, Tags};
@@ -94,7 +94,7 @@ impl Kind for SubnetGroups {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("ElastiCache.CreateCacheSubnetGroup", e))?;
-        Ok(out.cache_subnet_group().and_then(|g| g.cache_subnet_group_name()).unwrap_or_default().to_string())
+        required("ElastiCache.CreateCacheSubnetGroup", "subnet group name", out.cache_subnet_group().and_then(|g| g.cache_subnet_group_name()))
     }
 
     async fn update(&self, desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {
