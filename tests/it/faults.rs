@@ -38,7 +38,9 @@ pub enum Hang {
     AllButEc2,
 }
 
+/// A loopback proxy in front of the emulator that faults or hangs requests.
 pub struct FaultProxy {
+    /// `http://127.0.0.1:PORT`, for `AWS_ENDPOINT_URL`.
     pub endpoint: String,
     injected: Arc<Injected>,
     hang: Arc<std::sync::Mutex<Hang>>,
