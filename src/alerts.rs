@@ -16,9 +16,10 @@ use aws_sdk_cloudwatchlogs::types::InputLogEvent;
 use aws_sdk_cloudwatchlogs::Client;
 use serde_json::{json, Value};
 
-use crate::aws::{AwsError, CallCounter};
+use crate::aws::{AwsError, AwsResult, CallCounter};
 use crate::engine::plan::{Action, Outcome};
 use crate::engine::report::Report;
+use crate::engine::Mode;
 
 /// The CloudWatch metric namespace.
 pub const NAMESPACE: &str = "SentryOperator";
@@ -74,7 +75,7 @@ pub fn events(report: &Report) -> Vec<Value> {
         let (action, repaired) = match (step.action, &step.outcome) {
             (_, Some(Outcome::Deferred)) => continue, // the pass that writes it reports it
             (Action::Create | Action::Update | Action::Replace | Action::Delete, Some(Outcome::Applied)) => ("repaired", true),
-            (Action::Create | Action::Update | Action::Replace | Action::Delete, _) if report.mode == "plan" => ("reported (plan only)", false),
+            (Action::Create | Action::Update | Action::Replace | Action::Delete, _) if report.mode == Mode::Plan => ("reported (plan only)", false),
             (Action::Create | Action::Update | Action::Replace | Action::Delete, _) => ("repair failed", false),
             (Action::Alert, _) => ("reported (policy: alert)", false),
             (Action::Blocked, _) => ("blocked", false),
@@ -96,8 +97,12 @@ pub fn events(report: &Report) -> Vec<Value> {
             }
         }
     }
-    let whitelist = report.sections.iter().filter(|s| s.title.starts_with("Elastic IP whitelist")).flat_map(|s| s.lines.iter());
-    for line in whitelist.filter(|l| l.contains("VIOLATED") || l.contains("ERROR")).chain(report.invariant_violations.iter()) {
+    for f in report.findings.iter().filter(|f| f.violation) {
+        let detail = json!({ "event": "violation", "resource": f.resource.id, "field": f.field, "desired": f.desired, "live": f.live, "detail": f.message });
+        out.push(event(t, env, Some(f.resource.kind), f.class.metric(), "Count", 1.0, detail));
+    }
+    // A broken invariant the apply could not repair: today only an unrecoverable whitelist address.
+    for line in &report.invariant_violations {
         out.push(event(t, env, Some("ec2.elastic-ip"), "WhitelistViolation", "Count", 1.0, json!({ "event": "whitelist-violation", "detail": line })));
     }
     for error in &report.errors {
@@ -136,17 +141,8 @@ impl AlertSink {
             Err(e) if e.code.as_deref() == Some("ResourceAlreadyExistsException") => Ok(()),
             other => other,
         };
-        exists(self.client.create_log_group().log_group_name(group).send().await.map(|_| ()).map_err(|e| AwsError::from_sdk("Logs.CreateLogGroup", e)))?;
-        exists(
-            self.client
-                .create_log_stream()
-                .log_group_name(group)
-                .log_stream_name(&self.stream)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| AwsError::from_sdk("Logs.CreateLogStream", e)),
-        )
+        exists(self.client.create_log_group().log_group_name(group).send().await.map(|_| ()).aws("Logs.CreateLogGroup"))?;
+        exists(self.client.create_log_stream().log_group_name(group).log_stream_name(&self.stream).send().await.map(|_| ()).aws("Logs.CreateLogStream"))
     }
 
     /// Queues events of `env` for the next [`AlertSink::flush`]; beyond
@@ -207,14 +203,7 @@ impl AlertSink {
     async fn put(&self, group: &str, batch: &[Value]) -> Result<(), AwsError> {
         let entries: Vec<InputLogEvent> =
             batch.iter().filter_map(|e| InputLogEvent::builder().timestamp(timestamp(e)).message(e.to_string()).build().ok()).collect();
-        self.client
-            .put_log_events()
-            .log_group_name(group)
-            .log_stream_name(&self.stream)
-            .set_log_events(Some(entries))
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("Logs.PutLogEvents", e))?;
+        self.client.put_log_events().log_group_name(group).log_stream_name(&self.stream).set_log_events(Some(entries)).send().await.aws("Logs.PutLogEvents")?;
         Ok(())
     }
 }
@@ -251,21 +240,27 @@ mod tests {
     use super::*;
     use crate::aws::CallStats;
     use crate::engine::plan::Step;
-    use crate::engine::report::{Section, Summary};
-    use crate::engine::{Delta, FieldChange, ResourceKey};
+    use crate::engine::report::Summary;
+    use crate::engine::{Delta, FieldChange, Finding, FindingClass, ResourceKey};
 
     fn report(steps: Vec<Step>) -> Report {
         Report {
             env: "prod".into(),
-            mode: "apply",
+            mode: Mode::Apply,
             resources: steps,
             summary: Summary::default(),
             errors: vec!["observe sqs.queue: throttled".into()],
             invariant_violations: Vec::new(),
-            sections: vec![Section {
-                title: "Elastic IP whitelist (the exchanges trust these addresses)".into(),
-                lines: vec!["whitelist-1: 1.2.3.4 attached to eni-1: VIOLATED: ...".into()],
+            findings: vec![Finding {
+                class: FindingClass::Whitelist,
+                resource: ResourceKey { kind: "ec2.elastic-ip", id: "whitelist-1".into() },
+                field: Some("AttachedTo".into()),
+                desired: Some("nat-1".into()),
+                live: Some("eni-1".into()),
+                violation: true,
+                message: "whitelist-1: 1.2.3.4 attached to eni-1: VIOLATED: ...".into(),
             }],
+            sections: Vec::new(),
             not_reconciled: Vec::new(),
             calls: CallStats::default(),
             duration_ms: 1234,

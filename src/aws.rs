@@ -99,6 +99,19 @@ pub struct CallStats {
     pub by_operation: BTreeMap<String, u64>,
 }
 
+impl CallStats {
+    /// The requests counted since `before` (an earlier reading of the same counter).
+    pub fn since(&self, before: &CallStats) -> CallStats {
+        let by_operation: BTreeMap<String, u64> = self
+            .by_operation
+            .iter()
+            .map(|(op, n)| (op.clone(), n - before.by_operation.get(op).copied().unwrap_or(0).min(*n)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        CallStats { reads: self.reads.saturating_sub(before.reads), writes: self.writes.saturating_sub(before.writes), by_operation }
+    }
+}
+
 impl CallCounter {
     /// Records one request.
     fn record(&self, service: &str, operation: &str) {
@@ -331,6 +344,24 @@ pub trait HttpStatus {
 impl HttpStatus for aws_smithy_runtime_api::http::Response {
     fn status(&self) -> u16 {
         self.status().as_u16()
+    }
+}
+
+/// SDK results as [`AwsError`]s named by their operation:
+/// `client.create_vpc().send().await.aws("EC2.CreateVpc")?`.
+pub trait AwsResult<T> {
+    /// Converts an SDK error, naming `operation` (`Service.Operation`, as IAM
+    /// policies and reports name it).
+    fn aws(self, operation: &'static str) -> Result<T, AwsError>;
+}
+
+impl<T, E, R> AwsResult<T> for Result<T, SdkError<E, R>>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: fmt::Debug + HttpStatus,
+{
+    fn aws(self, operation: &'static str) -> Result<T, AwsError> {
+        self.map_err(|e| AwsError::from_sdk(operation, e))
     }
 }
 

@@ -8,11 +8,12 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::aws::{env_config, CallCounter, Timeouts};
-use crate::engine::apply::{reconcile, Mode, RetryPolicy};
+use crate::aws::Timeouts;
+use crate::daemon;
 use crate::engine::report::{Report, EXIT_ERROR, EXIT_IN_SYNC};
+use crate::engine::Mode;
+use crate::runtime::Runtime;
 use crate::spec::{self, EnvSpec, LoadError};
-use crate::{daemon, kinds};
 
 /// Keeps the Sentry trading platform's AWS estate converged with its YAML spec.
 #[derive(Debug, Parser)]
@@ -254,11 +255,7 @@ fn load_or_report(dir: &Path, env: &str, output: Output) -> anyhow::Result<Optio
 }
 
 async fn one_pass(cli: &Cli, env: &EnvSpec, mode: Mode) -> Report {
-    let region = cli.region.clone().or_else(|| env.spec.region.clone());
-    let config = env_config(region, env.spec.account.as_ref(), cli.timeouts()).await;
-    let counter = CallCounter::default();
-    let registry = kinds::registry(&config, &counter);
-    reconcile(env, &registry, &counter, mode, &RetryPolicy::default()).await
+    Runtime::new(env, cli.region.as_deref(), cli.timeouts(), None).await.pass(env, mode, false).await
 }
 
 fn print_report(report: &Report, output: Output) -> anyhow::Result<()> {

@@ -11,7 +11,7 @@ use aws_config::SdkConfig;
 use aws_sdk_dynamodb::types::{AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus};
 use aws_sdk_dynamodb::Client;
 
-use crate::aws::{wait_for, AwsError, CallCounter, ErrorClass};
+use crate::aws::{found, wait_for, AwsError, AwsResult, CallCounter};
 
 const KEY: &str = "lease";
 
@@ -42,14 +42,8 @@ impl Lease {
 
     /// Creates the lease table if it does not exist yet.
     pub async fn ensure_table(&self) -> Result<(), AwsError> {
-        match self.client.describe_table().table_name(&self.table).send().await {
-            Ok(_) => return Ok(()),
-            Err(e) => {
-                let e = AwsError::from_sdk("DynamoDB.DescribeTable", e);
-                if e.class != ErrorClass::NotFound {
-                    return Err(e);
-                }
-            }
+        if found(self.client.describe_table().table_name(&self.table).send().await.aws("DynamoDB.DescribeTable"))?.is_some() {
+            return Ok(());
         }
         let key = KeySchemaElement::builder()
             .attribute_name(KEY)
@@ -70,12 +64,12 @@ impl Lease {
             .billing_mode(BillingMode::PayPerRequest)
             .send()
             .await;
-        match created.map_err(|e| AwsError::from_sdk("DynamoDB.CreateTable", e)) {
+        match created.aws("DynamoDB.CreateTable") {
             Err(e) if e.code.as_deref() != Some("ResourceInUseException") => return Err(e),
             _ => {}
         }
         wait_for("DynamoDB.DescribeTable", Duration::from_secs(300), || async {
-            let out = self.client.describe_table().table_name(&self.table).send().await.map_err(|e| AwsError::from_sdk("DynamoDB.DescribeTable", e))?;
+            let out = self.client.describe_table().table_name(&self.table).send().await.aws("DynamoDB.DescribeTable")?;
             Ok((out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active)).then_some(()))
         })
         .await
@@ -98,7 +92,7 @@ impl Lease {
             .expression_attribute_values(":me", AttributeValue::S(self.holder.clone()))
             .send()
             .await;
-        match result.map_err(|e| AwsError::from_sdk("DynamoDB.PutItem", e)) {
+        match result.aws("DynamoDB.PutItem") {
             Ok(_) => Ok(true),
             Err(e) if e.code.as_deref() == Some("ConditionalCheckFailedException") => Ok(false),
             Err(e) => Err(e),
@@ -116,7 +110,7 @@ impl Lease {
             .expression_attribute_values(":me", AttributeValue::S(self.holder.clone()))
             .send()
             .await;
-        match result.map_err(|e| AwsError::from_sdk("DynamoDB.DeleteItem", e)) {
+        match result.aws("DynamoDB.DeleteItem") {
             Err(e) if e.code.as_deref() != Some("ConditionalCheckFailedException") => Err(e),
             _ => Ok(()),
         }

@@ -31,10 +31,9 @@ use backoff::backoff::Backoff as _;
 use tokio::sync::{watch, Semaphore};
 
 use crate::alerts::{self, AlertSink};
-use crate::aws::{env_config, load_config, CallCounter, Timeouts};
-use crate::engine::apply::{reconcile_writing, Mode, RetryPolicy};
-use crate::engine::Kind;
-use crate::kinds;
+use crate::aws::{load_config, CallCounter, Timeouts};
+use crate::engine::{Mode, Scope};
+use crate::runtime::Runtime;
 use crate::spec::{self, EnvSpec, BASE_FILE};
 use http::{SharedStatus, Status};
 use lease::Lease;
@@ -76,27 +75,13 @@ pub struct Options {
 /// The shortest default pass deadline (a pass's longest quiet spell between AWS replies).
 pub const MIN_DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
 
-/// Which kinds a pass covers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Scope {
-    /// Every kind; the networking kinds observed only.
-    Full,
-    /// The networking kinds only (they reference only each other).
-    Network,
-}
-
-impl Scope {
-    fn as_str(self) -> &'static str {
-        match self {
-            Scope::Full => "full",
-            Scope::Network => "network",
-        }
+/// The name of a loop in logs, metrics and alerts: `full`, or `network` for
+/// the fast loop over the [`Scope::Fast`] kinds (networking and the whitelist).
+fn label(scope: Scope) -> &'static str {
+    match scope {
+        Scope::Full => "full",
+        Scope::Fast => "network",
     }
-}
-
-/// Whether a kind is one of the networking kinds the network loop writes.
-fn is_network_kind(kind: &str) -> bool {
-    kind.starts_with("ec2.")
 }
 
 /// Runs until SIGTERM / SIGINT; returns the exit status.
@@ -137,7 +122,7 @@ pub async fn run(options: Options) -> anyhow::Result<u8> {
     let mut loops = Vec::new();
     for env in &options.envs {
         let specs = Arc::new(SpecSource::new(&options.specs, env));
-        for (scope, permits) in [(Scope::Full, permits.clone()), (Scope::Network, network_permits.clone())] {
+        for (scope, permits) in [(Scope::Full, permits.clone()), (Scope::Fast, network_permits.clone())] {
             let task = EnvLoop {
                 options: options.clone(),
                 env: env.clone(),
@@ -303,7 +288,7 @@ impl EnvLoop {
     fn interval(&self) -> Duration {
         match self.scope {
             Scope::Full => self.options.interval,
-            Scope::Network => self.options.fast_interval,
+            Scope::Fast => self.options.fast_interval,
         }
     }
 
@@ -321,8 +306,9 @@ impl EnvLoop {
             .build();
         let mut next = match self.scope {
             Scope::Full => tokio::time::Instant::now(),
-            Scope::Network => tokio::time::Instant::now() + interval,
+            Scope::Fast => tokio::time::Instant::now() + interval,
         };
+        let mut runtime: Option<Runtime> = None;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(next) => {}
@@ -336,7 +322,12 @@ impl EnvLoop {
                 next = tokio::time::Instant::now() + interval;
                 continue;
             };
-            let ok = self.pass(&env_spec).await;
+            let region = self.options.region.as_deref();
+            let runtime = match runtime.take() {
+                Some(r) if r.fits(&env_spec, region) => runtime.insert(r),
+                _ => runtime.insert(Runtime::new(&env_spec, region, self.options.timeouts, (self.scope == Scope::Fast).then_some(Scope::Fast)).await),
+            };
+            let ok = self.pass(runtime, &env_spec).await;
             let now = tokio::time::Instant::now();
             if ok {
                 failures.reset();
@@ -349,14 +340,13 @@ impl EnvLoop {
 
     /// One pass, abandoned when AWS sends no reply for its deadline; returns
     /// whether it went without errors.
-    async fn pass(&self, env: &EnvSpec) -> bool {
+    async fn pass(&self, runtime: &Runtime, env: &EnvSpec) -> bool {
         let Ok(_permit) = self.permits.acquire().await else { return false };
         let deadline = self.deadline();
-        let counter = CallCounter::default();
-        match while_answered(self.reconcile(env, &counter), &counter, deadline).await {
+        match while_answered(self.reconcile(runtime, env), runtime.counter(), deadline).await {
             Some(ok) => ok,
             None => {
-                let scope = self.scope.as_str();
+                let scope = label(self.scope);
                 tracing::error!(env = %self.env, scope, deadline = ?deadline, "pass abandoned at its deadline: no reply from AWS for that long (hung or black-holed endpoint); the environment is stale until a pass succeeds");
                 if let Ok(mut status) = self.status.lock() {
                     status.record_abandoned(&self.env, scope);
@@ -367,19 +357,15 @@ impl EnvLoop {
         }
     }
 
-    async fn reconcile(&self, env: &EnvSpec, counter: &CallCounter) -> bool {
-        let config = env_config(self.options.region.clone().or_else(|| env.spec.region.clone()), env.spec.account.as_ref(), self.options.timeouts).await;
+    async fn reconcile(&self, runtime: &Runtime, env: &EnvSpec) -> bool {
         let scope = self.scope;
-        let registry: Vec<Box<dyn Kind>> =
-            kinds::registry(&config, counter).into_iter().filter(|k| scope == Scope::Full || is_network_kind(k.name())).collect();
         let writes = self.leader.load(Ordering::SeqCst) && !self.options.observe_only;
         let mode = if writes { Mode::Apply } else { Mode::Plan };
-        // Networking is written by the network loop alone.
-        let writable = move |kind: &str| scope == Scope::Network || !is_network_kind(kind);
-        let report = reconcile_writing(env, &registry, counter, mode, &RetryPolicy::default(), &writable).await;
+        // The fast kinds are written by the fast loop alone.
+        let report = runtime.pass(env, mode, scope == Scope::Full).await;
         let s = &report.summary;
         tracing::info!(
-            env = %report.env, scope = ?scope, mode = report.mode, created = s.create, updated = s.update, deleted = s.delete,
+            env = %report.env, scope = ?scope, mode = ?report.mode, created = s.create, updated = s.update, deleted = s.delete,
             unchanged = s.unchanged, failed = s.failed, reads = report.calls.reads, writes = report.calls.writes, ms = report.duration_ms, "pass done"
         );
         for e in &report.errors {
@@ -387,7 +373,7 @@ impl EnvLoop {
         }
         self.alert(alerts::events(&report));
         if let Ok(mut status) = self.status.lock() {
-            status.record(&report, scope.as_str());
+            status.record(&report, label(scope));
         }
         report.errors.is_empty() && report.summary.failed == 0
     }

@@ -7,20 +7,13 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt};
 
-use super::plan::{apply_policies, decide, match_kind, skip_dependents_of_skipped, waves, Action, Handles, Outcome, Pair, Rules, Step};
-use super::report::{Report, Section};
-use super::{Desired, Kind, ResourceKey};
+use super::plan::{apply_policies, decide, match_kind, skip_dependents_of_skipped, waves, Action, Handles, Outcome, Pair, Step};
+use super::report::Report;
+use super::{Desired, Finding, Kind, OnImmutableChange, ResourceKey};
 use crate::aws::{AwsError, CallCounter, ErrorClass};
 use crate::spec::EnvSpec;
 
-/// Whether a pass only plans or also writes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// Observe and plan; never write.
-    Plan,
-    /// Observe, plan and apply.
-    Apply,
-}
+use super::Mode;
 
 /// How many writes run at once within one dependency wave.
 const WRITE_CONCURRENCY: usize = 8;
@@ -62,11 +55,12 @@ pub async fn reconcile_writing(
     writes: &(dyn Fn(&str) -> bool + Sync),
 ) -> Report {
     let started = Instant::now();
+    let calls_before = counter.stats();
     let mut planned = plan_pass(env, kinds).await;
     let mut steps = Vec::new();
     let mut errors = std::mem::take(&mut planned.errors);
     let mut violations = std::mem::take(&mut planned.review.violations);
-    let sections = std::mem::take(&mut planned.review.sections);
+    let findings = std::mem::take(&mut planned.review.findings);
     if mode == Mode::Apply && planned.review.errors.is_empty() {
         let second_round = apply(&mut planned, env, kinds, retry, writes, &mut violations).await;
         steps.append(&mut planned.steps);
@@ -86,8 +80,8 @@ pub async fn reconcile_writing(
         errors.append(&mut planned.review.errors);
         errors.push("nothing was applied".into());
     }
-    let mut report = Report::new(env, mode, steps, errors, counter.stats(), started.elapsed());
-    report.sections = sections;
+    let mut report = Report::new(env, mode, steps, errors, counter.stats().since(&calls_before), started.elapsed());
+    report.set_findings(findings);
     report.invariant_violations = violations;
     report
 }
@@ -97,7 +91,7 @@ pub async fn reconcile_writing(
 struct Reviews {
     errors: Vec<String>,
     violations: Vec<String>,
-    sections: Vec<Section>,
+    findings: Vec<Finding>,
 }
 
 /// A planned pass: steps, the kind of each step, and the handle map.
@@ -135,13 +129,7 @@ async fn plan_pass(env: &EnvSpec, kinds: &[Box<dyn Kind>]) -> Planned {
     let mut owners = Vec::new();
     for (k, pairs) in matched {
         let kind = &kinds[k];
-        let rules = Rules {
-            kind: kind.name(),
-            immutable: kind.immutable_fields(),
-            exclusive: kind.exclusive_prefixes(),
-            replaceable: kind.replaceable(),
-            create_only: kind.create_only_fields(),
-        };
+        let rules = kind.rules();
         for mut pair in pairs {
             if let Some(l) = &mut pair.live {
                 l.fields = Handles::rewrite(&l.fields, |t| handles.to_references(t));
@@ -149,7 +137,7 @@ async fn plan_pass(env: &EnvSpec, kinds: &[Box<dyn Kind>]) -> Planned {
             if let Some(d) = &mut pair.desired {
                 d.fields = Handles::rewrite(&d.fields, |t| handles.to_references(t));
             }
-            if let Some(mut step) = decide(rules, &env.env, pair) {
+            if let Some(mut step) = decide(&rules, &env.env, pair) {
                 apply_policies(&mut step, &env.spec.policies);
                 steps.push(step);
                 owners.push(k);
@@ -163,7 +151,7 @@ async fn plan_pass(env: &EnvSpec, kinds: &[Box<dyn Kind>]) -> Planned {
         let r = kind.review(env, &mine);
         review.errors.extend(r.errors);
         review.violations.extend(r.violations);
-        review.sections.extend(r.section);
+        review.findings.extend(r.findings);
     }
     Planned { steps, owners, handles, errors, review }
 }
@@ -229,11 +217,10 @@ async fn apply(
             stream::iter(runnable)
                 .map(|i| {
                     let kind = &kinds[owners[i]];
-                    let mut step = resolved(&steps[i], handles);
-                    if let (Action::Create | Action::Replace, Some(d)) = (step.action, &mut step.desired) {
-                        d.idempotency_token = idempotency_token();
-                    }
-                    async move { (i, write_with_retries(kind.as_ref(), env, &step, retry).await) }
+                    let step = resolved(&steps[i], handles);
+                    // One token per create, the same across its retries.
+                    let token = if matches!(step.action, Action::Create | Action::Replace) { idempotency_token() } else { String::new() };
+                    async move { (i, write_with_retries(kind.as_ref(), env, &step, &token, retry).await) }
                 })
                 .buffer_unordered(WRITE_CONCURRENCY)
                 .collect()
@@ -263,7 +250,7 @@ async fn apply(
     for i in deletes {
         let kind = &kinds[owners[i]];
         let step = resolved(&steps[i], handles);
-        let result = write_with_retries(kind.as_ref(), env, &step, retry).await;
+        let result = write_with_retries(kind.as_ref(), env, &step, "", retry).await;
         record(&mut steps[i], result.map(|_| ()), &mut failed, violations);
     }
     second_round
@@ -327,10 +314,10 @@ struct Written {
 /// is retried only after looking the resource up by its ownership tags.
 /// Throttled or conflicting attempts were refused, so they need no lookup
 /// (which keeps lookups from adding load while AWS throttles).
-async fn write_with_retries(kind: &dyn Kind, env: &EnvSpec, step: &Step, retry: &RetryPolicy) -> Result<Written, AwsError> {
+async fn write_with_retries(kind: &dyn Kind, env: &EnvSpec, step: &Step, token: &str, retry: &RetryPolicy) -> Result<Written, AwsError> {
     let may_have_acted = AtomicBool::new(false);
     with_retries(retry, || async {
-        let result = write(kind, env, step, may_have_acted.load(Ordering::SeqCst)).await;
+        let result = write(kind, env, step, token, may_have_acted.load(Ordering::SeqCst)).await;
         if result.as_ref().is_err_and(|e| e.class == ErrorClass::Transient) {
             may_have_acted.store(true, Ordering::SeqCst);
         }
@@ -340,20 +327,20 @@ async fn write_with_retries(kind: &dyn Kind, env: &EnvSpec, step: &Step, retry: 
 }
 
 /// Performs one step.
-async fn write(kind: &dyn Kind, env: &EnvSpec, step: &Step, may_exist: bool) -> Result<Written, AwsError> {
+async fn write(kind: &dyn Kind, env: &EnvSpec, step: &Step, token: &str, may_exist: bool) -> Result<Written, AwsError> {
     let changed = |()| Written { handle: None, found_earlier_create: false };
     match (step.action, &step.desired, &step.live) {
-        (Action::Create, Some(d), _) => create(kind, env, d, None, may_exist).await,
+        (Action::Create, Some(d), _) => create(kind, env, d, token, None, may_exist).await,
         (Action::Update, Some(d), Some(l)) => {
             tracing::info!(resource = %step.key, name = %step.name, changes = step.changes.len(), "updating");
             kind.update(d, l, &step.delta).await.map(changed)
         }
         (Action::Replace, Some(d), Some(l)) => {
             tracing::info!(resource = %step.key, name = %step.name, "replacing");
-            if !kind.versioned() {
+            if kind.rules().on_immutable_change != OnImmutableChange::NewVersion {
                 kind.delete(l).await?;
             }
-            create(kind, env, d, Some(&l.handle), may_exist).await
+            create(kind, env, d, token, Some(&l.handle), may_exist).await
         }
         (Action::Delete, _, Some(l)) => {
             tracing::info!(resource = %step.key, name = %step.name, "deleting");
@@ -366,7 +353,7 @@ async fn write(kind: &dyn Kind, env: &EnvSpec, step: &Step, may_exist: bool) -> 
 /// Creates `desired`; when an earlier attempt may have made it, first looks
 /// for it (owned by this environment under the same logical id, and not the
 /// resource being replaced).
-async fn create(kind: &dyn Kind, env: &EnvSpec, desired: &Desired, replacing: Option<&str>, may_exist: bool) -> Result<Written, AwsError> {
+async fn create(kind: &dyn Kind, env: &EnvSpec, desired: &Desired, token: &str, replacing: Option<&str>, may_exist: bool) -> Result<Written, AwsError> {
     if may_exist {
         let live = kind.observe(env, std::slice::from_ref(desired)).await?;
         let earlier =
@@ -377,7 +364,7 @@ async fn create(kind: &dyn Kind, env: &EnvSpec, desired: &Desired, replacing: Op
         }
     }
     tracing::info!(resource = %desired.key, name = %desired.name, "creating");
-    kind.create(desired).await.map(|handle| Written { handle: Some(handle), found_earlier_create: false })
+    kind.create(desired, token).await.map(|handle| Written { handle: Some(handle), found_earlier_create: false })
 }
 
 /// The backoff crate's clock, read from tokio so that paused-time tests see time pass.
@@ -421,7 +408,7 @@ where
 mod tests {
     use super::*;
     use crate::aws::ErrorClass;
-    use crate::engine::{ownership_tags, Delta, Desired, Live, Review};
+    use crate::engine::{ownership_tags, Delta, Desired, Live, Review, Rules};
     use crate::spec::model::{DeletionPolicy, Tags};
     use async_trait::async_trait;
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -445,8 +432,8 @@ mod tests {
 
     #[async_trait]
     impl Kind for Fake {
-        fn name(&self) -> &'static str {
-            "fake"
+        fn rules(&self) -> Rules {
+            Rules::new("fake")
         }
         fn review(&self, _env: &EnvSpec, _steps: &[&Step]) -> Review {
             Review { errors: if self.refuse_plan { vec!["refused".into()] } else { Vec::new() }, ..Review::default() }
@@ -461,14 +448,13 @@ mod tests {
                     tags: ownership_tags(env, id, DeletionPolicy::Retain, &Tags::new()),
                     depends_on: if id == "a" { vec![ResourceKey { kind: "fake", id: "b".into() }] } else { Vec::new() },
                     adopt: false,
-                    idempotency_token: String::new(),
                 })
                 .collect()
         }
         async fn observe(&self, _env: &EnvSpec, _desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
             Ok(self.live.lock().map(|l| l.clone()).unwrap_or_default())
         }
-        async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
+        async fn create(&self, desired: &Desired, _token: &str) -> Result<String, AwsError> {
             if let Some((id, class)) = self.fail.filter(|(id, _)| *id == desired.key.id) {
                 return Err(AwsError { operation: "Fake.Create", class, code: None, message: format!("{id} refused") });
             }
@@ -577,8 +563,8 @@ mod tests {
         struct OnlyB(Fake);
         #[async_trait]
         impl Kind for OnlyB {
-            fn name(&self) -> &'static str {
-                "fake-b"
+            fn rules(&self) -> Rules {
+                Rules::new("fake-b")
             }
             fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
                 self.0
@@ -591,8 +577,8 @@ mod tests {
             async fn observe(&self, env: &EnvSpec, desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
                 self.0.observe(env, desired).await
             }
-            async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
-                self.0.create(desired).await
+            async fn create(&self, desired: &Desired, token: &str) -> Result<String, AwsError> {
+                self.0.create(desired, token).await
             }
             async fn update(&self, d: &Desired, l: &Live, delta: &Delta) -> Result<(), AwsError> {
                 self.0.update(d, l, delta).await

@@ -63,11 +63,6 @@ pub struct Desired {
     pub depends_on: Vec<ResourceKey>,
     /// Take over a same-named resource that lacks ownership tags.
     pub adopt: bool,
-    /// Set by the engine before a create: the same for every retry of that
-    /// create, different for any other, for APIs that take a ClientToken. (A
-    /// token derived from the resource alone would be unsafe: AWS answers a
-    /// repeated token with the original resource, even one deleted since.)
-    pub idempotency_token: String,
 }
 
 /// What AWS has of one resource.
@@ -146,6 +141,72 @@ pub fn ownership_tags(env: &EnvSpec, id: &str, policy: DeletionPolicy, extra: &T
     tags
 }
 
+/// Whether a pass only plans or also writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Observe and plan; never write.
+    Plan,
+    /// Observe, plan and apply.
+    Apply,
+}
+
+/// Which passes reconcile a kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Every pass, the daemon's fast one included (the whitelist guard's networking).
+    Fast,
+    /// Full passes only.
+    Full,
+}
+
+/// What a finding is about: its report section and its alert metric.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum FindingClass {
+    /// The state of one Elastic IP whitelist entry.
+    Whitelist,
+    /// A security setting found weakened (MFA switched off).
+    SecurityDrift,
+}
+
+impl FindingClass {
+    /// The title of the report section that lists findings of this class.
+    pub fn title(self) -> &'static str {
+        match self {
+            FindingClass::Whitelist => "Elastic IP whitelist (the exchanges trust these addresses)",
+            FindingClass::SecurityDrift => "Security drift (MFA)",
+        }
+    }
+
+    /// The CloudWatch metric a violation of this class counts in.
+    pub fn metric(self) -> &'static str {
+        match self {
+            FindingClass::Whitelist => "WhitelistViolation",
+            FindingClass::SecurityDrift => "SecurityDrift",
+        }
+    }
+}
+
+/// Something a kind's review of the plan reports beyond the plan's changes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// What it is about.
+    pub class: FindingClass,
+    /// The resource concerned.
+    pub resource: ResourceKey,
+    /// The field concerned, if one.
+    pub field: Option<String>,
+    /// Its desired value, if known.
+    pub desired: Option<String>,
+    /// Its live value, if known.
+    pub live: Option<String>,
+    /// Whether an invariant is broken (alerted), rather than a state reported.
+    pub violation: bool,
+    /// One line for the report.
+    pub message: String,
+}
+
 /// What a kind's review of the plan found.
 #[derive(Clone, Debug, Default)]
 pub struct Review {
@@ -153,8 +214,8 @@ pub struct Review {
     pub errors: Vec<String>,
     /// Broken invariants a human must handle (exit 3).
     pub violations: Vec<String>,
-    /// A section of its own in the report.
-    pub section: Option<report::Section>,
+    /// Typed findings, rendered in the report and alerted when violations.
+    pub findings: Vec<Finding>,
 }
 
 /// One field that differs.
@@ -184,49 +245,88 @@ impl Delta {
     }
 }
 
+/// How a live resource is recognised as the one a desired resource describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Matching {
+    /// The same physical name (names unique in the account: queues, tables, clusters).
+    Name,
+    /// This environment's `sentry:id` tag (EC2, where a name is only a tag).
+    OwnershipTag,
+    /// The kind's own [`Kind::matches`].
+    Custom,
+}
+
+/// What becomes of a change to an immutable field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnImmutableChange {
+    /// BLOCKED: reported with the reason, never made (stateful resources).
+    Block,
+    /// The resource is deleted and created anew (stateless resources).
+    Replace,
+    /// A new version is created and the old one kept (ECS task definitions).
+    NewVersion,
+}
+
+/// A kind's rules: what the engine needs to know of a kind besides its I/O.
+#[derive(Clone, Copy, Debug)]
+pub struct Rules {
+    /// Kind name, e.g. `sqs.queue`.
+    pub kind: &'static str,
+    /// How live resources are matched to desired ones.
+    pub matching: Matching,
+    /// Which passes reconcile the kind.
+    pub scope: Scope,
+    /// Fields AWS cannot change in place.
+    pub immutable: &'static [&'static str],
+    /// What a change to one of them becomes.
+    pub on_immutable_change: OnImmutableChange,
+    /// Fields set at creation but never compared (AWS does not report them back).
+    pub create_only: &'static [&'static str],
+    /// Field-name prefixes the kind owns exhaustively: a live field with one of
+    /// them that the spec does not list is removed (e.g. security-group rules).
+    pub exclusive: &'static [&'static str],
+}
+
+impl Rules {
+    /// The defaults: matched by name, reconciled by full passes, no immutable,
+    /// create-only or exclusive fields.
+    pub const fn new(kind: &'static str) -> Self {
+        Rules {
+            kind,
+            matching: Matching::Name,
+            scope: Scope::Full,
+            immutable: &[],
+            on_immutable_change: OnImmutableChange::Block,
+            create_only: &[],
+            exclusive: &[],
+        }
+    }
+}
+
 /// One kind of AWS resource: translates the spec into [`Desired`] resources,
 /// reads AWS into [`Live`] ones, and performs the writes the engine decides on.
+/// Everything else the engine needs is the kind's [`Rules`].
 ///
 /// Observe never writes. Create must tolerate "already exists" and delete
 /// must tolerate "already gone".
 #[async_trait]
 pub trait Kind: Send + Sync {
+    /// The kind's rules.
+    fn rules(&self) -> Rules;
+
     /// Kind name, e.g. `sqs.queue`.
-    fn name(&self) -> &'static str;
-
-    /// Fields that AWS cannot change in place: a change to one is BLOCKED,
-    /// or a replacement for [`Kind::replaceable`] kinds.
-    fn immutable_fields(&self) -> &'static [&'static str] {
-        &[]
+    fn name(&self) -> &'static str {
+        self.rules().kind
     }
 
-    /// Fields set at creation but never compared (AWS does not report them back).
-    fn create_only_fields(&self) -> &'static [&'static str] {
-        &[]
-    }
-
-    /// Whether a change to an immutable field may be made by deleting and
-    /// re-creating the resource (stateless kinds only).
-    fn replaceable(&self) -> bool {
-        false
-    }
-
-    /// Whether a replacement keeps the old resource (a new revision of an
-    /// ECS task definition leaves the old revisions for rollback).
-    fn versioned(&self) -> bool {
-        false
-    }
-
-    /// Field-name prefixes this kind owns exhaustively: a live field with one
-    /// of them that the spec does not list is removed (e.g. security-group rules).
-    fn exclusive_prefixes(&self) -> &'static [&'static str] {
-        &[]
-    }
-
-    /// Whether `live` is the resource `desired` describes. Default: same
-    /// physical name (for kinds whose names are unique, like queues).
-    fn matches(&self, _env: &str, desired: &Desired, live: &Live) -> bool {
-        desired.name == live.name
+    /// Whether `live` is the resource `desired` describes, by the rules'
+    /// [`Matching`]; kinds with [`Matching::Custom`] override this.
+    fn matches(&self, env: &str, desired: &Desired, live: &Live) -> bool {
+        match self.rules().matching {
+            Matching::Name => desired.name == live.name,
+            Matching::OwnershipTag => live.is_owned_as(env, &desired.key.id),
+            Matching::Custom => false,
+        }
     }
 
     /// Kind-specific checks of a finished plan, run before anything is written.
@@ -242,7 +342,11 @@ pub trait Kind: Send + Sync {
     async fn observe(&self, env: &EnvSpec, desired: &[Desired]) -> Result<Vec<Live>, AwsError>;
 
     /// Creates the resource, tagged at creation; returns its handle.
-    async fn create(&self, desired: &Desired) -> Result<String, AwsError>;
+    /// `token` is unique to this create and the same across its retries, for
+    /// APIs that take a ClientToken (a token derived from the resource alone
+    /// would be unsafe: AWS answers a repeated token with the original
+    /// resource, even one deleted since).
+    async fn create(&self, desired: &Desired, token: &str) -> Result<String, AwsError>;
 
     /// Applies `delta` to the live resource.
     async fn update(&self, desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError>;

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 
-use super::{reference, Delta, Desired, FieldChange, Fields, Live, Ownership, ResourceKey};
+use super::{reference, Delta, Desired, FieldChange, Fields, Live, OnImmutableChange, Ownership, ResourceKey, Rules};
 use crate::spec::model::{DeletionPolicy, DriftPolicy};
 
 /// What the engine will do with one resource.
@@ -83,21 +83,6 @@ pub struct Step {
     /// Set once applied.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,
-}
-
-/// The planning rules of one kind (see [`super::Kind`]).
-#[derive(Clone, Copy, Debug)]
-pub struct Rules<'a> {
-    /// Kind name.
-    pub kind: &'static str,
-    /// Fields that cannot change in place.
-    pub immutable: &'a [&'a str],
-    /// Field prefixes owned exhaustively.
-    pub exclusive: &'a [&'a str],
-    /// Whether an immutable change may replace the resource.
-    pub replaceable: bool,
-    /// Fields only used at creation, never compared.
-    pub create_only: &'a [&'a str],
 }
 
 /// A desired resource and the live one it matched (either may be missing).
@@ -219,7 +204,7 @@ fn step(pair_key: ResourceKey, name: String, action: Action, note: Option<String
 }
 
 /// Decides what to do with one pair (live fields already in spec form).
-pub fn decide(rules: Rules<'_>, env: &str, pair: Pair) -> Option<Step> {
+pub fn decide(rules: &Rules, env: &str, pair: Pair) -> Option<Step> {
     match (pair.desired, pair.live) {
         (Some(d), None) => {
             let mut s = step(d.key.clone(), d.name.clone(), Action::Create, None, None, None);
@@ -243,7 +228,7 @@ pub fn decide(rules: Rules<'_>, env: &str, pair: Pair) -> Option<Step> {
     }
 }
 
-fn decide_existing(rules: Rules<'_>, env: &str, d: Desired, l: Live) -> Step {
+fn decide_existing(rules: &Rules, env: &str, d: Desired, l: Live) -> Step {
     let ownership = l.ownership();
     match &ownership {
         Ownership::Unmanaged if !d.adopt => {
@@ -260,7 +245,7 @@ fn decide_existing(rules: Rules<'_>, env: &str, d: Desired, l: Live) -> Step {
     let mut changes = delta.fields.clone();
     changes.extend(delta.tags.iter().map(|(k, v)| FieldChange { field: format!("tags.{k}"), live: l.tags.get(k).cloned(), desired: Some(v.clone()) }));
     let immutable: Vec<&str> = delta.fields.iter().map(|c| c.field.as_str()).filter(|f| rules.immutable.contains(f)).collect();
-    let (action, note) = if !immutable.is_empty() && rules.replaceable {
+    let (action, note) = if !immutable.is_empty() && rules.on_immutable_change != OnImmutableChange::Block {
         (Action::Replace, Some(format!("{} cannot change in place: the resource is replaced", immutable.join(", "))))
     } else if !immutable.is_empty() {
         (Action::Blocked, Some(format!("BLOCKED: {} cannot change without replacing the resource; change it by hand", immutable.join(", "))))
@@ -385,7 +370,6 @@ mod tests {
             tags: tags("dev", id, "retain"),
             depends_on: deps.iter().map(|d| ResourceKey { kind: "test", id: d.to_string() }).collect(),
             adopt: false,
-            idempotency_token: String::new(),
         }
     }
 
@@ -393,10 +377,10 @@ mod tests {
         Live { name: format!("n-{id}"), handle: format!("h-{id}"), fields: fields(f), tags: t, meta: BTreeMap::new() }
     }
 
-    const RULES: Rules<'static> = Rules { kind: "test", immutable: &["fifo"], exclusive: &["rule "], replaceable: false, create_only: &["seed"] };
+    const RULES: Rules = Rules { immutable: &["fifo"], exclusive: &["rule "], create_only: &["seed"], ..Rules::new("test") };
 
-    fn plan(rules: Rules<'_>, d: Vec<Desired>, l: Vec<Live>) -> Vec<Step> {
-        match_kind("test", "dev", d, l, |d, l| d.name == l.name).into_iter().filter_map(|p| decide(rules, "dev", p)).collect()
+    fn plan(rules: Rules, d: Vec<Desired>, l: Vec<Live>) -> Vec<Step> {
+        match_kind("test", "dev", d, l, |d, l| d.name == l.name).into_iter().filter_map(|p| decide(&rules, "dev", p)).collect()
     }
 
     fn actions(steps: &[Step]) -> Vec<(String, Action)> {
@@ -446,7 +430,7 @@ mod tests {
             let expected: Vec<(String, Action)> = expected.into_iter().map(|(i, a)| (i.to_string(), a)).collect();
             assert_eq!(actions(&plan(RULES, d, l)), expected, "case {name}");
         }
-        let replaceable = Rules { replaceable: true, ..RULES };
+        let replaceable = Rules { on_immutable_change: OnImmutableChange::Replace, ..RULES };
         let steps = plan(replaceable, vec![desired("a", &[("fifo", "true")], &[])], vec![live("a", &[("fifo", "false")], tags("dev", "a", "retain"))]);
         assert_eq!(actions(&steps), vec![("a".to_string(), Action::Replace)]);
     }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::apply::Mode;
 use super::plan::{Action, Outcome, Step};
+use super::{Finding, Mode};
 use crate::aws::CallStats;
 use crate::spec::EnvSpec;
 
@@ -60,7 +60,7 @@ pub struct Report {
     /// Environment.
     pub env: String,
     /// `plan` or `apply`.
-    pub mode: &'static str,
+    pub mode: Mode,
     /// One entry per resource, in kind order.
     pub resources: Vec<Step>,
     /// Counts per action.
@@ -69,7 +69,9 @@ pub struct Report {
     pub errors: Vec<String>,
     /// Broken invariants that need a human (exit 3).
     pub invariant_violations: Vec<String>,
-    /// Kind-specific sections (e.g. the Elastic IP whitelist).
+    /// What the kinds' reviews found (the whitelist's state, security drift).
+    pub findings: Vec<Finding>,
+    /// The findings as titled blocks of lines, one per class.
     pub sections: Vec<Section>,
     /// Spec sections that this build parses and validates but does not reconcile yet.
     pub not_reconciled: Vec<&'static str>,
@@ -100,16 +102,30 @@ impl Report {
         }
         Report {
             env: env.env.clone(),
-            mode: if mode == Mode::Plan { "plan" } else { "apply" },
+            mode,
             resources,
             summary,
             errors,
             invariant_violations: Vec::new(),
+            findings: Vec::new(),
             sections: Vec::new(),
-            not_reconciled: crate::kinds::unreconciled_sections(&env.spec),
+            not_reconciled: Vec::new(),
             calls,
             duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
         }
+    }
+
+    /// Records the reviews' findings, and their sections (one per class, in order of first appearance).
+    pub fn set_findings(&mut self, findings: Vec<Finding>) {
+        let mut sections: Vec<(super::FindingClass, Section)> = Vec::new();
+        for f in &findings {
+            match sections.iter_mut().find(|(class, _)| *class == f.class) {
+                Some((_, section)) => section.lines.push(f.message.clone()),
+                None => sections.push((f.class, Section { title: f.class.title().into(), lines: vec![f.message.clone()] })),
+            }
+        }
+        self.sections = sections.into_iter().map(|(_, s)| s).collect();
+        self.findings = findings;
     }
 
     /// Whether the spec asks for changes (creates, updates or deletes).
@@ -134,7 +150,7 @@ impl Report {
     /// Renders the report for a terminal.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
-        let verb = if self.mode == "plan" { "Plan" } else { "Reconcile" };
+        let verb = if self.mode == Mode::Plan { "Plan" } else { "Reconcile" };
         let _ = writeln!(out, "{verb} for environment {}:\n", self.env);
         for s in self.resources.iter().filter(|s| s.action != Action::Noop) {
             let sigil = match s.action {
@@ -191,7 +207,7 @@ impl Report {
             let _ = writeln!(out, "\nINVARIANT VIOLATED: {v}");
         }
         let s = &self.summary;
-        if self.mode == "plan" {
+        if self.mode == Mode::Plan {
             let _ = write!(out, "\nPlan: {} to create, {} to update, {} to delete, {} unchanged", s.create, s.update, s.delete, s.unchanged);
         } else {
             let _ = write!(out, "\nApplied: {} created, {} updated, {} deleted, {} unchanged", s.create, s.update, s.delete, s.unchanged);

@@ -21,8 +21,8 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
-use crate::aws::{found, gone_is_ok, required, wait_for, AwsError, CallCounter};
-use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Live, ResourceKey};
+use crate::aws::{found, gone_is_ok, required, wait_for, AwsError, AwsResult, CallCounter};
+use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Live, ResourceKey, Rules};
 use crate::spec::model::{KeySchema, Table};
 use crate::spec::{physical_name, EnvSpec};
 
@@ -160,23 +160,16 @@ impl Tables {
     }
 
     async fn describe(&self, name: String) -> Result<Option<Live>, AwsError> {
-        let Some(out) = found(self.client.describe_table().table_name(&name).send().await.map_err(|e| AwsError::from_sdk("DynamoDB.DescribeTable", e)))? else {
+        let Some(out) = found(self.client.describe_table().table_name(&name).send().await.aws("DynamoDB.DescribeTable"))? else {
             return Ok(None);
         };
         let table = out.table;
         let Some(table) = table else { return Ok(None) };
         let arn = table.table_arn().unwrap_or_default().to_string();
         let (backups, ttl, tags) = tokio::try_join!(
-            async {
-                self.client
-                    .describe_continuous_backups()
-                    .table_name(&name)
-                    .send()
-                    .await
-                    .map_err(|e| AwsError::from_sdk("DynamoDB.DescribeContinuousBackups", e))
-            },
-            async { self.client.describe_time_to_live().table_name(&name).send().await.map_err(|e| AwsError::from_sdk("DynamoDB.DescribeTimeToLive", e)) },
-            async { self.client.list_tags_of_resource().resource_arn(&arn).send().await.map_err(|e| AwsError::from_sdk("DynamoDB.ListTagsOfResource", e)) },
+            async { self.client.describe_continuous_backups().table_name(&name).send().await.aws("DynamoDB.DescribeContinuousBackups") },
+            async { self.client.describe_time_to_live().table_name(&name).send().await.aws("DynamoDB.DescribeTimeToLive") },
+            async { self.client.list_tags_of_resource().resource_arn(&arn).send().await.aws("DynamoDB.ListTagsOfResource") },
         )?;
         let mut fields = table_fields(&table);
         let pitr = backups
@@ -194,7 +187,7 @@ impl Tables {
     /// Waits until the table and all its indexes are ACTIVE.
     async fn wait_active(&self, name: &str) -> Result<(), AwsError> {
         wait_for("DynamoDB.DescribeTable", WAIT, || async {
-            let out = self.client.describe_table().table_name(name).send().await.map_err(|e| AwsError::from_sdk("DynamoDB.DescribeTable", e))?;
+            let out = self.client.describe_table().table_name(name).send().await.aws("DynamoDB.DescribeTable")?;
             let ready = out.table().is_some_and(|t| {
                 t.table_status() == Some(&TableStatus::Active) && t.global_secondary_indexes().iter().all(|g| g.index_status() == Some(&IndexStatus::Active))
             });
@@ -214,7 +207,7 @@ impl Tables {
             .point_in_time_recovery_specification(spec)
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("DynamoDB.UpdateContinuousBackups", e))?;
+            .aws("DynamoDB.UpdateContinuousBackups")?;
         Ok(())
     }
 
@@ -224,13 +217,7 @@ impl Tables {
             .enabled(enabled)
             .build()
             .map_err(|e| AwsError::unexpected("DynamoDB.UpdateTimeToLive", e.to_string()))?;
-        self.client
-            .update_time_to_live()
-            .table_name(name)
-            .time_to_live_specification(spec)
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("DynamoDB.UpdateTimeToLive", e))?;
+        self.client.update_time_to_live().table_name(name).time_to_live_specification(spec).send().await.aws("DynamoDB.UpdateTimeToLive")?;
         Ok(())
     }
 
@@ -247,7 +234,7 @@ impl Tables {
                 .global_secondary_index_updates(GlobalSecondaryIndexUpdate::builder().delete(delete).build())
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk("DynamoDB.UpdateTable", e))?;
+                .aws("DynamoDB.UpdateTable")?;
             self.wait_active(name).await?;
         }
         if let Some(text) = new {
@@ -265,7 +252,7 @@ impl Tables {
                 .global_secondary_index_updates(GlobalSecondaryIndexUpdate::builder().create(create).build())
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk("DynamoDB.UpdateTable", e))?;
+                .aws("DynamoDB.UpdateTable")?;
             self.wait_active(name).await?;
         }
         Ok(())
@@ -290,22 +277,13 @@ fn desired_table(env: &EnvSpec, id: &str, t: &Table) -> Desired {
         tags: ownership_tags(env, id, t.deletion_policy, &t.tags),
         depends_on: Vec::new(),
         adopt: false,
-        idempotency_token: String::new(),
     }
 }
 
 #[async_trait]
 impl Kind for Tables {
-    fn name(&self) -> &'static str {
-        KIND
-    }
-
-    fn immutable_fields(&self) -> &'static [&'static str] {
-        &[KEY]
-    }
-
-    fn exclusive_prefixes(&self) -> &'static [&'static str] {
-        &[GSI]
+    fn rules(&self) -> Rules {
+        Rules { immutable: &[KEY], exclusive: &[GSI], ..Rules::new(KIND) }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
@@ -318,8 +296,7 @@ impl Kind for Tables {
         let mut names = Vec::new();
         let mut start = None;
         loop {
-            let page =
-                self.client.list_tables().set_exclusive_start_table_name(start).send().await.map_err(|e| AwsError::from_sdk("DynamoDB.ListTables", e))?;
+            let page = self.client.list_tables().set_exclusive_start_table_name(start).send().await.aws("DynamoDB.ListTables")?;
             names.extend(page.table_names().iter().filter(|n| n.starts_with("sentry-") || wanted.contains(&n.as_str())).cloned());
             start = page.last_evaluated_table_name;
             if start.is_none() {
@@ -330,7 +307,7 @@ impl Kind for Tables {
         Ok(described.into_iter().flatten().collect())
     }
 
-    async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
+    async fn create(&self, desired: &Desired, _token: &str) -> Result<String, AwsError> {
         let field = |f: &str| desired.fields.get(f).cloned().unwrap_or_default();
         let key = parse_key_text(&field(KEY));
         let indexes: Vec<(String, KeyText)> =
@@ -355,7 +332,7 @@ impl Kind for Tables {
             .set_tags(Some(tags))
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("DynamoDB.CreateTable", e))?;
+            .aws("DynamoDB.CreateTable")?;
         self.wait_active(&desired.name).await?;
         if field(PITR) == "true" {
             self.set_pitr(&desired.name, true).await?;
@@ -373,30 +350,18 @@ impl Kind for Tables {
             match change.field.as_str() {
                 BILLING => {
                     let mode = BillingMode::from(new.unwrap_or("PAY_PER_REQUEST"));
-                    self.client.update_table().table_name(name).billing_mode(mode).send().await.map_err(|e| AwsError::from_sdk("DynamoDB.UpdateTable", e))?;
+                    self.client.update_table().table_name(name).billing_mode(mode).send().await.aws("DynamoDB.UpdateTable")?;
                     self.wait_active(name).await?;
                 }
                 SSE => {
                     let kms = new == Some("KMS");
                     let sse = SseSpecification::builder().enabled(kms).set_sse_type(kms.then_some(SseType::Kms)).build();
-                    self.client
-                        .update_table()
-                        .table_name(name)
-                        .sse_specification(sse)
-                        .send()
-                        .await
-                        .map_err(|e| AwsError::from_sdk("DynamoDB.UpdateTable", e))?;
+                    self.client.update_table().table_name(name).sse_specification(sse).send().await.aws("DynamoDB.UpdateTable")?;
                     self.wait_active(name).await?;
                 }
                 PROTECTION => {
                     let on = new == Some("true");
-                    self.client
-                        .update_table()
-                        .table_name(name)
-                        .deletion_protection_enabled(on)
-                        .send()
-                        .await
-                        .map_err(|e| AwsError::from_sdk("DynamoDB.UpdateTable", e))?;
+                    self.client.update_table().table_name(name).deletion_protection_enabled(on).send().await.aws("DynamoDB.UpdateTable")?;
                 }
                 PITR => self.set_pitr(name, new == Some("true")).await?,
                 TTL => {
@@ -416,28 +381,16 @@ impl Kind for Tables {
         }
         if !delta.tags.is_empty() {
             let tags: Vec<Tag> = delta.tags.iter().filter_map(|(k, v)| Tag::builder().key(k).value(v).build().ok()).collect();
-            self.client
-                .tag_resource()
-                .resource_arn(&live.handle)
-                .set_tags(Some(tags))
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("DynamoDB.TagResource", e))?;
+            self.client.tag_resource().resource_arn(&live.handle).set_tags(Some(tags)).send().await.aws("DynamoDB.TagResource")?;
         }
         Ok(())
     }
 
     async fn delete(&self, live: &Live) -> Result<(), AwsError> {
         if live.fields.get(PROTECTION).map(String::as_str) == Some("true") {
-            self.client
-                .update_table()
-                .table_name(&live.name)
-                .deletion_protection_enabled(false)
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("DynamoDB.UpdateTable", e))?;
+            self.client.update_table().table_name(&live.name).deletion_protection_enabled(false).send().await.aws("DynamoDB.UpdateTable")?;
         }
-        gone_is_ok(self.client.delete_table().table_name(&live.name).send().await.map(|_| ()).map_err(|e| AwsError::from_sdk("DynamoDB.DeleteTable", e)))
+        gone_is_ok(self.client.delete_table().table_name(&live.name).send().await.map(|_| ()).aws("DynamoDB.DeleteTable"))
     }
 }
 

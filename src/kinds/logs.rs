@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_sdk_cloudwatchlogs::Client;
 
-use crate::aws::{gone_is_ok, AwsError, CallCounter};
-use crate::engine::{ownership_tags, Delta, Desired, Kind, Live, ResourceKey};
+use crate::aws::{gone_is_ok, AwsError, AwsResult, CallCounter};
+use crate::engine::{ownership_tags, Delta, Desired, Kind, Live, ResourceKey, Rules};
 use crate::kinds::common_prefix;
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::EnvSpec;
@@ -33,21 +33,15 @@ impl LogGroups {
     }
 
     async fn set_retention(&self, name: &str, days: &str) -> Result<(), AwsError> {
-        self.client
-            .put_retention_policy()
-            .log_group_name(name)
-            .retention_in_days(days.parse().unwrap_or(7))
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("Logs.PutRetentionPolicy", e))?;
+        self.client.put_retention_policy().log_group_name(name).retention_in_days(days.parse().unwrap_or(7)).send().await.aws("Logs.PutRetentionPolicy")?;
         Ok(())
     }
 }
 
 #[async_trait]
 impl Kind for LogGroups {
-    fn name(&self) -> &'static str {
-        KIND
+    fn rules(&self) -> Rules {
+        Rules::new(KIND)
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
@@ -62,7 +56,6 @@ impl Kind for LogGroups {
                     tags: ownership_tags(env, id, DeletionPolicy::Retain, &Tags::new()),
                     depends_on: Vec::new(),
                     adopt: false,
-                    idempotency_token: String::new(),
                 };
                 d.fields.insert(RETENTION.into(), g.retention_days.unwrap_or(o.log_retention_days).to_string());
                 d
@@ -82,15 +75,14 @@ impl Kind for LogGroups {
             if !prefix.is_empty() {
                 request = request.log_group_name_prefix(&prefix);
             }
-            let page = request.send().await.map_err(|e| AwsError::from_sdk("Logs.DescribeLogGroups", e))?;
+            let page = request.send().await.aws("Logs.DescribeLogGroups")?;
             for g in page.log_groups() {
                 let Some(name) = g.log_group_name() else { continue };
                 if !desired.iter().any(|d| d.name == name) {
                     continue;
                 }
                 let arn = g.arn().unwrap_or_default().trim_end_matches(":*").to_string();
-                let tags =
-                    self.client.list_tags_for_resource().resource_arn(&arn).send().await.map_err(|e| AwsError::from_sdk("Logs.ListTagsForResource", e))?;
+                let tags = self.client.list_tags_for_resource().resource_arn(&arn).send().await.aws("Logs.ListTagsForResource")?;
                 let mut l = Live {
                     name: name.into(),
                     handle: arn,
@@ -107,9 +99,9 @@ impl Kind for LogGroups {
         }
     }
 
-    async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
+    async fn create(&self, desired: &Desired, _token: &str) -> Result<String, AwsError> {
         let created = self.client.create_log_group().log_group_name(&desired.name).set_tags(Some(desired.tags.clone().into_iter().collect())).send().await;
-        match created.map_err(|e| AwsError::from_sdk("Logs.CreateLogGroup", e)) {
+        match created.aws("Logs.CreateLogGroup") {
             Err(e) if e.code.as_deref() != Some("ResourceAlreadyExistsException") => return Err(e),
             _ => {}
         }
@@ -130,12 +122,12 @@ impl Kind for LogGroups {
                 .set_tags(Some(delta.tags.clone().into_iter().collect()))
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk("Logs.TagResource", e))?;
+                .aws("Logs.TagResource")?;
         }
         Ok(())
     }
 
     async fn delete(&self, live: &Live) -> Result<(), AwsError> {
-        gone_is_ok(self.client.delete_log_group().log_group_name(&live.name).send().await.map(|_| ()).map_err(|e| AwsError::from_sdk("Logs.DeleteLogGroup", e)))
+        gone_is_ok(self.client.delete_log_group().log_group_name(&live.name).send().await.map(|_| ()).aws("Logs.DeleteLogGroup"))
     }
 }

@@ -14,8 +14,8 @@ use aws_sdk_sqs::Client;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use crate::aws::{found, gone_is_ok, AwsError, CallCounter};
-use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Live, ResourceKey};
+use crate::aws::{found, gone_is_ok, AwsError, AwsResult, CallCounter};
+use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Live, ResourceKey, Rules};
 use crate::kinds::common_prefix;
 use crate::spec::EnvSpec;
 
@@ -75,7 +75,7 @@ impl Queues {
                 .queue_name(name)
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk("SQS.GetQueueUrl", e))?
+                .aws("SQS.GetQueueUrl")?
                 .queue_url
                 .ok_or_else(|| AwsError::unexpected("SQS.GetQueueUrl", "no queue URL in response"))?,
         };
@@ -86,7 +86,7 @@ impl Queues {
             .attribute_names(QueueAttributeName::QueueArn)
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("SQS.GetQueueAttributes", e))?
+            .aws("SQS.GetQueueAttributes")?
             .attributes
             .unwrap_or_default();
         let arn = attributes
@@ -122,20 +122,13 @@ impl Queues {
 
     /// Reads one queue; `None` if it vanished since it was listed.
     async fn describe(&self, url: String) -> Result<Option<Live>, AwsError> {
-        let Some(out) = found(
-            self.client
-                .get_queue_attributes()
-                .queue_url(&url)
-                .attribute_names(QueueAttributeName::All)
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("SQS.GetQueueAttributes", e)),
-        )?
+        let Some(out) =
+            found(self.client.get_queue_attributes().queue_url(&url).attribute_names(QueueAttributeName::All).send().await.aws("SQS.GetQueueAttributes"))?
         else {
             return Ok(None);
         };
         let attributes = out.attributes.unwrap_or_default();
-        let Some(out) = found(self.client.list_queue_tags().queue_url(&url).send().await.map_err(|e| AwsError::from_sdk("SQS.ListQueueTags", e)))? else {
+        let Some(out) = found(self.client.list_queue_tags().queue_url(&url).send().await.aws("SQS.ListQueueTags"))? else {
             return Ok(None);
         };
         let tags = out.tags.unwrap_or_default();
@@ -172,12 +165,8 @@ fn normalize(raw: &BTreeMap<String, String>) -> Fields {
 
 #[async_trait]
 impl Kind for Queues {
-    fn name(&self) -> &'static str {
-        KIND
-    }
-
-    fn immutable_fields(&self) -> &'static [&'static str] {
-        &[FIFO]
+    fn rules(&self) -> Rules {
+        Rules { immutable: &[FIFO], ..Rules::new(KIND) }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
@@ -220,7 +209,6 @@ impl Kind for Queues {
                     tags: ownership_tags(env, id, q.deletion_policy, &q.tags),
                     depends_on,
                     adopt: q.adopt,
-                    idempotency_token: String::new(),
                 }
             })
             .collect()
@@ -236,7 +224,7 @@ impl Kind for Queues {
             if !prefix.is_empty() {
                 request = request.queue_name_prefix(&prefix);
             }
-            let page = request.send().await.map_err(|e| AwsError::from_sdk("SQS.ListQueues", e))?;
+            let page = request.send().await.aws("SQS.ListQueues")?;
             urls.extend(page.queue_urls.unwrap_or_default());
             token = page.next_token;
             if token.is_none() {
@@ -247,7 +235,7 @@ impl Kind for Queues {
         Ok(described.into_iter().flatten().collect())
     }
 
-    async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
+    async fn create(&self, desired: &Desired, _token: &str) -> Result<String, AwsError> {
         let attributes = self.attributes(desired.fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))).await?;
         let attributes = attributes.into_iter().filter(|(k, v)| !(*k == QueueAttributeName::RedrivePolicy && v.is_empty())).collect();
         let created = self
@@ -258,7 +246,7 @@ impl Kind for Queues {
             .set_tags(Some(desired.tags.clone().into_iter().collect()))
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("SQS.CreateQueue", e))?;
+            .aws("SQS.CreateQueue")?;
         let url = created.queue_url.unwrap_or_default();
         if let Ok(mut urls) = self.urls.lock() {
             urls.insert(desired.name.clone(), url.clone());
@@ -270,28 +258,16 @@ impl Kind for Queues {
         if !delta.fields.is_empty() {
             let changed = delta.fields.iter().filter_map(|c| c.desired.as_deref().map(|v| (c.field.as_str(), v)));
             let attributes = self.attributes(changed).await?;
-            self.client
-                .set_queue_attributes()
-                .queue_url(&live.handle)
-                .set_attributes(Some(attributes))
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("SQS.SetQueueAttributes", e))?;
+            self.client.set_queue_attributes().queue_url(&live.handle).set_attributes(Some(attributes)).send().await.aws("SQS.SetQueueAttributes")?;
         }
         if !delta.tags.is_empty() {
-            self.client
-                .tag_queue()
-                .queue_url(&live.handle)
-                .set_tags(Some(delta.tags.clone().into_iter().collect()))
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("SQS.TagQueue", e))?;
+            self.client.tag_queue().queue_url(&live.handle).set_tags(Some(delta.tags.clone().into_iter().collect())).send().await.aws("SQS.TagQueue")?;
         }
         Ok(())
     }
 
     async fn delete(&self, live: &Live) -> Result<(), AwsError> {
-        gone_is_ok(self.client.delete_queue().queue_url(&live.handle).send().await.map(|_| ()).map_err(|e| AwsError::from_sdk("SQS.DeleteQueue", e)))
+        gone_is_ok(self.client.delete_queue().queue_url(&live.handle).send().await.map(|_| ()).aws("SQS.DeleteQueue"))
     }
 }
 

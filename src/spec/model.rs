@@ -51,7 +51,7 @@ pub struct Spec {
 }
 
 /// The account an environment lives in.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Account {
     /// Role assumed through STS for every call in this environment.

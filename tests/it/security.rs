@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::harness::{repo_specs, Moto};
 
-/// Every `Service.Operation` the code names in an AWS call.
+/// Every `Service.Operation` the code names in an AWS call (`.aws("…")` on its result).
 fn operations_in_code() -> BTreeSet<String> {
     let mut found = BTreeSet::new();
     let mut dirs = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
@@ -18,7 +18,8 @@ fn operations_in_code() -> BTreeSet<String> {
                 continue;
             }
             let text = std::fs::read_to_string(&path).unwrap_or_default();
-            for part in text.split("from_sdk(\"").skip(1) {
+            // Every call names its operation once: `.aws("EC2.CreateVpc")`.
+            for part in text.split(".aws(\"").skip(1) {
                 if let Some(op) = part.split('"').next() {
                     found.insert(op.to_string());
                 }

@@ -8,8 +8,8 @@ use aws_sdk_cognitoidentityprovider::types::ExplicitAuthFlowsType;
 use aws_sdk_cognitoidentityprovider::Client;
 
 use super::{find_pool, member, member_tags, pool, pool_of, pool_tags, POOL};
-use crate::aws::{gone_is_ok, AwsError, CallCounter};
-use crate::engine::{Delta, Desired, Kind, Live};
+use crate::aws::{gone_is_ok, AwsError, AwsResult, CallCounter};
+use crate::engine::{Delta, Desired, Kind, Live, Rules};
 use crate::spec::{physical_name, EnvSpec};
 
 /// Kind name.
@@ -36,12 +36,8 @@ fn flows(list: Option<&String>) -> Vec<ExplicitAuthFlowsType> {
 
 #[async_trait]
 impl Kind for AppClients {
-    fn name(&self) -> &'static str {
-        KIND
-    }
-
-    fn immutable_fields(&self) -> &'static [&'static str] {
-        &[POOL, SECRET]
+    fn rules(&self) -> Rules {
+        Rules { immutable: &[POOL, SECRET], ..Rules::new(KIND) }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
@@ -75,17 +71,11 @@ impl Kind for AppClients {
                 .set_next_token(token)
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk("Cognito.ListUserPoolClients", e))?;
+                .aws("Cognito.ListUserPoolClients")?;
             for c in page.user_pool_clients() {
                 let (Some(client_id), Some(client_name)) = (c.client_id(), c.client_name()) else { continue };
-                let described = self
-                    .client
-                    .describe_user_pool_client()
-                    .user_pool_id(&pool_id)
-                    .client_id(client_id)
-                    .send()
-                    .await
-                    .map_err(|e| AwsError::from_sdk("Cognito.DescribeUserPoolClient", e))?;
+                let described =
+                    self.client.describe_user_pool_client().user_pool_id(&pool_id).client_id(client_id).send().await.aws("Cognito.DescribeUserPoolClient")?;
                 let Some(detail) = described.user_pool_client() else { continue };
                 let id = desired.iter().find(|d| d.name == client_name).map_or(client_name, |d| d.key.id.as_str());
                 let mut l = Live { name: client_name.into(), handle: format!("{pool_id}/{client_id}"), tags: member_tags(&tags, id), ..Live::default() };
@@ -104,7 +94,7 @@ impl Kind for AppClients {
         }
     }
 
-    async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
+    async fn create(&self, desired: &Desired, _token: &str) -> Result<String, AwsError> {
         let pool = pool_of(desired, "Cognito.CreateUserPoolClient")?;
         let out = self
             .client
@@ -115,7 +105,7 @@ impl Kind for AppClients {
             .set_explicit_auth_flows(Some(flows(desired.fields.get(FLOWS))))
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("Cognito.CreateUserPoolClient", e))?;
+            .aws("Cognito.CreateUserPoolClient")?;
         let client_id = out.user_pool_client().and_then(|c| c.client_id()).unwrap_or_default();
         Ok(format!("{pool}/{client_id}"))
     }
@@ -133,7 +123,7 @@ impl Kind for AppClients {
             .set_explicit_auth_flows(Some(flows(desired.fields.get(FLOWS))))
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("Cognito.UpdateUserPoolClient", e))?;
+            .aws("Cognito.UpdateUserPoolClient")?;
         Ok(())
     }
 
@@ -146,7 +136,7 @@ impl Kind for AppClients {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| AwsError::from_sdk("Cognito.DeleteUserPoolClient", e)),
+                .aws("Cognito.DeleteUserPoolClient"),
         )
     }
 }

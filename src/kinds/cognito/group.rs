@@ -7,8 +7,8 @@ use aws_config::SdkConfig;
 use aws_sdk_cognitoidentityprovider::Client;
 
 use super::{find_pool, member, member_tags, pool, pool_of, pool_tags, POOL};
-use crate::aws::{gone_is_ok, AwsError, CallCounter};
-use crate::engine::{Delta, Desired, Kind, Live};
+use crate::aws::{gone_is_ok, AwsError, AwsResult, CallCounter};
+use crate::engine::{Delta, Desired, Kind, Live, Rules};
 use crate::spec::EnvSpec;
 
 /// Kind name.
@@ -31,12 +31,8 @@ impl Groups {
 
 #[async_trait]
 impl Kind for Groups {
-    fn name(&self) -> &'static str {
-        KIND
-    }
-
-    fn immutable_fields(&self) -> &'static [&'static str] {
-        &[POOL]
+    fn rules(&self) -> Rules {
+        Rules { immutable: &[POOL], ..Rules::new(KIND) }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
@@ -60,8 +56,7 @@ impl Kind for Groups {
         let mut found = Vec::new();
         let mut token = None;
         loop {
-            let page =
-                self.client.list_groups().user_pool_id(&id).set_next_token(token).send().await.map_err(|e| AwsError::from_sdk("Cognito.ListGroups", e))?;
+            let page = self.client.list_groups().user_pool_id(&id).set_next_token(token).send().await.aws("Cognito.ListGroups")?;
             for g in page.groups() {
                 let Some(group) = g.group_name() else { continue };
                 let mut l = Live { name: group.into(), handle: format!("{id}/{group}"), tags: member_tags(&tags, group), ..Live::default() };
@@ -77,7 +72,7 @@ impl Kind for Groups {
         }
     }
 
-    async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
+    async fn create(&self, desired: &Desired, _token: &str) -> Result<String, AwsError> {
         let pool = pool_of(desired, "Cognito.CreateGroup")?;
         self.client
             .create_group()
@@ -87,7 +82,7 @@ impl Kind for Groups {
             .precedence(desired.fields.get(PRECEDENCE).and_then(|p| p.parse().ok()).unwrap_or(0))
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("Cognito.CreateGroup", e))?;
+            .aws("Cognito.CreateGroup")?;
         Ok(format!("{pool}/{}", desired.name))
     }
 
@@ -103,7 +98,7 @@ impl Kind for Groups {
             .precedence(desired.fields.get(PRECEDENCE).and_then(|p| p.parse().ok()).unwrap_or(0))
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("Cognito.UpdateGroup", e))?;
+            .aws("Cognito.UpdateGroup")?;
         Ok(())
     }
 
@@ -116,7 +111,7 @@ impl Kind for Groups {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| AwsError::from_sdk("Cognito.DeleteGroup", e)),
+                .aws("Cognito.DeleteGroup"),
         )
     }
 }

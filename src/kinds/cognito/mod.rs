@@ -11,7 +11,7 @@ use aws_config::SdkConfig;
 use aws_sdk_cognitoidentityprovider::types::UserPoolType;
 use aws_sdk_cognitoidentityprovider::Client;
 
-use crate::aws::{AwsError, CallCounter};
+use crate::aws::{AwsError, AwsResult, CallCounter};
 use crate::engine::{is_unresolved, reference, Desired, ResourceKey, TAG_DELETION_POLICY, TAG_ID};
 use crate::spec::model::{DeletionPolicy, Tags, UserPool};
 use crate::spec::EnvSpec;
@@ -34,9 +34,9 @@ pub fn pool(env: &EnvSpec) -> Option<(&UserPool, String)> {
 pub async fn find_pool(client: &Client, name: &str) -> Result<Option<UserPoolType>, AwsError> {
     let mut token = None;
     loop {
-        let page = client.list_user_pools().max_results(60).set_next_token(token).send().await.map_err(|e| AwsError::from_sdk("Cognito.ListUserPools", e))?;
+        let page = client.list_user_pools().max_results(60).set_next_token(token).send().await.aws("Cognito.ListUserPools")?;
         if let Some(id) = page.user_pools().iter().find(|p| p.name() == Some(name)).and_then(|p| p.id()) {
-            let described = client.describe_user_pool().user_pool_id(id).send().await.map_err(|e| AwsError::from_sdk("Cognito.DescribeUserPool", e))?;
+            let described = client.describe_user_pool().user_pool_id(id).send().await.aws("Cognito.DescribeUserPool")?;
             return Ok(described.user_pool);
         }
         token = page.next_token;
@@ -65,15 +65,7 @@ pub fn member_tags(pool_tags: &Tags, id: &str) -> Tags {
 /// its live ownership comes from the pool, whose kind keeps the tags.
 pub fn member(kind: &'static str, id: &str, name: String) -> Desired {
     let pool = ResourceKey { kind: user_pool::KIND, id: user_pool::ID.into() };
-    let mut d = Desired {
-        key: ResourceKey { kind, id: id.into() },
-        name,
-        fields: Default::default(),
-        tags: Tags::new(),
-        depends_on: vec![pool],
-        adopt: false,
-        idempotency_token: String::new(),
-    };
+    let mut d = Desired { key: ResourceKey { kind, id: id.into() }, name, fields: Default::default(), tags: Tags::new(), depends_on: vec![pool], adopt: false };
     d.fields.insert(POOL.into(), reference(user_pool::KIND, user_pool::ID));
     d
 }

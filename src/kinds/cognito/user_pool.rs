@@ -8,10 +8,9 @@ use aws_sdk_cognitoidentityprovider::types::{AdminCreateUserConfigType, Password
 use aws_sdk_cognitoidentityprovider::Client;
 
 use super::{find_pool, pool, pool_tags};
-use crate::aws::{gone_is_ok, required, AwsError, CallCounter};
+use crate::aws::{gone_is_ok, required, AwsError, AwsResult, CallCounter};
 use crate::engine::plan::{Action, Step};
-use crate::engine::report::Section;
-use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Live, ResourceKey, Review};
+use crate::engine::{ownership_tags, Delta, Desired, Fields, Finding, FindingClass, Kind, Live, ResourceKey, Review, Rules};
 use crate::spec::model::{Tags, UserPool};
 use crate::spec::EnvSpec;
 
@@ -61,7 +60,7 @@ impl UserPools {
             .mfa_configuration(UserPoolMfaType::from(fields.get(MFA).map(String::as_str).unwrap_or("OFF")))
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("Cognito.SetUserPoolMfaConfig", e))?;
+            .aws("Cognito.SetUserPoolMfaConfig")?;
         Ok(())
     }
 }
@@ -79,14 +78,13 @@ fn desired_pool(env: &EnvSpec, p: &UserPool, name: String) -> Desired {
         tags: ownership_tags(env, ID, p.deletion_policy, &Tags::new()),
         depends_on: Vec::new(),
         adopt: false,
-        idempotency_token: String::new(),
     }
 }
 
 #[async_trait]
 impl Kind for UserPools {
-    fn name(&self) -> &'static str {
-        KIND
+    fn rules(&self) -> Rules {
+        Rules::new(KIND)
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
@@ -98,7 +96,7 @@ impl Kind for UserPools {
         let Some(p) = find_pool(&self.client, &d.name).await? else { return Ok(Vec::new()) };
         let id = p.id().unwrap_or_default().to_string();
         let tags = pool_tags(&p);
-        let mfa = self.client.get_user_pool_mfa_config().user_pool_id(&id).send().await.map_err(|e| AwsError::from_sdk("Cognito.GetUserPoolMfaConfig", e))?;
+        let mfa = self.client.get_user_pool_mfa_config().user_pool_id(&id).send().await.aws("Cognito.GetUserPoolMfaConfig")?;
         let mut fields = Fields::new();
         fields.insert(MFA.into(), mfa.mfa_configuration().map(|m| m.as_str().to_string()).unwrap_or_else(|| "OFF".into()));
         fields.insert(TOTP.into(), mfa.software_token_mfa_configuration().is_some_and(|c| c.enabled()).to_string());
@@ -118,7 +116,7 @@ impl Kind for UserPools {
         Ok(vec![Live { name: d.name.clone(), handle: id, fields, tags, meta: [("arn".to_string(), arn)].into_iter().collect() }])
     }
 
-    async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
+    async fn create(&self, desired: &Desired, _token: &str) -> Result<String, AwsError> {
         let field = |f: &str| desired.fields.get(f).cloned().unwrap_or_default();
         let out = self
             .client
@@ -129,7 +127,7 @@ impl Kind for UserPools {
             .set_user_pool_tags(Some(desired.tags.clone().into_iter().collect()))
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("Cognito.CreateUserPool", e))?;
+            .aws("Cognito.CreateUserPool")?;
         let id = required("Cognito.CreateUserPool", "user pool id", out.user_pool().and_then(|p| p.id()))?;
         self.set_mfa(&id, &desired.fields).await?;
         Ok(id)
@@ -152,44 +150,41 @@ impl Kind for UserPools {
                 .set_user_pool_tags(Some(desired.tags.clone().into_iter().collect()))
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk("Cognito.UpdateUserPool", e))?;
+                .aws("Cognito.UpdateUserPool")?;
         }
         if !delta.tags.is_empty() {
             let arn = live.meta.get("arn").cloned().unwrap_or_default();
-            self.client
-                .tag_resource()
-                .resource_arn(arn)
-                .set_tags(Some(delta.tags.clone().into_iter().collect()))
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("Cognito.TagResource", e))?;
+            self.client.tag_resource().resource_arn(arn).set_tags(Some(delta.tags.clone().into_iter().collect())).send().await.aws("Cognito.TagResource")?;
         }
         Ok(())
     }
 
     async fn delete(&self, live: &Live) -> Result<(), AwsError> {
-        gone_is_ok(
-            self.client.delete_user_pool().user_pool_id(&live.handle).send().await.map(|_| ()).map_err(|e| AwsError::from_sdk("Cognito.DeleteUserPool", e)),
-        )
+        gone_is_ok(self.client.delete_user_pool().user_pool_id(&live.handle).send().await.map(|_| ()).aws("Cognito.DeleteUserPool"))
     }
 
     fn review(&self, _env: &EnvSpec, steps: &[&Step]) -> Review {
-        let lines: Vec<String> = steps
+        let findings = steps
             .iter()
             .filter(|s| s.action == Action::Update)
             .flat_map(|s| s.delta.fields.iter().filter(|c| c.field == MFA || c.field == TOTP).map(move |c| (s, c)))
-            .map(|(s, c)| {
-                format!(
+            .map(|(s, c)| Finding {
+                class: FindingClass::SecurityDrift,
+                resource: s.key.clone(),
+                field: Some(c.field.clone()),
+                desired: c.desired.clone(),
+                live: c.live.clone(),
+                violation: true,
+                message: format!(
                     "{} ({}): {} is {} instead of {}",
                     s.key,
                     s.name,
                     c.field,
                     c.live.as_deref().unwrap_or("unset"),
                     c.desired.as_deref().unwrap_or("unset")
-                )
+                ),
             })
             .collect();
-        let section = (!lines.is_empty()).then(|| Section { title: "Security drift (MFA)".into(), lines });
-        Review { section, ..Review::default() }
+        Review { findings, ..Review::default() }
     }
 }

@@ -31,11 +31,10 @@ use aws_sdk_ec2::types::{DomainType, Filter, ResourceType, Tag};
 use aws_sdk_ec2::Client;
 
 use super::{desired, gone_is_ok, key, live, nat_gateway, network, owned_by, put_tags, tag_map, tag_spec, vpc};
-use crate::aws::{AwsError, CallCounter, ErrorClass};
+use crate::aws::{AwsError, AwsResult, CallCounter, ErrorClass};
 use crate::engine::apply::{with_retries, RetryPolicy};
 use crate::engine::plan::{Action, Step};
-use crate::engine::report::Section;
-use crate::engine::{is_unresolved, reference, Delta, Desired, Kind, Live, Ownership, Review, TAG_ID};
+use crate::engine::{is_unresolved, reference, Delta, Desired, Finding, FindingClass, Kind, Live, Matching, Ownership, Review, Rules, Scope, TAG_ID};
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::EnvSpec;
 
@@ -56,6 +55,8 @@ const RECORDED: &str = "RecordedInLedger";
 /// The VPC holding the ledger (a reference; set at creation, never compared).
 const LEDGER_VPC: &str = "LedgerVpc";
 const NOTHING: &str = "nothing";
+/// The field a missing address's finding names.
+const PUBLIC_IP: &str = "PublicIp";
 const META_PUBLIC_IP: &str = "public-ip";
 const META_ASSOCIATION: &str = "association-id";
 /// The pool entry whose ledger record names this address (an EIP found by its
@@ -116,7 +117,7 @@ impl ElasticIps {
             .filter(Filter::builder().name("state").values("pending").values("available").build())
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("EC2.DescribeNatGateways", e))?;
+            .aws("EC2.DescribeNatGateways")?;
         let mut map = BTreeMap::new();
         for nat in out.nat_gateways() {
             for address in nat.nat_gateway_addresses() {
@@ -129,7 +130,7 @@ impl ElasticIps {
     }
 
     async fn read_ledger(&self, env: &str) -> Result<Ledger, AwsError> {
-        let out = self.client.describe_vpcs().set_filters(Some(owned_by(env))).send().await.map_err(|e| AwsError::from_sdk("EC2.DescribeVpcs", e))?;
+        let out = self.client.describe_vpcs().set_filters(Some(owned_by(env))).send().await.aws("EC2.DescribeVpcs")?;
         let Some(found) = out.vpcs().first() else { return Ok(Ledger::default()) };
         Ok(Ledger { vpc: found.vpc_id().map(str::to_string), entries: ledger_of_tags(&tag_map(found.tags())) })
     }
@@ -137,10 +138,8 @@ impl ElasticIps {
     /// Records `address` for pool entry `id` in the ledger on `vpc` (retrying what is retryable).
     async fn record(&self, vpc: &str, id: &str, address: &str) -> Result<(), AwsError> {
         let tag = Tag::builder().key(format!("{LEDGER_TAG_PREFIX}{id}")).value(address).build();
-        with_retries(&RetryPolicy::default(), || async {
-            self.client.create_tags().resources(vpc).tags(tag.clone()).send().await.map_err(|e| AwsError::from_sdk("EC2.CreateTags", e))
-        })
-        .await?;
+        with_retries(&RetryPolicy::default(), || async { self.client.create_tags().resources(vpc).tags(tag.clone()).send().await.aws("EC2.CreateTags") })
+            .await?;
         tracing::info!(pool_entry = id, address, "whitelist address recorded in the ledger");
         Ok(())
     }
@@ -155,7 +154,7 @@ impl ElasticIps {
             .tag_specifications(tag_spec(ResourceType::ElasticIp, &desired.tags))
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("EC2.AllocateAddress", e))?;
+            .aws("EC2.AllocateAddress")?;
         match (out.allocation_id(), out.public_ip()) {
             (Some(allocation), Some(ip)) => Ok((allocation.to_string(), ip.to_string())),
             _ => Err(AwsError::unexpected("EC2.AllocateAddress", "the reply names no allocation id or public IP")),
@@ -168,12 +167,12 @@ impl ElasticIps {
         alert(&live.name, ip, &format!("whitelist address attached to {} instead of {target}; restoring", attached.unwrap_or(NOTHING)));
         if let Some(association) = live.meta.get(META_ASSOCIATION) {
             let result = self.client.disassociate_address().association_id(association).send().await;
-            gone_is_ok(result.map(|_| ()).map_err(|e| AwsError::from_sdk("EC2.DisassociateAddress", e)))?;
+            gone_is_ok(result.map(|_| ()).aws("EC2.DisassociateAddress"))?;
         }
         if !target.starts_with("nat-") {
             return Ok(()); // detached is the desired state, or its NAT gateway is created later
         }
-        let nat = self.client.describe_nat_gateways().nat_gateway_ids(target).send().await.map_err(|e| AwsError::from_sdk("EC2.DescribeNatGateways", e))?;
+        let nat = self.client.describe_nat_gateways().nat_gateway_ids(target).send().await.aws("EC2.DescribeNatGateways")?;
         let interface = nat
             .nat_gateways()
             .iter()
@@ -188,7 +187,7 @@ impl ElasticIps {
                 .allow_reassociation(false)
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk("EC2.AssociateAddress", e))?;
+                .aws("EC2.AssociateAddress")?;
         }
         Ok(())
     }
@@ -237,12 +236,8 @@ fn ledger_vpc(desired: &Desired) -> Result<&str, AwsError> {
 
 #[async_trait]
 impl Kind for ElasticIps {
-    fn name(&self) -> &'static str {
-        KIND
-    }
-
-    fn create_only_fields(&self) -> &'static [&'static str] {
-        &[LEDGER_VPC]
+    fn rules(&self) -> Rules {
+        Rules { matching: Matching::Custom, scope: Scope::Fast, create_only: &[LEDGER_VPC], ..Rules::new(KIND) }
     }
 
     fn matches(&self, env: &str, desired: &Desired, live: &Live) -> bool {
@@ -284,7 +279,7 @@ impl Kind for ElasticIps {
         let pins: Vec<(&str, &str)> = desired.iter().filter_map(|d| Some((d.key.id.as_str(), d.fields.get(PINNED)?.as_str()))).collect();
         let unpinned: Vec<&str> = desired.iter().filter(|d| !d.fields.contains_key(PINNED)).map(|d| d.key.id.as_str()).collect();
         let (addresses, nats, ledger) = tokio::try_join!(
-            async { self.client.describe_addresses().send().await.map_err(|e| AwsError::from_sdk("EC2.DescribeAddresses", e)) },
+            async { self.client.describe_addresses().send().await.aws("EC2.DescribeAddresses") },
             self.nat_by_interface(),
             self.read_ledger(&env.env),
         )?;
@@ -329,7 +324,7 @@ impl Kind for ElasticIps {
         Ok(found)
     }
 
-    async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
+    async fn create(&self, desired: &Desired, _token: &str) -> Result<String, AwsError> {
         let id = &desired.key.id;
         let vpc = ledger_vpc(desired)?.to_string();
         let recorded = self.ledger().entries.get(id).cloned();
@@ -384,18 +379,18 @@ impl Kind for ElasticIps {
     async fn delete(&self, live: &Live) -> Result<(), AwsError> {
         if let Some(association) = live.meta.get(META_ASSOCIATION) {
             let result = self.client.disassociate_address().association_id(association).send().await;
-            gone_is_ok(result.map(|_| ()).map_err(|e| AwsError::from_sdk("EC2.DisassociateAddress", e)))?;
+            gone_is_ok(result.map(|_| ()).aws("EC2.DisassociateAddress"))?;
         }
         // The ledger entry goes first: a pass killed before the release finds
         // the address still releasable and releases it then.
         if let (Some(vpc), Some(id)) = (self.ledger().vpc, live.tags.get(TAG_ID)) {
             let tag = Tag::builder().key(format!("{LEDGER_TAG_PREFIX}{id}")).build();
             let result = self.client.delete_tags().resources(vpc).tags(tag).send().await;
-            gone_is_ok(result.map(|_| ()).map_err(|e| AwsError::from_sdk("EC2.DeleteTags", e)))?;
+            gone_is_ok(result.map(|_| ()).aws("EC2.DeleteTags"))?;
         }
         tracing::warn!(address = %live.name, "releasing a whitelist Elastic IP marked releasable and removed from the spec");
         let result = self.client.release_address().allocation_id(&live.handle).send().await;
-        gone_is_ok(result.map(|_| ()).map_err(|e| AwsError::from_sdk("EC2.ReleaseAddress", e)))
+        gone_is_ok(result.map(|_| ()).aws("EC2.ReleaseAddress"))
     }
 
     fn review(&self, env: &EnvSpec, steps: &[&Step]) -> Review {
@@ -417,49 +412,66 @@ impl Kind for ElasticIps {
                 review.errors.push(format!("--reallocate-whitelist {id}: {problem}"));
             }
         }
-        let mut lines = Vec::new();
         for (id, entry) in &n.whitelist.pool {
             let Some(step) = steps.iter().find(|s| s.key.id == *id && s.desired.is_some()) else { continue };
             let ip = step.live.as_ref().and_then(|l| l.meta.get(META_PUBLIC_IP)).cloned().unwrap_or_else(|| "-".into());
             let attached =
                 step.live.as_ref().and_then(|l| l.fields.get(ATTACHED_TO)).map(|a| a.trim_start_matches('@').to_string()).unwrap_or_else(|| NOTHING.into());
             let recorded = ledger.get(id);
-            let status = match (step.action, &entry.address) {
+            let missing = |address: &str| (Some(PUBLIC_IP), Some(address.to_string()), None);
+            let ((field, desired, live), violation, status) = match (step.action, &entry.address) {
                 (Action::Create, Some(pin)) if recorded.is_some() || ledger.values().any(|a| a == pin) => {
                     alert(id, pin, "pinned whitelist address is missing from the account");
-                    format!("VIOLATED: {pin} is missing (released out of band?); will try to recover the same address")
+                    (missing(pin), true, format!("VIOLATED: {pin} is missing (released out of band?); will try to recover the same address"))
                 }
                 (Action::Create, Some(pin)) => {
                     review.errors.push(format!(
                         "network.whitelist.pool.{id}.address: pinned address {pin} does not exist in this account and was never part of this environment's whitelist; check the pin"
                     ));
-                    format!("ERROR: pinned {pin} does not exist in this account")
+                    (missing(pin), true, format!("ERROR: pinned {pin} does not exist in this account"))
                 }
                 (Action::Create, None) => match recorded {
-                    Some(old) if env.reallocate_whitelist.contains(id) => {
-                        format!("LOST: {old} is gone; a NEW address will be allocated as asked (--reallocate-whitelist): the exchanges must whitelist it")
-                    }
+                    Some(old) if env.reallocate_whitelist.contains(id) => (
+                        missing(old),
+                        false,
+                        format!("LOST: {old} is gone; a NEW address will be allocated as asked (--reallocate-whitelist): the exchanges must whitelist it"),
+                    ),
                     Some(old) => {
                         alert(id, old, "whitelist address recorded in the ledger is missing from the account");
-                        format!("VIOLATED: {old} (recorded in the ledger) is missing (released out of band?); will try to recover the same address")
+                        (
+                            missing(old),
+                            true,
+                            format!("VIOLATED: {old} (recorded in the ledger) is missing (released out of band?); will try to recover the same address"),
+                        )
                     }
-                    None => "not allocated yet: will allocate a new address (bootstrap)".into(),
+                    None => ((None, None, None), false, "not allocated yet: will allocate a new address (bootstrap)".into()),
                 },
                 (Action::Update, _) if step.delta.fields.iter().any(|c| c.field == ATTACHED_TO) => {
                     let want = step.desired.as_ref().and_then(|d| d.fields.get(ATTACHED_TO)).map(|a| a.trim_start_matches('@').to_string()).unwrap_or_default();
                     alert(id, &ip, &format!("whitelist address attached to {attached} instead of {want}"));
-                    format!("VIOLATED: attached to {attached}, should be {want}; will restore")
+                    let status = format!("VIOLATED: attached to {attached}, should be {want}; will restore");
+                    ((Some(ATTACHED_TO), Some(want), Some(attached.clone())), true, status)
                 }
-                (Action::Update, _) if step.delta.fields.iter().any(|c| c.field == RECORDED) => "OK (will be recorded in the ledger)".into(),
-                (Action::Skip, _) => step.note.clone().unwrap_or_default(),
-                _ => "OK".into(),
+                (Action::Update, _) if step.delta.fields.iter().any(|c| c.field == RECORDED) => {
+                    ((None, None, None), false, "OK (will be recorded in the ledger)".into())
+                }
+                (Action::Skip, _) => ((None, None, None), false, step.note.clone().unwrap_or_default()),
+                _ => ((None, None, None), false, "OK".into()),
             };
             let pin_hint = if entry.address.is_none() && ip != "-" {
                 format!("  (not pinned: guarded through the ledger; pin it with network.whitelist.pool.{id}.address: {ip})")
             } else {
                 String::new()
             };
-            lines.push(format!("{id}: {ip} attached to {attached}: {status}{pin_hint}"));
+            review.findings.push(Finding {
+                class: FindingClass::Whitelist,
+                resource: step.key.clone(),
+                field: field.map(str::to_string),
+                desired,
+                live,
+                violation,
+                message: format!("{id}: {ip} attached to {attached}: {status}{pin_hint}"),
+            });
         }
         for step in steps.iter().filter(|s| s.desired.is_none()) {
             let what = if step.action == Action::Delete {
@@ -467,9 +479,16 @@ impl Kind for ElasticIps {
             } else {
                 "removed from the spec: retained (never released unless marked releasable first)"
             };
-            lines.push(format!("{} ({}): {what}", step.key.id, step.name));
+            review.findings.push(Finding {
+                class: FindingClass::Whitelist,
+                resource: step.key.clone(),
+                field: None,
+                desired: None,
+                live: None,
+                violation: false,
+                message: format!("{} ({}): {what}", step.key.id, step.name),
+            });
         }
-        review.section = Some(Section { title: "Elastic IP whitelist (the exchanges trust these addresses)".into(), lines });
         review
     }
 }
@@ -497,7 +516,6 @@ mod tests {
             tags: Default::default(),
             depends_on: Vec::new(),
             adopt: address.is_some(),
-            idempotency_token: String::new(),
         }
     }
 
@@ -546,14 +564,14 @@ mod tests {
             AllocateAddressError::generic(ErrorMetadata::builder().code("InvalidAddress.NotFound").message("Address 203.0.113.10 is not available").build())
         });
         let kind = ElasticIps::from_client(mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&refuse]));
-        let e = kind.create(&pinned("203.0.113.10")).await.expect_err("must fail");
+        let e = kind.create(&pinned("203.0.113.10"), "token").await.expect_err("must fail");
         assert_eq!(e.class, ErrorClass::Invariant);
         assert!(e.message.contains("203.0.113.10") && e.message.contains("cannot be recovered"), "{}", e.message);
         assert_eq!(refuse.num_calls(), 1, "exactly one attempt to get the same address back");
 
         // The same for an unpinned entry guarded by the ledger: exit 3 names the address and the entry.
         with_ledger(&kind, "203.0.113.10");
-        let e = kind.create(&entry(None)).await.expect_err("must fail");
+        let e = kind.create(&entry(None), "token").await.expect_err("must fail");
         assert_eq!(e.class, ErrorClass::Invariant);
         assert!(e.message.contains("203.0.113.10 (whitelist-1)") && e.message.contains("--reallocate-whitelist whitelist-1"), "{}", e.message);
         assert_eq!(refuse.num_calls(), 2, "asked for the recorded address, never for another");
@@ -564,9 +582,9 @@ mod tests {
         let recover = allocates(Some("203.0.113.10"), "203.0.113.10");
         let record = records("203.0.113.10");
         let kind = ElasticIps::from_client(mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&recover, &record]));
-        assert_eq!(kind.create(&pinned("203.0.113.10")).await.expect("recovered"), "eipalloc-new");
+        assert_eq!(kind.create(&pinned("203.0.113.10"), "token").await.expect("recovered"), "eipalloc-new");
         assert_eq!((recover.num_calls(), record.num_calls()), (1, 1));
-        let e = kind.create(&pinned("eipalloc-gone")).await.expect_err("an allocation id cannot be re-allocated");
+        let e = kind.create(&pinned("eipalloc-gone"), "token").await.expect_err("an allocation id cannot be re-allocated");
         assert_eq!(e.class, ErrorClass::Invariant);
         assert_eq!(recover.num_calls(), 1, "no AWS call for an allocation-id pin");
     }
@@ -574,7 +592,7 @@ mod tests {
     #[tokio::test]
     async fn an_unpinned_entry_in_the_ledger_gets_its_own_address_back() {
         let (kind, recover, fresh, record) = ledger_holding_203_0_113_20(records("203.0.113.20"));
-        kind.create(&entry(None)).await.expect("recovered");
+        kind.create(&entry(None), "token").await.expect("recovered");
         assert_eq!((recover.num_calls(), fresh.num_calls(), record.num_calls()), (1, 0, 1), "the recorded address, never a new one");
     }
 
@@ -584,7 +602,7 @@ mod tests {
         let mut env = EnvSpec { env: "prod".into(), spec: Default::default(), reallocate_whitelist: Default::default() };
         env.reallocate_whitelist.insert("whitelist-1".into());
         kind.desired(&env);
-        kind.create(&entry(None)).await.expect("allocated");
+        kind.create(&entry(None), "token").await.expect("allocated");
         assert_eq!((recover.num_calls(), fresh.num_calls(), record.num_calls()), (0, 1, 1), "a new address, recorded in place of the lost one");
     }
 
@@ -593,7 +611,7 @@ mod tests {
         let any = allocates(None, "198.51.100.7");
         let kind = ElasticIps::from_client(mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&any]));
         with_ledger(&kind, "203.0.113.20");
-        let e = kind.create(&pinned("eipalloc-0123456789abcdef0")).await.expect_err("cannot be re-allocated");
+        let e = kind.create(&pinned("eipalloc-0123456789abcdef0"), "token").await.expect_err("cannot be re-allocated");
         assert_eq!(e.class, ErrorClass::Invariant);
         assert!(e.message.contains("address: 203.0.113.20"), "{}", e.message);
         assert_eq!(any.num_calls(), 0, "no address allocated");
@@ -617,7 +635,9 @@ mod tests {
         };
         let review = kind.review(&env, &[&step]);
         assert!(review.errors.is_empty(), "{:?}", review.errors);
-        let lines = review.section.map(|s| s.lines.join("\n")).unwrap_or_default();
+        let lines: Vec<&str> = review.findings.iter().map(|f| f.message.as_str()).collect();
+        let lines = lines.join("\n");
+        assert!(review.findings.iter().any(|f| f.violation && f.live.is_none() && f.desired.as_deref() == Some("eipalloc-0123456789abcdef0")));
         assert!(lines.contains("whitelist-1: - attached to nothing: VIOLATED"), "{lines}");
     }
 

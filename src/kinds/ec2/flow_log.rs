@@ -7,9 +7,9 @@ use aws_config::SdkConfig;
 use aws_sdk_ec2::types::{FlowLogsResourceType, LogDestinationType, ResourceType, TrafficType};
 use aws_sdk_ec2::Client;
 
-use super::{desired, gone_is_ok, key, live, network, owned_as, owned_by, put_tags, tag_map, tag_spec, vpc};
-use crate::aws::{AwsError, CallCounter};
-use crate::engine::{reference, Delta, Desired, Kind, Live};
+use super::{desired, gone_is_ok, key, live, network, owned_by, put_tags, tag_map, tag_spec, vpc};
+use crate::aws::{AwsError, AwsResult, CallCounter};
+use crate::engine::{reference, Delta, Desired, Kind, Live, Matching, OnImmutableChange, Rules, Scope};
 use crate::spec::model::DeletionPolicy;
 use crate::spec::EnvSpec;
 
@@ -35,20 +35,14 @@ impl FlowLogs {
 
 #[async_trait]
 impl Kind for FlowLogs {
-    fn name(&self) -> &'static str {
-        KIND
-    }
-
-    fn immutable_fields(&self) -> &'static [&'static str] {
-        &[RESOURCE, TRAFFIC, LOG_GROUP, ROLE]
-    }
-
-    fn replaceable(&self) -> bool {
-        true
-    }
-
-    fn matches(&self, env: &str, desired: &Desired, live: &Live) -> bool {
-        owned_as(env, desired, live)
+    fn rules(&self) -> Rules {
+        Rules {
+            matching: Matching::OwnershipTag,
+            scope: Scope::Fast,
+            immutable: &[RESOURCE, TRAFFIC, LOG_GROUP, ROLE],
+            on_immutable_change: OnImmutableChange::Replace,
+            ..Rules::new(KIND)
+        }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
@@ -67,8 +61,7 @@ impl Kind for FlowLogs {
     }
 
     async fn observe(&self, env: &EnvSpec, _desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
-        let out =
-            self.client.describe_flow_logs().set_filter(Some(owned_by(&env.env))).send().await.map_err(|e| AwsError::from_sdk("EC2.DescribeFlowLogs", e))?;
+        let out = self.client.describe_flow_logs().set_filter(Some(owned_by(&env.env))).send().await.aws("EC2.DescribeFlowLogs")?;
         Ok(out
             .flow_logs()
             .iter()
@@ -83,7 +76,7 @@ impl Kind for FlowLogs {
             .collect())
     }
 
-    async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
+    async fn create(&self, desired: &Desired, token: &str) -> Result<String, AwsError> {
         let field = |f: &str| desired.fields.get(f).cloned().unwrap_or_default();
         let out = self
             .client
@@ -94,11 +87,11 @@ impl Kind for FlowLogs {
             .log_destination_type(LogDestinationType::CloudWatchLogs)
             .log_group_name(field(LOG_GROUP))
             .deliver_logs_permission_arn(field(ROLE))
-            .client_token(&desired.idempotency_token)
+            .client_token(token)
             .tag_specifications(tag_spec(ResourceType::VpcFlowLog, &desired.tags))
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("EC2.CreateFlowLogs", e))?;
+            .aws("EC2.CreateFlowLogs")?;
         if let Some(failure) = out.unsuccessful().first() {
             let message = failure.error().and_then(|e| e.message()).unwrap_or("unknown error").to_string();
             return Err(AwsError::unexpected("EC2.CreateFlowLogs", message));
@@ -112,6 +105,6 @@ impl Kind for FlowLogs {
 
     async fn delete(&self, live: &Live) -> Result<(), AwsError> {
         let result = self.client.delete_flow_logs().flow_log_ids(&live.handle).send().await;
-        gone_is_ok(result.map(|_| ()).map_err(|e| AwsError::from_sdk("EC2.DeleteFlowLogs", e)))
+        gone_is_ok(result.map(|_| ()).aws("EC2.DeleteFlowLogs"))
     }
 }

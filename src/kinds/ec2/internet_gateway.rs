@@ -5,9 +5,9 @@ use aws_config::SdkConfig;
 use aws_sdk_ec2::types::{InternetGateway, ResourceType};
 use aws_sdk_ec2::Client;
 
-use super::{desired, gone_is_ok, key, live, network, owned_as, owned_by, put_tags, tag_map, tag_spec, vpc};
-use crate::aws::{required, AwsError, CallCounter};
-use crate::engine::{is_unresolved, reference, Delta, Desired, Kind, Live};
+use super::{desired, gone_is_ok, key, live, network, owned_by, put_tags, tag_map, tag_spec, vpc};
+use crate::aws::{required, AwsError, AwsResult, CallCounter};
+use crate::engine::{is_unresolved, reference, Delta, Desired, Kind, Live, Matching, Rules, Scope};
 use crate::spec::model::DeletionPolicy;
 use crate::spec::EnvSpec;
 
@@ -35,7 +35,7 @@ impl InternetGateways {
             return Ok(());
         }
         let result = self.client.attach_internet_gateway().internet_gateway_id(igw).vpc_id(vpc).send().await;
-        match result.map_err(|e| AwsError::from_sdk("EC2.AttachInternetGateway", e)) {
+        match result.aws("EC2.AttachInternetGateway") {
             // An earlier attempt whose reply was lost may have attached it already.
             Err(e) if e.code.as_deref() == Some("Resource.AlreadyAssociated") && self.attached_to(igw).await?.as_deref() == Some(vpc) => Ok(()),
             other => other.map(|_| ()),
@@ -44,13 +44,7 @@ impl InternetGateways {
 
     /// The VPC `igw` is attached to, if any.
     async fn attached_to(&self, igw: &str) -> Result<Option<String>, AwsError> {
-        let out = self
-            .client
-            .describe_internet_gateways()
-            .internet_gateway_ids(igw)
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("EC2.DescribeInternetGateways", e))?;
+        let out = self.client.describe_internet_gateways().internet_gateway_ids(igw).send().await.aws("EC2.DescribeInternetGateways")?;
         Ok(out.internet_gateways().first().and_then(attachment).map(str::to_string))
     }
 }
@@ -62,12 +56,8 @@ fn attachment(gateway: &InternetGateway) -> Option<&str> {
 
 #[async_trait]
 impl Kind for InternetGateways {
-    fn name(&self) -> &'static str {
-        KIND
-    }
-
-    fn matches(&self, env: &str, desired: &Desired, live: &Live) -> bool {
-        owned_as(env, desired, live)
+    fn rules(&self) -> Rules {
+        Rules { matching: Matching::OwnershipTag, scope: Scope::Fast, ..Rules::new(KIND) }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
@@ -81,13 +71,7 @@ impl Kind for InternetGateways {
     }
 
     async fn observe(&self, env: &EnvSpec, _desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
-        let out = self
-            .client
-            .describe_internet_gateways()
-            .set_filters(Some(owned_by(&env.env)))
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("EC2.DescribeInternetGateways", e))?;
+        let out = self.client.describe_internet_gateways().set_filters(Some(owned_by(&env.env))).send().await.aws("EC2.DescribeInternetGateways")?;
         Ok(out
             .internet_gateways()
             .iter()
@@ -100,14 +84,14 @@ impl Kind for InternetGateways {
             .collect())
     }
 
-    async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
+    async fn create(&self, desired: &Desired, _token: &str) -> Result<String, AwsError> {
         let out = self
             .client
             .create_internet_gateway()
             .tag_specifications(tag_spec(ResourceType::InternetGateway, &desired.tags))
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("EC2.CreateInternetGateway", e))?;
+            .aws("EC2.CreateInternetGateway")?;
         let id = required("EC2.CreateInternetGateway", "internet gateway id", out.internet_gateway().and_then(|g| g.internet_gateway_id()))?;
         self.attach(&id, desired.fields.get(ATTACHMENT).map(String::as_str).unwrap_or(DETACHED)).await?;
         Ok(id)
@@ -116,13 +100,7 @@ impl Kind for InternetGateways {
     async fn update(&self, _desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {
         for change in delta.fields.iter().filter(|c| c.field == ATTACHMENT) {
             if let Some(old) = change.live.as_deref().filter(|v| *v != DETACHED) {
-                self.client
-                    .detach_internet_gateway()
-                    .internet_gateway_id(&live.handle)
-                    .vpc_id(old)
-                    .send()
-                    .await
-                    .map_err(|e| AwsError::from_sdk("EC2.DetachInternetGateway", e))?;
+                self.client.detach_internet_gateway().internet_gateway_id(&live.handle).vpc_id(old).send().await.aws("EC2.DetachInternetGateway")?;
             }
             self.attach(&live.handle, change.desired.as_deref().unwrap_or(DETACHED)).await?;
         }
@@ -132,9 +110,9 @@ impl Kind for InternetGateways {
     async fn delete(&self, live: &Live) -> Result<(), AwsError> {
         if let Some(vpc) = live.fields.get(ATTACHMENT).filter(|v| *v != DETACHED) {
             let detached = self.client.detach_internet_gateway().internet_gateway_id(&live.handle).vpc_id(vpc).send().await;
-            gone_is_ok(detached.map(|_| ()).map_err(|e| AwsError::from_sdk("EC2.DetachInternetGateway", e)))?;
+            gone_is_ok(detached.map(|_| ()).aws("EC2.DetachInternetGateway"))?;
         }
         let result = self.client.delete_internet_gateway().internet_gateway_id(&live.handle).send().await;
-        gone_is_ok(result.map(|_| ()).map_err(|e| AwsError::from_sdk("EC2.DeleteInternetGateway", e)))
+        gone_is_ok(result.map(|_| ()).aws("EC2.DeleteInternetGateway"))
     }
 }

@@ -16,7 +16,7 @@ pub mod subnet;
 pub mod vpc;
 pub mod vpc_endpoint;
 
-pub use crate::aws::{gone_is_ok, wait_for};
+pub use crate::aws::{gone_is_ok, wait_for, AwsResult};
 
 use aws_config::SdkConfig;
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
@@ -60,7 +60,7 @@ pub async fn put_tags(client: &Client, resource: &str, tags: &Tags) -> Result<()
     if tags.is_empty() {
         return Ok(());
     }
-    client.create_tags().resources(resource).set_tags(Some(tag_list(tags))).send().await.map_err(|e| AwsError::from_sdk("EC2.CreateTags", e))?;
+    client.create_tags().resources(resource).set_tags(Some(tag_list(tags))).send().await.aws("EC2.CreateTags")?;
     Ok(())
 }
 
@@ -73,15 +73,7 @@ pub fn network(env: &EnvSpec) -> Option<&Network> {
 pub fn desired(env: &EnvSpec, kind: &'static str, id: &str, name: String, policy: DeletionPolicy) -> Desired {
     let mut tags = ownership_tags(env, id, policy, &Tags::new());
     tags.insert("Name".into(), name.clone());
-    Desired {
-        key: ResourceKey { kind, id: id.into() },
-        name,
-        fields: Default::default(),
-        tags,
-        depends_on: Vec::new(),
-        adopt: false,
-        idempotency_token: String::new(),
-    }
+    Desired { key: ResourceKey { kind, id: id.into() }, name, fields: Default::default(), tags, depends_on: Vec::new(), adopt: false }
 }
 
 /// A key of another networking resource.
@@ -92,9 +84,4 @@ pub fn key(kind: &'static str, id: &str) -> ResourceKey {
 /// A live resource from its id and tags; its name is its Name tag.
 pub fn live(handle: &str, tags: Tags) -> Live {
     Live { name: tags.get("Name").cloned().unwrap_or_else(|| handle.to_string()), handle: handle.to_string(), tags, ..Live::default() }
-}
-
-/// The default matching of networking kinds: the `sentry:id` tag.
-pub fn owned_as(env: &str, desired: &Desired, live: &Live) -> bool {
-    live.is_owned_as(env, &desired.key.id)
 }

@@ -9,9 +9,9 @@ use aws_config::SdkConfig;
 use aws_sdk_ec2::types::{Filter, NatGatewayState, ResourceType};
 use aws_sdk_ec2::Client;
 
-use super::{desired, elastic_ip, gone_is_ok, internet_gateway, key, live, network, owned_as, owned_by, put_tags, subnet, tag_map, tag_spec, wait_for};
-use crate::aws::{required, AwsError, CallCounter};
-use crate::engine::{reference, Delta, Desired, Kind, Live};
+use super::{desired, elastic_ip, gone_is_ok, internet_gateway, key, live, network, owned_by, put_tags, subnet, tag_map, tag_spec, wait_for};
+use crate::aws::{required, AwsError, AwsResult, CallCounter};
+use crate::engine::{reference, Delta, Desired, Kind, Live, Matching, OnImmutableChange, Rules, Scope};
 use crate::spec::model::DeletionPolicy;
 use crate::spec::EnvSpec;
 
@@ -35,27 +35,21 @@ impl NatGateways {
     }
 
     async fn state(&self, id: &str) -> Result<Option<NatGatewayState>, AwsError> {
-        let out = self.client.describe_nat_gateways().nat_gateway_ids(id).send().await.map_err(|e| AwsError::from_sdk("EC2.DescribeNatGateways", e))?;
+        let out = self.client.describe_nat_gateways().nat_gateway_ids(id).send().await.aws("EC2.DescribeNatGateways")?;
         Ok(out.nat_gateways().first().and_then(|n| n.state().cloned()))
     }
 }
 
 #[async_trait]
 impl Kind for NatGateways {
-    fn name(&self) -> &'static str {
-        KIND
-    }
-
-    fn immutable_fields(&self) -> &'static [&'static str] {
-        &[SUBNET, ALLOCATION]
-    }
-
-    fn replaceable(&self) -> bool {
-        true
-    }
-
-    fn matches(&self, env: &str, desired: &Desired, live: &Live) -> bool {
-        owned_as(env, desired, live)
+    fn rules(&self) -> Rules {
+        Rules {
+            matching: Matching::OwnershipTag,
+            scope: Scope::Fast,
+            immutable: &[SUBNET, ALLOCATION],
+            on_immutable_change: OnImmutableChange::Replace,
+            ..Rules::new(KIND)
+        }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
@@ -79,7 +73,7 @@ impl Kind for NatGateways {
     async fn observe(&self, env: &EnvSpec, _desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
         let mut filters = owned_by(&env.env);
         filters.push(Filter::builder().name("state").values("pending").values("available").build());
-        let out = self.client.describe_nat_gateways().set_filter(Some(filters)).send().await.map_err(|e| AwsError::from_sdk("EC2.DescribeNatGateways", e))?;
+        let out = self.client.describe_nat_gateways().set_filter(Some(filters)).send().await.aws("EC2.DescribeNatGateways")?;
         Ok(out
             .nat_gateways()
             .iter()
@@ -93,18 +87,18 @@ impl Kind for NatGateways {
             .collect())
     }
 
-    async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
+    async fn create(&self, desired: &Desired, token: &str) -> Result<String, AwsError> {
         let field = |f: &str| desired.fields.get(f).cloned().unwrap_or_default();
         let out = self
             .client
             .create_nat_gateway()
             .subnet_id(field(SUBNET))
             .allocation_id(field(ALLOCATION))
-            .client_token(&desired.idempotency_token)
+            .client_token(token)
             .tag_specifications(tag_spec(ResourceType::Natgateway, &desired.tags))
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("EC2.CreateNatGateway", e))?;
+            .aws("EC2.CreateNatGateway")?;
         let id = required("EC2.CreateNatGateway", "NAT gateway id", out.nat_gateway().and_then(|n| n.nat_gateway_id()))?;
         wait_for("EC2.DescribeNatGateways", WAIT, || async {
             match self.state(&id).await? {
@@ -123,7 +117,7 @@ impl Kind for NatGateways {
 
     async fn delete(&self, live: &Live) -> Result<(), AwsError> {
         let result = self.client.delete_nat_gateway().nat_gateway_id(&live.handle).send().await;
-        gone_is_ok(result.map(|_| ()).map_err(|e| AwsError::from_sdk("EC2.DeleteNatGateway", e)))?;
+        gone_is_ok(result.map(|_| ()).aws("EC2.DeleteNatGateway"))?;
         // Its EIP is free (and reusable) only once the gateway is deleted.
         wait_for("EC2.DescribeNatGateways", WAIT, || async {
             Ok(matches!(self.state(&live.handle).await?, None | Some(NatGatewayState::Deleted)).then_some(()))

@@ -9,9 +9,9 @@ use aws_config::SdkConfig;
 use aws_sdk_ec2::types::{Filter, ResourceType, RouteTable};
 use aws_sdk_ec2::Client;
 
-use super::{desired, gone_is_ok, internet_gateway, key, live, nat_gateway, network, owned_as, owned_by, put_tags, subnet, tag_map, tag_spec, vpc};
-use crate::aws::{required, AwsError, CallCounter};
-use crate::engine::{is_unresolved, reference, Delta, Desired, FieldChange, Kind, Live};
+use super::{desired, gone_is_ok, internet_gateway, key, live, nat_gateway, network, owned_by, put_tags, subnet, tag_map, tag_spec, vpc};
+use crate::aws::{required, AwsError, AwsResult, CallCounter};
+use crate::engine::{is_unresolved, reference, Delta, Desired, FieldChange, Kind, Live, Matching, Rules, Scope};
 use crate::spec::model::{DeletionPolicy, Tier};
 use crate::spec::EnvSpec;
 
@@ -41,7 +41,7 @@ impl RouteTables {
         let destination = change.field.trim_start_matches(ROUTE);
         let Some(target) = change.desired.as_deref() else {
             let result = self.client.delete_route().route_table_id(table).destination_cidr_block(destination).send().await;
-            return gone_is_ok(result.map(|_| ()).map_err(|e| AwsError::from_sdk("EC2.DeleteRoute", e)));
+            return gone_is_ok(result.map(|_| ()).aws("EC2.DeleteRoute"));
         };
         if is_unresolved(target) {
             return Err(AwsError::unexpected("EC2.CreateRoute", format!("route target {target} does not exist")));
@@ -49,7 +49,7 @@ impl RouteTables {
         if change.live.is_none() {
             let request = self.client.create_route().route_table_id(table).destination_cidr_block(destination);
             let request = if target.starts_with("nat-") { request.nat_gateway_id(target) } else { request.gateway_id(target) };
-            match request.send().await.map_err(|e| AwsError::from_sdk("EC2.CreateRoute", e)) {
+            match request.send().await.aws("EC2.CreateRoute") {
                 // An earlier attempt whose reply was lost may have made it: replace it with the same target.
                 Err(e) if e.code.as_deref() == Some("RouteAlreadyExists") => {}
                 other => return other.map(|_| ()),
@@ -57,7 +57,7 @@ impl RouteTables {
         }
         let request = self.client.replace_route().route_table_id(table).destination_cidr_block(destination);
         let request = if target.starts_with("nat-") { request.nat_gateway_id(target) } else { request.gateway_id(target) };
-        request.send().await.map_err(|e| AwsError::from_sdk("EC2.ReplaceRoute", e))?;
+        request.send().await.aws("EC2.ReplaceRoute")?;
         Ok(())
     }
 
@@ -69,7 +69,7 @@ impl RouteTables {
             .filters(Filter::builder().name("association.subnet-id").values(subnet).build())
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("EC2.DescribeRouteTables", e))?;
+            .aws("EC2.DescribeRouteTables")?;
         let existing =
             current.route_tables().iter().flat_map(|t| t.associations()).find(|a| a.subnet_id() == Some(subnet)).and_then(|a| a.route_table_association_id());
         match existing {
@@ -80,16 +80,10 @@ impl RouteTables {
                     .route_table_id(table)
                     .send()
                     .await
-                    .map_err(|e| AwsError::from_sdk("EC2.ReplaceRouteTableAssociation", e))?;
+                    .aws("EC2.ReplaceRouteTableAssociation")?;
             }
             None => {
-                self.client
-                    .associate_route_table()
-                    .route_table_id(table)
-                    .subnet_id(subnet)
-                    .send()
-                    .await
-                    .map_err(|e| AwsError::from_sdk("EC2.AssociateRouteTable", e))?;
+                self.client.associate_route_table().route_table_id(table).subnet_id(subnet).send().await.aws("EC2.AssociateRouteTable")?;
             }
         }
         Ok(())
@@ -106,7 +100,7 @@ impl RouteTables {
                     self.associate(table, subnet).await?;
                 } else if let Some(association) = live.and_then(|l| l.meta.get(subnet)) {
                     let result = self.client.disassociate_route_table().association_id(association).send().await;
-                    gone_is_ok(result.map(|_| ()).map_err(|e| AwsError::from_sdk("EC2.DisassociateRouteTable", e)))?;
+                    gone_is_ok(result.map(|_| ()).aws("EC2.DisassociateRouteTable"))?;
                 }
             }
         }
@@ -142,20 +136,8 @@ fn normalize(table: &RouteTable) -> Option<Live> {
 
 #[async_trait]
 impl Kind for RouteTables {
-    fn name(&self) -> &'static str {
-        KIND
-    }
-
-    fn immutable_fields(&self) -> &'static [&'static str] {
-        &[VPC]
-    }
-
-    fn exclusive_prefixes(&self) -> &'static [&'static str] {
-        &[ROUTE, ASSOCIATION]
-    }
-
-    fn matches(&self, env: &str, desired: &Desired, live: &Live) -> bool {
-        owned_as(env, desired, live)
+    fn rules(&self) -> Rules {
+        Rules { matching: Matching::OwnershipTag, scope: Scope::Fast, immutable: &[VPC], exclusive: &[ROUTE, ASSOCIATION], ..Rules::new(KIND) }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
@@ -187,26 +169,20 @@ impl Kind for RouteTables {
     }
 
     async fn observe(&self, env: &EnvSpec, _desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
-        let out = self
-            .client
-            .describe_route_tables()
-            .set_filters(Some(owned_by(&env.env)))
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("EC2.DescribeRouteTables", e))?;
+        let out = self.client.describe_route_tables().set_filters(Some(owned_by(&env.env))).send().await.aws("EC2.DescribeRouteTables")?;
         Ok(out.route_tables().iter().filter_map(normalize).collect())
     }
 
-    async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
+    async fn create(&self, desired: &Desired, token: &str) -> Result<String, AwsError> {
         let out = self
             .client
             .create_route_table()
             .vpc_id(desired.fields.get(VPC).cloned().unwrap_or_default())
-            .client_token(&desired.idempotency_token)
+            .client_token(token)
             .tag_specifications(tag_spec(ResourceType::RouteTable, &desired.tags))
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("EC2.CreateRouteTable", e))?;
+            .aws("EC2.CreateRouteTable")?;
         let id = required("EC2.CreateRouteTable", "route table id", out.route_table().and_then(|t| t.route_table_id()))?;
         let changes: Vec<FieldChange> = desired
             .fields
@@ -226,9 +202,9 @@ impl Kind for RouteTables {
     async fn delete(&self, live: &Live) -> Result<(), AwsError> {
         for association in live.meta.values() {
             let result = self.client.disassociate_route_table().association_id(association).send().await;
-            gone_is_ok(result.map(|_| ()).map_err(|e| AwsError::from_sdk("EC2.DisassociateRouteTable", e)))?;
+            gone_is_ok(result.map(|_| ()).aws("EC2.DisassociateRouteTable"))?;
         }
         let result = self.client.delete_route_table().route_table_id(&live.handle).send().await;
-        gone_is_ok(result.map(|_| ()).map_err(|e| AwsError::from_sdk("EC2.DeleteRouteTable", e)))
+        gone_is_ok(result.map(|_| ()).aws("EC2.DeleteRouteTable"))
     }
 }

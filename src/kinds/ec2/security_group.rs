@@ -7,9 +7,9 @@ use aws_config::SdkConfig;
 use aws_sdk_ec2::types::ResourceType;
 use aws_sdk_ec2::Client;
 
-use super::{desired, gone_is_ok, key, live, network, owned_as, owned_by, put_tags, tag_map, tag_spec, vpc};
-use crate::aws::{required, AwsError, CallCounter};
-use crate::engine::{reference, Delta, Desired, Kind, Live};
+use super::{desired, gone_is_ok, key, live, network, owned_by, put_tags, tag_map, tag_spec, vpc};
+use crate::aws::{required, AwsError, AwsResult, CallCounter};
+use crate::engine::{reference, Delta, Desired, Kind, Live, Matching, Rules, Scope};
 use crate::spec::model::DeletionPolicy;
 use crate::spec::{physical_name, EnvSpec};
 
@@ -33,16 +33,8 @@ impl SecurityGroups {
 
 #[async_trait]
 impl Kind for SecurityGroups {
-    fn name(&self) -> &'static str {
-        KIND
-    }
-
-    fn immutable_fields(&self) -> &'static [&'static str] {
-        &[VPC, DESCRIPTION]
-    }
-
-    fn matches(&self, env: &str, desired: &Desired, live: &Live) -> bool {
-        owned_as(env, desired, live)
+    fn rules(&self) -> Rules {
+        Rules { matching: Matching::OwnershipTag, scope: Scope::Fast, immutable: &[VPC, DESCRIPTION], ..Rules::new(KIND) }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
@@ -60,13 +52,7 @@ impl Kind for SecurityGroups {
     }
 
     async fn observe(&self, env: &EnvSpec, _desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
-        let out = self
-            .client
-            .describe_security_groups()
-            .set_filters(Some(owned_by(&env.env)))
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("EC2.DescribeSecurityGroups", e))?;
+        let out = self.client.describe_security_groups().set_filters(Some(owned_by(&env.env))).send().await.aws("EC2.DescribeSecurityGroups")?;
         Ok(out
             .security_groups()
             .iter()
@@ -80,7 +66,7 @@ impl Kind for SecurityGroups {
             .collect())
     }
 
-    async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
+    async fn create(&self, desired: &Desired, _token: &str) -> Result<String, AwsError> {
         let field = |f: &str| desired.fields.get(f).cloned().unwrap_or_default();
         let out = self
             .client
@@ -91,7 +77,7 @@ impl Kind for SecurityGroups {
             .tag_specifications(tag_spec(ResourceType::SecurityGroup, &desired.tags))
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("EC2.CreateSecurityGroup", e))?;
+            .aws("EC2.CreateSecurityGroup")?;
         required("EC2.CreateSecurityGroup", "group id", out.group_id())
     }
 
@@ -101,6 +87,6 @@ impl Kind for SecurityGroups {
 
     async fn delete(&self, live: &Live) -> Result<(), AwsError> {
         let result = self.client.delete_security_group().group_id(&live.handle).send().await;
-        gone_is_ok(result.map(|_| ()).map_err(|e| AwsError::from_sdk("EC2.DeleteSecurityGroup", e)))
+        gone_is_ok(result.map(|_| ()).aws("EC2.DeleteSecurityGroup"))
     }
 }

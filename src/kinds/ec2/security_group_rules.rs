@@ -10,9 +10,9 @@ use aws_config::SdkConfig;
 use aws_sdk_ec2::types::{IpPermission, IpRange, SecurityGroup, UserIdGroupPair};
 use aws_sdk_ec2::Client;
 
-use super::{desired, key, live, network, owned_as, owned_by, security_group, tag_map};
-use crate::aws::{AwsError, CallCounter, ErrorClass};
-use crate::engine::{is_unresolved, reference, Delta, Desired, Kind, Live};
+use super::{desired, key, live, network, owned_by, security_group, tag_map};
+use crate::aws::{AwsError, AwsResult, CallCounter, ErrorClass};
+use crate::engine::{is_unresolved, reference, Delta, Desired, Kind, Live, Matching, Rules, Scope};
 use crate::spec::model::{DeletionPolicy, Ports, Rule};
 use crate::spec::validate::parse_port_range;
 use crate::spec::{physical_name, EnvSpec};
@@ -51,7 +51,7 @@ impl SecurityGroupRules {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| AwsError::from_sdk("EC2.AuthorizeSecurityGroupEgress", e))
+                .aws("EC2.AuthorizeSecurityGroupEgress")
         } else {
             self.client
                 .authorize_security_group_ingress()
@@ -60,7 +60,7 @@ impl SecurityGroupRules {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| AwsError::from_sdk("EC2.AuthorizeSecurityGroupIngress", e))
+                .aws("EC2.AuthorizeSecurityGroupIngress")
         };
         match result {
             Err(e) if e.code.as_deref() == Some("InvalidPermission.Duplicate") => Ok(()),
@@ -71,14 +71,7 @@ impl SecurityGroupRules {
     async fn revoke(&self, group: &str, rule: &str) -> Result<(), AwsError> {
         let (egress, permission) = permission(rule)?;
         let result = if egress {
-            self.client
-                .revoke_security_group_egress()
-                .group_id(group)
-                .ip_permissions(permission)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| AwsError::from_sdk("EC2.RevokeSecurityGroupEgress", e))
+            self.client.revoke_security_group_egress().group_id(group).ip_permissions(permission).send().await.map(|_| ()).aws("EC2.RevokeSecurityGroupEgress")
         } else {
             self.client
                 .revoke_security_group_ingress()
@@ -87,7 +80,7 @@ impl SecurityGroupRules {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| AwsError::from_sdk("EC2.RevokeSecurityGroupIngress", e))
+                .aws("EC2.RevokeSecurityGroupIngress")
         };
         match result {
             Err(e) if e.class == ErrorClass::NotFound || e.code.as_deref() == Some("InvalidPermission.NotFound") => Ok(()),
@@ -174,20 +167,8 @@ fn permission(rule: &str) -> Result<(bool, IpPermission), AwsError> {
 
 #[async_trait]
 impl Kind for SecurityGroupRules {
-    fn name(&self) -> &'static str {
-        KIND
-    }
-
-    fn immutable_fields(&self) -> &'static [&'static str] {
-        &[GROUP]
-    }
-
-    fn exclusive_prefixes(&self) -> &'static [&'static str] {
-        &[INGRESS, EGRESS]
-    }
-
-    fn matches(&self, env: &str, desired: &Desired, live: &Live) -> bool {
-        owned_as(env, desired, live)
+    fn rules(&self) -> Rules {
+        Rules { matching: Matching::OwnershipTag, scope: Scope::Fast, immutable: &[GROUP], exclusive: &[INGRESS, EGRESS], ..Rules::new(KIND) }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
@@ -222,13 +203,7 @@ impl Kind for SecurityGroupRules {
     }
 
     async fn observe(&self, env: &EnvSpec, _desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
-        let out = self
-            .client
-            .describe_security_groups()
-            .set_filters(Some(owned_by(&env.env)))
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("EC2.DescribeSecurityGroups", e))?;
+        let out = self.client.describe_security_groups().set_filters(Some(owned_by(&env.env))).send().await.aws("EC2.DescribeSecurityGroups")?;
         Ok(out
             .security_groups()
             .iter()
@@ -245,7 +220,7 @@ impl Kind for SecurityGroupRules {
             .collect())
     }
 
-    async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
+    async fn create(&self, desired: &Desired, _token: &str) -> Result<String, AwsError> {
         let group = desired.fields.get(GROUP).cloned().unwrap_or_default();
         let rules: Vec<&String> = desired.fields.keys().filter(|k| k.starts_with(INGRESS) || k.starts_with(EGRESS)).collect();
         for rule in &rules {

@@ -5,9 +5,9 @@ use aws_config::SdkConfig;
 use aws_sdk_ec2::types::ResourceType;
 use aws_sdk_ec2::Client;
 
-use super::{desired, gone_is_ok, key, live, network, owned_as, owned_by, put_tags, tag_map, tag_spec, vpc};
-use crate::aws::{required, AwsError, CallCounter};
-use crate::engine::{reference, Delta, Desired, Kind, Live};
+use super::{desired, gone_is_ok, key, live, network, owned_by, put_tags, tag_map, tag_spec, vpc};
+use crate::aws::{required, AwsError, AwsResult, CallCounter};
+use crate::engine::{reference, Delta, Desired, Kind, Live, Matching, Rules, Scope};
 use crate::spec::model::DeletionPolicy;
 use crate::spec::EnvSpec;
 
@@ -32,16 +32,8 @@ impl Subnets {
 
 #[async_trait]
 impl Kind for Subnets {
-    fn name(&self) -> &'static str {
-        KIND
-    }
-
-    fn immutable_fields(&self) -> &'static [&'static str] {
-        &[VPC, CIDR, AZ]
-    }
-
-    fn matches(&self, env: &str, desired: &Desired, live: &Live) -> bool {
-        owned_as(env, desired, live)
+    fn rules(&self) -> Rules {
+        Rules { matching: Matching::OwnershipTag, scope: Scope::Fast, immutable: &[VPC, CIDR, AZ], ..Rules::new(KIND) }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
@@ -60,8 +52,7 @@ impl Kind for Subnets {
     }
 
     async fn observe(&self, env: &EnvSpec, _desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
-        let out =
-            self.client.describe_subnets().set_filters(Some(owned_by(&env.env))).send().await.map_err(|e| AwsError::from_sdk("EC2.DescribeSubnets", e))?;
+        let out = self.client.describe_subnets().set_filters(Some(owned_by(&env.env))).send().await.aws("EC2.DescribeSubnets")?;
         Ok(out
             .subnets()
             .iter()
@@ -75,7 +66,7 @@ impl Kind for Subnets {
             .collect())
     }
 
-    async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
+    async fn create(&self, desired: &Desired, _token: &str) -> Result<String, AwsError> {
         let field = |f: &str| desired.fields.get(f).cloned().unwrap_or_default();
         let out = self
             .client
@@ -86,7 +77,7 @@ impl Kind for Subnets {
             .tag_specifications(tag_spec(ResourceType::Subnet, &desired.tags))
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("EC2.CreateSubnet", e))?;
+            .aws("EC2.CreateSubnet")?;
         required("EC2.CreateSubnet", "subnet id", out.subnet().and_then(|s| s.subnet_id()))
     }
 
@@ -95,6 +86,6 @@ impl Kind for Subnets {
     }
 
     async fn delete(&self, live: &Live) -> Result<(), AwsError> {
-        gone_is_ok(self.client.delete_subnet().subnet_id(&live.handle).send().await.map(|_| ()).map_err(|e| AwsError::from_sdk("EC2.DeleteSubnet", e)))
+        gone_is_ok(self.client.delete_subnet().subnet_id(&live.handle).send().await.map(|_| ()).aws("EC2.DeleteSubnet"))
     }
 }

@@ -7,9 +7,9 @@ use aws_config::SdkConfig;
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType, VpcAttributeName};
 use aws_sdk_ec2::Client;
 
-use super::{desired, gone_is_ok, live, network, owned_as, owned_by, put_tags, tag_map, tag_spec};
-use crate::aws::{required, AwsError, CallCounter};
-use crate::engine::{Delta, Desired, Kind, Live};
+use super::{desired, gone_is_ok, live, network, owned_by, put_tags, tag_map, tag_spec};
+use crate::aws::{required, AwsError, AwsResult, CallCounter};
+use crate::engine::{Delta, Desired, Kind, Live, Matching, Rules, Scope};
 use crate::spec::model::DeletionPolicy;
 use crate::spec::{physical_name, EnvSpec};
 
@@ -34,14 +34,7 @@ impl Vpcs {
     }
 
     async fn attribute(&self, vpc: &str, attribute: VpcAttributeName) -> Result<bool, AwsError> {
-        let out = self
-            .client
-            .describe_vpc_attribute()
-            .vpc_id(vpc)
-            .attribute(attribute.clone())
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("EC2.DescribeVpcAttribute", e))?;
+        let out = self.client.describe_vpc_attribute().vpc_id(vpc).attribute(attribute.clone()).send().await.aws("EC2.DescribeVpcAttribute")?;
         let value = match attribute {
             VpcAttributeName::EnableDnsSupport => out.enable_dns_support(),
             _ => out.enable_dns_hostnames(),
@@ -53,23 +46,15 @@ impl Vpcs {
         let flag = AttributeBooleanValue::builder().value(value == "true").build();
         let request = self.client.modify_vpc_attribute().vpc_id(vpc);
         let request = if field == DNS_SUPPORT { request.enable_dns_support(flag) } else { request.enable_dns_hostnames(flag) };
-        request.send().await.map_err(|e| AwsError::from_sdk("EC2.ModifyVpcAttribute", e))?;
+        request.send().await.aws("EC2.ModifyVpcAttribute")?;
         Ok(())
     }
 }
 
 #[async_trait]
 impl Kind for Vpcs {
-    fn name(&self) -> &'static str {
-        KIND
-    }
-
-    fn immutable_fields(&self) -> &'static [&'static str] {
-        &[CIDR]
-    }
-
-    fn matches(&self, env: &str, desired: &Desired, live: &Live) -> bool {
-        owned_as(env, desired, live)
+    fn rules(&self) -> Rules {
+        Rules { matching: Matching::OwnershipTag, scope: Scope::Fast, immutable: &[CIDR], ..Rules::new(KIND) }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
@@ -82,7 +67,7 @@ impl Kind for Vpcs {
     }
 
     async fn observe(&self, env: &EnvSpec, _desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
-        let out = self.client.describe_vpcs().set_filters(Some(owned_by(&env.env))).send().await.map_err(|e| AwsError::from_sdk("EC2.DescribeVpcs", e))?;
+        let out = self.client.describe_vpcs().set_filters(Some(owned_by(&env.env))).send().await.aws("EC2.DescribeVpcs")?;
         let mut found = Vec::new();
         for vpc in out.vpcs() {
             let Some(id) = vpc.vpc_id() else { continue };
@@ -95,7 +80,7 @@ impl Kind for Vpcs {
         Ok(found)
     }
 
-    async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
+    async fn create(&self, desired: &Desired, _token: &str) -> Result<String, AwsError> {
         let out = self
             .client
             .create_vpc()
@@ -103,7 +88,7 @@ impl Kind for Vpcs {
             .tag_specifications(tag_spec(ResourceType::Vpc, &desired.tags))
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("EC2.CreateVpc", e))?;
+            .aws("EC2.CreateVpc")?;
         let id = required("EC2.CreateVpc", "VPC id", out.vpc().and_then(|v| v.vpc_id()))?;
         // Hostnames need DNS support, so support goes first.
         for field in [DNS_SUPPORT, DNS_HOSTNAMES] {
@@ -124,7 +109,7 @@ impl Kind for Vpcs {
     }
 
     async fn delete(&self, live: &Live) -> Result<(), AwsError> {
-        let result = self.client.delete_vpc().vpc_id(&live.handle).send().await.map(|_| ()).map_err(|e| AwsError::from_sdk("EC2.DeleteVpc", e));
+        let result = self.client.delete_vpc().vpc_id(&live.handle).send().await.map(|_| ()).aws("EC2.DeleteVpc");
         gone_is_ok(result)
     }
 }

@@ -5,9 +5,9 @@ use aws_config::SdkConfig;
 use aws_sdk_ec2::types::{ResourceType, VpcEndpointType};
 use aws_sdk_ec2::Client;
 
-use super::{desired, gone_is_ok, key, live, network, owned_as, owned_by, put_tags, route_table, tag_map, tag_spec, vpc};
-use crate::aws::{required, AwsError, CallCounter};
-use crate::engine::{reference, Delta, Desired, Kind, Live};
+use super::{desired, gone_is_ok, key, live, network, owned_by, put_tags, route_table, tag_map, tag_spec, vpc};
+use crate::aws::{required, AwsError, AwsResult, CallCounter};
+use crate::engine::{reference, Delta, Desired, Kind, Live, Matching, OnImmutableChange, Rules, Scope};
 use crate::spec::model::{DeletionPolicy, Tier};
 use crate::spec::EnvSpec;
 
@@ -40,20 +40,14 @@ fn split(list: Option<&str>) -> Vec<String> {
 
 #[async_trait]
 impl Kind for VpcEndpoints {
-    fn name(&self) -> &'static str {
-        KIND
-    }
-
-    fn immutable_fields(&self) -> &'static [&'static str] {
-        &[VPC, SERVICE]
-    }
-
-    fn replaceable(&self) -> bool {
-        true
-    }
-
-    fn matches(&self, env: &str, desired: &Desired, live: &Live) -> bool {
-        owned_as(env, desired, live)
+    fn rules(&self) -> Rules {
+        Rules {
+            matching: Matching::OwnershipTag,
+            scope: Scope::Fast,
+            immutable: &[VPC, SERVICE],
+            on_immutable_change: OnImmutableChange::Replace,
+            ..Rules::new(KIND)
+        }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
@@ -79,13 +73,7 @@ impl Kind for VpcEndpoints {
     }
 
     async fn observe(&self, env: &EnvSpec, _desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
-        let out = self
-            .client
-            .describe_vpc_endpoints()
-            .set_filters(Some(owned_by(&env.env)))
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("EC2.DescribeVpcEndpoints", e))?;
+        let out = self.client.describe_vpc_endpoints().set_filters(Some(owned_by(&env.env))).send().await.aws("EC2.DescribeVpcEndpoints")?;
         Ok(out
             .vpc_endpoints()
             .iter()
@@ -102,7 +90,7 @@ impl Kind for VpcEndpoints {
             .collect())
     }
 
-    async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
+    async fn create(&self, desired: &Desired, token: &str) -> Result<String, AwsError> {
         let field = |f: &str| desired.fields.get(f).cloned().unwrap_or_default();
         let out = self
             .client
@@ -111,11 +99,11 @@ impl Kind for VpcEndpoints {
             .service_name(field(SERVICE))
             .vpc_endpoint_type(VpcEndpointType::Gateway)
             .set_route_table_ids(Some(split(desired.fields.get(ROUTE_TABLES).map(String::as_str))))
-            .client_token(&desired.idempotency_token)
+            .client_token(token)
             .tag_specifications(tag_spec(ResourceType::VpcEndpoint, &desired.tags))
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("EC2.CreateVpcEndpoint", e))?;
+            .aws("EC2.CreateVpcEndpoint")?;
         required("EC2.CreateVpcEndpoint", "VPC endpoint id", out.vpc_endpoint().and_then(|e| e.vpc_endpoint_id()))
     }
 
@@ -132,13 +120,13 @@ impl Kind for VpcEndpoints {
                 .set_remove_route_table_ids((!remove.is_empty()).then_some(remove))
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk("EC2.ModifyVpcEndpoint", e))?;
+                .aws("EC2.ModifyVpcEndpoint")?;
         }
         put_tags(&self.client, &live.handle, &delta.tags).await
     }
 
     async fn delete(&self, live: &Live) -> Result<(), AwsError> {
         let result = self.client.delete_vpc_endpoints().vpc_endpoint_ids(&live.handle).send().await;
-        gone_is_ok(result.map(|_| ()).map_err(|e| AwsError::from_sdk("EC2.DeleteVpcEndpoints", e)))
+        gone_is_ok(result.map(|_| ()).aws("EC2.DeleteVpcEndpoints"))
     }
 }

@@ -6,8 +6,8 @@ use aws_sdk_ecs::types::{ClusterField, ClusterSetting, ClusterSettingName};
 use aws_sdk_ecs::Client;
 
 use super::{add_tags, tag_list, tag_map};
-use crate::aws::{gone_is_ok, required, AwsError, CallCounter};
-use crate::engine::{ownership_tags, Delta, Desired, Kind, Live, ResourceKey};
+use crate::aws::{gone_is_ok, required, AwsError, AwsResult, CallCounter};
+use crate::engine::{ownership_tags, Delta, Desired, Kind, Live, ResourceKey, Rules};
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::{physical_name, EnvSpec};
 
@@ -39,8 +39,8 @@ fn providers(value: Option<&String>) -> Vec<String> {
 
 #[async_trait]
 impl Kind for Clusters {
-    fn name(&self) -> &'static str {
-        KIND
+    fn rules(&self) -> Rules {
+        Rules::new(KIND)
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
@@ -55,7 +55,6 @@ impl Kind for Clusters {
                     tags: ownership_tags(env, id, DeletionPolicy::Delete, &Tags::new()),
                     depends_on: Vec::new(),
                     adopt: false,
-                    idempotency_token: String::new(),
                 };
                 d.fields.insert(INSIGHTS.into(), if cluster.container_insights { "enabled" } else { "disabled" }.into());
                 let mut p = cluster.capacity_providers.clone();
@@ -78,7 +77,7 @@ impl Kind for Clusters {
             .include(ClusterField::Tags)
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("ECS.DescribeClusters", e))?;
+            .aws("ECS.DescribeClusters")?;
         Ok(out
             .clusters()
             .iter()
@@ -96,7 +95,7 @@ impl Kind for Clusters {
             .collect())
     }
 
-    async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
+    async fn create(&self, desired: &Desired, _token: &str) -> Result<String, AwsError> {
         let out = self
             .client
             .create_cluster()
@@ -106,7 +105,7 @@ impl Kind for Clusters {
             .set_tags(Some(tag_list(&desired.tags)))
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("ECS.CreateCluster", e))?;
+            .aws("ECS.CreateCluster")?;
         required("ECS.CreateCluster", "cluster ARN", out.cluster().and_then(|c| c.cluster_arn()))
     }
 
@@ -120,7 +119,7 @@ impl Kind for Clusters {
                         .settings(insights(change.desired.as_deref().unwrap_or("disabled")))
                         .send()
                         .await
-                        .map_err(|e| AwsError::from_sdk("ECS.UpdateClusterSettings", e))?;
+                        .aws("ECS.UpdateClusterSettings")?;
                 }
                 PROVIDERS => {
                     self.client
@@ -130,7 +129,7 @@ impl Kind for Clusters {
                         .set_default_capacity_provider_strategy(Some(Vec::new()))
                         .send()
                         .await
-                        .map_err(|e| AwsError::from_sdk("ECS.PutClusterCapacityProviders", e))?;
+                        .aws("ECS.PutClusterCapacityProviders")?;
                 }
                 _ => {}
             }
@@ -139,6 +138,6 @@ impl Kind for Clusters {
     }
 
     async fn delete(&self, live: &Live) -> Result<(), AwsError> {
-        gone_is_ok(self.client.delete_cluster().cluster(&live.handle).send().await.map(|_| ()).map_err(|e| AwsError::from_sdk("ECS.DeleteCluster", e)))
+        gone_is_ok(self.client.delete_cluster().cluster(&live.handle).send().await.map(|_| ()).aws("ECS.DeleteCluster"))
     }
 }

@@ -8,7 +8,7 @@ use aws_config::SdkConfig;
 use aws_sdk_ecs::types::Tag;
 use aws_sdk_ecs::Client;
 
-use crate::aws::{AwsError, CallCounter};
+use crate::aws::{AwsError, AwsResult, CallCounter};
 use crate::spec::model::Tags;
 
 /// An ECS client using `config`, counting requests in `counter`.
@@ -31,6 +31,6 @@ pub async fn add_tags(client: &Client, arn: &str, tags: &Tags) -> Result<(), Aws
     if tags.is_empty() {
         return Ok(());
     }
-    client.tag_resource().resource_arn(arn).set_tags(Some(tag_list(tags))).send().await.map_err(|e| AwsError::from_sdk("ECS.TagResource", e))?;
+    client.tag_resource().resource_arn(arn).set_tags(Some(tag_list(tags))).send().await.aws("ECS.TagResource")?;
     Ok(())
 }

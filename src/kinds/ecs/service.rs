@@ -9,8 +9,8 @@ use aws_sdk_ecs::types::{AssignPublicIp, AwsVpcConfiguration, DeploymentConfigur
 use aws_sdk_ecs::Client;
 
 use super::{add_tags, cluster, tag_list, tag_map, task_definition};
-use crate::aws::{required, AwsError, CallCounter, ErrorClass};
-use crate::engine::{is_unresolved, ownership_tags, reference, Delta, Desired, Kind, Live, ResourceKey};
+use crate::aws::{required, AwsError, AwsResult, CallCounter, ErrorClass};
+use crate::engine::{is_unresolved, ownership_tags, reference, Delta, Desired, Kind, Live, ResourceKey, Rules};
 use crate::kinds::ec2::{security_group, subnet};
 use crate::spec::model::Tags;
 use crate::spec::{physical_name, EnvSpec};
@@ -66,12 +66,8 @@ fn deployment(desired: &Desired) -> DeploymentConfiguration {
 
 #[async_trait]
 impl Kind for Services {
-    fn name(&self) -> &'static str {
-        KIND
-    }
-
-    fn immutable_fields(&self) -> &'static [&'static str] {
-        &[CLUSTER, LAUNCH]
+    fn rules(&self) -> Rules {
+        Rules { immutable: &[CLUSTER, LAUNCH], ..Rules::new(KIND) }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
@@ -91,7 +87,6 @@ impl Kind for Services {
                         ResourceKey { kind: task_definition::KIND, id: s.task_definition.clone() },
                     ],
                     adopt: false,
-                    idempotency_token: String::new(),
                 };
                 d.depends_on
                     .extend(n.subnets.iter().filter(|(_, sn)| sn.tier == s.subnets).map(|(sid, _)| ResourceKey { kind: subnet::KIND, id: sid.clone() }));
@@ -117,15 +112,9 @@ impl Kind for Services {
             let mut arns = Vec::new();
             let mut token = None;
             loop {
-                let page = match self.client.list_services().cluster(&cluster_name).set_next_token(token).send().await {
-                    Ok(page) => page,
-                    Err(e) => {
-                        let e = AwsError::from_sdk("ECS.ListServices", e);
-                        if e.class == ErrorClass::NotFound {
-                            break; // the cluster does not exist yet
-                        }
-                        return Err(e);
-                    }
+                let listed = self.client.list_services().cluster(&cluster_name).set_next_token(token).send().await.aws("ECS.ListServices");
+                let Some(page) = crate::aws::found(listed)? else {
+                    break; // the cluster does not exist yet
                 };
                 arns.extend(page.service_arns().iter().cloned());
                 token = page.next_token;
@@ -142,7 +131,7 @@ impl Kind for Services {
                     .include(ServiceField::Tags)
                     .send()
                     .await
-                    .map_err(|e| AwsError::from_sdk("ECS.DescribeServices", e))?;
+                    .aws("ECS.DescribeServices")?;
                 for s in out.services().iter().filter(|s| s.status() == Some("ACTIVE")) {
                     let (Some(name), Some(arn)) = (s.service_name(), s.service_arn()) else { continue };
                     let mut l = Live { name: name.into(), handle: arn.into(), tags: tag_map(s.tags()), ..Live::default() };
@@ -168,14 +157,14 @@ impl Kind for Services {
         Ok(found)
     }
 
-    async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
+    async fn create(&self, desired: &Desired, token: &str) -> Result<String, AwsError> {
         let field = |f: &str| desired.fields.get(f).cloned().unwrap_or_default();
         let out = self
             .client
             .create_service()
             .cluster(field(CLUSTER))
             .service_name(&desired.name)
-            .client_token(&desired.idempotency_token)
+            .client_token(token)
             .task_definition(field(TASK))
             .desired_count(field(COUNT).parse().unwrap_or(0))
             .launch_type(LaunchType::Ec2)
@@ -184,7 +173,7 @@ impl Kind for Services {
             .set_tags(Some(tag_list(&desired.tags)))
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("ECS.CreateService", e))?;
+            .aws("ECS.CreateService")?;
         required("ECS.CreateService", "service ARN", out.service().and_then(|s| s.service_arn()))
     }
 
@@ -204,7 +193,7 @@ impl Kind for Services {
             if changed(MIN_HEALTHY) || changed(MAX_PERCENT) {
                 request = request.deployment_configuration(deployment(desired));
             }
-            request.send().await.map_err(|e| AwsError::from_sdk("ECS.UpdateService", e))?;
+            request.send().await.aws("ECS.UpdateService")?;
         }
         add_tags(&self.client, &live.handle, &delta.tags).await
     }
@@ -213,12 +202,12 @@ impl Kind for Services {
         let cluster = live.meta.get(CLUSTER).cloned().unwrap_or_default();
         // Drain first: a service is scaled to zero before it is deleted.
         let drained = self.client.update_service().cluster(&cluster).service(&live.name).desired_count(0).send().await;
-        match drained.map_err(|e| AwsError::from_sdk("ECS.UpdateService", e)) {
+        match drained.aws("ECS.UpdateService") {
             Err(e) if e.class == ErrorClass::NotFound => return Ok(()),
             Err(e) => return Err(e),
             Ok(_) => {}
         }
-        self.client.delete_service().cluster(&cluster).service(&live.name).send().await.map_err(|e| AwsError::from_sdk("ECS.DeleteService", e))?;
+        self.client.delete_service().cluster(&cluster).service(&live.name).send().await.aws("ECS.DeleteService")?;
         Ok(())
     }
 }

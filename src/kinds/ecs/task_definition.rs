@@ -17,8 +17,8 @@ use aws_sdk_ecs::types::{
 use aws_sdk_ecs::Client;
 
 use super::{tag_list, tag_map};
-use crate::aws::{required, AwsError, CallCounter, ErrorClass};
-use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Live, ResourceKey};
+use crate::aws::{required, AwsError, AwsResult, CallCounter, ErrorClass};
+use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Live, OnImmutableChange, ResourceKey, Rules};
 use crate::kinds::logs;
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::{physical_name, EnvSpec};
@@ -97,20 +97,8 @@ fn revision_fields(td: &TaskDefinition) -> Fields {
 
 #[async_trait]
 impl Kind for TaskDefinitions {
-    fn name(&self) -> &'static str {
-        KIND
-    }
-
-    fn immutable_fields(&self) -> &'static [&'static str] {
-        FIELDS
-    }
-
-    fn replaceable(&self) -> bool {
-        true
-    }
-
-    fn versioned(&self) -> bool {
-        true
+    fn rules(&self) -> Rules {
+        Rules { immutable: FIELDS, on_immutable_change: OnImmutableChange::NewVersion, ..Rules::new(KIND) }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
@@ -144,7 +132,6 @@ impl Kind for TaskDefinitions {
                     tags: ownership_tags(env, id, DeletionPolicy::Retain, &Tags::new()),
                     depends_on: vec![ResourceKey { kind: logs::KIND, id: td.log_group.clone() }],
                     adopt: false,
-                    idempotency_token: String::new(),
                 }
             })
             .collect()
@@ -154,16 +141,19 @@ impl Kind for TaskDefinitions {
         // No batch read: one DescribeTaskDefinition (latest ACTIVE revision) per family.
         let mut found = Vec::new();
         for d in desired {
-            let out = match self.client.describe_task_definition().task_definition(&d.name).include(TaskDefinitionField::Tags).send().await {
+            let out = match self
+                .client
+                .describe_task_definition()
+                .task_definition(&d.name)
+                .include(TaskDefinitionField::Tags)
+                .send()
+                .await
+                .aws("ECS.DescribeTaskDefinition")
+            {
                 Ok(out) => out,
-                Err(e) => {
-                    let e = AwsError::from_sdk("ECS.DescribeTaskDefinition", e);
-                    // ECS answers a missing family with a ClientException.
-                    if e.class == ErrorClass::NotFound || e.code.as_deref() == Some("ClientException") {
-                        continue;
-                    }
-                    return Err(e);
-                }
+                // ECS answers a missing family with a ClientException.
+                Err(e) if e.class == ErrorClass::NotFound || e.code.as_deref() == Some("ClientException") => continue,
+                Err(e) => return Err(e),
             };
             let Some(td) = out.task_definition() else { continue };
             found.push(Live {
@@ -177,7 +167,7 @@ impl Kind for TaskDefinitions {
         Ok(found)
     }
 
-    async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
+    async fn create(&self, desired: &Desired, _token: &str) -> Result<String, AwsError> {
         let field = |f: &str| desired.fields.get(f).cloned().unwrap_or_default();
         let ports = field(PORTS);
         let port_mappings: Vec<PortMapping> = ports
@@ -225,7 +215,7 @@ impl Kind for TaskDefinitions {
             .set_tags(Some(tag_list(&desired.tags)))
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("ECS.RegisterTaskDefinition", e))?;
+            .aws("ECS.RegisterTaskDefinition")?;
         required("ECS.RegisterTaskDefinition", "task definition ARN", out.task_definition().and_then(|t| t.task_definition_arn()))
     }
 
@@ -235,6 +225,6 @@ impl Kind for TaskDefinitions {
 
     async fn delete(&self, live: &Live) -> Result<(), AwsError> {
         let result = self.client.deregister_task_definition().task_definition(&live.handle).send().await;
-        result.map(|_| ()).map_err(|e| AwsError::from_sdk("ECS.DeregisterTaskDefinition", e))
+        result.map(|_| ()).aws("ECS.DeregisterTaskDefinition")
     }
 }

@@ -8,7 +8,7 @@ use aws_config::SdkConfig;
 use aws_sdk_elasticache::types::Tag;
 use aws_sdk_elasticache::Client;
 
-use crate::aws::{AwsError, CallCounter};
+use crate::aws::{AwsError, AwsResult, CallCounter};
 use crate::spec::model::{Redis, Tags};
 use crate::spec::{physical_name, EnvSpec};
 
@@ -30,7 +30,7 @@ pub fn tag_list(tags: &Tags) -> Vec<Tag> {
 
 /// The tags of resource `arn`.
 pub async fn tags_of(client: &Client, arn: &str) -> Result<Tags, AwsError> {
-    let out = client.list_tags_for_resource().resource_name(arn).send().await.map_err(|e| AwsError::from_sdk("ElastiCache.ListTagsForResource", e))?;
+    let out = client.list_tags_for_resource().resource_name(arn).send().await.aws("ElastiCache.ListTagsForResource")?;
     Ok(out.tag_list().iter().filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string()))).collect())
 }
 
@@ -39,12 +39,6 @@ pub async fn add_tags(client: &Client, arn: &str, tags: &Tags) -> Result<(), Aws
     if tags.is_empty() {
         return Ok(());
     }
-    client
-        .add_tags_to_resource()
-        .resource_name(arn)
-        .set_tags(Some(tag_list(tags)))
-        .send()
-        .await
-        .map_err(|e| AwsError::from_sdk("ElastiCache.AddTagsToResource", e))?;
+    client.add_tags_to_resource().resource_name(arn).set_tags(Some(tag_list(tags))).send().await.aws("ElastiCache.AddTagsToResource")?;
     Ok(())
 }

@@ -21,8 +21,8 @@ use aws_config::SdkConfig;
 use aws_sdk_elasticache::Client;
 
 use super::{add_tags, redis, subnet_group, tag_list, tags_of};
-use crate::aws::{found, gone_is_ok, required, wait_for, AwsError, CallCounter};
-use crate::engine::{ownership_tags, reference, Delta, Desired, Fields, Kind, Live, ResourceKey};
+use crate::aws::{found, gone_is_ok, required, wait_for, AwsError, AwsResult, CallCounter};
+use crate::engine::{ownership_tags, reference, Delta, Desired, Fields, Kind, Live, ResourceKey, Rules};
 use crate::kinds::ec2::security_group;
 use crate::spec::model::Tags;
 use crate::spec::EnvSpec;
@@ -78,13 +78,7 @@ impl ReplicationGroups {
 
     async fn wait_available(&self, id: &str) -> Result<(), AwsError> {
         wait_for("ElastiCache.DescribeReplicationGroups", WAIT, || async {
-            let out = self
-                .client
-                .describe_replication_groups()
-                .replication_group_id(id)
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("ElastiCache.DescribeReplicationGroups", e))?;
+            let out = self.client.describe_replication_groups().replication_group_id(id).send().await.aws("ElastiCache.DescribeReplicationGroups")?;
             Ok(out.replication_groups().first().is_some_and(|g| g.status() == Some("available")).then_some(()))
         })
         .await
@@ -93,16 +87,8 @@ impl ReplicationGroups {
 
 #[async_trait]
 impl Kind for ReplicationGroups {
-    fn name(&self) -> &'static str {
-        KIND
-    }
-
-    fn immutable_fields(&self) -> &'static [&'static str] {
-        &[ENGINE, AT_REST, IN_TRANSIT]
-    }
-
-    fn create_only_fields(&self) -> &'static [&'static str] {
-        &[SUBNET_GROUP, SECURITY_GROUPS, VERSION]
+    fn rules(&self) -> Rules {
+        Rules { immutable: &[ENGINE, AT_REST, IN_TRANSIT], create_only: &[SUBNET_GROUP, SECURITY_GROUPS, VERSION], ..Rules::new(KIND) }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
@@ -130,20 +116,13 @@ impl Kind for ReplicationGroups {
             tags: ownership_tags(env, ID, r.deletion_policy, &Tags::new()),
             depends_on,
             adopt: false,
-            idempotency_token: String::new(),
         }]
     }
 
     async fn observe(&self, _env: &EnvSpec, desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
         let Some(d) = desired.first() else { return Ok(Vec::new()) };
-        let Some(out) = found(
-            self.client
-                .describe_replication_groups()
-                .replication_group_id(&d.name)
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("ElastiCache.DescribeReplicationGroups", e)),
-        )?
+        let Some(out) =
+            found(self.client.describe_replication_groups().replication_group_id(&d.name).send().await.aws("ElastiCache.DescribeReplicationGroups"))?
         else {
             return Ok(Vec::new());
         };
@@ -164,7 +143,7 @@ impl Kind for ReplicationGroups {
         Ok(groups)
     }
 
-    async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
+    async fn create(&self, desired: &Desired, _token: &str) -> Result<String, AwsError> {
         let field = |f: &str| desired.fields.get(f).cloned().unwrap_or_default();
         let groups: Vec<String> = field(SECURITY_GROUPS).split(',').filter(|g| !g.is_empty()).map(str::to_string).collect();
         let replicas = replicas(&field(NODES))?;
@@ -189,7 +168,7 @@ impl Kind for ReplicationGroups {
             .set_tags(Some(tag_list(&desired.tags)))
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("ElastiCache.CreateReplicationGroup", e))?;
+            .aws("ElastiCache.CreateReplicationGroup")?;
         self.wait_available(&desired.name).await?;
         required("ElastiCache.CreateReplicationGroup", "replication group ARN", out.replication_group().and_then(|g| g.arn()))
     }
@@ -208,7 +187,7 @@ impl Kind for ReplicationGroups {
                 .apply_immediately(true)
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk("ElastiCache.ModifyReplicationGroup", e))?;
+                .aws("ElastiCache.ModifyReplicationGroup")?;
             self.wait_available(&desired.name).await?;
         }
         if let Some(change) = delta.fields.iter().find(|c| c.field == NODES) {
@@ -223,7 +202,7 @@ impl Kind for ReplicationGroups {
                     .apply_immediately(true)
                     .send()
                     .await
-                    .map_err(|e| AwsError::from_sdk("ElastiCache.IncreaseReplicaCount", e))?;
+                    .aws("ElastiCache.IncreaseReplicaCount")?;
             } else {
                 self.client
                     .decrease_replica_count()
@@ -232,7 +211,7 @@ impl Kind for ReplicationGroups {
                     .apply_immediately(true)
                     .send()
                     .await
-                    .map_err(|e| AwsError::from_sdk("ElastiCache.DecreaseReplicaCount", e))?;
+                    .aws("ElastiCache.DecreaseReplicaCount")?;
             }
             self.wait_available(&desired.name).await?;
         }
@@ -240,15 +219,7 @@ impl Kind for ReplicationGroups {
     }
 
     async fn delete(&self, live: &Live) -> Result<(), AwsError> {
-        gone_is_ok(
-            self.client
-                .delete_replication_group()
-                .replication_group_id(&live.name)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| AwsError::from_sdk("ElastiCache.DeleteReplicationGroup", e)),
-        )
+        gone_is_ok(self.client.delete_replication_group().replication_group_id(&live.name).send().await.map(|_| ()).aws("ElastiCache.DeleteReplicationGroup"))
     }
 }
 
@@ -275,7 +246,6 @@ mod tests {
             tags: Tags::new(),
             depends_on: Vec::new(),
             adopt: false,
-            idempotency_token: String::new(),
         }
     }
 
@@ -341,7 +311,7 @@ mod tests {
         for (field, value) in [(NODE_TYPE, "cache.r7g.large"), (NODES, "2"), (FAILOVER, "enabled"), (MULTI_AZ, "enabled")] {
             desired.fields.insert(field.into(), value.into());
         }
-        let arn = kind.create(&desired).await.expect("created");
+        let arn = kind.create(&desired, "token").await.expect("created");
         assert_eq!(create.num_calls(), 1);
         assert!(arn.ends_with(":sentry-redis-prod"), "{arn}");
     }

@@ -5,8 +5,8 @@ use aws_config::SdkConfig;
 use aws_sdk_elasticache::Client;
 
 use super::{add_tags, redis, tag_list, tags_of};
-use crate::aws::{found, gone_is_ok, required, AwsError, CallCounter};
-use crate::engine::{ownership_tags, reference, Delta, Desired, Kind, Live, ResourceKey};
+use crate::aws::{found, gone_is_ok, required, AwsError, AwsResult, CallCounter};
+use crate::engine::{ownership_tags, reference, Delta, Desired, Kind, Live, ResourceKey, Rules};
 use crate::kinds::ec2::subnet;
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::EnvSpec;
@@ -37,8 +37,8 @@ fn split(list: Option<&String>) -> Vec<String> {
 
 #[async_trait]
 impl Kind for SubnetGroups {
-    fn name(&self) -> &'static str {
-        KIND
+    fn rules(&self) -> Rules {
+        Rules::new(KIND)
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
@@ -51,7 +51,6 @@ impl Kind for SubnetGroups {
             tags: ownership_tags(env, ID, DeletionPolicy::Delete, &Tags::new()),
             depends_on: subnets.iter().map(|s| ResourceKey { kind: subnet::KIND, id: s.to_string() }).collect(),
             adopt: false,
-            idempotency_token: String::new(),
         };
         d.fields.insert(SUBNETS.into(), subnets.iter().map(|s| reference(subnet::KIND, s)).collect::<Vec<_>>().join(","));
         vec![d]
@@ -59,14 +58,8 @@ impl Kind for SubnetGroups {
 
     async fn observe(&self, _env: &EnvSpec, desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
         let Some(d) = desired.first() else { return Ok(Vec::new()) };
-        let Some(out) = found(
-            self.client
-                .describe_cache_subnet_groups()
-                .cache_subnet_group_name(&d.name)
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("ElastiCache.DescribeCacheSubnetGroups", e)),
-        )?
+        let Some(out) =
+            found(self.client.describe_cache_subnet_groups().cache_subnet_group_name(&d.name).send().await.aws("ElastiCache.DescribeCacheSubnetGroups"))?
         else {
             return Ok(Vec::new());
         };
@@ -83,7 +76,7 @@ impl Kind for SubnetGroups {
         Ok(groups)
     }
 
-    async fn create(&self, desired: &Desired) -> Result<String, AwsError> {
+    async fn create(&self, desired: &Desired, _token: &str) -> Result<String, AwsError> {
         let out = self
             .client
             .create_cache_subnet_group()
@@ -93,7 +86,7 @@ impl Kind for SubnetGroups {
             .set_tags(Some(tag_list(&desired.tags)))
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("ElastiCache.CreateCacheSubnetGroup", e))?;
+            .aws("ElastiCache.CreateCacheSubnetGroup")?;
         required("ElastiCache.CreateCacheSubnetGroup", "subnet group name", out.cache_subnet_group().and_then(|g| g.cache_subnet_group_name()))
     }
 
@@ -105,20 +98,14 @@ impl Kind for SubnetGroups {
                 .set_subnet_ids(Some(split(desired.fields.get(SUBNETS))))
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk("ElastiCache.ModifyCacheSubnetGroup", e))?;
+                .aws("ElastiCache.ModifyCacheSubnetGroup")?;
         }
         add_tags(&self.client, live.meta.get(ARN).map(String::as_str).unwrap_or_default(), &delta.tags).await
     }
 
     async fn delete(&self, live: &Live) -> Result<(), AwsError> {
         gone_is_ok(
-            self.client
-                .delete_cache_subnet_group()
-                .cache_subnet_group_name(&live.name)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| AwsError::from_sdk("ElastiCache.DeleteCacheSubnetGroup", e)),
+            self.client.delete_cache_subnet_group().cache_subnet_group_name(&live.name).send().await.map(|_| ()).aws("ElastiCache.DeleteCacheSubnetGroup"),
         )
     }
 }
