@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use backoff::backoff::Backoff as _;
+use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::{watch, Semaphore};
 
 use crate::alerts::{self, AlertSink};
@@ -299,11 +299,14 @@ impl EnvLoop {
 
     async fn run(self, mut stop: watch::Receiver<bool>) {
         let interval = self.interval();
-        let mut failures = backoff::ExponentialBackoffBuilder::new()
-            .with_initial_interval(Duration::from_secs(2).min(interval))
-            .with_max_interval(self.options.interval)
-            .with_max_elapsed_time(None)
-            .build();
+        // After a failed pass, the next comes sooner than an interval at first,
+        // then later and later up to a full interval.
+        let after_failures = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_secs(2).min(interval))
+            .with_max_delay(self.options.interval)
+            .with_jitter()
+            .without_max_times();
+        let mut failures = after_failures.build();
         let mut next = match self.scope {
             Scope::Full => tokio::time::Instant::now(),
             Scope::Fast => tokio::time::Instant::now() + interval,
@@ -330,10 +333,10 @@ impl EnvLoop {
             let ok = self.pass(runtime, &env_spec).await;
             let now = tokio::time::Instant::now();
             if ok {
-                failures.reset();
+                failures = after_failures.build();
                 next = now + jittered(interval);
             } else {
-                next = now + failures.next_backoff().unwrap_or(interval).max(interval.min(self.options.fast_interval));
+                next = now + failures.next().unwrap_or(interval).max(interval.min(self.options.fast_interval));
             }
         }
     }

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use backon::{ExponentialBuilder, Retryable};
 use futures::stream::{self, StreamExt};
 
 use super::plan::{apply_policies, decide, match_kind, skip_dependents_of_skipped, waves, Action, Handles, Outcome, Pair, Step};
@@ -367,41 +368,26 @@ async fn create(kind: &dyn Kind, env: &EnvSpec, desired: &Desired, token: &str, 
     kind.create(desired, token).await.map(|handle| Written { handle: Some(handle), found_earlier_create: false })
 }
 
-/// The backoff crate's clock, read from tokio so that paused-time tests see time pass.
-#[derive(Debug, Default)]
-struct TokioClock;
-
-impl backoff::Clock for TokioClock {
-    fn now(&self) -> std::time::Instant {
-        tokio::time::Instant::now().into_std()
-    }
-}
-
-/// Runs `op` until it succeeds, fails with a non-retryable error, or the policy's time runs out.
-pub async fn with_retries<T, F, Fut>(policy: &RetryPolicy, mut op: F) -> Result<T, AwsError>
+/// Runs `op` until it succeeds, fails with a non-retryable error, or the
+/// policy's time runs out (the sum of the delays between attempts). Delays
+/// grow exponentially from `policy.initial` up to 10 s, with jitter; they are
+/// slept on tokio's clock, so paused-time tests see them pass.
+pub async fn with_retries<T, F, Fut>(policy: &RetryPolicy, op: F) -> Result<T, AwsError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, AwsError>>,
 {
-    let backoff = backoff::exponential::ExponentialBackoffBuilder::<TokioClock>::new()
-        .with_initial_interval(policy.initial)
-        .with_max_interval(Duration::from_secs(10))
-        .with_max_elapsed_time(Some(policy.max_elapsed))
-        .build();
-    backoff::future::retry(backoff, || {
-        let attempt = op();
-        async move {
-            attempt.await.map_err(|e| {
-                if e.class.is_retryable() {
-                    tracing::debug!(error = %e, "retrying");
-                    backoff::Error::transient(e)
-                } else {
-                    backoff::Error::permanent(e)
-                }
-            })
-        }
-    })
-    .await
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(policy.initial)
+        .with_max_delay(Duration::from_secs(10))
+        .with_jitter()
+        .with_total_delay(Some(policy.max_elapsed))
+        .without_max_times();
+    op.retry(backoff)
+        .sleep(tokio::time::sleep)
+        .when(|e: &AwsError| e.class.is_retryable())
+        .notify(|e: &AwsError, delay: Duration| tracing::debug!(error = %e, ?delay, "retrying"))
+        .await
 }
 
 #[cfg(test)]
