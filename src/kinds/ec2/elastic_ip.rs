@@ -30,7 +30,7 @@ use aws_config::SdkConfig;
 use aws_sdk_ec2::types::{DomainType, Filter, ResourceType, Tag};
 use aws_sdk_ec2::Client;
 
-use super::{desired, gone_is_ok, key, live, nat_gateway, network, owned_by, put_tags, tag_map, tag_spec, vpc};
+use super::{desired, gone_is_ok, key, live, network, owned_by, put_tags, tag_map, tag_spec, vpc};
 use crate::aws::{AwsError, AwsResult, CallCounter, ErrorClass};
 use crate::engine::apply::{with_retries, RetryPolicy};
 use crate::engine::plan::{Action, Step};
@@ -39,7 +39,7 @@ use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::EnvSpec;
 
 /// Kind name.
-pub const KIND: &str = "ec2.elastic-ip";
+pub const KIND: &str = super::ELASTIC_IP;
 /// Tag marking an EIP as part of the whitelist pool.
 pub const WHITELIST_TAG: &str = "sentry:whitelist";
 /// Prefix of the VPC tags that form the whitelist ledger: one per pool entry,
@@ -259,7 +259,7 @@ impl Kind for ElasticIps {
                 let policy = if entry.releasable { DeletionPolicy::Delete } else { DeletionPolicy::Retain };
                 let mut d = desired(env, KIND, id, format!("sentry-{id}-{}", env.env), policy);
                 d.tags.insert(WHITELIST_TAG.into(), "true".into());
-                let nat = n.nat_gateways.iter().find(|(_, nat)| nat.elastic_ip == *id).map(|(nat_id, _)| reference(nat_gateway::KIND, nat_id));
+                let nat = n.nat_gateways.iter().find(|(_, nat)| nat.elastic_ip == *id).map(|(nat_id, _)| reference(super::NAT_GATEWAY, nat_id));
                 d.fields.insert(ATTACHED_TO.into(), nat.unwrap_or_else(|| NOTHING.into()));
                 d.fields.insert(RECORDED.into(), "true".into());
                 d.fields.insert(LEDGER_VPC.into(), reference(vpc::KIND, vpc::ID));

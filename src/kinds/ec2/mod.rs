@@ -16,16 +16,22 @@ pub mod subnet;
 pub mod vpc;
 pub mod vpc_endpoint;
 
-pub use crate::aws::{gone_is_ok, wait_for, AwsResult};
+pub use crate::aws::{gone_is_ok, wait_for};
 
 use aws_config::SdkConfig;
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 use aws_sdk_ec2::Client;
 
-use crate::aws::{AwsError, CallCounter};
+use crate::aws::{AwsError, AwsResult, CallCounter};
 use crate::engine::{ownership_tags, Desired, Live, ResourceKey, MANAGED_BY, TAG_ENV, TAG_MANAGED_BY};
 use crate::spec::model::{DeletionPolicy, Network, Tags};
 use crate::spec::EnvSpec;
+
+/// The whitelist EIPs' kind name (here, not in its module: the NAT gateways
+/// and the whitelist refer to each other).
+pub const ELASTIC_IP: &str = "ec2.elastic-ip";
+/// The NAT gateways' kind name.
+pub const NAT_GATEWAY: &str = "ec2.nat-gateway";
 
 /// An EC2 client using `config`, counting requests in `counter`.
 pub fn client(config: &SdkConfig, counter: &CallCounter) -> Client {

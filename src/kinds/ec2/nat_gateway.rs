@@ -16,7 +16,7 @@ use crate::spec::model::DeletionPolicy;
 use crate::spec::EnvSpec;
 
 /// Kind name.
-pub const KIND: &str = "ec2.nat-gateway";
+pub const KIND: &str = super::NAT_GATEWAY;
 
 const SUBNET: &str = "SubnetId";
 const ALLOCATION: &str = "AllocationId";
