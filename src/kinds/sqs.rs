@@ -14,7 +14,7 @@ use aws_sdk_sqs::Client;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use crate::aws::{found, gone_is_ok, AwsError, AwsResult, CallCounter};
+use crate::aws::{found, gone_is_ok, required, AwsError, AwsResult, CallCounter};
 use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Live, ResourceKey, Rules};
 use crate::kinds::common_prefix;
 use crate::spec::EnvSpec;
@@ -247,7 +247,7 @@ impl Kind for Queues {
             .send()
             .await
             .aws("SQS.CreateQueue")?;
-        let url = created.queue_url.unwrap_or_default();
+        let url = required("SQS.CreateQueue", "queue URL", created.queue_url.as_deref())?;
         if let Ok(mut urls) = self.urls.lock() {
             urls.insert(desired.name.clone(), url.clone());
         }

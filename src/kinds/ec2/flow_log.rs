@@ -8,7 +8,7 @@ use aws_sdk_ec2::types::{FlowLogsResourceType, LogDestinationType, ResourceType,
 use aws_sdk_ec2::Client;
 
 use super::{desired, gone_is_ok, key, live, network, owned_by, put_tags, tag_map, tag_spec, vpc};
-use crate::aws::{AwsError, AwsResult, CallCounter};
+use crate::aws::{required, AwsError, AwsResult, CallCounter};
 use crate::engine::{reference, Delta, Desired, Kind, Live, Matching, OnImmutableChange, Rules, Scope};
 use crate::spec::model::DeletionPolicy;
 use crate::spec::EnvSpec;
@@ -96,7 +96,7 @@ impl Kind for FlowLogs {
             let message = failure.error().and_then(|e| e.message()).unwrap_or("unknown error").to_string();
             return Err(AwsError::unexpected("EC2.CreateFlowLogs", message));
         }
-        Ok(out.flow_log_ids().first().cloned().unwrap_or_default())
+        required("EC2.CreateFlowLogs", "flow log id", out.flow_log_ids().first().map(String::as_str))
     }
 
     async fn update(&self, _desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {
