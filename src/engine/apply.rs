@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use backon::{ExponentialBuilder, Retryable};
 use futures::stream::{self, StreamExt};
 
-use super::plan::{apply_policies, decide, match_kind, skip_dependents_of_skipped, waves, Action, Handles, Outcome, Pair, Step};
+use super::plan::{apply_policies, decide, match_kind, skip_dependents_of_skipped, waves, Action, Outcome, Pair, Step};
+use super::references::ReferenceMap;
 use super::report::Report;
 use super::{Desired, Finding, Kind, OnImmutableChange, ResourceKey};
 use crate::aws::{AwsError, CallCounter, ErrorClass};
@@ -99,7 +100,7 @@ struct Reviews {
 struct Planned {
     steps: Vec<Step>,
     owners: Vec<usize>,
-    handles: Handles,
+    handles: ReferenceMap,
     errors: Vec<String>,
     review: Reviews,
 }
@@ -122,7 +123,7 @@ async fn plan_pass(env: &EnvSpec, kinds: &[Box<dyn Kind>]) -> Planned {
             Err(e) => errors.push(format!("observe {}: {e}", kind.name())),
         }
     }
-    let mut handles = Handles::default();
+    let mut handles = ReferenceMap::default();
     for (_, pairs) in &matched {
         handles.learn_pairs(pairs.iter());
     }
@@ -133,10 +134,10 @@ async fn plan_pass(env: &EnvSpec, kinds: &[Box<dyn Kind>]) -> Planned {
         let rules = kind.rules();
         for mut pair in pairs {
             if let Some(l) = &mut pair.live {
-                l.fields = Handles::rewrite(&l.fields, |t| handles.to_references(t));
+                l.fields = ReferenceMap::rewrite(&l.fields, |t| handles.to_references(t));
             }
             if let Some(d) = &mut pair.desired {
-                d.fields = Handles::rewrite(&d.fields, |t| handles.to_references(t));
+                d.fields = ReferenceMap::rewrite(&d.fields, |t| handles.to_references(t));
             }
             if let Some(mut step) = decide(&rules, &env.env, pair) {
                 apply_policies(&mut step, &env.spec.policies);
@@ -267,14 +268,14 @@ fn idempotency_token() -> String {
 }
 
 /// A copy of `step` with every reference turned into a physical id.
-fn resolved(step: &Step, handles: &Handles) -> Step {
+fn resolved(step: &Step, handles: &ReferenceMap) -> Step {
     let mut s = step.clone();
     let to = |t: &str| handles.to_handles(t);
     if let Some(d) = &mut s.desired {
-        d.fields = Handles::rewrite(&d.fields, to);
+        d.fields = ReferenceMap::rewrite(&d.fields, to);
     }
     if let Some(l) = &mut s.live {
-        l.fields = Handles::rewrite(&l.fields, to);
+        l.fields = ReferenceMap::rewrite(&l.fields, to);
     }
     for c in &mut s.delta.fields {
         c.field = to(&c.field);

@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod plan;
+pub mod references;
 pub mod report;
 
 use std::collections::BTreeMap;

@@ -2,11 +2,11 @@
 //! ids into references, diff, and decide one [`Action`] per resource.
 //! No AWS calls here.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use super::{reference, Delta, Desired, FieldChange, Fields, Live, OnImmutableChange, Ownership, ResourceKey, Rules};
+use super::{Delta, Desired, FieldChange, Live, OnImmutableChange, Ownership, ResourceKey, Rules};
 use crate::spec::model::{DeletionPolicy, DriftPolicy};
 
 /// What the engine will do with one resource.
@@ -113,69 +113,6 @@ pub fn match_kind(kind: &'static str, env: &str, desired: Vec<Desired>, live: Ve
         }
     }
     pairs
-}
-
-/// The two-way map between live physical ids (handles) and references.
-#[derive(Clone, Debug, Default)]
-pub struct Handles {
-    to_ref: HashMap<String, String>,
-    to_handle: HashMap<String, String>,
-}
-
-impl Handles {
-    /// Learns every handle of `pairs` that belongs to a resource of the spec
-    /// (matched to a desired one, or owned by this environment).
-    pub fn learn_pairs<'a>(&mut self, pairs: impl Iterator<Item = &'a Pair>) {
-        for p in pairs {
-            let Some(l) = &p.live else { continue };
-            let id = match (&p.desired, l.ownership()) {
-                (Some(d), _) => d.key.id.clone(),
-                (None, Ownership::Managed { id, .. }) => id,
-                (None, Ownership::Unmanaged) => continue,
-            };
-            self.learn(&ResourceKey { kind: p.kind, id }, &l.handle);
-        }
-    }
-
-    /// Records that `key` now has physical id `handle`.
-    pub fn learn(&mut self, key: &ResourceKey, handle: &str) {
-        if handle.is_empty() {
-            return;
-        }
-        let r = reference(key.kind, &key.id);
-        self.to_ref.insert(handle.to_string(), r.clone());
-        self.to_handle.insert(r, handle.to_string());
-    }
-
-    /// Live form → spec form: known handles become references; lists are sorted.
-    pub fn to_references(&self, text: &str) -> String {
-        canonical(text, |token| self.to_ref.get(token).cloned())
-    }
-
-    /// Spec form → live form: references become handles (unknown ones stay references).
-    pub fn to_handles(&self, text: &str) -> String {
-        canonical(text, |token| self.to_handle.get(token).cloned())
-    }
-
-    /// Rewrites every field key and value with `f`.
-    pub fn rewrite(fields: &Fields, f: impl Fn(&str) -> String) -> Fields {
-        fields.iter().map(|(k, v)| (f(k), f(v))).collect()
-    }
-}
-
-/// Maps each token (separated by spaces or commas) with `lookup`; a
-/// comma-separated list is a set, so its items are sorted.
-fn canonical(text: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
-    let map = |t: &str| lookup(t).unwrap_or_else(|| t.to_string());
-    if text.contains(',') && !text.contains(' ') && !text.starts_with('{') {
-        let mut items: Vec<String> = text.split(',').map(map).collect();
-        items.sort();
-        return items.join(",");
-    }
-    if !text.contains(' ') {
-        return map(text);
-    }
-    text.split(' ').map(map).collect::<Vec<_>>().join(" ")
 }
 
 /// Compares the managed fields and tags of `desired` with `live`. Live fields
@@ -348,6 +285,7 @@ pub fn waves(steps: &[Step]) -> Vec<Vec<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::Fields;
     use crate::engine::{MANAGED_BY, TAG_DELETION_POLICY, TAG_ENV, TAG_ID, TAG_MANAGED_BY};
     use crate::spec::model::Tags;
 
@@ -477,19 +415,6 @@ mod tests {
         assert_eq!(steps[0].action, Action::Update);
         assert_eq!(steps[0].delta.tags.get(TAG_MANAGED_BY).map(String::as_str), Some(MANAGED_BY));
         assert!(steps[0].note.as_deref().unwrap_or("").contains("adopting"));
-    }
-
-    #[test]
-    fn handles_translate_both_ways_and_sort_sets() {
-        let mut h = Handles::default();
-        h.learn(&ResourceKey { kind: "ec2.subnet", id: "a".into() }, "subnet-2");
-        h.learn(&ResourceKey { kind: "ec2.subnet", id: "b".into() }, "subnet-1");
-        assert_eq!(h.to_references("subnet-1,subnet-2"), "@ec2.subnet/a,@ec2.subnet/b");
-        assert_eq!(h.to_references("ingress tcp 443 subnet-1"), "ingress tcp 443 @ec2.subnet/b");
-        assert_eq!(h.to_references("sg-unknown"), "sg-unknown");
-        assert_eq!(h.to_handles("@ec2.subnet/a"), "subnet-2");
-        assert_eq!(h.to_handles("@ec2.vpc/missing"), "@ec2.vpc/missing");
-        assert_eq!(h.to_references(r#"{"a":1,"b":2}"#), r#"{"a":1,"b":2}"#, "JSON values are left alone");
     }
 
     #[test]
