@@ -130,7 +130,7 @@ pub struct AlertSink {
 impl AlertSink {
     /// A sink using `config` (the operator's own account), counting requests in `counter`.
     pub fn new(config: &SdkConfig, counter: &CallCounter) -> Self {
-        let client = Client::from_conf(aws_sdk_cloudwatchlogs::config::Builder::from(config).interceptor(counter.clone()).build());
+        let client = crate::sdk_client!(aws_sdk_cloudwatchlogs, config, counter);
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "sentry-operator".into());
         AlertSink { client, stream: format!("{host}-{}", std::process::id()), pending: Mutex::new(BTreeMap::new()), flushing: Mutex::new(BTreeSet::new()) }
     }

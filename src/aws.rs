@@ -175,6 +175,17 @@ impl Intercept for CallCounter {
     }
 }
 
+/// A client of SDK crate `$sdk` (e.g. `aws_sdk_ec2`) on `$config`, counting
+/// every request in `$counter` and sending creates once ([`CreatesSentOnce`]):
+/// every client the operator makes is made by this macro, so none can miss
+/// either interceptor.
+#[macro_export]
+macro_rules! sdk_client {
+    ($sdk:ident, $config:expr, $counter:expr) => {
+        $sdk::Client::from_conf($sdk::config::Builder::from($config).interceptor($counter.clone()).interceptor($crate::aws::CreatesSentOnce).build())
+    };
+}
+
 /// Whether `operation` brings a new resource into being, so that sending it
 /// twice could make two (`CreateVpc`, `AllocateAddress`, `CreateUserPool`,
 /// `RegisterTaskDefinition`, ...). Tagging (`CreateTags`) is not a creation.

@@ -31,7 +31,7 @@ fn now_ms() -> i64 {
 impl Lease {
     /// A lease `name` in `table`, held for `duration` at a time by `holder`.
     pub fn new(config: &SdkConfig, counter: &CallCounter, table: &str, name: &str, holder: &str, duration: Duration) -> Self {
-        let client = Client::from_conf(aws_sdk_dynamodb::config::Builder::from(config).interceptor(counter.clone()).build());
+        let client = crate::sdk_client!(aws_sdk_dynamodb, config, counter);
         Lease { client, table: table.into(), name: name.into(), holder: holder.into(), duration }
     }
 

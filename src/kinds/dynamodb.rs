@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_config::SdkConfig;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, CreateGlobalSecondaryIndexAction, DeleteGlobalSecondaryIndexAction, GlobalSecondaryIndex, GlobalSecondaryIndexUpdate,
     IndexStatus, KeySchemaElement, KeyType, PointInTimeRecoverySpecification, Projection, ProjectionType, ScalarAttributeType, SseSpecification, SseType,
@@ -21,7 +20,7 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
-use crate::aws::{found, gone_is_ok, required, wait_for, AwsError, AwsResult, CallCounter};
+use crate::aws::{found, gone_is_ok, required, wait_for, AwsError, AwsResult};
 use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Live, ResourceKey, Rules};
 use crate::spec::model::{KeySchema, Table};
 use crate::spec::{physical_name, EnvSpec};
@@ -43,7 +42,8 @@ const DESCRIBE_CONCURRENCY: usize = 4;
 
 /// The DynamoDB table kind.
 pub struct Tables {
-    client: Client,
+    /// The service's client, shared by the kinds of the service.
+    pub client: Client,
 }
 
 /// `hash=PK:S range=SK:S`: the key with its attribute types.
@@ -150,15 +150,6 @@ fn table_fields(t: &TableDescription) -> Fields {
 }
 
 impl Tables {
-    /// A table kind using `config`, counting requests in `counter`.
-    pub fn new(config: &SdkConfig, counter: &CallCounter) -> Self {
-        Tables {
-            client: Client::from_conf(
-                aws_sdk_dynamodb::config::Builder::from(config).interceptor(counter.clone()).interceptor(crate::aws::CreatesSentOnce).build(),
-            ),
-        }
-    }
-
     async fn describe(&self, name: String) -> Result<Option<Live>, AwsError> {
         let Some(out) = found(self.client.describe_table().table_name(&name).send().await.aws("DynamoDB.DescribeTable"))? else {
             return Ok(None);

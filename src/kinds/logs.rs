@@ -3,10 +3,9 @@
 //! retained.
 
 use async_trait::async_trait;
-use aws_config::SdkConfig;
 use aws_sdk_cloudwatchlogs::Client;
 
-use crate::aws::{gone_is_ok, AwsError, AwsResult, CallCounter};
+use crate::aws::{gone_is_ok, AwsError, AwsResult};
 use crate::engine::{ownership_tags, Delta, Desired, Kind, Live, ResourceKey, Rules};
 use crate::kinds::common_prefix;
 use crate::spec::model::{DeletionPolicy, Tags};
@@ -19,19 +18,11 @@ const RETENTION: &str = "RetentionInDays";
 
 /// The log-group kind.
 pub struct LogGroups {
-    client: Client,
+    /// The service's client, shared by the kinds of the service.
+    pub client: Client,
 }
 
 impl LogGroups {
-    /// A log-group kind using `config`, counting requests in `counter`.
-    pub fn new(config: &SdkConfig, counter: &CallCounter) -> Self {
-        LogGroups {
-            client: Client::from_conf(
-                aws_sdk_cloudwatchlogs::config::Builder::from(config).interceptor(counter.clone()).interceptor(crate::aws::CreatesSentOnce).build(),
-            ),
-        }
-    }
-
     async fn set_retention(&self, name: &str, days: &str) -> Result<(), AwsError> {
         self.client.put_retention_policy().log_group_name(name).retention_in_days(days.parse().unwrap_or(7)).send().await.aws("Logs.PutRetentionPolicy")?;
         Ok(())

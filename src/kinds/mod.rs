@@ -13,33 +13,38 @@ use aws_config::SdkConfig;
 
 use crate::aws::CallCounter;
 use crate::engine::Kind;
+use crate::sdk_client;
 use crate::spec::Spec;
 
 /// Every reconciled kind, in dependency order (creates run in this order,
-/// deletes in reverse).
+/// deletes in reverse), over one client per service.
 pub fn registry(config: &SdkConfig, counter: &CallCounter) -> Vec<Box<dyn Kind>> {
+    let ec2 = sdk_client!(aws_sdk_ec2, config, counter);
+    let elasticache = sdk_client!(aws_sdk_elasticache, config, counter);
+    let cognito = sdk_client!(aws_sdk_cognitoidentityprovider, config, counter);
+    let ecs = sdk_client!(aws_sdk_ecs, config, counter);
     vec![
-        Box::new(ec2::vpc::Vpcs::new(config, counter)),
-        Box::new(ec2::subnet::Subnets::new(config, counter)),
-        Box::new(ec2::internet_gateway::InternetGateways::new(config, counter)),
-        Box::new(ec2::elastic_ip::ElasticIps::new(config, counter)),
-        Box::new(ec2::nat_gateway::NatGateways::new(config, counter)),
-        Box::new(ec2::route_table::RouteTables::new(config, counter)),
-        Box::new(ec2::security_group::SecurityGroups::new(config, counter)),
-        Box::new(ec2::security_group_rules::SecurityGroupRules::new(config, counter)),
-        Box::new(ec2::vpc_endpoint::VpcEndpoints::new(config, counter)),
-        Box::new(ec2::flow_log::FlowLogs::new(config, counter)),
-        Box::new(sqs::Queues::new(config, counter)),
-        Box::new(dynamodb::Tables::new(config, counter)),
-        Box::new(elasticache::subnet_group::SubnetGroups::new(config, counter)),
-        Box::new(elasticache::replication_group::ReplicationGroups::new(config, counter)),
-        Box::new(cognito::user_pool::UserPools::new(config, counter)),
-        Box::new(cognito::group::Groups::new(config, counter)),
-        Box::new(cognito::app_client::AppClients::new(config, counter)),
-        Box::new(logs::LogGroups::new(config, counter)),
-        Box::new(ecs::cluster::Clusters::new(config, counter)),
-        Box::new(ecs::task_definition::TaskDefinitions::new(config, counter)),
-        Box::new(ecs::service::Services::new(config, counter)),
+        Box::new(ec2::vpc::Vpcs { client: ec2.clone() }),
+        Box::new(ec2::subnet::Subnets { client: ec2.clone() }),
+        Box::new(ec2::internet_gateway::InternetGateways { client: ec2.clone() }),
+        Box::new(ec2::elastic_ip::ElasticIps::new(ec2.clone())),
+        Box::new(ec2::nat_gateway::NatGateways { client: ec2.clone() }),
+        Box::new(ec2::route_table::RouteTables { client: ec2.clone() }),
+        Box::new(ec2::security_group::SecurityGroups { client: ec2.clone() }),
+        Box::new(ec2::security_group_rules::SecurityGroupRules { client: ec2.clone() }),
+        Box::new(ec2::vpc_endpoint::VpcEndpoints { client: ec2.clone() }),
+        Box::new(ec2::flow_log::FlowLogs { client: ec2 }),
+        Box::new(sqs::Queues::new(sdk_client!(aws_sdk_sqs, config, counter))),
+        Box::new(dynamodb::Tables { client: sdk_client!(aws_sdk_dynamodb, config, counter) }),
+        Box::new(elasticache::subnet_group::SubnetGroups { client: elasticache.clone() }),
+        Box::new(elasticache::replication_group::ReplicationGroups { client: elasticache }),
+        Box::new(cognito::user_pool::UserPools { client: cognito.clone() }),
+        Box::new(cognito::group::Groups { client: cognito.clone() }),
+        Box::new(cognito::app_client::AppClients { client: cognito }),
+        Box::new(logs::LogGroups { client: sdk_client!(aws_sdk_cloudwatchlogs, config, counter) }),
+        Box::new(ecs::cluster::Clusters { client: ecs.clone() }),
+        Box::new(ecs::task_definition::TaskDefinitions { client: ecs.clone() }),
+        Box::new(ecs::service::Services { client: ecs }),
     ]
 }
 

@@ -8,13 +8,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use aws_config::SdkConfig;
 use aws_sdk_sqs::types::QueueAttributeName;
 use aws_sdk_sqs::Client;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use crate::aws::{found, gone_is_ok, required, AwsError, AwsResult, CallCounter};
+use crate::aws::{found, gone_is_ok, required, AwsError, AwsResult};
 use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Live, ResourceKey, Rules};
 use crate::kinds::common_prefix;
 use crate::spec::EnvSpec;
@@ -55,10 +54,9 @@ pub struct Queues {
 }
 
 impl Queues {
-    /// A queue kind using `config`, counting requests in `counter`.
-    pub fn new(config: &SdkConfig, counter: &CallCounter) -> Self {
-        let conf = aws_sdk_sqs::config::Builder::from(config).interceptor(counter.clone()).interceptor(crate::aws::CreatesSentOnce).build();
-        Queues { client: Client::from_conf(conf), arns: Mutex::new(HashMap::new()), urls: Mutex::new(HashMap::new()) }
+    /// The queue kind over the service's SQS client.
+    pub fn new(client: Client) -> Self {
+        Queues { client, arns: Mutex::new(HashMap::new()), urls: Mutex::new(HashMap::new()) }
     }
 
     /// The ARN of queue `name`, from what observe learnt or by asking SQS.

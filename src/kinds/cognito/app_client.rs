@@ -3,12 +3,11 @@
 //! in place (a new client would change its id under the frontend): BLOCKED.
 
 use async_trait::async_trait;
-use aws_config::SdkConfig;
 use aws_sdk_cognitoidentityprovider::types::ExplicitAuthFlowsType;
 use aws_sdk_cognitoidentityprovider::Client;
 
 use super::{find_pool, member, member_tags, pool, pool_of, pool_tags, POOL};
-use crate::aws::{gone_is_ok, AwsError, AwsResult, CallCounter};
+use crate::aws::{gone_is_ok, AwsError, AwsResult};
 use crate::engine::{Delta, Desired, Kind, Live, Rules};
 use crate::spec::{physical_name, EnvSpec};
 
@@ -20,14 +19,8 @@ const FLOWS: &str = "ExplicitAuthFlows";
 
 /// The app-client kind.
 pub struct AppClients {
-    client: Client,
-}
-
-impl AppClients {
-    /// An app-client kind using `config`, counting requests in `counter`.
-    pub fn new(config: &SdkConfig, counter: &CallCounter) -> Self {
-        AppClients { client: super::client(config, counter) }
-    }
+    /// The service's client, shared by the kinds of the service.
+    pub client: Client,
 }
 
 fn flows(list: Option<&String>) -> Vec<ExplicitAuthFlowsType> {

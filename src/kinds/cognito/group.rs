@@ -3,11 +3,10 @@
 //! retained (it holds user memberships).
 
 use async_trait::async_trait;
-use aws_config::SdkConfig;
 use aws_sdk_cognitoidentityprovider::Client;
 
 use super::{find_pool, member, member_tags, pool, pool_of, pool_tags, POOL};
-use crate::aws::{gone_is_ok, AwsError, AwsResult, CallCounter};
+use crate::aws::{gone_is_ok, AwsError, AwsResult};
 use crate::engine::{Delta, Desired, Kind, Live, Rules};
 use crate::spec::EnvSpec;
 
@@ -19,14 +18,8 @@ const PRECEDENCE: &str = "Precedence";
 
 /// The group kind.
 pub struct Groups {
-    client: Client,
-}
-
-impl Groups {
-    /// A group kind using `config`, counting requests in `counter`.
-    pub fn new(config: &SdkConfig, counter: &CallCounter) -> Self {
-        Groups { client: super::client(config, counter) }
-    }
+    /// The service's client, shared by the kinds of the service.
+    pub client: Client,
 }
 
 #[async_trait]

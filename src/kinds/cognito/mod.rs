@@ -7,21 +7,13 @@ pub mod app_client;
 pub mod group;
 pub mod user_pool;
 
-use aws_config::SdkConfig;
 use aws_sdk_cognitoidentityprovider::types::UserPoolType;
 use aws_sdk_cognitoidentityprovider::Client;
 
-use crate::aws::{AwsError, AwsResult, CallCounter};
+use crate::aws::{AwsError, AwsResult};
 use crate::engine::{is_unresolved, reference, Desired, ResourceKey, TAG_DELETION_POLICY, TAG_ID};
 use crate::spec::model::{DeletionPolicy, Tags, UserPool};
 use crate::spec::EnvSpec;
-
-/// A Cognito client using `config`, counting requests in `counter`.
-pub fn client(config: &SdkConfig, counter: &CallCounter) -> Client {
-    Client::from_conf(
-        aws_sdk_cognitoidentityprovider::config::Builder::from(config).interceptor(counter.clone()).interceptor(crate::aws::CreatesSentOnce).build(),
-    )
-}
 
 /// The spec's user pool and its physical name.
 pub fn pool(env: &EnvSpec) -> Option<(&UserPool, String)> {

@@ -3,12 +3,11 @@
 //! back on and reported as a security drift.
 
 use async_trait::async_trait;
-use aws_config::SdkConfig;
 use aws_sdk_cognitoidentityprovider::types::{AdminCreateUserConfigType, PasswordPolicyType, SoftwareTokenMfaConfigType, UserPoolMfaType, UserPoolPolicyType};
 use aws_sdk_cognitoidentityprovider::Client;
 
 use super::{find_pool, pool, pool_tags};
-use crate::aws::{gone_is_ok, required, AwsError, AwsResult, CallCounter};
+use crate::aws::{gone_is_ok, required, AwsError, AwsResult};
 use crate::engine::plan::{Action, Step};
 use crate::engine::{ownership_tags, Delta, Desired, Fields, Finding, FindingClass, Kind, Live, ResourceKey, Review, Rules};
 use crate::spec::model::{Tags, UserPool};
@@ -26,7 +25,8 @@ const PASSWORD: &str = "PasswordPolicy";
 
 /// The user-pool kind.
 pub struct UserPools {
-    client: Client,
+    /// The service's client, shared by the kinds of the service.
+    pub client: Client,
 }
 
 fn password_text(p: &crate::spec::model::PasswordPolicy) -> String {
@@ -46,11 +46,6 @@ fn password_policy(text: &str) -> PasswordPolicyType {
 }
 
 impl UserPools {
-    /// A user-pool kind using `config`, counting requests in `counter`.
-    pub fn new(config: &SdkConfig, counter: &CallCounter) -> Self {
-        UserPools { client: super::client(config, counter) }
-    }
-
     async fn set_mfa(&self, pool: &str, fields: &Fields) -> Result<(), AwsError> {
         let totp = fields.get(TOTP).map(String::as_str) == Some("true");
         self.client

@@ -26,12 +26,11 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use aws_config::SdkConfig;
 use aws_sdk_ec2::types::{DomainType, Filter, ResourceType, Tag};
 use aws_sdk_ec2::Client;
 
 use super::{desired, gone_is_ok, key, live, network, owned_by, put_tags, tag_map, tag_spec, vpc};
-use crate::aws::{AwsError, AwsResult, CallCounter, ErrorClass};
+use crate::aws::{AwsError, AwsResult, ErrorClass};
 use crate::engine::apply::{with_retries, RetryPolicy};
 use crate::engine::plan::{Action, Step};
 use crate::engine::{is_unresolved, reference, Delta, Desired, Finding, FindingClass, Kind, Live, Matching, Ownership, Review, Rules, Scope, TAG_ID};
@@ -91,13 +90,8 @@ pub struct ElasticIps {
 }
 
 impl ElasticIps {
-    /// A whitelist EIP kind using `config`, counting requests in `counter`.
-    pub fn new(config: &SdkConfig, counter: &CallCounter) -> Self {
-        Self::from_client(super::client(config, counter))
-    }
-
-    /// A whitelist EIP kind over an existing client (tests use a mocked one).
-    fn from_client(client: Client) -> Self {
+    /// The whitelist EIP kind over the service's EC2 client.
+    pub fn new(client: Client) -> Self {
         ElasticIps { client, ledger: Mutex::new(Ledger::default()), reallocate: Mutex::new(Vec::new()) }
     }
 
@@ -551,7 +545,7 @@ mod tests {
     fn ledger_holding_203_0_113_20(record: Rule) -> (ElasticIps, Rule, Rule, Rule) {
         let recover = allocates(Some("203.0.113.20"), "203.0.113.20");
         let fresh = allocates(None, "198.51.100.7");
-        let kind = ElasticIps::from_client(mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&recover, &fresh, &record]));
+        let kind = ElasticIps::new(mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&recover, &fresh, &record]));
         with_ledger(&kind, "203.0.113.20");
         (kind, recover, fresh, record)
     }
@@ -563,7 +557,7 @@ mod tests {
         let refuse = mock!(Client::allocate_address).then_error(|| {
             AllocateAddressError::generic(ErrorMetadata::builder().code("InvalidAddress.NotFound").message("Address 203.0.113.10 is not available").build())
         });
-        let kind = ElasticIps::from_client(mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&refuse]));
+        let kind = ElasticIps::new(mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&refuse]));
         let e = kind.create(&pinned("203.0.113.10"), "token").await.expect_err("must fail");
         assert_eq!(e.class, ErrorClass::Invariant);
         assert!(e.message.contains("203.0.113.10") && e.message.contains("cannot be recovered"), "{}", e.message);
@@ -581,7 +575,7 @@ mod tests {
     async fn a_released_address_is_recovered_by_address_only_and_recorded() {
         let recover = allocates(Some("203.0.113.10"), "203.0.113.10");
         let record = records("203.0.113.10");
-        let kind = ElasticIps::from_client(mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&recover, &record]));
+        let kind = ElasticIps::new(mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&recover, &record]));
         assert_eq!(kind.create(&pinned("203.0.113.10"), "token").await.expect("recovered"), "eipalloc-new");
         assert_eq!((recover.num_calls(), record.num_calls()), (1, 1));
         let e = kind.create(&pinned("eipalloc-gone"), "token").await.expect_err("an allocation id cannot be re-allocated");
@@ -609,7 +603,7 @@ mod tests {
     #[tokio::test]
     async fn a_released_allocation_id_pin_with_a_recorded_address_is_a_violation_naming_that_address() {
         let any = allocates(None, "198.51.100.7");
-        let kind = ElasticIps::from_client(mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&any]));
+        let kind = ElasticIps::new(mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&any]));
         with_ledger(&kind, "203.0.113.20");
         let e = kind.create(&pinned("eipalloc-0123456789abcdef0"), "token").await.expect_err("cannot be re-allocated");
         assert_eq!(e.class, ErrorClass::Invariant);

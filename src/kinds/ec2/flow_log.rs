@@ -3,12 +3,11 @@
 //! the spec deletes it.
 
 use async_trait::async_trait;
-use aws_config::SdkConfig;
 use aws_sdk_ec2::types::{FlowLogsResourceType, LogDestinationType, ResourceType, TrafficType};
 use aws_sdk_ec2::Client;
 
 use super::{desired, gone_is_ok, key, live, network, owned_by, put_tags, tag_map, tag_spec, vpc};
-use crate::aws::{required, AwsError, AwsResult, CallCounter};
+use crate::aws::{required, AwsError, AwsResult};
 use crate::engine::{reference, Delta, Desired, Kind, Live, Matching, OnImmutableChange, Rules, Scope};
 use crate::spec::model::DeletionPolicy;
 use crate::spec::EnvSpec;
@@ -23,14 +22,8 @@ const ROLE: &str = "DeliverLogsPermissionArn";
 
 /// The flow-log kind.
 pub struct FlowLogs {
-    client: Client,
-}
-
-impl FlowLogs {
-    /// A flow-log kind using `config`, counting requests in `counter`.
-    pub fn new(config: &SdkConfig, counter: &CallCounter) -> Self {
-        FlowLogs { client: super::client(config, counter) }
-    }
+    /// The service's client, shared by the kinds of the service.
+    pub client: Client,
 }
 
 #[async_trait]

@@ -1,12 +1,11 @@
 //! The internet gateway and its attachment to the VPC.
 
 use async_trait::async_trait;
-use aws_config::SdkConfig;
 use aws_sdk_ec2::types::{InternetGateway, ResourceType};
 use aws_sdk_ec2::Client;
 
 use super::{desired, gone_is_ok, key, live, network, owned_by, put_tags, tag_map, tag_spec, vpc};
-use crate::aws::{required, AwsError, AwsResult, CallCounter};
+use crate::aws::{required, AwsError, AwsResult};
 use crate::engine::{is_unresolved, reference, Delta, Desired, Kind, Live, Matching, Rules, Scope};
 use crate::spec::model::DeletionPolicy;
 use crate::spec::EnvSpec;
@@ -21,15 +20,11 @@ const DETACHED: &str = "none";
 
 /// The internet-gateway kind.
 pub struct InternetGateways {
-    client: Client,
+    /// The service's client, shared by the kinds of the service.
+    pub client: Client,
 }
 
 impl InternetGateways {
-    /// An internet-gateway kind using `config`, counting requests in `counter`.
-    pub fn new(config: &SdkConfig, counter: &CallCounter) -> Self {
-        InternetGateways { client: super::client(config, counter) }
-    }
-
     async fn attach(&self, igw: &str, vpc: &str) -> Result<(), AwsError> {
         if is_unresolved(vpc) || vpc == DETACHED {
             return Ok(());

@@ -18,11 +18,10 @@ pub mod vpc_endpoint;
 
 pub use crate::aws::{gone_is_ok, wait_for};
 
-use aws_config::SdkConfig;
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 use aws_sdk_ec2::Client;
 
-use crate::aws::{AwsError, AwsResult, CallCounter};
+use crate::aws::{AwsError, AwsResult};
 use crate::engine::{ownership_tags, Desired, Live, ResourceKey, MANAGED_BY, TAG_ENV, TAG_MANAGED_BY};
 use crate::spec::model::{DeletionPolicy, Network, Tags};
 use crate::spec::EnvSpec;
@@ -32,11 +31,6 @@ use crate::spec::EnvSpec;
 pub const ELASTIC_IP: &str = "ec2.elastic-ip";
 /// The NAT gateways' kind name.
 pub const NAT_GATEWAY: &str = "ec2.nat-gateway";
-
-/// An EC2 client using `config`, counting requests in `counter`.
-pub fn client(config: &SdkConfig, counter: &CallCounter) -> Client {
-    Client::from_conf(aws_sdk_ec2::config::Builder::from(config).interceptor(counter.clone()).interceptor(crate::aws::CreatesSentOnce).build())
-}
 
 /// Filters selecting what this environment owns.
 pub fn owned_by(env: &str) -> Vec<Filter> {

@@ -5,12 +5,11 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_config::SdkConfig;
 use aws_sdk_ec2::types::{Filter, NatGatewayState, ResourceType};
 use aws_sdk_ec2::Client;
 
 use super::{desired, elastic_ip, gone_is_ok, internet_gateway, key, live, network, owned_by, put_tags, subnet, tag_map, tag_spec, wait_for};
-use crate::aws::{required, AwsError, AwsResult, CallCounter};
+use crate::aws::{required, AwsError, AwsResult};
 use crate::engine::{reference, Delta, Desired, Kind, Live, Matching, OnImmutableChange, Rules, Scope};
 use crate::spec::model::DeletionPolicy;
 use crate::spec::EnvSpec;
@@ -25,15 +24,11 @@ const WAIT: Duration = Duration::from_secs(600);
 
 /// The NAT gateway kind.
 pub struct NatGateways {
-    client: Client,
+    /// The service's client, shared by the kinds of the service.
+    pub client: Client,
 }
 
 impl NatGateways {
-    /// A NAT gateway kind using `config`, counting requests in `counter`.
-    pub fn new(config: &SdkConfig, counter: &CallCounter) -> Self {
-        NatGateways { client: super::client(config, counter) }
-    }
-
     async fn state(&self, id: &str) -> Result<Option<NatGatewayState>, AwsError> {
         let out = self.client.describe_nat_gateways().nat_gateway_ids(id).send().await.aws("EC2.DescribeNatGateways")?;
         Ok(out.nat_gateways().first().and_then(|n| n.state().cloned()))

@@ -5,12 +5,11 @@
 //! lists) belong to the endpoints and are left alone.
 
 use async_trait::async_trait;
-use aws_config::SdkConfig;
 use aws_sdk_ec2::types::{Filter, ResourceType, RouteTable};
 use aws_sdk_ec2::Client;
 
 use super::{desired, gone_is_ok, internet_gateway, key, live, nat_gateway, network, owned_by, put_tags, subnet, tag_map, tag_spec, vpc};
-use crate::aws::{required, AwsError, AwsResult, CallCounter};
+use crate::aws::{required, AwsError, AwsResult};
 use crate::engine::{is_unresolved, reference, Delta, Desired, FieldChange, Kind, Live, Matching, Rules, Scope};
 use crate::spec::model::{DeletionPolicy, Tier};
 use crate::spec::EnvSpec;
@@ -28,15 +27,11 @@ const DEFAULT_ROUTE: &str = "0.0.0.0/0";
 
 /// The route-table kind.
 pub struct RouteTables {
-    client: Client,
+    /// The service's client, shared by the kinds of the service.
+    pub client: Client,
 }
 
 impl RouteTables {
-    /// A route-table kind using `config`, counting requests in `counter`.
-    pub fn new(config: &SdkConfig, counter: &CallCounter) -> Self {
-        RouteTables { client: super::client(config, counter) }
-    }
-
     async fn set_route(&self, table: &str, change: &FieldChange) -> Result<(), AwsError> {
         let destination = change.field.trim_start_matches(ROUTE);
         let Some(target) = change.desired.as_deref() else {

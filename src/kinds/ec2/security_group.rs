@@ -3,12 +3,11 @@
 //! to each other can all exist before any rule names a peer.
 
 use async_trait::async_trait;
-use aws_config::SdkConfig;
 use aws_sdk_ec2::types::ResourceType;
 use aws_sdk_ec2::Client;
 
 use super::{desired, gone_is_ok, key, live, network, owned_by, put_tags, tag_map, tag_spec, vpc};
-use crate::aws::{required, AwsError, AwsResult, CallCounter};
+use crate::aws::{required, AwsError, AwsResult};
 use crate::engine::{reference, Delta, Desired, Kind, Live, Matching, Rules, Scope};
 use crate::spec::model::DeletionPolicy;
 use crate::spec::{physical_name, EnvSpec};
@@ -21,14 +20,8 @@ const DESCRIPTION: &str = "Description";
 
 /// The security-group kind.
 pub struct SecurityGroups {
-    client: Client,
-}
-
-impl SecurityGroups {
-    /// A security-group kind using `config`, counting requests in `counter`.
-    pub fn new(config: &SdkConfig, counter: &CallCounter) -> Self {
-        SecurityGroups { client: super::client(config, counter) }
-    }
+    /// The service's client, shared by the kinds of the service.
+    pub client: Client,
 }
 
 #[async_trait]

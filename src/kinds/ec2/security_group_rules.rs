@@ -6,15 +6,14 @@
 //! the peer being a CIDR or a security-group reference.
 
 use async_trait::async_trait;
-use aws_config::SdkConfig;
 use aws_sdk_ec2::types::{IpPermission, IpRange, SecurityGroup, UserIdGroupPair};
 use aws_sdk_ec2::Client;
 
 use super::{desired, key, live, network, owned_by, security_group, tag_map};
-use crate::aws::{AwsError, AwsResult, CallCounter, ErrorClass};
+use crate::aws::{AwsError, AwsResult, ErrorClass};
 use crate::engine::{is_unresolved, reference, Delta, Desired, Kind, Live, Matching, Rules, Scope};
 use crate::spec::model::{DeletionPolicy, Ports, Rule};
-use crate::spec::validate::parse_port_range;
+use crate::spec::network::parse_port_range;
 use crate::spec::{physical_name, EnvSpec};
 
 /// Kind name.
@@ -32,15 +31,11 @@ const HANDLE_PREFIX: &str = "rules:";
 
 /// The security-group-rules kind.
 pub struct SecurityGroupRules {
-    client: Client,
+    /// The service's client, shared by the kinds of the service.
+    pub client: Client,
 }
 
 impl SecurityGroupRules {
-    /// A rules kind using `config`, counting requests in `counter`.
-    pub fn new(config: &SdkConfig, counter: &CallCounter) -> Self {
-        SecurityGroupRules { client: super::client(config, counter) }
-    }
-
     async fn authorize(&self, group: &str, rule: &str) -> Result<(), AwsError> {
         let (egress, permission) = permission(rule)?;
         let result = if egress {

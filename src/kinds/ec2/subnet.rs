@@ -1,12 +1,11 @@
 //! Subnets: one public and one private per availability zone.
 
 use async_trait::async_trait;
-use aws_config::SdkConfig;
 use aws_sdk_ec2::types::ResourceType;
 use aws_sdk_ec2::Client;
 
 use super::{desired, gone_is_ok, key, live, network, owned_by, put_tags, tag_map, tag_spec, vpc};
-use crate::aws::{required, AwsError, AwsResult, CallCounter};
+use crate::aws::{required, AwsError, AwsResult};
 use crate::engine::{reference, Delta, Desired, Kind, Live, Matching, Rules, Scope};
 use crate::spec::model::DeletionPolicy;
 use crate::spec::EnvSpec;
@@ -20,14 +19,8 @@ const AZ: &str = "AvailabilityZone";
 
 /// The subnet kind.
 pub struct Subnets {
-    client: Client,
-}
-
-impl Subnets {
-    /// A subnet kind using `config`, counting requests in `counter`.
-    pub fn new(config: &SdkConfig, counter: &CallCounter) -> Self {
-        Subnets { client: super::client(config, counter) }
-    }
+    /// The service's client, shared by the kinds of the service.
+    pub client: Client,
 }
 
 #[async_trait]

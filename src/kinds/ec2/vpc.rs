@@ -3,12 +3,11 @@
 //! additive, so this kind leaves them alone).
 
 use async_trait::async_trait;
-use aws_config::SdkConfig;
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType, VpcAttributeName};
 use aws_sdk_ec2::Client;
 
 use super::{desired, gone_is_ok, live, network, owned_by, put_tags, tag_map, tag_spec};
-use crate::aws::{required, AwsError, AwsResult, CallCounter};
+use crate::aws::{required, AwsError, AwsResult};
 use crate::engine::{Delta, Desired, Kind, Live, Matching, Rules, Scope};
 use crate::spec::model::DeletionPolicy;
 use crate::spec::{physical_name, EnvSpec};
@@ -24,15 +23,11 @@ const DNS_HOSTNAMES: &str = "EnableDnsHostnames";
 
 /// The VPC kind.
 pub struct Vpcs {
-    client: Client,
+    /// The service's client, shared by the kinds of the service.
+    pub client: Client,
 }
 
 impl Vpcs {
-    /// A VPC kind using `config`, counting requests in `counter`.
-    pub fn new(config: &SdkConfig, counter: &CallCounter) -> Self {
-        Vpcs { client: super::client(config, counter) }
-    }
-
     async fn attribute(&self, vpc: &str, attribute: VpcAttributeName) -> Result<bool, AwsError> {
         let out = self.client.describe_vpc_attribute().vpc_id(vpc).attribute(attribute.clone()).send().await.aws("EC2.DescribeVpcAttribute")?;
         let value = match attribute {

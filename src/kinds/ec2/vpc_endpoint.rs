@@ -1,12 +1,11 @@
 //! VPC gateway endpoints (DynamoDB, S3) on the private route tables.
 
 use async_trait::async_trait;
-use aws_config::SdkConfig;
 use aws_sdk_ec2::types::{ResourceType, VpcEndpointType};
 use aws_sdk_ec2::Client;
 
 use super::{desired, gone_is_ok, key, live, network, owned_by, put_tags, route_table, tag_map, tag_spec, vpc};
-use crate::aws::{required, AwsError, AwsResult, CallCounter};
+use crate::aws::{required, AwsError, AwsResult};
 use crate::engine::{reference, Delta, Desired, Kind, Live, Matching, OnImmutableChange, Rules, Scope};
 use crate::spec::model::{DeletionPolicy, Tier};
 use crate::spec::EnvSpec;
@@ -20,15 +19,11 @@ const ROUTE_TABLES: &str = "RouteTableIds";
 
 /// The VPC endpoint kind.
 pub struct VpcEndpoints {
-    client: Client,
+    /// The service's client, shared by the kinds of the service.
+    pub client: Client,
 }
 
 impl VpcEndpoints {
-    /// An endpoint kind using `config`, counting requests in `counter`.
-    pub fn new(config: &SdkConfig, counter: &CallCounter) -> Self {
-        VpcEndpoints { client: super::client(config, counter) }
-    }
-
     fn region(&self) -> String {
         self.client.config().region().map(|r| r.to_string()).unwrap_or_else(|| "us-east-1".into())
     }

@@ -1,12 +1,11 @@
 //! ECS clusters (`oms`, `gateway`): Container Insights, capacity providers, tags.
 
 use async_trait::async_trait;
-use aws_config::SdkConfig;
 use aws_sdk_ecs::types::{ClusterField, ClusterSetting, ClusterSettingName};
 use aws_sdk_ecs::Client;
 
 use super::{add_tags, tag_list, tag_map};
-use crate::aws::{gone_is_ok, required, AwsError, AwsResult, CallCounter};
+use crate::aws::{gone_is_ok, required, AwsError, AwsResult};
 use crate::engine::{ownership_tags, Delta, Desired, Kind, Live, ResourceKey, Rules};
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::{physical_name, EnvSpec};
@@ -19,14 +18,8 @@ const PROVIDERS: &str = "CapacityProviders";
 
 /// The cluster kind.
 pub struct Clusters {
-    client: Client,
-}
-
-impl Clusters {
-    /// A cluster kind using `config`, counting requests in `counter`.
-    pub fn new(config: &SdkConfig, counter: &CallCounter) -> Self {
-        Clusters { client: super::client(config, counter) }
-    }
+    /// The service's client, shared by the kinds of the service.
+    pub client: Client,
 }
 
 fn insights(value: &str) -> ClusterSetting {

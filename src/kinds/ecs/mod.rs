@@ -4,17 +4,11 @@ pub mod cluster;
 pub mod service;
 pub mod task_definition;
 
-use aws_config::SdkConfig;
 use aws_sdk_ecs::types::Tag;
 use aws_sdk_ecs::Client;
 
-use crate::aws::{AwsError, AwsResult, CallCounter};
+use crate::aws::{AwsError, AwsResult};
 use crate::spec::model::Tags;
-
-/// An ECS client using `config`, counting requests in `counter`.
-pub fn client(config: &SdkConfig, counter: &CallCounter) -> Client {
-    Client::from_conf(aws_sdk_ecs::config::Builder::from(config).interceptor(counter.clone()).interceptor(crate::aws::CreatesSentOnce).build())
-}
 
 /// Tags as ECS tags.
 pub fn tag_list(tags: &Tags) -> Vec<Tag> {

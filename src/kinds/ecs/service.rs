@@ -4,12 +4,11 @@
 //! to zero first.
 
 use async_trait::async_trait;
-use aws_config::SdkConfig;
 use aws_sdk_ecs::types::{AssignPublicIp, AwsVpcConfiguration, DeploymentConfiguration, LaunchType, NetworkConfiguration, ServiceField};
 use aws_sdk_ecs::Client;
 
 use super::{add_tags, cluster, tag_list, tag_map, task_definition};
-use crate::aws::{required, AwsError, AwsResult, CallCounter, ErrorClass};
+use crate::aws::{required, AwsError, AwsResult, ErrorClass};
 use crate::engine::{is_unresolved, ownership_tags, reference, Delta, Desired, Kind, Live, ResourceKey, Rules};
 use crate::kinds::ec2::{security_group, subnet};
 use crate::spec::model::Tags;
@@ -31,14 +30,8 @@ const DESCRIBE_BATCH: usize = 10;
 
 /// The service kind.
 pub struct Services {
-    client: Client,
-}
-
-impl Services {
-    /// A service kind using `config`, counting requests in `counter`.
-    pub fn new(config: &SdkConfig, counter: &CallCounter) -> Self {
-        Services { client: super::client(config, counter) }
-    }
+    /// The service's client, shared by the kinds of the service.
+    pub client: Client,
 }
 
 fn list(value: Option<&String>) -> Vec<String> {

@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use aws_config::SdkConfig;
 use aws_sdk_ecs::types::{
     Compatibility, ContainerDefinition, CpuArchitecture, KeyValuePair, LogConfiguration, LogDriver, NetworkMode, OsFamily, PortMapping, RuntimePlatform,
     Secret, TaskDefinition, TaskDefinitionField, TransportProtocol,
@@ -17,7 +16,7 @@ use aws_sdk_ecs::types::{
 use aws_sdk_ecs::Client;
 
 use super::{tag_list, tag_map};
-use crate::aws::{required, AwsError, AwsResult, CallCounter, ErrorClass};
+use crate::aws::{required, AwsError, AwsResult, ErrorClass};
 use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Live, OnImmutableChange, ResourceKey, Rules};
 use crate::kinds::logs;
 use crate::spec::model::{DeletionPolicy, Tags};
@@ -46,15 +45,11 @@ const FIELDS: &[&str] =
 
 /// The task-definition kind.
 pub struct TaskDefinitions {
-    client: Client,
+    /// The service's client, shared by the kinds of the service.
+    pub client: Client,
 }
 
 impl TaskDefinitions {
-    /// A task-definition kind using `config`, counting requests in `counter`.
-    pub fn new(config: &SdkConfig, counter: &CallCounter) -> Self {
-        TaskDefinitions { client: super::client(config, counter) }
-    }
-
     fn region(&self) -> String {
         self.client.config().region().map(|r| r.to_string()).unwrap_or_else(|| "us-east-1".into())
     }

@@ -4,18 +4,12 @@
 pub mod replication_group;
 pub mod subnet_group;
 
-use aws_config::SdkConfig;
 use aws_sdk_elasticache::types::Tag;
 use aws_sdk_elasticache::Client;
 
-use crate::aws::{AwsError, AwsResult, CallCounter};
+use crate::aws::{AwsError, AwsResult};
 use crate::spec::model::{Redis, Tags};
 use crate::spec::{physical_name, EnvSpec};
-
-/// An ElastiCache client using `config`, counting requests in `counter`.
-pub fn client(config: &SdkConfig, counter: &CallCounter) -> Client {
-    Client::from_conf(aws_sdk_elasticache::config::Builder::from(config).interceptor(counter.clone()).interceptor(crate::aws::CreatesSentOnce).build())
-}
 
 /// The spec's Redis and its physical name (`sentry-redis-<env>`).
 pub fn redis(env: &EnvSpec) -> Option<(&Redis, String)> {

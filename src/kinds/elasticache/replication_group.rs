@@ -17,11 +17,10 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_config::SdkConfig;
 use aws_sdk_elasticache::Client;
 
 use super::{add_tags, redis, subnet_group, tag_list, tags_of};
-use crate::aws::{found, gone_is_ok, required, wait_for, AwsError, AwsResult, CallCounter};
+use crate::aws::{found, gone_is_ok, required, wait_for, AwsError, AwsResult};
 use crate::engine::{ownership_tags, reference, Delta, Desired, Fields, Kind, Live, ResourceKey, Rules};
 use crate::kinds::ec2::security_group;
 use crate::spec::model::Tags;
@@ -61,21 +60,11 @@ fn enabled(on: bool) -> String {
 
 /// The replication-group kind.
 pub struct ReplicationGroups {
-    client: Client,
+    /// The service's client, shared by the kinds of the service.
+    pub client: Client,
 }
 
 impl ReplicationGroups {
-    /// A replication-group kind using `config`, counting requests in `counter`.
-    pub fn new(config: &SdkConfig, counter: &CallCounter) -> Self {
-        ReplicationGroups { client: super::client(config, counter) }
-    }
-
-    /// A kind over an existing client (tests use a mocked one).
-    #[cfg(test)]
-    fn from_client(client: Client) -> Self {
-        ReplicationGroups { client }
-    }
-
     async fn wait_available(&self, id: &str) -> Result<(), AwsError> {
         wait_for("ElastiCache.DescribeReplicationGroups", WAIT, || async {
             let out = self.client.describe_replication_groups().replication_group_id(id).send().await.aws("ElastiCache.DescribeReplicationGroups")?;
@@ -268,7 +257,7 @@ mod tests {
         let available = mock!(Client::describe_replication_groups)
             .then_output(|| DescribeReplicationGroupsOutput::builder().replication_groups(ReplicationGroup::builder().status("available").build()).build());
         let client = mock_client!(aws_sdk_elasticache, RuleMode::MatchAny, [&modify, &grow, &available]);
-        let kind = ReplicationGroups::from_client(client);
+        let kind = ReplicationGroups { client };
         let delta = Delta {
             fields: vec![
                 change(NODE_TYPE, "cache.t4g.micro", "cache.r7g.large"),
@@ -306,7 +295,7 @@ mod tests {
             });
         let available = mock!(Client::describe_replication_groups)
             .then_output(|| DescribeReplicationGroupsOutput::builder().replication_groups(ReplicationGroup::builder().status("available").build()).build());
-        let kind = ReplicationGroups::from_client(mock_client!(aws_sdk_elasticache, RuleMode::MatchAny, [&create, &available]));
+        let kind = ReplicationGroups { client: mock_client!(aws_sdk_elasticache, RuleMode::MatchAny, [&create, &available]) };
         let mut desired = redis_desired();
         for (field, value) in [(NODE_TYPE, "cache.r7g.large"), (NODES, "2"), (FAILOVER, "enabled"), (MULTI_AZ, "enabled")] {
             desired.fields.insert(field.into(), value.into());
@@ -329,7 +318,7 @@ mod tests {
             .then_output(|| aws_sdk_elasticache::operation::decrease_replica_count::DecreaseReplicaCountOutput::builder().build());
         let available = mock!(Client::describe_replication_groups)
             .then_output(|| DescribeReplicationGroupsOutput::builder().replication_groups(ReplicationGroup::builder().status("available").build()).build());
-        let kind = ReplicationGroups::from_client(mock_client!(aws_sdk_elasticache, RuleMode::MatchAny, [&shrink, &available]));
+        let kind = ReplicationGroups { client: mock_client!(aws_sdk_elasticache, RuleMode::MatchAny, [&shrink, &available]) };
         let delta = Delta { fields: vec![change(NODES, "2", "1")], tags: Tags::new() };
         kind.update(&redis_desired(), &Live::default(), &delta).await.expect("shrunk");
         assert_eq!(shrink.num_calls(), 1);

@@ -1,11 +1,10 @@
 //! The cache subnet group: the private subnets Redis lives in.
 
 use async_trait::async_trait;
-use aws_config::SdkConfig;
 use aws_sdk_elasticache::Client;
 
 use super::{add_tags, redis, tag_list, tags_of};
-use crate::aws::{found, gone_is_ok, required, AwsError, AwsResult, CallCounter};
+use crate::aws::{found, gone_is_ok, required, AwsError, AwsResult};
 use crate::engine::{ownership_tags, reference, Delta, Desired, Kind, Live, ResourceKey, Rules};
 use crate::kinds::ec2::subnet;
 use crate::spec::model::{DeletionPolicy, Tags};
@@ -21,14 +20,8 @@ const ARN: &str = "arn";
 
 /// The cache-subnet-group kind.
 pub struct SubnetGroups {
-    client: Client,
-}
-
-impl SubnetGroups {
-    /// A subnet-group kind using `config`, counting requests in `counter`.
-    pub fn new(config: &SdkConfig, counter: &CallCounter) -> Self {
-        SubnetGroups { client: super::client(config, counter) }
-    }
+    /// The service's client, shared by the kinds of the service.
+    pub client: Client,
 }
 
 fn split(list: Option<&String>) -> Vec<String> {
