@@ -2,8 +2,14 @@
 //! steps (structure by serde, then semantic [`validate`]), every error located
 //! as `file:line:column: path: message`.
 
+pub mod compute;
+pub mod data;
 pub mod de;
+pub mod identity;
+pub mod messaging;
 pub mod model;
+pub mod network;
+pub mod observability;
 pub mod validate;
 pub mod yaml;
 

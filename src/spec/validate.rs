@@ -3,13 +3,9 @@
 //! Each problem names the spec path it is about; the loader turns paths into
 //! `file:line:column` through the merged YAML tree.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::Ipv4Addr;
-
-use ipnet::Ipv4Net;
+use std::collections::{BTreeSet, HashMap};
 
 use super::model::*;
-use super::physical_name;
 
 /// One semantic problem.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,9 +15,6 @@ pub struct Problem {
     /// What is wrong.
     pub message: String,
 }
-
-/// CloudWatch Logs accepts only these retention periods (days).
-pub const LOG_RETENTION_DAYS: &[u32] = &[1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653];
 
 /// Checks `spec` for environment `env`; returns every problem found.
 pub fn validate(env: &str, spec: &Spec) -> Vec<Problem> {
@@ -60,7 +53,8 @@ pub fn validate(env: &str, spec: &Spec) -> Vec<Problem> {
     c.problems
 }
 
-struct Checker {
+/// Collects the problems of one spec; each section adds its checks in its own module.
+pub(super) struct Checker {
     problems: Vec<Problem>,
 }
 
@@ -68,81 +62,12 @@ fn path(segments: &[&str]) -> Vec<String> {
     segments.iter().map(|s| s.to_string()).collect()
 }
 
-/// Parses a CIDR, insisting on the canonical form (`a.b.c.d/n`, no leading
-/// zeros: `172.022.0.0/16` is octal to some tools, decimal to others) and on
-/// a network address (no host bits).
-pub fn parse_cidr(text: &str) -> Result<Ipv4Net, String> {
-    let invalid = || format!("{text:?} is not a valid IPv4 CIDR");
-    let (address, prefix) = text.split_once('/').ok_or_else(invalid)?;
-    if leading_zero(text) {
-        return Err(format!("{text:?} is not a valid IPv4 CIDR: a number has a leading zero"));
-    }
-    // std's parser refuses leading zeros and signs; ipnet's accepts them.
-    let address: Ipv4Addr = address.parse().map_err(|_| invalid())?;
-    if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(invalid());
-    }
-    let prefix: u8 = prefix.parse().map_err(|_| invalid())?;
-    let net = Ipv4Net::new(address, prefix).map_err(|_| invalid())?;
-    if net.trunc() != net {
-        return Err(format!("{text:?} has host bits set; did you mean \"{}\"?", net.trunc()));
-    }
-    Ok(net)
-}
-
-/// Whether a dotted or slashed number in `text` has a leading zero (`022`, `/016`).
-fn leading_zero(text: &str) -> bool {
-    text.split(['.', '/']).any(|n| n.len() > 1 && n.starts_with('0') && n.bytes().all(|b| b.is_ascii_digit()))
-}
-
-/// Checks a whitelist pin: a public IPv4 address in canonical form, or an
-/// allocation id (`eipalloc-` and 8 or 17 lower-case hex digits).
-pub fn check_pin(text: &str) -> Result<(), String> {
-    const EXPECTED: &str = "a whitelist pin is a public IPv4 address or an allocation id (eipalloc-...)";
-    if let Some(hex) = text.strip_prefix("eipalloc-") {
-        if matches!(hex.len(), 8 | 17) && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-            return Ok(());
-        }
-        return Err(format!("{text:?} is not an allocation id: `eipalloc-` is followed by 8 or 17 lower-case hex digits"));
-    }
-    let Ok(ip) = text.parse::<Ipv4Addr>() else {
-        if leading_zero(text) && text.split('.').count() == 4 {
-            return Err(format!("{text:?} is not a valid IPv4 address: a number has a leading zero"));
-        }
-        return Err(format!("{text:?} is neither a public IPv4 address nor an allocation id (eipalloc-...)"));
-    };
-    match non_public_range(ip) {
-        Some((range, what)) => Err(format!("{text:?} is a {what} address ({range}); {EXPECTED}")),
-        None => Ok(()),
-    }
-}
-
-/// The IPv4 ranges an Elastic IP can never be in: (CIDR, what it is).
-/// The documentation ranges (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24)
-/// are not listed: examples and tests pin them.
-const NON_PUBLIC: &[(&str, &str)] = &[
-    ("0.0.0.0/8", "\"this network\""),
-    ("10.0.0.0/8", "private"),
-    ("100.64.0.0/10", "carrier-grade NAT (shared)"),
-    ("127.0.0.0/8", "loopback"),
-    ("169.254.0.0/16", "link-local"),
-    ("172.16.0.0/12", "private"),
-    ("192.168.0.0/16", "private"),
-    ("224.0.0.0/4", "multicast"),
-    ("240.0.0.0/4", "reserved"),
-];
-
-/// The non-public range `ip` is in, if any.
-fn non_public_range(ip: Ipv4Addr) -> Option<(&'static str, &'static str)> {
-    NON_PUBLIC.iter().copied().find(|(range, _)| range.parse::<Ipv4Net>().is_ok_and(|net| net.contains(&ip)))
-}
-
 impl Checker {
-    fn err(&mut self, segments: &[&str], message: impl Into<String>) {
+    pub(super) fn err(&mut self, segments: &[&str], message: impl Into<String>) {
         self.problems.push(Problem { path: path(segments), message: message.into() });
     }
 
-    fn range(&mut self, segments: &[&str], value: Option<u32>, lo: u32, hi: u32) {
+    pub(super) fn range(&mut self, segments: &[&str], value: Option<u32>, lo: u32, hi: u32) {
         if let Some(v) = value {
             if !(lo..=hi).contains(&v) {
                 self.err(segments, format!("{v} is out of range {lo}..={hi}"));
@@ -150,13 +75,13 @@ impl Checker {
         }
     }
 
-    fn one_of(&mut self, segments: &[&str], value: &str, allowed: &[&str]) {
+    pub(super) fn one_of(&mut self, segments: &[&str], value: &str, allowed: &[&str]) {
         if !allowed.contains(&value) {
             self.err(segments, format!("{value:?} is not one of {}", allowed.join(", ")));
         }
     }
 
-    fn reference<'a>(&mut self, segments: &[&str], target: &str, known: impl IntoIterator<Item = &'a str>, what: &str) {
+    pub(super) fn reference<'a>(&mut self, segments: &[&str], target: &str, known: impl IntoIterator<Item = &'a str>, what: &str) {
         let known: Vec<&str> = known.into_iter().collect();
         if !known.contains(&target) {
             const SHOWN: usize = 8;
@@ -170,7 +95,7 @@ impl Checker {
     }
 
     /// Two resources of one kind must not share a physical name.
-    fn unique_names<'a>(&mut self, section: &[&str], names: impl IntoIterator<Item = (&'a str, String)>) {
+    pub(super) fn unique_names<'a>(&mut self, section: &[&str], names: impl IntoIterator<Item = (&'a str, String)>) {
         let mut seen: HashMap<String, &str> = HashMap::new();
         for (id, name) in names {
             if let Some(first) = seen.get(&name) {
@@ -182,398 +107,6 @@ impl Checker {
             }
         }
     }
-
-    fn network(&mut self, n: &Network) {
-        let vpc = match parse_cidr(&n.vpc.cidr) {
-            Ok(net) => {
-                if !(16..=28).contains(&net.prefix_len()) {
-                    self.err(&["network", "vpc", "cidr"], format!("VPC prefix /{} must be between /16 and /28", net.prefix_len()));
-                }
-                Some(net)
-            }
-            Err(message) => {
-                self.err(&["network", "vpc", "cidr"], message);
-                None
-            }
-        };
-        if let Some(t) = &n.vpc.flow_logs.traffic_type {
-            self.one_of(&["network", "vpc", "flowLogs", "trafficType"], t, &["ACCEPT", "REJECT", "ALL"]);
-        }
-        match &n.vpc.flow_logs.role_arn {
-            None if n.vpc.flow_logs.enabled => {
-                self.err(&["network", "vpc", "flowLogs"], "enabled flow logs need `roleArn` (the role that writes to CloudWatch Logs)")
-            }
-            Some(arn) if !arn.starts_with("arn:aws:iam::") => self.err(&["network", "vpc", "flowLogs", "roleArn"], format!("{arn:?} is not an IAM role ARN")),
-            _ => {}
-        }
-        if n.availability_zones.is_empty() {
-            self.err(&["network", "availabilityZones"], "at least one availability zone is required");
-        }
-        let mut zones = BTreeSet::new();
-        for (i, az) in n.availability_zones.iter().enumerate() {
-            if !zones.insert(az.as_str()) {
-                self.err(&["network", "availabilityZones", &i.to_string()], format!("availability zone {az:?} is listed twice"));
-            }
-        }
-
-        let mut parsed: Vec<(&str, Ipv4Net)> = Vec::new();
-        let mut per_az: BTreeMap<(&str, Tier), Vec<&str>> = BTreeMap::new();
-        for (id, s) in &n.subnets {
-            let p = ["network", "subnets", id.as_str(), "cidr"];
-            match parse_cidr(&s.cidr) {
-                Ok(net) => {
-                    if let Some(v) = vpc {
-                        if !v.contains(&net) {
-                            self.err(&p, format!("{} is outside the VPC CIDR {v}", s.cidr));
-                        }
-                    }
-                    if let Some((other, _)) = parsed.iter().find(|(_, o)| o.contains(&net.network()) || net.contains(&o.network())) {
-                        self.err(&p, format!("{} overlaps subnet {other:?}", s.cidr));
-                    }
-                    parsed.push((id, net));
-                }
-                Err(message) => self.err(&p, message),
-            }
-            if zones.contains(s.az.as_str()) {
-                per_az.entry((s.az.as_str(), s.tier)).or_default().push(id);
-            } else {
-                self.reference(&["network", "subnets", id, "az"], &s.az, zones.iter().copied(), "availability zone");
-            }
-        }
-        for az in &zones {
-            for tier in [Tier::Public, Tier::Private] {
-                let tier_name = if tier == Tier::Public { "public" } else { "private" };
-                match per_az.get(&(*az, tier)).map(Vec::as_slice) {
-                    None | Some([]) => self.err(&["network", "subnets"], format!("availability zone {az} has no {tier_name} subnet")),
-                    Some([_]) => {}
-                    Some(ids) => self.err(
-                        &["network", "subnets", ids[1]],
-                        format!("availability zone {az} has {} {tier_name} subnets ({}); one per tier per AZ", ids.len(), ids.join(", ")),
-                    ),
-                }
-            }
-        }
-
-        let pool_ids: Vec<&str> = n.whitelist.pool.keys().map(String::as_str).collect();
-        let mut pinned = HashMap::new();
-        for (id, address) in &n.whitelist.pool {
-            if let Some(a) = &address.address {
-                let p = ["network", "whitelist", "pool", id.as_str(), "address"];
-                if let Err(message) = check_pin(a) {
-                    self.err(&p, message);
-                } else if let Some(first) = pinned.insert(a.clone(), id.clone()) {
-                    self.err(&p, format!("address {a} is already pinned by {first:?}"));
-                }
-            }
-        }
-        if n.whitelist.pool.len() < n.nat_gateways.len() {
-            self.err(
-                &["network", "whitelist", "pool"],
-                format!("the whitelist pool has {} address(es) but {} NAT gateways need one each", n.whitelist.pool.len(), n.nat_gateways.len()),
-            );
-        }
-        let mut eip_users: HashMap<&str, &str> = HashMap::new();
-        for (id, nat) in &n.nat_gateways {
-            match n.subnets.get(&nat.subnet) {
-                Some(s) if s.tier != Tier::Public => {
-                    self.err(&["network", "natGateways", id, "subnet"], format!("subnet {:?} is private; NAT gateways live in public subnets", nat.subnet))
-                }
-                Some(_) => {}
-                None => self.reference(&["network", "natGateways", id, "subnet"], &nat.subnet, n.subnets.keys().map(String::as_str), "subnet"),
-            }
-            if !pool_ids.contains(&nat.elastic_ip.as_str()) {
-                self.reference(&["network", "natGateways", id, "elasticIp"], &nat.elastic_ip, pool_ids.iter().copied(), "whitelist address");
-            } else if let Some(other) = eip_users.insert(&nat.elastic_ip, id) {
-                self.err(
-                    &["network", "natGateways", id, "elasticIp"],
-                    format!("whitelist address {:?} is already used by NAT gateway {other:?}", nat.elastic_ip),
-                );
-            }
-        }
-
-        let groups: Vec<&str> = n.security_groups.keys().map(String::as_str).collect();
-        for (id, sg) in &n.security_groups {
-            let egress = sg.egress.iter().flatten();
-            for (direction, i, rule) in sg.ingress.iter().enumerate().map(|(i, r)| ("ingress", i, r)).chain(egress.enumerate().map(|(i, r)| ("egress", i, r))) {
-                let index = i.to_string();
-                let base = ["network", "securityGroups", id.as_str(), direction, index.as_str()];
-                self.rule(&base, rule, &groups);
-            }
-        }
-        for (id, e) in &n.endpoints {
-            self.one_of(&["network", "endpoints", id, "service"], &e.service, &["dynamodb", "s3"]);
-        }
-    }
-
-    fn rule(&mut self, base: &[&str; 5], rule: &Rule, groups: &[&str]) {
-        let at = |field: &'static str| -> Vec<&str> {
-            let mut p = base.to_vec();
-            p.push(field);
-            p
-        };
-        self.one_of(&at("protocol"), &rule.protocol, &["tcp", "udp", "icmp", "all"]);
-        match (&rule.ports, rule.protocol.as_str()) {
-            (None, "tcp" | "udp") => self.err(&at("protocol"), format!("a {} rule needs `ports`", rule.protocol)),
-            (Some(_), "all") => self.err(&at("ports"), "a rule for all protocols covers all ports; remove `ports`"),
-            (Some(Ports::One(0)), _) => self.err(&at("ports"), "port 0 is not a valid port"),
-            (Some(Ports::Range(r)), _) if parse_port_range(r).is_none() => {
-                self.err(&at("ports"), format!("{r:?} is not a port or a range like \"8000-8010\""));
-            }
-            _ => {}
-        }
-        match (&rule.cidr, &rule.source_group) {
-            (Some(_), Some(_)) => self.err(&at("sourceGroup"), "set either `cidr` or `sourceGroup`, not both"),
-            (None, None) => self.err(&at("protocol"), "a rule needs a peer: `cidr` or `sourceGroup`"),
-            (Some(cidr), None) if cidr != "vpc" => {
-                if let Err(message) = parse_cidr(cidr) {
-                    self.err(&at("cidr"), message);
-                }
-            }
-            (None, Some(group)) => self.reference(&at("sourceGroup"), group, groups.iter().copied(), "security group"),
-            _ => {}
-        }
-    }
-
-    fn queue_attributes(&mut self, base: &[&str], a: &QueueAttributes) {
-        let at = |field: &'static str| -> Vec<&str> {
-            let mut p = base.to_vec();
-            p.push(field);
-            p
-        };
-        self.range(&at("visibilityTimeoutSeconds"), a.visibility_timeout_seconds, 0, 43_200);
-        self.range(&at("messageRetentionSeconds"), a.message_retention_seconds, 60, 1_209_600);
-        self.range(&at("delaySeconds"), a.delay_seconds, 0, 900);
-        self.range(&at("receiveWaitTimeSeconds"), a.receive_wait_time_seconds, 0, 20);
-        self.range(&at("maxMessageSizeBytes"), a.max_message_size_bytes, 1024, 1_048_576);
-    }
-
-    fn messaging(&mut self, env: &str, m: &Messaging) {
-        self.queue_attributes(&["messaging", "queueDefaults"], &m.queue_defaults);
-        let mut names = Vec::new();
-        for (id, q) in &m.queues {
-            let base = ["messaging", "queues", id.as_str()];
-            self.queue_attributes(&base, &q.attributes());
-            let name = q.physical_name(id, env);
-            let stem = name.strip_suffix(".fifo").unwrap_or(&name);
-            let name_path = ["messaging", "queues", id.as_str(), "name"];
-            if name.len() > 80 {
-                self.err(&name_path, format!("queue name {name:?} is longer than 80 characters"));
-            }
-            if stem.is_empty() || !stem.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                self.err(&name_path, format!("queue name {name:?} may only hold letters, digits, '-' and '_' (plus a final .fifo)"));
-            }
-            match (q.fifo, name.ends_with(".fifo")) {
-                (true, false) => self.err(&name_path, format!("FIFO queue name {name:?} must end in \".fifo\"")),
-                (false, true) => self.err(&name_path, format!("queue name {name:?} ends in \".fifo\" but the queue is not `fifo: true`")),
-                _ => {}
-            }
-            if q.content_based_deduplication.is_some() && !q.fifo {
-                self.err(&["messaging", "queues", id, "contentBasedDeduplication"], "content-based deduplication applies only to FIFO queues");
-            }
-            if let Some(dl) = &q.dead_letter {
-                let p = ["messaging", "queues", id.as_str(), "deadLetter"];
-                if !(1..=1000).contains(&dl.max_receive_count) {
-                    self.err(&["messaging", "queues", id, "deadLetter", "maxReceiveCount"], format!("{} is out of range 1..=1000", dl.max_receive_count));
-                }
-                match m.queues.get(&dl.queue) {
-                    None => self.reference(&["messaging", "queues", id, "deadLetter", "queue"], &dl.queue, m.queues.keys().map(String::as_str), "queue"),
-                    Some(_) if dl.queue == *id => self.err(&["messaging", "queues", id, "deadLetter", "queue"], "a queue cannot be its own dead-letter queue"),
-                    Some(target) if target.fifo != q.fifo => {
-                        let (a, b) = if q.fifo { ("FIFO", "standard") } else { ("standard", "FIFO") };
-                        self.err(
-                            &["messaging", "queues", id, "deadLetter", "queue"],
-                            format!("the dead-letter queue of a {a} queue must be {a} too; {:?} is {b}", dl.queue),
-                        );
-                    }
-                    Some(_) => {
-                        if let Some(cycle) = redrive_cycle(m, id) {
-                            self.err(&p, format!("dead-letter queues form a cycle: {}", cycle.join(" -> ")));
-                        }
-                    }
-                }
-            }
-            names.push((id.as_str(), name));
-        }
-        self.unique_names(&["messaging", "queues"], names);
-    }
-
-    fn data(&mut self, env: &str, d: &Data, groups: &BTreeSet<&str>, has_network: bool) {
-        let mut names = Vec::new();
-        for (id, t) in &d.tables {
-            self.one_of(&["data", "tables", id, "billingMode"], &t.billing_mode, &["PAY_PER_REQUEST", "PROVISIONED"]);
-            for (attr, ty) in &t.attributes {
-                self.one_of(&["data", "tables", id, "attributes", attr], ty, &["S", "N", "B"]);
-            }
-            let mut used: BTreeSet<&str> = BTreeSet::new();
-            let defined = |c: &mut Checker, p: &[&str], attr: &str| {
-                if !t.attributes.contains_key(attr) {
-                    c.err(p, format!("key attribute {attr:?} is not defined in `attributes`"));
-                }
-            };
-            defined(self, &["data", "tables", id, "key", "partition"], &t.key.partition);
-            used.insert(&t.key.partition);
-            if let Some(sort) = &t.key.sort {
-                defined(self, &["data", "tables", id, "key", "sort"], sort);
-                used.insert(sort);
-            }
-            if t.global_secondary_indexes.len() > 20 {
-                self.err(&["data", "tables", id, "globalSecondaryIndexes"], "a table has at most 20 global secondary indexes");
-            }
-            for (index, g) in &t.global_secondary_indexes {
-                let p = ["data", "tables", id.as_str(), "globalSecondaryIndexes", index.as_str()];
-                defined(self, &[&p[..], &["key", "partition"]].concat(), &g.key.partition);
-                used.insert(&g.key.partition);
-                if let Some(sort) = &g.key.sort {
-                    defined(self, &[&p[..], &["key", "sort"]].concat(), sort);
-                    used.insert(sort);
-                }
-                self.one_of(&[&p[..], &["projection"]].concat(), &g.projection, &["ALL", "KEYS_ONLY", "INCLUDE"]);
-                if (g.projection == "INCLUDE") == g.non_key_attributes.is_empty() {
-                    self.err(&[&p[..], &["nonKeyAttributes"]].concat(), "`nonKeyAttributes` is required with projection INCLUDE and only allowed with it");
-                }
-            }
-            for attr in t.attributes.keys() {
-                if !used.contains(attr.as_str()) {
-                    self.err(
-                        &["data", "tables", id, "attributes", attr],
-                        format!("attribute {attr:?} is not used by the table key or any index (DynamoDB rejects it)"),
-                    );
-                }
-            }
-            names.push((id.as_str(), physical_name(t.name.as_deref(), id, env)));
-        }
-        self.unique_names(&["data", "tables"], names);
-
-        if let Some(r) = &d.redis {
-            if !r.node_type.starts_with("cache.") {
-                self.err(&["data", "redis", "nodeType"], format!("{:?} is not an ElastiCache node type (cache.*)", r.node_type));
-            }
-            self.range(&["data", "redis", "numCacheClusters"], Some(r.num_cache_clusters), 1, 6);
-            if r.automatic_failover && r.num_cache_clusters < 2 {
-                self.err(&["data", "redis", "automaticFailover"], "automatic failover needs at least 2 cache clusters");
-            }
-            if r.multi_az && !r.automatic_failover {
-                self.err(&["data", "redis", "multiAz"], "multi-AZ needs automatic failover");
-            }
-            self.range(&["data", "redis", "snapshotRetentionDays"], Some(r.snapshot_retention_days), 0, 35);
-            if !has_network {
-                self.err(&["data", "redis"], "Redis needs the `network` section (subnets and security groups)");
-            }
-            for (i, g) in r.security_groups.iter().enumerate() {
-                self.reference(&["data", "redis", "securityGroups", &i.to_string()], g, groups.iter().copied(), "security group");
-            }
-        }
-    }
-
-    fn compute(&mut self, c: &Compute, groups: &BTreeSet<&str>, log_groups: &BTreeSet<&str>) {
-        for (id, cluster) in &c.clusters {
-            if !(cluster.min_size <= cluster.desired_capacity && cluster.desired_capacity <= cluster.max_size) {
-                self.err(
-                    &["compute", "clusters", id, "desiredCapacity"],
-                    format!("need minSize <= desiredCapacity <= maxSize; got {} <= {} <= {}", cluster.min_size, cluster.desired_capacity, cluster.max_size),
-                );
-            }
-        }
-        for (id, td) in &c.task_definitions {
-            self.reference(&["compute", "taskDefinitions", id, "logGroup"], &td.log_group, log_groups.iter().copied(), "log group");
-            self.one_of(&["compute", "taskDefinitions", id, "cpuArchitecture"], &td.cpu_architecture, &["ARM64", "X86_64"]);
-            if td.cpu == 0 || td.memory == 0 {
-                self.err(&["compute", "taskDefinitions", id, "cpu"], "cpu and memory must be positive");
-            }
-            match &td.execution_role_arn {
-                None if !td.secrets.is_empty() => {
-                    self.err(&["compute", "taskDefinitions", id, "secrets"], "secrets need `executionRoleArn` (the role that reads them)")
-                }
-                Some(arn) if !arn.starts_with("arn:aws:iam::") => {
-                    self.err(&["compute", "taskDefinitions", id, "executionRoleArn"], format!("{arn:?} is not an IAM role ARN"))
-                }
-                _ => {}
-            }
-            for (var, arn) in &td.secrets {
-                if !(arn.starts_with("arn:aws:secretsmanager:") || arn.starts_with("arn:aws:ssm:")) {
-                    self.err(&["compute", "taskDefinitions", id, "secrets", var], "a secret is a Secrets Manager or SSM parameter ARN (valueFrom)");
-                }
-            }
-        }
-        for (id, s) in &c.services {
-            self.reference(&["compute", "services", id, "cluster"], &s.cluster, c.clusters.keys().map(String::as_str), "cluster");
-            self.reference(
-                &["compute", "services", id, "taskDefinition"],
-                &s.task_definition,
-                c.task_definitions.keys().map(String::as_str),
-                "task definition",
-            );
-            for (i, g) in s.security_groups.iter().enumerate() {
-                self.reference(&["compute", "services", id, "securityGroups", &i.to_string()], g, groups.iter().copied(), "security group");
-            }
-            self.range(&["compute", "services", id, "minHealthyPercent"], Some(s.min_healthy_percent), 0, 100);
-            self.range(&["compute", "services", id, "maxPercent"], Some(s.max_percent), 100, 200);
-        }
-    }
-
-    fn identity(&mut self, p: &UserPool) {
-        self.one_of(&["identity", "userPool", "mfa"], &p.mfa, &["ON", "OPTIONAL", "OFF"]);
-        self.range(&["identity", "userPool", "passwordPolicy", "minimumLength"], Some(p.password_policy.minimum_length), 6, 99);
-        const FLOWS: &[&str] = &[
-            "ALLOW_USER_SRP_AUTH",
-            "ALLOW_REFRESH_TOKEN_AUTH",
-            "ALLOW_USER_PASSWORD_AUTH",
-            "ALLOW_ADMIN_USER_PASSWORD_AUTH",
-            "ALLOW_CUSTOM_AUTH",
-            "ALLOW_USER_AUTH",
-        ];
-        for (id, client) in &p.app_clients {
-            for (i, flow) in client.auth_flows.iter().enumerate() {
-                self.one_of(&["identity", "userPool", "appClients", id, "authFlows", &i.to_string()], flow, FLOWS);
-            }
-        }
-    }
-
-    fn observability(&mut self, o: &Observability) {
-        let allowed = |c: &mut Checker, p: &[&str], days: u32| {
-            if !LOG_RETENTION_DAYS.contains(&days) {
-                c.err(p, format!("{days} is not a CloudWatch Logs retention period (1, 3, 5, 7, 14, 30, 60, 90, ... days)"));
-            }
-        };
-        allowed(self, &["observability", "logRetentionDays"], o.log_retention_days);
-        for (id, g) in &o.log_groups {
-            if let Some(days) = g.retention_days {
-                allowed(self, &["observability", "logGroups", id, "retentionDays"], days);
-            }
-        }
-    }
-}
-
-/// Parses `"from-to"` (or a single port as text).
-pub fn parse_port_range(text: &str) -> Option<(u16, u16)> {
-    let (from, to) = match text.split_once('-') {
-        Some((a, b)) => (a.trim().parse().ok()?, b.trim().parse().ok()?),
-        None => {
-            let p = text.trim().parse().ok()?;
-            (p, p)
-        }
-    };
-    (from > 0 && from <= to).then_some((from, to))
-}
-
-/// The redrive chain starting at `start`, if it loops back.
-fn redrive_cycle(m: &Messaging, start: &str) -> Option<Vec<String>> {
-    let mut chain = vec![start.to_string()];
-    let mut current = start;
-    while let Some(next) = m.queues.get(current).and_then(|q| q.dead_letter.as_ref()).map(|d| d.queue.as_str()) {
-        if !m.queues.contains_key(next) {
-            return None;
-        }
-        chain.push(next.to_string());
-        if next == start {
-            return Some(chain);
-        }
-        if chain.len() > m.queues.len() + 1 {
-            return None;
-        }
-        current = next;
-    }
-    None
 }
 
 #[cfg(test)]

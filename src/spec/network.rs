@@ -1,0 +1,443 @@
+//! The `network` section: the VPC, subnets, internet and NAT gateways, the Elastic IP
+//! whitelist, security groups, endpoints and flow logs; their types and their checks.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::model::*;
+use super::validate::Checker;
+
+/// Networking of the environment.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Network {
+    /// The VPC.
+    pub vpc: Vpc,
+    /// Availability zones used by subnets (2 non-prod, 3 prod).
+    pub availability_zones: Vec<String>,
+    /// Subnets by logical id.
+    #[serde(default)]
+    pub subnets: BTreeMap<String, Subnet>,
+    /// NAT gateways by logical id.
+    #[serde(default)]
+    pub nat_gateways: BTreeMap<String, NatGateway>,
+    /// The Elastic IP whitelist the exchanges trust.
+    pub whitelist: Whitelist,
+    /// Security groups by logical id.
+    #[serde(default)]
+    pub security_groups: BTreeMap<String, SecurityGroup>,
+    /// VPC gateway endpoints by logical id.
+    #[serde(default)]
+    pub endpoints: BTreeMap<String, Endpoint>,
+}
+
+/// The VPC.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Vpc {
+    /// Physical name (Name tag); default `sentry-vpc-<env>`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// IPv4 CIDR block, e.g. `172.22.0.0/16`.
+    pub cidr: String,
+    /// DNS resolution inside the VPC.
+    #[serde(default = "yes")]
+    pub enable_dns_support: bool,
+    /// DNS hostnames for instances.
+    #[serde(default = "yes")]
+    pub enable_dns_hostnames: bool,
+    /// VPC flow logs.
+    #[serde(default)]
+    pub flow_logs: FlowLogs,
+}
+
+/// VPC flow logs settings.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FlowLogs {
+    /// Whether flow logs are on.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Traffic captured: ACCEPT, REJECT or ALL (default ALL).
+    #[serde(default)]
+    pub traffic_type: Option<String>,
+    /// CloudWatch Logs group receiving the records; default `/sentry/vpc-flow-logs-<env>`.
+    #[serde(default)]
+    pub log_group: Option<String>,
+    /// IAM role that lets the flow-logs service write to the group (required when enabled).
+    #[serde(default)]
+    pub role_arn: Option<String>,
+}
+
+/// Subnet tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Tier {
+    /// Routes to the internet gateway; hosts NAT gateways and the ALB.
+    Public,
+    /// Routes to a NAT gateway; hosts the containers and Redis.
+    Private,
+}
+
+/// A subnet.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Subnet {
+    /// Public or private.
+    pub tier: Tier,
+    /// Availability zone (one of `network.availabilityZones`).
+    pub az: String,
+    /// IPv4 CIDR inside the VPC's.
+    pub cidr: String,
+}
+
+/// A NAT gateway.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NatGateway {
+    /// The public subnet it lives in (logical id).
+    pub subnet: String,
+    /// The whitelist pool entry whose EIP it uses (logical id).
+    pub elastic_ip: String,
+}
+
+/// The Elastic IP whitelist.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Whitelist {
+    /// Pool entries by logical id.
+    pub pool: BTreeMap<String, WhitelistAddress>,
+}
+
+/// One whitelisted Elastic IP.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WhitelistAddress {
+    /// Pinned public IP (`203.0.113.10`) or allocation id (`eipalloc-...`); empty until bootstrap.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// First step of the two-step release: only a releasable address may ever be released.
+    #[serde(default)]
+    pub releasable: bool,
+}
+
+/// A security group.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SecurityGroup {
+    /// Physical name; default `sentry-<id>-<env>`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Group description.
+    pub description: String,
+    /// Inbound rules.
+    #[serde(default)]
+    pub ingress: Vec<Rule>,
+    /// Outbound rules; default: all traffic to anywhere.
+    #[serde(default)]
+    pub egress: Option<Vec<Rule>>,
+    /// Manage a group that exists without ownership tags.
+    #[serde(default)]
+    pub adopt: bool,
+}
+
+/// One security-group rule; exactly one of `cidr` and `sourceGroup`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Rule {
+    /// `tcp`, `udp`, `icmp` or `all`.
+    pub protocol: String,
+    /// One port (`443`) or a range (`"8000-8010"`); omit for `all`.
+    #[serde(default)]
+    pub ports: Option<Ports>,
+    /// Peer CIDR, or `vpc` for the VPC's own CIDR.
+    #[serde(default)]
+    pub cidr: Option<String>,
+    /// Peer security group (logical id).
+    #[serde(default)]
+    pub source_group: Option<String>,
+    /// Rule description.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// A port or a port range.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Ports {
+    /// A single port.
+    One(u16),
+    /// `"from-to"`.
+    Range(String),
+}
+
+impl<'de> Deserialize<'de> for Ports {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PortsVisitor;
+        impl serde::de::Visitor<'_> for PortsVisitor {
+            type Value = Ports;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a port (1-65535) or a range like \"8000-8010\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Ports, E> {
+                u16::try_from(v).map(Ports::One).map_err(|_| E::custom(format!("{v} is not a port (1-65535)")))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Ports, E> {
+                u16::try_from(v).map(Ports::One).map_err(|_| E::custom(format!("{v} is not a port (1-65535)")))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Ports, E> {
+                Ok(Ports::Range(v.to_string()))
+            }
+        }
+        deserializer.deserialize_any(PortsVisitor)
+    }
+}
+
+/// A VPC gateway endpoint.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Endpoint {
+    /// `dynamodb` or `s3`.
+    pub service: String,
+    /// Route tables of this tier get the endpoint route.
+    #[serde(default = "private_tier")]
+    pub route_tables: Tier,
+}
+
+impl Checker {
+    pub(super) fn network(&mut self, n: &Network) {
+        let vpc = match parse_cidr(&n.vpc.cidr) {
+            Ok(net) => {
+                if !(16..=28).contains(&net.prefix_len()) {
+                    self.err(&["network", "vpc", "cidr"], format!("VPC prefix /{} must be between /16 and /28", net.prefix_len()));
+                }
+                Some(net)
+            }
+            Err(message) => {
+                self.err(&["network", "vpc", "cidr"], message);
+                None
+            }
+        };
+        if let Some(t) = &n.vpc.flow_logs.traffic_type {
+            self.one_of(&["network", "vpc", "flowLogs", "trafficType"], t, &["ACCEPT", "REJECT", "ALL"]);
+        }
+        match &n.vpc.flow_logs.role_arn {
+            None if n.vpc.flow_logs.enabled => {
+                self.err(&["network", "vpc", "flowLogs"], "enabled flow logs need `roleArn` (the role that writes to CloudWatch Logs)")
+            }
+            Some(arn) if !arn.starts_with("arn:aws:iam::") => self.err(&["network", "vpc", "flowLogs", "roleArn"], format!("{arn:?} is not an IAM role ARN")),
+            _ => {}
+        }
+        if n.availability_zones.is_empty() {
+            self.err(&["network", "availabilityZones"], "at least one availability zone is required");
+        }
+        let mut zones = BTreeSet::new();
+        for (i, az) in n.availability_zones.iter().enumerate() {
+            if !zones.insert(az.as_str()) {
+                self.err(&["network", "availabilityZones", &i.to_string()], format!("availability zone {az:?} is listed twice"));
+            }
+        }
+
+        let mut parsed: Vec<(&str, Ipv4Net)> = Vec::new();
+        let mut per_az: BTreeMap<(&str, Tier), Vec<&str>> = BTreeMap::new();
+        for (id, s) in &n.subnets {
+            let p = ["network", "subnets", id.as_str(), "cidr"];
+            match parse_cidr(&s.cidr) {
+                Ok(net) => {
+                    if let Some(v) = vpc {
+                        if !v.contains(&net) {
+                            self.err(&p, format!("{} is outside the VPC CIDR {v}", s.cidr));
+                        }
+                    }
+                    if let Some((other, _)) = parsed.iter().find(|(_, o)| o.contains(&net.network()) || net.contains(&o.network())) {
+                        self.err(&p, format!("{} overlaps subnet {other:?}", s.cidr));
+                    }
+                    parsed.push((id, net));
+                }
+                Err(message) => self.err(&p, message),
+            }
+            if zones.contains(s.az.as_str()) {
+                per_az.entry((s.az.as_str(), s.tier)).or_default().push(id);
+            } else {
+                self.reference(&["network", "subnets", id, "az"], &s.az, zones.iter().copied(), "availability zone");
+            }
+        }
+        for az in &zones {
+            for tier in [Tier::Public, Tier::Private] {
+                let tier_name = if tier == Tier::Public { "public" } else { "private" };
+                match per_az.get(&(*az, tier)).map(Vec::as_slice) {
+                    None | Some([]) => self.err(&["network", "subnets"], format!("availability zone {az} has no {tier_name} subnet")),
+                    Some([_]) => {}
+                    Some(ids) => self.err(
+                        &["network", "subnets", ids[1]],
+                        format!("availability zone {az} has {} {tier_name} subnets ({}); one per tier per AZ", ids.len(), ids.join(", ")),
+                    ),
+                }
+            }
+        }
+
+        let pool_ids: Vec<&str> = n.whitelist.pool.keys().map(String::as_str).collect();
+        let mut pinned = HashMap::new();
+        for (id, address) in &n.whitelist.pool {
+            if let Some(a) = &address.address {
+                let p = ["network", "whitelist", "pool", id.as_str(), "address"];
+                if let Err(message) = check_pin(a) {
+                    self.err(&p, message);
+                } else if let Some(first) = pinned.insert(a.clone(), id.clone()) {
+                    self.err(&p, format!("address {a} is already pinned by {first:?}"));
+                }
+            }
+        }
+        if n.whitelist.pool.len() < n.nat_gateways.len() {
+            self.err(
+                &["network", "whitelist", "pool"],
+                format!("the whitelist pool has {} address(es) but {} NAT gateways need one each", n.whitelist.pool.len(), n.nat_gateways.len()),
+            );
+        }
+        let mut eip_users: HashMap<&str, &str> = HashMap::new();
+        for (id, nat) in &n.nat_gateways {
+            match n.subnets.get(&nat.subnet) {
+                Some(s) if s.tier != Tier::Public => {
+                    self.err(&["network", "natGateways", id, "subnet"], format!("subnet {:?} is private; NAT gateways live in public subnets", nat.subnet))
+                }
+                Some(_) => {}
+                None => self.reference(&["network", "natGateways", id, "subnet"], &nat.subnet, n.subnets.keys().map(String::as_str), "subnet"),
+            }
+            if !pool_ids.contains(&nat.elastic_ip.as_str()) {
+                self.reference(&["network", "natGateways", id, "elasticIp"], &nat.elastic_ip, pool_ids.iter().copied(), "whitelist address");
+            } else if let Some(other) = eip_users.insert(&nat.elastic_ip, id) {
+                self.err(
+                    &["network", "natGateways", id, "elasticIp"],
+                    format!("whitelist address {:?} is already used by NAT gateway {other:?}", nat.elastic_ip),
+                );
+            }
+        }
+
+        let groups: Vec<&str> = n.security_groups.keys().map(String::as_str).collect();
+        for (id, sg) in &n.security_groups {
+            let egress = sg.egress.iter().flatten();
+            for (direction, i, rule) in sg.ingress.iter().enumerate().map(|(i, r)| ("ingress", i, r)).chain(egress.enumerate().map(|(i, r)| ("egress", i, r))) {
+                let index = i.to_string();
+                let base = ["network", "securityGroups", id.as_str(), direction, index.as_str()];
+                self.rule(&base, rule, &groups);
+            }
+        }
+        for (id, e) in &n.endpoints {
+            self.one_of(&["network", "endpoints", id, "service"], &e.service, &["dynamodb", "s3"]);
+        }
+    }
+
+    pub(super) fn rule(&mut self, base: &[&str; 5], rule: &Rule, groups: &[&str]) {
+        let at = |field: &'static str| -> Vec<&str> {
+            let mut p = base.to_vec();
+            p.push(field);
+            p
+        };
+        self.one_of(&at("protocol"), &rule.protocol, &["tcp", "udp", "icmp", "all"]);
+        match (&rule.ports, rule.protocol.as_str()) {
+            (None, "tcp" | "udp") => self.err(&at("protocol"), format!("a {} rule needs `ports`", rule.protocol)),
+            (Some(_), "all") => self.err(&at("ports"), "a rule for all protocols covers all ports; remove `ports`"),
+            (Some(Ports::One(0)), _) => self.err(&at("ports"), "port 0 is not a valid port"),
+            (Some(Ports::Range(r)), _) if parse_port_range(r).is_none() => {
+                self.err(&at("ports"), format!("{r:?} is not a port or a range like \"8000-8010\""));
+            }
+            _ => {}
+        }
+        match (&rule.cidr, &rule.source_group) {
+            (Some(_), Some(_)) => self.err(&at("sourceGroup"), "set either `cidr` or `sourceGroup`, not both"),
+            (None, None) => self.err(&at("protocol"), "a rule needs a peer: `cidr` or `sourceGroup`"),
+            (Some(cidr), None) if cidr != "vpc" => {
+                if let Err(message) = parse_cidr(cidr) {
+                    self.err(&at("cidr"), message);
+                }
+            }
+            (None, Some(group)) => self.reference(&at("sourceGroup"), group, groups.iter().copied(), "security group"),
+            _ => {}
+        }
+    }
+}
+
+/// Parses a CIDR, insisting on the canonical form (`a.b.c.d/n`, no leading
+/// zeros: `172.022.0.0/16` is octal to some tools, decimal to others) and on
+/// a network address (no host bits).
+pub fn parse_cidr(text: &str) -> Result<Ipv4Net, String> {
+    let invalid = || format!("{text:?} is not a valid IPv4 CIDR");
+    let (address, prefix) = text.split_once('/').ok_or_else(invalid)?;
+    if leading_zero(text) {
+        return Err(format!("{text:?} is not a valid IPv4 CIDR: a number has a leading zero"));
+    }
+    // std's parser refuses leading zeros and signs; ipnet's accepts them.
+    let address: Ipv4Addr = address.parse().map_err(|_| invalid())?;
+    if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid());
+    }
+    let prefix: u8 = prefix.parse().map_err(|_| invalid())?;
+    let net = Ipv4Net::new(address, prefix).map_err(|_| invalid())?;
+    if net.trunc() != net {
+        return Err(format!("{text:?} has host bits set; did you mean \"{}\"?", net.trunc()));
+    }
+    Ok(net)
+}
+
+/// Whether a dotted or slashed number in `text` has a leading zero (`022`, `/016`).
+fn leading_zero(text: &str) -> bool {
+    text.split(['.', '/']).any(|n| n.len() > 1 && n.starts_with('0') && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Checks a whitelist pin: a public IPv4 address in canonical form, or an
+/// allocation id (`eipalloc-` and 8 or 17 lower-case hex digits).
+pub fn check_pin(text: &str) -> Result<(), String> {
+    const EXPECTED: &str = "a whitelist pin is a public IPv4 address or an allocation id (eipalloc-...)";
+    if let Some(hex) = text.strip_prefix("eipalloc-") {
+        if matches!(hex.len(), 8 | 17) && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Ok(());
+        }
+        return Err(format!("{text:?} is not an allocation id: `eipalloc-` is followed by 8 or 17 lower-case hex digits"));
+    }
+    let Ok(ip) = text.parse::<Ipv4Addr>() else {
+        if leading_zero(text) && text.split('.').count() == 4 {
+            return Err(format!("{text:?} is not a valid IPv4 address: a number has a leading zero"));
+        }
+        return Err(format!("{text:?} is neither a public IPv4 address nor an allocation id (eipalloc-...)"));
+    };
+    match non_public_range(ip) {
+        Some((range, what)) => Err(format!("{text:?} is a {what} address ({range}); {EXPECTED}")),
+        None => Ok(()),
+    }
+}
+
+/// The IPv4 ranges an Elastic IP can never be in: (CIDR, what it is).
+/// The documentation ranges (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24)
+/// are not listed: examples and tests pin them.
+const NON_PUBLIC: &[(&str, &str)] = &[
+    ("0.0.0.0/8", "\"this network\""),
+    ("10.0.0.0/8", "private"),
+    ("100.64.0.0/10", "carrier-grade NAT (shared)"),
+    ("127.0.0.0/8", "loopback"),
+    ("169.254.0.0/16", "link-local"),
+    ("172.16.0.0/12", "private"),
+    ("192.168.0.0/16", "private"),
+    ("224.0.0.0/4", "multicast"),
+    ("240.0.0.0/4", "reserved"),
+];
+
+/// The non-public range `ip` is in, if any.
+fn non_public_range(ip: Ipv4Addr) -> Option<(&'static str, &'static str)> {
+    NON_PUBLIC.iter().copied().find(|(range, _)| range.parse::<Ipv4Net>().is_ok_and(|net| net.contains(&ip)))
+}
+
+/// Parses `"from-to"` (or a single port as text).
+pub fn parse_port_range(text: &str) -> Option<(u16, u16)> {
+    let (from, to) = match text.split_once('-') {
+        Some((a, b)) => (a.trim().parse().ok()?, b.trim().parse().ok()?),
+        None => {
+            let p = text.trim().parse().ok()?;
+            (p, p)
+        }
+    };
+    (from > 0 && from <= to).then_some((from, to))
+}
