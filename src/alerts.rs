@@ -1,9 +1,11 @@
 //! Drift alerts to CloudWatch: every drift found, every repair, every
-//! whitelist violation and every reconcile error of a pass becomes one JSON
+//! violation a kind's review found (a typed finding: whitelist, security
+//! drift), every abandoned pass and every reconcile error becomes one JSON
 //! log event in the group `/sentry-operator/<env>`, written in CloudWatch
 //! Embedded Metric Format, so CloudWatch derives the metrics DriftDetected,
-//! DriftRepaired, WhitelistViolation, ReconcileErrors and ReconcileDurationMs
-//! (dimensions Environment, Kind) with no metrics API call. A pass's events
+//! DriftRepaired, WhitelistViolation, SecurityDrift, EnvironmentStale,
+//! ReconcileErrors and ReconcileDurationMs (dimensions Environment, Kind)
+//! with no metrics API call. A pass's events
 //! go out in one PutLogEvents, in the background: a slow or hung CloudWatch
 //! never holds a pass back, and undelivered events wait for the next flush.
 
