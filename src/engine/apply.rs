@@ -11,7 +11,7 @@ use futures::stream::{self, StreamExt};
 use super::plan::{apply_policies, decide, match_kind, skip_dependents_of_skipped, waves, Action, Outcome, Pair, Step};
 use super::references::ReferenceMap;
 use super::report::Report;
-use super::{Desired, Finding, Kind, OnImmutableChange, ResourceKey};
+use super::{Desired, Finding, Kind, OnImmutableChange, ReadCache, ResourceKey};
 use crate::aws::{AwsError, CallCounter, ErrorClass};
 use crate::spec::EnvSpec;
 
@@ -107,9 +107,11 @@ struct Planned {
 
 /// Observes every kind concurrently and plans.
 async fn plan_pass(env: &EnvSpec, kinds: &[Box<dyn Kind>]) -> Planned {
+    let reads = ReadCache::default();
+    let reads = &reads;
     let observed = futures::future::join_all(kinds.iter().map(|kind| async move {
         let desired = kind.desired(env);
-        let live = kind.observe(env, &desired).await;
+        let live = kind.observe(env, &desired, reads).await;
         (desired, live)
     }))
     .await;
@@ -357,7 +359,7 @@ async fn write(kind: &dyn Kind, env: &EnvSpec, step: &Step, token: &str, may_exi
 /// resource being replaced).
 async fn create(kind: &dyn Kind, env: &EnvSpec, desired: &Desired, token: &str, replacing: Option<&str>, may_exist: bool) -> Result<Written, AwsError> {
     if may_exist {
-        let live = kind.observe(env, std::slice::from_ref(desired)).await?;
+        let live = kind.observe(env, std::slice::from_ref(desired), &ReadCache::default()).await?;
         let earlier =
             live.into_iter().find(|l| l.is_owned_as(&env.env, &desired.key.id) && kind.matches(&env.env, desired, l) && Some(l.handle.as_str()) != replacing);
         if let Some(l) = earlier {
@@ -438,7 +440,7 @@ mod tests {
                 })
                 .collect()
         }
-        async fn observe(&self, _env: &EnvSpec, _desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
+        async fn observe(&self, _env: &EnvSpec, _desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
             Ok(self.live.lock().map(|l| l.clone()).unwrap_or_default())
         }
         async fn create(&self, desired: &Desired, _token: &str) -> Result<String, AwsError> {
@@ -561,8 +563,8 @@ mod tests {
                     .map(|d| Desired { key: ResourceKey { kind: "fake", id: "b".into() }, ..d })
                     .collect()
             }
-            async fn observe(&self, env: &EnvSpec, desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
-                self.0.observe(env, desired).await
+            async fn observe(&self, env: &EnvSpec, desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
+                self.0.observe(env, desired, reads).await
             }
             async fn create(&self, desired: &Desired, token: &str) -> Result<String, AwsError> {
                 self.0.create(desired, token).await

@@ -10,8 +10,10 @@ pub mod plan;
 pub mod references;
 pub mod report;
 
-use std::collections::BTreeMap;
+use std::any::Any;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -140,6 +142,36 @@ pub fn ownership_tags(env: &EnvSpec, id: &str, policy: DeletionPolicy, extra: &T
     tags.insert(TAG_ID.into(), id.into());
     tags.insert(TAG_DELETION_POLICY.into(), policy.as_str().into());
     tags
+}
+
+/// The reads of one pass that several kinds share (the environment's security
+/// groups, its VPC, the NAT gateways): each is made once, by whichever kind
+/// asks first, and the others get the same answer. A new pass starts empty.
+#[derive(Default)]
+pub struct ReadCache {
+    entries: std::sync::Mutex<HashMap<&'static str, Arc<SharedRead>>>,
+}
+
+/// One shared read: made once, its answer kept for the rest of the pass.
+type SharedRead = tokio::sync::OnceCell<Arc<dyn Any + Send + Sync>>;
+
+impl ReadCache {
+    /// The answer of the read named `key` (e.g. `EC2.DescribeSecurityGroups(owned)`),
+    /// made with `read` if no kind made it yet in this pass. A failed read is
+    /// not kept: the next kind to ask tries again.
+    pub async fn get<T, F, Fut>(&self, key: &'static str, read: F) -> Result<Arc<T>, AwsError>
+    where
+        T: Any + Send + Sync,
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<T, AwsError>>,
+    {
+        let cell = match self.entries.lock() {
+            Ok(mut entries) => entries.entry(key).or_default().clone(),
+            Err(_) => Arc::default(),
+        };
+        let value = cell.get_or_try_init(|| async { read().await.map(|v| Arc::new(v) as Arc<dyn Any + Send + Sync>) }).await?;
+        value.clone().downcast::<T>().map_err(|_| AwsError::unexpected("engine", format!("the shared read {key} was made with another type")))
+    }
 }
 
 /// Whether a pass only plans or also writes.
@@ -339,8 +371,10 @@ pub trait Kind: Send + Sync {
     fn desired(&self, env: &EnvSpec) -> Vec<Desired>;
 
     /// Reads every live resource of this kind that could be the operator's
-    /// (batched: one list pass, not one call per desired resource where the API allows).
-    async fn observe(&self, env: &EnvSpec, desired: &[Desired]) -> Result<Vec<Live>, AwsError>;
+    /// (batched: one list pass, not one call per desired resource where the
+    /// API allows). A read another kind also needs goes through `reads`, so
+    /// the pass makes it once.
+    async fn observe(&self, env: &EnvSpec, desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError>;
 
     /// Creates the resource, tagged at creation; returns its handle.
     /// `token` is unique to this create and the same across its retries, for
@@ -354,4 +388,32 @@ pub trait Kind: Send + Sync {
 
     /// Deletes the live resource.
     async fn delete(&self, live: &Live) -> Result<(), AwsError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::ErrorClass;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[tokio::test]
+    async fn a_shared_read_is_made_once_per_pass_and_a_failed_one_is_retried() {
+        let reads = ReadCache::default();
+        let calls = AtomicU32::new(0);
+        let read = || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            tokio::task::yield_now().await;
+            Ok::<_, AwsError>(vec!["sg-1".to_string()])
+        };
+        let (a, b) = tokio::join!(reads.get("groups", read), reads.get("groups", read));
+        assert_eq!((a.ok(), b.ok().map(|v| v.len())), (Some(Arc::new(vec!["sg-1".to_string()])), Some(1)));
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "two kinds, one request");
+
+        let failing =
+            || async { Err::<u8, _>(AwsError { operation: "EC2.DescribeVpcs", class: ErrorClass::Throttled, code: None, message: "slow down".into() }) };
+        assert!(reads.get("vpcs", failing).await.is_err());
+        assert_eq!(reads.get("vpcs", || async { Ok::<u8, AwsError>(7) }).await.ok().as_deref(), Some(&7), "a failure is not kept");
+        assert!(reads.get::<String, _, _>("groups", || async { Ok(String::new()) }).await.is_err(), "another type under the same key is an error");
+        assert!(ReadCache::default().get("groups", || async { Ok::<u8, AwsError>(1) }).await.is_ok(), "a new pass starts empty");
+    }
 }

@@ -21,7 +21,7 @@ use aws_sdk_dynamodb::Client;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use crate::aws::{found, gone_is_ok, required, wait_for, AwsError, AwsResult};
-use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Live, ResourceKey, Rules};
+use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Live, ReadCache, ResourceKey, Rules};
 use crate::spec::model::{KeySchema, Table};
 use crate::spec::{physical_name, EnvSpec};
 
@@ -282,7 +282,7 @@ impl Kind for Tables {
         data.tables.iter().map(|(id, t)| desired_table(env, id, t)).collect()
     }
 
-    async fn observe(&self, _env: &EnvSpec, desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
+    async fn observe(&self, _env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
         let wanted: Vec<&str> = desired.iter().map(|d| d.name.as_str()).collect();
         let mut names = Vec::new();
         let mut start = None;

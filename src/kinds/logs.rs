@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use aws_sdk_cloudwatchlogs::Client;
 
 use crate::aws::{gone_is_ok, AwsError, AwsResult};
-use crate::engine::{ownership_tags, Delta, Desired, Kind, Live, ResourceKey, Rules};
+use crate::engine::{ownership_tags, Delta, Desired, Kind, Live, ReadCache, ResourceKey, Rules};
 use crate::kinds::common_prefix;
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::EnvSpec;
@@ -54,7 +54,7 @@ impl Kind for LogGroups {
             .collect()
     }
 
-    async fn observe(&self, _env: &EnvSpec, desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
+    async fn observe(&self, _env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
         if desired.is_empty() {
             return Ok(Vec::new());
         }

@@ -14,7 +14,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::aws::{found, gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Live, ResourceKey, Rules};
+use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Live, ReadCache, ResourceKey, Rules};
 use crate::kinds::common_prefix;
 use crate::spec::EnvSpec;
 
@@ -212,7 +212,7 @@ impl Kind for Queues {
             .collect()
     }
 
-    async fn observe(&self, _env: &EnvSpec, desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
+    async fn observe(&self, _env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
         // Names share the `sentry-` convention; the prefix narrows the list to it (or to nothing, if a name breaks it).
         let prefix = common_prefix(std::iter::once("sentry-").chain(desired.iter().map(|d| d.name.as_str())));
         let mut urls = Vec::new();

@@ -7,7 +7,7 @@ use aws_sdk_cognitoidentityprovider::Client;
 
 use super::{find_pool, member, member_tags, pool, pool_of, pool_tags, POOL};
 use crate::aws::{gone_is_ok, AwsError, AwsResult};
-use crate::engine::{Delta, Desired, Kind, Live, Rules};
+use crate::engine::{Delta, Desired, Kind, Live, ReadCache, Rules};
 use crate::spec::EnvSpec;
 
 /// Kind name.
@@ -41,7 +41,7 @@ impl Kind for Groups {
             .collect()
     }
 
-    async fn observe(&self, env: &EnvSpec, _desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
+    async fn observe(&self, env: &EnvSpec, _desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
         let Some((_, name)) = pool(env) else { return Ok(Vec::new()) };
         let Some(p) = find_pool(&self.client, &name).await? else { return Ok(Vec::new()) };
         let id = p.id().unwrap_or_default().to_string();

@@ -9,7 +9,7 @@ use aws_sdk_cognitoidentityprovider::Client;
 use super::{find_pool, pool, pool_tags};
 use crate::aws::{gone_is_ok, required, AwsError, AwsResult};
 use crate::engine::plan::{Action, Step};
-use crate::engine::{ownership_tags, Delta, Desired, Fields, Finding, FindingClass, Kind, Live, ResourceKey, Review, Rules};
+use crate::engine::{ownership_tags, Delta, Desired, Fields, Finding, FindingClass, Kind, Live, ReadCache, ResourceKey, Review, Rules};
 use crate::spec::model::{Tags, UserPool};
 use crate::spec::EnvSpec;
 
@@ -86,7 +86,7 @@ impl Kind for UserPools {
         pool(env).map(|(p, name)| vec![desired_pool(env, p, name)]).unwrap_or_default()
     }
 
-    async fn observe(&self, _env: &EnvSpec, desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
+    async fn observe(&self, _env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
         let Some(d) = desired.first() else { return Ok(Vec::new()) };
         let Some(p) = find_pool(&self.client, &d.name).await? else { return Ok(Vec::new()) };
         let id = p.id().unwrap_or_default().to_string();

@@ -26,14 +26,16 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use aws_sdk_ec2::types::{DomainType, Filter, ResourceType, Tag};
+use aws_sdk_ec2::types::{DomainType, ResourceType, Tag};
 use aws_sdk_ec2::Client;
 
-use super::{desired, gone_is_ok, key, live, network, owned_by, put_tags, tag_map, tag_spec, vpc};
+use super::{desired, gone_is_ok, key, live, network, put_tags, tag_map, tag_spec, vpc};
 use crate::aws::{AwsError, AwsResult, ErrorClass};
 use crate::engine::apply::{with_retries, RetryPolicy};
 use crate::engine::plan::{Action, Step};
-use crate::engine::{is_unresolved, reference, Delta, Desired, Finding, FindingClass, Kind, Live, Matching, Ownership, Review, Rules, Scope, TAG_ID};
+use crate::engine::{
+    is_unresolved, reference, Delta, Desired, Finding, FindingClass, Kind, Live, Matching, Ownership, ReadCache, Review, Rules, Scope, TAG_ID,
+};
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::EnvSpec;
 
@@ -104,14 +106,8 @@ impl ElasticIps {
     }
 
     /// NAT gateways (any owner) by their network interface, to tell where an EIP is attached.
-    async fn nat_by_interface(&self) -> Result<BTreeMap<String, String>, AwsError> {
-        let out = self
-            .client
-            .describe_nat_gateways()
-            .filter(Filter::builder().name("state").values("pending").values("available").build())
-            .send()
-            .await
-            .aws("EC2.DescribeNatGateways")?;
+    async fn nat_by_interface(&self, reads: &ReadCache) -> Result<BTreeMap<String, String>, AwsError> {
+        let out = super::live_nat_gateways(&self.client, reads).await?;
         let mut map = BTreeMap::new();
         for nat in out.nat_gateways() {
             for address in nat.nat_gateway_addresses() {
@@ -123,8 +119,8 @@ impl ElasticIps {
         Ok(map)
     }
 
-    async fn read_ledger(&self, env: &str) -> Result<Ledger, AwsError> {
-        let out = self.client.describe_vpcs().set_filters(Some(owned_by(env))).send().await.aws("EC2.DescribeVpcs")?;
+    async fn read_ledger(&self, env: &str, reads: &ReadCache) -> Result<Ledger, AwsError> {
+        let out = super::owned_vpcs(&self.client, env, reads).await?;
         let Some(found) = out.vpcs().first() else { return Ok(Ledger::default()) };
         Ok(Ledger { vpc: found.vpc_id().map(str::to_string), entries: ledger_of_tags(&tag_map(found.tags())) })
     }
@@ -269,13 +265,13 @@ impl Kind for ElasticIps {
             .collect()
     }
 
-    async fn observe(&self, env: &EnvSpec, desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
+    async fn observe(&self, env: &EnvSpec, desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
         let pins: Vec<(&str, &str)> = desired.iter().filter_map(|d| Some((d.key.id.as_str(), d.fields.get(PINNED)?.as_str()))).collect();
         let unpinned: Vec<&str> = desired.iter().filter(|d| !d.fields.contains_key(PINNED)).map(|d| d.key.id.as_str()).collect();
         let (addresses, nats, ledger) = tokio::try_join!(
             async { self.client.describe_addresses().send().await.aws("EC2.DescribeAddresses") },
-            self.nat_by_interface(),
-            self.read_ledger(&env.env),
+            self.nat_by_interface(reads),
+            self.read_ledger(&env.env, reads),
         )?;
         let mut found = Vec::new();
         for a in addresses.addresses() {

@@ -8,7 +8,7 @@ use aws_sdk_ec2::Client;
 
 use super::{desired, gone_is_ok, key, live, network, owned_by, put_tags, tag_map, tag_spec, vpc};
 use crate::aws::{required, AwsError, AwsResult};
-use crate::engine::{reference, Delta, Desired, Kind, Live, Matching, OnImmutableChange, Rules, Scope};
+use crate::engine::{reference, Delta, Desired, Kind, Live, Matching, OnImmutableChange, ReadCache, Rules, Scope};
 use crate::spec::model::DeletionPolicy;
 use crate::spec::EnvSpec;
 
@@ -53,7 +53,7 @@ impl Kind for FlowLogs {
         vec![d]
     }
 
-    async fn observe(&self, env: &EnvSpec, _desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
+    async fn observe(&self, env: &EnvSpec, _desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
         let out = self.client.describe_flow_logs().set_filter(Some(owned_by(&env.env))).send().await.aws("EC2.DescribeFlowLogs")?;
         Ok(out
             .flow_logs()

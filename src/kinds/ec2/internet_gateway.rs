@@ -6,7 +6,7 @@ use aws_sdk_ec2::Client;
 
 use super::{desired, gone_is_ok, key, live, network, owned_by, put_tags, tag_map, tag_spec, vpc};
 use crate::aws::{required, AwsError, AwsResult};
-use crate::engine::{is_unresolved, reference, Delta, Desired, Kind, Live, Matching, Rules, Scope};
+use crate::engine::{is_unresolved, reference, Delta, Desired, Kind, Live, Matching, ReadCache, Rules, Scope};
 use crate::spec::model::DeletionPolicy;
 use crate::spec::EnvSpec;
 
@@ -65,7 +65,7 @@ impl Kind for InternetGateways {
         vec![d]
     }
 
-    async fn observe(&self, env: &EnvSpec, _desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
+    async fn observe(&self, env: &EnvSpec, _desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
         let out = self.client.describe_internet_gateways().set_filters(Some(owned_by(&env.env))).send().await.aws("EC2.DescribeInternetGateways")?;
         Ok(out
             .internet_gateways()

@@ -18,11 +18,16 @@ pub mod vpc_endpoint;
 
 pub use crate::aws::{gone_is_ok, wait_for};
 
+use std::sync::Arc;
+
+use aws_sdk_ec2::operation::describe_nat_gateways::DescribeNatGatewaysOutput;
+use aws_sdk_ec2::operation::describe_security_groups::DescribeSecurityGroupsOutput;
+use aws_sdk_ec2::operation::describe_vpcs::DescribeVpcsOutput;
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 use aws_sdk_ec2::Client;
 
 use crate::aws::{AwsError, AwsResult};
-use crate::engine::{ownership_tags, Desired, Live, ResourceKey, MANAGED_BY, TAG_ENV, TAG_MANAGED_BY};
+use crate::engine::{ownership_tags, Desired, Live, ReadCache, ResourceKey, MANAGED_BY, TAG_ENV, TAG_MANAGED_BY};
 use crate::spec::model::{DeletionPolicy, Network, Tags};
 use crate::spec::EnvSpec;
 
@@ -38,6 +43,40 @@ pub fn owned_by(env: &str) -> Vec<Filter> {
         Filter::builder().name(format!("tag:{TAG_MANAGED_BY}")).values(MANAGED_BY).build(),
         Filter::builder().name(format!("tag:{TAG_ENV}")).values(env).build(),
     ]
+}
+
+/// The security groups this environment owns: one DescribeSecurityGroups a
+/// pass, shared by the group kind and the rules kind.
+pub async fn owned_security_groups(client: &Client, env: &str, reads: &ReadCache) -> Result<Arc<DescribeSecurityGroupsOutput>, AwsError> {
+    reads
+        .get("EC2.DescribeSecurityGroups(owned)", || async {
+            client.describe_security_groups().set_filters(Some(owned_by(env))).send().await.aws("EC2.DescribeSecurityGroups")
+        })
+        .await
+}
+
+/// The VPCs this environment owns (one, whose tags hold the whitelist
+/// ledger): one DescribeVpcs a pass, shared by the VPC kind and the whitelist.
+pub async fn owned_vpcs(client: &Client, env: &str, reads: &ReadCache) -> Result<Arc<DescribeVpcsOutput>, AwsError> {
+    reads.get("EC2.DescribeVpcs(owned)", || async { client.describe_vpcs().set_filters(Some(owned_by(env))).send().await.aws("EC2.DescribeVpcs") }).await
+}
+
+/// Every pending or available NAT gateway of the account, whoever owns it
+/// (the whitelist must tell where an address is attached): one
+/// DescribeNatGateways a pass, shared by the NAT gateway kind and the whitelist.
+pub async fn live_nat_gateways(client: &Client, reads: &ReadCache) -> Result<Arc<DescribeNatGatewaysOutput>, AwsError> {
+    reads
+        .get("EC2.DescribeNatGateways(pending, available)", || async {
+            let live = Filter::builder().name("state").values("pending").values("available").build();
+            client.describe_nat_gateways().filter(live).send().await.aws("EC2.DescribeNatGateways")
+        })
+        .await
+}
+
+/// Whether EC2 `tags` say the resource is this environment's.
+pub fn owned_tags(tags: &[Tag], env: &str) -> bool {
+    let has = |key: &str, value: &str| tags.iter().any(|t| t.key() == Some(key) && t.value() == Some(value));
+    has(TAG_MANAGED_BY, MANAGED_BY) && has(TAG_ENV, env)
 }
 
 /// EC2 tags as a map.

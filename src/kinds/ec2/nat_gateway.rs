@@ -5,12 +5,12 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_ec2::types::{Filter, NatGatewayState, ResourceType};
+use aws_sdk_ec2::types::{NatGatewayState, ResourceType};
 use aws_sdk_ec2::Client;
 
-use super::{desired, elastic_ip, gone_is_ok, internet_gateway, key, live, network, owned_by, put_tags, subnet, tag_map, tag_spec, wait_for};
+use super::{desired, elastic_ip, gone_is_ok, internet_gateway, key, live, network, put_tags, subnet, tag_map, tag_spec, wait_for};
 use crate::aws::{required, AwsError, AwsResult};
-use crate::engine::{reference, Delta, Desired, Kind, Live, Matching, OnImmutableChange, Rules, Scope};
+use crate::engine::{reference, Delta, Desired, Kind, Live, Matching, OnImmutableChange, ReadCache, Rules, Scope};
 use crate::spec::model::DeletionPolicy;
 use crate::spec::EnvSpec;
 
@@ -65,13 +65,12 @@ impl Kind for NatGateways {
             .collect()
     }
 
-    async fn observe(&self, env: &EnvSpec, _desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
-        let mut filters = owned_by(&env.env);
-        filters.push(Filter::builder().name("state").values("pending").values("available").build());
-        let out = self.client.describe_nat_gateways().set_filter(Some(filters)).send().await.aws("EC2.DescribeNatGateways")?;
+    async fn observe(&self, env: &EnvSpec, _desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
+        let out = super::live_nat_gateways(&self.client, reads).await?;
         Ok(out
             .nat_gateways()
             .iter()
+            .filter(|n| super::owned_tags(n.tags(), &env.env))
             .filter_map(|n| {
                 let mut l = live(n.nat_gateway_id()?, tag_map(n.tags()));
                 l.fields.insert(SUBNET.into(), n.subnet_id().unwrap_or_default().into());

@@ -10,7 +10,7 @@ use aws_sdk_ec2::Client;
 
 use super::{desired, gone_is_ok, internet_gateway, key, live, nat_gateway, network, owned_by, put_tags, subnet, tag_map, tag_spec, vpc};
 use crate::aws::{required, AwsError, AwsResult};
-use crate::engine::{is_unresolved, reference, Delta, Desired, FieldChange, Kind, Live, Matching, Rules, Scope};
+use crate::engine::{is_unresolved, reference, Delta, Desired, FieldChange, Kind, Live, Matching, ReadCache, Rules, Scope};
 use crate::spec::model::{DeletionPolicy, Tier};
 use crate::spec::EnvSpec;
 
@@ -163,7 +163,7 @@ impl Kind for RouteTables {
         tables
     }
 
-    async fn observe(&self, env: &EnvSpec, _desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
+    async fn observe(&self, env: &EnvSpec, _desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
         let out = self.client.describe_route_tables().set_filters(Some(owned_by(&env.env))).send().await.aws("EC2.DescribeRouteTables")?;
         Ok(out.route_tables().iter().filter_map(normalize).collect())
     }

@@ -6,9 +6,9 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::ResourceType;
 use aws_sdk_ec2::Client;
 
-use super::{desired, gone_is_ok, key, live, network, owned_by, put_tags, tag_map, tag_spec, vpc};
+use super::{desired, gone_is_ok, key, live, network, put_tags, tag_map, tag_spec, vpc};
 use crate::aws::{required, AwsError, AwsResult};
-use crate::engine::{reference, Delta, Desired, Kind, Live, Matching, Rules, Scope};
+use crate::engine::{reference, Delta, Desired, Kind, Live, Matching, ReadCache, Rules, Scope};
 use crate::spec::model::DeletionPolicy;
 use crate::spec::{physical_name, EnvSpec};
 
@@ -44,8 +44,8 @@ impl Kind for SecurityGroups {
             .collect()
     }
 
-    async fn observe(&self, env: &EnvSpec, _desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
-        let out = self.client.describe_security_groups().set_filters(Some(owned_by(&env.env))).send().await.aws("EC2.DescribeSecurityGroups")?;
+    async fn observe(&self, env: &EnvSpec, _desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
+        let out = super::owned_security_groups(&self.client, &env.env, reads).await?;
         Ok(out
             .security_groups()
             .iter()

@@ -9,9 +9,9 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::{IpPermission, IpRange, SecurityGroup, UserIdGroupPair};
 use aws_sdk_ec2::Client;
 
-use super::{desired, key, live, network, owned_by, security_group, tag_map};
+use super::{desired, key, live, network, security_group, tag_map};
 use crate::aws::{AwsError, AwsResult, ErrorClass};
-use crate::engine::{is_unresolved, reference, Delta, Desired, Kind, Live, Matching, Rules, Scope};
+use crate::engine::{is_unresolved, reference, Delta, Desired, Kind, Live, Matching, ReadCache, Rules, Scope};
 use crate::spec::model::{DeletionPolicy, Ports, Rule};
 use crate::spec::network::parse_port_range;
 use crate::spec::{physical_name, EnvSpec};
@@ -197,8 +197,8 @@ impl Kind for SecurityGroupRules {
             .collect()
     }
 
-    async fn observe(&self, env: &EnvSpec, _desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
-        let out = self.client.describe_security_groups().set_filters(Some(owned_by(&env.env))).send().await.aws("EC2.DescribeSecurityGroups")?;
+    async fn observe(&self, env: &EnvSpec, _desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
+        let out = super::owned_security_groups(&self.client, &env.env, reads).await?;
         Ok(out
             .security_groups()
             .iter()

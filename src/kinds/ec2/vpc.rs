@@ -6,9 +6,9 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType, VpcAttributeName};
 use aws_sdk_ec2::Client;
 
-use super::{desired, gone_is_ok, live, network, owned_by, put_tags, tag_map, tag_spec};
+use super::{desired, gone_is_ok, live, network, put_tags, tag_map, tag_spec};
 use crate::aws::{required, AwsError, AwsResult};
-use crate::engine::{Delta, Desired, Kind, Live, Matching, Rules, Scope};
+use crate::engine::{Delta, Desired, Kind, Live, Matching, ReadCache, Rules, Scope};
 use crate::spec::model::DeletionPolicy;
 use crate::spec::{physical_name, EnvSpec};
 
@@ -61,8 +61,8 @@ impl Kind for Vpcs {
         vec![d]
     }
 
-    async fn observe(&self, env: &EnvSpec, _desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
-        let out = self.client.describe_vpcs().set_filters(Some(owned_by(&env.env))).send().await.aws("EC2.DescribeVpcs")?;
+    async fn observe(&self, env: &EnvSpec, _desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
+        let out = super::owned_vpcs(&self.client, &env.env, reads).await?;
         let mut found = Vec::new();
         for vpc in out.vpcs() {
             let Some(id) = vpc.vpc_id() else { continue };

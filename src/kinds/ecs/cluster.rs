@@ -6,7 +6,7 @@ use aws_sdk_ecs::Client;
 
 use super::{add_tags, tag_list, tag_map};
 use crate::aws::{gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{ownership_tags, Delta, Desired, Kind, Live, ResourceKey, Rules};
+use crate::engine::{ownership_tags, Delta, Desired, Kind, Live, ReadCache, ResourceKey, Rules};
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::{physical_name, EnvSpec};
 
@@ -58,7 +58,7 @@ impl Kind for Clusters {
             .collect()
     }
 
-    async fn observe(&self, _env: &EnvSpec, desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
+    async fn observe(&self, _env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
         if desired.is_empty() {
             return Ok(Vec::new());
         }

@@ -9,7 +9,7 @@ use aws_sdk_ecs::Client;
 
 use super::{add_tags, cluster, tag_list, tag_map, task_definition};
 use crate::aws::{required, AwsError, AwsResult, ErrorClass};
-use crate::engine::{is_unresolved, ownership_tags, reference, Delta, Desired, Kind, Live, ResourceKey, Rules};
+use crate::engine::{is_unresolved, ownership_tags, reference, Delta, Desired, Kind, Live, ReadCache, ResourceKey, Rules};
 use crate::kinds::ec2::{security_group, subnet};
 use crate::spec::model::Tags;
 use crate::spec::{physical_name, EnvSpec};
@@ -97,7 +97,7 @@ impl Kind for Services {
             .collect()
     }
 
-    async fn observe(&self, env: &EnvSpec, _desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
+    async fn observe(&self, env: &EnvSpec, _desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
         let Some(c) = &env.spec.compute else { return Ok(Vec::new()) };
         let mut found = Vec::new();
         for (id, spec_cluster) in &c.clusters {

@@ -17,7 +17,7 @@ use aws_sdk_ecs::Client;
 
 use super::{tag_list, tag_map};
 use crate::aws::{required, AwsError, AwsResult, ErrorClass};
-use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Live, OnImmutableChange, ResourceKey, Rules};
+use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Live, OnImmutableChange, ReadCache, ResourceKey, Rules};
 use crate::kinds::logs;
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::{physical_name, EnvSpec};
@@ -132,7 +132,7 @@ impl Kind for TaskDefinitions {
             .collect()
     }
 
-    async fn observe(&self, _env: &EnvSpec, desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
+    async fn observe(&self, _env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
         // No batch read: one DescribeTaskDefinition (latest ACTIVE revision) per family.
         let mut found = Vec::new();
         for d in desired {

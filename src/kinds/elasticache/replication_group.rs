@@ -21,7 +21,7 @@ use aws_sdk_elasticache::Client;
 
 use super::{add_tags, redis, subnet_group, tag_list, tags_of};
 use crate::aws::{found, gone_is_ok, required, wait_for, AwsError, AwsResult};
-use crate::engine::{ownership_tags, reference, Delta, Desired, Fields, Kind, Live, ResourceKey, Rules};
+use crate::engine::{ownership_tags, reference, Delta, Desired, Fields, Kind, Live, ReadCache, ResourceKey, Rules};
 use crate::kinds::ec2::security_group;
 use crate::spec::model::Tags;
 use crate::spec::EnvSpec;
@@ -108,7 +108,7 @@ impl Kind for ReplicationGroups {
         }]
     }
 
-    async fn observe(&self, _env: &EnvSpec, desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
+    async fn observe(&self, _env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
         let Some(d) = desired.first() else { return Ok(Vec::new()) };
         let Some(out) =
             found(self.client.describe_replication_groups().replication_group_id(&d.name).send().await.aws("ElastiCache.DescribeReplicationGroups"))?

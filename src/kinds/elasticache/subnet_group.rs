@@ -5,7 +5,7 @@ use aws_sdk_elasticache::Client;
 
 use super::{add_tags, redis, tag_list, tags_of};
 use crate::aws::{found, gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{ownership_tags, reference, Delta, Desired, Kind, Live, ResourceKey, Rules};
+use crate::engine::{ownership_tags, reference, Delta, Desired, Kind, Live, ReadCache, ResourceKey, Rules};
 use crate::kinds::ec2::subnet;
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::EnvSpec;
@@ -49,7 +49,7 @@ impl Kind for SubnetGroups {
         vec![d]
     }
 
-    async fn observe(&self, _env: &EnvSpec, desired: &[Desired]) -> Result<Vec<Live>, AwsError> {
+    async fn observe(&self, _env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
         let Some(d) = desired.first() else { return Ok(Vec::new()) };
         let Some(out) =
             found(self.client.describe_cache_subnet_groups().cache_subnet_group_name(&d.name).send().await.aws("ElastiCache.DescribeCacheSubnetGroups"))?
