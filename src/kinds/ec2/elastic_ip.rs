@@ -53,6 +53,9 @@ const ATTACHED_TO: &str = "AttachedTo";
 const PINNED: &str = "Pinned";
 /// Whether the live address is the one the ledger records for its entry.
 const RECORDED: &str = "RecordedInLedger";
+/// Present when this run may give the entry a fresh address for a lost one
+/// (`--reallocate-whitelist`); used at creation only, never compared.
+const REALLOCATE: &str = "ReallocateAsked";
 /// The VPC holding the ledger (a reference; set at creation, never compared).
 const LEDGER_VPC: &str = "LedgerVpc";
 const NOTHING: &str = "nothing";
@@ -87,22 +90,16 @@ pub struct ElasticIps {
     client: Client,
     /// The ledger read by the last observe.
     ledger: Mutex<Ledger>,
-    /// Entries whose lost address this run may replace (from the last `desired`).
-    reallocate: Mutex<Vec<String>>,
 }
 
 impl ElasticIps {
     /// The whitelist EIP kind over the service's EC2 client.
     pub fn new(client: Client) -> Self {
-        ElasticIps { client, ledger: Mutex::new(Ledger::default()), reallocate: Mutex::new(Vec::new()) }
+        ElasticIps { client, ledger: Mutex::new(Ledger::default()) }
     }
 
     fn ledger(&self) -> Ledger {
         self.ledger.lock().map(|l| l.clone()).unwrap_or_default()
-    }
-
-    fn may_reallocate(&self, id: &str) -> bool {
-        self.reallocate.lock().map(|r| r.iter().any(|e| e == id)).unwrap_or(false)
     }
 
     /// NAT gateways (any owner) by their network interface, to tell where an EIP is attached.
@@ -227,7 +224,7 @@ fn ledger_vpc(desired: &Desired) -> Result<&str, AwsError> {
 #[async_trait]
 impl Kind for ElasticIps {
     fn rules(&self) -> Rules {
-        Rules { matching: Matching::Custom, scope: Scope::Fast, create_only: &[LEDGER_VPC], ..Rules::new(KIND) }
+        Rules { matching: Matching::Custom, scope: Scope::Fast, create_only: &[LEDGER_VPC, REALLOCATE], ..Rules::new(KIND) }
     }
 
     fn matches(&self, env: &str, desired: &Desired, live: &Live) -> bool {
@@ -238,9 +235,6 @@ impl Kind for ElasticIps {
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
-        if let Ok(mut r) = self.reallocate.lock() {
-            *r = env.reallocate_whitelist.iter().cloned().collect();
-        }
         let Some(n) = network(env) else { return Vec::new() };
         n.whitelist
             .pool
@@ -256,6 +250,9 @@ impl Kind for ElasticIps {
                 d.depends_on.push(key(vpc::KIND, vpc::ID));
                 if let Some(pin) = &entry.address {
                     d.fields.insert(PINNED.into(), pin.clone());
+                }
+                if env.reallocate_whitelist.contains(id) {
+                    d.fields.insert(REALLOCATE.into(), "asked".into());
                 }
                 // A pinned address, or one the ledger records for this entry,
                 // is the operator's even when its ownership tags were stripped.
@@ -331,7 +328,7 @@ impl Kind for ElasticIps {
                 });
             }
             (Some(pin), _) => self.recover(desired, pin, "pinned").await?,
-            (None, Some(address)) if !self.may_reallocate(id) => self.recover(desired, &address, "the ledger's").await?,
+            (None, Some(address)) if !desired.fields.contains_key(REALLOCATE) => self.recover(desired, &address, "the ledger's").await?,
             (None, lost) => {
                 let (allocation, ip) = self.allocate(desired, None).await?;
                 match lost {
@@ -589,10 +586,9 @@ mod tests {
     #[tokio::test]
     async fn a_fresh_address_replaces_a_recorded_one_only_when_asked() {
         let (kind, recover, fresh, record) = ledger_holding_203_0_113_20(records("198.51.100.7"));
-        let mut env = EnvSpec { env: "prod".into(), spec: Default::default(), reallocate_whitelist: Default::default() };
-        env.reallocate_whitelist.insert("whitelist-1".into());
-        kind.desired(&env);
-        kind.create(&entry(None), "token").await.expect("allocated");
+        let mut asked = entry(None);
+        asked.fields.insert(REALLOCATE.into(), "asked".into());
+        kind.create(&asked, "token").await.expect("allocated");
         assert_eq!((recover.num_calls(), fresh.num_calls(), record.num_calls()), (0, 1, 1), "a new address, recorded in place of the lost one");
     }
 
