@@ -64,7 +64,8 @@ fn event(timestamp: i64, env: &str, kind: Option<&str>, metric: &str, unit: &str
 /// The EMF event saying that a `scope` pass of `env` was abandoned at its
 /// `deadline` (metric `EnvironmentStale`).
 pub fn stale_event(env: &str, scope: &str, deadline: Duration) -> Value {
-    let detail = json!({ "event": "stale", "scope": scope, "deadlineSeconds": deadline.as_secs(), "detail": format!("a {scope} pass did not finish within {deadline:?} and was abandoned") });
+    let what = format!("a {scope} pass did not finish within {deadline:?} and was abandoned");
+    let detail = json!({ "event": "stale", "scope": scope, "deadlineSeconds": deadline.as_secs(), "detail": what });
     event(now_ms(), env, None, "EnvironmentStale", "Count", 1.0, detail)
 }
 
@@ -88,8 +89,9 @@ pub fn events(report: &Report) -> Vec<Value> {
         } else {
             step.changes.iter().map(|c| json!({ "field": c.field, "desired": c.desired, "live": c.live })).collect()
         };
+        let what = format!("{:?}", step.action).to_lowercase();
         for change in changes {
-            let mut detail = json!({ "event": "drift", "resource": step.key.id, "name": step.name, "change": format!("{:?}", step.action).to_lowercase(), "action": action });
+            let mut detail = json!({ "event": "drift", "resource": step.key.id, "name": step.name, "change": what, "action": action });
             if let (Value::Object(d), Value::Object(c)) = (&mut detail, change) {
                 d.extend(c);
             }

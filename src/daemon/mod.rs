@@ -350,7 +350,11 @@ impl EnvLoop {
             Some(ok) => ok,
             None => {
                 let scope = label(self.scope);
-                tracing::error!(env = %self.env, scope, deadline = ?deadline, "pass abandoned at its deadline: no reply from AWS for that long (hung or black-holed endpoint); the environment is stale until a pass succeeds");
+                tracing::error!(
+                    env = %self.env, scope, deadline = ?deadline,
+                    "pass abandoned at its deadline: no reply from AWS for that long (hung or black-holed endpoint); \
+                     the environment is stale until a pass succeeds"
+                );
                 if let Ok(mut status) = self.status.lock() {
                     status.record_abandoned(&self.env, scope);
                 }

@@ -130,7 +130,8 @@ impl Kind for UserPools {
 
     async fn update(&self, desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {
         if delta.fields.iter().any(|c| c.field == MFA || c.field == TOTP) {
-            tracing::error!(target: "sentry_operator::alert", alert = "SecurityDrift", pool = %desired.name, "user pool MFA differs from the spec; restoring it");
+            let pool = &desired.name;
+            tracing::error!(target: "sentry_operator::alert", alert = "SecurityDrift", %pool, "user pool MFA differs from the spec; restoring it");
             self.set_mfa(&live.handle, &desired.fields).await?;
         }
         if delta.fields.iter().any(|c| c.field == PASSWORD || c.field == ADMIN_ONLY) {

@@ -183,15 +183,16 @@ impl ElasticIps {
     async fn recover(&self, desired: &Desired, address: &str, how: &str) -> Result<(String, String), AwsError> {
         let id = &desired.key.id;
         alert(id, address, &format!("{how} whitelist address is missing from the account; trying to recover the same address"));
-        let unrecoverable = |why: String| {
-            AwsError {
+        let unrecoverable = |why: String| AwsError {
             operation: "EC2.AllocateAddress",
             class: ErrorClass::Invariant,
             code: None,
             message: format!(
-                "whitelisted address {address} ({id}) was released and cannot be recovered ({why}). Orders to the exchanges from this environment will be rejected: allocate a new address (reconcile --once --reallocate-whitelist {id}, after removing any pin of {id}), have Bitget, OKX and BingX whitelist it, then pin it in network.whitelist.pool.{id}.address"
+                "whitelisted address {address} ({id}) was released and cannot be recovered ({why}). \
+                 Orders to the exchanges from this environment will be rejected: allocate a new address \
+                 (reconcile --once --reallocate-whitelist {id}, after removing any pin of {id}), \
+                 have Bitget, OKX and BingX whitelist it, then pin it in network.whitelist.pool.{id}.address"
             ),
-        }
         };
         if address.starts_with("eipalloc-") {
             return Err(unrecoverable("an allocation id cannot be re-allocated; pin the public IP".into()));
@@ -323,7 +324,8 @@ impl Kind for ElasticIps {
                     class: ErrorClass::Invariant,
                     code: None,
                     message: format!(
-                        "whitelisted address {pin} ({id}) was released; an allocation id cannot be re-allocated, but its address {ip} may be: pin network.whitelist.pool.{id}.address: {ip} and reconcile again"
+                        "whitelisted address {pin} ({id}) was released; an allocation id cannot be re-allocated, \
+                         but its address {ip} may be: pin network.whitelist.pool.{id}.address: {ip} and reconcile again"
                     ),
                 });
             }
@@ -333,10 +335,18 @@ impl Kind for ElasticIps {
                 let (allocation, ip) = self.allocate(desired, None).await?;
                 match lost {
                     Some(old) => {
-                        tracing::warn!(pool_entry = %id, lost = %old, address = %ip, "allocated a NEW whitelist Elastic IP replacing the lost one, as asked (--reallocate-whitelist): have the exchanges whitelist it, then pin it in the spec (network.whitelist.pool.{id}.address)")
+                        tracing::warn!(
+                            pool_entry = %id, lost = %old, address = %ip,
+                            "allocated a NEW whitelist Elastic IP replacing the lost one, as asked (--reallocate-whitelist): \
+                             have the exchanges whitelist it, then pin it in the spec (network.whitelist.pool.{id}.address)"
+                        )
                     }
                     None => {
-                        tracing::warn!(pool_entry = %id, address = %ip, "allocated a new whitelist Elastic IP: have the exchanges whitelist it, then pin it in the spec (network.whitelist.pool.{id}.address)")
+                        tracing::warn!(
+                            pool_entry = %id, address = %ip,
+                            "allocated a new whitelist Elastic IP: have the exchanges whitelist it, \
+                             then pin it in the spec (network.whitelist.pool.{id}.address)"
+                        )
                     }
                 }
                 (allocation, ip)
@@ -413,7 +423,8 @@ impl Kind for ElasticIps {
                 }
                 (Action::Create, Some(pin)) => {
                     review.errors.push(format!(
-                        "network.whitelist.pool.{id}.address: pinned address {pin} does not exist in this account and was never part of this environment's whitelist; check the pin"
+                        "network.whitelist.pool.{id}.address: pinned address {pin} does not exist in this account \
+                         and was never part of this environment's whitelist; check the pin"
                     ));
                     (missing(pin), true, format!("ERROR: pinned {pin} does not exist in this account"))
                 }
