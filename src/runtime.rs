@@ -5,7 +5,7 @@
 //! loops run their passes through it.
 
 use crate::aws::{env_config, CallCounter, Timeouts};
-use crate::engine::apply::{reconcile_writing, RetryPolicy};
+use crate::engine::apply::{reconcile, RetryPolicy};
 use crate::engine::report::Report;
 use crate::engine::{Kind, Mode, Scope};
 use crate::kinds;
@@ -45,9 +45,8 @@ impl Runtime {
     /// of [`Scope::Fast`] are observed (their resources resolve references)
     /// but left to the fast pass to write.
     pub async fn pass(&self, env: &EnvSpec, mode: Mode, leave_fast_kinds: bool) -> Report {
-        let fast: Vec<&str> = self.kinds.iter().map(|k| k.rules()).filter(|r| leave_fast_kinds && r.scope == Scope::Fast).map(|r| r.kind).collect();
-        let writes = |kind: &str| !fast.contains(&kind);
-        let mut report = reconcile_writing(env, &self.kinds, &self.counter, mode, &RetryPolicy::default(), &writes).await;
+        let defer = leave_fast_kinds.then_some(Scope::Fast);
+        let mut report = reconcile(env, &self.kinds, &self.counter, mode, &RetryPolicy::default(), defer).await;
         report.not_reconciled = kinds::unreconciled_sections(&env.spec);
         report
     }

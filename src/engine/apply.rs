@@ -11,7 +11,7 @@ use futures::stream::{self, StreamExt};
 use super::plan::{apply_policies, decide, match_kind, skip_dependents_of_skipped, waves, Action, Outcome, Pair, Step};
 use super::references::ReferenceMap;
 use super::report::Report;
-use super::{Desired, Finding, Kind, OnImmutableChange, ReadCache, ResourceKey};
+use super::{Desired, Finding, Kind, OnImmutableChange, ReadCache, ResourceKey, Scope};
 use crate::aws::{AwsError, CallCounter, ErrorClass};
 use crate::spec::EnvSpec;
 
@@ -41,21 +41,10 @@ impl Default for RetryPolicy {
 /// an earlier attempt had made, a second round re-observes and applies what is
 /// still missing (routes pointing at a new NAT gateway, the settings a create
 /// makes after the create call, ...).
-pub async fn reconcile(env: &EnvSpec, kinds: &[Box<dyn Kind>], counter: &CallCounter, mode: Mode, retry: &RetryPolicy) -> Report {
-    reconcile_writing(env, kinds, counter, mode, retry, &|_| true).await
-}
-
-/// [`reconcile`], writing only the kinds `writes` accepts (by kind name): the
-/// others are observed (their resources still resolve references) and their
-/// planned changes are reported as [`Outcome::Deferred`].
-pub async fn reconcile_writing(
-    env: &EnvSpec,
-    kinds: &[Box<dyn Kind>],
-    counter: &CallCounter,
-    mode: Mode,
-    retry: &RetryPolicy,
-    writes: &(dyn Fn(&str) -> bool + Sync),
-) -> Report {
+/// With `defer`, the kinds of that scope are observed (their resources still
+/// resolve references) but not written: their planned changes are reported as
+/// [`Outcome::Deferred`], left to the pass of that scope.
+pub async fn reconcile(env: &EnvSpec, kinds: &[Box<dyn Kind>], counter: &CallCounter, mode: Mode, retry: &RetryPolicy, defer: Option<Scope>) -> Report {
     let started = Instant::now();
     let calls_before = counter.stats();
     let mut planned = plan_pass(env, kinds).await;
@@ -64,11 +53,11 @@ pub async fn reconcile_writing(
     let mut violations = std::mem::take(&mut planned.review.violations);
     let findings = std::mem::take(&mut planned.review.findings);
     if mode == Mode::Apply && planned.review.errors.is_empty() {
-        let second_round = apply(&mut planned, env, kinds, retry, writes, &mut violations).await;
+        let second_round = apply(&mut planned, env, kinds, retry, defer, &mut violations).await;
         steps.append(&mut planned.steps);
         if let Some(why) = second_round {
             let mut again = plan_pass(env, kinds).await;
-            apply(&mut again, env, kinds, retry, writes, &mut violations).await;
+            apply(&mut again, env, kinds, retry, defer, &mut violations).await;
             errors.append(&mut again.errors);
             steps.extend(again.steps.into_iter().filter(|s| s.action != Action::Noop).map(|mut s| {
                 s.note = Some(format!("{}{}", why.as_note(), s.note.map(|n| format!("; {n}")).unwrap_or_default()));
@@ -184,10 +173,11 @@ async fn apply(
     env: &EnvSpec,
     kinds: &[Box<dyn Kind>],
     retry: &RetryPolicy,
-    writes: &(dyn Fn(&str) -> bool + Sync),
+    defer: Option<Scope>,
     violations: &mut Vec<String>,
 ) -> Option<SecondRound> {
     let Planned { steps, owners, handles, .. } = planned;
+    let deferred = |i: usize| defer == Some(kinds[owners[i]].rules().scope);
     let mut failed: BTreeSet<ResourceKey> = BTreeSet::new();
     // Resources another pass is to create: what depends on them waits for it.
     let mut awaited: BTreeSet<ResourceKey> = BTreeSet::new();
@@ -200,7 +190,7 @@ async fn apply(
                 continue;
             }
             let awaits = step.desired.iter().flat_map(|d| d.depends_on.iter()).any(|k| awaited.contains(k));
-            if awaits || !writes(kinds[owners[i]].name()) {
+            if awaits || deferred(i) {
                 step.outcome = Some(Outcome::Deferred);
                 if awaits || matches!(step.action, Action::Create | Action::Replace) {
                     awaited.insert(step.key.clone());
@@ -245,11 +235,10 @@ async fn apply(
         }
     }
     // Deletes last, in reverse registration order (dependents before what they depend on).
-    let mut deletes: Vec<usize> = (0..steps.len()).filter(|&i| steps[i].action == Action::Delete).collect();
-    for &i in deletes.iter().filter(|&&i| !writes(kinds[owners[i]].name())) {
+    let (left, mut deletes): (Vec<usize>, Vec<usize>) = (0..steps.len()).filter(|&i| steps[i].action == Action::Delete).partition(|&i| deferred(i));
+    for i in left {
         steps[i].outcome = Some(Outcome::Deferred);
     }
-    deletes.retain(|&i| writes(kinds[owners[i]].name()));
     deletes.sort_by_key(|&i| std::cmp::Reverse(owners[i]));
     for i in deletes {
         let kind = &kinds[owners[i]];
@@ -473,17 +462,17 @@ mod tests {
 
     async fn pass(kind: Fake, mode: Mode) -> Report {
         let kinds: Vec<Box<dyn Kind>> = vec![Box::new(kind)];
-        reconcile(&env(), &kinds, &CallCounter::default(), mode, &RetryPolicy::default()).await
+        reconcile(&env(), &kinds, &CallCounter::default(), mode, &RetryPolicy::default(), None).await
     }
 
     #[tokio::test]
     async fn creates_in_dependency_order_then_converges() {
         let kind = Fake::new(None, false);
         let kinds: Vec<Box<dyn Kind>> = vec![Box::new(kind)];
-        let first = reconcile(&env(), &kinds, &CallCounter::default(), Mode::Apply, &RetryPolicy::default()).await;
+        let first = reconcile(&env(), &kinds, &CallCounter::default(), Mode::Apply, &RetryPolicy::default(), None).await;
         assert_eq!(first.exit_code(), 2);
         assert_eq!(first.summary.create, 3);
-        let second = reconcile(&env(), &kinds, &CallCounter::default(), Mode::Apply, &RetryPolicy::default()).await;
+        let second = reconcile(&env(), &kinds, &CallCounter::default(), Mode::Apply, &RetryPolicy::default(), None).await;
         assert_eq!((second.exit_code(), second.summary.unchanged), (0, 3));
     }
 
@@ -493,9 +482,9 @@ mod tests {
         *kind.lose_reply.lock().expect("lock") = Some("b");
         let creates = kind.creates.clone();
         let kinds: Vec<Box<dyn Kind>> = vec![Box::new(kind)];
-        let report = reconcile(&env(), &kinds, &CallCounter::default(), Mode::Apply, &RetryPolicy::default()).await;
+        let report = reconcile(&env(), &kinds, &CallCounter::default(), Mode::Apply, &RetryPolicy::default(), None).await;
         assert!(report.resources.iter().filter(|s| s.action == Action::Create).all(|s| s.outcome == Some(Outcome::Applied)), "{:?}", report.resources);
-        let report = reconcile(&env(), &kinds, &CallCounter::default(), Mode::Apply, &RetryPolicy::default()).await;
+        let report = reconcile(&env(), &kinds, &CallCounter::default(), Mode::Apply, &RetryPolicy::default(), None).await;
         assert_eq!((report.exit_code(), report.summary.unchanged, report.summary.orphaned), (0, 3, 0));
         assert_eq!(creates.load(Ordering::SeqCst), 3, "b was created once");
     }
@@ -537,7 +526,7 @@ mod tests {
         let kind = Fake::new(None, false);
         let creates = kind.creates.clone();
         let kinds: Vec<Box<dyn Kind>> = vec![Box::new(kind)];
-        let report = reconcile_writing(&env(), &kinds, &CallCounter::default(), Mode::Apply, &RetryPolicy::default(), &|kind| kind != "fake").await;
+        let report = reconcile(&env(), &kinds, &CallCounter::default(), Mode::Apply, &RetryPolicy::default(), Some(Scope::Full)).await;
         assert_eq!(creates.load(Ordering::SeqCst), 0, "nothing written");
         assert_eq!(report.summary.create, 3, "the drift is still reported");
         assert!(report.resources.iter().all(|s| s.outcome == Some(Outcome::Deferred)), "{:?}", report.resources);
@@ -553,7 +542,7 @@ mod tests {
         #[async_trait]
         impl Kind for OnlyB {
             fn rules(&self) -> Rules {
-                Rules::new("fake-b")
+                Rules { scope: Scope::Fast, ..Rules::new("fake-b") }
             }
             fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
                 self.0
@@ -579,7 +568,7 @@ mod tests {
         let others = Fake::new(None, false);
         let creates = others.creates.clone();
         let kinds: Vec<Box<dyn Kind>> = vec![Box::new(OnlyB(Fake::new(None, false))), Box::new(others)];
-        let report = reconcile_writing(&env(), &kinds, &CallCounter::default(), Mode::Apply, &RetryPolicy::default(), &|kind| kind != "fake-b").await;
+        let report = reconcile(&env(), &kinds, &CallCounter::default(), Mode::Apply, &RetryPolicy::default(), Some(Scope::Fast)).await;
         assert!(report.resources.iter().any(|s| s.key.id == "b" && s.outcome == Some(Outcome::Deferred)), "the other pass's b is left to it");
         let a = report.resources.iter().find(|s| s.key.id == "a").and_then(|s| s.outcome.clone());
         assert_eq!(a, Some(Outcome::Deferred), "a waits for b: {:?}", report.resources);
