@@ -117,6 +117,11 @@ impl Live {
         matches!(self.ownership(), Ownership::Managed { env: e, id: i, .. } if e == env && i == id)
     }
 
+    /// Whether the tags say this resource belongs to environment `env` (any logical id).
+    pub fn is_owned_by(&self, env: &str) -> bool {
+        matches!(self.ownership(), Ownership::Managed { env: e, .. } if e == env)
+    }
+
     /// Reads ownership from the tags.
     pub fn ownership(&self) -> Ownership {
         if self.tags.get(TAG_MANAGED_BY).map(String::as_str) != Some(MANAGED_BY) {
@@ -185,7 +190,7 @@ pub enum Mode {
 }
 
 /// Which passes reconcile a kind.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Scope {
     /// Every pass, the daemon's fast one included (the whitelist guard's networking).
     Fast,

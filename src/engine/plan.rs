@@ -108,7 +108,7 @@ pub fn match_kind(kind: &'static str, env: &str, desired: Vec<Desired>, live: Ve
     let mut rest: Vec<Live> = live.into_iter().flatten().collect();
     rest.sort_by(|a, b| a.name.cmp(&b.name).then(a.handle.cmp(&b.handle)));
     for l in rest {
-        if matches!(l.ownership(), Ownership::Managed { env: ref e, .. } if e == env) {
+        if l.is_owned_by(env) {
             pairs.push(Pair { kind, desired: None, live: Some(l) });
         }
     }

@@ -67,15 +67,10 @@ impl Queues {
         let known_url = self.urls.lock().ok().and_then(|m| m.get(name).cloned());
         let url = match known_url {
             Some(url) => url,
-            None => self
-                .client
-                .get_queue_url()
-                .queue_name(name)
-                .send()
-                .await
-                .aws("SQS.GetQueueUrl")?
-                .queue_url
-                .ok_or_else(|| AwsError::unexpected("SQS.GetQueueUrl", "no queue URL in response"))?,
+            None => {
+                let out = self.client.get_queue_url().queue_name(name).send().await.aws("SQS.GetQueueUrl")?;
+                required("SQS.GetQueueUrl", "queue URL", out.queue_url())?
+            }
         };
         let attributes = self
             .client

@@ -30,12 +30,10 @@ use aws_sdk_ec2::types::{DomainType, ResourceType, Tag};
 use aws_sdk_ec2::Client;
 
 use super::{desired, gone_is_ok, key, live, network, put_tags, tag_map, tag_spec, vpc};
-use crate::aws::{AwsError, AwsResult, ErrorClass};
+use crate::aws::{required, AwsError, AwsResult, ErrorClass};
 use crate::engine::apply::{with_retries, RetryPolicy};
 use crate::engine::plan::{Action, Step};
-use crate::engine::{
-    is_unresolved, reference, Delta, Desired, Finding, FindingClass, Kind, Live, Matching, Ownership, ReadCache, Review, Rules, Scope, TAG_ID,
-};
+use crate::engine::{is_unresolved, reference, Delta, Desired, Finding, FindingClass, Kind, Live, Matching, ReadCache, Review, Rules, Scope, TAG_ID};
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::EnvSpec;
 
@@ -142,10 +140,7 @@ impl ElasticIps {
             .send()
             .await
             .aws("EC2.AllocateAddress")?;
-        match (out.allocation_id(), out.public_ip()) {
-            (Some(allocation), Some(ip)) => Ok((allocation.to_string(), ip.to_string())),
-            _ => Err(AwsError::unexpected("EC2.AllocateAddress", "the reply names no allocation id or public IP")),
-        }
+        Ok((required("EC2.AllocateAddress", "allocation id", out.allocation_id())?, required("EC2.AllocateAddress", "public IP", out.public_ip())?))
     }
 
     /// Detaches the address from wherever it is and attaches it to `desired` (a NAT gateway, or nothing).
@@ -276,7 +271,7 @@ impl Kind for ElasticIps {
             let (Some(allocation), Some(ip)) = (a.allocation_id(), a.public_ip()) else { continue };
             let pin = pins.iter().find(|(_, p)| *p == ip || *p == allocation);
             let mut l = live(allocation, tag_map(a.tags()));
-            let ours = matches!(l.ownership(), Ownership::Managed { env: ref owner, .. } if *owner == env.env);
+            let ours = l.is_owned_by(&env.env);
             let recorded_for = unpinned.iter().find(|id| ledger.entries.get(**id).map(String::as_str) == Some(ip));
             let entry = match (pin, ours, recorded_for) {
                 (Some((id, pin)), _, _) => {

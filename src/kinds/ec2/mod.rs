@@ -73,12 +73,6 @@ pub async fn live_nat_gateways(client: &Client, reads: &ReadCache) -> Result<Arc
         .await
 }
 
-/// Whether EC2 `tags` say the resource is this environment's.
-pub fn owned_tags(tags: &[Tag], env: &str) -> bool {
-    let has = |key: &str, value: &str| tags.iter().any(|t| t.key() == Some(key) && t.value() == Some(value));
-    has(TAG_MANAGED_BY, MANAGED_BY) && has(TAG_ENV, env)
-}
-
 /// EC2 tags as a map.
 pub fn tag_map(tags: &[Tag]) -> Tags {
     tags.iter().filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string()))).collect()

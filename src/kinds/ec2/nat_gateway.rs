@@ -70,9 +70,11 @@ impl Kind for NatGateways {
         Ok(out
             .nat_gateways()
             .iter()
-            .filter(|n| super::owned_tags(n.tags(), &env.env))
             .filter_map(|n| {
                 let mut l = live(n.nat_gateway_id()?, tag_map(n.tags()));
+                if !l.is_owned_by(&env.env) {
+                    return None; // the shared read lists every owner's NAT gateways
+                }
                 l.fields.insert(SUBNET.into(), n.subnet_id().unwrap_or_default().into());
                 let primary = n.nat_gateway_addresses().iter().find(|a| a.is_primary() != Some(false));
                 l.fields.insert(ALLOCATION.into(), primary.and_then(|a| a.allocation_id()).unwrap_or_default().into());
