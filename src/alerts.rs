@@ -125,8 +125,8 @@ pub fn events(report: &Report) -> Vec<Value> {
 pub struct AlertSink {
     client: Client,
     stream: String,
-    /// Events not delivered yet, per environment.
-    pending: Mutex<BTreeMap<String, Vec<Value>>>,
+    /// Events not delivered yet, per environment, serialized once.
+    pending: Mutex<BTreeMap<String, Vec<LogEvent>>>,
     /// Environments whose events are being delivered.
     flushing: Mutex<BTreeSet<String>>,
 }
@@ -152,6 +152,11 @@ impl AlertSink {
     /// Queues events of `env` for the next [`AlertSink::flush`]; beyond
     /// [`MAX_PENDING`] undelivered events, the oldest are dropped.
     pub fn enqueue(&self, env: &str, new: Vec<Value>) {
+        self.requeue(env, new.iter().map(|e| LogEvent { timestamp: timestamp(e), message: e.to_string() }).collect());
+    }
+
+    /// Queues serialized events of `env`, bounded like [`AlertSink::enqueue`].
+    fn requeue(&self, env: &str, new: Vec<LogEvent>) {
         let Ok(mut pending) = self.pending.lock() else { return };
         let queue = pending.entry(env.to_string()).or_default();
         queue.extend(new);
@@ -184,7 +189,7 @@ impl AlertSink {
             if events.is_empty() {
                 return Ok(delivered);
             }
-            events.sort_by_key(timestamp);
+            events.sort_by_key(|e| e.timestamp);
             for batch in batches(&events) {
                 let mut result = self.put(&group, &events[batch.clone()]).await;
                 if matches!(&result, Err(e) if e.code.as_deref() == Some("ResourceNotFoundException")) {
@@ -196,7 +201,7 @@ impl AlertSink {
                 if let Err(e) = result {
                     // Only what was not delivered goes back, before what came meanwhile.
                     let later = self.pending.lock().map(|mut p| p.remove(env).unwrap_or_default()).unwrap_or_default();
-                    self.enqueue(env, events.split_off(batch.start).into_iter().chain(later).collect());
+                    self.requeue(env, events.split_off(batch.start).into_iter().chain(later).collect());
                     return Err(e);
                 }
                 delivered += batch.len();
@@ -204,12 +209,21 @@ impl AlertSink {
         }
     }
 
-    async fn put(&self, group: &str, batch: &[Value]) -> Result<(), AwsError> {
+    async fn put(&self, group: &str, batch: &[LogEvent]) -> Result<(), AwsError> {
         let entries: Vec<InputLogEvent> =
-            batch.iter().filter_map(|e| InputLogEvent::builder().timestamp(timestamp(e)).message(e.to_string()).build().ok()).collect();
+            batch.iter().filter_map(|e| InputLogEvent::builder().timestamp(e.timestamp).message(e.message.clone()).build().ok()).collect();
         self.client.put_log_events().log_group_name(group).log_stream_name(&self.stream).set_log_events(Some(entries)).send().await.aws("Logs.PutLogEvents")?;
         Ok(())
     }
+}
+
+/// One event as CloudWatch Logs takes it.
+#[derive(Clone, Debug)]
+struct LogEvent {
+    /// Milliseconds since the epoch.
+    timestamp: i64,
+    /// The EMF document.
+    message: String,
 }
 
 /// An event's EMF timestamp (milliseconds).
@@ -220,13 +234,13 @@ fn timestamp(event: &Value) -> i64 {
 /// Splits time-ordered `events` into PutLogEvents batches: at most
 /// [`MAX_BATCH`] events, [`MAX_BATCH_BYTES`] bytes (each event counts 26 bytes
 /// more than its message) and 24 hours each.
-fn batches(events: &[Value]) -> Vec<std::ops::Range<usize>> {
+fn batches(events: &[LogEvent]) -> Vec<std::ops::Range<usize>> {
     const DAY_MS: i64 = 24 * 3600 * 1000;
     let mut out = Vec::new();
     let (mut start, mut bytes) = (0, 0);
     for (i, event) in events.iter().enumerate() {
-        let size = event.to_string().len() + 26;
-        let full = i - start == MAX_BATCH || bytes + size > MAX_BATCH_BYTES || timestamp(event) - timestamp(&events[start]) >= DAY_MS;
+        let size = event.message.len() + 26;
+        let full = i - start == MAX_BATCH || bytes + size > MAX_BATCH_BYTES || event.timestamp - events[start].timestamp >= DAY_MS;
         if i > start && full {
             out.push(start..i);
             (start, bytes) = (i, 0);
@@ -305,15 +319,15 @@ mod tests {
 
     #[test]
     fn batches_respect_the_count_byte_and_day_limits() {
-        let event = |t: i64, size: usize| json!({ "_aws": { "Timestamp": t }, "detail": "x".repeat(size) });
-        let big: Vec<Value> = (0..3000).map(|i| event(i, 1000)).collect();
+        let event = |timestamp: i64, size: usize| LogEvent { timestamp, message: "x".repeat(size) };
+        let big: Vec<LogEvent> = (0..3000).map(|i| event(i, 1000)).collect();
         let cut = batches(&big);
         assert!(cut.len() >= 3, "3 MB cannot go in one call: {cut:?}");
         assert_eq!(cut.iter().map(|r| r.len()).sum::<usize>(), 3000);
         for r in &cut {
-            assert!(big[r.clone()].iter().map(|e| e.to_string().len() + 26).sum::<usize>() <= MAX_BATCH_BYTES);
+            assert!(big[r.clone()].iter().map(|e| e.message.len() + 26).sum::<usize>() <= MAX_BATCH_BYTES);
         }
-        let many: Vec<Value> = (0..25_000).map(|i| event(i, 1)).collect();
+        let many: Vec<LogEvent> = (0..25_000).map(|i| event(i, 1)).collect();
         assert!(batches(&many).iter().all(|r| r.len() <= MAX_BATCH));
         let two_days = vec![event(0, 1), event(24 * 3600 * 1000, 1)];
         assert_eq!(batches(&two_days), vec![0..1, 1..2]);
