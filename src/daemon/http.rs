@@ -14,6 +14,16 @@ use tokio::net::TcpListener;
 
 use crate::engine::plan::{Action, Outcome};
 use crate::engine::report::Report;
+use crate::engine::Scope;
+
+/// The name of a loop in logs, metrics and alerts: `full`, or `network` for
+/// the fast loop over the [`Scope::Fast`] kinds (networking and the whitelist).
+pub fn label(scope: Scope) -> &'static str {
+    match scope {
+        Scope::Full => "full",
+        Scope::Fast => "network",
+    }
+}
 
 /// Full intervals without a successful full pass after which an environment is stale.
 pub const STALE_AFTER_INTERVALS: u32 = 3;
@@ -29,8 +39,8 @@ pub struct Status {
     full_interval: Duration,
     last_full_success: BTreeMap<String, Instant>,
     /// (environment, scope) of passes abandoned at their deadline since that scope's last success.
-    abandoned: BTreeSet<(String, &'static str)>,
-    timeouts: BTreeMap<(String, &'static str), u64>,
+    abandoned: BTreeSet<(String, Scope)>,
+    timeouts: BTreeMap<(String, Scope), u64>,
     passes: BTreeMap<(String, &'static str), u64>,
     duration_seconds: BTreeMap<String, f64>,
     drift: BTreeMap<(String, String), u64>,
@@ -67,8 +77,8 @@ impl Status {
         }
     }
 
-    /// Records a pass of `scope` (`full` or `network`) abandoned at its deadline: a failed pass.
-    pub fn record_abandoned(&mut self, env: &str, scope: &'static str) {
+    /// Records a pass of `scope` abandoned at its deadline: a failed pass.
+    pub fn record_abandoned(&mut self, env: &str, scope: Scope) {
         *self.passes.entry((env.to_string(), "timeout")).or_insert(0) += 1;
         *self.timeouts.entry((env.to_string(), scope)).or_insert(0) += 1;
         self.abandoned.insert((env.to_string(), scope));
@@ -78,7 +88,7 @@ impl Status {
     /// success, or no successful full pass for [`STALE_AFTER_INTERVALS`] full intervals.
     pub fn stale_reason(&self, env: &str) -> Option<String> {
         if let Some((_, scope)) = self.abandoned.iter().find(|(e, _)| e == env) {
-            return Some(format!("{env}: a {scope} pass was abandoned at its deadline and none has succeeded since"));
+            return Some(format!("{env}: a {} pass was abandoned at its deadline and none has succeeded since", label(*scope)));
         }
         let limit = self.full_interval * STALE_AFTER_INTERVALS;
         let since = self.last_full_success.get(env).copied().unwrap_or(self.started);
@@ -97,8 +107,8 @@ impl Status {
         (!reasons.is_empty()).then(|| reasons.join("; "))
     }
 
-    /// Records a finished pass of `scope` (`full` or `network`).
-    pub fn record(&mut self, report: &Report, scope: &'static str) {
+    /// Records a finished pass of `scope`.
+    pub fn record(&mut self, report: &Report, scope: Scope) {
         let env = report.env.clone();
         let ok = report.errors.is_empty() && report.summary.failed == 0;
         *self.passes.entry((env.clone(), if ok { "ok" } else { "error" })).or_insert(0) += 1;
@@ -121,7 +131,7 @@ impl Status {
         if ok {
             let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
             self.abandoned.remove(&(env.clone(), scope));
-            if scope == "full" {
+            if scope == Scope::Full {
                 self.last_full_success.insert(env.clone(), Instant::now());
             }
             self.last_success.insert(env, now);
@@ -194,7 +204,7 @@ impl Status {
             "sentry_operator_pass_timeouts_total",
             "counter",
             "Passes abandoned at their deadline, by scope.",
-            self.timeouts.iter().map(|((e, s), n)| (format!("{{env=\"{e}\",scope=\"{s}\"}}"), n.to_string())).collect(),
+            self.timeouts.iter().map(|((e, s), n)| (format!("{{env=\"{e}\",scope=\"{}\"}}", label(*s)), n.to_string())).collect(),
         );
         family(
             "sentry_operator_env_stale",
@@ -257,16 +267,16 @@ mod tests {
         assert_eq!(status.not_ready_reason().as_deref(), Some("dev: waiting for a first successful pass"));
         status.last_full_success.insert("dev".into(), Instant::now());
         assert_eq!(status.not_ready_reason(), None);
-        status.record_abandoned("dev", "network");
+        status.record_abandoned("dev", Scope::Fast);
         let why = status.not_ready_reason().unwrap_or_default();
         assert!(why.contains("network pass was abandoned"), "{why}");
         assert!(status.render().contains("sentry_operator_env_stale{env=\"dev\"} 1"));
         assert!(status.render().contains("sentry_operator_pass_timeouts_total{env=\"dev\",scope=\"network\"} 1"));
         let env = crate::spec::EnvSpec { env: "dev".into(), spec: Default::default(), reallocate_whitelist: Default::default() };
         let ok = Report::new(&env, crate::engine::Mode::Apply, Vec::new(), Vec::new(), Default::default(), Duration::ZERO);
-        status.record(&ok, "full");
+        status.record(&ok, Scope::Full);
         assert!(status.not_ready_reason().is_some(), "a full pass does not clear an abandoned network pass");
-        status.record(&ok, "network");
+        status.record(&ok, Scope::Fast);
         assert_eq!(status.not_ready_reason(), None);
         assert!(status.render().contains("sentry_operator_env_stale{env=\"dev\"} 0"));
     }

@@ -35,7 +35,7 @@ use crate::aws::{load_config, CallCounter, Timeouts};
 use crate::engine::{Mode, Scope};
 use crate::runtime::Runtime;
 use crate::spec::{self, EnvSpec, BASE_FILE};
-use http::{SharedStatus, Status};
+use http::{label, SharedStatus, Status};
 use lease::Lease;
 
 /// How the daemon runs.
@@ -74,15 +74,6 @@ pub struct Options {
 
 /// The shortest default pass deadline (a pass's longest quiet spell between AWS replies).
 pub const MIN_DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
-
-/// The name of a loop in logs, metrics and alerts: `full`, or `network` for
-/// the fast loop over the [`Scope::Fast`] kinds (networking and the whitelist).
-fn label(scope: Scope) -> &'static str {
-    match scope {
-        Scope::Full => "full",
-        Scope::Fast => "network",
-    }
-}
 
 /// Runs until SIGTERM / SIGINT; returns the exit status.
 pub async fn run(options: Options) -> anyhow::Result<u8> {
@@ -356,7 +347,7 @@ impl EnvLoop {
                      the environment is stale until a pass succeeds"
                 );
                 if let Ok(mut status) = self.status.lock() {
-                    status.record_abandoned(&self.env, scope);
+                    status.record_abandoned(&self.env, self.scope);
                 }
                 self.alert(vec![alerts::stale_event(&self.env, scope, deadline)]);
                 false
@@ -380,7 +371,7 @@ impl EnvLoop {
         }
         self.alert(alerts::events(&report));
         if let Ok(mut status) = self.status.lock() {
-            status.record(&report, label(scope));
+            status.record(&report, scope);
         }
         report.errors.is_empty() && report.summary.failed == 0
     }
