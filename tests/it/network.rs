@@ -19,6 +19,11 @@ fn reconcile(moto: &Moto, specs: &Path, env: &str) -> Run {
     operator(&moto.endpoint, &json_args(specs, &["reconcile", "--once", "--env", env]))
 }
 
+/// `reconcile --once --env dev --reallocate-whitelist <entry>`.
+fn reallocate(moto: &Moto, specs: &Path, entry: &str) -> Run {
+    operator(&moto.endpoint, &json_args(specs, &["reconcile", "--once", "--env", "dev", "--reallocate-whitelist", entry]))
+}
+
 fn plan(moto: &Moto, specs: &Path, env: &str) -> Run {
     operator(&moto.endpoint, &json_args(specs, &["plan", "--env", env]))
 }
@@ -347,8 +352,7 @@ async fn a_whitelist_address_that_lost_its_tags_is_adopted_back_never_replaced()
     assert!(whitelist(&ec2, "dev", "whitelist-2").await.is_none(), "no longer tagged as ours");
 
     // Asking for a new address is refused: the recorded one still exists.
-    let args = json_args(&specs, &["reconcile", "--once", "--env", "dev", "--reallocate-whitelist", "whitelist-2"]);
-    let (run, writes) = recorded(&moto, || operator(&moto.endpoint, &args));
+    let (run, writes) = recorded(&moto, || reallocate(&moto, &specs, "whitelist-2"));
     assert_eq!(run.code, 1, "{}", run.stdout);
     assert!(writes.is_empty(), "{writes:?}");
 
@@ -368,18 +372,14 @@ async fn a_lost_address_is_replaced_by_a_new_one_only_when_asked() {
     assert_eq!(reconcile(&moto, &specs, "dev").code, 2);
     let ec2 = ec2(&moto).await;
     let (allocation, old_ip, _) = whitelist(&ec2, "dev", "whitelist-2").await.expect("w2");
-    let reallocate = |entry: &str| {
-        let args = json_args(&specs, &["reconcile", "--once", "--env", "dev", "--reallocate-whitelist", entry]);
-        operator(&moto.endpoint, &args)
-    };
     // While the address exists, the switch is refused before any write.
-    let (run, writes) = recorded(&moto, || reallocate("whitelist-2"));
+    let (run, writes) = recorded(&moto, || reallocate(&moto, &specs, "whitelist-2"));
     assert_eq!(run.code, 1, "{}", run.stdout);
     assert!(writes.is_empty(), "{writes:?}");
     assert!(run.json()["errors"].to_string().contains(&format!("still has its address {old_ip}")), "{}", run.stdout);
 
     ec2.release_address().allocation_id(&allocation).send().await.expect("release");
-    let run = reallocate("whitelist-2");
+    let run = reallocate(&moto, &specs, "whitelist-2");
     assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
     assert!(run.stderr.contains("allocated a NEW whitelist Elastic IP"), "{}", run.stderr);
     let (_, new_ip, _) = whitelist(&ec2, "dev", "whitelist-2").await.expect("a new address");
