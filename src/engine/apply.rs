@@ -92,12 +92,14 @@ struct Planned {
     handles: ReferenceMap,
     errors: Vec<String>,
     review: Reviews,
+    /// The shared reads of the observation, which reviews and writes may consult.
+    reads: ReadCache,
 }
 
 /// Observes every kind concurrently and plans.
 async fn plan_pass(env: &EnvSpec, kinds: &[Box<dyn Kind>]) -> Planned {
-    let reads = ReadCache::default();
-    let reads = &reads;
+    let shared_reads = ReadCache::default();
+    let reads = &shared_reads;
     let observed = futures::future::join_all(kinds.iter().map(|kind| async move {
         let desired = kind.desired(env);
         let live = kind.observe(env, &desired, reads).await;
@@ -141,12 +143,12 @@ async fn plan_pass(env: &EnvSpec, kinds: &[Box<dyn Kind>]) -> Planned {
     let mut review = Reviews::default();
     for (k, kind) in kinds.iter().enumerate() {
         let mine: Vec<&Step> = steps.iter().zip(&owners).filter(|(_, o)| **o == k).map(|(s, _)| s).collect();
-        let r = kind.review(env, &mine);
+        let r = kind.review(env, &mine, reads);
         review.errors.extend(r.errors);
         review.violations.extend(r.violations);
         review.findings.extend(r.findings);
     }
-    Planned { steps, owners, handles, errors, review }
+    Planned { steps, owners, handles, errors, review, reads: shared_reads }
 }
 
 /// Why a pass needs a second round.
@@ -176,7 +178,7 @@ async fn apply(
     defer: Option<Scope>,
     violations: &mut Vec<String>,
 ) -> Option<SecondRound> {
-    let Planned { steps, owners, handles, .. } = planned;
+    let Planned { steps, owners, handles, reads, .. } = planned;
     let deferred = |i: usize| defer == Some(kinds[owners[i]].rules().scope);
     let mut failed: BTreeSet<ResourceKey> = BTreeSet::new();
     // Resources another pass is to create: what depends on them waits for it.
@@ -206,15 +208,14 @@ async fn apply(
             runnable.push(i);
         }
         let results: Vec<(usize, Result<Written, AwsError>)> = {
-            let steps = &*steps;
-            let handles = &*handles;
+            let (steps, handles, reads) = (&*steps, &*handles, &*reads);
             stream::iter(runnable)
                 .map(|i| {
                     let kind = &kinds[owners[i]];
                     let step = resolved(&steps[i], handles);
                     // One token per create, the same across its retries.
                     let token = if matches!(step.action, Action::Create | Action::Replace) { idempotency_token() } else { String::new() };
-                    async move { (i, write_with_retries(kind.as_ref(), env, &step, &token, retry).await) }
+                    async move { (i, write_with_retries(kind.as_ref(), env, &step, &token, reads, retry).await) }
                 })
                 .buffer_unordered(WRITE_CONCURRENCY)
                 .collect()
@@ -243,7 +244,7 @@ async fn apply(
     for i in deletes {
         let kind = &kinds[owners[i]];
         let step = resolved(&steps[i], handles);
-        let result = write_with_retries(kind.as_ref(), env, &step, "", retry).await;
+        let result = write_with_retries(kind.as_ref(), env, &step, "", reads, retry).await;
         record(&mut steps[i], result.map(|_| ()), &mut failed, violations);
     }
     second_round
@@ -307,10 +308,10 @@ struct Written {
 /// is retried only after looking the resource up by its ownership tags.
 /// Throttled or conflicting attempts were refused, so they need no lookup
 /// (which keeps lookups from adding load while AWS throttles).
-async fn write_with_retries(kind: &dyn Kind, env: &EnvSpec, step: &Step, token: &str, retry: &RetryPolicy) -> Result<Written, AwsError> {
+async fn write_with_retries(kind: &dyn Kind, env: &EnvSpec, step: &Step, token: &str, reads: &ReadCache, retry: &RetryPolicy) -> Result<Written, AwsError> {
     let may_have_acted = AtomicBool::new(false);
     with_retries(retry, || async {
-        let result = write(kind, env, step, token, may_have_acted.load(Ordering::SeqCst)).await;
+        let result = write(kind, env, step, token, reads, may_have_acted.load(Ordering::SeqCst)).await;
         if result.as_ref().is_err_and(|e| e.class == ErrorClass::Transient) {
             may_have_acted.store(true, Ordering::SeqCst);
         }
@@ -320,10 +321,10 @@ async fn write_with_retries(kind: &dyn Kind, env: &EnvSpec, step: &Step, token: 
 }
 
 /// Performs one step.
-async fn write(kind: &dyn Kind, env: &EnvSpec, step: &Step, token: &str, may_exist: bool) -> Result<Written, AwsError> {
+async fn write(kind: &dyn Kind, env: &EnvSpec, step: &Step, token: &str, reads: &ReadCache, may_exist: bool) -> Result<Written, AwsError> {
     let changed = |()| Written { handle: None, found_earlier_create: false };
     match (step.action, &step.desired, &step.live) {
-        (Action::Create, Some(d), _) => create(kind, env, d, token, None, may_exist).await,
+        (Action::Create, Some(d), _) => create(kind, env, d, token, reads, None, may_exist).await,
         (Action::Update, Some(d), Some(l)) => {
             tracing::info!(resource = %step.key, name = %step.name, changes = step.changes.len(), "updating");
             kind.update(d, l, &step.delta).await.map(changed)
@@ -331,13 +332,13 @@ async fn write(kind: &dyn Kind, env: &EnvSpec, step: &Step, token: &str, may_exi
         (Action::Replace, Some(d), Some(l)) => {
             tracing::info!(resource = %step.key, name = %step.name, "replacing");
             if kind.rules().on_immutable_change != OnImmutableChange::NewVersion {
-                kind.delete(l).await?;
+                kind.delete(l, reads).await?;
             }
-            create(kind, env, d, token, Some(&l.handle), may_exist).await
+            create(kind, env, d, token, reads, Some(&l.handle), may_exist).await
         }
         (Action::Delete, _, Some(l)) => {
             tracing::info!(resource = %step.key, name = %step.name, "deleting");
-            kind.delete(l).await.map(changed)
+            kind.delete(l, reads).await.map(changed)
         }
         _ => Err(AwsError::unexpected("engine", format!("step {} has nothing to apply", step.key))),
     }
@@ -346,7 +347,15 @@ async fn write(kind: &dyn Kind, env: &EnvSpec, step: &Step, token: &str, may_exi
 /// Creates `desired`; when an earlier attempt may have made it, first looks
 /// for it (owned by this environment under the same logical id, and not the
 /// resource being replaced).
-async fn create(kind: &dyn Kind, env: &EnvSpec, desired: &Desired, token: &str, replacing: Option<&str>, may_exist: bool) -> Result<Written, AwsError> {
+async fn create(
+    kind: &dyn Kind,
+    env: &EnvSpec,
+    desired: &Desired,
+    token: &str,
+    reads: &ReadCache,
+    replacing: Option<&str>,
+    may_exist: bool,
+) -> Result<Written, AwsError> {
     if may_exist {
         let live = kind.observe(env, std::slice::from_ref(desired), &ReadCache::default()).await?;
         let earlier =
@@ -357,7 +366,7 @@ async fn create(kind: &dyn Kind, env: &EnvSpec, desired: &Desired, token: &str, 
         }
     }
     tracing::info!(resource = %desired.key, name = %desired.name, "creating");
-    kind.create(desired, token).await.map(|handle| Written { handle: Some(handle), found_earlier_create: false })
+    kind.create(desired, token, reads).await.map(|handle| Written { handle: Some(handle), found_earlier_create: false })
 }
 
 /// Runs `op` until it succeeds, fails with a non-retryable error, or the
@@ -413,7 +422,7 @@ mod tests {
         fn rules(&self) -> Rules {
             Rules::new("fake")
         }
-        fn review(&self, _env: &EnvSpec, _steps: &[&Step]) -> Review {
+        fn review(&self, _env: &EnvSpec, _steps: &[&Step], _reads: &ReadCache) -> Review {
             Review { errors: if self.refuse_plan { vec!["refused".into()] } else { Vec::new() }, ..Review::default() }
         }
         fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
@@ -432,7 +441,7 @@ mod tests {
         async fn observe(&self, _env: &EnvSpec, _desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
             Ok(self.live.lock().map(|l| l.clone()).unwrap_or_default())
         }
-        async fn create(&self, desired: &Desired, _token: &str) -> Result<String, AwsError> {
+        async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
             if let Some((id, class)) = self.fail.filter(|(id, _)| *id == desired.key.id) {
                 return Err(AwsError { operation: "Fake.Create", class, code: None, message: format!("{id} refused") });
             }
@@ -451,7 +460,7 @@ mod tests {
         async fn update(&self, _d: &Desired, _l: &Live, _delta: &Delta) -> Result<(), AwsError> {
             Ok(())
         }
-        async fn delete(&self, _l: &Live) -> Result<(), AwsError> {
+        async fn delete(&self, _l: &Live, _reads: &ReadCache) -> Result<(), AwsError> {
             Ok(())
         }
     }
@@ -555,14 +564,14 @@ mod tests {
             async fn observe(&self, env: &EnvSpec, desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
                 self.0.observe(env, desired, reads).await
             }
-            async fn create(&self, desired: &Desired, token: &str) -> Result<String, AwsError> {
-                self.0.create(desired, token).await
+            async fn create(&self, desired: &Desired, token: &str, reads: &ReadCache) -> Result<String, AwsError> {
+                self.0.create(desired, token, reads).await
             }
             async fn update(&self, d: &Desired, l: &Live, delta: &Delta) -> Result<(), AwsError> {
                 self.0.update(d, l, delta).await
             }
-            async fn delete(&self, l: &Live) -> Result<(), AwsError> {
-                self.0.delete(l).await
+            async fn delete(&self, l: &Live, reads: &ReadCache) -> Result<(), AwsError> {
+                self.0.delete(l, reads).await
             }
         }
         let others = Fake::new(None, false);

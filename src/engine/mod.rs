@@ -68,6 +68,55 @@ pub struct Desired {
     pub adopt: bool,
 }
 
+impl ResourceKey {
+    /// The key of `id` of `kind`.
+    pub fn new(kind: &'static str, id: &str) -> Self {
+        ResourceKey { kind, id: id.into() }
+    }
+}
+
+impl Desired {
+    /// Resource `id` of `kind`, named `name` and tagged `tags`, with no
+    /// fields or dependencies yet.
+    pub fn new(kind: &'static str, id: &str, name: impl Into<String>, tags: Tags) -> Self {
+        Desired { key: ResourceKey::new(kind, id), name: name.into(), fields: Fields::new(), tags, depends_on: Vec::new(), adopt: false }
+    }
+
+    /// Sets field `name` to `value`.
+    pub fn with(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.fields.insert(name.into(), value.into());
+        self
+    }
+
+    /// Sets field `name` to a [`reference`] to `id` of `kind`, which must
+    /// therefore exist first.
+    pub fn with_reference(self, name: &str, kind: &'static str, id: &str) -> Self {
+        self.with(name, reference(kind, id)).after(kind, id)
+    }
+
+    /// Sets field `name` to the [`list_field`] of references to `ids` of
+    /// `kind`, which must therefore exist first.
+    pub fn with_references<'a>(self, name: &str, kind: &'static str, ids: impl IntoIterator<Item = &'a str>) -> Self {
+        let ids: Vec<&str> = ids.into_iter().collect();
+        let d = self.with(name, list_field(ids.iter().map(|id| reference(kind, id))));
+        ids.into_iter().fold(d, |d, id| d.after(kind, id))
+    }
+
+    /// Makes `id` of `kind` a resource that must exist first.
+    pub fn after(mut self, kind: &'static str, id: &str) -> Self {
+        let key = ResourceKey::new(kind, id);
+        if !self.depends_on.contains(&key) {
+            self.depends_on.push(key);
+        }
+        self
+    }
+
+    /// The desired value of field `name` (empty when the kind sets none).
+    pub fn field(&self, name: &str) -> &str {
+        self.fields.get(name).map_or("", String::as_str)
+    }
+}
+
 /// What AWS has of one resource.
 #[derive(Clone, Debug, Default)]
 pub struct Live {
@@ -88,6 +137,19 @@ pub struct Live {
 /// diffing, and references into physical ids before writing.
 pub fn reference(kind: &str, id: &str) -> String {
     format!("@{kind}/{id}")
+}
+
+/// A list as one field value: its items sorted and comma-joined, so that the
+/// order AWS reports them in never shows as drift.
+pub fn list_field<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> String {
+    let mut items: Vec<String> = items.into_iter().map(|s| s.as_ref().to_string()).collect();
+    items.sort_unstable();
+    items.join(",")
+}
+
+/// The items of a field value written by [`list_field`].
+pub fn list_items(value: &str) -> Vec<String> {
+    value.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect()
 }
 
 /// Whether a (resolved) value still holds a reference nobody could resolve.
@@ -112,6 +174,23 @@ pub enum Ownership {
 }
 
 impl Live {
+    /// Sets field `name` to what AWS reported.
+    pub fn with(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.fields.insert(name.into(), value.into());
+        self
+    }
+
+    /// The kind-private fact `key` observe recorded (an ARN, a client id),
+    /// which the call `operation` needs: an error when it is missing.
+    pub fn meta(&self, key: &str, operation: &'static str) -> Result<&str, AwsError> {
+        self.meta.get(key).map(String::as_str).ok_or_else(|| AwsError::unexpected(operation, format!("{} was observed without its {key}", self.name)))
+    }
+
+    /// The live value of field `name` (empty when the kind reported none).
+    pub fn field(&self, name: &str) -> &str {
+        self.fields.get(name).map_or("", String::as_str)
+    }
+
     /// Whether the tags say this resource is `id` of environment `env`.
     pub fn is_owned_as(&self, env: &str, id: &str) -> bool {
         matches!(self.ownership(), Ownership::Managed { env: e, id: i, .. } if e == env && i == id)
@@ -155,6 +234,15 @@ pub fn ownership_tags(env: &EnvSpec, id: &str, policy: DeletionPolicy, extra: &T
 #[derive(Default)]
 pub struct ReadCache {
     entries: std::sync::Mutex<HashMap<&'static str, Arc<SharedRead>>>,
+}
+
+impl ReadCache {
+    /// The answer of the read named `key` if a kind already made it in this
+    /// pass (for checks that run after observation and make no calls).
+    pub fn peek<T: Any + Send + Sync>(&self, key: &'static str) -> Option<Arc<T>> {
+        let cell = self.entries.lock().ok()?.get(key)?.clone();
+        cell.get()?.clone().downcast::<T>().ok()
+    }
 }
 
 /// One shared read: made once, its answer kept for the rest of the pass.
@@ -367,8 +455,9 @@ pub trait Kind: Send + Sync {
         }
     }
 
-    /// Kind-specific checks of a finished plan, run before anything is written.
-    fn review(&self, _env: &EnvSpec, _steps: &[&plan::Step]) -> Review {
+    /// Kind-specific checks of a finished plan, run before anything is written;
+    /// `reads` holds the shared reads the pass's observation made.
+    fn review(&self, _env: &EnvSpec, _steps: &[&plan::Step], _reads: &ReadCache) -> Review {
         Review::default()
     }
 
@@ -385,14 +474,14 @@ pub trait Kind: Send + Sync {
     /// `token` is unique to this create and the same across its retries, for
     /// APIs that take a ClientToken (a token derived from the resource alone
     /// would be unsafe: AWS answers a repeated token with the original
-    /// resource, even one deleted since).
-    async fn create(&self, desired: &Desired, token: &str) -> Result<String, AwsError>;
+    /// resource, even one deleted since). `reads` is the pass's read cache.
+    async fn create(&self, desired: &Desired, token: &str, reads: &ReadCache) -> Result<String, AwsError>;
 
     /// Applies `delta` to the live resource.
     async fn update(&self, desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError>;
 
-    /// Deletes the live resource.
-    async fn delete(&self, live: &Live) -> Result<(), AwsError>;
+    /// Deletes the live resource; `reads` is the pass's read cache.
+    async fn delete(&self, live: &Live, reads: &ReadCache) -> Result<(), AwsError>;
 }
 
 #[cfg(test)]

@@ -18,10 +18,10 @@ use aws_sdk_dynamodb::types::{
     TableDescription, TableStatus, Tag, TimeToLiveSpecification,
 };
 use aws_sdk_dynamodb::Client;
-use futures::stream::{self, StreamExt, TryStreamExt};
 
+use super::describe_each;
 use crate::aws::{found, gone_is_ok, required, wait_for, AwsError, AwsResult};
-use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Live, ReadCache, ResourceKey, Rules};
+use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Live, ReadCache, Rules};
 use crate::spec::model::{KeySchema, Table};
 use crate::spec::{physical_name, EnvSpec};
 
@@ -156,7 +156,7 @@ impl Tables {
         };
         let table = out.table;
         let Some(table) = table else { return Ok(None) };
-        let arn = table.table_arn().unwrap_or_default().to_string();
+        let arn = required("DynamoDB.DescribeTable", "table ARN", table.table_arn())?;
         let (backups, ttl, tags) = tokio::try_join!(
             async { self.client.describe_continuous_backups().table_name(&name).send().await.aws("DynamoDB.DescribeContinuousBackups") },
             async { self.client.describe_time_to_live().table_name(&name).send().await.aws("DynamoDB.DescribeTimeToLive") },
@@ -251,24 +251,17 @@ impl Tables {
 }
 
 fn desired_table(env: &EnvSpec, id: &str, t: &Table) -> Desired {
-    let mut fields = Fields::new();
-    fields.insert(KEY.into(), key_text(&t.key, &t.attributes));
-    fields.insert(BILLING.into(), t.billing_mode.clone());
+    let mut d = Desired::new(KIND, id, physical_name(t.name.as_deref(), id, &env.env), ownership_tags(env, id, t.deletion_policy, &t.tags))
+        .with(KEY, key_text(&t.key, &t.attributes))
+        .with(BILLING, &t.billing_mode)
+        .with(SSE, if t.kms_encryption { "KMS" } else { "AWS_OWNED" })
+        .with(PITR, t.point_in_time_recovery.to_string())
+        .with(PROTECTION, t.deletion_protection.to_string())
+        .with(TTL, t.ttl_attribute.as_deref().unwrap_or(TTL_OFF));
     for (name, g) in &t.global_secondary_indexes {
-        fields.insert(format!("{GSI}{name}"), gsi_text(&g.key, &g.projection, &g.non_key_attributes, &t.attributes));
+        d = d.with(&format!("{GSI}{name}"), gsi_text(&g.key, &g.projection, &g.non_key_attributes, &t.attributes));
     }
-    fields.insert(SSE.into(), if t.kms_encryption { "KMS" } else { "AWS_OWNED" }.into());
-    fields.insert(PITR.into(), t.point_in_time_recovery.to_string());
-    fields.insert(PROTECTION.into(), t.deletion_protection.to_string());
-    fields.insert(TTL.into(), t.ttl_attribute.clone().unwrap_or_else(|| TTL_OFF.into()));
-    Desired {
-        key: ResourceKey { kind: KIND, id: id.into() },
-        name: physical_name(t.name.as_deref(), id, &env.env),
-        fields,
-        tags: ownership_tags(env, id, t.deletion_policy, &t.tags),
-        depends_on: Vec::new(),
-        adopt: false,
-    }
+    d
 }
 
 #[async_trait]
@@ -283,24 +276,13 @@ impl Kind for Tables {
     }
 
     async fn observe(&self, _env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
-        let wanted: Vec<&str> = desired.iter().map(|d| d.name.as_str()).collect();
-        let mut names = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self.client.list_tables().set_exclusive_start_table_name(start).send().await.aws("DynamoDB.ListTables")?;
-            names.extend(page.table_names().iter().filter(|n| n.starts_with("sentry-") || wanted.contains(&n.as_str())).cloned());
-            start = page.last_evaluated_table_name;
-            if start.is_none() {
-                break;
-            }
-        }
-        let described: Vec<Option<Live>> = stream::iter(names).map(|n| self.describe(n)).buffer_unordered(DESCRIBE_CONCURRENCY).try_collect().await?;
-        Ok(described.into_iter().flatten().collect())
+        let listed = self.client.list_tables().into_paginator().items().send().try_collect().await.aws("DynamoDB.ListTables")?;
+        let names = listed.into_iter().filter(|n| n.starts_with("sentry-") || desired.iter().any(|d| d.name == *n)).collect();
+        describe_each(names, DESCRIBE_CONCURRENCY, |n| self.describe(n)).await
     }
 
-    async fn create(&self, desired: &Desired, _token: &str) -> Result<String, AwsError> {
-        let field = |f: &str| desired.fields.get(f).cloned().unwrap_or_default();
-        let key = parse_key_text(&field(KEY));
+    async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
+        let key = parse_key_text(desired.field(KEY));
         let indexes: Vec<(String, KeyText)> =
             desired.fields.iter().filter_map(|(k, v)| k.strip_prefix(GSI).map(|n| (n.to_string(), parse_key_text(v)))).collect();
         let gsis: Vec<GlobalSecondaryIndex> = indexes
@@ -316,20 +298,22 @@ impl Kind for Tables {
             .table_name(&desired.name)
             .set_key_schema(Some(key_elements(&key)))
             .set_attribute_definitions(Some(definitions(std::iter::once(&key).chain(indexes.iter().map(|(_, k)| k)))))
-            .billing_mode(BillingMode::from(field(BILLING).as_str()))
+            .billing_mode(BillingMode::from(desired.field(BILLING)))
             .set_global_secondary_indexes((!gsis.is_empty()).then_some(gsis))
-            .sse_specification(SseSpecification::builder().enabled(field(SSE) == "KMS").set_sse_type((field(SSE) == "KMS").then_some(SseType::Kms)).build())
-            .deletion_protection_enabled(field(PROTECTION) == "true")
+            .sse_specification(
+                SseSpecification::builder().enabled(desired.field(SSE) == "KMS").set_sse_type((desired.field(SSE) == "KMS").then_some(SseType::Kms)).build(),
+            )
+            .deletion_protection_enabled(desired.field(PROTECTION) == "true")
             .set_tags(Some(tags))
             .send()
             .await
             .aws("DynamoDB.CreateTable")?;
         self.wait_active(&desired.name).await?;
-        if field(PITR) == "true" {
+        if desired.field(PITR) == "true" {
             self.set_pitr(&desired.name, true).await?;
         }
-        if field(TTL) != TTL_OFF {
-            self.set_ttl(&desired.name, &field(TTL), true).await?;
+        if desired.field(TTL) != TTL_OFF {
+            self.set_ttl(&desired.name, desired.field(TTL), true).await?;
         }
         required("DynamoDB.CreateTable", "table ARN", out.table_description().and_then(|t| t.table_arn()))
     }
@@ -377,7 +361,7 @@ impl Kind for Tables {
         Ok(())
     }
 
-    async fn delete(&self, live: &Live) -> Result<(), AwsError> {
+    async fn delete(&self, live: &Live, _reads: &ReadCache) -> Result<(), AwsError> {
         if live.fields.get(PROTECTION).map(String::as_str) == Some("true") {
             self.client.update_table().table_name(&live.name).deletion_protection_enabled(false).send().await.aws("DynamoDB.UpdateTable")?;
         }

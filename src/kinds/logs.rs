@@ -5,8 +5,8 @@
 use async_trait::async_trait;
 use aws_sdk_cloudwatchlogs::Client;
 
-use crate::aws::{gone_is_ok, AwsError, AwsResult};
-use crate::engine::{ownership_tags, Delta, Desired, Kind, Live, ReadCache, ResourceKey, Rules};
+use crate::aws::{gone_is_ok, required, AwsError, AwsResult};
+use crate::engine::{ownership_tags, Delta, Desired, Kind, Live, ReadCache, Rules};
 use crate::kinds::common_prefix;
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::EnvSpec;
@@ -40,16 +40,8 @@ impl Kind for LogGroups {
         o.log_groups
             .iter()
             .map(|(id, g)| {
-                let mut d = Desired {
-                    key: ResourceKey { kind: KIND, id: id.clone() },
-                    name: g.name.replace("${env}", &env.env),
-                    fields: Default::default(),
-                    tags: ownership_tags(env, id, DeletionPolicy::Retain, &Tags::new()),
-                    depends_on: Vec::new(),
-                    adopt: false,
-                };
-                d.fields.insert(RETENTION.into(), g.retention_days.unwrap_or(o.log_retention_days).to_string());
-                d
+                Desired::new(KIND, id, g.name.replace("${env}", &env.env), ownership_tags(env, id, DeletionPolicy::Retain, &Tags::new()))
+                    .with(RETENTION, g.retention_days.unwrap_or(o.log_retention_days).to_string())
             })
             .collect()
     }
@@ -59,38 +51,24 @@ impl Kind for LogGroups {
             return Ok(Vec::new());
         }
         let prefix = common_prefix(desired.iter().map(|d| d.name.as_str()));
+        let request = self.client.describe_log_groups().set_log_group_name_prefix((!prefix.is_empty()).then_some(prefix));
+        let groups = request.into_paginator().items().send().try_collect().await.aws("Logs.DescribeLogGroups")?;
         let mut found = Vec::new();
-        let mut token = None;
-        loop {
-            let mut request = self.client.describe_log_groups().set_next_token(token);
-            if !prefix.is_empty() {
-                request = request.log_group_name_prefix(&prefix);
+        for g in groups {
+            let Some(name) = g.log_group_name() else { continue };
+            if !desired.iter().any(|d| d.name == name) {
+                continue;
             }
-            let page = request.send().await.aws("Logs.DescribeLogGroups")?;
-            for g in page.log_groups() {
-                let Some(name) = g.log_group_name() else { continue };
-                if !desired.iter().any(|d| d.name == name) {
-                    continue;
-                }
-                let arn = g.arn().unwrap_or_default().trim_end_matches(":*").to_string();
-                let tags = self.client.list_tags_for_resource().resource_arn(&arn).send().await.aws("Logs.ListTagsForResource")?;
-                let mut l = Live {
-                    name: name.into(),
-                    handle: arn,
-                    tags: tags.tags().map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default(),
-                    ..Live::default()
-                };
-                l.fields.insert(RETENTION.into(), g.retention_in_days().map(|d| d.to_string()).unwrap_or_else(|| "never".into()));
-                found.push(l);
-            }
-            token = page.next_token;
-            if token.is_none() {
-                return Ok(found);
-            }
+            let arn = required("Logs.DescribeLogGroups", "log group ARN", g.arn())?.trim_end_matches(":*").to_string();
+            let tags = self.client.list_tags_for_resource().resource_arn(&arn).send().await.aws("Logs.ListTagsForResource")?;
+            let tags = tags.tags().map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
+            let retention = g.retention_in_days().map_or_else(|| "never".into(), |d| d.to_string());
+            found.push(Live { name: name.into(), handle: arn, tags, ..Live::default() }.with(RETENTION, retention));
         }
+        Ok(found)
     }
 
-    async fn create(&self, desired: &Desired, _token: &str) -> Result<String, AwsError> {
+    async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
         let created = self.client.create_log_group().log_group_name(&desired.name).set_tags(Some(desired.tags.clone().into_iter().collect())).send().await;
         match created.aws("Logs.CreateLogGroup") {
             Err(e) if e.code.as_deref() != Some("ResourceAlreadyExistsException") => return Err(e),
@@ -118,7 +96,7 @@ impl Kind for LogGroups {
         Ok(())
     }
 
-    async fn delete(&self, live: &Live) -> Result<(), AwsError> {
+    async fn delete(&self, live: &Live, _reads: &ReadCache) -> Result<(), AwsError> {
         gone_is_ok(self.client.delete_log_group().log_group_name(&live.name).send().await.map(|_| ()).aws("Logs.DeleteLogGroup"))
     }
 }

@@ -11,8 +11,10 @@ pub mod sqs;
 
 use aws_config::SdkConfig;
 
-use crate::aws::CallCounter;
-use crate::engine::Kind;
+use futures::stream::{self, StreamExt, TryStreamExt};
+
+use crate::aws::{AwsError, CallCounter};
+use crate::engine::{Kind, Live};
 use crate::sdk_client;
 use crate::spec::Spec;
 
@@ -27,14 +29,14 @@ pub fn registry(config: &SdkConfig, counter: &CallCounter) -> Vec<Box<dyn Kind>>
         Box::new(ec2::vpc::Vpcs { client: ec2.clone() }),
         Box::new(ec2::subnet::Subnets { client: ec2.clone() }),
         Box::new(ec2::internet_gateway::InternetGateways { client: ec2.clone() }),
-        Box::new(ec2::elastic_ip::ElasticIps::new(ec2.clone())),
+        Box::new(ec2::elastic_ip::ElasticIps { client: ec2.clone() }),
         Box::new(ec2::nat_gateway::NatGateways { client: ec2.clone() }),
         Box::new(ec2::route_table::RouteTables { client: ec2.clone() }),
         Box::new(ec2::security_group::SecurityGroups { client: ec2.clone() }),
         Box::new(ec2::security_group_rules::SecurityGroupRules { client: ec2.clone() }),
         Box::new(ec2::vpc_endpoint::VpcEndpoints { client: ec2.clone() }),
         Box::new(ec2::flow_log::FlowLogs { client: ec2 }),
-        Box::new(sqs::Queues::new(sdk_client!(aws_sdk_sqs, config, counter))),
+        Box::new(sqs::Queues { client: sdk_client!(aws_sdk_sqs, config, counter) }),
         Box::new(dynamodb::Tables { client: sdk_client!(aws_sdk_dynamodb, config, counter) }),
         Box::new(elasticache::subnet_group::SubnetGroups { client: elasticache.clone() }),
         Box::new(elasticache::replication_group::ReplicationGroups { client: elasticache }),
@@ -58,6 +60,16 @@ pub fn common_prefix<'a>(mut names: impl Iterator<Item = &'a str>) -> String {
         prefix.truncate(prefix.char_indices().nth(common).map_or(prefix.len(), |(i, _)| i));
     }
     prefix
+}
+
+/// Describes each listed resource, at most `concurrency` at a time; those
+/// that vanished since they were listed (`None`) are left out.
+pub async fn describe_each<T, Fut>(listed: Vec<T>, concurrency: usize, describe: impl Fn(T) -> Fut) -> Result<Vec<Live>, AwsError>
+where
+    Fut: std::future::Future<Output = Result<Option<Live>, AwsError>>,
+{
+    let described: Vec<Option<Live>> = stream::iter(listed).map(describe).buffer_unordered(concurrency).try_collect().await?;
+    Ok(described.into_iter().flatten().collect())
 }
 
 /// Sections of `spec` that are parsed and validated but that no registered

@@ -5,17 +5,15 @@
 //! concurrently.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
 
 use async_trait::async_trait;
 use aws_sdk_sqs::types::QueueAttributeName;
 use aws_sdk_sqs::Client;
-use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
+use super::{common_prefix, describe_each};
 use crate::aws::{found, gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Live, ReadCache, ResourceKey, Rules};
-use crate::kinds::common_prefix;
+use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Live, ReadCache, Rules};
 use crate::spec::EnvSpec;
 
 /// Kind name.
@@ -46,32 +44,16 @@ struct Redrive {
 
 /// The SQS queue kind.
 pub struct Queues {
-    client: Client,
-    /// Queue ARNs by name, learnt while observing (needed for redrive policies).
-    arns: Mutex<HashMap<String, String>>,
-    /// Queue URLs by name, learnt from creates.
-    urls: Mutex<HashMap<String, String>>,
+    /// The service's client.
+    pub client: Client,
 }
 
 impl Queues {
-    /// The queue kind over the service's SQS client.
-    pub fn new(client: Client) -> Self {
-        Queues { client, arns: Mutex::new(HashMap::new()), urls: Mutex::new(HashMap::new()) }
-    }
-
-    /// The ARN of queue `name`, from what observe learnt or by asking SQS.
+    /// The ARN of queue `name`, asked of SQS when a redrive policy naming it
+    /// is written (rare: creates and redrive changes), so no pass keeps state.
     async fn arn_of(&self, name: &str) -> Result<String, AwsError> {
-        if let Some(arn) = self.arns.lock().ok().and_then(|m| m.get(name).cloned()) {
-            return Ok(arn);
-        }
-        let known_url = self.urls.lock().ok().and_then(|m| m.get(name).cloned());
-        let url = match known_url {
-            Some(url) => url,
-            None => {
-                let out = self.client.get_queue_url().queue_name(name).send().await.aws("SQS.GetQueueUrl")?;
-                required("SQS.GetQueueUrl", "queue URL", out.queue_url())?
-            }
-        };
+        let out = self.client.get_queue_url().queue_name(name).send().await.aws("SQS.GetQueueUrl")?;
+        let url = required("SQS.GetQueueUrl", "queue URL", out.queue_url())?;
         let attributes = self
             .client
             .get_queue_attributes()
@@ -82,14 +64,7 @@ impl Queues {
             .aws("SQS.GetQueueAttributes")?
             .attributes
             .unwrap_or_default();
-        let arn = attributes
-            .get(&QueueAttributeName::QueueArn)
-            .cloned()
-            .ok_or_else(|| AwsError::unexpected("SQS.GetQueueAttributes", format!("no QueueArn for {name}")))?;
-        if let Ok(mut m) = self.arns.lock() {
-            m.insert(name.to_string(), arn.clone());
-        }
-        Ok(arn)
+        required("SQS.GetQueueAttributes", "queue ARN", attributes.get(&QueueAttributeName::QueueArn).map(String::as_str))
     }
 
     /// Turns desired/delta fields into SQS attributes (redrive resolved to an ARN).
@@ -127,11 +102,6 @@ impl Queues {
         let tags = out.tags.unwrap_or_default();
         let name = url.rsplit('/').next().unwrap_or_default().to_string();
         let raw: BTreeMap<String, String> = attributes.into_iter().map(|(k, v)| (k.as_str().to_string(), v)).collect();
-        if let Some(arn) = raw.get("QueueArn") {
-            if let Ok(mut m) = self.arns.lock() {
-                m.insert(name.clone(), arn.clone());
-            }
-        }
         Ok(Some(Live { name, handle: url, fields: normalize(&raw), tags: tags.into_iter().collect(), ..Live::default() }))
     }
 }
@@ -169,7 +139,8 @@ impl Kind for Queues {
             .iter()
             .map(|(id, q)| {
                 let a = q.attributes().or(&messaging.queue_defaults);
-                let mut fields = Fields::new();
+                let mut d =
+                    Desired { adopt: q.adopt, ..Desired::new(KIND, id, q.physical_name(id, &env.env), ownership_tags(env, id, q.deletion_policy, &q.tags)) };
                 for (field, value) in [
                     (VISIBILITY_TIMEOUT, a.visibility_timeout_seconds),
                     (RETENTION, a.message_retention_seconds),
@@ -178,30 +149,20 @@ impl Kind for Queues {
                     (MAX_SIZE, a.max_message_size_bytes),
                 ] {
                     if let Some(v) = value {
-                        fields.insert(field.into(), v.to_string());
+                        d = d.with(field, v.to_string());
                     }
                 }
                 if q.fifo {
-                    fields.insert(FIFO.into(), "true".into());
-                    fields.insert(DEDUPLICATION.into(), q.content_based_deduplication.unwrap_or(false).to_string());
+                    d = d.with(FIFO, "true").with(DEDUPLICATION, q.content_based_deduplication.unwrap_or(false).to_string());
                 }
-                let mut depends_on = Vec::new();
-                let redrive = match &q.dead_letter {
+                match &q.dead_letter {
                     Some(dl) => {
-                        depends_on.push(ResourceKey { kind: KIND, id: dl.queue.clone() });
                         let target = messaging.queues.get(&dl.queue).map(|t| t.physical_name(&dl.queue, &env.env)).unwrap_or_default();
-                        serde_json::to_string(&Redrive { dead_letter_target: target, max_receive_count: dl.max_receive_count }).unwrap_or_default()
+                        let redrive =
+                            serde_json::to_string(&Redrive { dead_letter_target: target, max_receive_count: dl.max_receive_count }).unwrap_or_default();
+                        d.with(REDRIVE, redrive).after(KIND, &dl.queue)
                     }
-                    None => NO_REDRIVE.into(),
-                };
-                fields.insert(REDRIVE.into(), redrive);
-                Desired {
-                    key: ResourceKey { kind: KIND, id: id.clone() },
-                    name: q.physical_name(id, &env.env),
-                    fields,
-                    tags: ownership_tags(env, id, q.deletion_policy, &q.tags),
-                    depends_on,
-                    adopt: q.adopt,
+                    None => d.with(REDRIVE, NO_REDRIVE),
                 }
             })
             .collect()
@@ -210,25 +171,12 @@ impl Kind for Queues {
     async fn observe(&self, _env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
         // Names share the `sentry-` convention; the prefix narrows the list to it (or to nothing, if a name breaks it).
         let prefix = common_prefix(std::iter::once("sentry-").chain(desired.iter().map(|d| d.name.as_str())));
-        let mut urls = Vec::new();
-        let mut token = None;
-        loop {
-            let mut request = self.client.list_queues().max_results(1000).set_next_token(token);
-            if !prefix.is_empty() {
-                request = request.queue_name_prefix(&prefix);
-            }
-            let page = request.send().await.aws("SQS.ListQueues")?;
-            urls.extend(page.queue_urls.unwrap_or_default());
-            token = page.next_token;
-            if token.is_none() {
-                break;
-            }
-        }
-        let described: Vec<Option<Live>> = stream::iter(urls).map(|url| self.describe(url)).buffer_unordered(DESCRIBE_CONCURRENCY).try_collect().await?;
-        Ok(described.into_iter().flatten().collect())
+        let request = self.client.list_queues().max_results(1000).set_queue_name_prefix((!prefix.is_empty()).then_some(prefix));
+        let urls = request.into_paginator().items().send().try_collect().await.aws("SQS.ListQueues")?;
+        describe_each(urls, DESCRIBE_CONCURRENCY, |url| self.describe(url)).await
     }
 
-    async fn create(&self, desired: &Desired, _token: &str) -> Result<String, AwsError> {
+    async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
         let attributes = self.attributes(desired.fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))).await?;
         let attributes = attributes.into_iter().filter(|(k, v)| !(*k == QueueAttributeName::RedrivePolicy && v.is_empty())).collect();
         let created = self
@@ -240,11 +188,7 @@ impl Kind for Queues {
             .send()
             .await
             .aws("SQS.CreateQueue")?;
-        let url = required("SQS.CreateQueue", "queue URL", created.queue_url.as_deref())?;
-        if let Ok(mut urls) = self.urls.lock() {
-            urls.insert(desired.name.clone(), url.clone());
-        }
-        Ok(url)
+        required("SQS.CreateQueue", "queue URL", created.queue_url.as_deref())
     }
 
     async fn update(&self, _desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {
@@ -259,7 +203,7 @@ impl Kind for Queues {
         Ok(())
     }
 
-    async fn delete(&self, live: &Live) -> Result<(), AwsError> {
+    async fn delete(&self, live: &Live, _reads: &ReadCache) -> Result<(), AwsError> {
         gone_is_ok(self.client.delete_queue().queue_url(&live.handle).send().await.map(|_| ()).aws("SQS.DeleteQueue"))
     }
 }

@@ -29,7 +29,6 @@ pub struct Compute {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Cluster {
     /// Physical name; default `sentry-<id>-<env>`.
-    #[serde(default)]
     pub name: Option<String>,
     /// CloudWatch Container Insights.
     #[serde(default)]
@@ -52,7 +51,6 @@ pub struct Cluster {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TaskDefinition {
     /// Family; default `sentry-<id>-<env>`.
-    #[serde(default)]
     pub family: Option<String>,
     /// ECR repository URI.
     pub repository: String,
@@ -74,7 +72,6 @@ pub struct TaskDefinition {
     /// Log group (logical id in `observability.logGroups`).
     pub log_group: String,
     /// Role ECS uses to pull the image and read the secrets (required with `secrets`).
-    #[serde(default)]
     pub execution_role_arn: Option<String>,
     /// `ARM64` or `X86_64`.
     #[serde(default = "arm64")]
@@ -90,7 +87,6 @@ fn arm64() -> String {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Service {
     /// Physical name; default `sentry-<id>-service-<env>`.
-    #[serde(default)]
     pub name: Option<String>,
     /// Cluster (logical id).
     pub cluster: String,

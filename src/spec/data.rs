@@ -18,7 +18,6 @@ pub struct Data {
     #[serde(default)]
     pub tables: BTreeMap<String, Table>,
     /// The Redis replication group.
-    #[serde(default)]
     pub redis: Option<Redis>,
 }
 
@@ -27,7 +26,6 @@ pub struct Data {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Table {
     /// Physical name; default `sentry-<id>-<env>`.
-    #[serde(default)]
     pub name: Option<String>,
     /// `PAY_PER_REQUEST` or `PROVISIONED`.
     #[serde(default = "pay_per_request")]
@@ -43,7 +41,6 @@ pub struct Table {
     #[serde(default = "yes")]
     pub kms_encryption: bool,
     /// Customer-managed KMS key; default the AWS-managed `alias/aws/dynamodb`.
-    #[serde(default)]
     pub kms_key: Option<String>,
     /// Point-in-time recovery.
     #[serde(default)]
@@ -52,7 +49,6 @@ pub struct Table {
     #[serde(default = "yes")]
     pub deletion_protection: bool,
     /// TTL attribute, if any.
-    #[serde(default)]
     pub ttl_attribute: Option<String>,
     /// Extra tags.
     #[serde(default)]
@@ -73,7 +69,6 @@ pub struct KeySchema {
     /// Partition (hash) key attribute.
     pub partition: String,
     /// Sort (range) key attribute.
-    #[serde(default)]
     pub sort: Option<String>,
 }
 
@@ -100,10 +95,8 @@ fn projection_all() -> String {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Redis {
     /// Replication group id; default `sentry-redis-<env>`.
-    #[serde(default)]
     pub name: Option<String>,
     /// Engine version.
-    #[serde(default)]
     pub engine_version: Option<String>,
     /// Node type, e.g. `cache.t4g.micro`.
     pub node_type: String,

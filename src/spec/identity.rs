@@ -22,7 +22,6 @@ pub struct Identity {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct UserPool {
     /// Physical name; default `sentry-users-<env>`.
-    #[serde(default)]
     pub name: Option<String>,
     /// `ON` (required), `OPTIONAL` or `OFF`.
     pub mfa: String,
@@ -80,7 +79,6 @@ pub struct Group {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AppClient {
     /// Physical name; default `sentry-<id>-<env>`.
-    #[serde(default)]
     pub name: Option<String>,
     /// Generate a client secret (a browser frontend must not).
     #[serde(default)]

@@ -26,19 +26,14 @@ pub struct Messaging {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct QueueAttributes {
     /// VisibilityTimeout, 0..=43200 s.
-    #[serde(default)]
     pub visibility_timeout_seconds: Option<u32>,
     /// MessageRetentionPeriod, 60..=1209600 s.
-    #[serde(default)]
     pub message_retention_seconds: Option<u32>,
     /// DelaySeconds, 0..=900.
-    #[serde(default)]
     pub delay_seconds: Option<u32>,
     /// ReceiveMessageWaitTimeSeconds, 0..=20.
-    #[serde(default)]
     pub receive_wait_time_seconds: Option<u32>,
     /// MaximumMessageSize, 1024..=1048576 bytes.
-    #[serde(default)]
     pub max_message_size_bytes: Option<u32>,
 }
 
@@ -47,31 +42,23 @@ pub struct QueueAttributes {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Queue {
     /// Physical name; default `sentry-<id>-<env>` (plus `.fifo` for FIFO queues).
-    #[serde(default)]
     pub name: Option<String>,
     /// FIFO queue (the name must end in `.fifo`).
     #[serde(default)]
     pub fifo: bool,
     /// FIFO only: deduplicate by content hash.
-    #[serde(default)]
     pub content_based_deduplication: Option<bool>,
     /// VisibilityTimeout, 0..=43200 s.
-    #[serde(default)]
     pub visibility_timeout_seconds: Option<u32>,
     /// MessageRetentionPeriod, 60..=1209600 s.
-    #[serde(default)]
     pub message_retention_seconds: Option<u32>,
     /// DelaySeconds, 0..=900.
-    #[serde(default)]
     pub delay_seconds: Option<u32>,
     /// ReceiveMessageWaitTimeSeconds, 0..=20.
-    #[serde(default)]
     pub receive_wait_time_seconds: Option<u32>,
     /// MaximumMessageSize, 1024..=1048576 bytes.
-    #[serde(default)]
     pub max_message_size_bytes: Option<u32>,
     /// Dead-letter queue and redrive policy.
-    #[serde(default)]
     pub dead_letter: Option<DeadLetter>,
     /// Extra tags.
     #[serde(default)]

@@ -23,35 +23,27 @@ pub type Tags = BTreeMap<String, String>;
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Spec {
     /// AWS region of this environment (the `--region` flag wins over it).
-    #[serde(default)]
     pub region: Option<String>,
     /// Tags added to every resource the operator creates.
     #[serde(default)]
     pub tags: Tags,
     /// The AWS account of this environment, when it is not the operator's own.
-    #[serde(default)]
     pub account: Option<Account>,
     /// Drift policy by resource (`kind/id`, `kind/*`) or field (`kind/id#Field`):
     /// `enforce` (repair, the default), `alert` (report only) or `ignore`.
     #[serde(default)]
     pub policies: BTreeMap<String, DriftPolicy>,
     /// VPC, subnets, NAT, the Elastic IP whitelist, security groups, endpoints.
-    #[serde(default)]
     pub network: Option<Network>,
     /// SQS queues.
-    #[serde(default)]
     pub messaging: Option<Messaging>,
     /// DynamoDB tables and ElastiCache Redis.
-    #[serde(default)]
     pub data: Option<Data>,
     /// ECS clusters, task definitions and services.
-    #[serde(default)]
     pub compute: Option<Compute>,
     /// Cognito.
-    #[serde(default)]
     pub identity: Option<Identity>,
     /// CloudWatch Logs groups.
-    #[serde(default)]
     pub observability: Option<Observability>,
 }
 
@@ -62,7 +54,6 @@ pub struct Account {
     /// Role assumed through STS for every call in this environment.
     pub role_arn: String,
     /// External id the role's trust policy requires, if any.
-    #[serde(default)]
     pub external_id: Option<String>,
 }
 

@@ -40,7 +40,6 @@ pub struct Network {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Vpc {
     /// Physical name (Name tag); default `sentry-vpc-<env>`.
-    #[serde(default)]
     pub name: Option<String>,
     /// IPv4 CIDR block, e.g. `172.22.0.0/16`.
     pub cidr: String,
@@ -63,13 +62,10 @@ pub struct FlowLogs {
     #[serde(default)]
     pub enabled: bool,
     /// Traffic captured: ACCEPT, REJECT or ALL (default ALL).
-    #[serde(default)]
     pub traffic_type: Option<String>,
     /// CloudWatch Logs group receiving the records; default `/sentry/vpc-flow-logs-<env>`.
-    #[serde(default)]
     pub log_group: Option<String>,
     /// IAM role that lets the flow-logs service write to the group (required when enabled).
-    #[serde(default)]
     pub role_arn: Option<String>,
 }
 
@@ -118,7 +114,6 @@ pub struct Whitelist {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct WhitelistAddress {
     /// Pinned public IP (`203.0.113.10`) or allocation id (`eipalloc-...`); empty until bootstrap.
-    #[serde(default)]
     pub address: Option<String>,
     /// First step of the two-step release: only a releasable address may ever be released.
     #[serde(default)]
@@ -130,7 +125,6 @@ pub struct WhitelistAddress {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SecurityGroup {
     /// Physical name; default `sentry-<id>-<env>`.
-    #[serde(default)]
     pub name: Option<String>,
     /// Group description.
     pub description: String,
@@ -138,7 +132,6 @@ pub struct SecurityGroup {
     #[serde(default)]
     pub ingress: Vec<Rule>,
     /// Outbound rules; default: all traffic to anywhere.
-    #[serde(default)]
     pub egress: Option<Vec<Rule>>,
     /// Manage a group that exists without ownership tags.
     #[serde(default)]
@@ -152,16 +145,12 @@ pub struct Rule {
     /// `tcp`, `udp`, `icmp` or `all`.
     pub protocol: String,
     /// One port (`443`) or a range (`"8000-8010"`); omit for `all`.
-    #[serde(default)]
     pub ports: Option<Ports>,
     /// Peer CIDR, or `vpc` for the VPC's own CIDR.
-    #[serde(default)]
     pub cidr: Option<String>,
     /// Peer security group (logical id).
-    #[serde(default)]
     pub source_group: Option<String>,
     /// Rule description.
-    #[serde(default)]
     pub description: Option<String>,
 }
 

@@ -25,7 +25,6 @@ pub struct LogGroup {
     /// Physical name, e.g. `/ecs/sentry-oms-${env}`.
     pub name: String,
     /// Overrides `logRetentionDays`.
-    #[serde(default)]
     pub retention_days: Option<u32>,
 }
 

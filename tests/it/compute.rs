@@ -1,21 +1,8 @@
 //! ECS clusters, task definitions, services and their log groups against the emulator.
 
-use std::path::Path;
-
 use aws_sdk_ecs::types::{ClusterField, ClusterSettingName};
 
-use crate::harness::{is_write, json_args, operator, repo_specs, sdk_config, specs_with, Moto, Run};
-
-fn reconcile(moto: &Moto, specs: &Path, env: &str) -> Run {
-    operator(&moto.endpoint, &json_args(specs, &["reconcile", "--once", "--env", env]))
-}
-
-/// Reconciles while recording; returns the run and the write operations the emulator saw.
-fn recorded(moto: &Moto, specs: &Path, env: &str) -> (Run, Vec<String>) {
-    moto.start_recording();
-    let run = reconcile(moto, specs, env);
-    (run, moto.stop_recording().into_iter().filter(|op| is_write(op)).collect())
-}
+use crate::harness::{repo_specs, sdk_config, specs_with, Moto};
 
 async fn ecs(moto: &Moto) -> aws_sdk_ecs::Client {
     aws_sdk_ecs::Client::new(&sdk_config(&moto.endpoint).await)
@@ -37,11 +24,7 @@ async fn retention(logs: &aws_sdk_cloudwatchlogs::Client, name: &str) -> Option<
 
 #[tokio::test]
 async fn dev_compute_converges_and_a_second_pass_registers_nothing() {
-    let moto = Moto::start();
-    let specs = repo_specs();
-    let run = reconcile(&moto, &specs, "dev");
-    assert_eq!(run.code, 2, "{}", run.stderr);
-    assert_eq!(run.json()["summary"]["failed"], 0, "{}", run.stdout);
+    let (moto, specs) = Moto::built("dev");
     let ecs = ecs(&moto).await;
 
     let clusters =
@@ -74,26 +57,19 @@ async fn dev_compute_converges_and_a_second_pass_registers_nothing() {
     let logs = logs(&moto).await;
     assert_eq!(retention(&logs, "/ecs/sentry-oms-dev").await, Some(7), "7 days in dev");
 
-    let (second, writes) = recorded(&moto, &specs, "dev");
-    assert_eq!(second.code, 0, "{}", second.stdout);
-    assert!(writes.is_empty(), "a converged pass wrote (no new revision may be registered): {writes:?}");
+    moto.assert_converged(&specs, "dev");
 }
 
 #[tokio::test]
 async fn prod_compute_uses_prod_sizes_and_retention() {
-    let moto = Moto::start();
-    let specs = repo_specs();
-    let run = reconcile(&moto, &specs, "prod");
-    assert_eq!(run.code, 2, "{}", run.stderr);
+    let (moto, specs) = Moto::built("prod");
     let ecs = ecs(&moto).await;
     let clusters = ecs.describe_clusters().clusters("sentry-oms-prod").include(ClusterField::Settings).send().await.expect("clusters");
     let insights = clusters.clusters()[0].settings().iter().find(|s| s.name() == Some(&ClusterSettingName::ContainerInsights)).and_then(|s| s.value());
     assert_eq!(insights, Some("enabled"));
     assert_eq!(service(&ecs, "sentry-oms-prod", "sentry-oms-service-prod").await.desired_count(), 2);
     assert_eq!(retention(&logs(&moto).await, "/ecs/sentry-websocket-prod").await, Some(30));
-    let (second, writes) = recorded(&moto, &specs, "prod");
-    assert_eq!(second.code, 0, "{}", second.stdout);
-    assert!(writes.is_empty(), "{writes:?}");
+    moto.assert_converged(&specs, "prod");
 }
 
 /// dev.yaml with the OMS image at `tag`.
@@ -105,9 +81,9 @@ fn dev_with_oms_tag(tag: &str) -> tempfile::TempDir {
 #[tokio::test]
 async fn an_image_tag_change_registers_exactly_one_revision_and_rolls_the_service() {
     let moto = Moto::start();
-    assert_eq!(reconcile(&moto, &repo_specs(), "dev").code, 2);
+    assert_eq!(moto.reconcile(&repo_specs(), "dev").code, 2);
     let dir = dev_with_oms_tag("v2");
-    let (run, writes) = recorded(&moto, dir.path(), "dev");
+    let (run, writes) = moto.writes_of(|| moto.reconcile(dir.path(), "dev"));
     assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
     assert_eq!(writes.iter().filter(|w| *w == "RegisterTaskDefinition").count(), 1, "{writes:?}");
     assert!(writes.contains(&"UpdateService".to_string()), "the service rolls: {writes:?}");
@@ -118,7 +94,7 @@ async fn an_image_tag_change_registers_exactly_one_revision_and_rolls_the_servic
     assert_eq!(latest.revision(), 2);
     assert!(latest.container_definitions()[0].image().unwrap_or_default().ends_with(":v2"));
     assert_eq!(service(&ecs, "sentry-oms-dev", "sentry-oms-service-dev").await.task_definition(), latest.task_definition_arn());
-    let (again, writes) = recorded(&moto, dir.path(), "dev");
+    let (again, writes) = moto.writes_of(|| moto.reconcile(dir.path(), "dev"));
     assert_eq!(again.code, 0, "{}", again.stdout);
     assert!(writes.is_empty(), "{writes:?}");
 }
@@ -127,8 +103,8 @@ async fn an_image_tag_change_registers_exactly_one_revision_and_rolls_the_servic
 async fn compute_drift_is_repaired() {
     let moto = Moto::start();
     let dir = dev_with_oms_tag("v2");
-    assert_eq!(reconcile(&moto, &repo_specs(), "dev").code, 2);
-    assert_eq!(reconcile(&moto, dir.path(), "dev").code, 2, "revision 2");
+    assert_eq!(moto.reconcile(&repo_specs(), "dev").code, 2);
+    assert_eq!(moto.reconcile(dir.path(), "dev").code, 2, "revision 2");
     let ecs = ecs(&moto).await;
     let logs = logs(&moto).await;
 
@@ -142,7 +118,7 @@ async fn compute_drift_is_repaired() {
         .await
         .expect("drift");
     logs.put_retention_policy().log_group_name("/ecs/sentry-oms-dev").retention_in_days(365).send().await.expect("retention");
-    let run = reconcile(&moto, dir.path(), "dev");
+    let run = moto.reconcile(dir.path(), "dev");
     assert_eq!(run.code, 2, "{}", run.stdout);
     let step = run.resource("ecs.service", "oms");
     assert_eq!(step["action"], "update");
@@ -150,5 +126,5 @@ async fn compute_drift_is_repaired() {
     assert_eq!(oms.desired_count(), 1);
     assert!(oms.task_definition().unwrap_or_default().ends_with("sentry-oms-dev:2"), "{:?}", oms.task_definition());
     assert_eq!(retention(&logs, "/ecs/sentry-oms-dev").await, Some(7));
-    assert_eq!(reconcile(&moto, dir.path(), "dev").code, 0);
+    assert_eq!(moto.reconcile(dir.path(), "dev").code, 0);
 }

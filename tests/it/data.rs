@@ -1,16 +1,10 @@
 //! DynamoDB, ElastiCache Redis and Cognito against the emulator: converge,
 //! idempotency, drift repair, deletion safety and blocked replacements.
 
-use std::path::Path;
-
 use aws_sdk_cognitoidentityprovider::types::UserPoolMfaType;
 use aws_sdk_dynamodb::types::{DeleteGlobalSecondaryIndexAction, GlobalSecondaryIndexUpdate, PointInTimeRecoverySpecification};
 
-use crate::harness::{is_write, json_args, operator, repo_specs, sdk_config, specs_with, Moto, Run};
-
-fn reconcile(moto: &Moto, specs: &Path, env: &str) -> Run {
-    operator(&moto.endpoint, &json_args(specs, &["reconcile", "--once", "--env", env]))
-}
+use crate::harness::{is_write, json_args, operator, repo_specs, sdk_config, specs_with, Moto};
 
 async fn dynamodb(moto: &Moto) -> aws_sdk_dynamodb::Client {
     aws_sdk_dynamodb::Client::new(&sdk_config(&moto.endpoint).await)
@@ -35,11 +29,7 @@ async fn pool_id(cog: &aws_sdk_cognitoidentityprovider::Client, name: &str) -> S
 
 #[tokio::test]
 async fn dev_data_and_identity_converge_then_make_no_writes() {
-    let moto = Moto::start();
-    let specs = repo_specs();
-    let run = reconcile(&moto, &specs, "dev");
-    assert_eq!(run.code, 2, "{}", run.stderr);
-    assert_eq!(run.json()["summary"]["failed"], 0, "{}", run.stdout);
+    let (moto, specs) = Moto::built("dev");
 
     let ddb = dynamodb(&moto).await;
     let trading = ddb.describe_table().table_name("sentry-trading-dev").send().await.expect("trading").table.expect("table");
@@ -77,11 +67,7 @@ async fn dev_data_and_identity_converge_then_make_no_writes() {
     assert!(client.client_secret().is_none(), "a browser frontend gets no secret");
     assert_eq!(client.explicit_auth_flows().len(), 2);
 
-    moto.start_recording();
-    let second = reconcile(&moto, &specs, "dev");
-    let writes: Vec<String> = moto.stop_recording().into_iter().filter(|op| is_write(op)).collect();
-    assert_eq!(second.code, 0, "{}", second.stdout);
-    assert!(writes.is_empty(), "{writes:?}");
+    moto.assert_converged(&specs, "dev");
 }
 
 /// The shipped prod spec as is: Redis with two nodes (a primary and one
@@ -91,7 +77,7 @@ async fn dev_data_and_identity_converge_then_make_no_writes() {
 async fn prod_redis_converges_with_two_nodes_then_makes_no_writes() {
     let moto = Moto::start();
     let specs = repo_specs();
-    let run = reconcile(&moto, &specs, "prod");
+    let run = moto.reconcile(&specs, "prod");
     assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
     assert_eq!(run.json()["summary"]["failed"], 0, "{}", run.stdout);
     assert_eq!(run.resource("elasticache.replication-group", "redis")["action"], "create");
@@ -108,7 +94,7 @@ async fn prod_redis_converges_with_two_nodes_then_makes_no_writes() {
     assert_eq!(redis.snapshot_retention_limit(), Some(7));
 
     moto.start_recording();
-    let second = reconcile(&moto, &specs, "prod");
+    let second = moto.reconcile(&specs, "prod");
     let writes: Vec<String> = moto.stop_recording().into_iter().filter(|op| is_write(op)).collect();
     assert_eq!(second.code, 0, "{}\n{}", second.stdout, second.stderr);
     assert_eq!(second.json()["calls"]["writes"], 0, "{}", second.stdout);
@@ -119,7 +105,7 @@ async fn prod_redis_converges_with_two_nodes_then_makes_no_writes() {
 async fn stateful_drift_is_repaired_and_mfa_off_is_a_security_drift() {
     let moto = Moto::start();
     let specs = repo_specs();
-    assert_eq!(reconcile(&moto, &specs, "prod").code, 2);
+    assert_eq!(moto.reconcile(&specs, "prod").code, 2);
     let ddb = dynamodb(&moto).await;
     assert!(pitr(&ddb, "sentry-config-prod").await && pitr(&ddb, "sentry-trading-prod").await, "PITR on in prod");
 
@@ -136,7 +122,7 @@ async fn stateful_drift_is_repaired_and_mfa_off_is_a_security_drift() {
     cog.set_user_pool_mfa_config().user_pool_id(&pool).mfa_configuration(UserPoolMfaType::Off).send().await.expect("mfa off");
     cog.delete_group().user_pool_id(&pool).group_name("Operator").send().await.expect("delete group");
 
-    let run = reconcile(&moto, &specs, "prod");
+    let run = moto.reconcile(&specs, "prod");
     assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
     let report = run.json();
     let security = report["sections"].as_array().and_then(|s| s.iter().find(|s| s["title"] == "Security drift (MFA)").cloned()).expect("security section");
@@ -151,17 +137,17 @@ async fn stateful_drift_is_repaired_and_mfa_off_is_a_security_drift() {
     assert_eq!(mfa.mfa_configuration(), Some(&UserPoolMfaType::On));
     let groups = cog.list_groups().user_pool_id(&pool).send().await.expect("groups");
     assert!(groups.groups().iter().any(|g| g.group_name() == Some("Operator") && g.precedence() == Some(2)));
-    assert_eq!(reconcile(&moto, &specs, "prod").code, 0, "converged after the repair");
+    assert_eq!(moto.reconcile(&specs, "prod").code, 0, "converged after the repair");
 }
 
 #[tokio::test]
 async fn a_table_removed_from_the_spec_survives() {
     let moto = Moto::start();
-    assert_eq!(reconcile(&moto, &repo_specs(), "dev").code, 2);
+    assert_eq!(moto.reconcile(&repo_specs(), "dev").code, 2);
     let base = std::fs::read_to_string(repo_specs().join("base.yaml")).expect("base");
     let dev = format!("{}data:\n  tables:\n    trading: null\n", std::fs::read_to_string(repo_specs().join("dev.yaml")).expect("dev"));
     let dir = specs_with(&[("base.yaml", &base), ("dev.yaml", &dev)]);
-    let run = reconcile(&moto, dir.path(), "dev");
+    let run = moto.reconcile(dir.path(), "dev");
     assert_eq!(run.code, 0, "nothing to do: {}", run.stdout);
     let step = run.resource("dynamodb.table", "trading");
     assert_eq!(step["action"], "orphan");
@@ -173,7 +159,7 @@ async fn a_table_removed_from_the_spec_survives() {
 #[tokio::test]
 async fn a_key_schema_change_is_blocked_and_nothing_is_written() {
     let moto = Moto::start();
-    assert_eq!(reconcile(&moto, &repo_specs(), "dev").code, 2);
+    assert_eq!(moto.reconcile(&repo_specs(), "dev").code, 2);
     let dev = format!(
         "{}data:\n  tables:\n    config:\n      attributes: {{ PK: null, id: S }}\n      key: {{ partition: id, sort: SK }}\n",
         std::fs::read_to_string(repo_specs().join("dev.yaml")).expect("dev")
@@ -186,7 +172,7 @@ async fn a_key_schema_change_is_blocked_and_nothing_is_written() {
     assert_eq!(plan.code, 1);
 
     moto.start_recording();
-    let run = reconcile(&moto, dir.path(), "dev");
+    let run = moto.reconcile(dir.path(), "dev");
     let writes: Vec<String> = moto.stop_recording().into_iter().filter(|op| is_write(op)).collect();
     assert_eq!(run.code, 1, "blocked means not converged");
     assert!(writes.is_empty(), "{writes:?}");

@@ -75,6 +75,37 @@ impl Moto {
         self.stop_recording_requests().into_iter().map(|(operation, _)| operation).collect()
     }
 
+    /// `reconcile --once --env <env>` over `specs`, with JSON output.
+    pub fn reconcile(&self, specs: &Path, env: &str) -> Run {
+        operator(&self.endpoint, &json_args(specs, &["reconcile", "--once", "--env", env]))
+    }
+
+    /// Runs `pass` while recording; returns it with the write operations seen.
+    pub fn writes_of(&self, pass: impl FnOnce() -> Run) -> (Run, Vec<String>) {
+        self.start_recording();
+        let run = pass();
+        (run, self.stop_recording().into_iter().filter(|op| is_write(op)).collect())
+    }
+
+    /// Asserts that `env` is converged: a pass over it exits 0 and writes nothing.
+    pub fn assert_converged(&self, specs: &Path, env: &str) {
+        let (run, writes) = self.writes_of(|| self.reconcile(specs, env));
+        assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+        assert!(writes.is_empty(), "a converged pass wrote: {writes:?}");
+        assert_eq!(run.json()["calls"]["writes"], 0);
+    }
+
+    /// A fresh emulator on which `env` of the repository's specs was just
+    /// built from empty (exit 2, nothing failed); returns it and the specs.
+    pub fn built(env: &str) -> (Moto, PathBuf) {
+        let moto = Moto::start();
+        let specs = repo_specs();
+        let run = moto.reconcile(&specs, env);
+        assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
+        assert_eq!(run.json()["summary"]["failed"], 0, "{}", run.stdout);
+        (moto, specs)
+    }
+
     /// Stops recording and returns every request recorded: its operation, and
     /// its target, URL and decoded body as one text.
     pub fn stop_recording_requests(&self) -> Vec<(String, String)> {

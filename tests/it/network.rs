@@ -5,7 +5,7 @@ use std::path::Path;
 use aws_sdk_ec2::types::{Filter, IpPermission, IpRange};
 use aws_sdk_ec2::Client;
 
-use crate::harness::{is_write, json_args, operator, repo_specs, sdk_config, specs_with, Moto, Run};
+use crate::harness::{json_args, operator, repo_specs, sdk_config, specs_with, Moto, Run};
 
 async fn ec2(moto: &Moto) -> Client {
     Client::new(&sdk_config(&moto.endpoint).await)
@@ -15,10 +15,6 @@ fn owned(env: &str, id: &str) -> Vec<Filter> {
     vec![Filter::builder().name("tag:sentry:env").values(env).build(), Filter::builder().name("tag:sentry:id").values(id).build()]
 }
 
-fn reconcile(moto: &Moto, specs: &Path, env: &str) -> Run {
-    operator(&moto.endpoint, &json_args(specs, &["reconcile", "--once", "--env", env]))
-}
-
 /// `reconcile --once --env dev --reallocate-whitelist <entry>`.
 fn reallocate(moto: &Moto, specs: &Path, entry: &str) -> Run {
     operator(&moto.endpoint, &json_args(specs, &["reconcile", "--once", "--env", "dev", "--reallocate-whitelist", entry]))
@@ -26,14 +22,6 @@ fn reallocate(moto: &Moto, specs: &Path, entry: &str) -> Run {
 
 fn plan(moto: &Moto, specs: &Path, env: &str) -> Run {
     operator(&moto.endpoint, &json_args(specs, &["plan", "--env", env]))
-}
-
-/// Runs a pass while the emulator records, and returns it with the write operations seen.
-fn recorded(moto: &Moto, pass: impl FnOnce() -> Run) -> (Run, Vec<String>) {
-    moto.start_recording();
-    let run = pass();
-    let writes = moto.stop_recording().into_iter().filter(|op| is_write(op)).collect();
-    (run, writes)
 }
 
 async fn vpc_id(ec2: &Client, env: &str) -> String {
@@ -95,11 +83,7 @@ async fn group(ec2: &Client, env: &str, id: &str) -> String {
 
 #[tokio::test]
 async fn dev_network_converges_from_empty_and_then_makes_no_writes() {
-    let moto = Moto::start();
-    let specs = repo_specs();
-    let run = reconcile(&moto, &specs, "dev");
-    assert_eq!(run.code, 2, "{}", run.stderr);
-    assert_eq!(run.json()["summary"]["failed"], 0, "{}", run.stdout);
+    let (moto, specs) = Moto::built("dev");
     let ec2 = ec2(&moto).await;
 
     let vpc = vpc_id(&ec2, "dev").await;
@@ -147,19 +131,12 @@ async fn dev_network_converges_from_empty_and_then_makes_no_writes() {
     let flow_logs = ec2.describe_flow_logs().send().await.expect("flow logs");
     assert!(flow_logs.flow_logs().is_empty(), "flow logs are off in dev");
 
-    let (second, writes) = recorded(&moto, || reconcile(&moto, &specs, "dev"));
-    assert_eq!(second.code, 0, "{}{}", second.stdout, second.stderr);
-    assert!(writes.is_empty(), "a converged pass wrote: {writes:?}");
-    assert_eq!(second.json()["calls"]["writes"], 0);
+    moto.assert_converged(&specs, "dev");
 }
 
 #[tokio::test]
 async fn prod_network_converges_with_three_zones_two_nat_gateways_and_flow_logs() {
-    let moto = Moto::start();
-    let specs = repo_specs();
-    let run = reconcile(&moto, &specs, "prod");
-    assert_eq!(run.code, 2, "{}", run.stderr);
-    assert_eq!(run.json()["summary"]["failed"], 0, "{}", run.stdout);
+    let (moto, specs) = Moto::built("prod");
     let ec2 = ec2(&moto).await;
     let vpc = vpc_id(&ec2, "prod").await;
     let subnets = ec2.describe_subnets().filters(Filter::builder().name("vpc-id").values(&vpc).build()).send().await.expect("subnets");
@@ -175,16 +152,14 @@ async fn prod_network_converges_with_three_zones_two_nat_gateways_and_flow_logs(
     assert_eq!(flow_logs.flow_logs().len(), 1);
     assert_eq!(flow_logs.flow_logs()[0].resource_id(), Some(vpc.as_str()));
 
-    let (second, writes) = recorded(&moto, || reconcile(&moto, &specs, "prod"));
-    assert_eq!(second.code, 0, "{}", second.stdout);
-    assert!(writes.is_empty(), "a converged pass wrote: {writes:?}");
+    moto.assert_converged(&specs, "prod");
 }
 
 #[tokio::test]
 async fn network_drift_is_repaired_touching_only_the_delta() {
     let moto = Moto::start();
     let specs = repo_specs();
-    assert_eq!(reconcile(&moto, &specs, "dev").code, 2);
+    assert_eq!(moto.reconcile(&specs, "dev").code, 2);
     let ec2 = ec2(&moto).await;
     let oms = group(&ec2, "dev", "oms").await;
     let before = ingress(&ec2, &oms).await;
@@ -192,7 +167,7 @@ async fn network_drift_is_repaired_touching_only_the_delta() {
     // An SSH rule from anywhere, added by hand.
     let ssh = IpPermission::builder().ip_protocol("tcp").from_port(22).to_port(22).ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build()).build();
     ec2.authorize_security_group_ingress().group_id(&oms).ip_permissions(ssh).send().await.expect("ssh rule");
-    let (run, writes) = recorded(&moto, || reconcile(&moto, &specs, "dev"));
+    let (run, writes) = moto.writes_of(|| moto.reconcile(&specs, "dev"));
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert_eq!(writes, ["RevokeSecurityGroupIngress"], "only the stray rule is revoked, nothing re-added");
     assert_eq!(ingress(&ec2, &oms).await, before);
@@ -210,7 +185,7 @@ async fn network_drift_is_repaired_touching_only_the_delta() {
     let igw = default_route(&ec2, "dev", "public").await.expect("igw");
     ec2.replace_route().route_table_id(table("private-b").await).destination_cidr_block("0.0.0.0/0").gateway_id(&igw).send().await.expect("hijack route");
     ec2.delete_route().route_table_id(table("private-a").await).destination_cidr_block("0.0.0.0/0").send().await.expect("delete route");
-    let run = reconcile(&moto, &specs, "dev");
+    let run = moto.reconcile(&specs, "dev");
     assert_eq!(run.code, 2, "{}", run.stderr);
     let (nat_a, allocation) = nat(&ec2, "dev", "nat-a").await.expect("nat");
     assert_eq!(default_route(&ec2, "dev", "private-b").await, Some(nat_a.clone()));
@@ -218,7 +193,7 @@ async fn network_drift_is_repaired_touching_only_the_delta() {
 
     // The NAT gateway deleted: re-created on the same whitelist allocation, routes follow.
     ec2.delete_nat_gateway().nat_gateway_id(&nat_a).send().await.expect("delete nat");
-    let run = reconcile(&moto, &specs, "dev");
+    let run = moto.reconcile(&specs, "dev");
     assert_eq!(run.code, 2, "{}", run.stderr);
     let (new_nat, new_allocation) = nat(&ec2, "dev", "nat-a").await.expect("nat re-created");
     assert_ne!(new_nat, nat_a);
@@ -228,16 +203,14 @@ async fn network_drift_is_repaired_touching_only_the_delta() {
     // The whitelist EIP disassociated: restored, and reported as a violation.
     let (_, _, association) = whitelist(&ec2, "dev", "whitelist-1").await.expect("eip");
     ec2.disassociate_address().association_id(association.expect("associated")).send().await.expect("disassociate");
-    let run = reconcile(&moto, &specs, "dev");
+    let run = moto.reconcile(&specs, "dev");
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("WhitelistViolation"), "alerted: {}", run.stderr);
     let whitelist_section = run.json()["sections"][0]["lines"][0].as_str().unwrap_or_default().to_string();
     assert!(whitelist_section.contains("VIOLATED"), "{whitelist_section}");
     assert!(whitelist(&ec2, "dev", "whitelist-1").await.expect("eip").2.is_some(), "re-associated");
 
-    let (run, writes) = recorded(&moto, || reconcile(&moto, &specs, "dev"));
-    assert_eq!(run.code, 0, "{}", run.stdout);
-    assert!(writes.is_empty(), "{writes:?}");
+    moto.assert_converged(&specs, "dev");
 }
 
 /// dev.yaml with both whitelist addresses pinned.
@@ -275,7 +248,7 @@ async fn released_address_comes_back(entry: &str, nat: Option<&str>, pin: bool) 
     } else {
         repo_specs()
     };
-    let run = reconcile(&moto, &specs, "dev");
+    let run = moto.reconcile(&specs, "dev");
     assert_eq!(run.code, 2, "{}", run.stderr);
     let (_, ip1, _) = whitelist(&ec2, "dev", "whitelist-1").await.expect("w1");
     let (_, ip2, _) = whitelist(&ec2, "dev", "whitelist-2").await.expect("w2");
@@ -297,7 +270,7 @@ async fn released_address_comes_back(entry: &str, nat: Option<&str>, pin: bool) 
     let run = plan(&moto, &specs, "dev");
     let lines = run.json()["sections"][0]["lines"].to_string();
     assert!(lines.contains(&format!("{old_ip} ")) && lines.contains("VIOLATED") && lines.contains("recover the same address"), "{lines}");
-    let run = reconcile(&moto, &specs, "dev");
+    let run = moto.reconcile(&specs, "dev");
     assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
     assert!(run.stderr.contains("recovered the released whitelist address"), "{}", run.stderr);
     let (new_allocation, ip, association) = whitelist(&ec2, "dev", entry).await.expect("recovered");
@@ -314,9 +287,7 @@ async fn released_address_comes_back(entry: &str, nat: Option<&str>, pin: bool) 
     } else {
         assert!(association.is_none(), "the spare stays unattached");
     }
-    let (run, writes) = recorded(&moto, || reconcile(&moto, &specs, "dev"));
-    assert_eq!(run.code, 0, "converged: {}", run.stdout);
-    assert!(writes.is_empty(), "{writes:?}");
+    moto.assert_converged(&specs, "dev");
 }
 
 #[tokio::test]
@@ -343,7 +314,7 @@ async fn a_pinned_nat_address_released_after_its_nat_was_deleted_is_recovered() 
 async fn a_whitelist_address_that_lost_its_tags_is_adopted_back_never_replaced() {
     let moto = Moto::start();
     let specs = repo_specs();
-    assert_eq!(reconcile(&moto, &specs, "dev").code, 2);
+    assert_eq!(moto.reconcile(&specs, "dev").code, 2);
     let ec2 = ec2(&moto).await;
     let (allocation, ip, _) = whitelist(&ec2, "dev", "whitelist-2").await.expect("w2");
     let keys: Vec<aws_sdk_ec2::types::Tag> =
@@ -352,28 +323,28 @@ async fn a_whitelist_address_that_lost_its_tags_is_adopted_back_never_replaced()
     assert!(whitelist(&ec2, "dev", "whitelist-2").await.is_none(), "no longer tagged as ours");
 
     // Asking for a new address is refused: the recorded one still exists.
-    let (run, writes) = recorded(&moto, || reallocate(&moto, &specs, "whitelist-2"));
+    let (run, writes) = moto.writes_of(|| reallocate(&moto, &specs, "whitelist-2"));
     assert_eq!(run.code, 1, "{}", run.stdout);
     assert!(writes.is_empty(), "{writes:?}");
 
-    let run = reconcile(&moto, &specs, "dev");
+    let run = moto.reconcile(&specs, "dev");
     assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
     let (again, same_ip, _) = whitelist(&ec2, "dev", "whitelist-2").await.expect("tagged as ours again");
     assert_eq!((again.as_str(), same_ip.as_str()), (allocation.as_str(), ip.as_str()), "the same allocation, adopted back");
     let out = ec2.describe_addresses().send().await.expect("addresses");
     assert_eq!(out.addresses().len(), 2, "no address was allocated");
-    assert_eq!(reconcile(&moto, &specs, "dev").code, 0);
+    assert_eq!(moto.reconcile(&specs, "dev").code, 0);
 }
 
 #[tokio::test]
 async fn a_lost_address_is_replaced_by_a_new_one_only_when_asked() {
     let moto = Moto::start();
     let specs = repo_specs();
-    assert_eq!(reconcile(&moto, &specs, "dev").code, 2);
+    assert_eq!(moto.reconcile(&specs, "dev").code, 2);
     let ec2 = ec2(&moto).await;
     let (allocation, old_ip, _) = whitelist(&ec2, "dev", "whitelist-2").await.expect("w2");
     // While the address exists, the switch is refused before any write.
-    let (run, writes) = recorded(&moto, || reallocate(&moto, &specs, "whitelist-2"));
+    let (run, writes) = moto.writes_of(|| reallocate(&moto, &specs, "whitelist-2"));
     assert_eq!(run.code, 1, "{}", run.stdout);
     assert!(writes.is_empty(), "{writes:?}");
     assert!(run.json()["errors"].to_string().contains(&format!("still has its address {old_ip}")), "{}", run.stdout);
@@ -385,14 +356,14 @@ async fn a_lost_address_is_replaced_by_a_new_one_only_when_asked() {
     let (_, new_ip, _) = whitelist(&ec2, "dev", "whitelist-2").await.expect("a new address");
     assert_ne!(new_ip, old_ip);
     assert_eq!(ledger(&ec2, "whitelist-2").await.as_deref(), Some(new_ip.as_str()), "the ledger now guards the new address");
-    assert_eq!(reconcile(&moto, &specs, "dev").code, 0);
+    assert_eq!(moto.reconcile(&specs, "dev").code, 0);
 }
 
 #[tokio::test]
 async fn pinning_addresses_that_are_not_in_the_account_fails_before_any_write() {
     let moto = Moto::start();
     let specs = specs_with(&[("dev.yaml", &pinned_dev("203.0.113.10", "eipalloc-0123456789abcdef0"))]);
-    let (run, writes) = recorded(&moto, || reconcile(&moto, specs.path(), "dev"));
+    let (run, writes) = moto.writes_of(|| moto.reconcile(specs.path(), "dev"));
     assert_eq!(run.code, 1, "{}", run.stdout);
     assert!(writes.is_empty(), "nothing may be written: {writes:?}\n{}", run.stdout);
     let errors = run.json()["errors"].to_string();
@@ -405,7 +376,7 @@ async fn pinning_addresses_that_are_not_in_the_account_fails_before_any_write() 
 async fn removed_nat_gateway_keeps_its_eip_and_the_pool_is_released_only_in_two_steps() {
     let moto = Moto::start();
     let specs = repo_specs();
-    assert_eq!(reconcile(&moto, &specs, "staging").code, 2, "staging has two NAT gateways");
+    assert_eq!(moto.reconcile(&specs, "staging").code, 2, "staging has two NAT gateways");
     let ec2 = ec2(&moto).await;
     let (w2, _, association) = whitelist(&ec2, "staging", "whitelist-2").await.expect("w2");
     assert!(association.is_some());
@@ -415,7 +386,7 @@ async fn removed_nat_gateway_keeps_its_eip_and_the_pool_is_released_only_in_two_
     let with_network = |lines: &str| staging.replacen("network:\n", &format!("network:\n{lines}"), 1);
     let one_nat = "  natGateways:\n    nat-b: null\n";
     let specs = specs_with(&[("staging.yaml", &with_network(one_nat))]);
-    let run = reconcile(&moto, specs.path(), "staging");
+    let run = moto.reconcile(specs.path(), "staging");
     assert_eq!(run.code, 2, "{}", run.stdout);
     assert_eq!(run.resource("ec2.nat-gateway", "nat-b")["action"], "delete");
     assert!(nat(&ec2, "staging", "nat-b").await.is_none());
@@ -426,7 +397,7 @@ async fn removed_nat_gateway_keeps_its_eip_and_the_pool_is_released_only_in_two_
     // Removing it from the pool only orphans it ...
     let drop_w2 = with_network(&format!("{one_nat}  whitelist:\n    pool:\n      whitelist-2: null\n"));
     let specs = specs_with(&[("staging.yaml", &drop_w2)]);
-    let run = reconcile(&moto, specs.path(), "staging");
+    let run = moto.reconcile(specs.path(), "staging");
     assert_eq!(run.code, 0, "{}", run.stdout);
     assert_eq!(run.resource("ec2.elastic-ip", "whitelist-2")["action"], "orphan");
     assert!(whitelist(&ec2, "staging", "whitelist-2").await.is_some(), "never released without the opt-out");
@@ -434,10 +405,10 @@ async fn removed_nat_gateway_keeps_its_eip_and_the_pool_is_released_only_in_two_
     // ... step 1 marks it releasable (recorded on the EIP), step 2 removes it.
     let releasable = with_network(&format!("{one_nat}  whitelist:\n    pool:\n      whitelist-2: {{ releasable: true }}\n"));
     let specs = specs_with(&[("staging.yaml", &releasable)]);
-    assert_eq!(reconcile(&moto, specs.path(), "staging").code, 2);
+    assert_eq!(moto.reconcile(specs.path(), "staging").code, 2);
     assert!(whitelist(&ec2, "staging", "whitelist-2").await.is_some());
     let specs = specs_with(&[("staging.yaml", &drop_w2)]);
-    let run = reconcile(&moto, specs.path(), "staging");
+    let run = moto.reconcile(specs.path(), "staging");
     assert_eq!(run.resource("ec2.elastic-ip", "whitelist-2")["action"], "delete");
     assert!(whitelist(&ec2, "staging", "whitelist-2").await.is_none(), "released after the two-step opt-out");
 }
@@ -474,7 +445,7 @@ async fn resources_the_operator_does_not_own_are_untouched() {
     ec2.authorize_security_group_ingress().group_id(&foreign_sg).ip_permissions(ssh).send().await.expect("rule");
     let before = ingress(&ec2, &foreign_sg).await;
 
-    let run = reconcile(&moto, &repo_specs(), "dev");
+    let run = moto.reconcile(&repo_specs(), "dev");
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert_ne!(vpc_id(&ec2, "dev").await, foreign_vpc, "the operator built its own VPC");
     assert_eq!(ingress(&ec2, &foreign_sg).await, before, "foreign rules untouched");

@@ -6,9 +6,9 @@ use async_trait::async_trait;
 use aws_sdk_cognitoidentityprovider::types::ExplicitAuthFlowsType;
 use aws_sdk_cognitoidentityprovider::Client;
 
-use super::{find_pool, member, member_tags, pool, pool_of, pool_tags, POOL};
-use crate::aws::{gone_is_ok, AwsError, AwsResult};
-use crate::engine::{Delta, Desired, Kind, Live, ReadCache, Rules};
+use super::{member, member_tags, pool, pool_of, pool_of_members, POOL};
+use crate::aws::{gone_is_ok, required, AwsError, AwsResult};
+use crate::engine::{list_field, list_items, Delta, Desired, Kind, Live, ReadCache, Rules};
 use crate::spec::{physical_name, EnvSpec};
 
 /// Kind name.
@@ -16,6 +16,8 @@ pub const KIND: &str = "cognito.app-client";
 
 const SECRET: &str = "GenerateSecret";
 const FLOWS: &str = "ExplicitAuthFlows";
+/// Meta key of the client id, which the client's API calls take.
+const CLIENT_ID: &str = "client-id";
 
 /// The app-client kind.
 pub struct AppClients {
@@ -23,8 +25,8 @@ pub struct AppClients {
     pub client: Client,
 }
 
-fn flows(list: Option<&String>) -> Vec<ExplicitAuthFlowsType> {
-    list.map(|l| l.split(',').filter(|f| !f.is_empty()).map(ExplicitAuthFlowsType::from).collect()).unwrap_or_default()
+fn flows(desired: &Desired) -> Vec<ExplicitAuthFlowsType> {
+    list_items(desired.field(FLOWS)).iter().map(|f| ExplicitAuthFlowsType::from(f.as_str())).collect()
 }
 
 #[async_trait]
@@ -38,68 +40,48 @@ impl Kind for AppClients {
         p.app_clients
             .iter()
             .map(|(id, c)| {
-                let mut d = member(KIND, id, physical_name(c.name.as_deref(), id, &env.env));
-                d.fields.insert(SECRET.into(), c.generate_secret.to_string());
-                let mut f = c.auth_flows.clone();
-                f.sort();
-                d.fields.insert(FLOWS.into(), f.join(","));
-                d
+                member(KIND, id, physical_name(c.name.as_deref(), id, &env.env))
+                    .with(SECRET, c.generate_secret.to_string())
+                    .with(FLOWS, list_field(&c.auth_flows))
             })
             .collect()
     }
 
-    async fn observe(&self, env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
-        let Some((_, name)) = pool(env) else { return Ok(Vec::new()) };
-        let Some(p) = find_pool(&self.client, &name).await? else { return Ok(Vec::new()) };
-        let pool_id = p.id().unwrap_or_default().to_string();
-        let tags = pool_tags(&p);
+    async fn observe(&self, env: &EnvSpec, desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
+        let Some((pool_id, tags)) = pool_of_members(&self.client, env, reads).await? else { return Ok(Vec::new()) };
+        let request = self.client.list_user_pool_clients().user_pool_id(&pool_id).max_results(60);
+        let clients = request.into_paginator().items().send().try_collect().await.aws("Cognito.ListUserPoolClients")?;
         let mut found = Vec::new();
-        let mut token = None;
-        loop {
-            let page = self
-                .client
-                .list_user_pool_clients()
-                .user_pool_id(&pool_id)
-                .max_results(60)
-                .set_next_token(token)
-                .send()
-                .await
-                .aws("Cognito.ListUserPoolClients")?;
-            for c in page.user_pool_clients() {
-                let (Some(client_id), Some(client_name)) = (c.client_id(), c.client_name()) else { continue };
-                let described =
-                    self.client.describe_user_pool_client().user_pool_id(&pool_id).client_id(client_id).send().await.aws("Cognito.DescribeUserPoolClient")?;
-                let Some(detail) = described.user_pool_client() else { continue };
-                let id = desired.iter().find(|d| d.name == client_name).map_or(client_name, |d| d.key.id.as_str());
-                let mut l = Live { name: client_name.into(), handle: format!("{pool_id}/{client_id}"), tags: member_tags(&tags, id), ..Live::default() };
-                l.fields.insert(POOL.into(), pool_id.clone());
-                l.fields.insert(SECRET.into(), detail.client_secret().is_some().to_string());
-                let mut f: Vec<&str> = detail.explicit_auth_flows().iter().map(|f| f.as_str()).collect();
-                f.sort_unstable();
-                l.fields.insert(FLOWS.into(), f.join(","));
-                l.meta.insert("client-id".into(), client_id.into());
-                found.push(l);
-            }
-            token = page.next_token;
-            if token.is_none() {
-                return Ok(found);
-            }
+        for c in &clients {
+            let (Some(client_id), Some(client_name)) = (c.client_id(), c.client_name()) else { continue };
+            let described =
+                self.client.describe_user_pool_client().user_pool_id(&pool_id).client_id(client_id).send().await.aws("Cognito.DescribeUserPoolClient")?;
+            let Some(detail) = described.user_pool_client() else { continue };
+            let id = desired.iter().find(|d| d.name == client_name).map_or(client_name, |d| d.key.id.as_str());
+            let l = Live { name: client_name.into(), handle: format!("{pool_id}/{client_id}"), tags: member_tags(&tags, id), ..Live::default() };
+            let mut l = l
+                .with(POOL, &pool_id)
+                .with(SECRET, detail.client_secret().is_some().to_string())
+                .with(FLOWS, list_field(detail.explicit_auth_flows().iter().map(|f| f.as_str())));
+            l.meta.insert(CLIENT_ID.into(), client_id.into());
+            found.push(l);
         }
+        Ok(found)
     }
 
-    async fn create(&self, desired: &Desired, _token: &str) -> Result<String, AwsError> {
+    async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
         let pool = pool_of(desired, "Cognito.CreateUserPoolClient")?;
         let out = self
             .client
             .create_user_pool_client()
             .user_pool_id(&pool)
             .client_name(&desired.name)
-            .generate_secret(desired.fields.get(SECRET).map(String::as_str) == Some("true"))
-            .set_explicit_auth_flows(Some(flows(desired.fields.get(FLOWS))))
+            .generate_secret(desired.field(SECRET) == "true")
+            .set_explicit_auth_flows(Some(flows(desired)))
             .send()
             .await
             .aws("Cognito.CreateUserPoolClient")?;
-        let client_id = out.user_pool_client().and_then(|c| c.client_id()).unwrap_or_default();
+        let client_id = required("Cognito.CreateUserPoolClient", "client id", out.user_pool_client().and_then(|c| c.client_id()))?;
         Ok(format!("{pool}/{client_id}"))
     }
 
@@ -110,22 +92,22 @@ impl Kind for AppClients {
         // UpdateUserPoolClient resets what it is not given: name and flows go along.
         self.client
             .update_user_pool_client()
-            .user_pool_id(live.fields.get(POOL).cloned().unwrap_or_default())
-            .client_id(live.meta.get("client-id").cloned().unwrap_or_default())
+            .user_pool_id(live.field(POOL))
+            .client_id(live.meta(CLIENT_ID, "Cognito.UpdateUserPoolClient")?)
             .client_name(&desired.name)
-            .set_explicit_auth_flows(Some(flows(desired.fields.get(FLOWS))))
+            .set_explicit_auth_flows(Some(flows(desired)))
             .send()
             .await
             .aws("Cognito.UpdateUserPoolClient")?;
         Ok(())
     }
 
-    async fn delete(&self, live: &Live) -> Result<(), AwsError> {
+    async fn delete(&self, live: &Live, _reads: &ReadCache) -> Result<(), AwsError> {
         gone_is_ok(
             self.client
                 .delete_user_pool_client()
-                .user_pool_id(live.fields.get(POOL).cloned().unwrap_or_default())
-                .client_id(live.meta.get("client-id").cloned().unwrap_or_default())
+                .user_pool_id(live.field(POOL))
+                .client_id(live.meta(CLIENT_ID, "Cognito.DeleteUserPoolClient")?)
                 .send()
                 .await
                 .map(|_| ())

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use aws_sdk_cognitoidentityprovider::Client;
 
-use super::{find_pool, member, member_tags, pool, pool_of, pool_tags, POOL};
+use super::{member, member_tags, pool, pool_of, pool_of_members, POOL};
 use crate::aws::{gone_is_ok, AwsError, AwsResult};
 use crate::engine::{Delta, Desired, Kind, Live, ReadCache, Rules};
 use crate::spec::EnvSpec;
@@ -22,6 +22,14 @@ pub struct Groups {
     pub client: Client,
 }
 
+/// The desired precedence (the spec's types keep it a number).
+fn precedence(desired: &Desired) -> Result<i32, AwsError> {
+    desired
+        .field(PRECEDENCE)
+        .parse()
+        .map_err(|_| AwsError::unexpected("Cognito.CreateGroup", format!("precedence {:?} is not a number", desired.field(PRECEDENCE))))
+}
+
 #[async_trait]
 impl Kind for Groups {
     fn rules(&self) -> Rules {
@@ -30,49 +38,34 @@ impl Kind for Groups {
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
         let Some((p, _)) = pool(env) else { return Vec::new() };
-        p.groups
+        p.groups.iter().map(|(name, g)| member(KIND, name, name.clone()).with(DESCRIPTION, &g.description).with(PRECEDENCE, g.precedence.to_string())).collect()
+    }
+
+    async fn observe(&self, env: &EnvSpec, _desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
+        let Some((id, tags)) = pool_of_members(&self.client, env, reads).await? else { return Ok(Vec::new()) };
+        let groups = self.client.list_groups().user_pool_id(&id).into_paginator().items().send().try_collect().await.aws("Cognito.ListGroups")?;
+        Ok(groups
             .iter()
-            .map(|(name, g)| {
-                let mut d = member(KIND, name, name.clone());
-                d.fields.insert(DESCRIPTION.into(), g.description.clone());
-                d.fields.insert(PRECEDENCE.into(), g.precedence.to_string());
-                d
+            .filter_map(|g| {
+                let group = g.group_name()?;
+                let l = Live { name: group.into(), handle: format!("{id}/{group}"), tags: member_tags(&tags, group), ..Live::default() };
+                Some(
+                    l.with(POOL, &id)
+                        .with(DESCRIPTION, g.description().unwrap_or_default())
+                        .with(PRECEDENCE, g.precedence().map(|p| p.to_string()).unwrap_or_default()),
+                )
             })
-            .collect()
+            .collect())
     }
 
-    async fn observe(&self, env: &EnvSpec, _desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
-        let Some((_, name)) = pool(env) else { return Ok(Vec::new()) };
-        let Some(p) = find_pool(&self.client, &name).await? else { return Ok(Vec::new()) };
-        let id = p.id().unwrap_or_default().to_string();
-        let tags = pool_tags(&p);
-        let mut found = Vec::new();
-        let mut token = None;
-        loop {
-            let page = self.client.list_groups().user_pool_id(&id).set_next_token(token).send().await.aws("Cognito.ListGroups")?;
-            for g in page.groups() {
-                let Some(group) = g.group_name() else { continue };
-                let mut l = Live { name: group.into(), handle: format!("{id}/{group}"), tags: member_tags(&tags, group), ..Live::default() };
-                l.fields.insert(POOL.into(), id.clone());
-                l.fields.insert(DESCRIPTION.into(), g.description().unwrap_or_default().into());
-                l.fields.insert(PRECEDENCE.into(), g.precedence().map(|p| p.to_string()).unwrap_or_default());
-                found.push(l);
-            }
-            token = page.next_token;
-            if token.is_none() {
-                return Ok(found);
-            }
-        }
-    }
-
-    async fn create(&self, desired: &Desired, _token: &str) -> Result<String, AwsError> {
+    async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
         let pool = pool_of(desired, "Cognito.CreateGroup")?;
         self.client
             .create_group()
             .user_pool_id(&pool)
             .group_name(&desired.name)
-            .description(desired.fields.get(DESCRIPTION).cloned().unwrap_or_default())
-            .precedence(desired.fields.get(PRECEDENCE).and_then(|p| p.parse().ok()).unwrap_or(0))
+            .description(desired.field(DESCRIPTION))
+            .precedence(precedence(desired)?)
             .send()
             .await
             .aws("Cognito.CreateGroup")?;
@@ -85,26 +78,17 @@ impl Kind for Groups {
         }
         self.client
             .update_group()
-            .user_pool_id(live.fields.get(POOL).cloned().unwrap_or_default())
+            .user_pool_id(live.field(POOL))
             .group_name(&desired.name)
-            .description(desired.fields.get(DESCRIPTION).cloned().unwrap_or_default())
-            .precedence(desired.fields.get(PRECEDENCE).and_then(|p| p.parse().ok()).unwrap_or(0))
+            .description(desired.field(DESCRIPTION))
+            .precedence(precedence(desired)?)
             .send()
             .await
             .aws("Cognito.UpdateGroup")?;
         Ok(())
     }
 
-    async fn delete(&self, live: &Live) -> Result<(), AwsError> {
-        gone_is_ok(
-            self.client
-                .delete_group()
-                .user_pool_id(live.fields.get(POOL).cloned().unwrap_or_default())
-                .group_name(&live.name)
-                .send()
-                .await
-                .map(|_| ())
-                .aws("Cognito.DeleteGroup"),
-        )
+    async fn delete(&self, live: &Live, _reads: &ReadCache) -> Result<(), AwsError> {
+        gone_is_ok(self.client.delete_group().user_pool_id(live.field(POOL)).group_name(&live.name).send().await.map(|_| ()).aws("Cognito.DeleteGroup"))
     }
 }

@@ -10,8 +10,10 @@ pub mod user_pool;
 use aws_sdk_cognitoidentityprovider::types::UserPoolType;
 use aws_sdk_cognitoidentityprovider::Client;
 
-use crate::aws::{AwsError, AwsResult};
-use crate::engine::{is_unresolved, reference, Desired, ResourceKey, TAG_DELETION_POLICY, TAG_ID};
+use std::sync::Arc;
+
+use crate::aws::{required, AwsError, AwsResult};
+use crate::engine::{is_unresolved, Desired, ReadCache, TAG_DELETION_POLICY, TAG_ID};
 use crate::spec::model::{DeletionPolicy, Tags, UserPool};
 use crate::spec::EnvSpec;
 
@@ -24,18 +26,24 @@ pub fn pool(env: &EnvSpec) -> Option<(&UserPool, String)> {
 
 /// The user pool named `name`, described, if it exists (a paginated ListUserPools, then DescribeUserPool).
 pub async fn find_pool(client: &Client, name: &str) -> Result<Option<UserPoolType>, AwsError> {
-    let mut token = None;
-    loop {
-        let page = client.list_user_pools().max_results(60).set_next_token(token).send().await.aws("Cognito.ListUserPools")?;
-        if let Some(id) = page.user_pools().iter().find(|p| p.name() == Some(name)).and_then(|p| p.id()) {
-            let described = client.describe_user_pool().user_pool_id(id).send().await.aws("Cognito.DescribeUserPool")?;
-            return Ok(described.user_pool);
-        }
-        token = page.next_token;
-        if token.is_none() {
-            return Ok(None);
-        }
-    }
+    let pools = client.list_user_pools().max_results(60).into_paginator().items().send().try_collect().await.aws("Cognito.ListUserPools")?;
+    let Some(id) = pools.iter().find(|p| p.name() == Some(name)).and_then(|p| p.id()) else { return Ok(None) };
+    Ok(client.describe_user_pool().user_pool_id(id).send().await.aws("Cognito.DescribeUserPool")?.user_pool)
+}
+
+/// The user pool named `name` as this pass found it: one ListUserPools and
+/// DescribeUserPool a pass, shared by the pool, group and app-client kinds.
+pub async fn live_pool(client: &Client, name: &str, reads: &ReadCache) -> Result<Arc<Option<UserPoolType>>, AwsError> {
+    reads.get("Cognito.DescribeUserPool(environment)", || find_pool(client, name)).await
+}
+
+/// What the members of the environment's pool (groups, app clients) need of
+/// it: its id and tags; `None` when the spec has no pool or it does not exist.
+pub async fn pool_of_members(client: &Client, env: &EnvSpec, reads: &ReadCache) -> Result<Option<(String, Tags)>, AwsError> {
+    let Some((_, name)) = pool(env) else { return Ok(None) };
+    let found = live_pool(client, &name, reads).await?;
+    let Some(p) = found.as_ref() else { return Ok(None) };
+    Ok(Some((required("Cognito.DescribeUserPool", "user pool id", p.id())?, pool_tags(p))))
 }
 
 /// A pool's tags.
@@ -56,15 +64,12 @@ pub fn member_tags(pool_tags: &Tags, id: &str) -> Tags {
 /// A desired pool member (group or app client). It has no tags of its own:
 /// its live ownership comes from the pool, whose kind keeps the tags.
 pub fn member(kind: &'static str, id: &str, name: String) -> Desired {
-    let pool = ResourceKey { kind: user_pool::KIND, id: user_pool::ID.into() };
-    let mut d = Desired { key: ResourceKey { kind, id: id.into() }, name, fields: Default::default(), tags: Tags::new(), depends_on: vec![pool], adopt: false };
-    d.fields.insert(POOL.into(), reference(user_pool::KIND, user_pool::ID));
-    d
+    Desired::new(kind, id, name, Tags::new()).with_reference(POOL, user_pool::KIND, user_pool::ID)
 }
 
 /// The resolved user-pool id of a member about to be created.
 pub fn pool_of(desired: &Desired, operation: &'static str) -> Result<String, AwsError> {
-    let pool = desired.fields.get(POOL).cloned().unwrap_or_default();
+    let pool = desired.field(POOL).to_string();
     if is_unresolved(&pool) {
         return Err(AwsError::unexpected(operation, "the user pool does not exist"));
     }

@@ -6,10 +6,10 @@ use async_trait::async_trait;
 use aws_sdk_cognitoidentityprovider::types::{AdminCreateUserConfigType, PasswordPolicyType, SoftwareTokenMfaConfigType, UserPoolMfaType, UserPoolPolicyType};
 use aws_sdk_cognitoidentityprovider::Client;
 
-use super::{find_pool, pool, pool_tags};
+use super::{live_pool, pool, pool_tags};
 use crate::aws::{gone_is_ok, required, AwsError, AwsResult};
 use crate::engine::plan::{Action, Step};
-use crate::engine::{ownership_tags, Delta, Desired, Fields, Finding, FindingClass, Kind, Live, ReadCache, ResourceKey, Review, Rules};
+use crate::engine::{ownership_tags, Delta, Desired, Fields, Finding, FindingClass, Kind, Live, ReadCache, Review, Rules};
 use crate::spec::model::{Tags, UserPool};
 use crate::spec::EnvSpec;
 
@@ -22,6 +22,8 @@ const MFA: &str = "MfaConfiguration";
 const TOTP: &str = "SoftwareTokenMfa";
 const ADMIN_ONLY: &str = "AdminCreateUserOnly";
 const PASSWORD: &str = "PasswordPolicy";
+/// Meta key of the pool's ARN, which TagResource takes.
+const ARN: &str = "arn";
 
 /// The user-pool kind.
 pub struct UserPools {
@@ -29,8 +31,10 @@ pub struct UserPools {
     pub client: Client,
 }
 
-fn password_text(p: &crate::spec::model::PasswordPolicy) -> String {
-    format!("min={} upper={} lower={} numbers={} symbols={}", p.minimum_length, p.require_uppercase, p.require_lowercase, p.require_numbers, p.require_symbols)
+/// A password policy as one comparable field: minimum length, then whether
+/// upper case, lower case, numbers and symbols are required.
+fn password_text(minimum_length: impl std::fmt::Display, upper: bool, lower: bool, numbers: bool, symbols: bool) -> String {
+    format!("min={minimum_length} upper={upper} lower={lower} numbers={numbers} symbols={symbols}")
 }
 
 fn password_policy(text: &str) -> PasswordPolicyType {
@@ -61,19 +65,12 @@ impl UserPools {
 }
 
 fn desired_pool(env: &EnvSpec, p: &UserPool, name: String) -> Desired {
-    let mut fields = Fields::new();
-    fields.insert(MFA.into(), p.mfa.clone());
-    fields.insert(TOTP.into(), p.software_token_mfa.to_string());
-    fields.insert(ADMIN_ONLY.into(), p.admin_create_user_only.to_string());
-    fields.insert(PASSWORD.into(), password_text(&p.password_policy));
-    Desired {
-        key: ResourceKey { kind: KIND, id: ID.into() },
-        name,
-        fields,
-        tags: ownership_tags(env, ID, p.deletion_policy, &Tags::new()),
-        depends_on: Vec::new(),
-        adopt: false,
-    }
+    let pp = &p.password_policy;
+    Desired::new(KIND, ID, name, ownership_tags(env, ID, p.deletion_policy, &Tags::new()))
+        .with(MFA, &p.mfa)
+        .with(TOTP, p.software_token_mfa.to_string())
+        .with(ADMIN_ONLY, p.admin_create_user_only.to_string())
+        .with(PASSWORD, password_text(pp.minimum_length, pp.require_uppercase, pp.require_lowercase, pp.require_numbers, pp.require_symbols))
 }
 
 #[async_trait]
@@ -86,39 +83,32 @@ impl Kind for UserPools {
         pool(env).map(|(p, name)| vec![desired_pool(env, p, name)]).unwrap_or_default()
     }
 
-    async fn observe(&self, _env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
+    async fn observe(&self, _env: &EnvSpec, desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
         let Some(d) = desired.first() else { return Ok(Vec::new()) };
-        let Some(p) = find_pool(&self.client, &d.name).await? else { return Ok(Vec::new()) };
-        let id = p.id().unwrap_or_default().to_string();
-        let tags = pool_tags(&p);
+        let found = live_pool(&self.client, &d.name, reads).await?;
+        let Some(p) = found.as_ref() else { return Ok(Vec::new()) };
+        let id = required("Cognito.DescribeUserPool", "user pool id", p.id())?;
+        let arn = required("Cognito.DescribeUserPool", "user pool ARN", p.arn())?;
         let mfa = self.client.get_user_pool_mfa_config().user_pool_id(&id).send().await.aws("Cognito.GetUserPoolMfaConfig")?;
-        let mut fields = Fields::new();
-        fields.insert(MFA.into(), mfa.mfa_configuration().map(|m| m.as_str().to_string()).unwrap_or_else(|| "OFF".into()));
-        fields.insert(TOTP.into(), mfa.software_token_mfa_configuration().is_some_and(|c| c.enabled()).to_string());
-        fields.insert(ADMIN_ONLY.into(), p.admin_create_user_config().is_some_and(|c| c.allow_admin_create_user_only()).to_string());
+        let mut l = Live { name: d.name.clone(), handle: id, tags: pool_tags(p), meta: [(ARN.to_string(), arn)].into(), ..Live::default() }
+            .with(MFA, mfa.mfa_configuration().map_or("OFF", |m| m.as_str()))
+            .with(TOTP, mfa.software_token_mfa_configuration().is_some_and(|c| c.enabled()).to_string())
+            .with(ADMIN_ONLY, p.admin_create_user_config().is_some_and(|c| c.allow_admin_create_user_only()).to_string());
         if let Some(pp) = p.policies().and_then(|x| x.password_policy()) {
-            let text = format!(
-                "min={} upper={} lower={} numbers={} symbols={}",
-                pp.minimum_length().unwrap_or(8),
-                pp.require_uppercase(),
-                pp.require_lowercase(),
-                pp.require_numbers(),
-                pp.require_symbols()
-            );
-            fields.insert(PASSWORD.into(), text);
+            let text =
+                password_text(pp.minimum_length().unwrap_or(8), pp.require_uppercase(), pp.require_lowercase(), pp.require_numbers(), pp.require_symbols());
+            l = l.with(PASSWORD, text);
         }
-        let arn = p.arn().unwrap_or_default().to_string();
-        Ok(vec![Live { name: d.name.clone(), handle: id, fields, tags, meta: [("arn".to_string(), arn)].into_iter().collect() }])
+        Ok(vec![l])
     }
 
-    async fn create(&self, desired: &Desired, _token: &str) -> Result<String, AwsError> {
-        let field = |f: &str| desired.fields.get(f).cloned().unwrap_or_default();
+    async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
         let out = self
             .client
             .create_user_pool()
             .pool_name(&desired.name)
-            .policies(UserPoolPolicyType::builder().password_policy(password_policy(&field(PASSWORD))).build())
-            .admin_create_user_config(AdminCreateUserConfigType::builder().allow_admin_create_user_only(field(ADMIN_ONLY) == "true").build())
+            .policies(UserPoolPolicyType::builder().password_policy(password_policy(desired.field(PASSWORD))).build())
+            .admin_create_user_config(AdminCreateUserConfigType::builder().allow_admin_create_user_only(desired.field(ADMIN_ONLY) == "true").build())
             .set_user_pool_tags(Some(desired.tags.clone().into_iter().collect()))
             .send()
             .await
@@ -135,31 +125,30 @@ impl Kind for UserPools {
             self.set_mfa(&live.handle, &desired.fields).await?;
         }
         if delta.fields.iter().any(|c| c.field == PASSWORD || c.field == ADMIN_ONLY) {
-            let field = |f: &str| desired.fields.get(f).cloned().unwrap_or_default();
             // UpdateUserPool resets what it is not given, so MFA and tags go along.
             self.client
                 .update_user_pool()
                 .user_pool_id(&live.handle)
-                .policies(UserPoolPolicyType::builder().password_policy(password_policy(&field(PASSWORD))).build())
-                .admin_create_user_config(AdminCreateUserConfigType::builder().allow_admin_create_user_only(field(ADMIN_ONLY) == "true").build())
-                .mfa_configuration(UserPoolMfaType::from(field(MFA).as_str()))
+                .policies(UserPoolPolicyType::builder().password_policy(password_policy(desired.field(PASSWORD))).build())
+                .admin_create_user_config(AdminCreateUserConfigType::builder().allow_admin_create_user_only(desired.field(ADMIN_ONLY) == "true").build())
+                .mfa_configuration(UserPoolMfaType::from(desired.field(MFA)))
                 .set_user_pool_tags(Some(desired.tags.clone().into_iter().collect()))
                 .send()
                 .await
                 .aws("Cognito.UpdateUserPool")?;
         }
         if !delta.tags.is_empty() {
-            let arn = live.meta.get("arn").cloned().unwrap_or_default();
+            let arn = live.meta(ARN, "Cognito.TagResource")?;
             self.client.tag_resource().resource_arn(arn).set_tags(Some(delta.tags.clone().into_iter().collect())).send().await.aws("Cognito.TagResource")?;
         }
         Ok(())
     }
 
-    async fn delete(&self, live: &Live) -> Result<(), AwsError> {
+    async fn delete(&self, live: &Live, _reads: &ReadCache) -> Result<(), AwsError> {
         gone_is_ok(self.client.delete_user_pool().user_pool_id(&live.handle).send().await.map(|_| ()).aws("Cognito.DeleteUserPool"))
     }
 
-    fn review(&self, _env: &EnvSpec, steps: &[&Step]) -> Review {
+    fn review(&self, _env: &EnvSpec, steps: &[&Step], _reads: &ReadCache) -> Review {
         let findings = steps
             .iter()
             .filter(|s| s.action == Action::Update)

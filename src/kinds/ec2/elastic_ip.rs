@@ -23,17 +23,17 @@
 //!   "pinned by mistake" (never seen: an error before any write).
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 
 use async_trait::async_trait;
+use aws_sdk_ec2::operation::describe_vpcs::DescribeVpcsOutput;
 use aws_sdk_ec2::types::{DomainType, ResourceType, Tag};
 use aws_sdk_ec2::Client;
 
-use super::{desired, gone_is_ok, key, live, network, put_tags, tag_map, tag_spec, vpc};
+use super::{desired, gone_is_ok, live, network, put_tags, rules, tag_map, tag_spec, vpc};
 use crate::aws::{required, AwsError, AwsResult, ErrorClass};
 use crate::engine::apply::{with_retries, RetryPolicy};
 use crate::engine::plan::{Action, Step};
-use crate::engine::{is_unresolved, reference, Delta, Desired, Finding, FindingClass, Kind, Live, Matching, ReadCache, Review, Rules, Scope, TAG_ID};
+use crate::engine::{is_unresolved, reference, Delta, Desired, Finding, FindingClass, Kind, Live, Matching, ReadCache, Review, Rules, TAG_ENV, TAG_ID};
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::EnvSpec;
 
@@ -74,7 +74,7 @@ fn ledger_of_tags(tags: &Tags) -> BTreeMap<String, String> {
     entries
 }
 
-/// What the last observe read of the ledger.
+/// The ledger as this pass read it.
 #[derive(Clone, Debug, Default)]
 struct Ledger {
     /// The environment's VPC, when it exists.
@@ -83,23 +83,21 @@ struct Ledger {
     entries: BTreeMap<String, String>,
 }
 
+impl Ledger {
+    /// The ledger held by the environment's VPC, as DescribeVpcs answered.
+    fn of(vpcs: &DescribeVpcsOutput) -> Ledger {
+        let Some(found) = vpcs.vpcs().first() else { return Ledger::default() };
+        Ledger { vpc: found.vpc_id().map(str::to_string), entries: ledger_of_tags(&tag_map(found.tags())) }
+    }
+}
+
 /// The whitelist EIP kind.
 pub struct ElasticIps {
-    client: Client,
-    /// The ledger read by the last observe.
-    ledger: Mutex<Ledger>,
+    /// The service's client, shared by the kinds of the service.
+    pub client: Client,
 }
 
 impl ElasticIps {
-    /// The whitelist EIP kind over the service's EC2 client.
-    pub fn new(client: Client) -> Self {
-        ElasticIps { client, ledger: Mutex::new(Ledger::default()) }
-    }
-
-    fn ledger(&self) -> Ledger {
-        self.ledger.lock().map(|l| l.clone()).unwrap_or_default()
-    }
-
     /// NAT gateways (any owner) by their network interface, to tell where an EIP is attached.
     async fn nat_by_interface(&self, reads: &ReadCache) -> Result<BTreeMap<String, String>, AwsError> {
         let out = super::live_nat_gateways(&self.client, reads).await?;
@@ -114,10 +112,11 @@ impl ElasticIps {
         Ok(map)
     }
 
-    async fn read_ledger(&self, env: &str, reads: &ReadCache) -> Result<Ledger, AwsError> {
-        let out = super::owned_vpcs(&self.client, env, reads).await?;
-        let Some(found) = out.vpcs().first() else { return Ok(Ledger::default()) };
-        Ok(Ledger { vpc: found.vpc_id().map(str::to_string), entries: ledger_of_tags(&tag_map(found.tags())) })
+    /// The ledger of the environment whose ownership tags `tags` are (the
+    /// pass's shared read of its VPC, made by observe).
+    async fn read_ledger(&self, tags: &Tags, reads: &ReadCache) -> Result<Ledger, AwsError> {
+        let env = tags.get(TAG_ENV).ok_or_else(|| AwsError::unexpected("EC2.DescribeVpcs", "a whitelist address without its environment tag"))?;
+        Ok(Ledger::of(&*super::owned_vpcs(&self.client, env, reads).await?))
     }
 
     /// Records `address` for pool entry `id` in the ledger on `vpc` (retrying what is retryable).
@@ -220,7 +219,7 @@ fn ledger_vpc(desired: &Desired) -> Result<&str, AwsError> {
 #[async_trait]
 impl Kind for ElasticIps {
     fn rules(&self) -> Rules {
-        Rules { matching: Matching::Custom, scope: Scope::Fast, create_only: &[LEDGER_VPC, REALLOCATE], ..Rules::new(KIND) }
+        Rules { matching: Matching::Custom, create_only: &[LEDGER_VPC, REALLOCATE], ..rules(KIND) }
     }
 
     fn matches(&self, env: &str, desired: &Desired, live: &Live) -> bool {
@@ -237,18 +236,17 @@ impl Kind for ElasticIps {
             .iter()
             .map(|(id, entry)| {
                 let policy = if entry.releasable { DeletionPolicy::Delete } else { DeletionPolicy::Retain };
-                let mut d = desired(env, KIND, id, format!("sentry-{id}-{}", env.env), policy);
-                d.tags.insert(WHITELIST_TAG.into(), "true".into());
                 let nat = n.nat_gateways.iter().find(|(_, nat)| nat.elastic_ip == *id).map(|(nat_id, _)| reference(super::NAT_GATEWAY, nat_id));
-                d.fields.insert(ATTACHED_TO.into(), nat.unwrap_or_else(|| NOTHING.into()));
-                d.fields.insert(RECORDED.into(), "true".into());
-                d.fields.insert(LEDGER_VPC.into(), reference(vpc::KIND, vpc::ID));
-                d.depends_on.push(key(vpc::KIND, vpc::ID));
+                let mut d = desired(env, KIND, id, format!("sentry-{id}-{}", env.env), policy)
+                    .with(ATTACHED_TO, nat.unwrap_or_else(|| NOTHING.into()))
+                    .with(RECORDED, "true")
+                    .with_reference(LEDGER_VPC, vpc::KIND, vpc::ID);
+                d.tags.insert(WHITELIST_TAG.into(), "true".into());
                 if let Some(pin) = &entry.address {
-                    d.fields.insert(PINNED.into(), pin.clone());
+                    d = d.with(PINNED, pin);
                 }
                 if env.reallocate_whitelist.contains(id) {
-                    d.fields.insert(REALLOCATE.into(), "asked".into());
+                    d = d.with(REALLOCATE, "asked");
                 }
                 // A pinned address, or one the ledger records for this entry,
                 // is the operator's even when its ownership tags were stripped.
@@ -261,11 +259,10 @@ impl Kind for ElasticIps {
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
         let pins: Vec<(&str, &str)> = desired.iter().filter_map(|d| Some((d.key.id.as_str(), d.fields.get(PINNED)?.as_str()))).collect();
         let unpinned: Vec<&str> = desired.iter().filter(|d| !d.fields.contains_key(PINNED)).map(|d| d.key.id.as_str()).collect();
-        let (addresses, nats, ledger) = tokio::try_join!(
-            async { self.client.describe_addresses().send().await.aws("EC2.DescribeAddresses") },
-            self.nat_by_interface(reads),
-            self.read_ledger(&env.env, reads),
-        )?;
+        let (addresses, nats, ledger) =
+            tokio::try_join!(async { self.client.describe_addresses().send().await.aws("EC2.DescribeAddresses") }, self.nat_by_interface(reads), async {
+                Ok(Ledger::of(&*super::owned_vpcs(&self.client, &env.env, reads).await?))
+            },)?;
         let mut found = Vec::new();
         for a in addresses.addresses() {
             let (Some(allocation), Some(ip)) = (a.allocation_id(), a.public_ip()) else { continue };
@@ -301,16 +298,13 @@ impl Kind for ElasticIps {
             }
             found.push(l);
         }
-        if let Ok(mut l) = self.ledger.lock() {
-            *l = ledger;
-        }
         Ok(found)
     }
 
-    async fn create(&self, desired: &Desired, _token: &str) -> Result<String, AwsError> {
+    async fn create(&self, desired: &Desired, _token: &str, reads: &ReadCache) -> Result<String, AwsError> {
         let id = &desired.key.id;
         let vpc = ledger_vpc(desired)?.to_string();
-        let recorded = self.ledger().entries.get(id).cloned();
+        let recorded = self.read_ledger(&desired.tags, reads).await?.entries.get(id).cloned();
         let (allocation, ip) = match (desired.fields.get(PINNED), recorded) {
             (Some(pin), Some(ip)) if pin.starts_with("eipalloc-") => {
                 alert(id, pin, "pinned whitelist address is missing from the account");
@@ -368,14 +362,15 @@ impl Kind for ElasticIps {
         }
         Ok(())
     }
-    async fn delete(&self, live: &Live) -> Result<(), AwsError> {
+    async fn delete(&self, live: &Live, reads: &ReadCache) -> Result<(), AwsError> {
         if let Some(association) = live.meta.get(META_ASSOCIATION) {
             let result = self.client.disassociate_address().association_id(association).send().await;
             gone_is_ok(result.map(|_| ()).aws("EC2.DisassociateAddress"))?;
         }
         // The ledger entry goes first: a pass killed before the release finds
         // the address still releasable and releases it then.
-        if let (Some(vpc), Some(id)) = (self.ledger().vpc, live.tags.get(TAG_ID)) {
+        let ledger = if live.tags.contains_key(TAG_ID) { self.read_ledger(&live.tags, reads).await? } else { Ledger::default() };
+        if let (Some(vpc), Some(id)) = (ledger.vpc, live.tags.get(TAG_ID)) {
             let tag = Tag::builder().key(format!("{LEDGER_TAG_PREFIX}{id}")).build();
             let result = self.client.delete_tags().resources(vpc).tags(tag).send().await;
             gone_is_ok(result.map(|_| ()).aws("EC2.DeleteTags"))?;
@@ -385,10 +380,10 @@ impl Kind for ElasticIps {
         gone_is_ok(result.map(|_| ()).aws("EC2.ReleaseAddress"))
     }
 
-    fn review(&self, env: &EnvSpec, steps: &[&Step]) -> Review {
+    fn review(&self, env: &EnvSpec, steps: &[&Step], reads: &ReadCache) -> Review {
         let mut review = Review::default();
         let Some(n) = network(env) else { return review };
-        let ledger = self.ledger().entries;
+        let ledger = super::owned_vpcs_read(reads).map(|vpcs| Ledger::of(&vpcs).entries).unwrap_or_default();
         for id in &env.reallocate_whitelist {
             let step = steps.iter().find(|s| s.key.id == *id && s.desired.is_some());
             let problem = match (n.whitelist.pool.get(id), step) {
@@ -489,7 +484,6 @@ impl Kind for ElasticIps {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::ResourceKey;
     use aws_sdk_ec2::operation::allocate_address::{AllocateAddressError, AllocateAddressOutput};
     use aws_sdk_ec2::operation::create_tags::CreateTagsOutput;
     use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
@@ -502,14 +496,8 @@ mod tests {
         if let Some(address) = address {
             fields.insert(PINNED.into(), address.into());
         }
-        Desired {
-            key: ResourceKey { kind: KIND, id: "whitelist-1".into() },
-            name: "sentry-whitelist-1-prod".into(),
-            fields,
-            tags: Default::default(),
-            depends_on: Vec::new(),
-            adopt: address.is_some(),
-        }
+        let tags = [(TAG_ENV.to_string(), "prod".to_string())].into();
+        Desired { fields, adopt: address.is_some(), ..Desired::new(KIND, "whitelist-1", "sentry-whitelist-1-prod", tags) }
     }
 
     fn pinned(address: &str) -> Desired {
@@ -532,20 +520,23 @@ mod tests {
             .then_output(|| CreateTagsOutput::builder().build())
     }
 
-    fn with_ledger(kind: &ElasticIps, address: &str) {
-        let mut ledger = kind.ledger.lock().expect("ledger");
-        ledger.vpc = Some("vpc-1".into());
-        ledger.entries.insert("whitelist-1".into(), address.into());
+    /// A pass's reads in which vpc-1's ledger records `address` for whitelist-1 (or nothing).
+    async fn ledger(address: Option<&'static str>) -> ReadCache {
+        let describe = mock!(Client::describe_vpcs).then_output(move || {
+            let tag = address.map(|a| Tag::builder().key(format!("{LEDGER_TAG_PREFIX}whitelist-1")).value(a).build());
+            DescribeVpcsOutput::builder().vpcs(aws_sdk_ec2::types::Vpc::builder().vpc_id("vpc-1").set_tags(Some(tag.into_iter().collect())).build()).build()
+        });
+        let reads = ReadCache::default();
+        super::super::owned_vpcs(&mock_client!(aws_sdk_ec2, [&describe]), "prod", &reads).await.expect("the ledger read");
+        reads
     }
 
-    /// A kind whose ledger records 203.0.113.20 for whitelist-1, with rules
-    /// answering AllocateAddress for that address and for any (198.51.100.7),
-    /// and `record`: (kind, recover, fresh, record).
-    fn ledger_holding_203_0_113_20(record: Rule) -> (ElasticIps, Rule, Rule, Rule) {
+    /// A kind with rules answering AllocateAddress for 203.0.113.20 and for
+    /// any address (198.51.100.7), and `record`: (kind, recover, fresh, record).
+    fn allocating_203_0_113_20_or_any(record: Rule) -> (ElasticIps, Rule, Rule, Rule) {
         let recover = allocates(Some("203.0.113.20"), "203.0.113.20");
         let fresh = allocates(None, "198.51.100.7");
-        let kind = ElasticIps::new(mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&recover, &fresh, &record]));
-        with_ledger(&kind, "203.0.113.20");
+        let kind = ElasticIps { client: mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&recover, &fresh, &record]) };
         (kind, recover, fresh, record)
     }
 
@@ -556,15 +547,14 @@ mod tests {
         let refuse = mock!(Client::allocate_address).then_error(|| {
             AllocateAddressError::generic(ErrorMetadata::builder().code("InvalidAddress.NotFound").message("Address 203.0.113.10 is not available").build())
         });
-        let kind = ElasticIps::new(mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&refuse]));
-        let e = kind.create(&pinned("203.0.113.10"), "token").await.expect_err("must fail");
+        let kind = ElasticIps { client: mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&refuse]) };
+        let e = kind.create(&pinned("203.0.113.10"), "token", &ledger(None).await).await.expect_err("must fail");
         assert_eq!(e.class, ErrorClass::Invariant);
         assert!(e.message.contains("203.0.113.10") && e.message.contains("cannot be recovered"), "{}", e.message);
         assert_eq!(refuse.num_calls(), 1, "exactly one attempt to get the same address back");
 
         // The same for an unpinned entry guarded by the ledger: exit 3 names the address and the entry.
-        with_ledger(&kind, "203.0.113.10");
-        let e = kind.create(&entry(None), "token").await.expect_err("must fail");
+        let e = kind.create(&entry(None), "token", &ledger(Some("203.0.113.10")).await).await.expect_err("must fail");
         assert_eq!(e.class, ErrorClass::Invariant);
         assert!(e.message.contains("203.0.113.10 (whitelist-1)") && e.message.contains("--reallocate-whitelist whitelist-1"), "{}", e.message);
         assert_eq!(refuse.num_calls(), 2, "asked for the recorded address, never for another");
@@ -574,36 +564,36 @@ mod tests {
     async fn a_released_address_is_recovered_by_address_only_and_recorded() {
         let recover = allocates(Some("203.0.113.10"), "203.0.113.10");
         let record = records("203.0.113.10");
-        let kind = ElasticIps::new(mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&recover, &record]));
-        assert_eq!(kind.create(&pinned("203.0.113.10"), "token").await.expect("recovered"), "eipalloc-new");
+        let kind = ElasticIps { client: mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&recover, &record]) };
+        let reads = ledger(None).await;
+        assert_eq!(kind.create(&pinned("203.0.113.10"), "token", &reads).await.expect("recovered"), "eipalloc-new");
         assert_eq!((recover.num_calls(), record.num_calls()), (1, 1));
-        let e = kind.create(&pinned("eipalloc-gone"), "token").await.expect_err("an allocation id cannot be re-allocated");
+        let e = kind.create(&pinned("eipalloc-gone"), "token", &reads).await.expect_err("an allocation id cannot be re-allocated");
         assert_eq!(e.class, ErrorClass::Invariant);
         assert_eq!(recover.num_calls(), 1, "no AWS call for an allocation-id pin");
     }
 
     #[tokio::test]
     async fn an_unpinned_entry_in_the_ledger_gets_its_own_address_back() {
-        let (kind, recover, fresh, record) = ledger_holding_203_0_113_20(records("203.0.113.20"));
-        kind.create(&entry(None), "token").await.expect("recovered");
+        let (kind, recover, fresh, record) = allocating_203_0_113_20_or_any(records("203.0.113.20"));
+        kind.create(&entry(None), "token", &ledger(Some("203.0.113.20")).await).await.expect("recovered");
         assert_eq!((recover.num_calls(), fresh.num_calls(), record.num_calls()), (1, 0, 1), "the recorded address, never a new one");
     }
 
     #[tokio::test]
     async fn a_fresh_address_replaces_a_recorded_one_only_when_asked() {
-        let (kind, recover, fresh, record) = ledger_holding_203_0_113_20(records("198.51.100.7"));
-        let mut asked = entry(None);
-        asked.fields.insert(REALLOCATE.into(), "asked".into());
-        kind.create(&asked, "token").await.expect("allocated");
+        let (kind, recover, fresh, record) = allocating_203_0_113_20_or_any(records("198.51.100.7"));
+        let asked = entry(None).with(REALLOCATE, "asked");
+        kind.create(&asked, "token", &ledger(Some("203.0.113.20")).await).await.expect("allocated");
         assert_eq!((recover.num_calls(), fresh.num_calls(), record.num_calls()), (0, 1, 1), "a new address, recorded in place of the lost one");
     }
 
     #[tokio::test]
     async fn a_released_allocation_id_pin_with_a_recorded_address_is_a_violation_naming_that_address() {
         let any = allocates(None, "198.51.100.7");
-        let kind = ElasticIps::new(mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&any]));
-        with_ledger(&kind, "203.0.113.20");
-        let e = kind.create(&pinned("eipalloc-0123456789abcdef0"), "token").await.expect_err("cannot be re-allocated");
+        let kind = ElasticIps { client: mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&any]) };
+        let reads = ledger(Some("203.0.113.20")).await;
+        let e = kind.create(&pinned("eipalloc-0123456789abcdef0"), "token", &reads).await.expect_err("cannot be re-allocated");
         assert_eq!(e.class, ErrorClass::Invariant);
         assert!(e.message.contains("address: 203.0.113.20"), "{}", e.message);
         assert_eq!(any.num_calls(), 0, "no address allocated");
@@ -625,7 +615,7 @@ mod tests {
             delta: Delta::default(),
             outcome: None,
         };
-        let review = kind.review(&env, &[&step]);
+        let review = kind.review(&env, &[&step], &reads);
         assert!(review.errors.is_empty(), "{:?}", review.errors);
         let lines: Vec<&str> = review.findings.iter().map(|f| f.message.as_str()).collect();
         let lines = lines.join("\n");

@@ -6,9 +6,9 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::{FlowLogsResourceType, LogDestinationType, ResourceType, TrafficType};
 use aws_sdk_ec2::Client;
 
-use super::{desired, gone_is_ok, key, live, network, owned_by, put_tags, tag_map, tag_spec, vpc};
+use super::{desired, gone_is_ok, live, network, owned_by, put_tags, rules, tag_map, tag_spec, vpc};
 use crate::aws::{required, AwsError, AwsResult};
-use crate::engine::{reference, Delta, Desired, Kind, Live, Matching, OnImmutableChange, ReadCache, Rules, Scope};
+use crate::engine::{Delta, Desired, Kind, Live, OnImmutableChange, ReadCache, Rules};
 use crate::spec::model::DeletionPolicy;
 use crate::spec::EnvSpec;
 
@@ -29,28 +29,18 @@ pub struct FlowLogs {
 #[async_trait]
 impl Kind for FlowLogs {
     fn rules(&self) -> Rules {
-        Rules {
-            matching: Matching::OwnershipTag,
-            scope: Scope::Fast,
-            immutable: &[RESOURCE, TRAFFIC, LOG_GROUP, ROLE],
-            on_immutable_change: OnImmutableChange::Replace,
-            ..Rules::new(KIND)
-        }
+        Rules { immutable: &[RESOURCE, TRAFFIC, LOG_GROUP, ROLE], on_immutable_change: OnImmutableChange::Replace, ..rules(KIND) }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
         let Some(n) = network(env).filter(|n| n.vpc.flow_logs.enabled) else { return Vec::new() };
         let f = &n.vpc.flow_logs;
-        let mut d = desired(env, KIND, vpc::ID, format!("sentry-vpc-flow-logs-{}", env.env), DeletionPolicy::Delete);
-        d.fields.insert(RESOURCE.into(), reference(vpc::KIND, vpc::ID));
-        d.fields.insert(TRAFFIC.into(), f.traffic_type.clone().unwrap_or_else(|| "ALL".into()));
-        d.fields.insert(
-            LOG_GROUP.into(),
-            f.log_group.as_deref().map(|g| g.replace("${env}", &env.env)).unwrap_or_else(|| format!("/sentry/vpc-flow-logs-{}", env.env)),
-        );
-        d.fields.insert(ROLE.into(), f.role_arn.clone().unwrap_or_default());
-        d.depends_on.push(key(vpc::KIND, vpc::ID));
-        vec![d]
+        let log_group = f.log_group.as_deref().map(|g| g.replace("${env}", &env.env)).unwrap_or_else(|| format!("/sentry/vpc-flow-logs-{}", env.env));
+        vec![desired(env, KIND, vpc::ID, format!("sentry-vpc-flow-logs-{}", env.env), DeletionPolicy::Delete)
+            .with_reference(RESOURCE, vpc::KIND, vpc::ID)
+            .with(TRAFFIC, f.traffic_type.as_deref().unwrap_or("ALL"))
+            .with(LOG_GROUP, log_group)
+            .with(ROLE, f.role_arn.as_deref().unwrap_or_default())]
     }
 
     async fn observe(&self, env: &EnvSpec, _desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
@@ -59,27 +49,27 @@ impl Kind for FlowLogs {
             .flow_logs()
             .iter()
             .filter_map(|f| {
-                let mut l = live(f.flow_log_id()?, tag_map(f.tags()));
-                l.fields.insert(RESOURCE.into(), f.resource_id().unwrap_or_default().into());
-                l.fields.insert(TRAFFIC.into(), f.traffic_type().map(|t| t.as_str().to_string()).unwrap_or_default());
-                l.fields.insert(LOG_GROUP.into(), f.log_group_name().unwrap_or_default().into());
-                l.fields.insert(ROLE.into(), f.deliver_logs_permission_arn().unwrap_or_default().into());
-                Some(l)
+                Some(
+                    live(f.flow_log_id()?, tag_map(f.tags()))
+                        .with(RESOURCE, f.resource_id().unwrap_or_default())
+                        .with(TRAFFIC, f.traffic_type().map_or("", |t| t.as_str()))
+                        .with(LOG_GROUP, f.log_group_name().unwrap_or_default())
+                        .with(ROLE, f.deliver_logs_permission_arn().unwrap_or_default()),
+                )
             })
             .collect())
     }
 
-    async fn create(&self, desired: &Desired, token: &str) -> Result<String, AwsError> {
-        let field = |f: &str| desired.fields.get(f).cloned().unwrap_or_default();
+    async fn create(&self, desired: &Desired, token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
         let out = self
             .client
             .create_flow_logs()
-            .resource_ids(field(RESOURCE))
+            .resource_ids(desired.field(RESOURCE))
             .resource_type(FlowLogsResourceType::Vpc)
-            .traffic_type(TrafficType::from(field(TRAFFIC).as_str()))
+            .traffic_type(TrafficType::from(desired.field(TRAFFIC)))
             .log_destination_type(LogDestinationType::CloudWatchLogs)
-            .log_group_name(field(LOG_GROUP))
-            .deliver_logs_permission_arn(field(ROLE))
+            .log_group_name(desired.field(LOG_GROUP))
+            .deliver_logs_permission_arn(desired.field(ROLE))
             .client_token(token)
             .tag_specifications(tag_spec(ResourceType::VpcFlowLog, &desired.tags))
             .send()
@@ -96,7 +86,7 @@ impl Kind for FlowLogs {
         put_tags(&self.client, &live.handle, &delta.tags).await
     }
 
-    async fn delete(&self, live: &Live) -> Result<(), AwsError> {
+    async fn delete(&self, live: &Live, _reads: &ReadCache) -> Result<(), AwsError> {
         let result = self.client.delete_flow_logs().flow_log_ids(&live.handle).send().await;
         gone_is_ok(result.map(|_| ()).aws("EC2.DeleteFlowLogs"))
     }

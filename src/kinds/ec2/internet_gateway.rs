@@ -4,9 +4,9 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::{InternetGateway, ResourceType};
 use aws_sdk_ec2::Client;
 
-use super::{desired, gone_is_ok, key, live, network, owned_by, put_tags, tag_map, tag_spec, vpc};
+use super::{desired, gone_is_ok, live, network, owned_by, put_tags, rules, tag_map, tag_spec, vpc};
 use crate::aws::{required, AwsError, AwsResult};
-use crate::engine::{is_unresolved, reference, Delta, Desired, Kind, Live, Matching, ReadCache, Rules, Scope};
+use crate::engine::{is_unresolved, Delta, Desired, Kind, Live, ReadCache, Rules};
 use crate::spec::model::DeletionPolicy;
 use crate::spec::EnvSpec;
 
@@ -52,17 +52,14 @@ fn attachment(gateway: &InternetGateway) -> Option<&str> {
 #[async_trait]
 impl Kind for InternetGateways {
     fn rules(&self) -> Rules {
-        Rules { matching: Matching::OwnershipTag, scope: Scope::Fast, ..Rules::new(KIND) }
+        rules(KIND)
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
         if network(env).is_none() {
             return Vec::new();
         }
-        let mut d = desired(env, KIND, ID, format!("sentry-igw-{}", env.env), DeletionPolicy::Delete);
-        d.fields.insert(ATTACHMENT.into(), reference(vpc::KIND, vpc::ID));
-        d.depends_on.push(key(vpc::KIND, vpc::ID));
-        vec![d]
+        vec![desired(env, KIND, ID, format!("sentry-igw-{}", env.env), DeletionPolicy::Delete).with_reference(ATTACHMENT, vpc::KIND, vpc::ID)]
     }
 
     async fn observe(&self, env: &EnvSpec, _desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
@@ -70,16 +67,11 @@ impl Kind for InternetGateways {
         Ok(out
             .internet_gateways()
             .iter()
-            .filter_map(|g| {
-                let mut l = live(g.internet_gateway_id()?, tag_map(g.tags()));
-                let attached = attachment(g).unwrap_or(DETACHED);
-                l.fields.insert(ATTACHMENT.into(), attached.into());
-                Some(l)
-            })
+            .filter_map(|g| Some(live(g.internet_gateway_id()?, tag_map(g.tags())).with(ATTACHMENT, attachment(g).unwrap_or(DETACHED))))
             .collect())
     }
 
-    async fn create(&self, desired: &Desired, _token: &str) -> Result<String, AwsError> {
+    async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
         let out = self
             .client
             .create_internet_gateway()
@@ -88,7 +80,7 @@ impl Kind for InternetGateways {
             .await
             .aws("EC2.CreateInternetGateway")?;
         let id = required("EC2.CreateInternetGateway", "internet gateway id", out.internet_gateway().and_then(|g| g.internet_gateway_id()))?;
-        self.attach(&id, desired.fields.get(ATTACHMENT).map(String::as_str).unwrap_or(DETACHED)).await?;
+        self.attach(&id, desired.fields.get(ATTACHMENT).map_or(DETACHED, String::as_str)).await?;
         Ok(id)
     }
 
@@ -102,7 +94,7 @@ impl Kind for InternetGateways {
         put_tags(&self.client, &live.handle, &delta.tags).await
     }
 
-    async fn delete(&self, live: &Live) -> Result<(), AwsError> {
+    async fn delete(&self, live: &Live, _reads: &ReadCache) -> Result<(), AwsError> {
         if let Some(vpc) = live.fields.get(ATTACHMENT).filter(|v| *v != DETACHED) {
             let detached = self.client.detach_internet_gateway().internet_gateway_id(&live.handle).vpc_id(vpc).send().await;
             gone_is_ok(detached.map(|_| ()).aws("EC2.DetachInternetGateway"))?;

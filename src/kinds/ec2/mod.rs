@@ -27,7 +27,7 @@ use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 use aws_sdk_ec2::Client;
 
 use crate::aws::{AwsError, AwsResult};
-use crate::engine::{ownership_tags, Desired, Live, ReadCache, ResourceKey, MANAGED_BY, TAG_ENV, TAG_MANAGED_BY};
+use crate::engine::{ownership_tags, Desired, Live, Matching, ReadCache, Rules, Scope, MANAGED_BY, TAG_ENV, TAG_MANAGED_BY};
 use crate::spec::model::{DeletionPolicy, Network, Tags};
 use crate::spec::EnvSpec;
 
@@ -55,10 +55,18 @@ pub async fn owned_security_groups(client: &Client, env: &str, reads: &ReadCache
         .await
 }
 
+/// The shared read of the VPCs this environment owns.
+const OWNED_VPCS: &str = "EC2.DescribeVpcs(owned)";
+
 /// The VPCs this environment owns (one, whose tags hold the whitelist
 /// ledger): one DescribeVpcs a pass, shared by the VPC kind and the whitelist.
 pub async fn owned_vpcs(client: &Client, env: &str, reads: &ReadCache) -> Result<Arc<DescribeVpcsOutput>, AwsError> {
-    reads.get("EC2.DescribeVpcs(owned)", || async { client.describe_vpcs().set_filters(Some(owned_by(env))).send().await.aws("EC2.DescribeVpcs") }).await
+    reads.get(OWNED_VPCS, || async { client.describe_vpcs().set_filters(Some(owned_by(env))).send().await.aws("EC2.DescribeVpcs") }).await
+}
+
+/// The owned VPCs if this pass already read them (for checks that make no calls).
+pub fn owned_vpcs_read(reads: &ReadCache) -> Option<Arc<DescribeVpcsOutput>> {
+    reads.peek(OWNED_VPCS)
 }
 
 /// Every pending or available NAT gateway of the account, whoever owns it
@@ -106,12 +114,13 @@ pub fn network(env: &EnvSpec) -> Option<&Network> {
 pub fn desired(env: &EnvSpec, kind: &'static str, id: &str, name: String, policy: DeletionPolicy) -> Desired {
     let mut tags = ownership_tags(env, id, policy, &Tags::new());
     tags.insert("Name".into(), name.clone());
-    Desired { key: ResourceKey { kind, id: id.into() }, name, fields: Default::default(), tags, depends_on: Vec::new(), adopt: false }
+    Desired::new(kind, id, name, tags)
 }
 
-/// A key of another networking resource.
-pub fn key(kind: &'static str, id: &str) -> ResourceKey {
-    ResourceKey { kind, id: id.into() }
+/// The rules the networking kinds share: matched by their `sentry:id` tag,
+/// reconciled by every pass (the whitelist guard's fast one included).
+pub const fn rules(kind: &'static str) -> Rules {
+    Rules { matching: Matching::OwnershipTag, scope: Scope::Fast, ..Rules::new(kind) }
 }
 
 /// A live resource from its id and tags; its name is its Name tag.

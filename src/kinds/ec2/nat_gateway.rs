@@ -8,9 +8,9 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::{NatGatewayState, ResourceType};
 use aws_sdk_ec2::Client;
 
-use super::{desired, elastic_ip, gone_is_ok, internet_gateway, key, live, network, put_tags, subnet, tag_map, tag_spec, wait_for};
+use super::{desired, elastic_ip, gone_is_ok, internet_gateway, live, network, put_tags, rules, subnet, tag_map, tag_spec, wait_for};
 use crate::aws::{required, AwsError, AwsResult};
-use crate::engine::{reference, Delta, Desired, Kind, Live, Matching, OnImmutableChange, ReadCache, Rules, Scope};
+use crate::engine::{Delta, Desired, Kind, Live, OnImmutableChange, ReadCache, Rules};
 use crate::spec::model::DeletionPolicy;
 use crate::spec::EnvSpec;
 
@@ -38,13 +38,7 @@ impl NatGateways {
 #[async_trait]
 impl Kind for NatGateways {
     fn rules(&self) -> Rules {
-        Rules {
-            matching: Matching::OwnershipTag,
-            scope: Scope::Fast,
-            immutable: &[SUBNET, ALLOCATION],
-            on_immutable_change: OnImmutableChange::Replace,
-            ..Rules::new(KIND)
-        }
+        Rules { immutable: &[SUBNET, ALLOCATION], on_immutable_change: OnImmutableChange::Replace, ..rules(KIND) }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
@@ -52,15 +46,10 @@ impl Kind for NatGateways {
         n.nat_gateways
             .iter()
             .map(|(id, nat)| {
-                let mut d = desired(env, KIND, id, format!("sentry-{id}-{}", env.env), DeletionPolicy::Delete);
-                d.fields.insert(SUBNET.into(), reference(subnet::KIND, &nat.subnet));
-                d.fields.insert(ALLOCATION.into(), reference(elastic_ip::KIND, &nat.elastic_ip));
-                d.depends_on.extend([
-                    key(subnet::KIND, &nat.subnet),
-                    key(elastic_ip::KIND, &nat.elastic_ip),
-                    key(internet_gateway::KIND, internet_gateway::ID),
-                ]);
-                d
+                desired(env, KIND, id, format!("sentry-{id}-{}", env.env), DeletionPolicy::Delete)
+                    .with_reference(SUBNET, subnet::KIND, &nat.subnet)
+                    .with_reference(ALLOCATION, elastic_ip::KIND, &nat.elastic_ip)
+                    .after(internet_gateway::KIND, internet_gateway::ID)
             })
             .collect()
     }
@@ -71,25 +60,21 @@ impl Kind for NatGateways {
             .nat_gateways()
             .iter()
             .filter_map(|n| {
-                let mut l = live(n.nat_gateway_id()?, tag_map(n.tags()));
-                if !l.is_owned_by(&env.env) {
-                    return None; // the shared read lists every owner's NAT gateways
-                }
-                l.fields.insert(SUBNET.into(), n.subnet_id().unwrap_or_default().into());
                 let primary = n.nat_gateway_addresses().iter().find(|a| a.is_primary() != Some(false));
-                l.fields.insert(ALLOCATION.into(), primary.and_then(|a| a.allocation_id()).unwrap_or_default().into());
-                Some(l)
+                let l = live(n.nat_gateway_id()?, tag_map(n.tags()))
+                    .with(SUBNET, n.subnet_id().unwrap_or_default())
+                    .with(ALLOCATION, primary.and_then(|a| a.allocation_id()).unwrap_or_default());
+                l.is_owned_by(&env.env).then_some(l) // the shared read lists every owner's NAT gateways
             })
             .collect())
     }
 
-    async fn create(&self, desired: &Desired, token: &str) -> Result<String, AwsError> {
-        let field = |f: &str| desired.fields.get(f).cloned().unwrap_or_default();
+    async fn create(&self, desired: &Desired, token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
         let out = self
             .client
             .create_nat_gateway()
-            .subnet_id(field(SUBNET))
-            .allocation_id(field(ALLOCATION))
+            .subnet_id(desired.field(SUBNET))
+            .allocation_id(desired.field(ALLOCATION))
             .client_token(token)
             .tag_specifications(tag_spec(ResourceType::Natgateway, &desired.tags))
             .send()
@@ -111,7 +96,7 @@ impl Kind for NatGateways {
         put_tags(&self.client, &live.handle, &delta.tags).await
     }
 
-    async fn delete(&self, live: &Live) -> Result<(), AwsError> {
+    async fn delete(&self, live: &Live, _reads: &ReadCache) -> Result<(), AwsError> {
         let result = self.client.delete_nat_gateway().nat_gateway_id(&live.handle).send().await;
         gone_is_ok(result.map(|_| ()).aws("EC2.DeleteNatGateway"))?;
         // Its EIP is free (and reusable) only once the gateway is deleted.

@@ -8,9 +8,9 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::{Filter, ResourceType, RouteTable};
 use aws_sdk_ec2::Client;
 
-use super::{desired, gone_is_ok, internet_gateway, key, live, nat_gateway, network, owned_by, put_tags, subnet, tag_map, tag_spec, vpc};
+use super::{desired, gone_is_ok, internet_gateway, live, nat_gateway, network, owned_by, put_tags, rules, subnet, tag_map, tag_spec, vpc};
 use crate::aws::{required, AwsError, AwsResult};
-use crate::engine::{is_unresolved, reference, Delta, Desired, FieldChange, Kind, Live, Matching, ReadCache, Rules, Scope};
+use crate::engine::{is_unresolved, reference, Delta, Desired, FieldChange, Kind, Live, ReadCache, Rules};
 use crate::spec::model::{DeletionPolicy, Tier};
 use crate::spec::EnvSpec;
 
@@ -132,35 +132,26 @@ fn normalize(table: &RouteTable) -> Option<Live> {
 #[async_trait]
 impl Kind for RouteTables {
     fn rules(&self) -> Rules {
-        Rules { matching: Matching::OwnershipTag, scope: Scope::Fast, immutable: &[VPC], exclusive: &[ROUTE, ASSOCIATION], ..Rules::new(KIND) }
+        Rules { immutable: &[VPC], exclusive: &[ROUTE, ASSOCIATION], ..rules(KIND) }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
         let Some(n) = network(env) else { return Vec::new() };
-        let mut tables = Vec::new();
-        let mut public = desired(env, KIND, PUBLIC, format!("sentry-rt-public-{}", env.env), DeletionPolicy::Delete);
-        public.fields.insert(VPC.into(), reference(vpc::KIND, vpc::ID));
-        public.fields.insert(format!("{ROUTE}{DEFAULT_ROUTE}"), reference(internet_gateway::KIND, internet_gateway::ID));
-        public.depends_on.extend([key(vpc::KIND, vpc::ID), key(internet_gateway::KIND, internet_gateway::ID)]);
-        for id in n.subnets.iter().filter(|(_, s)| s.tier == Tier::Public).map(|(id, _)| id) {
-            public.fields.insert(format!("{ASSOCIATION}{}", reference(subnet::KIND, id)), ASSOCIATED.into());
-            public.depends_on.push(key(subnet::KIND, id));
-        }
-        tables.push(public);
-        for (id, s) in n.subnets.iter().filter(|(_, s)| s.tier == Tier::Private) {
-            let mut d = desired(env, KIND, id, format!("sentry-rt-{id}-{}", env.env), DeletionPolicy::Delete);
-            d.fields.insert(VPC.into(), reference(vpc::KIND, vpc::ID));
-            d.fields.insert(format!("{ASSOCIATION}{}", reference(subnet::KIND, id)), ASSOCIATED.into());
-            d.depends_on.extend([key(vpc::KIND, vpc::ID), key(subnet::KIND, id)]);
+        let table = |id: &str, name: String| desired(env, KIND, id, name, DeletionPolicy::Delete).with_reference(VPC, vpc::KIND, vpc::ID);
+        let associate = |d: Desired, subnet: &str| d.with(&format!("{ASSOCIATION}{}", reference(subnet::KIND, subnet)), ASSOCIATED).after(subnet::KIND, subnet);
+        let default_route = format!("{ROUTE}{DEFAULT_ROUTE}");
+        let public = table(PUBLIC, format!("sentry-rt-public-{}", env.env)).with_reference(&default_route, internet_gateway::KIND, internet_gateway::ID);
+        let public = n.subnets.iter().filter(|(_, s)| s.tier == Tier::Public).fold(public, |d, (id, _)| associate(d, id));
+        let private = n.subnets.iter().filter(|(_, s)| s.tier == Tier::Private).map(|(id, s)| {
+            let d = associate(table(id, format!("sentry-rt-{id}-{}", env.env)), id);
             // Egress through the NAT gateway of the same AZ, else the first one.
             let same_az = n.nat_gateways.iter().find(|(_, nat)| n.subnets.get(&nat.subnet).is_some_and(|ns| ns.az == s.az));
-            if let Some((nat_id, _)) = same_az.or_else(|| n.nat_gateways.iter().next()) {
-                d.fields.insert(format!("{ROUTE}{DEFAULT_ROUTE}"), reference(nat_gateway::KIND, nat_id));
-                d.depends_on.push(key(nat_gateway::KIND, nat_id));
+            match same_az.or_else(|| n.nat_gateways.iter().next()) {
+                Some((nat_id, _)) => d.with_reference(&default_route, nat_gateway::KIND, nat_id),
+                None => d,
             }
-            tables.push(d);
-        }
-        tables
+        });
+        std::iter::once(public).chain(private).collect()
     }
 
     async fn observe(&self, env: &EnvSpec, _desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
@@ -168,11 +159,11 @@ impl Kind for RouteTables {
         Ok(out.route_tables().iter().filter_map(normalize).collect())
     }
 
-    async fn create(&self, desired: &Desired, token: &str) -> Result<String, AwsError> {
+    async fn create(&self, desired: &Desired, token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
         let out = self
             .client
             .create_route_table()
-            .vpc_id(desired.fields.get(VPC).cloned().unwrap_or_default())
+            .vpc_id(desired.field(VPC))
             .client_token(token)
             .tag_specifications(tag_spec(ResourceType::RouteTable, &desired.tags))
             .send()
@@ -194,7 +185,7 @@ impl Kind for RouteTables {
         put_tags(&self.client, &live.handle, &delta.tags).await
     }
 
-    async fn delete(&self, live: &Live) -> Result<(), AwsError> {
+    async fn delete(&self, live: &Live, _reads: &ReadCache) -> Result<(), AwsError> {
         for association in live.meta.values() {
             let result = self.client.disassociate_route_table().association_id(association).send().await;
             gone_is_ok(result.map(|_| ()).aws("EC2.DisassociateRouteTable"))?;

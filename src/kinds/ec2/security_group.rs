@@ -6,9 +6,9 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::ResourceType;
 use aws_sdk_ec2::Client;
 
-use super::{desired, gone_is_ok, key, live, network, put_tags, tag_map, tag_spec, vpc};
+use super::{desired, gone_is_ok, live, network, put_tags, rules, tag_map, tag_spec, vpc};
 use crate::aws::{required, AwsError, AwsResult};
-use crate::engine::{reference, Delta, Desired, Kind, Live, Matching, ReadCache, Rules, Scope};
+use crate::engine::{Delta, Desired, Kind, Live, ReadCache, Rules};
 use crate::spec::model::DeletionPolicy;
 use crate::spec::{physical_name, EnvSpec};
 
@@ -27,7 +27,7 @@ pub struct SecurityGroups {
 #[async_trait]
 impl Kind for SecurityGroups {
     fn rules(&self) -> Rules {
-        Rules { matching: Matching::OwnershipTag, scope: Scope::Fast, immutable: &[VPC, DESCRIPTION], ..Rules::new(KIND) }
+        Rules { immutable: &[VPC, DESCRIPTION], ..rules(KIND) }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
@@ -35,11 +35,9 @@ impl Kind for SecurityGroups {
         n.security_groups
             .iter()
             .map(|(id, sg)| {
-                let mut d = desired(env, KIND, id, physical_name(sg.name.as_deref(), id, &env.env), DeletionPolicy::Delete);
-                d.fields.insert(VPC.into(), reference(vpc::KIND, vpc::ID));
-                d.fields.insert(DESCRIPTION.into(), sg.description.clone());
-                d.depends_on.push(key(vpc::KIND, vpc::ID));
-                d
+                desired(env, KIND, id, physical_name(sg.name.as_deref(), id, &env.env), DeletionPolicy::Delete)
+                    .with_reference(VPC, vpc::KIND, vpc::ID)
+                    .with(DESCRIPTION, &sg.description)
             })
             .collect()
     }
@@ -50,23 +48,19 @@ impl Kind for SecurityGroups {
             .security_groups()
             .iter()
             .filter_map(|g| {
-                let mut l = live(g.group_id()?, tag_map(g.tags()));
-                l.name = g.group_name().unwrap_or_default().to_string();
-                l.fields.insert(VPC.into(), g.vpc_id().unwrap_or_default().into());
-                l.fields.insert(DESCRIPTION.into(), g.description().unwrap_or_default().into());
-                Some(l)
+                let l = live(g.group_id()?, tag_map(g.tags())).with(VPC, g.vpc_id().unwrap_or_default()).with(DESCRIPTION, g.description().unwrap_or_default());
+                Some(Live { name: g.group_name().unwrap_or_default().into(), ..l })
             })
             .collect())
     }
 
-    async fn create(&self, desired: &Desired, _token: &str) -> Result<String, AwsError> {
-        let field = |f: &str| desired.fields.get(f).cloned().unwrap_or_default();
+    async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
         let out = self
             .client
             .create_security_group()
             .group_name(&desired.name)
-            .description(field(DESCRIPTION))
-            .vpc_id(field(VPC))
+            .description(desired.field(DESCRIPTION))
+            .vpc_id(desired.field(VPC))
             .tag_specifications(tag_spec(ResourceType::SecurityGroup, &desired.tags))
             .send()
             .await
@@ -78,7 +72,7 @@ impl Kind for SecurityGroups {
         put_tags(&self.client, &live.handle, &delta.tags).await
     }
 
-    async fn delete(&self, live: &Live) -> Result<(), AwsError> {
+    async fn delete(&self, live: &Live, _reads: &ReadCache) -> Result<(), AwsError> {
         let result = self.client.delete_security_group().group_id(&live.handle).send().await;
         gone_is_ok(result.map(|_| ()).aws("EC2.DeleteSecurityGroup"))
     }

@@ -9,9 +9,9 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::{IpPermission, IpRange, SecurityGroup, UserIdGroupPair};
 use aws_sdk_ec2::Client;
 
-use super::{desired, key, live, network, security_group, tag_map};
+use super::{desired, live, network, rules, security_group, tag_map};
 use crate::aws::{AwsError, AwsResult, ErrorClass};
-use crate::engine::{is_unresolved, reference, Delta, Desired, Kind, Live, Matching, ReadCache, Rules, Scope};
+use crate::engine::{is_unresolved, reference, Delta, Desired, Kind, Live, ReadCache, Rules};
 use crate::spec::model::{DeletionPolicy, Ports, Rule};
 use crate::spec::network::parse_port_range;
 use crate::spec::{physical_name, EnvSpec};
@@ -163,7 +163,7 @@ fn permission(rule: &str) -> Result<(bool, IpPermission), AwsError> {
 #[async_trait]
 impl Kind for SecurityGroupRules {
     fn rules(&self) -> Rules {
-        Rules { matching: Matching::OwnershipTag, scope: Scope::Fast, immutable: &[GROUP], exclusive: &[INGRESS, EGRESS], ..Rules::new(KIND) }
+        Rules { immutable: &[GROUP], exclusive: &[INGRESS, EGRESS], ..rules(KIND) }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
@@ -171,28 +171,20 @@ impl Kind for SecurityGroupRules {
         n.security_groups
             .iter()
             .map(|(id, sg)| {
-                let mut d = desired(env, KIND, id, physical_name(sg.name.as_deref(), id, &env.env), DeletionPolicy::Delete);
+                let mut d = desired(env, KIND, id, physical_name(sg.name.as_deref(), id, &env.env), DeletionPolicy::Delete).with_reference(
+                    GROUP,
+                    security_group::KIND,
+                    id,
+                );
                 d.tags.clear(); // the tags belong to the group, which the group kind keeps
-                d.fields.insert(GROUP.into(), reference(security_group::KIND, id));
-                d.depends_on.push(key(security_group::KIND, id));
-                for rule in &sg.ingress {
-                    d.fields.insert(rule_field("ingress", rule, &n.vpc.cidr), ALLOW.into());
-                }
-                match &sg.egress {
-                    Some(rules) => rules.iter().for_each(|rule| {
-                        d.fields.insert(rule_field("egress", rule, &n.vpc.cidr), ALLOW.into());
-                    }),
-                    None => {
-                        d.fields.insert(DEFAULT_EGRESS.into(), ALLOW.into());
-                    }
-                }
-                for peer in sg.ingress.iter().chain(sg.egress.iter().flatten()).filter_map(|r| r.source_group.as_deref()) {
-                    let k = key(security_group::KIND, peer);
-                    if !d.depends_on.contains(&k) {
-                        d.depends_on.push(k);
-                    }
-                }
-                d
+                let ingress = sg.ingress.iter().map(|rule| rule_field("ingress", rule, &n.vpc.cidr));
+                let egress: Vec<String> = match &sg.egress {
+                    Some(rules) => rules.iter().map(|rule| rule_field("egress", rule, &n.vpc.cidr)).collect(),
+                    None => vec![DEFAULT_EGRESS.into()],
+                };
+                d.fields.extend(ingress.chain(egress).map(|rule| (rule, ALLOW.to_string())));
+                let peers = sg.ingress.iter().chain(sg.egress.iter().flatten()).filter_map(|r| r.source_group.as_deref());
+                peers.fold(d, |d, peer| d.after(security_group::KIND, peer))
             })
             .collect()
     }
@@ -206,23 +198,21 @@ impl Kind for SecurityGroupRules {
                 let id = g.group_id()?;
                 let mut tags = tag_map(g.tags());
                 tags.remove("Name");
-                let mut l = live(&format!("{HANDLE_PREFIX}{id}"), tags);
-                l.name = g.group_name().unwrap_or_default().to_string();
-                l.fields.insert(GROUP.into(), id.into());
+                let mut l = live(&format!("{HANDLE_PREFIX}{id}"), tags).with(GROUP, id);
                 l.fields.extend(live_rules(g).into_iter().map(|r| (r, ALLOW.to_string())));
-                Some(l)
+                Some(Live { name: g.group_name().unwrap_or_default().into(), ..l })
             })
             .collect())
     }
 
-    async fn create(&self, desired: &Desired, _token: &str) -> Result<String, AwsError> {
-        let group = desired.fields.get(GROUP).cloned().unwrap_or_default();
+    async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
+        let group = desired.field(GROUP);
         let rules: Vec<&String> = desired.fields.keys().filter(|k| k.starts_with(INGRESS) || k.starts_with(EGRESS)).collect();
         for rule in &rules {
-            self.authorize(&group, rule).await?;
+            self.authorize(group, rule).await?;
         }
         if !desired.fields.contains_key(DEFAULT_EGRESS) {
-            self.revoke(&group, DEFAULT_EGRESS).await?;
+            self.revoke(group, DEFAULT_EGRESS).await?;
         }
         Ok(format!("{HANDLE_PREFIX}{group}"))
     }
@@ -239,7 +229,7 @@ impl Kind for SecurityGroupRules {
         Ok(()) // tags live on the group; the group kind keeps them
     }
 
-    async fn delete(&self, _live: &Live) -> Result<(), AwsError> {
+    async fn delete(&self, _live: &Live, _reads: &ReadCache) -> Result<(), AwsError> {
         Ok(()) // the rules go with their group
     }
 }

@@ -4,9 +4,9 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::ResourceType;
 use aws_sdk_ec2::Client;
 
-use super::{desired, gone_is_ok, key, live, network, owned_by, put_tags, tag_map, tag_spec, vpc};
+use super::{desired, gone_is_ok, live, network, owned_by, put_tags, rules, tag_map, tag_spec, vpc};
 use crate::aws::{required, AwsError, AwsResult};
-use crate::engine::{reference, Delta, Desired, Kind, Live, Matching, ReadCache, Rules, Scope};
+use crate::engine::{Delta, Desired, Kind, Live, ReadCache, Rules};
 use crate::spec::model::DeletionPolicy;
 use crate::spec::EnvSpec;
 
@@ -26,7 +26,7 @@ pub struct Subnets {
 #[async_trait]
 impl Kind for Subnets {
     fn rules(&self) -> Rules {
-        Rules { matching: Matching::OwnershipTag, scope: Scope::Fast, immutable: &[VPC, CIDR, AZ], ..Rules::new(KIND) }
+        Rules { immutable: &[VPC, CIDR, AZ], ..rules(KIND) }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
@@ -34,12 +34,10 @@ impl Kind for Subnets {
         n.subnets
             .iter()
             .map(|(id, s)| {
-                let mut d = desired(env, KIND, id, format!("sentry-{id}-{}", env.env), DeletionPolicy::Delete);
-                d.fields.insert(VPC.into(), reference(vpc::KIND, vpc::ID));
-                d.fields.insert(CIDR.into(), s.cidr.clone());
-                d.fields.insert(AZ.into(), s.az.clone());
-                d.depends_on.push(key(vpc::KIND, vpc::ID));
-                d
+                desired(env, KIND, id, format!("sentry-{id}-{}", env.env), DeletionPolicy::Delete)
+                    .with_reference(VPC, vpc::KIND, vpc::ID)
+                    .with(CIDR, &s.cidr)
+                    .with(AZ, &s.az)
             })
             .collect()
     }
@@ -50,23 +48,23 @@ impl Kind for Subnets {
             .subnets()
             .iter()
             .filter_map(|s| {
-                let mut l = live(s.subnet_id()?, tag_map(s.tags()));
-                l.fields.insert(VPC.into(), s.vpc_id().unwrap_or_default().into());
-                l.fields.insert(CIDR.into(), s.cidr_block().unwrap_or_default().into());
-                l.fields.insert(AZ.into(), s.availability_zone().unwrap_or_default().into());
-                Some(l)
+                Some(
+                    live(s.subnet_id()?, tag_map(s.tags()))
+                        .with(VPC, s.vpc_id().unwrap_or_default())
+                        .with(CIDR, s.cidr_block().unwrap_or_default())
+                        .with(AZ, s.availability_zone().unwrap_or_default()),
+                )
             })
             .collect())
     }
 
-    async fn create(&self, desired: &Desired, _token: &str) -> Result<String, AwsError> {
-        let field = |f: &str| desired.fields.get(f).cloned().unwrap_or_default();
+    async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
         let out = self
             .client
             .create_subnet()
-            .vpc_id(field(VPC))
-            .cidr_block(field(CIDR))
-            .availability_zone(field(AZ))
+            .vpc_id(desired.field(VPC))
+            .cidr_block(desired.field(CIDR))
+            .availability_zone(desired.field(AZ))
             .tag_specifications(tag_spec(ResourceType::Subnet, &desired.tags))
             .send()
             .await
@@ -78,7 +76,7 @@ impl Kind for Subnets {
         put_tags(&self.client, &live.handle, &delta.tags).await
     }
 
-    async fn delete(&self, live: &Live) -> Result<(), AwsError> {
+    async fn delete(&self, live: &Live, _reads: &ReadCache) -> Result<(), AwsError> {
         gone_is_ok(self.client.delete_subnet().subnet_id(&live.handle).send().await.map(|_| ()).aws("EC2.DeleteSubnet"))
     }
 }

@@ -6,9 +6,9 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType, VpcAttributeName};
 use aws_sdk_ec2::Client;
 
-use super::{desired, gone_is_ok, live, network, put_tags, tag_map, tag_spec};
+use super::{desired, gone_is_ok, live, network, put_tags, rules, tag_map, tag_spec};
 use crate::aws::{required, AwsError, AwsResult};
-use crate::engine::{Delta, Desired, Kind, Live, Matching, ReadCache, Rules, Scope};
+use crate::engine::{Delta, Desired, Kind, Live, ReadCache, Rules};
 use crate::spec::model::DeletionPolicy;
 use crate::spec::{physical_name, EnvSpec};
 
@@ -49,16 +49,15 @@ impl Vpcs {
 #[async_trait]
 impl Kind for Vpcs {
     fn rules(&self) -> Rules {
-        Rules { matching: Matching::OwnershipTag, scope: Scope::Fast, immutable: &[CIDR], ..Rules::new(KIND) }
+        Rules { immutable: &[CIDR], ..rules(KIND) }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
         let Some(n) = network(env) else { return Vec::new() };
-        let mut d = desired(env, KIND, ID, physical_name(n.vpc.name.as_deref(), ID, &env.env), DeletionPolicy::Retain);
-        d.fields.insert(CIDR.into(), n.vpc.cidr.clone());
-        d.fields.insert(DNS_SUPPORT.into(), n.vpc.enable_dns_support.to_string());
-        d.fields.insert(DNS_HOSTNAMES.into(), n.vpc.enable_dns_hostnames.to_string());
-        vec![d]
+        vec![desired(env, KIND, ID, physical_name(n.vpc.name.as_deref(), ID, &env.env), DeletionPolicy::Retain)
+            .with(CIDR, &n.vpc.cidr)
+            .with(DNS_SUPPORT, n.vpc.enable_dns_support.to_string())
+            .with(DNS_HOSTNAMES, n.vpc.enable_dns_hostnames.to_string())]
     }
 
     async fn observe(&self, env: &EnvSpec, _desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
@@ -66,20 +65,21 @@ impl Kind for Vpcs {
         let mut found = Vec::new();
         for vpc in out.vpcs() {
             let Some(id) = vpc.vpc_id() else { continue };
-            let mut l = live(id, tag_map(vpc.tags()));
-            l.fields.insert(CIDR.into(), vpc.cidr_block().unwrap_or_default().to_string());
-            l.fields.insert(DNS_SUPPORT.into(), self.attribute(id, VpcAttributeName::EnableDnsSupport).await?.to_string());
-            l.fields.insert(DNS_HOSTNAMES.into(), self.attribute(id, VpcAttributeName::EnableDnsHostnames).await?.to_string());
-            found.push(l);
+            found.push(
+                live(id, tag_map(vpc.tags()))
+                    .with(CIDR, vpc.cidr_block().unwrap_or_default())
+                    .with(DNS_SUPPORT, self.attribute(id, VpcAttributeName::EnableDnsSupport).await?.to_string())
+                    .with(DNS_HOSTNAMES, self.attribute(id, VpcAttributeName::EnableDnsHostnames).await?.to_string()),
+            );
         }
         Ok(found)
     }
 
-    async fn create(&self, desired: &Desired, _token: &str) -> Result<String, AwsError> {
+    async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
         let out = self
             .client
             .create_vpc()
-            .cidr_block(desired.fields.get(CIDR).cloned().unwrap_or_default())
+            .cidr_block(desired.field(CIDR))
             .tag_specifications(tag_spec(ResourceType::Vpc, &desired.tags))
             .send()
             .await
@@ -103,7 +103,7 @@ impl Kind for Vpcs {
         put_tags(&self.client, &live.handle, &delta.tags).await
     }
 
-    async fn delete(&self, live: &Live) -> Result<(), AwsError> {
+    async fn delete(&self, live: &Live, _reads: &ReadCache) -> Result<(), AwsError> {
         let result = self.client.delete_vpc().vpc_id(&live.handle).send().await.map(|_| ()).aws("EC2.DeleteVpc");
         gone_is_ok(result)
     }

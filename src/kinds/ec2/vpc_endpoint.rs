@@ -4,9 +4,9 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::{ResourceType, VpcEndpointType};
 use aws_sdk_ec2::Client;
 
-use super::{desired, gone_is_ok, key, live, network, owned_by, put_tags, route_table, tag_map, tag_spec, vpc};
+use super::{desired, gone_is_ok, live, network, owned_by, put_tags, route_table, rules, tag_map, tag_spec, vpc};
 use crate::aws::{required, AwsError, AwsResult};
-use crate::engine::{reference, Delta, Desired, Kind, Live, Matching, OnImmutableChange, ReadCache, Rules, Scope};
+use crate::engine::{list_field, list_items, Delta, Desired, Kind, Live, OnImmutableChange, ReadCache, Rules};
 use crate::spec::model::{DeletionPolicy, Tier};
 use crate::spec::EnvSpec;
 
@@ -29,20 +29,10 @@ impl VpcEndpoints {
     }
 }
 
-fn split(list: Option<&str>) -> Vec<String> {
-    list.unwrap_or_default().split(',').filter(|s| !s.is_empty()).map(str::to_string).collect()
-}
-
 #[async_trait]
 impl Kind for VpcEndpoints {
     fn rules(&self) -> Rules {
-        Rules {
-            matching: Matching::OwnershipTag,
-            scope: Scope::Fast,
-            immutable: &[VPC, SERVICE],
-            on_immutable_change: OnImmutableChange::Replace,
-            ..Rules::new(KIND)
-        }
+        Rules { immutable: &[VPC, SERVICE], on_immutable_change: OnImmutableChange::Replace, ..rules(KIND) }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
@@ -51,18 +41,15 @@ impl Kind for VpcEndpoints {
         n.endpoints
             .iter()
             .map(|(id, e)| {
-                let mut d = desired(env, KIND, id, format!("sentry-{id}-endpoint-{}", env.env), DeletionPolicy::Delete);
-                d.fields.insert(VPC.into(), reference(vpc::KIND, vpc::ID));
-                d.fields.insert(SERVICE.into(), format!("com.amazonaws.{region}.{}", e.service));
-                d.depends_on.push(key(vpc::KIND, vpc::ID));
-                let tables: Vec<String> = if e.route_tables == Tier::Public {
-                    vec![route_table::PUBLIC.to_string()]
+                let tables: Vec<&str> = if e.route_tables == Tier::Public {
+                    vec![route_table::PUBLIC]
                 } else {
-                    n.subnets.iter().filter(|(_, s)| s.tier == Tier::Private).map(|(sid, _)| sid.clone()).collect()
+                    n.subnets.iter().filter(|(_, s)| s.tier == Tier::Private).map(|(sid, _)| sid.as_str()).collect()
                 };
-                d.fields.insert(ROUTE_TABLES.into(), tables.iter().map(|t| reference(route_table::KIND, t)).collect::<Vec<_>>().join(","));
-                d.depends_on.extend(tables.iter().map(|t| key(route_table::KIND, t)));
-                d
+                desired(env, KIND, id, format!("sentry-{id}-endpoint-{}", env.env), DeletionPolicy::Delete)
+                    .with_reference(VPC, vpc::KIND, vpc::ID)
+                    .with(SERVICE, format!("com.amazonaws.{region}.{}", e.service))
+                    .with_references(ROUTE_TABLES, route_table::KIND, tables)
             })
             .collect()
     }
@@ -74,26 +61,24 @@ impl Kind for VpcEndpoints {
             .iter()
             .filter(|e| !matches!(e.state().map(|s| s.as_str()), Some("deleted" | "deleting")))
             .filter_map(|e| {
-                let mut l = live(e.vpc_endpoint_id()?, tag_map(e.tags()));
-                l.fields.insert(VPC.into(), e.vpc_id().unwrap_or_default().into());
-                l.fields.insert(SERVICE.into(), e.service_name().unwrap_or_default().into());
-                let mut tables: Vec<&str> = e.route_table_ids().iter().map(String::as_str).collect();
-                tables.sort_unstable();
-                l.fields.insert(ROUTE_TABLES.into(), tables.join(","));
-                Some(l)
+                Some(
+                    live(e.vpc_endpoint_id()?, tag_map(e.tags()))
+                        .with(VPC, e.vpc_id().unwrap_or_default())
+                        .with(SERVICE, e.service_name().unwrap_or_default())
+                        .with(ROUTE_TABLES, list_field(e.route_table_ids())),
+                )
             })
             .collect())
     }
 
-    async fn create(&self, desired: &Desired, token: &str) -> Result<String, AwsError> {
-        let field = |f: &str| desired.fields.get(f).cloned().unwrap_or_default();
+    async fn create(&self, desired: &Desired, token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
         let out = self
             .client
             .create_vpc_endpoint()
-            .vpc_id(field(VPC))
-            .service_name(field(SERVICE))
+            .vpc_id(desired.field(VPC))
+            .service_name(desired.field(SERVICE))
             .vpc_endpoint_type(VpcEndpointType::Gateway)
-            .set_route_table_ids(Some(split(desired.fields.get(ROUTE_TABLES).map(String::as_str))))
+            .set_route_table_ids(Some(list_items(desired.field(ROUTE_TABLES))))
             .client_token(token)
             .tag_specifications(tag_spec(ResourceType::VpcEndpoint, &desired.tags))
             .send()
@@ -104,8 +89,8 @@ impl Kind for VpcEndpoints {
 
     async fn update(&self, _desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {
         if let Some(change) = delta.fields.iter().find(|c| c.field == ROUTE_TABLES) {
-            let want = split(change.desired.as_deref());
-            let have = split(change.live.as_deref());
+            let want = list_items(change.desired.as_deref().unwrap_or_default());
+            let have = list_items(change.live.as_deref().unwrap_or_default());
             let add: Vec<String> = want.iter().filter(|t| !have.contains(t)).cloned().collect();
             let remove: Vec<String> = have.iter().filter(|t| !want.contains(t)).cloned().collect();
             self.client
@@ -120,7 +105,7 @@ impl Kind for VpcEndpoints {
         put_tags(&self.client, &live.handle, &delta.tags).await
     }
 
-    async fn delete(&self, live: &Live) -> Result<(), AwsError> {
+    async fn delete(&self, live: &Live, _reads: &ReadCache) -> Result<(), AwsError> {
         let result = self.client.delete_vpc_endpoints().vpc_endpoint_ids(&live.handle).send().await;
         gone_is_ok(result.map(|_| ()).aws("EC2.DeleteVpcEndpoints"))
     }

@@ -6,7 +6,7 @@ use aws_sdk_ecs::Client;
 
 use super::{add_tags, tag_list, tag_map};
 use crate::aws::{gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{ownership_tags, Delta, Desired, Kind, Live, ReadCache, ResourceKey, Rules};
+use crate::engine::{list_field, list_items, ownership_tags, Delta, Desired, Kind, Live, ReadCache, Rules};
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::{physical_name, EnvSpec};
 
@@ -26,10 +26,6 @@ fn insights(value: &str) -> ClusterSetting {
     ClusterSetting::builder().name(ClusterSettingName::ContainerInsights).value(value).build()
 }
 
-fn providers(value: Option<&String>) -> Vec<String> {
-    value.map(|v| v.split(',').filter(|p| !p.is_empty()).map(str::to_string).collect()).unwrap_or_default()
-}
-
 #[async_trait]
 impl Kind for Clusters {
     fn rules(&self) -> Rules {
@@ -41,19 +37,10 @@ impl Kind for Clusters {
         c.clusters
             .iter()
             .map(|(id, cluster)| {
-                let mut d = Desired {
-                    key: ResourceKey { kind: KIND, id: id.clone() },
-                    name: physical_name(cluster.name.as_deref(), id, &env.env),
-                    fields: Default::default(),
-                    tags: ownership_tags(env, id, DeletionPolicy::Delete, &Tags::new()),
-                    depends_on: Vec::new(),
-                    adopt: false,
-                };
-                d.fields.insert(INSIGHTS.into(), if cluster.container_insights { "enabled" } else { "disabled" }.into());
-                let mut p = cluster.capacity_providers.clone();
-                p.sort();
-                d.fields.insert(PROVIDERS.into(), p.join(","));
-                d
+                let tags = ownership_tags(env, id, DeletionPolicy::Delete, &Tags::new());
+                Desired::new(KIND, id, physical_name(cluster.name.as_deref(), id, &env.env), tags)
+                    .with(INSIGHTS, if cluster.container_insights { "enabled" } else { "disabled" })
+                    .with(PROVIDERS, list_field(&cluster.capacity_providers))
             })
             .collect()
     }
@@ -76,25 +63,21 @@ impl Kind for Clusters {
             .iter()
             .filter(|c| c.status() == Some("ACTIVE"))
             .filter_map(|c| {
-                let mut l = Live { name: c.cluster_name()?.into(), handle: c.cluster_arn()?.into(), tags: tag_map(c.tags()), ..Live::default() };
                 let insights =
                     c.settings().iter().find(|s| s.name() == Some(&ClusterSettingName::ContainerInsights)).and_then(|s| s.value()).unwrap_or("disabled");
-                l.fields.insert(INSIGHTS.into(), if insights == "enhanced" { "enabled" } else { insights }.into());
-                let mut p: Vec<&str> = c.capacity_providers().iter().map(String::as_str).collect();
-                p.sort_unstable();
-                l.fields.insert(PROVIDERS.into(), p.join(","));
-                Some(l)
+                let l = Live { name: c.cluster_name()?.into(), handle: c.cluster_arn()?.into(), tags: tag_map(c.tags()), ..Live::default() };
+                Some(l.with(INSIGHTS, if insights == "enhanced" { "enabled" } else { insights }).with(PROVIDERS, list_field(c.capacity_providers())))
             })
             .collect())
     }
 
-    async fn create(&self, desired: &Desired, _token: &str) -> Result<String, AwsError> {
+    async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
         let out = self
             .client
             .create_cluster()
             .cluster_name(&desired.name)
-            .settings(insights(desired.fields.get(INSIGHTS).map(String::as_str).unwrap_or("disabled")))
-            .set_capacity_providers(Some(providers(desired.fields.get(PROVIDERS))).filter(|p| !p.is_empty()))
+            .settings(insights(desired.field(INSIGHTS)))
+            .set_capacity_providers(Some(list_items(desired.field(PROVIDERS))).filter(|p| !p.is_empty()))
             .set_tags(Some(tag_list(&desired.tags)))
             .send()
             .await
@@ -118,7 +101,7 @@ impl Kind for Clusters {
                     self.client
                         .put_cluster_capacity_providers()
                         .cluster(&desired.name)
-                        .set_capacity_providers(Some(providers(change.desired.as_ref())))
+                        .set_capacity_providers(Some(list_items(change.desired.as_deref().unwrap_or_default())))
                         .set_default_capacity_provider_strategy(Some(Vec::new()))
                         .send()
                         .await
@@ -130,7 +113,7 @@ impl Kind for Clusters {
         add_tags(&self.client, &live.handle, &delta.tags).await
     }
 
-    async fn delete(&self, live: &Live) -> Result<(), AwsError> {
+    async fn delete(&self, live: &Live, _reads: &ReadCache) -> Result<(), AwsError> {
         gone_is_ok(self.client.delete_cluster().cluster(&live.handle).send().await.map(|_| ()).aws("ECS.DeleteCluster"))
     }
 }

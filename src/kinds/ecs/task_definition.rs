@@ -17,7 +17,7 @@ use aws_sdk_ecs::Client;
 
 use super::{tag_list, tag_map};
 use crate::aws::{required, AwsError, AwsResult, ErrorClass};
-use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Live, OnImmutableChange, ReadCache, ResourceKey, Rules};
+use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Live, OnImmutableChange, ReadCache, Rules};
 use crate::kinds::logs;
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::{physical_name, EnvSpec};
@@ -63,6 +63,13 @@ fn map_of(json_text: Option<&String>) -> BTreeMap<String, String> {
     json_text.and_then(|t| serde_json::from_str(t).ok()).unwrap_or_default()
 }
 
+/// Container ports as one field, numerically sorted.
+fn ports_field<P: Ord + ToString>(ports: impl Iterator<Item = P>) -> String {
+    let mut ports: Vec<P> = ports.collect();
+    ports.sort_unstable();
+    ports.iter().map(P::to_string).collect::<Vec<_>>().join(",")
+}
+
 /// The fields of a registered revision, AWS defaults normalized.
 fn revision_fields(td: &TaskDefinition) -> Fields {
     let mut f = Fields::new();
@@ -71,9 +78,7 @@ fn revision_fields(td: &TaskDefinition) -> Fields {
     f.insert(IMAGE.into(), c.image().unwrap_or_default().into());
     f.insert(CPU.into(), td.cpu().unwrap_or_default().into());
     f.insert(MEMORY.into(), td.memory().unwrap_or_default().into());
-    let mut ports: Vec<i32> = c.port_mappings().iter().filter_map(|p| p.container_port()).collect();
-    ports.sort_unstable();
-    f.insert(PORTS.into(), ports.iter().map(i32::to_string).collect::<Vec<_>>().join(","));
+    f.insert(PORTS.into(), ports_field(c.port_mappings().iter().filter_map(|p| p.container_port())));
     let env: BTreeMap<&str, &str> = c.environment().iter().filter_map(|kv| Some((kv.name()?, kv.value().unwrap_or_default()))).collect();
     f.insert(ENVIRONMENT.into(), json(&env));
     let secrets: BTreeMap<&str, &str> = c.secrets().iter().map(|s| (s.name(), s.value_from())).collect();
@@ -103,31 +108,23 @@ impl Kind for TaskDefinitions {
         c.task_definitions
             .iter()
             .map(|(id, td)| {
-                let mut f = Fields::new();
-                f.insert(CONTAINER.into(), id.clone());
-                f.insert(IMAGE.into(), format!("{}:{}", td.repository, td.image_tag));
-                f.insert(CPU.into(), td.cpu.to_string());
-                f.insert(MEMORY.into(), td.memory.to_string());
-                let mut ports = td.ports.clone();
-                ports.sort_unstable();
-                f.insert(PORTS.into(), ports.iter().map(u16::to_string).collect::<Vec<_>>().join(","));
-                f.insert(ENVIRONMENT.into(), json(&td.environment));
-                f.insert(SECRETS.into(), json(&td.secrets));
                 let group = log_groups.and_then(|g| g.get(&td.log_group)).map(|g| g.name.replace("${env}", &env.env)).unwrap_or_default();
-                f.insert(LOG_GROUP.into(), group);
-                f.insert(LOG_REGION.into(), region.clone());
-                f.insert(NETWORK.into(), "awsvpc".into());
-                f.insert(COMPATIBILITY.into(), "EC2".into());
-                f.insert(ARCHITECTURE.into(), td.cpu_architecture.clone());
-                f.insert(EXECUTION_ROLE.into(), td.execution_role_arn.clone().unwrap_or_default());
-                Desired {
-                    key: ResourceKey { kind: KIND, id: id.clone() },
-                    name: physical_name(td.family.as_deref(), id, &env.env),
-                    fields: f,
-                    tags: ownership_tags(env, id, DeletionPolicy::Retain, &Tags::new()),
-                    depends_on: vec![ResourceKey { kind: logs::KIND, id: td.log_group.clone() }],
-                    adopt: false,
-                }
+                let tags = ownership_tags(env, id, DeletionPolicy::Retain, &Tags::new());
+                Desired::new(KIND, id, physical_name(td.family.as_deref(), id, &env.env), tags)
+                    .after(logs::KIND, &td.log_group)
+                    .with(CONTAINER, id)
+                    .with(IMAGE, format!("{}:{}", td.repository, td.image_tag))
+                    .with(CPU, td.cpu.to_string())
+                    .with(MEMORY, td.memory.to_string())
+                    .with(PORTS, ports_field(td.ports.iter().copied()))
+                    .with(ENVIRONMENT, json(&td.environment))
+                    .with(SECRETS, json(&td.secrets))
+                    .with(LOG_GROUP, group)
+                    .with(LOG_REGION, &region)
+                    .with(NETWORK, "awsvpc")
+                    .with(COMPATIBILITY, "EC2")
+                    .with(ARCHITECTURE, &td.cpu_architecture)
+                    .with(EXECUTION_ROLE, td.execution_role_arn.as_deref().unwrap_or_default())
             })
             .collect()
     }
@@ -162,7 +159,7 @@ impl Kind for TaskDefinitions {
         Ok(found)
     }
 
-    async fn create(&self, desired: &Desired, _token: &str) -> Result<String, AwsError> {
+    async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
         let field = |f: &str| desired.fields.get(f).cloned().unwrap_or_default();
         let ports = field(PORTS);
         let port_mappings: Vec<PortMapping> = ports
@@ -218,7 +215,7 @@ impl Kind for TaskDefinitions {
         super::add_tags(&self.client, &live.handle, &delta.tags).await
     }
 
-    async fn delete(&self, live: &Live) -> Result<(), AwsError> {
+    async fn delete(&self, live: &Live, _reads: &ReadCache) -> Result<(), AwsError> {
         let result = self.client.deregister_task_definition().task_definition(&live.handle).send().await;
         result.map(|_| ()).aws("ECS.DeregisterTaskDefinition")
     }

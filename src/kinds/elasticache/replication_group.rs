@@ -21,7 +21,7 @@ use aws_sdk_elasticache::Client;
 
 use super::{add_tags, redis, subnet_group, tag_list, tags_of};
 use crate::aws::{found, gone_is_ok, required, wait_for, AwsError, AwsResult};
-use crate::engine::{ownership_tags, reference, Delta, Desired, Fields, Kind, Live, ReadCache, ResourceKey, Rules};
+use crate::engine::{list_items, ownership_tags, Delta, Desired, Kind, Live, ReadCache, Rules};
 use crate::kinds::ec2::security_group;
 use crate::spec::model::Tags;
 use crate::spec::EnvSpec;
@@ -82,29 +82,20 @@ impl Kind for ReplicationGroups {
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
         let Some((r, name)) = redis(env) else { return Vec::new() };
-        let mut fields = Fields::new();
-        fields.insert(ENGINE.into(), "redis".into());
-        fields.insert(NODE_TYPE.into(), r.node_type.clone());
-        fields.insert(NODES.into(), r.num_cache_clusters.to_string());
-        fields.insert(FAILOVER.into(), enabled(r.automatic_failover));
-        fields.insert(MULTI_AZ.into(), enabled(r.multi_az));
-        fields.insert(AT_REST.into(), r.at_rest_encryption.to_string());
-        fields.insert(IN_TRANSIT.into(), r.transit_encryption.to_string());
-        fields.insert(SNAPSHOTS.into(), r.snapshot_retention_days.to_string());
-        fields.insert(SUBNET_GROUP.into(), reference(subnet_group::KIND, subnet_group::ID));
-        fields.insert(SECURITY_GROUPS.into(), r.security_groups.iter().map(|g| reference(security_group::KIND, g)).collect::<Vec<_>>().join(","));
-        if let Some(v) = &r.engine_version {
-            fields.insert(VERSION.into(), v.clone());
-        }
-        let mut depends_on = vec![ResourceKey { kind: subnet_group::KIND, id: subnet_group::ID.into() }];
-        depends_on.extend(r.security_groups.iter().map(|g| ResourceKey { kind: security_group::KIND, id: g.clone() }));
-        vec![Desired {
-            key: ResourceKey { kind: KIND, id: ID.into() },
-            name,
-            fields,
-            tags: ownership_tags(env, ID, r.deletion_policy, &Tags::new()),
-            depends_on,
-            adopt: false,
+        let d = Desired::new(KIND, ID, name, ownership_tags(env, ID, r.deletion_policy, &Tags::new()))
+            .with(ENGINE, "redis")
+            .with(NODE_TYPE, &r.node_type)
+            .with(NODES, r.num_cache_clusters.to_string())
+            .with(FAILOVER, enabled(r.automatic_failover))
+            .with(MULTI_AZ, enabled(r.multi_az))
+            .with(AT_REST, r.at_rest_encryption.to_string())
+            .with(IN_TRANSIT, r.transit_encryption.to_string())
+            .with(SNAPSHOTS, r.snapshot_retention_days.to_string())
+            .with_reference(SUBNET_GROUP, subnet_group::KIND, subnet_group::ID)
+            .with_references(SECURITY_GROUPS, security_group::KIND, r.security_groups.iter().map(String::as_str));
+        vec![match &r.engine_version {
+            Some(version) => d.with(VERSION, version),
+            None => d,
         }]
     }
 
@@ -118,24 +109,25 @@ impl Kind for ReplicationGroups {
         let mut groups = Vec::new();
         for g in out.replication_groups() {
             let (Some(name), Some(arn)) = (g.replication_group_id(), g.arn()) else { continue };
-            let mut l = Live { name: name.into(), handle: arn.into(), tags: tags_of(&self.client, arn).await?, ..Live::default() };
-            l.fields.insert(ENGINE.into(), g.engine().unwrap_or("redis").into());
-            l.fields.insert(NODE_TYPE.into(), g.cache_node_type().unwrap_or_default().into());
-            l.fields.insert(NODES.into(), g.member_clusters().len().to_string());
-            l.fields.insert(FAILOVER.into(), g.automatic_failover().map(|a| a.as_str()).unwrap_or("disabled").split('-').next().unwrap_or("disabled").into());
-            l.fields.insert(MULTI_AZ.into(), g.multi_az().map(|m| m.as_str()).unwrap_or("disabled").into());
-            l.fields.insert(AT_REST.into(), g.at_rest_encryption_enabled().unwrap_or(false).to_string());
-            l.fields.insert(IN_TRANSIT.into(), g.transit_encryption_enabled().unwrap_or(false).to_string());
-            l.fields.insert(SNAPSHOTS.into(), g.snapshot_retention_limit().unwrap_or(0).to_string());
-            groups.push(l);
+            let failover = g.automatic_failover().map_or("disabled", |a| a.as_str()).split('-').next().unwrap_or("disabled");
+            let l = Live { name: name.into(), handle: arn.into(), tags: tags_of(&self.client, arn).await?, ..Live::default() };
+            groups.push(
+                l.with(ENGINE, g.engine().unwrap_or("redis"))
+                    .with(NODE_TYPE, g.cache_node_type().unwrap_or_default())
+                    .with(NODES, g.member_clusters().len().to_string())
+                    .with(FAILOVER, failover)
+                    .with(MULTI_AZ, g.multi_az().map_or("disabled", |m| m.as_str()))
+                    .with(AT_REST, g.at_rest_encryption_enabled().unwrap_or(false).to_string())
+                    .with(IN_TRANSIT, g.transit_encryption_enabled().unwrap_or(false).to_string())
+                    .with(SNAPSHOTS, g.snapshot_retention_limit().unwrap_or(0).to_string()),
+            );
         }
         Ok(groups)
     }
 
-    async fn create(&self, desired: &Desired, _token: &str) -> Result<String, AwsError> {
-        let field = |f: &str| desired.fields.get(f).cloned().unwrap_or_default();
-        let groups: Vec<String> = field(SECURITY_GROUPS).split(',').filter(|g| !g.is_empty()).map(str::to_string).collect();
-        let replicas = replicas(&field(NODES))?;
+    async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
+        let field = |f: &str| desired.field(f);
+        let replicas = replicas(field(NODES))?;
         let out = self
             .client
             .create_replication_group()
@@ -153,7 +145,7 @@ impl Kind for ReplicationGroups {
             .transit_encryption_enabled(field(IN_TRANSIT) == "true")
             .snapshot_retention_limit(field(SNAPSHOTS).parse().unwrap_or(0))
             .cache_subnet_group_name(field(SUBNET_GROUP))
-            .set_security_group_ids(Some(groups))
+            .set_security_group_ids(Some(list_items(field(SECURITY_GROUPS))))
             .set_tags(Some(tag_list(&desired.tags)))
             .send()
             .await
@@ -207,7 +199,7 @@ impl Kind for ReplicationGroups {
         add_tags(&self.client, &live.handle, &delta.tags).await
     }
 
-    async fn delete(&self, live: &Live) -> Result<(), AwsError> {
+    async fn delete(&self, live: &Live, _reads: &ReadCache) -> Result<(), AwsError> {
         gone_is_ok(self.client.delete_replication_group().replication_group_id(&live.name).send().await.map(|_| ()).aws("ElastiCache.DeleteReplicationGroup"))
     }
 }
@@ -228,14 +220,7 @@ mod tests {
     }
 
     fn redis_desired() -> Desired {
-        Desired {
-            key: ResourceKey { kind: KIND, id: ID.into() },
-            name: "sentry-redis-prod".into(),
-            fields: Fields::new(),
-            tags: Tags::new(),
-            depends_on: Vec::new(),
-            adopt: false,
-        }
+        Desired::new(KIND, ID, "sentry-redis-prod", Tags::new())
     }
 
     // The emulator has no ModifyReplicationGroup nor Increase/DecreaseReplicaCount:
@@ -300,7 +285,7 @@ mod tests {
         for (field, value) in [(NODE_TYPE, "cache.r7g.large"), (NODES, "2"), (FAILOVER, "enabled"), (MULTI_AZ, "enabled")] {
             desired.fields.insert(field.into(), value.into());
         }
-        let arn = kind.create(&desired, "token").await.expect("created");
+        let arn = kind.create(&desired, "token", &ReadCache::default()).await.expect("created");
         assert_eq!(create.num_calls(), 1);
         assert!(arn.ends_with(":sentry-redis-prod"), "{arn}");
     }

@@ -5,7 +5,7 @@ use aws_sdk_elasticache::Client;
 
 use super::{add_tags, redis, tag_list, tags_of};
 use crate::aws::{found, gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{ownership_tags, reference, Delta, Desired, Kind, Live, ReadCache, ResourceKey, Rules};
+use crate::engine::{list_field, list_items, ownership_tags, Delta, Desired, Kind, Live, ReadCache, Rules};
 use crate::kinds::ec2::subnet;
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::EnvSpec;
@@ -24,10 +24,6 @@ pub struct SubnetGroups {
     pub client: Client,
 }
 
-fn split(list: Option<&String>) -> Vec<String> {
-    list.map(|l| l.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect()).unwrap_or_default()
-}
-
 #[async_trait]
 impl Kind for SubnetGroups {
     fn rules(&self) -> Rules {
@@ -36,17 +32,8 @@ impl Kind for SubnetGroups {
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
         let (Some((r, name)), Some(network)) = (redis(env), env.spec.network.as_ref()) else { return Vec::new() };
-        let subnets: Vec<&String> = network.subnets.iter().filter(|(_, s)| s.tier == r.subnets).map(|(id, _)| id).collect();
-        let mut d = Desired {
-            key: ResourceKey { kind: KIND, id: ID.into() },
-            name,
-            fields: Default::default(),
-            tags: ownership_tags(env, ID, DeletionPolicy::Delete, &Tags::new()),
-            depends_on: subnets.iter().map(|s| ResourceKey { kind: subnet::KIND, id: s.to_string() }).collect(),
-            adopt: false,
-        };
-        d.fields.insert(SUBNETS.into(), subnets.iter().map(|s| reference(subnet::KIND, s)).collect::<Vec<_>>().join(","));
-        vec![d]
+        let subnets = network.subnets.iter().filter(|(_, s)| s.tier == r.subnets).map(|(id, _)| id.as_str());
+        vec![Desired::new(KIND, ID, name, ownership_tags(env, ID, DeletionPolicy::Delete, &Tags::new())).with_references(SUBNETS, subnet::KIND, subnets)]
     }
 
     async fn observe(&self, _env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
@@ -59,23 +46,21 @@ impl Kind for SubnetGroups {
         let mut groups = Vec::new();
         for g in out.cache_subnet_groups() {
             let (Some(name), Some(arn)) = (g.cache_subnet_group_name(), g.arn()) else { continue };
-            let mut subnets: Vec<&str> = g.subnets().iter().filter_map(|s| s.subnet_identifier()).collect();
-            subnets.sort_unstable();
-            let mut l = Live { name: name.into(), handle: name.into(), tags: tags_of(&self.client, arn).await?, ..Live::default() };
-            l.fields.insert(SUBNETS.into(), subnets.join(","));
-            l.meta.insert(ARN.into(), arn.into());
-            groups.push(l);
+            let subnets = list_field(g.subnets().iter().filter_map(|s| s.subnet_identifier()));
+            let meta = [(ARN.to_string(), arn.to_string())].into();
+            groups
+                .push(Live { name: name.into(), handle: name.into(), tags: tags_of(&self.client, arn).await?, meta, ..Live::default() }.with(SUBNETS, subnets));
         }
         Ok(groups)
     }
 
-    async fn create(&self, desired: &Desired, _token: &str) -> Result<String, AwsError> {
+    async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
         let out = self
             .client
             .create_cache_subnet_group()
             .cache_subnet_group_name(&desired.name)
             .cache_subnet_group_description("Sentry Redis (private subnets)")
-            .set_subnet_ids(Some(split(desired.fields.get(SUBNETS))))
+            .set_subnet_ids(Some(list_items(desired.field(SUBNETS))))
             .set_tags(Some(tag_list(&desired.tags)))
             .send()
             .await
@@ -88,15 +73,15 @@ impl Kind for SubnetGroups {
             self.client
                 .modify_cache_subnet_group()
                 .cache_subnet_group_name(&desired.name)
-                .set_subnet_ids(Some(split(desired.fields.get(SUBNETS))))
+                .set_subnet_ids(Some(list_items(desired.field(SUBNETS))))
                 .send()
                 .await
                 .aws("ElastiCache.ModifyCacheSubnetGroup")?;
         }
-        add_tags(&self.client, live.meta.get(ARN).map(String::as_str).unwrap_or_default(), &delta.tags).await
+        add_tags(&self.client, live.meta(ARN, "ElastiCache.AddTagsToResource")?, &delta.tags).await
     }
 
-    async fn delete(&self, live: &Live) -> Result<(), AwsError> {
+    async fn delete(&self, live: &Live, _reads: &ReadCache) -> Result<(), AwsError> {
         gone_is_ok(
             self.client.delete_cache_subnet_group().cache_subnet_group_name(&live.name).send().await.map(|_| ()).aws("ElastiCache.DeleteCacheSubnetGroup"),
         )
