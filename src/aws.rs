@@ -251,45 +251,28 @@ impl ErrorClass {
     }
 }
 
+/// Error-code fragments (lower case) that name a class, checked in this order.
+const CODE_CLASSES: &[(ErrorClass, &[&str])] = &[
+    (ErrorClass::NotFound, &["notfound", "nonexistent", "doesnotexist"]),
+    (ErrorClass::Throttled, &["throttl", "requestlimitexceeded", "toomanyrequests", "slowdown"]),
+    (ErrorClass::Conflict, &["deletedrecently", "inuse", "conflict", "incorrectstate", "dependencyviolation"]),
+    (ErrorClass::Denied, &["accessdenied", "unauthorized", "signature", "expiredtoken", "invalidclienttokenid"]),
+    (ErrorClass::Transient, &["serviceunavailable", "internalerror", "internalfailure"]),
+];
+
 /// Classifies an AWS error code (and HTTP status, when known).
 pub fn classify(code: Option<&str>, status: Option<u16>) -> ErrorClass {
-    let code = code.unwrap_or_default();
-    let lower = code.to_ascii_lowercase();
-    if lower.contains("notfound") || lower.contains("nonexistent") || lower.contains("doesnotexist") || lower.ends_with(".notfound") {
-        ErrorClass::NotFound
-    } else if lower.contains("throttl")
-        || lower.contains("requestlimitexceeded")
-        || lower.contains("toomanyrequests")
-        || lower == "slowdown"
-        || status == Some(429)
-    {
-        ErrorClass::Throttled
-    } else if lower.contains("deletedrecently")
-        || lower.contains("inuse")
-        || lower.contains("conflict")
-        || lower.contains("incorrectstate")
-        || lower.contains("dependencyviolation")
-        || lower.contains("resourceinuse")
-    {
-        ErrorClass::Conflict
-    } else if lower.contains("accessdenied")
-        || lower.contains("unauthorized")
-        || lower.contains("signature")
-        || lower.contains("expiredtoken")
-        || lower.contains("invalidclienttokenid")
-        || status == Some(403)
-    {
-        ErrorClass::Denied
-    } else if status.is_some_and(|s| s >= 500)
-        || lower.contains("serviceunavailable")
-        || lower.contains("internalerror")
-        || lower.contains("internalfailure")
-        || (code.is_empty() && status.is_none())
-    {
-        // 5xx, or no answer at all (connection refused, timeout, dropped connection).
-        ErrorClass::Transient
-    } else {
-        ErrorClass::Invalid
+    let lower = code.unwrap_or_default().to_ascii_lowercase();
+    if let Some((class, _)) = CODE_CLASSES.iter().find(|(_, fragments)| fragments.iter().any(|f| lower.contains(f))) {
+        return *class;
+    }
+    match status {
+        Some(429) => ErrorClass::Throttled,
+        Some(403) => ErrorClass::Denied,
+        Some(s) if s >= 500 => ErrorClass::Transient,
+        // No answer at all: connection refused, timeout, dropped connection.
+        None if lower.is_empty() => ErrorClass::Transient,
+        _ => ErrorClass::Invalid,
     }
 }
 

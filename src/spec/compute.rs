@@ -11,16 +11,13 @@ use super::validate::Checker;
 
 /// ECS.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct Compute {
     /// Clusters by logical id.
-    #[serde(default)]
     pub clusters: BTreeMap<String, Cluster>,
     /// Task definitions by logical id.
-    #[serde(default)]
     pub task_definitions: BTreeMap<String, TaskDefinition>,
     /// Services by logical id.
-    #[serde(default)]
     pub services: BTreeMap<String, Service>,
 }
 

@@ -11,13 +11,11 @@ use super::validate::Checker;
 
 /// SQS queues.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct Messaging {
     /// Attribute values for queues that do not set their own.
-    #[serde(default)]
     pub queue_defaults: QueueAttributes,
     /// Queues by logical id.
-    #[serde(default)]
     pub queues: BTreeMap<String, Queue>,
 }
 
@@ -39,12 +37,11 @@ pub struct QueueAttributes {
 
 /// An SQS queue.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct Queue {
     /// Physical name; default `sentry-<id>-<env>` (plus `.fifo` for FIFO queues).
     pub name: Option<String>,
     /// FIFO queue (the name must end in `.fifo`).
-    #[serde(default)]
     pub fifo: bool,
     /// FIFO only: deduplicate by content hash.
     pub content_based_deduplication: Option<bool>,
@@ -61,13 +58,10 @@ pub struct Queue {
     /// Dead-letter queue and redrive policy.
     pub dead_letter: Option<DeadLetter>,
     /// Extra tags.
-    #[serde(default)]
     pub tags: Tags,
     /// What happens once removed from the spec.
-    #[serde(default)]
     pub deletion_policy: DeletionPolicy,
     /// Manage a queue that exists without ownership tags.
-    #[serde(default)]
     pub adopt: bool,
 }
 

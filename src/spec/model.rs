@@ -20,18 +20,16 @@ pub type Tags = BTreeMap<String, String>;
 
 /// The whole estate of one environment (base merged with the env overlay).
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct Spec {
     /// AWS region of this environment (the `--region` flag wins over it).
     pub region: Option<String>,
     /// Tags added to every resource the operator creates.
-    #[serde(default)]
     pub tags: Tags,
     /// The AWS account of this environment, when it is not the operator's own.
     pub account: Option<Account>,
     /// Drift policy by resource (`kind/id`, `kind/*`) or field (`kind/id#Field`):
     /// `enforce` (repair, the default), `alert` (report only) or `ignore`.
-    #[serde(default)]
     pub policies: BTreeMap<String, DriftPolicy>,
     /// VPC, subnets, NAT, the Elastic IP whitelist, security groups, endpoints.
     pub network: Option<Network>,

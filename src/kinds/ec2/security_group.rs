@@ -3,7 +3,7 @@
 //! to each other can all exist before any rule names a peer.
 
 use async_trait::async_trait;
-use aws_sdk_ec2::types::ResourceType;
+use aws_sdk_ec2::types::{ResourceType, SecurityGroup};
 use aws_sdk_ec2::Client;
 
 use super::{desired, gone_is_ok, live, network, put_tags, rules, tag_map, tag_spec, vpc};
@@ -22,6 +22,12 @@ const DESCRIPTION: &str = "Description";
 pub struct SecurityGroups {
     /// The service's client, shared by the kinds of the service.
     pub client: Client,
+}
+
+/// A live group: its VPC and description, named by its group name.
+fn group_live(g: &SecurityGroup) -> Option<Live> {
+    let l = live(g.group_id()?, tag_map(g.tags())).with(VPC, g.vpc_id().unwrap_or_default()).with(DESCRIPTION, g.description().unwrap_or_default());
+    Some(Live { name: g.group_name().unwrap_or_default().into(), ..l })
 }
 
 #[async_trait]
@@ -43,15 +49,8 @@ impl Kind for SecurityGroups {
     }
 
     async fn observe(&self, env: &EnvSpec, _desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
-        let out = super::owned_security_groups(&self.client, &env.env, reads).await?;
-        Ok(out
-            .security_groups()
-            .iter()
-            .filter_map(|g| {
-                let l = live(g.group_id()?, tag_map(g.tags())).with(VPC, g.vpc_id().unwrap_or_default()).with(DESCRIPTION, g.description().unwrap_or_default());
-                Some(Live { name: g.group_name().unwrap_or_default().into(), ..l })
-            })
-            .collect())
+        let groups = super::owned_security_groups(&self.client, &env.env, reads).await?;
+        Ok(groups.security_groups().iter().filter_map(group_live).collect())
     }
 
     async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {

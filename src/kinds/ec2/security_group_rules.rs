@@ -160,6 +160,16 @@ fn permission(rule: &str) -> Result<(bool, IpPermission), AwsError> {
     Ok((direction == "egress", p.build()))
 }
 
+/// The rules of a live group, under a handle of their own, named like the group.
+fn rules_live(g: &SecurityGroup) -> Option<Live> {
+    let id = g.group_id()?;
+    let mut tags = tag_map(g.tags());
+    tags.remove("Name");
+    let mut l = live(&format!("{HANDLE_PREFIX}{id}"), tags).with(GROUP, id);
+    l.fields.extend(live_rules(g).into_iter().map(|r| (r, ALLOW.to_string())));
+    Some(Live { name: g.group_name().unwrap_or_default().into(), ..l })
+}
+
 #[async_trait]
 impl Kind for SecurityGroupRules {
     fn rules(&self) -> Rules {
@@ -190,19 +200,8 @@ impl Kind for SecurityGroupRules {
     }
 
     async fn observe(&self, env: &EnvSpec, _desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
-        let out = super::owned_security_groups(&self.client, &env.env, reads).await?;
-        Ok(out
-            .security_groups()
-            .iter()
-            .filter_map(|g| {
-                let id = g.group_id()?;
-                let mut tags = tag_map(g.tags());
-                tags.remove("Name");
-                let mut l = live(&format!("{HANDLE_PREFIX}{id}"), tags).with(GROUP, id);
-                l.fields.extend(live_rules(g).into_iter().map(|r| (r, ALLOW.to_string())));
-                Some(Live { name: g.group_name().unwrap_or_default().into(), ..l })
-            })
-            .collect())
+        let groups = super::owned_security_groups(&self.client, &env.env, reads).await?;
+        Ok(groups.security_groups().iter().filter_map(rules_live).collect())
     }
 
     async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {

@@ -174,25 +174,13 @@ impl Kind for ReplicationGroups {
         if let Some(change) = delta.fields.iter().find(|c| c.field == NODES) {
             let want: i32 = change.desired.as_deref().and_then(|n| n.parse().ok()).unwrap_or(1);
             let have: i32 = change.live.as_deref().and_then(|n| n.parse().ok()).unwrap_or(1);
-            // The replica count excludes the primary.
+            let (group, replicas) = (&desired.name, want - 1); // the replica count excludes the primary
             if want > have {
-                self.client
-                    .increase_replica_count()
-                    .replication_group_id(&desired.name)
-                    .new_replica_count(want - 1)
-                    .apply_immediately(true)
-                    .send()
-                    .await
-                    .aws("ElastiCache.IncreaseReplicaCount")?;
+                let request = self.client.increase_replica_count().replication_group_id(group).new_replica_count(replicas);
+                request.apply_immediately(true).send().await.aws("ElastiCache.IncreaseReplicaCount")?;
             } else {
-                self.client
-                    .decrease_replica_count()
-                    .replication_group_id(&desired.name)
-                    .new_replica_count(want - 1)
-                    .apply_immediately(true)
-                    .send()
-                    .await
-                    .aws("ElastiCache.DecreaseReplicaCount")?;
+                let request = self.client.decrease_replica_count().replication_group_id(group).new_replica_count(replicas);
+                request.apply_immediately(true).send().await.aws("ElastiCache.DecreaseReplicaCount")?;
             }
             self.wait_available(&desired.name).await?;
         }
