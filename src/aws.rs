@@ -359,6 +359,19 @@ where
     }
 }
 
+/// Request shapes that failed to build (a required member missing), as
+/// errors naming the operation they were for.
+pub trait Built<T> {
+    /// Converts the build error, naming `operation`.
+    fn built(self, operation: &'static str) -> Result<T, AwsError>;
+}
+
+impl<T> Built<T> for Result<T, aws_smithy_types::error::operation::BuildError> {
+    fn built(self, operation: &'static str) -> Result<T, AwsError> {
+        self.map_err(|e| AwsError::unexpected(operation, e.to_string()))
+    }
+}
+
 /// Maps a "not found" error to success (deletes of things already gone).
 pub fn gone_is_ok(result: Result<(), AwsError>) -> Result<(), AwsError> {
     match result {

@@ -11,7 +11,7 @@ use aws_config::SdkConfig;
 use aws_sdk_dynamodb::types::{AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus};
 use aws_sdk_dynamodb::Client;
 
-use crate::aws::{found, wait_for, AwsError, AwsResult, CallCounter};
+use crate::aws::{found, wait_for, AwsError, AwsResult, Built, CallCounter};
 
 const KEY: &str = "lease";
 
@@ -45,16 +45,8 @@ impl Lease {
         if found(self.client.describe_table().table_name(&self.table).send().await.aws("DynamoDB.DescribeTable"))?.is_some() {
             return Ok(());
         }
-        let key = KeySchemaElement::builder()
-            .attribute_name(KEY)
-            .key_type(KeyType::Hash)
-            .build()
-            .map_err(|e| AwsError::unexpected("DynamoDB.CreateTable", e.to_string()))?;
-        let attribute = AttributeDefinition::builder()
-            .attribute_name(KEY)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .map_err(|e| AwsError::unexpected("DynamoDB.CreateTable", e.to_string()))?;
+        let key = KeySchemaElement::builder().attribute_name(KEY).key_type(KeyType::Hash).build().built("DynamoDB.CreateTable")?;
+        let attribute = AttributeDefinition::builder().attribute_name(KEY).attribute_type(ScalarAttributeType::S).build().built("DynamoDB.CreateTable")?;
         let created = self
             .client
             .create_table()

@@ -20,7 +20,7 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 
 use super::describe_each;
-use crate::aws::{found, gone_is_ok, required, wait_for, AwsError, AwsResult};
+use crate::aws::{found, gone_is_ok, required, wait_for, AwsError, AwsResult, Built};
 use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Live, ReadCache, Rules};
 use crate::spec::model::{KeySchema, Table};
 use crate::spec::{physical_name, EnvSpec};
@@ -188,10 +188,7 @@ impl Tables {
     }
 
     async fn set_pitr(&self, name: &str, on: bool) -> Result<(), AwsError> {
-        let spec = PointInTimeRecoverySpecification::builder()
-            .point_in_time_recovery_enabled(on)
-            .build()
-            .map_err(|e| AwsError::unexpected("DynamoDB.UpdateContinuousBackups", e.to_string()))?;
+        let spec = PointInTimeRecoverySpecification::builder().point_in_time_recovery_enabled(on).build().built("DynamoDB.UpdateContinuousBackups")?;
         self.client
             .update_continuous_backups()
             .table_name(name)
@@ -203,11 +200,7 @@ impl Tables {
     }
 
     async fn set_ttl(&self, name: &str, attribute: &str, enabled: bool) -> Result<(), AwsError> {
-        let spec = TimeToLiveSpecification::builder()
-            .attribute_name(attribute)
-            .enabled(enabled)
-            .build()
-            .map_err(|e| AwsError::unexpected("DynamoDB.UpdateTimeToLive", e.to_string()))?;
+        let spec = TimeToLiveSpecification::builder().attribute_name(attribute).enabled(enabled).build().built("DynamoDB.UpdateTimeToLive")?;
         self.client.update_time_to_live().table_name(name).time_to_live_specification(spec).send().await.aws("DynamoDB.UpdateTimeToLive")?;
         Ok(())
     }
@@ -215,10 +208,7 @@ impl Tables {
     /// One GSI change per UpdateTable, waiting for ACTIVE in between.
     async fn change_index(&self, name: &str, index: &str, old: Option<&str>, new: Option<&str>) -> Result<(), AwsError> {
         if old.is_some() {
-            let delete = DeleteGlobalSecondaryIndexAction::builder()
-                .index_name(index)
-                .build()
-                .map_err(|e| AwsError::unexpected("DynamoDB.UpdateTable", e.to_string()))?;
+            let delete = DeleteGlobalSecondaryIndexAction::builder().index_name(index).build().built("DynamoDB.UpdateTable")?;
             self.client
                 .update_table()
                 .table_name(name)
@@ -235,7 +225,7 @@ impl Tables {
                 .set_key_schema(Some(key_elements(&k)))
                 .projection(projection(&k))
                 .build()
-                .map_err(|e| AwsError::unexpected("DynamoDB.UpdateTable", e.to_string()))?;
+                .built("DynamoDB.UpdateTable")?;
             self.client
                 .update_table()
                 .table_name(name)

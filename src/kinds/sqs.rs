@@ -179,15 +179,8 @@ impl Kind for Queues {
     async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
         let attributes = self.attributes(desired.fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))).await?;
         let attributes = attributes.into_iter().filter(|(k, v)| !(*k == QueueAttributeName::RedrivePolicy && v.is_empty())).collect();
-        let created = self
-            .client
-            .create_queue()
-            .queue_name(&desired.name)
-            .set_attributes(Some(attributes))
-            .set_tags(Some(desired.tags.clone().into_iter().collect()))
-            .send()
-            .await
-            .aws("SQS.CreateQueue")?;
+        let request = self.client.create_queue().queue_name(&desired.name).set_attributes(Some(attributes));
+        let created = request.set_tags(Some(desired.tags.clone().into_iter().collect())).send().await.aws("SQS.CreateQueue")?;
         required("SQS.CreateQueue", "queue URL", created.queue_url.as_deref())
     }
 

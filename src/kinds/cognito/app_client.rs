@@ -71,16 +71,8 @@ impl Kind for AppClients {
 
     async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
         let pool = pool_of(desired, "Cognito.CreateUserPoolClient")?;
-        let out = self
-            .client
-            .create_user_pool_client()
-            .user_pool_id(&pool)
-            .client_name(&desired.name)
-            .generate_secret(desired.field(SECRET) == "true")
-            .set_explicit_auth_flows(Some(flows(desired)))
-            .send()
-            .await
-            .aws("Cognito.CreateUserPoolClient")?;
+        let request = self.client.create_user_pool_client().user_pool_id(&pool).client_name(&desired.name).generate_secret(desired.field(SECRET) == "true");
+        let out = request.set_explicit_auth_flows(Some(flows(desired))).send().await.aws("Cognito.CreateUserPoolClient")?;
         let client_id = required("Cognito.CreateUserPoolClient", "client id", out.user_pool_client().and_then(|c| c.client_id()))?;
         Ok(format!("{pool}/{client_id}"))
     }

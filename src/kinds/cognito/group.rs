@@ -60,15 +60,8 @@ impl Kind for Groups {
 
     async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
         let pool = pool_of(desired, "Cognito.CreateGroup")?;
-        self.client
-            .create_group()
-            .user_pool_id(&pool)
-            .group_name(&desired.name)
-            .description(desired.field(DESCRIPTION))
-            .precedence(precedence(desired)?)
-            .send()
-            .await
-            .aws("Cognito.CreateGroup")?;
+        let request = self.client.create_group().user_pool_id(&pool).group_name(&desired.name);
+        request.description(desired.field(DESCRIPTION)).precedence(precedence(desired)?).send().await.aws("Cognito.CreateGroup")?;
         Ok(format!("{pool}/{}", desired.name))
     }
 
@@ -76,15 +69,8 @@ impl Kind for Groups {
         if delta.fields.is_empty() {
             return Ok(()); // tags are the pool's
         }
-        self.client
-            .update_group()
-            .user_pool_id(live.field(POOL))
-            .group_name(&desired.name)
-            .description(desired.field(DESCRIPTION))
-            .precedence(precedence(desired)?)
-            .send()
-            .await
-            .aws("Cognito.UpdateGroup")?;
+        let request = self.client.update_group().user_pool_id(live.field(POOL)).group_name(&desired.name);
+        request.description(desired.field(DESCRIPTION)).precedence(precedence(desired)?).send().await.aws("Cognito.UpdateGroup")?;
         Ok(())
     }
 

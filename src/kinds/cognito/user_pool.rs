@@ -103,16 +103,13 @@ impl Kind for UserPools {
     }
 
     async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
-        let out = self
+        let request = self
             .client
             .create_user_pool()
             .pool_name(&desired.name)
             .policies(UserPoolPolicyType::builder().password_policy(password_policy(desired.field(PASSWORD))).build())
-            .admin_create_user_config(AdminCreateUserConfigType::builder().allow_admin_create_user_only(desired.field(ADMIN_ONLY) == "true").build())
-            .set_user_pool_tags(Some(desired.tags.clone().into_iter().collect()))
-            .send()
-            .await
-            .aws("Cognito.CreateUserPool")?;
+            .admin_create_user_config(AdminCreateUserConfigType::builder().allow_admin_create_user_only(desired.field(ADMIN_ONLY) == "true").build());
+        let out = request.set_user_pool_tags(Some(desired.tags.clone().into_iter().collect())).send().await.aws("Cognito.CreateUserPool")?;
         let id = required("Cognito.CreateUserPool", "user pool id", out.user_pool().and_then(|p| p.id()))?;
         self.set_mfa(&id, &desired.fields).await?;
         Ok(id)

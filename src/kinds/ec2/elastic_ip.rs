@@ -130,15 +130,8 @@ impl ElasticIps {
 
     /// Allocates an EIP (the given `address`, or any); returns its allocation id and public IP.
     async fn allocate(&self, desired: &Desired, address: Option<&str>) -> Result<(String, String), AwsError> {
-        let out = self
-            .client
-            .allocate_address()
-            .domain(DomainType::Vpc)
-            .set_address(address.map(str::to_string))
-            .tag_specifications(tag_spec(ResourceType::ElasticIp, &desired.tags))
-            .send()
-            .await
-            .aws("EC2.AllocateAddress")?;
+        let request = self.client.allocate_address().domain(DomainType::Vpc).set_address(address.map(str::to_string));
+        let out = request.tag_specifications(tag_spec(ResourceType::ElasticIp, &desired.tags)).send().await.aws("EC2.AllocateAddress")?;
         Ok((required("EC2.AllocateAddress", "allocation id", out.allocation_id())?, required("EC2.AllocateAddress", "public IP", out.public_ip())?))
     }
 

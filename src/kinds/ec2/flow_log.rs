@@ -61,7 +61,7 @@ impl Kind for FlowLogs {
     }
 
     async fn create(&self, desired: &Desired, token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
-        let out = self
+        let request = self
             .client
             .create_flow_logs()
             .resource_ids(desired.field(RESOURCE))
@@ -70,11 +70,8 @@ impl Kind for FlowLogs {
             .log_destination_type(LogDestinationType::CloudWatchLogs)
             .log_group_name(desired.field(LOG_GROUP))
             .deliver_logs_permission_arn(desired.field(ROLE))
-            .client_token(token)
-            .tag_specifications(tag_spec(ResourceType::VpcFlowLog, &desired.tags))
-            .send()
-            .await
-            .aws("EC2.CreateFlowLogs")?;
+            .client_token(token);
+        let out = request.tag_specifications(tag_spec(ResourceType::VpcFlowLog, &desired.tags)).send().await.aws("EC2.CreateFlowLogs")?;
         if let Some(failure) = out.unsuccessful().first() {
             let message = failure.error().and_then(|e| e.message()).unwrap_or("unknown error").to_string();
             return Err(AwsError::unexpected("EC2.CreateFlowLogs", message));

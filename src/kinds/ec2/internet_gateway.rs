@@ -72,13 +72,8 @@ impl Kind for InternetGateways {
     }
 
     async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
-        let out = self
-            .client
-            .create_internet_gateway()
-            .tag_specifications(tag_spec(ResourceType::InternetGateway, &desired.tags))
-            .send()
-            .await
-            .aws("EC2.CreateInternetGateway")?;
+        let request = self.client.create_internet_gateway();
+        let out = request.tag_specifications(tag_spec(ResourceType::InternetGateway, &desired.tags)).send().await.aws("EC2.CreateInternetGateway")?;
         let id = required("EC2.CreateInternetGateway", "internet gateway id", out.internet_gateway().and_then(|g| g.internet_gateway_id()))?;
         self.attach(&id, desired.fields.get(ATTACHMENT).map_or(DETACHED, String::as_str)).await?;
         Ok(id)

@@ -70,16 +70,8 @@ impl Kind for NatGateways {
     }
 
     async fn create(&self, desired: &Desired, token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
-        let out = self
-            .client
-            .create_nat_gateway()
-            .subnet_id(desired.field(SUBNET))
-            .allocation_id(desired.field(ALLOCATION))
-            .client_token(token)
-            .tag_specifications(tag_spec(ResourceType::Natgateway, &desired.tags))
-            .send()
-            .await
-            .aws("EC2.CreateNatGateway")?;
+        let request = self.client.create_nat_gateway().subnet_id(desired.field(SUBNET)).allocation_id(desired.field(ALLOCATION)).client_token(token);
+        let out = request.tag_specifications(tag_spec(ResourceType::Natgateway, &desired.tags)).send().await.aws("EC2.CreateNatGateway")?;
         let id = required("EC2.CreateNatGateway", "NAT gateway id", out.nat_gateway().and_then(|n| n.nat_gateway_id()))?;
         wait_for("EC2.DescribeNatGateways", WAIT, || async {
             match self.state(&id).await? {

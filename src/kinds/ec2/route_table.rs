@@ -58,13 +58,8 @@ impl RouteTables {
 
     /// Associates `subnet` with `table`, moving it from another table if needed.
     async fn associate(&self, table: &str, subnet: &str) -> Result<(), AwsError> {
-        let current = self
-            .client
-            .describe_route_tables()
-            .filters(Filter::builder().name("association.subnet-id").values(subnet).build())
-            .send()
-            .await
-            .aws("EC2.DescribeRouteTables")?;
+        let request = self.client.describe_route_tables();
+        let current = request.filters(Filter::builder().name("association.subnet-id").values(subnet).build()).send().await.aws("EC2.DescribeRouteTables")?;
         let existing =
             current.route_tables().iter().flat_map(|t| t.associations()).find(|a| a.subnet_id() == Some(subnet)).and_then(|a| a.route_table_association_id());
         match existing {
@@ -160,15 +155,8 @@ impl Kind for RouteTables {
     }
 
     async fn create(&self, desired: &Desired, token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
-        let out = self
-            .client
-            .create_route_table()
-            .vpc_id(desired.field(VPC))
-            .client_token(token)
-            .tag_specifications(tag_spec(ResourceType::RouteTable, &desired.tags))
-            .send()
-            .await
-            .aws("EC2.CreateRouteTable")?;
+        let request = self.client.create_route_table().vpc_id(desired.field(VPC)).client_token(token);
+        let out = request.tag_specifications(tag_spec(ResourceType::RouteTable, &desired.tags)).send().await.aws("EC2.CreateRouteTable")?;
         let id = required("EC2.CreateRouteTable", "route table id", out.route_table().and_then(|t| t.route_table_id()))?;
         let changes: Vec<FieldChange> = desired
             .fields

@@ -54,16 +54,8 @@ impl Kind for SecurityGroups {
     }
 
     async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
-        let out = self
-            .client
-            .create_security_group()
-            .group_name(&desired.name)
-            .description(desired.field(DESCRIPTION))
-            .vpc_id(desired.field(VPC))
-            .tag_specifications(tag_spec(ResourceType::SecurityGroup, &desired.tags))
-            .send()
-            .await
-            .aws("EC2.CreateSecurityGroup")?;
+        let request = self.client.create_security_group().group_name(&desired.name).description(desired.field(DESCRIPTION)).vpc_id(desired.field(VPC));
+        let out = request.tag_specifications(tag_spec(ResourceType::SecurityGroup, &desired.tags)).send().await.aws("EC2.CreateSecurityGroup")?;
         required("EC2.CreateSecurityGroup", "group id", out.group_id())
     }
 

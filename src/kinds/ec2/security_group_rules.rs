@@ -35,50 +35,38 @@ pub struct SecurityGroupRules {
     pub client: Client,
 }
 
-impl SecurityGroupRules {
-    async fn authorize(&self, group: &str, rule: &str) -> Result<(), AwsError> {
-        let (egress, permission) = permission(rule)?;
-        let result = if egress {
-            self.client
-                .authorize_security_group_egress()
-                .group_id(group)
-                .ip_permissions(permission)
-                .send()
-                .await
-                .map(|_| ())
-                .aws("EC2.AuthorizeSecurityGroupEgress")
-        } else {
-            self.client
-                .authorize_security_group_ingress()
-                .group_id(group)
-                .ip_permissions(permission)
-                .send()
-                .await
-                .map(|_| ())
-                .aws("EC2.AuthorizeSecurityGroupIngress")
-        };
-        match result {
-            Err(e) if e.code.as_deref() == Some("InvalidPermission.Duplicate") => Ok(()),
-            other => other,
-        }
-    }
+/// What to do with one rule.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Authorize,
+    Revoke,
+}
 
-    async fn revoke(&self, group: &str, rule: &str) -> Result<(), AwsError> {
-        let (egress, permission) = permission(rule)?;
-        let result = if egress {
-            self.client.revoke_security_group_egress().group_id(group).ip_permissions(permission).send().await.map(|_| ()).aws("EC2.RevokeSecurityGroupEgress")
-        } else {
-            self.client
-                .revoke_security_group_ingress()
-                .group_id(group)
-                .ip_permissions(permission)
-                .send()
-                .await
-                .map(|_| ())
-                .aws("EC2.RevokeSecurityGroupIngress")
+impl SecurityGroupRules {
+    /// Authorizes or revokes one rule; a change already made is not an error.
+    async fn change(&self, group: &str, rule: &str, change: Change) -> Result<(), AwsError> {
+        let (egress, p) = permission(rule)?;
+        let c = &self.client;
+        let result = match (change, egress) {
+            (Change::Authorize, true) => {
+                c.authorize_security_group_egress().group_id(group).ip_permissions(p).send().await.map(drop).aws("EC2.AuthorizeSecurityGroupEgress")
+            }
+            (Change::Authorize, false) => {
+                c.authorize_security_group_ingress().group_id(group).ip_permissions(p).send().await.map(drop).aws("EC2.AuthorizeSecurityGroupIngress")
+            }
+            (Change::Revoke, true) => {
+                c.revoke_security_group_egress().group_id(group).ip_permissions(p).send().await.map(drop).aws("EC2.RevokeSecurityGroupEgress")
+            }
+            (Change::Revoke, false) => {
+                c.revoke_security_group_ingress().group_id(group).ip_permissions(p).send().await.map(drop).aws("EC2.RevokeSecurityGroupIngress")
+            }
+        };
+        let done_already = |e: &AwsError| match change {
+            Change::Authorize => e.code.as_deref() == Some("InvalidPermission.Duplicate"),
+            Change::Revoke => e.class == ErrorClass::NotFound || e.code.as_deref() == Some("InvalidPermission.NotFound"),
         };
         match result {
-            Err(e) if e.class == ErrorClass::NotFound || e.code.as_deref() == Some("InvalidPermission.NotFound") => Ok(()),
+            Err(e) if done_already(&e) => Ok(()),
             other => other,
         }
     }
@@ -208,10 +196,10 @@ impl Kind for SecurityGroupRules {
         let group = desired.field(GROUP);
         let rules: Vec<&String> = desired.fields.keys().filter(|k| k.starts_with(INGRESS) || k.starts_with(EGRESS)).collect();
         for rule in &rules {
-            self.authorize(group, rule).await?;
+            self.change(group, rule, Change::Authorize).await?;
         }
         if !desired.fields.contains_key(DEFAULT_EGRESS) {
-            self.revoke(group, DEFAULT_EGRESS).await?;
+            self.change(group, DEFAULT_EGRESS, Change::Revoke).await?;
         }
         Ok(format!("{HANDLE_PREFIX}{group}"))
     }
@@ -219,11 +207,11 @@ impl Kind for SecurityGroupRules {
     async fn update(&self, desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {
         let group = desired.fields.get(GROUP).cloned().unwrap_or_else(|| live.handle.trim_start_matches(HANDLE_PREFIX).to_string());
         for add in delta.fields.iter().filter(|c| c.desired.is_some() && c.field != GROUP) {
-            self.authorize(&group, &add.field).await?;
+            self.change(&group, &add.field, Change::Authorize).await?;
         }
         for stale in delta.fields.iter().filter(|c| c.desired.is_none()) {
             tracing::warn!(group = %desired.name, rule = %stale.field, "revoking a security-group rule that is not in the spec");
-            self.revoke(&group, &stale.field).await?;
+            self.change(&group, &stale.field, Change::Revoke).await?;
         }
         Ok(()) // tags live on the group; the group kind keeps them
     }

@@ -59,16 +59,8 @@ impl Kind for Subnets {
     }
 
     async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
-        let out = self
-            .client
-            .create_subnet()
-            .vpc_id(desired.field(VPC))
-            .cidr_block(desired.field(CIDR))
-            .availability_zone(desired.field(AZ))
-            .tag_specifications(tag_spec(ResourceType::Subnet, &desired.tags))
-            .send()
-            .await
-            .aws("EC2.CreateSubnet")?;
+        let request = self.client.create_subnet().vpc_id(desired.field(VPC)).cidr_block(desired.field(CIDR)).availability_zone(desired.field(AZ));
+        let out = request.tag_specifications(tag_spec(ResourceType::Subnet, &desired.tags)).send().await.aws("EC2.CreateSubnet")?;
         required("EC2.CreateSubnet", "subnet id", out.subnet().and_then(|s| s.subnet_id()))
     }
 

@@ -76,14 +76,8 @@ impl Kind for Vpcs {
     }
 
     async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
-        let out = self
-            .client
-            .create_vpc()
-            .cidr_block(desired.field(CIDR))
-            .tag_specifications(tag_spec(ResourceType::Vpc, &desired.tags))
-            .send()
-            .await
-            .aws("EC2.CreateVpc")?;
+        let request = self.client.create_vpc().cidr_block(desired.field(CIDR));
+        let out = request.tag_specifications(tag_spec(ResourceType::Vpc, &desired.tags)).send().await.aws("EC2.CreateVpc")?;
         let id = required("EC2.CreateVpc", "VPC id", out.vpc().and_then(|v| v.vpc_id()))?;
         // Hostnames need DNS support, so support goes first.
         for field in [DNS_SUPPORT, DNS_HOSTNAMES] {

@@ -72,18 +72,15 @@ impl Kind for VpcEndpoints {
     }
 
     async fn create(&self, desired: &Desired, token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
-        let out = self
+        let request = self
             .client
             .create_vpc_endpoint()
             .vpc_id(desired.field(VPC))
             .service_name(desired.field(SERVICE))
             .vpc_endpoint_type(VpcEndpointType::Gateway)
             .set_route_table_ids(Some(list_items(desired.field(ROUTE_TABLES))))
-            .client_token(token)
-            .tag_specifications(tag_spec(ResourceType::VpcEndpoint, &desired.tags))
-            .send()
-            .await
-            .aws("EC2.CreateVpcEndpoint")?;
+            .client_token(token);
+        let out = request.tag_specifications(tag_spec(ResourceType::VpcEndpoint, &desired.tags)).send().await.aws("EC2.CreateVpcEndpoint")?;
         required("EC2.CreateVpcEndpoint", "VPC endpoint id", out.vpc_endpoint().and_then(|e| e.vpc_endpoint_id()))
     }
 

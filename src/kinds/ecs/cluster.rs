@@ -49,15 +49,8 @@ impl Kind for Clusters {
         if desired.is_empty() {
             return Ok(Vec::new());
         }
-        let out = self
-            .client
-            .describe_clusters()
-            .set_clusters(Some(desired.iter().map(|d| d.name.clone()).collect()))
-            .include(ClusterField::Settings)
-            .include(ClusterField::Tags)
-            .send()
-            .await
-            .aws("ECS.DescribeClusters")?;
+        let request = self.client.describe_clusters().set_clusters(Some(desired.iter().map(|d| d.name.clone()).collect())).include(ClusterField::Settings);
+        let out = request.include(ClusterField::Tags).send().await.aws("ECS.DescribeClusters")?;
         Ok(out
             .clusters()
             .iter()
@@ -72,16 +65,13 @@ impl Kind for Clusters {
     }
 
     async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
-        let out = self
+        let request = self
             .client
             .create_cluster()
             .cluster_name(&desired.name)
             .settings(insights(desired.field(INSIGHTS)))
-            .set_capacity_providers(Some(list_items(desired.field(PROVIDERS))).filter(|p| !p.is_empty()))
-            .set_tags(Some(tag_list(&desired.tags)))
-            .send()
-            .await
-            .aws("ECS.CreateCluster")?;
+            .set_capacity_providers(Some(list_items(desired.field(PROVIDERS))).filter(|p| !p.is_empty()));
+        let out = request.set_tags(Some(tag_list(&desired.tags))).send().await.aws("ECS.CreateCluster")?;
         required("ECS.CreateCluster", "cluster ARN", out.cluster().and_then(|c| c.cluster_arn()))
     }
 

@@ -8,7 +8,7 @@ use aws_sdk_ecs::types::{AssignPublicIp, AwsVpcConfiguration, DeploymentConfigur
 use aws_sdk_ecs::Client;
 
 use super::{add_tags, cluster, tag_list, tag_map, task_definition};
-use crate::aws::{required, AwsError, AwsResult, ErrorClass};
+use crate::aws::{required, AwsError, AwsResult, Built, ErrorClass};
 use crate::engine::{is_unresolved, list_field, list_items, ownership_tags, Delta, Desired, Kind, Live, ReadCache, Rules};
 use crate::kinds::ec2::{security_group, subnet};
 use crate::spec::model::Tags;
@@ -44,7 +44,7 @@ fn network(desired: &Desired) -> Result<NetworkConfiguration, AwsError> {
         .set_security_groups(Some(groups))
         .assign_public_ip(AssignPublicIp::Disabled)
         .build()
-        .map_err(|e| AwsError::unexpected("ECS.CreateService", e.to_string()))?;
+        .built("ECS.CreateService")?;
     Ok(NetworkConfiguration::builder().awsvpc_configuration(vpc).build())
 }
 
@@ -92,15 +92,8 @@ impl Kind for Services {
             let listed = self.client.list_services().cluster(&cluster_name).into_paginator().items().send().try_collect().await;
             let arns: Vec<String> = crate::aws::found(listed.aws("ECS.ListServices"))?.unwrap_or_default(); // none while the cluster does not exist
             for batch in arns.chunks(DESCRIBE_BATCH) {
-                let out = self
-                    .client
-                    .describe_services()
-                    .cluster(&cluster_name)
-                    .set_services(Some(batch.to_vec()))
-                    .include(ServiceField::Tags)
-                    .send()
-                    .await
-                    .aws("ECS.DescribeServices")?;
+                let request = self.client.describe_services().cluster(&cluster_name).set_services(Some(batch.to_vec()));
+                let out = request.include(ServiceField::Tags).send().await.aws("ECS.DescribeServices")?;
                 for s in out.services().iter().filter(|s| s.status() == Some("ACTIVE")) {
                     let (Some(name), Some(arn)) = (s.service_name(), s.service_arn()) else { continue };
                     let vpc = s.network_configuration().and_then(|n| n.awsvpc_configuration());
@@ -124,7 +117,7 @@ impl Kind for Services {
     }
 
     async fn create(&self, desired: &Desired, token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
-        let out = self
+        let request = self
             .client
             .create_service()
             .cluster(desired.field(CLUSTER))
@@ -134,11 +127,8 @@ impl Kind for Services {
             .desired_count(count(desired)?)
             .launch_type(LaunchType::Ec2)
             .network_configuration(network(desired)?)
-            .deployment_configuration(deployment(desired))
-            .set_tags(Some(tag_list(&desired.tags)))
-            .send()
-            .await
-            .aws("ECS.CreateService")?;
+            .deployment_configuration(deployment(desired));
+        let out = request.set_tags(Some(tag_list(&desired.tags))).send().await.aws("ECS.CreateService")?;
         required("ECS.CreateService", "service ARN", out.service().and_then(|s| s.service_arn()))
     }
 

@@ -16,7 +16,7 @@ use aws_sdk_ecs::types::{
 use aws_sdk_ecs::Client;
 
 use super::{tag_list, tag_map};
-use crate::aws::{required, AwsError, AwsResult, ErrorClass};
+use crate::aws::{required, AwsError, AwsResult, Built, ErrorClass};
 use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Live, OnImmutableChange, ReadCache, Rules};
 use crate::kinds::logs;
 use crate::spec::model::{DeletionPolicy, Tags};
@@ -177,7 +177,7 @@ impl Kind for TaskDefinitions {
             .options("awslogs-region", field(LOG_REGION))
             .options("awslogs-stream-prefix", field(CONTAINER))
             .build()
-            .map_err(|e| AwsError::unexpected("ECS.RegisterTaskDefinition", e.to_string()))?;
+            .built("ECS.RegisterTaskDefinition")?;
         let container = ContainerDefinition::builder()
             .name(field(CONTAINER))
             .image(field(IMAGE))

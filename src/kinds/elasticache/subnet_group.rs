@@ -55,16 +55,13 @@ impl Kind for SubnetGroups {
     }
 
     async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
-        let out = self
+        let request = self
             .client
             .create_cache_subnet_group()
             .cache_subnet_group_name(&desired.name)
             .cache_subnet_group_description("Sentry Redis (private subnets)")
-            .set_subnet_ids(Some(list_items(desired.field(SUBNETS))))
-            .set_tags(Some(tag_list(&desired.tags)))
-            .send()
-            .await
-            .aws("ElastiCache.CreateCacheSubnetGroup")?;
+            .set_subnet_ids(Some(list_items(desired.field(SUBNETS))));
+        let out = request.set_tags(Some(tag_list(&desired.tags))).send().await.aws("ElastiCache.CreateCacheSubnetGroup")?;
         required("ElastiCache.CreateCacheSubnetGroup", "subnet group name", out.cache_subnet_group().and_then(|g| g.cache_subnet_group_name()))
     }
 
