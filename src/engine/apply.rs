@@ -11,7 +11,7 @@ use futures::stream::{self, StreamExt};
 use super::plan::{apply_policies, decide, match_kind, skip_dependents_of_skipped, waves, Action, Outcome, Pair, Step};
 use super::references::ReferenceMap;
 use super::report::Report;
-use super::{Desired, Finding, Kind, OnImmutableChange, ReadCache, ResourceKey, Scope};
+use super::{Adoption, Desired, Finding, Kind, OnImmutableChange, ReadCache, ResourceKey, Scope};
 use crate::aws::{AwsError, CallCounter, ErrorClass};
 use crate::spec::EnvSpec;
 
@@ -100,8 +100,8 @@ struct Planned {
 async fn plan_pass(env: &EnvSpec, kinds: &[Box<dyn Kind>]) -> Planned {
     let shared_reads = ReadCache::default();
     let reads = &shared_reads;
-    let observed = futures::future::join_all(kinds.iter().map(|kind| async move {
-        let desired = kind.desired(env);
+    let (all_desired, mut adoption_errors) = adopting(env, kinds.iter().map(|kind| kind.desired(env)).collect());
+    let observed = futures::future::join_all(kinds.iter().zip(all_desired).map(|(kind, desired)| async move {
         let live = kind.observe(env, &desired, reads).await;
         (desired, live)
     }))
@@ -141,6 +141,22 @@ async fn plan_pass(env: &EnvSpec, kinds: &[Box<dyn Kind>]) -> Planned {
     }
     skip_dependents_of_skipped(&mut steps);
     let mut review = Reviews::default();
+    for (step, kind) in steps.iter_mut().zip(&owners).map(|(s, k)| (s, &kinds[*k])) {
+        let Some(id) = step.desired.as_ref().and_then(|d| d.adopt.as_ref()).and_then(Adoption::id).map(str::to_string) else { continue };
+        if step.action != Action::Create {
+            continue;
+        }
+        if kind.rules().on_immutable_change == OnImmutableChange::Replace {
+            step.note = Some(format!("the adopted {id} no longer exists: created anew (a stateless resource; drop its adopt entry once adopted)"));
+        } else {
+            adoption_errors.push(format!(
+                "adopt.{}: {id} does not exist (or is not visible with these credentials); nothing is created in its place. \
+                 Fix the id, or remove the entry to let the operator create the resource",
+                step.key.to_string().replacen(' ', "/", 1)
+            ));
+        }
+    }
+    review.errors.append(&mut adoption_errors);
     for (k, kind) in kinds.iter().enumerate() {
         let mine: Vec<&Step> = steps.iter().zip(&owners).filter(|(_, o)| **o == k).map(|(s, _)| s).collect();
         let r = kind.review(env, &mine, reads);
@@ -149,6 +165,29 @@ async fn plan_pass(env: &EnvSpec, kinds: &[Box<dyn Kind>]) -> Planned {
         review.findings.extend(r.findings);
     }
     Planned { steps, owners, handles, errors, review, reads: shared_reads }
+}
+
+/// Marks the desired resources the spec's `adopt` entries name (by name, or
+/// by identifier); every entry must name one. Returns the desired resources
+/// and the problems, which stop the pass before any write.
+fn adopting(env: &EnvSpec, mut desired: Vec<Vec<Desired>>) -> (Vec<Vec<Desired>>, Vec<String>) {
+    let mut errors = Vec::new();
+    for (key, target) in &env.spec.adopt {
+        let found = desired.iter_mut().flatten().find(|d| format!("{}/{}", d.key.kind, d.key.id) == *key);
+        let Some(d) = found else {
+            errors.push(format!("adopt.{key}: names no resource of the spec (write kind/id of a resource the spec defines, e.g. ec2.subnet/private-a)"));
+            continue;
+        };
+        d.adopt = match (&target.id, &target.stack) {
+            (Some(id), _) => Some(Adoption::ById(id.clone())),
+            (None, None) => Some(Adoption::ByName),
+            (None, Some(stack)) => {
+                errors.push(format!("adopt.{key}: the stack reference {stack} was not resolved to a resource id"));
+                continue;
+            }
+        };
+    }
+    (desired, errors)
 }
 
 /// Why a pass needs a second round.
@@ -188,7 +227,7 @@ async fn apply(
         let mut runnable = Vec::new();
         for &i in &wave {
             let step = &mut steps[i];
-            if !matches!(step.action, Action::Create | Action::Update | Action::Replace) {
+            if !matches!(step.action, Action::Create | Action::Adopt | Action::Update | Action::Replace) {
                 continue;
             }
             let awaits = step.desired.iter().flat_map(|d| d.depends_on.iter()).any(|k| awaited.contains(k));
@@ -325,8 +364,9 @@ async fn write(kind: &dyn Kind, env: &EnvSpec, step: &Step, token: &str, reads: 
     let changed = |()| Written { handle: None, found_earlier_create: false };
     match (step.action, &step.desired, &step.live) {
         (Action::Create, Some(d), _) => create(kind, env, d, token, reads, None, may_exist).await,
-        (Action::Update, Some(d), Some(l)) => {
-            tracing::info!(resource = %step.key, name = %step.name, changes = step.changes.len(), "updating");
+        (Action::Update | Action::Adopt, Some(d), Some(l)) => {
+            let doing = if step.action == Action::Adopt { "adopting" } else { "updating" };
+            tracing::info!(resource = %step.key, name = %step.name, handle = %l.handle, changes = step.changes.len(), "{doing}");
             kind.update(d, l, &step.delta).await.map(changed)
         }
         (Action::Replace, Some(d), Some(l)) => {
@@ -434,7 +474,7 @@ mod tests {
                     fields: Default::default(),
                     tags: ownership_tags(env, id, DeletionPolicy::Retain, &Tags::new()),
                     depends_on: if id == "a" { vec![ResourceKey { kind: "fake", id: "b".into() }] } else { Vec::new() },
-                    adopt: false,
+                    adopt: None,
                 })
                 .collect()
         }

@@ -64,8 +64,28 @@ pub struct Desired {
     pub tags: Tags,
     /// Resources that must exist first.
     pub depends_on: Vec<ResourceKey>,
-    /// Take over a same-named resource that lacks ownership tags.
-    pub adopt: bool,
+    /// Whether (and which) existing resource without ownership tags this one takes over.
+    pub adopt: Option<Adoption>,
+}
+
+/// How a desired resource takes over one that exists without this
+/// operator's tags (built by hand or by CloudFormation).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Adoption {
+    /// The resource of the same name (kinds whose names are unique).
+    ByName,
+    /// The resource with this identifier (its handle, or its name).
+    ById(String),
+}
+
+impl Adoption {
+    /// The identifier adopted, if adoption is by identifier.
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            Adoption::ById(id) => Some(id),
+            Adoption::ByName => None,
+        }
+    }
 }
 
 impl ResourceKey {
@@ -79,7 +99,7 @@ impl Desired {
     /// Resource `id` of `kind`, named `name` and tagged `tags`, with no
     /// fields or dependencies yet.
     pub fn new(kind: &'static str, id: &str, name: impl Into<String>, tags: Tags) -> Self {
-        Desired { key: ResourceKey::new(kind, id), name: name.into(), fields: Fields::new(), tags, depends_on: Vec::new(), adopt: false }
+        Desired { key: ResourceKey::new(kind, id), name: name.into(), fields: Fields::new(), tags, depends_on: Vec::new(), adopt: None }
     }
 
     /// Sets field `name` to `value`.
@@ -160,6 +180,8 @@ pub fn is_unresolved(value: &str) -> bool {
 /// Who owns a live resource, according to its tags.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Ownership {
+    /// Tagged by another tool that says it manages the resource (its `sentry:managed-by`).
+    Foreign(String),
     /// Tagged by this operator.
     Managed {
         /// `sentry:env`.
@@ -203,8 +225,10 @@ impl Live {
 
     /// Reads ownership from the tags.
     pub fn ownership(&self) -> Ownership {
-        if self.tags.get(TAG_MANAGED_BY).map(String::as_str) != Some(MANAGED_BY) {
-            return Ownership::Unmanaged;
+        match self.tags.get(TAG_MANAGED_BY) {
+            None => return Ownership::Unmanaged,
+            Some(owner) if owner != MANAGED_BY => return Ownership::Foreign(owner.clone()),
+            Some(_) => {}
         }
         Ownership::Managed {
             env: self.tags.get(TAG_ENV).cloned().unwrap_or_default(),
@@ -446,13 +470,16 @@ pub trait Kind: Send + Sync {
     }
 
     /// Whether `live` is the resource `desired` describes, by the rules'
-    /// [`Matching`]; kinds with [`Matching::Custom`] override this.
+    /// [`Matching`], or the resource `desired` adopts by identifier; kinds
+    /// with [`Matching::Custom`] override this.
     fn matches(&self, env: &str, desired: &Desired, live: &Live) -> bool {
-        match self.rules().matching {
-            Matching::Name => desired.name == live.name,
-            Matching::OwnershipTag => live.is_owned_as(env, &desired.key.id),
-            Matching::Custom => false,
-        }
+        let adopted = desired.adopt.as_ref().and_then(Adoption::id).is_some_and(|id| id == live.handle || id == live.name);
+        adopted
+            || match self.rules().matching {
+                Matching::Name => desired.name == live.name,
+                Matching::OwnershipTag => live.is_owned_as(env, &desired.key.id),
+                Matching::Custom => false,
+            }
     }
 
     /// Kind-specific checks of a finished plan, run before anything is written;

@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use super::{Delta, Desired, FieldChange, Live, OnImmutableChange, Ownership, ResourceKey, Rules};
+use super::{Delta, Desired, FieldChange, Live, OnImmutableChange, Ownership, ResourceKey, Rules, TAG_MANAGED_BY};
+use crate::spec::validate::is_reserved_tag;
 use crate::spec::model::{DeletionPolicy, DriftPolicy};
 
 /// What the engine will do with one resource.
@@ -15,6 +16,9 @@ use crate::spec::model::{DeletionPolicy, DriftPolicy};
 pub enum Action {
     /// Missing: create it.
     Create,
+    /// Exists without ownership tags and the spec adopts it: tag it as the
+    /// operator's and make the listed changes, never replacing it.
+    Adopt,
     /// Drifted: update it in place.
     Update,
     /// A field that cannot change in place differs: delete and re-create (stateless kinds).
@@ -36,7 +40,7 @@ pub enum Action {
 impl Action {
     /// Whether applying the step writes to AWS.
     pub fn writes(self) -> bool {
-        matches!(self, Action::Create | Action::Update | Action::Replace | Action::Delete)
+        matches!(self, Action::Create | Action::Adopt | Action::Update | Action::Replace | Action::Delete)
     }
 }
 
@@ -117,7 +121,8 @@ pub fn match_kind(kind: &'static str, env: &str, desired: Vec<Desired>, live: Ve
 
 /// Compares the managed fields and tags of `desired` with `live`. Live fields
 /// the spec does not manage and extra live tags are ignored, except fields
-/// under an exclusive prefix, which are removed.
+/// under an exclusive prefix, which are removed. Tags reserved by AWS
+/// (`aws:…`, such as CloudFormation's) are never compared: nobody may change them.
 pub fn diff(desired: &Desired, live: &Live, exclusive: &[&str], create_only: &[&str]) -> Delta {
     let mut fields: Vec<FieldChange> = desired
         .fields
@@ -132,7 +137,7 @@ pub fn diff(desired: &Desired, live: &Live, exclusive: &[&str], create_only: &[&
             desired: None,
         }),
     );
-    let tags = desired.tags.iter().filter(|(k, v)| live.tags.get(*k) != Some(*v)).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let tags = desired.tags.iter().filter(|(k, v)| !is_reserved_tag(k) && live.tags.get(*k) != Some(*v)).map(|(k, v)| (k.clone(), v.clone())).collect();
     Delta { fields, tags }
 }
 
@@ -167,14 +172,14 @@ pub fn decide(rules: &Rules, env: &str, pair: Pair) -> Option<Step> {
 
 fn decide_existing(rules: &Rules, env: &str, d: Desired, l: Live) -> Step {
     let ownership = l.ownership();
+    let skip = |note: String| step(d.key.clone(), d.name.clone(), Action::Skip, Some(note), Some(d.clone()), Some(l.clone()));
     match &ownership {
-        Ownership::Unmanaged if !d.adopt => {
-            let note = "unmanaged, skipped: exists without sentry ownership tags (set `adopt: true` to manage it)";
-            return step(d.key.clone(), d.name.clone(), Action::Skip, Some(note.into()), Some(d), Some(l));
+        Ownership::Unmanaged if d.adopt.is_none() => {
+            return skip(format!("unmanaged, skipped: exists without sentry ownership tags (adopt it with `adopt: {{ {}/{}: {{}} }}`)", d.key.kind, d.key.id));
         }
+        Ownership::Foreign(owner) => return skip(format!("skipped: managed by {owner:?} (its {TAG_MANAGED_BY} tag); never adopted")),
         Ownership::Managed { env: owner_env, id, .. } if owner_env != env || *id != d.key.id => {
-            let note = format!("skipped: owned by environment {owner_env:?} as {id:?}");
-            return step(d.key.clone(), d.name.clone(), Action::Skip, Some(note), Some(d), Some(l));
+            return skip(format!("skipped: owned by environment {owner_env:?} as {id:?}"));
         }
         _ => {}
     }
@@ -182,14 +187,24 @@ fn decide_existing(rules: &Rules, env: &str, d: Desired, l: Live) -> Step {
     let mut changes = delta.fields.clone();
     changes.extend(delta.tags.iter().map(|(k, v)| FieldChange { field: format!("tags.{k}"), live: l.tags.get(k).cloned(), desired: Some(v.clone()) }));
     let immutable: Vec<&str> = delta.fields.iter().map(|c| c.field.as_str()).filter(|f| rules.immutable.contains(f)).collect();
-    let (action, note) = if !immutable.is_empty() && rules.on_immutable_change != OnImmutableChange::Block {
+    let adopting = ownership == Ownership::Unmanaged;
+    let (action, note) = if adopting && !immutable.is_empty() {
+        let why = format!(
+            "BLOCKED: adopting {} would need {} changed, which cannot change in place; an adopted resource is never replaced (is this the resource the spec describes?)",
+            l.handle,
+            immutable.join(", ")
+        );
+        (Action::Blocked, Some(why))
+    } else if adopting {
+        (Action::Adopt, Some(format!("adopting {}: ownership tags added{}", l.handle, if delta.fields.is_empty() { "" } else { ", the listed fields changed" })))
+    } else if !immutable.is_empty() && rules.on_immutable_change != OnImmutableChange::Block {
         (Action::Replace, Some(format!("{} cannot change in place: the resource is replaced", immutable.join(", "))))
     } else if !immutable.is_empty() {
         (Action::Blocked, Some(format!("BLOCKED: {} cannot change without replacing the resource; change it by hand", immutable.join(", "))))
     } else if delta.is_empty() {
         (Action::Noop, None)
     } else {
-        (Action::Update, (ownership == Ownership::Unmanaged).then(|| "adopting: ownership tags will be added".to_string()))
+        (Action::Update, None)
     };
     Step { key: d.key.clone(), name: d.name.clone(), action, changes, note, desired: Some(d), live: Some(l), delta, outcome: None }
 }
@@ -307,7 +322,7 @@ mod tests {
             fields: fields(f),
             tags: tags("dev", id, "retain"),
             depends_on: deps.iter().map(|d| ResourceKey { kind: "test", id: d.to_string() }).collect(),
-            adopt: false,
+            adopt: None,
         }
     }
 
@@ -410,11 +425,11 @@ mod tests {
     #[test]
     fn adoption_adds_ownership_tags() {
         let mut d = desired("a", &[("x", "1")], &[]);
-        d.adopt = true;
+        d.adopt = Some(crate::engine::Adoption::ByName);
         let steps = plan(RULES, vec![d], vec![live("a", &[("x", "1")], Tags::new())]);
-        assert_eq!(steps[0].action, Action::Update);
         assert_eq!(steps[0].delta.tags.get(TAG_MANAGED_BY).map(String::as_str), Some(MANAGED_BY));
         assert!(steps[0].note.as_deref().unwrap_or("").contains("adopting"));
+        assert_eq!(steps[0].action, Action::Adopt);
     }
 
     #[test]

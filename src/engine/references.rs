@@ -25,7 +25,7 @@ impl ReferenceMap {
             let id = match (&p.desired, l.ownership()) {
                 (Some(d), _) => d.key.id.clone(),
                 (None, Ownership::Managed { id, .. }) => id,
-                (None, Ownership::Unmanaged) => continue,
+                (None, _) => continue,
             };
             self.learn(&ResourceKey { kind: p.kind, id }, &l.handle);
         }

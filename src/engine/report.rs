@@ -26,6 +26,8 @@ pub const EXIT_INVARIANT: u8 = 3;
 pub struct Summary {
     /// Resources to create.
     pub create: usize,
+    /// Existing resources to adopt.
+    pub adopt: usize,
     /// Resources to update.
     pub update: usize,
     /// Resources to delete.
@@ -88,6 +90,7 @@ impl Report {
         for s in &resources {
             match s.action {
                 Action::Create => summary.create += 1,
+                Action::Adopt => summary.adopt += 1,
                 Action::Update | Action::Replace => summary.update += 1,
                 Action::Delete => summary.delete += 1,
                 Action::Noop => summary.unchanged += 1,
@@ -130,7 +133,7 @@ impl Report {
 
     /// Whether the spec asks for changes (creates, updates or deletes).
     pub fn has_changes(&self) -> bool {
-        self.summary.create + self.summary.update + self.summary.delete > 0
+        self.summary.create + self.summary.adopt + self.summary.update + self.summary.delete > 0
     }
 
     /// The exit status: plan 0 in sync / 2 changes pending / 1 error;
@@ -155,6 +158,7 @@ impl Report {
         for s in self.resources.iter().filter(|s| s.action != Action::Noop) {
             let sigil = match s.action {
                 Action::Create => "+",
+                Action::Adopt => "<=",
                 Action::Update => "~",
                 Action::Replace => "-/+",
                 Action::Delete => "-",
@@ -208,9 +212,9 @@ impl Report {
         }
         let s = &self.summary;
         if self.mode == Mode::Plan {
-            let _ = write!(out, "\nPlan: {} to create, {} to update, {} to delete, {} unchanged", s.create, s.update, s.delete, s.unchanged);
+            let _ = write!(out, "\nPlan: {} to create, {} to adopt, {} to update, {} to delete, {} unchanged", s.create, s.adopt, s.update, s.delete, s.unchanged);
         } else {
-            let _ = write!(out, "\nApplied: {} created, {} updated, {} deleted, {} unchanged", s.create, s.update, s.delete, s.unchanged);
+            let _ = write!(out, "\nApplied: {} created, {} adopted, {} updated, {} deleted, {} unchanged", s.create, s.adopt, s.update, s.delete, s.unchanged);
         }
         for (n, what) in [
             (s.skipped, "skipped (unmanaged)"),

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{common_prefix, describe_each};
 use crate::aws::{found, gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Live, ReadCache, Rules};
+use crate::engine::{ownership_tags, Adoption, Delta, Desired, Fields, Kind, Live, ReadCache, Rules};
 use crate::spec::EnvSpec;
 
 /// Kind name.
@@ -140,7 +140,7 @@ impl Kind for Queues {
             .map(|(id, q)| {
                 let a = q.attributes().or(&messaging.queue_defaults);
                 let mut d =
-                    Desired { adopt: q.adopt, ..Desired::new(KIND, id, q.physical_name(id, &env.env), ownership_tags(env, id, q.deletion_policy, &q.tags)) };
+                    Desired { adopt: q.adopt.then_some(Adoption::ByName), ..Desired::new(KIND, id, q.physical_name(id, &env.env), ownership_tags(env, id, q.deletion_policy, &q.tags)) };
                 for (field, value) in [
                     (VISIBILITY_TIMEOUT, a.visibility_timeout_seconds),
                     (RETENTION, a.message_retention_seconds),

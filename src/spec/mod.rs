@@ -2,6 +2,7 @@
 //! steps (structure by serde, then semantic [`validate`]), every error located
 //! as `file:line:column: path: message`.
 
+pub mod adopt;
 pub mod compute;
 pub mod data;
 pub mod de;
@@ -226,7 +227,7 @@ fn special_file_kind(_kind: &std::fs::FileType) -> &'static str {
 }
 
 /// The top-level sections of a spec, as written in YAML.
-const SECTIONS: &[&str] = &["region", "tags", "account", "policies", "network", "messaging", "data", "compute", "identity", "observability"];
+const SECTIONS: &[&str] = &["region", "tags", "account", "policies", "network", "messaging", "data", "compute", "identity", "observability", "adopt"];
 
 /// Deserializes each top-level section on its own, so that a mistake in one
 /// section does not hide mistakes in the others.

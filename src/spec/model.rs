@@ -15,6 +15,8 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use super::adopt::AdoptTarget;
+
 /// Tags, as written in the spec.
 pub type Tags = BTreeMap<String, String>;
 
@@ -43,6 +45,8 @@ pub struct Spec {
     pub identity: Option<Identity>,
     /// CloudWatch Logs groups.
     pub observability: Option<Observability>,
+    /// Existing resources to take over, by `kind/id` (see [`super::adopt`]).
+    pub adopt: BTreeMap<String, AdoptTarget>,
 }
 
 /// The account an environment lives in.

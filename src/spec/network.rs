@@ -133,9 +133,6 @@ pub struct SecurityGroup {
     pub ingress: Vec<Rule>,
     /// Outbound rules; default: all traffic to anywhere.
     pub egress: Option<Vec<Rule>>,
-    /// Manage a group that exists without ownership tags.
-    #[serde(default)]
-    pub adopt: bool,
 }
 
 /// One security-group rule; exactly one of `cidr` and `sourceGroup`.

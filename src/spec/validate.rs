@@ -31,6 +31,17 @@ pub fn validate(env: &str, spec: &Spec) -> Vec<Problem> {
             c.err(&["policies", key], format!("{key:?} is not `kind/id`, `kind/*` or `kind/id#Field`"));
         }
     }
+    for (key, target) in &spec.adopt {
+        for (field, message) in super::adopt::check(key, target) {
+            match field {
+                Some(field) => c.err(&["adopt", key, field], message),
+                None => c.err(&["adopt", key], message),
+            }
+        }
+    }
+    for key in spec.tags.keys().filter(|k| is_reserved_tag(k)) {
+        c.err(&["tags", key], format!("{key:?}: tags beginning with aws: are reserved by AWS"));
+    }
     if let Some(network) = &spec.network {
         c.network(network);
     }
@@ -51,6 +62,12 @@ pub fn validate(env: &str, spec: &Spec) -> Vec<Problem> {
         c.observability(observability);
     }
     c.problems
+}
+
+/// Whether a tag key is reserved by AWS (`aws:…`, e.g. CloudFormation's
+/// `aws:cloudformation:stack-name`): nobody may set or change it.
+pub fn is_reserved_tag(key: &str) -> bool {
+    key.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("aws:"))
 }
 
 /// Collects the problems of one spec; each section adds its checks in its own module.

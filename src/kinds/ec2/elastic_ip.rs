@@ -33,7 +33,7 @@ use super::{desired, gone_is_ok, live, network, put_tags, rules, tag_map, tag_sp
 use crate::aws::{required, AwsError, AwsResult, ErrorClass};
 use crate::engine::apply::{with_retries, RetryPolicy};
 use crate::engine::plan::{Action, Step};
-use crate::engine::{is_unresolved, reference, Delta, Desired, Finding, FindingClass, Kind, Live, Matching, ReadCache, Review, Rules, TAG_ENV, TAG_ID};
+use crate::engine::{is_unresolved, reference, Adoption, Delta, Desired, Finding, FindingClass, Kind, Live, Matching, ReadCache, Review, Rules, TAG_ENV, TAG_ID};
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::EnvSpec;
 
@@ -243,7 +243,7 @@ impl Kind for ElasticIps {
                 }
                 // A pinned address, or one the ledger records for this entry,
                 // is the operator's even when its ownership tags were stripped.
-                d.adopt = true;
+                d.adopt = Some(Adoption::ByName);
                 d
             })
             .collect()
@@ -490,7 +490,7 @@ mod tests {
             fields.insert(PINNED.into(), address.into());
         }
         let tags = [(TAG_ENV.to_string(), "prod".to_string())].into();
-        Desired { fields, adopt: address.is_some(), ..Desired::new(KIND, "whitelist-1", "sentry-whitelist-1-prod", tags) }
+        Desired { fields, adopt: address.map(|_| Adoption::ByName), ..Desired::new(KIND, "whitelist-1", "sentry-whitelist-1-prod", tags) }
     }
 
     fn pinned(address: &str) -> Desired {

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use aws_sdk_ec2::operation::describe_nat_gateways::DescribeNatGatewaysOutput;
 use aws_sdk_ec2::operation::describe_security_groups::DescribeSecurityGroupsOutput;
 use aws_sdk_ec2::operation::describe_vpcs::DescribeVpcsOutput;
-use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
+use aws_sdk_ec2::types::{Filter, ResourceType, SecurityGroup, Tag, TagSpecification};
 use aws_sdk_ec2::Client;
 
 use crate::aws::{AwsError, AwsResult};
@@ -58,6 +58,15 @@ pub async fn owned_security_groups(client: &Client, env: &str, reads: &ReadCache
 /// The shared read of the VPCs this environment owns.
 const OWNED_VPCS: &str = "EC2.DescribeVpcs(owned)";
 
+/// The security groups `desired` adopts that `owned` does not hold yet (see [`adopted`]).
+pub async fn adopted_security_groups(client: &Client, desired: &[Desired], owned: &DescribeSecurityGroupsOutput) -> Result<Vec<SecurityGroup>, AwsError> {
+    let known: Vec<&str> = owned.security_groups().iter().filter_map(|g| g.group_id()).collect();
+    adopted(desired, &known, |id| async move {
+        Ok(client.describe_security_groups().group_ids(id).send().await.aws("EC2.DescribeSecurityGroups")?.security_groups.unwrap_or_default())
+    })
+    .await
+}
+
 /// The VPCs this environment owns (one, whose tags hold the whitelist
 /// ledger): one DescribeVpcs a pass, shared by the VPC kind and the whitelist.
 pub async fn owned_vpcs(client: &Client, env: &str, reads: &ReadCache) -> Result<Arc<DescribeVpcsOutput>, AwsError> {
@@ -79,6 +88,27 @@ pub async fn live_nat_gateways(client: &Client, reads: &ReadCache) -> Result<Arc
             client.describe_nat_gateways().filter(live).send().await.aws("EC2.DescribeNatGateways")
         })
         .await
+}
+
+/// The resources `desired` adopts by identifier that `known` (the ids read
+/// with this environment's tags) does not hold yet: read one by one with
+/// `describe`, a missing one left out (the plan reports it). Once adopted they
+/// carry the tags and are read with the others, so this costs nothing then.
+pub async fn adopted<T, F, Fut>(desired: &[Desired], known: &[&str], describe: F) -> Result<Vec<T>, AwsError>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<T>, AwsError>>,
+{
+    let mut found = Vec::new();
+    for id in desired.iter().filter_map(|d| d.adopt.as_ref()?.id()).filter(|id| !known.contains(id)) {
+        found.extend(crate::aws::found(describe(id.to_string()).await)?.unwrap_or_default());
+    }
+    Ok(found)
+}
+
+/// Whether `desired` adopts the resource `id`.
+pub fn adopts(desired: &[Desired], id: &str) -> bool {
+    desired.iter().any(|d| d.adopt.as_ref().and_then(|a| a.id()) == Some(id))
 }
 
 /// EC2 tags as a map.

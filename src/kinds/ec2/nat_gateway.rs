@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::{NatGatewayState, ResourceType};
 use aws_sdk_ec2::Client;
 
-use super::{desired, elastic_ip, gone_is_ok, internet_gateway, live, network, put_tags, rules, subnet, tag_map, tag_spec, wait_for};
+use super::{adopts, desired, elastic_ip, gone_is_ok, internet_gateway, live, network, put_tags, rules, subnet, tag_map, tag_spec, wait_for};
 use crate::aws::{required, AwsError, AwsResult};
 use crate::engine::{Delta, Desired, Kind, Live, OnImmutableChange, ReadCache, Rules};
 use crate::spec::model::DeletionPolicy;
@@ -54,7 +54,7 @@ impl Kind for NatGateways {
             .collect()
     }
 
-    async fn observe(&self, env: &EnvSpec, _desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
+    async fn observe(&self, env: &EnvSpec, desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
         let out = super::live_nat_gateways(&self.client, reads).await?;
         Ok(out
             .nat_gateways()
@@ -64,7 +64,8 @@ impl Kind for NatGateways {
                 let l = live(n.nat_gateway_id()?, tag_map(n.tags()))
                     .with(SUBNET, n.subnet_id().unwrap_or_default())
                     .with(ALLOCATION, primary.and_then(|a| a.allocation_id()).unwrap_or_default());
-                l.is_owned_by(&env.env).then_some(l) // the shared read lists every owner's NAT gateways
+                // The shared read lists every owner's NAT gateways.
+                (l.is_owned_by(&env.env) || adopts(desired, &l.handle)).then_some(l)
             })
             .collect())
     }

@@ -48,9 +48,10 @@ impl Kind for SecurityGroups {
             .collect()
     }
 
-    async fn observe(&self, env: &EnvSpec, _desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
+    async fn observe(&self, env: &EnvSpec, desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
         let groups = super::owned_security_groups(&self.client, &env.env, reads).await?;
-        Ok(groups.security_groups().iter().filter_map(group_live).collect())
+        let adopted = super::adopted_security_groups(&self.client, desired, &groups).await?;
+        Ok(groups.security_groups().iter().chain(&adopted).filter_map(group_live).collect())
     }
 
     async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {

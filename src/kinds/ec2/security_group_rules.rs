@@ -11,7 +11,7 @@ use aws_sdk_ec2::Client;
 
 use super::{desired, live, network, rules, security_group, tag_map};
 use crate::aws::{AwsError, AwsResult, ErrorClass};
-use crate::engine::{is_unresolved, reference, Delta, Desired, Kind, Live, ReadCache, Rules};
+use crate::engine::{is_unresolved, reference, Delta, Desired, Kind, Live, Matching, ReadCache, Rules};
 use crate::spec::model::{DeletionPolicy, Ports, Rule};
 use crate::spec::network::parse_port_range;
 use crate::spec::{physical_name, EnvSpec};
@@ -161,7 +161,7 @@ fn rules_live(g: &SecurityGroup) -> Option<Live> {
 #[async_trait]
 impl Kind for SecurityGroupRules {
     fn rules(&self) -> Rules {
-        Rules { immutable: &[GROUP], exclusive: &[INGRESS, EGRESS], ..rules(KIND) }
+        Rules { matching: Matching::Custom, immutable: &[GROUP], exclusive: &[INGRESS, EGRESS], ..rules(KIND) }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
@@ -187,9 +187,16 @@ impl Kind for SecurityGroupRules {
             .collect()
     }
 
-    async fn observe(&self, env: &EnvSpec, _desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
+    async fn observe(&self, env: &EnvSpec, desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
         let groups = super::owned_security_groups(&self.client, &env.env, reads).await?;
-        Ok(groups.security_groups().iter().filter_map(rules_live).collect())
+        let adopted = super::adopted_security_groups(&self.client, desired, &groups).await?;
+        Ok(groups.security_groups().iter().chain(&adopted).filter_map(rules_live).collect())
+    }
+
+    /// The rules of a group this environment owns, or of the group the spec
+    /// adopts for them (`adopt: { ec2.security-group-rules/<id>: { id: sg-… } }`).
+    fn matches(&self, env: &str, desired: &Desired, live: &Live) -> bool {
+        live.is_owned_as(env, &desired.key.id) || desired.adopt.as_ref().and_then(|a| a.id()) == Some(live.field(GROUP))
     }
 
     async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {

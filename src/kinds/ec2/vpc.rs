@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType, VpcAttributeName};
 use aws_sdk_ec2::Client;
 
-use super::{desired, gone_is_ok, live, network, put_tags, rules, tag_map, tag_spec};
+use super::{adopted, desired, gone_is_ok, live, network, put_tags, rules, tag_map, tag_spec};
 use crate::aws::{required, AwsError, AwsResult};
 use crate::engine::{Delta, Desired, Kind, Live, ReadCache, Rules};
 use crate::spec::model::DeletionPolicy;
@@ -60,10 +60,15 @@ impl Kind for Vpcs {
             .with(DNS_HOSTNAMES, n.vpc.enable_dns_hostnames.to_string())]
     }
 
-    async fn observe(&self, env: &EnvSpec, _desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
+    async fn observe(&self, env: &EnvSpec, desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
         let out = super::owned_vpcs(&self.client, &env.env, reads).await?;
+        let known: Vec<&str> = out.vpcs().iter().filter_map(|v| v.vpc_id()).collect();
+        let adopted = adopted(desired, &known, |id| async move {
+            Ok(self.client.describe_vpcs().vpc_ids(id).send().await.aws("EC2.DescribeVpcs")?.vpcs.unwrap_or_default())
+        })
+        .await?;
         let mut found = Vec::new();
-        for vpc in out.vpcs() {
+        for vpc in out.vpcs().iter().chain(&adopted) {
             let Some(id) = vpc.vpc_id() else { continue };
             found.push(
                 live(id, tag_map(vpc.tags()))

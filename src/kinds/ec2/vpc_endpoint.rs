@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::{ResourceType, VpcEndpointType};
 use aws_sdk_ec2::Client;
 
-use super::{desired, gone_is_ok, live, network, owned_by, put_tags, route_table, rules, tag_map, tag_spec, vpc};
+use super::{adopted, desired, gone_is_ok, live, network, owned_by, put_tags, route_table, rules, tag_map, tag_spec, vpc};
 use crate::aws::{required, AwsError, AwsResult};
 use crate::engine::{list_field, list_items, Delta, Desired, Kind, Live, OnImmutableChange, ReadCache, Rules};
 use crate::spec::model::{DeletionPolicy, Tier};
@@ -54,11 +54,17 @@ impl Kind for VpcEndpoints {
             .collect()
     }
 
-    async fn observe(&self, env: &EnvSpec, _desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
+    async fn observe(&self, env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
         let out = self.client.describe_vpc_endpoints().set_filters(Some(owned_by(&env.env))).send().await.aws("EC2.DescribeVpcEndpoints")?;
+        let known: Vec<&str> = out.vpc_endpoints().iter().filter_map(|e| e.vpc_endpoint_id()).collect();
+        let adopted = adopted(desired, &known, |id| async move {
+            Ok(self.client.describe_vpc_endpoints().vpc_endpoint_ids(id).send().await.aws("EC2.DescribeVpcEndpoints")?.vpc_endpoints.unwrap_or_default())
+        })
+        .await?;
         Ok(out
             .vpc_endpoints()
             .iter()
+            .chain(&adopted)
             .filter(|e| !matches!(e.state().map(|s| s.as_str()), Some("deleted" | "deleting")))
             .filter_map(|e| {
                 Some(
