@@ -1,4 +1,4 @@
-//! The command line: `validate`, `schema`, `plan`, `reconcile --once`, `run`.
+//! The command line: `validate`, `schema`, `plan`, `reconcile --once`, `import`, `run`.
 //! Each subcommand is one function returning the process exit status.
 
 use std::net::SocketAddr;
@@ -85,6 +85,20 @@ pub enum Command {
         #[arg(long = "reallocate-whitelist", value_name = "ENTRY")]
         reallocate_whitelist: Vec<String>,
     },
+    /// Write the spec that adopts an environment's existing estate in place: its CloudFormation stacks'
+    /// resources, plus Redis and the user pool found by name (`*-<env>`). Reads only; exit 0 written, 1 error.
+    Import {
+        /// Environment.
+        #[arg(long)]
+        env: String,
+        /// Stacks to read: `*` matches any text, `${env}` is the environment.
+        #[arg(long, default_value = "sentry-*-${env}")]
+        stacks: String,
+        /// Directory to write `<env>.yaml` into (a spec that validates on its own,
+        /// without a base.yaml); without it the YAML goes to stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Reconcile continuously (the daemon). Stops on SIGTERM / SIGINT; SIGHUP re-reads the specs.
     Run {
         /// Environment; repeat for several.
@@ -150,6 +164,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(EXIT_IN_SYNC)
         }
         Command::Plan { env, reallocate_whitelist } => pass(&cli, env, reallocate_whitelist, Mode::Plan).await,
+        Command::Import { env, stacks, out } => import(&cli, env, stacks, out.as_deref()).await,
         Command::Reconcile { once, env, reallocate_whitelist } => {
             if !once {
                 bail!("reconcile needs --once (use `run` for the long-running daemon)");
@@ -231,6 +246,88 @@ fn validate(cli: &Cli, env: Option<&str>) -> anyhow::Result<u8> {
         }
     }
     Ok(if ok { EXIT_IN_SYNC } else { EXIT_ERROR })
+}
+
+/// `import`: writes the adopting spec of `env` to `out` (or stdout), checked
+/// by loading it back, and prints the summary.
+async fn import(cli: &Cli, env: &str, stacks: &str, out: Option<&Path>) -> anyhow::Result<u8> {
+    let config = crate::aws::env_config(cli.region.clone(), None, cli.timeouts()).await;
+    let imported = match crate::import::import(&config, env, stacks).await {
+        Ok(imported) => imported,
+        Err(e) => {
+            eprintln!("import: {e}");
+            return Ok(EXIT_ERROR);
+        }
+    };
+    let header = format!(
+        "Imported by `sentry-operator import --env {env}` from: {}.\nReview it, then `plan`: it must show adoptions only (nothing created, replaced or deleted).",
+        imported.summary.stacks.join(", ")
+    );
+    let text = spec::emit::to_yaml(&serde_json::to_value(&imported.spec)?, &header);
+    let scratch = tempfile_dir()?;
+    let dir = out.unwrap_or(scratch.path());
+    let file = dir.join(format!("{env}.yaml"));
+    if out.is_some() && file.exists() {
+        bail!("{} exists; import writes a new spec: choose an empty --out directory", file.display());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(&file, &text).with_context(|| format!("writing {}", file.display()))?;
+    let checked = spec::load(dir, env);
+    match cli.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "env": env, "file": out.map(|_| file.display().to_string()), "summary": imported.summary }))?
+        ),
+        Output::Text => {
+            if out.is_none() {
+                print!("{text}");
+            }
+            let s = &imported.summary;
+            eprintln!("import {env}: {} stacks, {} resources found, {} mapped to the spec", s.stacks.len(), s.found, s.mapped.len());
+            for (title, lines) in [("mapped", &s.mapped), ("not representable", &s.not_representable), ("skipped", &s.skipped)] {
+                if !lines.is_empty() {
+                    eprintln!("{title}:");
+                    for line in lines.iter() {
+                        eprintln!("  {line}");
+                    }
+                }
+            }
+            if out.is_some() {
+                eprintln!("wrote {}", file.display());
+            }
+        }
+    }
+    if let Err(e) = checked {
+        eprintln!("import: the written spec does not load back (a bug of import; please report it):\n{e}");
+        return Ok(EXIT_ERROR);
+    }
+    Ok(EXIT_IN_SYNC)
+}
+
+/// A scratch directory, removed when dropped.
+fn tempfile_dir() -> anyhow::Result<ScratchDir> {
+    let path = std::env::temp_dir().join(format!(
+        "sentry-operator-import-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    ));
+    std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+    Ok(ScratchDir(path))
+}
+
+/// A directory removed on drop.
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Loads a spec, printing every error; `None` when it is invalid.

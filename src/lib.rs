@@ -5,6 +5,7 @@
 //! - [`engine`]: the generic observe → diff → plan → apply loop and its report.
 //! - [`kinds`]: one module per AWS resource kind.
 //! - [`aws`]: SDK configuration, request counting, error classification.
+//! - [`import`]: `import`, a spec that adopts an estate built with CloudFormation.
 //! - [`runtime`]: one environment's configuration, clients and request counter, reused across passes.
 //! - [`daemon`]: `run`, the controller: intervals, lease, health and metrics endpoint.
 //! - [`alerts`]: drift alerts to CloudWatch Logs in Embedded Metric Format.
@@ -16,6 +17,7 @@ pub mod aws;
 pub mod cli;
 pub mod daemon;
 pub mod engine;
+pub mod import;
 pub mod kinds;
 pub mod runtime;
 pub mod spec;

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use super::{Delta, Desired, FieldChange, Live, OnImmutableChange, Ownership, ResourceKey, Rules, TAG_MANAGED_BY};
-use crate::spec::validate::is_reserved_tag;
 use crate::spec::model::{DeletionPolicy, DriftPolicy};
+use crate::spec::validate::is_reserved_tag;
 
 /// What the engine will do with one resource.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -196,7 +196,10 @@ fn decide_existing(rules: &Rules, env: &str, d: Desired, l: Live) -> Step {
         );
         (Action::Blocked, Some(why))
     } else if adopting {
-        (Action::Adopt, Some(format!("adopting {}: ownership tags added{}", l.handle, if delta.fields.is_empty() { "" } else { ", the listed fields changed" })))
+        (
+            Action::Adopt,
+            Some(format!("adopting {}: ownership tags added{}", l.handle, if delta.fields.is_empty() { "" } else { ", the listed fields changed" })),
+        )
     } else if !immutable.is_empty() && rules.on_immutable_change != OnImmutableChange::Block {
         (Action::Replace, Some(format!("{} cannot change in place: the resource is replaced", immutable.join(", "))))
     } else if !immutable.is_empty() {

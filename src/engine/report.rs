@@ -212,7 +212,8 @@ impl Report {
         }
         let s = &self.summary;
         if self.mode == Mode::Plan {
-            let _ = write!(out, "\nPlan: {} to create, {} to adopt, {} to update, {} to delete, {} unchanged", s.create, s.adopt, s.update, s.delete, s.unchanged);
+            let _ =
+                write!(out, "\nPlan: {} to create, {} to adopt, {} to update, {} to delete, {} unchanged", s.create, s.adopt, s.update, s.delete, s.unchanged);
         } else {
             let _ = write!(out, "\nApplied: {} created, {} adopted, {} updated, {} deleted, {} unchanged", s.create, s.adopt, s.update, s.delete, s.unchanged);
         }

@@ -75,7 +75,7 @@ where
 /// Sections of `spec` that are parsed and validated but that no registered
 /// kind reconciles yet; reported so that nobody mistakes them for converged.
 pub fn unreconciled_sections(spec: &Spec) -> Vec<&'static str> {
-    let capacity = spec.compute.as_ref().is_some_and(|c| !c.clusters.is_empty());
+    let capacity = spec.compute.as_ref().is_some_and(|c| c.clusters.values().any(|cluster| cluster.instance_type.is_some()));
     [("compute.clusters EC2 capacity (instance type, min/max/desired)", capacity)].into_iter().filter_map(|(name, present)| present.then_some(name)).collect()
 }
 

@@ -139,8 +139,10 @@ impl Kind for Queues {
             .iter()
             .map(|(id, q)| {
                 let a = q.attributes().or(&messaging.queue_defaults);
-                let mut d =
-                    Desired { adopt: q.adopt.then_some(Adoption::ByName), ..Desired::new(KIND, id, q.physical_name(id, &env.env), ownership_tags(env, id, q.deletion_policy, &q.tags)) };
+                let mut d = Desired {
+                    adopt: q.adopt.then_some(Adoption::ByName),
+                    ..Desired::new(KIND, id, q.physical_name(id, &env.env), ownership_tags(env, id, q.deletion_policy, &q.tags))
+                };
                 for (field, value) in [
                     (VISIBILITY_TIMEOUT, a.visibility_timeout_seconds),
                     (RETENTION, a.message_retention_seconds),

@@ -22,7 +22,7 @@ pub struct Compute {
 }
 
 /// An ECS cluster with its EC2 capacity.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Cluster {
     /// Physical name; default `sentry-<id>-<env>`.
@@ -30,14 +30,16 @@ pub struct Cluster {
     /// CloudWatch Container Insights.
     #[serde(default)]
     pub container_insights: bool,
-    /// EC2 instance type (ARM64), e.g. `t4g.small`.
-    pub instance_type: String,
+    /// EC2 instance type (ARM64), e.g. `t4g.small`; with the three sizes, the
+    /// cluster's EC2 capacity (all four or none: a cluster imported without
+    /// its capacity leaves it unmanaged).
+    pub instance_type: Option<String>,
     /// Auto Scaling group minimum.
-    pub min_size: u32,
+    pub min_size: Option<u32>,
     /// Auto Scaling group maximum.
-    pub max_size: u32,
+    pub max_size: Option<u32>,
     /// Auto Scaling group desired capacity.
-    pub desired_capacity: u32,
+    pub desired_capacity: Option<u32>,
     /// Capacity providers attached to the cluster.
     #[serde(default)]
     pub capacity_providers: Vec<String>,
@@ -118,11 +120,13 @@ fn two_hundred() -> u32 {
 impl Checker {
     pub(super) fn compute(&mut self, c: &Compute, groups: &BTreeSet<&str>, log_groups: &BTreeSet<&str>) {
         for (id, cluster) in &c.clusters {
-            if !(cluster.min_size <= cluster.desired_capacity && cluster.desired_capacity <= cluster.max_size) {
-                self.err(
+            match (&cluster.instance_type, cluster.min_size, cluster.desired_capacity, cluster.max_size) {
+                (Some(_), Some(min), Some(desired), Some(max)) if !(min <= desired && desired <= max) => self.err(
                     &["compute", "clusters", id, "desiredCapacity"],
-                    format!("need minSize <= desiredCapacity <= maxSize; got {} <= {} <= {}", cluster.min_size, cluster.desired_capacity, cluster.max_size),
-                );
+                    format!("need minSize <= desiredCapacity <= maxSize; got {min} <= {desired} <= {max}"),
+                ),
+                (Some(_), Some(_), Some(_), Some(_)) | (None, None, None, None) => {}
+                _ => self.err(&["compute", "clusters", id], "EC2 capacity needs instanceType, minSize, maxSize and desiredCapacity together (or none of them)"),
             }
         }
         for (id, td) in &c.task_definitions {

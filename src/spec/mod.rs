@@ -6,6 +6,7 @@ pub mod adopt;
 pub mod compute;
 pub mod data;
 pub mod de;
+pub mod emit;
 pub mod identity;
 pub mod messaging;
 pub mod model;
@@ -254,6 +255,7 @@ fn structure(tree: &Node) -> Result<Spec, Vec<SpecError>> {
             "compute" => section(key, node, &mut errors, |v| spec.compute = v),
             "identity" => section(key, node, &mut errors, |v| spec.identity = v),
             "observability" => section(key, node, &mut errors, |v| spec.observability = v),
+            "adopt" => section(key, node, &mut errors, |v| spec.adopt = v),
             _ => errors.push(SpecError {
                 loc: key.loc.clone(),
                 path: name.to_string(),

@@ -7,6 +7,7 @@ mod daemon;
 mod data;
 pub mod faults;
 mod harness;
+mod import;
 mod invalid_specs;
 mod network;
 mod security;

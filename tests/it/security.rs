@@ -40,6 +40,7 @@ fn iam_action(operation: &str) -> String {
         "Cognito" => "cognito-idp",
         "ECS" => "ecs",
         "Logs" => "logs",
+        "CloudFormation" => "cloudformation",
         other => panic!("unknown service {other} in {operation}"),
     };
     format!("{prefix}:{action}")

@@ -33,7 +33,9 @@ use super::{desired, gone_is_ok, live, network, put_tags, rules, tag_map, tag_sp
 use crate::aws::{required, AwsError, AwsResult, ErrorClass};
 use crate::engine::apply::{with_retries, RetryPolicy};
 use crate::engine::plan::{Action, Step};
-use crate::engine::{is_unresolved, reference, Adoption, Delta, Desired, Finding, FindingClass, Kind, Live, Matching, ReadCache, Review, Rules, TAG_ENV, TAG_ID};
+use crate::engine::{
+    is_unresolved, reference, Adoption, Delta, Desired, Finding, FindingClass, Kind, Live, Matching, ReadCache, Review, Rules, TAG_ENV, TAG_ID,
+};
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::EnvSpec;
 

@@ -63,10 +63,13 @@ impl Kind for Vpcs {
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
         let out = super::owned_vpcs(&self.client, &env.env, reads).await?;
         let known: Vec<&str> = out.vpcs().iter().filter_map(|v| v.vpc_id()).collect();
-        let adopted = adopted(desired, &known, |id| async move {
-            Ok(self.client.describe_vpcs().vpc_ids(id).send().await.aws("EC2.DescribeVpcs")?.vpcs.unwrap_or_default())
-        })
-        .await?;
+        let adopted =
+            adopted(
+                desired,
+                &known,
+                |id| async move { Ok(self.client.describe_vpcs().vpc_ids(id).send().await.aws("EC2.DescribeVpcs")?.vpcs.unwrap_or_default()) },
+            )
+            .await?;
         let mut found = Vec::new();
         for vpc in out.vpcs().iter().chain(&adopted) {
             let Some(id) = vpc.vpc_id() else { continue };

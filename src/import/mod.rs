@@ -1,0 +1,347 @@
+//! `import`: reads the estate an environment already has (built with
+//! CloudFormation, stacks `sentry-*-<env>` by default, or by hand) and writes
+//! the spec that adopts all of it in place: the live names and settings, every
+//! whitelist address pinned, and one `adopt` entry per resource, so that
+//! `plan` over it shows adoptions only: nothing created, replaced or deleted.
+//!
+//! Read-only: it never writes to AWS. Discovery goes through the stacks'
+//! resources (logical id → physical id), since CloudFormation's own tags are
+//! not on every resource; Redis replication groups and Cognito user pools are
+//! also found by name (`*-<env>`), as they are often made outside the stacks.
+
+mod network;
+mod services;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use aws_config::SdkConfig;
+use serde::Serialize;
+
+use crate::aws::{AwsError, AwsResult, CallCounter};
+use crate::sdk_client;
+use crate::spec::model::{AdoptTarget, Spec};
+
+/// What `import` found and made of it.
+#[derive(Debug)]
+pub struct Imported {
+    /// The spec that adopts the estate.
+    pub spec: Spec,
+    /// What was found, mapped, left out and why.
+    pub summary: Summary,
+}
+
+/// The summary `import` prints.
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    /// The stacks read.
+    pub stacks: Vec<String>,
+    /// Resources found (stack resources, and those found by name).
+    pub found: usize,
+    /// Spec resources made of them: `kind/id ← physical id`.
+    pub mapped: Vec<String>,
+    /// Resources the spec language cannot describe, with why.
+    pub not_representable: Vec<String>,
+    /// Resources left out on purpose (represented by another, or not the operator's), with why.
+    pub skipped: Vec<String>,
+}
+
+/// Why `import` could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// An AWS read failed.
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    /// The stacks or resources are not something a spec can be made of.
+    #[error("{0}")]
+    Input(String),
+}
+
+/// One resource of a stack.
+#[derive(Debug, Clone)]
+pub struct StackResource {
+    /// The stack's name.
+    pub stack: String,
+    /// Its logical id in the template.
+    pub logical_id: String,
+    /// Its physical id (an id, a name, a URL or an address, by type).
+    pub physical_id: String,
+    /// Its CloudFormation type, e.g. `AWS::EC2::VPC`.
+    pub resource_type: String,
+}
+
+/// What the operator makes of a CloudFormation resource type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mapping {
+    /// A resource of this kind.
+    Kind(&'static str),
+    /// Part of another resource, described with it (a route with its table).
+    PartOf(&'static str),
+    /// No kind describes it (yet), with why.
+    NotRepresentable(&'static str),
+}
+
+/// The operator's mapping of each CloudFormation resource type.
+pub fn mapping(resource_type: &str) -> Mapping {
+    use crate::kinds::{cognito, dynamodb, ec2, ecs, elasticache, logs, sqs};
+    match resource_type {
+        "AWS::EC2::VPC" => Mapping::Kind(ec2::vpc::KIND),
+        "AWS::EC2::Subnet" => Mapping::Kind(ec2::subnet::KIND),
+        "AWS::EC2::InternetGateway" => Mapping::Kind(ec2::internet_gateway::KIND),
+        "AWS::EC2::EIP" => Mapping::Kind(ec2::elastic_ip::KIND),
+        "AWS::EC2::NatGateway" => Mapping::Kind(ec2::nat_gateway::KIND),
+        "AWS::EC2::RouteTable" => Mapping::Kind(ec2::route_table::KIND),
+        "AWS::EC2::SecurityGroup" => Mapping::Kind(ec2::security_group::KIND),
+        "AWS::EC2::VPCEndpoint" => Mapping::Kind(ec2::vpc_endpoint::KIND),
+        "AWS::EC2::FlowLog" => Mapping::Kind(ec2::flow_log::KIND),
+        "AWS::SQS::Queue" => Mapping::Kind(sqs::KIND),
+        "AWS::DynamoDB::Table" => Mapping::Kind(dynamodb::KIND),
+        "AWS::ElastiCache::ReplicationGroup" => Mapping::Kind(elasticache::replication_group::KIND),
+        "AWS::ElastiCache::SubnetGroup" => Mapping::Kind(elasticache::subnet_group::KIND),
+        "AWS::Cognito::UserPool" => Mapping::Kind(cognito::user_pool::KIND),
+        "AWS::Cognito::UserPoolGroup" => Mapping::Kind(cognito::group::KIND),
+        "AWS::Cognito::UserPoolClient" => Mapping::Kind(cognito::app_client::KIND),
+        "AWS::ECS::Cluster" => Mapping::Kind(ecs::cluster::KIND),
+        "AWS::Logs::LogGroup" => Mapping::Kind(logs::KIND),
+        "AWS::EC2::VPCGatewayAttachment" => Mapping::PartOf("the internet gateway's attachment"),
+        "AWS::EC2::Route" => Mapping::PartOf("a route of its route table"),
+        "AWS::EC2::SubnetRouteTableAssociation" => Mapping::PartOf("an association of its route table"),
+        "AWS::EC2::SecurityGroupIngress" | "AWS::EC2::SecurityGroupEgress" => Mapping::PartOf("a rule of its security group"),
+        "AWS::EC2::EIPAssociation" => Mapping::PartOf("the whitelist address's attachment"),
+        "AWS::ECS::TaskDefinition" | "AWS::ECS::Service" => {
+            Mapping::NotRepresentable("task definitions and services are not imported yet: write them in the spec")
+        }
+        "AWS::ECS::CapacityProvider" | "AWS::ECS::ClusterCapacityProviderAssociations" => Mapping::NotRepresentable("EC2 capacity has no kind yet"),
+        "AWS::AutoScaling::AutoScalingGroup" | "AWS::EC2::LaunchTemplate" | "AWS::ApplicationAutoScaling::ScalableTarget" => {
+            Mapping::NotRepresentable("EC2 capacity and scaling have no kind yet")
+        }
+        "AWS::IAM::Role" | "AWS::IAM::InstanceProfile" | "AWS::IAM::Policy" | "AWS::IAM::ManagedPolicy" => {
+            Mapping::NotRepresentable("IAM roles have no kind yet")
+        }
+        "AWS::SecretsManager::Secret" => Mapping::NotRepresentable("secrets have no kind yet"),
+        t if t.starts_with("AWS::ElasticLoadBalancingV2::") => Mapping::NotRepresentable("the load balancer has no kind yet"),
+        t if t.starts_with("AWS::ECR::") => Mapping::NotRepresentable("image repositories have no kind yet"),
+        t if t.starts_with("AWS::CloudWatch::") || t.starts_with("AWS::SNS::") => Mapping::NotRepresentable("alarms and topics have no kind yet"),
+        t if t.starts_with("AWS::KMS::") => Mapping::NotRepresentable("KMS keys have no kind yet"),
+        _ => Mapping::NotRepresentable("no kind of the operator describes this type"),
+    }
+}
+
+/// Whether `name` matches `glob` (`*` matches any run of characters).
+pub fn glob_matches(glob: &str, name: &str) -> bool {
+    let parts: Vec<&str> = glob.split('*').collect();
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if parts.len() == 1 {
+        return glob == name;
+    }
+    if !name.starts_with(first) || !name[first.len()..].ends_with(last) || name.len() < first.len() + last.len() {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// A readable spec id from a CloudFormation logical id: words in kebab case,
+/// with the type's own word dropped (`PublicSubnetA` → `public-a`,
+/// `AlbSecurityGroup` → `alb`, `MasterOrderQueue` → `master-order`).
+pub fn spec_id(logical_id: &str, type_words: &[&str]) -> String {
+    let mut words: Vec<String> = Vec::new();
+    let mut word = String::new();
+    let chars: Vec<char> = logical_id.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        let boundary = c.is_ascii_uppercase()
+            && !word.is_empty()
+            && (chars[i - 1].is_ascii_lowercase() || chars[i - 1].is_ascii_digit() || chars.get(i + 1).is_some_and(|n| n.is_ascii_lowercase()));
+        let digit_boundary = c.is_ascii_digit() && chars.get(i.wrapping_sub(1)).is_some_and(|p| p.is_ascii_alphabetic());
+        if (boundary || digit_boundary || !c.is_ascii_alphanumeric()) && !word.is_empty() {
+            words.push(std::mem::take(&mut word));
+        }
+        if c.is_ascii_alphanumeric() {
+            word.push(c.to_ascii_lowercase());
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    let kept: Vec<String> = words.iter().filter(|w| !type_words.contains(&w.as_str())).cloned().collect();
+    let chosen = if kept.is_empty() { words } else { kept };
+    chosen.join("-")
+}
+
+/// `id`, or `id-2`, `id-3`, … if `taken` has it; the result is taken.
+fn unique(id: String, taken: &mut BTreeSet<String>) -> String {
+    let mut candidate = id.clone();
+    let mut n = 2;
+    while !taken.insert(candidate.clone()) {
+        candidate = format!("{id}-{n}");
+        n += 1;
+    }
+    candidate
+}
+
+/// What building the spec shares: the environment, the resources found by
+/// kind, the adoption entries and the summary so far.
+struct Context {
+    env: String,
+    /// The imported subnets' tiers, by subnet id (`subnet-…`).
+    tiers: Option<Vec<(String, crate::spec::model::Tier)>>,
+    by_kind: BTreeMap<&'static str, Vec<StackResource>>,
+    adopt: BTreeMap<String, AdoptTarget>,
+    summary: Summary,
+}
+
+impl Context {
+    /// The stack resources of `kind`.
+    fn of(&self, kind: &str) -> Vec<StackResource> {
+        self.by_kind.get(kind).cloned().unwrap_or_default()
+    }
+
+    /// Records that spec resource `kind/id` adopts `physical` (by `target`).
+    fn adopt(&mut self, kind: &str, id: &str, physical: &str, target: AdoptTarget) {
+        self.summary.mapped.push(format!("{kind}/{id} <- {physical}"));
+        self.adopt.insert(format!("{kind}/{id}"), target);
+    }
+
+    /// Records a resource the spec cannot describe.
+    fn not_representable(&mut self, what: String) {
+        self.summary.not_representable.push(what);
+    }
+}
+
+/// Adoption by identifier.
+fn by_id(id: &str) -> AdoptTarget {
+    AdoptTarget { id: Some(id.to_string()), ..AdoptTarget::default() }
+}
+
+/// Imports environment `env` from the stacks matching `stack_glob`
+/// (`${env}` in it is replaced). Reads only.
+pub async fn import(config: &SdkConfig, env: &str, stack_glob: &str) -> Result<Imported, ImportError> {
+    let counter = CallCounter::default();
+    let glob = stack_glob.replace("${env}", env);
+    let cfn = sdk_client!(aws_sdk_cloudformation, config, counter);
+    let stacks: Vec<String> = cfn
+        .describe_stacks()
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .aws("CloudFormation.DescribeStacks")?
+        .into_iter()
+        .filter(|s| s.stack_status().is_some_and(|st| !st.as_str().starts_with("DELETE_")))
+        .filter_map(|s| s.stack_name().map(str::to_string))
+        .collect();
+    let mut matched: Vec<String> = stacks.iter().filter(|s| glob_matches(&glob, s)).cloned().collect();
+    matched.sort();
+    if matched.is_empty() {
+        let known = if stacks.is_empty() { "none".to_string() } else { stacks.join(", ") };
+        return Err(ImportError::Input(format!("no CloudFormation stack matches {glob:?} (stacks in this account and region: {known}); use --stacks GLOB")));
+    }
+    let mut resources = Vec::new();
+    for stack in &matched {
+        let listed = cfn.list_stack_resources().stack_name(stack).into_paginator().items().send().try_collect().await;
+        for r in listed.aws("CloudFormation.ListStackResources")? {
+            let (Some(logical_id), Some(physical_id), Some(resource_type)) = (r.logical_resource_id(), r.physical_resource_id(), r.resource_type()) else {
+                continue;
+            };
+            if r.resource_status().is_some_and(|s| s.as_str().starts_with("DELETE_") || s.as_str().ends_with("_FAILED")) {
+                continue;
+            }
+            resources.push(StackResource {
+                stack: stack.clone(),
+                logical_id: logical_id.to_string(),
+                physical_id: physical_id.to_string(),
+                resource_type: resource_type.to_string(),
+            });
+        }
+    }
+    let mut ctx = Context {
+        env: env.to_string(),
+        tiers: None,
+        by_kind: BTreeMap::new(),
+        adopt: BTreeMap::new(),
+        summary: Summary { stacks: matched, ..Summary::default() },
+    };
+    ctx.summary.found = resources.len();
+    let mut claimed: BTreeMap<(String, String), String> = BTreeMap::new();
+    for r in resources {
+        let claim = (r.resource_type.clone(), r.physical_id.clone());
+        // Parts (routes, associations) may share a physical id; resources may not.
+        let resource = matches!(mapping(&r.resource_type), Mapping::Kind(_));
+        if let Some(other) = claimed.insert(claim, format!("{} {}", r.stack, r.logical_id)).filter(|_| resource) {
+            return Err(ImportError::Input(format!(
+                "{} {} is claimed by two stacks: {other} and {} {}; a resource can be adopted once",
+                r.resource_type, r.physical_id, r.stack, r.logical_id
+            )));
+        }
+        match mapping(&r.resource_type) {
+            Mapping::Kind(kind) => ctx.by_kind.entry(kind).or_default().push(r),
+            Mapping::PartOf(what) => ctx.summary.skipped.push(format!("{} {} ({}): described as {what}", r.resource_type, r.logical_id, r.stack)),
+            Mapping::NotRepresentable(why) => ctx.not_representable(format!("{} {} ({}): {why}", r.resource_type, r.logical_id, r.stack)),
+        }
+    }
+    let mut spec = Spec { region: config.region().map(|r| r.to_string()), ..Spec::default() };
+    spec.network = network::build(&mut ctx, &sdk_client!(aws_sdk_ec2, config, counter)).await?;
+    spec.messaging = services::messaging(&mut ctx, &sdk_client!(aws_sdk_sqs, config, counter)).await?;
+    let mut data = services::tables(&mut ctx, &sdk_client!(aws_sdk_dynamodb, config, counter)).await?;
+    data.redis = services::redis(&mut ctx, &sdk_client!(aws_sdk_elasticache, config, counter)).await?;
+    spec.data = (!data.tables.is_empty() || data.redis.is_some()).then_some(data);
+    spec.identity = services::identity(&mut ctx, &sdk_client!(aws_sdk_cognitoidentityprovider, config, counter)).await?;
+    spec.observability = services::log_groups(&mut ctx, &sdk_client!(aws_sdk_cloudwatchlogs, config, counter)).await?;
+    spec.compute = services::clusters(&mut ctx, &sdk_client!(aws_sdk_ecs, config, counter)).await?;
+    spec.adopt = ctx.adopt;
+    Ok(Imported { spec, summary: ctx.summary })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_supported_type_maps_to_its_kind() {
+        assert_eq!(mapping("AWS::EC2::VPC"), Mapping::Kind("ec2.vpc"));
+        assert_eq!(mapping("AWS::EC2::EIP"), Mapping::Kind("ec2.elastic-ip"));
+        assert_eq!(mapping("AWS::EC2::NatGateway"), Mapping::Kind("ec2.nat-gateway"));
+        assert_eq!(mapping("AWS::SQS::Queue"), Mapping::Kind("sqs.queue"));
+        assert_eq!(mapping("AWS::DynamoDB::Table"), Mapping::Kind("dynamodb.table"));
+        assert_eq!(mapping("AWS::ECS::Cluster"), Mapping::Kind("ecs.cluster"));
+        assert_eq!(mapping("AWS::Logs::LogGroup"), Mapping::Kind("logs.log-group"));
+        assert_eq!(mapping("AWS::Cognito::UserPool"), Mapping::Kind("cognito.user-pool"));
+        assert_eq!(mapping("AWS::ElastiCache::ReplicationGroup"), Mapping::Kind("elasticache.replication-group"));
+        assert!(matches!(mapping("AWS::EC2::Route"), Mapping::PartOf(_)));
+        assert!(matches!(mapping("AWS::EC2::SubnetRouteTableAssociation"), Mapping::PartOf(_)));
+        assert!(matches!(mapping("AWS::IAM::Role"), Mapping::NotRepresentable(_)));
+        assert!(matches!(mapping("AWS::Made::Up"), Mapping::NotRepresentable(_)));
+    }
+
+    #[test]
+    fn stack_globs() {
+        assert!(glob_matches("sentry-*-dev", "sentry-vpc-dev"));
+        assert!(glob_matches("sentry-*-dev", "sentry-cluster-oms-dev"));
+        assert!(!glob_matches("sentry-*-dev", "sentry-vpc-prod"));
+        assert!(!glob_matches("sentry-*-dev", "other-vpc-dev"));
+        assert!(glob_matches("sentry-vpc-dev", "sentry-vpc-dev"));
+        assert!(!glob_matches("sentry-*-dev", "sentry-dev"), "the * stands for at least the dash between");
+        assert!(glob_matches("*", "anything"));
+    }
+
+    #[test]
+    fn readable_ids_from_logical_ids() {
+        assert_eq!(spec_id("PublicSubnetA", &["subnet"]), "public-a");
+        assert_eq!(spec_id("AlbSecurityGroup", &["security", "group"]), "alb");
+        assert_eq!(spec_id("MasterOrderQueue", &["queue"]), "master-order");
+        assert_eq!(spec_id("MasterOrderDLQ", &["queue"]), "master-order-dlq");
+        assert_eq!(spec_id("WhitelistEip1", &["eip"]), "whitelist-1");
+        assert_eq!(spec_id("NatGatewayA", &["gateway"]), "nat-a");
+        assert_eq!(spec_id("Queue", &["queue"]), "queue", "a name of type words only is kept");
+        let mut taken = BTreeSet::new();
+        assert_eq!(unique("a".into(), &mut taken), "a");
+        assert_eq!(unique("a".into(), &mut taken), "a-2");
+    }
+}
