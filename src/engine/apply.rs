@@ -509,6 +509,65 @@ mod tests {
         EnvSpec { env: "dev".into(), spec: Default::default(), reallocate_whitelist: Default::default() }
     }
 
+    /// A [`Fake`] with other rules, and only its resource `only` when given.
+    struct Variant {
+        fake: Fake,
+        rules: Rules,
+        only: Option<&'static str>,
+    }
+
+    #[async_trait]
+    impl Kind for Variant {
+        fn rules(&self) -> Rules {
+            self.rules
+        }
+        fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
+            self.fake.desired(env).into_iter().filter(|d| self.only.is_none_or(|id| d.key.id == id)).collect()
+        }
+        async fn observe(&self, env: &EnvSpec, desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
+            self.fake.observe(env, desired, reads).await
+        }
+        async fn create(&self, desired: &Desired, token: &str, reads: &ReadCache) -> Result<String, AwsError> {
+            self.fake.create(desired, token, reads).await
+        }
+        async fn update(&self, d: &Desired, l: &Live, delta: &Delta) -> Result<(), AwsError> {
+            self.fake.update(d, l, delta).await
+        }
+        async fn delete(&self, l: &Live, reads: &ReadCache) -> Result<(), AwsError> {
+            self.fake.delete(l, reads).await
+        }
+    }
+
+    /// `env()` whose spec adopts `key` by identifier `id`.
+    fn adopting(key: &str, id: &str) -> EnvSpec {
+        let mut env = env();
+        env.spec.adopt.insert(key.into(), crate::spec::model::AdoptTarget { id: Some(id.into()), ..Default::default() });
+        env
+    }
+
+    #[tokio::test]
+    async fn a_missing_adopt_id_stops_the_pass_unless_the_kind_is_stateless() {
+        let kinds: Vec<Box<dyn Kind>> = vec![Box::new(Fake::new(None, false))];
+        let counter = CallCounter::default();
+        let report = reconcile(&adopting("fake/b", "gone-1"), &kinds, &counter, Mode::Apply, &RetryPolicy::default(), None).await;
+        assert!(report.errors.iter().any(|e| e.contains("adopt.fake/b: gone-1 does not exist")), "{:?}", report.errors);
+        assert!(report.resources.iter().all(|s| s.outcome.is_none()), "nothing is written: {:?}", report.resources);
+
+        let report = reconcile(&adopting("fake/z", "x"), &kinds, &counter, Mode::Plan, &RetryPolicy::default(), None).await;
+        assert!(report.errors.iter().any(|e| e.contains("adopt.fake/z: names no resource of the spec")), "{:?}", report.errors);
+
+        let kinds: Vec<Box<dyn Kind>> = vec![Box::new(Variant {
+            fake: Fake::new(None, false),
+            rules: Rules { on_immutable_change: OnImmutableChange::Replace, ..Rules::new("fake") },
+            only: None,
+        })];
+        let report = reconcile(&adopting("fake/b", "gone-1"), &kinds, &counter, Mode::Apply, &RetryPolicy::default(), None).await;
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        let b = report.resources.iter().find(|s| s.key.id == "b").expect("b");
+        assert_eq!((b.action, b.outcome.clone()), (Action::Create, Some(Outcome::Applied)));
+        assert!(b.note.as_deref().unwrap_or("").contains("no longer exists: created anew"), "{:?}", b.note);
+    }
+
     async fn pass(kind: Fake, mode: Mode) -> Report {
         let kinds: Vec<Box<dyn Kind>> = vec![Box::new(kind)];
         reconcile(&env(), &kinds, &CallCounter::default(), mode, &RetryPolicy::default(), None).await
@@ -587,36 +646,12 @@ mod tests {
     /// observes networking): `a` waits for it.
     #[tokio::test]
     async fn what_depends_on_a_resource_left_to_another_pass_waits_for_it() {
-        struct OnlyB(Fake);
-        #[async_trait]
-        impl Kind for OnlyB {
-            fn rules(&self) -> Rules {
-                Rules { scope: Scope::Fast, ..Rules::new("fake-b") }
-            }
-            fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
-                self.0
-                    .desired(env)
-                    .into_iter()
-                    .filter(|d| d.key.id == "b")
-                    .map(|d| Desired { key: ResourceKey { kind: "fake", id: "b".into() }, ..d })
-                    .collect()
-            }
-            async fn observe(&self, env: &EnvSpec, desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
-                self.0.observe(env, desired, reads).await
-            }
-            async fn create(&self, desired: &Desired, token: &str, reads: &ReadCache) -> Result<String, AwsError> {
-                self.0.create(desired, token, reads).await
-            }
-            async fn update(&self, d: &Desired, l: &Live, delta: &Delta) -> Result<(), AwsError> {
-                self.0.update(d, l, delta).await
-            }
-            async fn delete(&self, l: &Live, reads: &ReadCache) -> Result<(), AwsError> {
-                self.0.delete(l, reads).await
-            }
-        }
         let others = Fake::new(None, false);
         let creates = others.creates.clone();
-        let kinds: Vec<Box<dyn Kind>> = vec![Box::new(OnlyB(Fake::new(None, false))), Box::new(others)];
+        let kinds: Vec<Box<dyn Kind>> = vec![
+            Box::new(Variant { fake: Fake::new(None, false), rules: Rules { scope: Scope::Fast, ..Rules::new("fake-b") }, only: Some("b") }),
+            Box::new(others),
+        ];
         let report = reconcile(&env(), &kinds, &CallCounter::default(), Mode::Apply, &RetryPolicy::default(), Some(Scope::Fast)).await;
         assert!(report.resources.iter().any(|s| s.key.id == "b" && s.outcome == Some(Outcome::Deferred)), "the other pass's b is left to it");
         let a = report.resources.iter().find(|s| s.key.id == "a").and_then(|s| s.outcome.clone());

@@ -426,6 +426,26 @@ mod tests {
     }
 
     #[test]
+    fn adoption_never_replaces_never_takes_a_foreign_resource_and_leaves_aws_tags_alone() {
+        let adopting = |f: &[(&str, &str)]| Desired { adopt: Some(crate::engine::Adoption::ByName), ..desired("a", f, &[]) };
+        let replace = Rules { on_immutable_change: OnImmutableChange::Replace, ..RULES };
+        let steps = plan(replace, vec![adopting(&[("fifo", "true")])], vec![live("a", &[("fifo", "false")], Tags::new())]);
+        assert_eq!(steps[0].action, Action::Blocked, "a replaceable kind is still never replaced when adopting");
+        assert!(steps[0].note.as_deref().unwrap_or("").contains("never replaced"), "{:?}", steps[0].note);
+
+        let foreign: Tags = [(TAG_MANAGED_BY.to_string(), "terraform".to_string())].into();
+        let steps = plan(RULES, vec![adopting(&[])], vec![live("a", &[], foreign)]);
+        assert_eq!(steps[0].action, Action::Skip, "managed by another tool: never adopted");
+
+        let mut d = desired("a", &[], &[]);
+        d.tags.insert("aws:cloudformation:stack-name".into(), "mine".into());
+        let mut owned = tags("dev", "a", "retain");
+        owned.insert("aws:cloudformation:stack-name".into(), "theirs".into());
+        let steps = plan(RULES, vec![d], vec![live("a", &[], owned)]);
+        assert_eq!(steps[0].action, Action::Noop, "aws:* tags are never compared");
+    }
+
+    #[test]
     fn adoption_adds_ownership_tags() {
         let mut d = desired("a", &[("x", "1")], &[]);
         d.adopt = Some(crate::engine::Adoption::ByName);

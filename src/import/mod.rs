@@ -214,6 +214,29 @@ impl Context {
     }
 }
 
+/// Sorts stack resources by what the operator makes of them; a resource that
+/// two stacks claim is an error (it could be adopted twice).
+fn sort(ctx: &mut Context, resources: Vec<StackResource>) -> Result<(), ImportError> {
+    let mut claimed: BTreeMap<(String, String), String> = BTreeMap::new();
+    for r in resources {
+        let claim = (r.resource_type.clone(), r.physical_id.clone());
+        // Parts (routes, associations) may share a physical id; resources may not.
+        let resource = matches!(mapping(&r.resource_type), Mapping::Kind(_));
+        if let Some(other) = claimed.insert(claim, format!("{} {}", r.stack, r.logical_id)).filter(|_| resource) {
+            return Err(ImportError::Input(format!(
+                "{} {} is claimed by two stacks: {other} and {} {}; a resource can be adopted once",
+                r.resource_type, r.physical_id, r.stack, r.logical_id
+            )));
+        }
+        match mapping(&r.resource_type) {
+            Mapping::Kind(kind) => ctx.by_kind.entry(kind).or_default().push(r),
+            Mapping::PartOf(what) => ctx.summary.skipped.push(format!("{} {} ({}): described as {what}", r.resource_type, r.logical_id, r.stack)),
+            Mapping::NotRepresentable(why) => ctx.not_representable(format!("{} {} ({}): {why}", r.resource_type, r.logical_id, r.stack)),
+        }
+    }
+    Ok(())
+}
+
 /// Adoption by identifier.
 fn by_id(id: &str) -> AdoptTarget {
     AdoptTarget { id: Some(id.to_string()), ..AdoptTarget::default() }
@@ -269,23 +292,7 @@ pub async fn import(config: &SdkConfig, env: &str, stack_glob: &str) -> Result<I
         summary: Summary { stacks: matched, ..Summary::default() },
     };
     ctx.summary.found = resources.len();
-    let mut claimed: BTreeMap<(String, String), String> = BTreeMap::new();
-    for r in resources {
-        let claim = (r.resource_type.clone(), r.physical_id.clone());
-        // Parts (routes, associations) may share a physical id; resources may not.
-        let resource = matches!(mapping(&r.resource_type), Mapping::Kind(_));
-        if let Some(other) = claimed.insert(claim, format!("{} {}", r.stack, r.logical_id)).filter(|_| resource) {
-            return Err(ImportError::Input(format!(
-                "{} {} is claimed by two stacks: {other} and {} {}; a resource can be adopted once",
-                r.resource_type, r.physical_id, r.stack, r.logical_id
-            )));
-        }
-        match mapping(&r.resource_type) {
-            Mapping::Kind(kind) => ctx.by_kind.entry(kind).or_default().push(r),
-            Mapping::PartOf(what) => ctx.summary.skipped.push(format!("{} {} ({}): described as {what}", r.resource_type, r.logical_id, r.stack)),
-            Mapping::NotRepresentable(why) => ctx.not_representable(format!("{} {} ({}): {why}", r.resource_type, r.logical_id, r.stack)),
-        }
-    }
+    sort(&mut ctx, resources)?;
     let mut spec = Spec { region: config.region().map(|r| r.to_string()), ..Spec::default() };
     spec.network = network::build(&mut ctx, &sdk_client!(aws_sdk_ec2, config, counter)).await?;
     spec.messaging = services::messaging(&mut ctx, &sdk_client!(aws_sdk_sqs, config, counter)).await?;
@@ -318,6 +325,30 @@ mod tests {
         assert!(matches!(mapping("AWS::EC2::SubnetRouteTableAssociation"), Mapping::PartOf(_)));
         assert!(matches!(mapping("AWS::IAM::Role"), Mapping::NotRepresentable(_)));
         assert!(matches!(mapping("AWS::Made::Up"), Mapping::NotRepresentable(_)));
+    }
+
+    #[test]
+    fn a_resource_two_stacks_claim_is_refused_and_unknown_types_are_listed() {
+        let resource = |stack: &str, logical_id: &str, physical_id: &str, resource_type: &str| StackResource {
+            stack: stack.into(),
+            logical_id: logical_id.into(),
+            physical_id: physical_id.into(),
+            resource_type: resource_type.into(),
+        };
+        let mut ctx = Context { env: "dev".into(), tiers: None, by_kind: BTreeMap::new(), adopt: BTreeMap::new(), summary: Summary::default() };
+        let fine = vec![
+            resource("sentry-vpc-dev", "Vpc", "vpc-1", "AWS::EC2::VPC"),
+            resource("sentry-vpc-dev", "AssocA", "rtb-1", "AWS::EC2::SubnetRouteTableAssociation"),
+            resource("sentry-vpc-dev", "AssocB", "rtb-1", "AWS::EC2::SubnetRouteTableAssociation"),
+            resource("sentry-vpc-dev", "FlowLogsRole", "role", "AWS::IAM::Role"),
+        ];
+        sort(&mut ctx, fine).expect("parts may share an id");
+        assert_eq!(ctx.of("ec2.vpc").len(), 1);
+        assert_eq!(ctx.summary.skipped.len(), 2);
+        assert!(ctx.summary.not_representable[0].contains("AWS::IAM::Role FlowLogsRole (sentry-vpc-dev): IAM roles have no kind yet"), "{:?}", ctx.summary);
+        let twice = vec![resource("sentry-vpc-dev", "Vpc", "vpc-1", "AWS::EC2::VPC"), resource("sentry-net-dev", "Network", "vpc-1", "AWS::EC2::VPC")];
+        let e = sort(&mut ctx, twice).expect_err("claimed twice");
+        assert!(e.to_string().contains("AWS::EC2::VPC vpc-1 is claimed by two stacks: sentry-vpc-dev Vpc and sentry-net-dev Network"), "{e}");
     }
 
     #[test]

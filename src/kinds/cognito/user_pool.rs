@@ -170,3 +170,27 @@ impl Kind for UserPools {
         Review { findings, ..Review::default() }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_cognitoidentityprovider::operation::tag_resource::TagResourceOutput;
+    use aws_smithy_mocks::{mock, mock_client};
+
+    // The emulator has no Cognito TagResource: adopting a pool (tags only,
+    // nothing else changed) is tested against a mock. UpdateUserPool would
+    // reset every setting it is not given, so it must not be called.
+    #[tokio::test]
+    async fn adopting_a_pool_tags_it_and_changes_nothing_else() {
+        let tag = mock!(Client::tag_resource)
+            .match_requests(|r| r.resource_arn() == Some("arn:pool") && r.tags().is_some_and(|t| t.get("sentry:env").map(String::as_str) == Some("dev")))
+            .then_output(|| TagResourceOutput::builder().build());
+        let kind = UserPools { client: mock_client!(aws_sdk_cognitoidentityprovider, [&tag]) };
+        let desired = Desired::new(KIND, ID, "sentry-users-dev", Tags::new());
+        let live =
+            Live { name: "sentry-users-dev".into(), handle: "us-east-1_x".into(), meta: [(ARN.to_string(), "arn:pool".to_string())].into(), ..Live::default() };
+        let delta = Delta { fields: Vec::new(), tags: [("sentry:env".to_string(), "dev".to_string())].into() };
+        kind.update(&desired, &live, &delta).await.expect("tagged");
+        assert_eq!(tag.num_calls(), 1);
+    }
+}

@@ -38,8 +38,10 @@ impl Kind for SubnetGroups {
 
     async fn observe(&self, _env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
         let Some(d) = desired.first() else { return Ok(Vec::new()) };
+        // An adopted group keeps its own name.
+        let name = d.adopt.as_ref().and_then(|a| a.id()).unwrap_or(&d.name);
         let Some(out) =
-            found(self.client.describe_cache_subnet_groups().cache_subnet_group_name(&d.name).send().await.aws("ElastiCache.DescribeCacheSubnetGroups"))?
+            found(self.client.describe_cache_subnet_groups().cache_subnet_group_name(name).send().await.aws("ElastiCache.DescribeCacheSubnetGroups"))?
         else {
             return Ok(Vec::new());
         };
@@ -69,7 +71,7 @@ impl Kind for SubnetGroups {
         if delta.fields.iter().any(|c| c.field == SUBNETS) {
             self.client
                 .modify_cache_subnet_group()
-                .cache_subnet_group_name(&desired.name)
+                .cache_subnet_group_name(&live.name)
                 .set_subnet_ids(Some(list_items(desired.field(SUBNETS))))
                 .send()
                 .await
