@@ -96,8 +96,12 @@ pub enum Command {
         stacks: String,
         /// Directory to write `<env>.yaml` into (a spec that validates on its own,
         /// without a base.yaml); without it the YAML goes to stdout.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "write")]
         out: Option<PathBuf>,
+        /// Bind what is found to the spec in --specs instead: append the `adopt`
+        /// entries its resources need to `<env>.yaml` (never two entries for one resource).
+        #[arg(long)]
+        write: bool,
     },
     /// Reconcile continuously (the daemon). Stops on SIGTERM / SIGINT; SIGHUP re-reads the specs.
     Run {
@@ -164,7 +168,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(EXIT_IN_SYNC)
         }
         Command::Plan { env, reallocate_whitelist } => pass(&cli, env, reallocate_whitelist, Mode::Plan).await,
-        Command::Import { env, stacks, out } => import(&cli, env, stacks, out.as_deref()).await,
+        Command::Import { env, stacks, out, write: false } => import(&cli, env, stacks, out.as_deref()).await,
+        Command::Import { env, stacks, write: true, .. } => bind(&cli, env, stacks).await,
         Command::Reconcile { once, env, reallocate_whitelist } => {
             if !once {
                 bail!("reconcile needs --once (use `run` for the long-running daemon)");
@@ -300,6 +305,59 @@ async fn import(cli: &Cli, env: &str, stacks: &str, out: Option<&Path>) -> anyho
     if let Err(e) = checked {
         eprintln!("import: the written spec does not load back (a bug of import; please report it):\n{e}");
         return Ok(EXIT_ERROR);
+    }
+    Ok(EXIT_IN_SYNC)
+}
+
+/// `import --write`: binds the estate found to the spec in `--specs` and
+/// appends the adopt entries to `<env>.yaml`, checked by loading it back
+/// (restored when it does not load).
+async fn bind(cli: &Cli, env: &str, stacks: &str) -> anyhow::Result<u8> {
+    let Some(existing) = load_or_report(&cli.specs, env, cli.output)? else { return Ok(EXIT_ERROR) };
+    let file = cli.specs.join(format!("{env}.yaml"));
+    let original = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    if original.lines().any(|l| l.starts_with("adopt:")) {
+        bail!("{} has an adopt section already; merge by hand (import --out writes a separate spec to compare with)", file.display());
+    }
+    let config = crate::aws::env_config(cli.region.clone(), None, cli.timeouts()).await;
+    let imported = match crate::import::import(&config, env, stacks).await {
+        Ok(imported) => imported,
+        Err(e) => {
+            eprintln!("import: {e}");
+            return Ok(EXIT_ERROR);
+        }
+    };
+    let binding = match crate::import::bind::bind(&existing, &imported.spec) {
+        Ok(binding) => binding,
+        Err(e) => {
+            eprintln!("import: {e}");
+            return Ok(EXIT_ERROR);
+        }
+    };
+    let block = spec::emit::to_yaml(
+        &serde_json::json!({ "adopt": binding.adopt }),
+        &format!("Bound by `sentry-operator import --env {env} --write` to the live estate of: {}", imported.summary.stacks.join(", ")),
+    );
+    let separator = if original.ends_with('\n') || original.is_empty() { "\n" } else { "\n\n" };
+    std::fs::write(&file, format!("{original}{separator}{block}")).with_context(|| format!("writing {}", file.display()))?;
+    if let Err(e) = spec::load(&cli.specs, env) {
+        std::fs::write(&file, &original).with_context(|| format!("restoring {}", file.display()))?;
+        eprintln!("import: the bound spec does not load (restored {}):\n{e}", file.display());
+        return Ok(EXIT_ERROR);
+    }
+    match cli.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "env": env, "file": file.display().to_string(), "bound": binding.adopt.keys().collect::<Vec<_>>(), "unbound": binding.unbound, "summary": imported.summary })
+            )?
+        ),
+        Output::Text => {
+            eprintln!("import {env}: {} resources bound to the spec, appended to {}", binding.adopt.len(), file.display());
+            for line in binding.unbound.iter().chain(&imported.summary.not_representable) {
+                eprintln!("  not in the spec: {line}");
+            }
+        }
     }
     Ok(EXIT_IN_SYNC)
 }

@@ -9,6 +9,7 @@
 //! not on every resource; Redis replication groups and Cognito user pools are
 //! also found by name (`*-<env>`), as they are often made outside the stacks.
 
+pub mod bind;
 mod network;
 mod services;
 

@@ -138,6 +138,17 @@ async fn a_cloudformation_estate_is_imported_and_adopted_in_place() {
         report["resources"].as_array().into_iter().flatten().filter(|r| r["action"] == "replace" || r["action"] == "skip").collect();
     assert!(replaced.is_empty(), "{replaced:?}");
 
+    // Binding to a spec that exists (`--write`): the same spec without its
+    // adopt entries gets them back, and plans the same adoptions.
+    let imported = std::fs::read_to_string(dir.path().join("dev.yaml")).expect("spec");
+    let hand_written = imported.split("\nadopt:\n").next().expect("the spec before its adopt section");
+    let bound = crate::harness::spec_dir(&[("dev.yaml", hand_written)]);
+    let run = operator(&moto.endpoint, &["--specs", bound.path().to_str().expect("utf-8"), "--output", "json", "import", "--env", "dev", "--write"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.json()["unbound"].as_array().map(Vec::len), Some(0), "{}", run.stdout);
+    let again = operator(&moto.endpoint, &json_args(bound.path(), &["plan", "--env", "dev"])).json();
+    assert_eq!((again["summary"]["create"].as_u64(), again["summary"]["adopt"].as_u64()), (Some(0), summary["adopt"].as_u64()), "{}", again["summary"]);
+
     // Reconcile adopts every resource in place: the same ids, now tagged.
     // The emulator has no Cognito TagResource (moto 5.2.1), so the user pool
     // and its members, which the plan above adopts, are left out of the

@@ -218,6 +218,10 @@ impl Kind for ElasticIps {
     }
 
     fn matches(&self, env: &str, desired: &Desired, live: &Live) -> bool {
+        // Adopted by its allocation id or its address (what `import` binds).
+        if let Some(id) = desired.adopt.as_ref().and_then(Adoption::id) {
+            return id == live.handle || live.meta.get(META_PUBLIC_IP).is_some_and(|ip| ip == id);
+        }
         match desired.fields.get(PINNED) {
             Some(pin) => live.fields.get(PINNED) == Some(pin),
             None => (live.is_owned_as(env, &desired.key.id) || live.meta.get(META_LEDGER_ENTRY) == Some(&desired.key.id)) && !live.fields.contains_key(PINNED),
@@ -254,6 +258,7 @@ impl Kind for ElasticIps {
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
         let pins: Vec<(&str, &str)> = desired.iter().filter_map(|d| Some((d.key.id.as_str(), d.fields.get(PINNED)?.as_str()))).collect();
         let unpinned: Vec<&str> = desired.iter().filter(|d| !d.fields.contains_key(PINNED)).map(|d| d.key.id.as_str()).collect();
+        let adopted: Vec<(&str, &str)> = desired.iter().filter_map(|d| Some((d.key.id.as_str(), d.adopt.as_ref()?.id()?))).collect();
         let (addresses, nats, ledger) =
             tokio::try_join!(async { self.client.describe_addresses().send().await.aws("EC2.DescribeAddresses") }, self.nat_by_interface(reads), async {
                 Ok(Ledger::of(&*super::owned_vpcs(&self.client, &env.env, reads).await?))
@@ -264,7 +269,10 @@ impl Kind for ElasticIps {
             let pin = pins.iter().find(|(_, p)| *p == ip || *p == allocation);
             let mut l = live(allocation, tag_map(a.tags()));
             let ours = l.is_owned_by(&env.env);
-            let recorded_for = unpinned.iter().find(|id| ledger.entries.get(**id).map(String::as_str) == Some(ip));
+            let recorded_for = unpinned
+                .iter()
+                .find(|id| ledger.entries.get(**id).map(String::as_str) == Some(ip))
+                .or_else(|| adopted.iter().find(|(_, a)| *a == ip || *a == allocation).map(|(id, _)| id));
             let entry = match (pin, ours, recorded_for) {
                 (Some((id, pin)), _, _) => {
                     l.fields.insert(PINNED.into(), pin.to_string());
