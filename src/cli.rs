@@ -253,17 +253,22 @@ fn validate(cli: &Cli, env: Option<&str>) -> anyhow::Result<u8> {
     Ok(if ok { EXIT_IN_SYNC } else { EXIT_ERROR })
 }
 
+/// Reads the live estate of `env` (prints why not, and returns `None`, when it cannot).
+async fn read_estate(cli: &Cli, env: &str, stacks: &str) -> Option<crate::import::Imported> {
+    let config = crate::aws::env_config(cli.region.clone(), None, cli.timeouts()).await;
+    crate::import::import(&config, env, stacks).await.map_err(|e| import_failed(&e)).ok()
+}
+
+/// Prints why `import` failed; returns the exit status.
+fn import_failed(e: &dyn std::fmt::Display) -> u8 {
+    eprintln!("import: {e}");
+    EXIT_ERROR
+}
+
 /// `import`: writes the adopting spec of `env` to `out` (or stdout), checked
 /// by loading it back, and prints the summary.
 async fn import(cli: &Cli, env: &str, stacks: &str, out: Option<&Path>) -> anyhow::Result<u8> {
-    let config = crate::aws::env_config(cli.region.clone(), None, cli.timeouts()).await;
-    let imported = match crate::import::import(&config, env, stacks).await {
-        Ok(imported) => imported,
-        Err(e) => {
-            eprintln!("import: {e}");
-            return Ok(EXIT_ERROR);
-        }
-    };
+    let Some(imported) = read_estate(cli, env, stacks).await else { return Ok(EXIT_ERROR) };
     let header = format!(
         "Imported by `sentry-operator import --env {env}` from: {}.\nReview it, then `plan`: it must show adoptions only (nothing created, replaced or deleted).",
         imported.summary.stacks.join(", ")
@@ -319,20 +324,10 @@ async fn bind(cli: &Cli, env: &str, stacks: &str) -> anyhow::Result<u8> {
     if original.lines().any(|l| l.starts_with("adopt:")) {
         bail!("{} has an adopt section already; merge by hand (import --out writes a separate spec to compare with)", file.display());
     }
-    let config = crate::aws::env_config(cli.region.clone(), None, cli.timeouts()).await;
-    let imported = match crate::import::import(&config, env, stacks).await {
-        Ok(imported) => imported,
-        Err(e) => {
-            eprintln!("import: {e}");
-            return Ok(EXIT_ERROR);
-        }
-    };
+    let Some(imported) = read_estate(cli, env, stacks).await else { return Ok(EXIT_ERROR) };
     let binding = match crate::import::bind::bind(&existing, &imported.spec) {
         Ok(binding) => binding,
-        Err(e) => {
-            eprintln!("import: {e}");
-            return Ok(EXIT_ERROR);
-        }
+        Err(e) => return Ok(import_failed(&e)),
     };
     let block = spec::emit::to_yaml(
         &serde_json::json!({ "adopt": binding.adopt }),

@@ -203,6 +203,11 @@ impl Context {
         self.by_kind.get(kind).cloned().unwrap_or_default()
     }
 
+    /// The stack resources of `kind`, `None` when there are none.
+    fn some_of(&self, kind: &str) -> Option<Vec<StackResource>> {
+        Some(self.of(kind)).filter(|found| !found.is_empty())
+    }
+
     /// Records that spec resource `kind/id` adopts `physical` (by `target`).
     fn adopt(&mut self, kind: &str, id: &str, physical: &str, target: AdoptTarget) {
         self.summary.mapped.push(format!("{kind}/{id} <- {physical}"));

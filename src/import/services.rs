@@ -29,10 +29,7 @@ fn named_for(name: &str, env: &str) -> bool {
 
 /// The queues of the stacks, each with its dead-letter queue.
 pub async fn messaging(ctx: &mut Context, client: &aws_sdk_sqs::Client) -> Result<Option<Messaging>, ImportError> {
-    let stack_queues = ctx.of(sqs::KIND);
-    if stack_queues.is_empty() {
-        return Ok(None);
-    }
+    let Some(stack_queues) = ctx.some_of(sqs::KIND) else { return Ok(None) };
     let mut taken = BTreeSet::new();
     let mut read = Vec::new();
     for r in &stack_queues {
@@ -318,10 +315,7 @@ pub async fn identity(ctx: &mut Context, client: &aws_sdk_cognitoidentityprovide
 
 /// The log groups of the stacks.
 pub async fn log_groups(ctx: &mut Context, client: &aws_sdk_cloudwatchlogs::Client) -> Result<Option<Observability>, ImportError> {
-    let stack_groups = ctx.of(logs::KIND);
-    if stack_groups.is_empty() {
-        return Ok(None);
-    }
+    let Some(stack_groups) = ctx.some_of(logs::KIND) else { return Ok(None) };
     let mut groups = BTreeMap::new();
     let mut taken = BTreeSet::new();
     for r in &stack_groups {
@@ -338,10 +332,7 @@ pub async fn log_groups(ctx: &mut Context, client: &aws_sdk_cloudwatchlogs::Clie
 
 /// The clusters of the stacks (their EC2 capacity is not imported yet).
 pub async fn clusters(ctx: &mut Context, client: &aws_sdk_ecs::Client) -> Result<Option<Compute>, ImportError> {
-    let stack_clusters = ctx.of(ecs::cluster::KIND);
-    if stack_clusters.is_empty() {
-        return Ok(None);
-    }
+    let Some(stack_clusters) = ctx.some_of(ecs::cluster::KIND) else { return Ok(None) };
     let names: Vec<String> = stack_clusters.iter().map(|c| c.physical_id.rsplit('/').next().unwrap_or(&c.physical_id).to_string()).collect();
     let described = client
         .describe_clusters()
