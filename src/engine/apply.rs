@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use backon::{ExponentialBuilder, Retryable};
 use futures::stream::{self, StreamExt};
 
-use super::plan::{apply_policies, decide, match_kind, skip_dependents_of_skipped, waves, Action, Outcome, Pair, Step};
+use super::order::{skip_dependents_of_skipped, waves};
+use super::plan::{decide, match_kind, Action, Outcome, Pair, Step};
+use super::policy::apply_policies;
 use super::references::ReferenceMap;
 use super::report::Report;
 use super::{Adoption, Desired, Finding, Kind, OnImmutableChange, ReadCache, ResourceKey, Scope};

@@ -6,7 +6,9 @@
 //! ordering, retries and the report.
 
 pub mod apply;
+pub mod order;
 pub mod plan;
+pub mod policy;
 pub mod references;
 pub mod report;
 

@@ -1,13 +1,12 @@
-//! Pure planning: match desired against live resources, translate physical
-//! ids into references, diff, and decide one [`Action`] per resource.
+//! Pure planning: match desired against live resources, diff, and decide one
+//! [`Action`] per resource (drift policies: [`super::policy`]; the order of
+//! writes: [`super::order`]).
 //! No AWS calls here.
-
-use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
 use super::{Delta, Desired, FieldChange, Live, OnImmutableChange, Ownership, ResourceKey, Rules, TAG_MANAGED_BY};
-use crate::spec::model::{DeletionPolicy, DriftPolicy};
+use crate::spec::model::DeletionPolicy;
 use crate::spec::validate::is_reserved_tag;
 
 /// What the engine will do with one resource.
@@ -70,7 +69,9 @@ pub struct Step {
     pub name: String,
     /// The decision.
     pub action: Action,
-    /// Field-level differences (for a create: every managed field).
+    /// What the report shows: every managed field for a create; for an update
+    /// or adoption the delta's fields and tags (`tags.<key>`), including
+    /// fields a drift policy reports but holds back from `delta`.
     pub changes: Vec<FieldChange>,
     /// Why the step is a skip, orphan or block, or anything else worth saying.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -81,7 +82,7 @@ pub struct Step {
     /// The live resource (absent for creates).
     #[serde(skip)]
     pub live: Option<Live>,
-    /// The delta an update applies.
+    /// What an update or adoption applies (after drift policies).
     #[serde(skip)]
     pub delta: Delta,
     /// Set once applied.
@@ -212,100 +213,16 @@ fn decide_existing(rules: &Rules, env: &str, d: Desired, l: Live) -> Step {
     Step { key: d.key.clone(), name: d.name.clone(), action, changes, note, desired: Some(d), live: Some(l), delta, outcome: None }
 }
 
-/// The policy for `key` (optionally one `field` of it): the most specific of
-/// `kind/id#Field`, `kind/*#Field`, `kind/id`, `kind/*`; `enforce` by default.
-pub fn policy_for(policies: &BTreeMap<String, DriftPolicy>, key: &ResourceKey, field: Option<&str>) -> DriftPolicy {
-    let resource = [format!("{}/{}", key.kind, key.id), format!("{}/*", key.kind)];
-    let by_field = field.into_iter().flat_map(|f| resource.iter().map(move |r| format!("{r}#{f}")));
-    by_field.chain(resource.iter().cloned()).find_map(|k| policies.get(&k).copied()).unwrap_or(DriftPolicy::Enforce)
-}
-
-/// Applies the spec's drift policies to a planned step: `ignore`d drift is
-/// dropped, `alert` drift is reported but taken out of what will be applied.
-pub fn apply_policies(step: &mut Step, policies: &BTreeMap<String, DriftPolicy>) {
-    if policies.is_empty() || !step.action.writes() {
-        return;
-    }
-    match policy_for(policies, &step.key, None) {
-        DriftPolicy::Ignore if step.action != Action::Update => {
-            step.action = Action::Noop;
-            step.changes.clear();
-            return;
-        }
-        DriftPolicy::Alert if step.action != Action::Update => {
-            step.action = Action::Alert;
-            step.note = Some("drift reported only (policy: alert)".into());
-            return;
-        }
-        _ => {}
-    }
-    let key = step.key.clone();
-    let field_policy = |field: &str| policy_for(policies, &key, Some(field));
-    step.changes.retain(|c| field_policy(&c.field) != DriftPolicy::Ignore);
-    step.delta.fields.retain(|c| field_policy(&c.field) == DriftPolicy::Enforce);
-    let alerted: Vec<&str> = step.changes.iter().filter(|c| field_policy(&c.field) == DriftPolicy::Alert).map(|c| c.field.as_str()).collect();
-    if step.delta.is_empty() {
-        step.action = if alerted.is_empty() { Action::Noop } else { Action::Alert };
-    }
-    if !alerted.is_empty() {
-        step.note = Some(format!("reported only (policy: alert): {}", alerted.join(", ")));
-    }
-}
-
-/// Skips every write that depends, directly or through other steps, on a
-/// resource the operator skipped as not its own: a group is not added to a
-/// foreign user pool, a service not created in a foreign cluster.
-pub fn skip_dependents_of_skipped(steps: &mut [Step]) {
-    loop {
-        let skipped: BTreeSet<ResourceKey> = steps.iter().filter(|s| s.action == Action::Skip).map(|s| s.key.clone()).collect();
-        let mut changed = false;
-        for step in steps.iter_mut().filter(|s| s.action.writes()) {
-            let Some(dep) = step.desired.as_ref().and_then(|d| d.depends_on.iter().find(|k| skipped.contains(*k))) else { continue };
-            step.note = Some(format!("skipped: depends on {dep}, which is not the operator's to change"));
-            step.action = Action::Skip;
-            changed = true;
-        }
-        if !changed {
-            return;
-        }
-    }
-}
-
-/// Groups step indexes into waves: every step's dependencies are in earlier
-/// waves. Creates and updates run wave by wave; deletes run in reverse.
-pub fn waves(steps: &[Step]) -> Vec<Vec<usize>> {
-    let index: BTreeMap<&ResourceKey, usize> = steps.iter().enumerate().map(|(i, s)| (&s.key, i)).collect();
-    let mut depth: Vec<Option<usize>> = vec![None; steps.len()];
-    fn depth_of(i: usize, steps: &[Step], index: &BTreeMap<&ResourceKey, usize>, depth: &mut [Option<usize>], seen: &mut BTreeSet<usize>) -> usize {
-        if let Some(d) = depth[i] {
-            return d;
-        }
-        if !seen.insert(i) {
-            return 0; // a cycle; validation rejects these, so only defensive
-        }
-        let deps: Vec<usize> = steps[i].desired.iter().flat_map(|d| d.depends_on.iter()).filter_map(|k| index.get(k).copied()).collect();
-        let d = deps.into_iter().map(|j| depth_of(j, steps, index, depth, seen) + 1).max().unwrap_or(0);
-        depth[i] = Some(d);
-        d
-    }
-    let mut seen = BTreeSet::new();
-    let mut waves: Vec<Vec<usize>> = Vec::new();
-    for i in 0..steps.len() {
-        let d = depth_of(i, steps, &index, &mut depth, &mut seen);
-        if waves.len() <= d {
-            waves.resize(d + 1, Vec::new());
-        }
-        waves[d].push(i);
-    }
-    waves
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::order::{skip_dependents_of_skipped, waves};
+    use crate::engine::policy::apply_policies;
     use crate::engine::Fields;
     use crate::engine::{MANAGED_BY, TAG_DELETION_POLICY, TAG_ENV, TAG_ID, TAG_MANAGED_BY};
+    use crate::spec::model::DriftPolicy;
     use crate::spec::model::Tags;
+    use std::collections::BTreeMap;
 
     fn tags(env: &str, id: &str, policy: &str) -> Tags {
         [(TAG_MANAGED_BY, MANAGED_BY), (TAG_ENV, env), (TAG_ID, id), (TAG_DELETION_POLICY, policy)]

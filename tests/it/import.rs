@@ -191,6 +191,14 @@ async fn a_cloudformation_estate_is_imported_and_adopted_in_place() {
     assert_eq!(tags.get("sentry:env").map(String::as_str), Some("dev"), "{tags:?}");
     let queues = sqs.list_queues().send().await.expect("queues").queue_urls.unwrap_or_default();
     assert_eq!(queues.len(), 6, "no queue created next to the adopted ones: {queues:?}");
+    let dynamodb = aws_sdk_dynamodb::Client::new(&config);
+    let tables = dynamodb.list_tables().send().await.expect("tables");
+    assert_eq!(tables.table_names().len(), 2, "the same tables, no new ones: {:?}", tables.table_names());
+    for table in tables.table_names() {
+        let arn = dynamodb.describe_table().table_name(table).send().await.expect("table").table.and_then(|t| t.table_arn).expect("arn");
+        let tags = dynamodb.list_tags_of_resource().resource_arn(arn).send().await.expect("tags");
+        assert!(tags.tags().iter().any(|t| t.key() == "sentry:env" && t.value() == "dev"), "{table} adopted: {:?}", tags.tags());
+    }
     let cognito = aws_sdk_cognitoidentityprovider::Client::new(&config);
     let pools = cognito.list_user_pools().max_results(60).send().await.expect("pools");
     assert_eq!(pools.user_pools().iter().filter_map(|p| p.id()).collect::<Vec<_>>(), [estate.user_pool.as_str()], "the same user pool");
