@@ -345,15 +345,17 @@ struct Written {
 }
 
 /// Performs one step, retrying retryable failures. Once an attempt failed in
-/// a way that may hide a success (a 5xx, a timeout, a lost reply), a create
-/// is retried only after looking the resource up by its ownership tags.
-/// Throttled or conflicting attempts were refused, so they need no lookup
-/// (which keeps lookups from adding load while AWS throttles).
+/// a way that may hide a success (a 5xx, a timeout, a lost reply), or a
+/// create was refused as conflicting (the resource may exist already: made by
+/// an earlier run whose request was still in flight when it died), a create is
+/// retried only after looking the resource up by its ownership tags.
+/// Throttled attempts were refused, so they need no lookup (which keeps
+/// lookups from adding load while AWS throttles).
 async fn write_with_retries(kind: &dyn Kind, env: &EnvSpec, step: &Step, token: &str, reads: &ReadCache, retry: &RetryPolicy) -> Result<Written, AwsError> {
     let may_have_acted = AtomicBool::new(false);
     with_retries(retry, || async {
         let result = write(kind, env, step, token, reads, may_have_acted.load(Ordering::SeqCst)).await;
-        if result.as_ref().is_err_and(|e| e.class == ErrorClass::Transient) {
+        if result.as_ref().is_err_and(|e| matches!(e.class, ErrorClass::Transient | ErrorClass::Conflict)) {
             may_have_acted.store(true, Ordering::SeqCst);
         }
         result
@@ -444,12 +446,12 @@ mod tests {
     use std::sync::Mutex;
 
     /// An in-memory kind: `a` depends on `b`; creating `fail` fails with `class`;
-    /// the first create of `lose_reply` happens but answers a transient error.
+    /// the first create of `lose_reply.0` happens but answers an error of class `lose_reply.1`.
     struct Fake {
         live: Mutex<Vec<Live>>,
         fail: Option<(&'static str, ErrorClass)>,
         refuse_plan: bool,
-        lose_reply: Mutex<Option<&'static str>>,
+        lose_reply: Mutex<Option<(&'static str, ErrorClass)>>,
         creates: std::sync::Arc<AtomicU32>,
     }
 
@@ -494,8 +496,8 @@ mod tests {
                 tags: desired.tags.clone(),
                 ..Live::default()
             });
-            if self.lose_reply.lock().expect("lock").take_if(|id| *id == desired.key.id).is_some() {
-                return Err(AwsError { operation: "Fake.Create", class: ErrorClass::Transient, code: None, message: "connection reset".into() });
+            if let Some((_, class)) = self.lose_reply.lock().expect("lock").take_if(|(id, _)| *id == desired.key.id) {
+                return Err(AwsError { operation: "Fake.Create", class, code: None, message: "connection reset, or it exists already".into() });
             }
             Ok(desired.name.clone())
         }
@@ -586,17 +588,26 @@ mod tests {
         assert_eq!((second.exit_code(), second.summary.unchanged), (0, 3));
     }
 
+    /// A create whose reply was lost (transient), or one refused because the
+    /// resource exists already (an earlier run's create still in flight when
+    /// it died, as the crash test found): found by its tags, not repeated.
     #[tokio::test(start_paused = true)]
-    async fn a_create_whose_reply_was_lost_is_found_not_repeated() {
-        let kind = Fake::new(None, false);
-        *kind.lose_reply.lock().expect("lock") = Some("b");
-        let creates = kind.creates.clone();
-        let kinds: Vec<Box<dyn Kind>> = vec![Box::new(kind)];
-        let report = reconcile(&env(), &kinds, &CallCounter::default(), Mode::Apply, &RetryPolicy::default(), None).await;
-        assert!(report.resources.iter().filter(|s| s.action == Action::Create).all(|s| s.outcome == Some(Outcome::Applied)), "{:?}", report.resources);
-        let report = reconcile(&env(), &kinds, &CallCounter::default(), Mode::Apply, &RetryPolicy::default(), None).await;
-        assert_eq!((report.exit_code(), report.summary.unchanged, report.summary.orphaned), (0, 3, 0));
-        assert_eq!(creates.load(Ordering::SeqCst), 3, "b was created once");
+    async fn a_create_whose_reply_was_lost_or_that_exists_already_is_found_not_repeated() {
+        for class in [ErrorClass::Transient, ErrorClass::Conflict] {
+            let kind = Fake::new(None, false);
+            *kind.lose_reply.lock().expect("lock") = Some(("b", class));
+            let creates = kind.creates.clone();
+            let kinds: Vec<Box<dyn Kind>> = vec![Box::new(kind)];
+            let report = reconcile(&env(), &kinds, &CallCounter::default(), Mode::Apply, &RetryPolicy::default(), None).await;
+            assert!(
+                report.resources.iter().filter(|s| s.action == Action::Create).all(|s| s.outcome == Some(Outcome::Applied)),
+                "{class:?}: {:?}",
+                report.resources
+            );
+            let report = reconcile(&env(), &kinds, &CallCounter::default(), Mode::Apply, &RetryPolicy::default(), None).await;
+            assert_eq!((report.exit_code(), report.summary.unchanged, report.summary.orphaned), (0, 3, 0));
+            assert_eq!(creates.load(Ordering::SeqCst), 3, "{class:?}: b was created once");
+        }
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //!
 //! Read-only: it never writes to AWS. Discovery goes through the stacks'
 //! resources (logical id → physical id), since CloudFormation's own tags are
-//! not on every resource; Redis replication groups and Cognito user pools are
-//! also found by name (`*-<env>`), as they are often made outside the stacks.
+//! not on every resource. Resources made outside the stacks are found by
+//! name (`…-<env>`, `…_<env>`, `…-<env>.fifo`): queues, tables, clusters, log
+//! groups under `/ecs/`, Redis replication groups and Cognito user pools.
 
 pub mod bind;
 mod network;
@@ -299,15 +300,20 @@ pub async fn import(config: &SdkConfig, env: &str, stack_glob: &str) -> Result<I
     };
     ctx.summary.found = resources.len();
     sort(&mut ctx, resources)?;
+    let sqs = sdk_client!(aws_sdk_sqs, config, counter);
+    let dynamodb = sdk_client!(aws_sdk_dynamodb, config, counter);
+    let logs = sdk_client!(aws_sdk_cloudwatchlogs, config, counter);
+    let ecs = sdk_client!(aws_sdk_ecs, config, counter);
+    services::found_by_name(&mut ctx, &sqs, &dynamodb, &logs, &ecs).await?;
     let mut spec = Spec { region: config.region().map(|r| r.to_string()), ..Spec::default() };
     spec.network = network::build(&mut ctx, &sdk_client!(aws_sdk_ec2, config, counter)).await?;
-    spec.messaging = services::messaging(&mut ctx, &sdk_client!(aws_sdk_sqs, config, counter)).await?;
-    let mut data = services::tables(&mut ctx, &sdk_client!(aws_sdk_dynamodb, config, counter)).await?;
+    spec.messaging = services::messaging(&mut ctx, &sqs).await?;
+    let mut data = services::tables(&mut ctx, &dynamodb).await?;
     data.redis = services::redis(&mut ctx, &sdk_client!(aws_sdk_elasticache, config, counter)).await?;
     spec.data = (!data.tables.is_empty() || data.redis.is_some()).then_some(data);
     spec.identity = services::identity(&mut ctx, &sdk_client!(aws_sdk_cognitoidentityprovider, config, counter)).await?;
-    spec.observability = services::log_groups(&mut ctx, &sdk_client!(aws_sdk_cloudwatchlogs, config, counter)).await?;
-    spec.compute = services::clusters(&mut ctx, &sdk_client!(aws_sdk_ecs, config, counter)).await?;
+    spec.observability = services::log_groups(&mut ctx, &logs).await?;
+    spec.compute = services::clusters(&mut ctx, &ecs).await?;
     spec.adopt = ctx.adopt;
     Ok(Imported { spec, summary: ctx.summary })
 }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_sqs::types::QueueAttributeName;
 
-use super::{by_id, spec_id, unique, Context, ImportError};
+use super::{by_id, spec_id, unique, Context, ImportError, StackResource};
 use crate::aws::{found, required, AwsResult};
 use crate::engine::TAG_MANAGED_BY;
 use crate::kinds::{cognito, dynamodb, ecs, elasticache, logs, sqs};
@@ -25,6 +25,41 @@ fn user_tags(tags: impl IntoIterator<Item = (String, String)>) -> Tags {
 fn named_for(name: &str, env: &str) -> bool {
     let stem = name.strip_suffix(".fifo").unwrap_or(name);
     stem.ends_with(&format!("-{env}")) || stem.ends_with(&format!("_{env}"))
+}
+
+/// Adds the name-keyed resources named for the environment that no stack
+/// holds (queues, tables, clusters, log groups under `/ecs/`), as if a stack
+/// `(found by name)` held them, with a logical id made of their name.
+pub async fn found_by_name(
+    ctx: &mut Context,
+    sqs: &aws_sdk_sqs::Client,
+    dynamodb: &aws_sdk_dynamodb::Client,
+    logs: &aws_sdk_cloudwatchlogs::Client,
+    ecs: &aws_sdk_ecs::Client,
+) -> Result<(), ImportError> {
+    let queues = sqs.list_queues().max_results(1000).into_paginator().items().send().try_collect().await.aws("SQS.ListQueues")?;
+    let tables = dynamodb.list_tables().into_paginator().items().send().try_collect().await.aws("DynamoDB.ListTables")?;
+    let clusters = ecs.list_clusters().into_paginator().items().send().try_collect().await.aws("ECS.ListClusters")?;
+    let groups = logs.describe_log_groups().log_group_name_prefix("/ecs/").into_paginator().items().send().try_collect().await.aws("Logs.DescribeLogGroups")?;
+    let last = |s: &str| s.rsplit(['/', ':']).next().unwrap_or(s).to_string();
+    let candidates = [
+        (sqs::KIND, "AWS::SQS::Queue", queues.iter().map(|u| last(u)).collect::<Vec<_>>()),
+        (dynamodb::KIND, "AWS::DynamoDB::Table", tables),
+        (ecs::cluster::KIND, "AWS::ECS::Cluster", clusters.iter().map(|a| last(a)).collect()),
+        (logs::KIND, "AWS::Logs::LogGroup", groups.iter().filter_map(|g| g.log_group_name().map(str::to_string)).collect()),
+    ];
+    for (kind, resource_type, names) in candidates {
+        let known: BTreeSet<String> = ctx.of(kind).iter().map(|r| last(&r.physical_id)).collect();
+        for name in names.into_iter().filter(|n| named_for(n, &ctx.env) && !known.contains(&last(n))) {
+            ctx.summary.found += 1;
+            let stem = name.strip_suffix(".fifo").unwrap_or(&name);
+            let stem = stem.strip_suffix(&format!("-{}", ctx.env)).or_else(|| stem.strip_suffix(&format!("_{}", ctx.env))).unwrap_or(stem);
+            let logical_id = last(stem).replace("sentry-", "");
+            let found = StackResource { stack: "(found by name)".into(), logical_id, physical_id: name, resource_type: resource_type.into() };
+            ctx.by_kind.entry(kind).or_default().push(found);
+        }
+    }
+    Ok(())
 }
 
 /// The queues of the stacks, each with its dead-letter queue.

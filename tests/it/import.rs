@@ -68,7 +68,10 @@ async fn build_estate(moto: &Moto) -> Estate {
         addresses.addresses().iter().filter_map(|a| Some((a.allocation_id()?.to_string(), a.public_ip()?.to_string()))).collect();
     addresses.sort();
 
-    // Made outside CloudFormation (the emulator's skips these types).
+    // Made outside CloudFormation: a queue made by hand, found by its name;
+    // the user pool and Redis (the emulator's CloudFormation skips these types).
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    sqs.create_queue().queue_name("orders-audit-dev").send().await.expect("a queue made by hand");
     let cognito = aws_sdk_cognitoidentityprovider::Client::new(&config);
     let pool = cognito.create_user_pool().pool_name("sentry-oms-users-dev").send().await.expect("user pool");
     let user_pool = pool.user_pool().and_then(|p| p.id()).expect("pool id").to_string();
@@ -190,7 +193,10 @@ async fn a_cloudformation_estate_is_imported_and_adopted_in_place() {
     let tags = sqs.list_queue_tags().queue_url(url.queue_url().expect("url")).send().await.expect("tags").tags.unwrap_or_default();
     assert_eq!(tags.get("sentry:env").map(String::as_str), Some("dev"), "{tags:?}");
     let queues = sqs.list_queues().send().await.expect("queues").queue_urls.unwrap_or_default();
-    assert_eq!(queues.len(), 6, "no queue created next to the adopted ones: {queues:?}");
+    assert_eq!(queues.len(), 7, "no queue created next to the adopted ones: {queues:?}");
+    let url = sqs.get_queue_url().queue_name("orders-audit-dev").send().await.expect("the queue made by hand");
+    let tags = sqs.list_queue_tags().queue_url(url.queue_url().expect("url")).send().await.expect("tags").tags.unwrap_or_default();
+    assert_eq!(tags.get("sentry:id").map(String::as_str), Some("orders-audit"), "found by name and adopted: {tags:?}");
     let dynamodb = aws_sdk_dynamodb::Client::new(&config);
     let tables = dynamodb.list_tables().send().await.expect("tables");
     assert_eq!(tables.table_names().len(), 2, "the same tables, no new ones: {:?}", tables.table_names());
