@@ -130,6 +130,12 @@ async fn a_cloudformation_estate_is_imported_and_adopted_in_place() {
         assert!(spec.contains(address.as_str()), "every whitelist address is pinned ({address}): {spec}");
     }
 
+    // Without --out the spec goes to stdout (the same spec), the summary to stderr.
+    let printed = operator(&moto.endpoint, &["import", "--env", "dev"]);
+    assert_eq!(printed.code, 0, "{}", printed.stderr);
+    assert_eq!(printed.stdout, spec, "stdout holds the spec --out writes");
+    assert!(printed.stderr.contains("not representable:") || printed.stderr.contains("mapped:"), "{}", printed.stderr);
+
     // The plan adopts; it creates, replaces and deletes nothing.
     let plan = operator(&moto.endpoint, &json_args(dir.path(), &["plan", "--env", "dev"]));
     assert_eq!(plan.code, 2, "{}\n{}", plan.stdout, plan.stderr);
