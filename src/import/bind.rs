@@ -99,6 +99,17 @@ pub fn bind(existing: &EnvSpec, imported: &Spec) -> Result<Binding, String> {
             let bound = subnets.get(&f.subnet).and_then(|s| mine.nat_gateways.iter().find(|(_, m)| m.subnet == *s));
             if let Some((mid, m)) = bound {
                 by_imported.insert((nat_gateway::KIND, fid.clone()), mid.clone());
+                // An address the spec pins elsewhere is never bound over the pin.
+                let pinned = mine.whitelist.pool.get(&m.elastic_ip).and_then(|e| e.address.as_ref());
+                let address = found.whitelist.pool.get(&f.elastic_ip).and_then(|e| e.address.as_ref());
+                if pinned.is_some_and(|p| Some(p) != address) {
+                    return Err(format!(
+                        "NAT gateway {mid} sits on {} but the spec pins its address {} to {}; fix the pin or bind by hand",
+                        address.map_or("?", String::as_str),
+                        m.elastic_ip,
+                        pinned.map_or("?", String::as_str)
+                    ));
+                }
                 pool.insert(f.elastic_ip.clone(), m.elastic_ip.clone());
             }
         }

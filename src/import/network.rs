@@ -116,6 +116,18 @@ pub async fn build(ctx: &mut Context, ec2: &Client) -> Result<Option<Network>, I
             ctx.not_representable(format!("{} {} ({}): address {} is not in the account", r.resource_type, r.logical_id, r.stack, r.physical_id));
             continue;
         };
+        // The pool holds the NAT gateways' addresses and spares; one attached to
+        // anything else (an instance) would be detached by the whitelist guard.
+        let on_nat = live
+            .and_then(|a| a.network_interface_id())
+            .is_some_and(|eni| live_nats.iter().any(|n| n.nat_gateway_addresses().iter().any(|na| na.network_interface_id() == Some(eni))));
+        if live.is_some_and(|a| (a.association_id().is_some() || a.instance_id().is_some_and(|i| !i.is_empty())) && !on_nat) {
+            ctx.not_representable(format!(
+                "{} {} ({}): address {} is attached to something other than a NAT gateway; the whitelist pool holds NAT addresses and spares",
+                r.resource_type, r.logical_id, r.stack, r.physical_id
+            ));
+            continue;
+        }
         let id = unique(spec_id(&r.logical_id, &["eip", "elastic", "ip"]), &mut pool_taken);
         pin(&mut network, &mut pool_ids, id.clone(), allocation, ip);
         ctx.summary.mapped.push(format!("{}/{id} <- {} (pinned: the guard keeps it)", elastic_ip::KIND, r.physical_id));

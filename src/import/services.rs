@@ -356,9 +356,17 @@ pub async fn log_groups(ctx: &mut Context, client: &aws_sdk_cloudwatchlogs::Clie
     for r in &stack_groups {
         let listed = client.describe_log_groups().log_group_name_prefix(&r.physical_id).send().await.aws("Logs.DescribeLogGroups")?;
         let Some(g) = listed.log_groups().iter().find(|g| g.log_group_name() == Some(r.physical_id.as_str())) else { continue };
+        let Some(retention) = g.retention_in_days().and_then(|d| u32::try_from(d).ok()) else {
+            // The spec gives every group a retention; adopting would start deleting its old events.
+            ctx.not_representable(format!("{} {} ({}): it keeps its events forever, which the spec cannot say", r.resource_type, r.logical_id, r.stack));
+            continue;
+        };
         let id = unique(spec_id(&r.logical_id, &["log", "group", "logs"]), &mut taken);
-        groups.insert(id.clone(), LogGroup { name: r.physical_id.clone(), retention_days: g.retention_in_days().and_then(|d| u32::try_from(d).ok()) });
+        groups.insert(id.clone(), LogGroup { name: r.physical_id.clone(), retention_days: Some(retention) });
         ctx.adopt(logs::KIND, &id, &r.physical_id, AdoptTarget::default());
+    }
+    if groups.is_empty() {
+        return Ok(None);
     }
     // Every group says its retention, so the default is only a fallback for new ones.
     let default = groups.values().filter_map(|g| g.retention_days).min().unwrap_or(30);

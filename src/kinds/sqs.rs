@@ -175,7 +175,9 @@ impl Kind for Queues {
         let prefix = common_prefix(std::iter::once("sentry-").chain(desired.iter().map(|d| d.name.as_str())));
         let request = self.client.list_queues().max_results(1000).set_queue_name_prefix((!prefix.is_empty()).then_some(prefix));
         let urls = request.into_paginator().items().send().try_collect().await.aws("SQS.ListQueues")?;
-        describe_each(urls, DESCRIBE_CONCURRENCY, |url| self.describe(url)).await
+        // Only what the operator could own: its naming convention, or a name the spec gives (an adopted queue).
+        let ours = |url: &String| url.rsplit('/').next().is_some_and(|name| name.starts_with("sentry-") || desired.iter().any(|d| d.name == name));
+        describe_each(urls.into_iter().filter(ours).collect(), DESCRIBE_CONCURRENCY, |url| self.describe(url)).await
     }
 
     async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {

@@ -34,7 +34,7 @@ use crate::aws::{required, AwsError, AwsResult, ErrorClass};
 use crate::engine::apply::{with_retries, RetryPolicy};
 use crate::engine::plan::{Action, Step};
 use crate::engine::{
-    is_unresolved, reference, Adoption, Delta, Desired, Finding, FindingClass, Kind, Live, Matching, ReadCache, Review, Rules, TAG_ENV, TAG_ID,
+    is_unresolved, reference, Adoption, Delta, Desired, Finding, FindingClass, Kind, Live, Matching, Ownership, ReadCache, Review, Rules, TAG_ENV, TAG_ID,
 };
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::EnvSpec;
@@ -218,13 +218,16 @@ impl Kind for ElasticIps {
     }
 
     fn matches(&self, env: &str, desired: &Desired, live: &Live) -> bool {
-        // Adopted by its allocation id or its address (what `import` binds).
-        if let Some(id) = desired.adopt.as_ref().and_then(Adoption::id) {
-            return id == live.handle || live.meta.get(META_PUBLIC_IP).is_some_and(|ip| ip == id);
-        }
+        // A pin always wins; an unpinned entry may also be adopted by its
+        // allocation id or address (what `import --write` binds), if nobody owns that address.
+        let adopted =
+            desired.adopt.as_ref().and_then(Adoption::id).is_some_and(|id| id == live.handle || live.meta.get(META_PUBLIC_IP).is_some_and(|ip| ip == id));
         match desired.fields.get(PINNED) {
             Some(pin) => live.fields.get(PINNED) == Some(pin),
-            None => (live.is_owned_as(env, &desired.key.id) || live.meta.get(META_LEDGER_ENTRY) == Some(&desired.key.id)) && !live.fields.contains_key(PINNED),
+            None => {
+                let recorded = live.is_owned_as(env, &desired.key.id) || live.meta.get(META_LEDGER_ENTRY) == Some(&desired.key.id);
+                (recorded || (adopted && live.ownership() == Ownership::Unmanaged)) && !live.fields.contains_key(PINNED)
+            }
         }
     }
 
@@ -437,13 +440,13 @@ impl Kind for ElasticIps {
                     }
                     None => ((None, None, None), false, "not allocated yet: will allocate a new address (bootstrap)".into()),
                 },
-                (Action::Update, _) if step.delta.fields.iter().any(|c| c.field == ATTACHED_TO) => {
+                (Action::Update | Action::Adopt, _) if step.delta.fields.iter().any(|c| c.field == ATTACHED_TO) => {
                     let want = step.desired.as_ref().and_then(|d| d.fields.get(ATTACHED_TO)).map(|a| a.trim_start_matches('@').to_string()).unwrap_or_default();
                     alert(id, &ip, &format!("whitelist address attached to {attached} instead of {want}"));
                     let status = format!("VIOLATED: attached to {attached}, should be {want}; will restore");
                     ((Some(ATTACHED_TO), Some(want), Some(attached.clone())), true, status)
                 }
-                (Action::Update, _) if step.delta.fields.iter().any(|c| c.field == RECORDED) => {
+                (Action::Update | Action::Adopt, _) if step.delta.fields.iter().any(|c| c.field == RECORDED) => {
                     ((None, None, None), false, "OK (will be recorded in the ledger)".into())
                 }
                 (Action::Skip, _) => ((None, None, None), false, step.note.clone().unwrap_or_default()),
