@@ -145,7 +145,7 @@ async fn plan_pass(env: &EnvSpec, kinds: &[Box<dyn Kind>]) -> Planned {
     skip_dependents_of_skipped(&mut steps);
     let mut review = Reviews::default();
     for (step, kind) in steps.iter_mut().zip(&owners).map(|(s, k)| (s, &kinds[*k])) {
-        let Some(id) = step.desired.as_ref().and_then(|d| d.adopt.as_ref()).and_then(Adoption::id).map(str::to_string) else { continue };
+        let Some(id) = step.desired.as_ref().and_then(Desired::adopted_id).map(str::to_string) else { continue };
         // Kinds that match on their own (the whitelist's pins and ledger) judge a missing resource themselves.
         if step.action != Action::Create || kind.rules().matching == Matching::Custom {
             continue;

@@ -133,6 +133,11 @@ impl Desired {
         self
     }
 
+    /// The identifier the spec adopts this resource by, if it adopts by identifier.
+    pub fn adopted_id(&self) -> Option<&str> {
+        self.adopt.as_ref().and_then(Adoption::id)
+    }
+
     /// The desired value of field `name` (empty when the kind sets none).
     pub fn field(&self, name: &str) -> &str {
         self.fields.get(name).map_or("", String::as_str)
@@ -475,7 +480,7 @@ pub trait Kind: Send + Sync {
     /// [`Matching`], or the resource `desired` adopts by identifier; kinds
     /// with [`Matching::Custom`] override this.
     fn matches(&self, env: &str, desired: &Desired, live: &Live) -> bool {
-        let adopted = desired.adopt.as_ref().and_then(Adoption::id).is_some_and(|id| id == live.handle || id == live.name);
+        let adopted = desired.adopted_id().is_some_and(|id| id == live.handle || id == live.name);
         adopted
             || match self.rules().matching {
                 Matching::Name => desired.name == live.name,

@@ -220,8 +220,7 @@ impl Kind for ElasticIps {
     fn matches(&self, env: &str, desired: &Desired, live: &Live) -> bool {
         // A pin always wins; an unpinned entry may also be adopted by its
         // allocation id or address (what `import --write` binds), if nobody owns that address.
-        let adopted =
-            desired.adopt.as_ref().and_then(Adoption::id).is_some_and(|id| id == live.handle || live.meta.get(META_PUBLIC_IP).is_some_and(|ip| ip == id));
+        let adopted = desired.adopted_id().is_some_and(|id| id == live.handle || live.meta.get(META_PUBLIC_IP).is_some_and(|ip| ip == id));
         match desired.fields.get(PINNED) {
             Some(pin) => live.fields.get(PINNED) == Some(pin),
             None => {
@@ -261,7 +260,7 @@ impl Kind for ElasticIps {
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
         let pins: Vec<(&str, &str)> = desired.iter().filter_map(|d| Some((d.key.id.as_str(), d.fields.get(PINNED)?.as_str()))).collect();
         let unpinned: Vec<&str> = desired.iter().filter(|d| !d.fields.contains_key(PINNED)).map(|d| d.key.id.as_str()).collect();
-        let adopted: Vec<(&str, &str)> = desired.iter().filter_map(|d| Some((d.key.id.as_str(), d.adopt.as_ref()?.id()?))).collect();
+        let adopted: Vec<(&str, &str)> = desired.iter().filter_map(|d| Some((d.key.id.as_str(), d.adopted_id()?))).collect();
         let (addresses, nats, ledger) =
             tokio::try_join!(async { self.client.describe_addresses().send().await.aws("EC2.DescribeAddresses") }, self.nat_by_interface(reads), async {
                 Ok(Ledger::of(&*super::owned_vpcs(&self.client, &env.env, reads).await?))
@@ -357,8 +356,7 @@ impl Kind for ElasticIps {
 
     async fn update(&self, desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {
         put_tags(&self.client, &live.handle, &delta.tags).await?;
-        let ip =
-            live.meta.get(META_PUBLIC_IP).cloned().ok_or_else(|| AwsError::unexpected("EC2.DescribeAddresses", format!("no public IP for {}", live.handle)))?;
+        let ip = live.meta(META_PUBLIC_IP, "EC2.DescribeAddresses")?.to_string();
         // The attachment first: a failing ledger write must not hold back the repair.
         if let Some(change) = delta.fields.iter().find(|c| c.field == ATTACHED_TO) {
             self.reattach(live, &ip, change.live.as_deref(), change.desired.as_deref()).await?;

@@ -100,7 +100,7 @@ where
     Fut: std::future::Future<Output = Result<Vec<T>, AwsError>>,
 {
     let mut found = Vec::new();
-    for id in desired.iter().filter_map(|d| d.adopt.as_ref()?.id()).filter(|id| !known.contains(id)) {
+    for id in desired.iter().filter_map(Desired::adopted_id).filter(|id| !known.contains(id)) {
         found.extend(crate::aws::found(describe(id.to_string()).await)?.unwrap_or_default());
     }
     Ok(found)
@@ -108,7 +108,7 @@ where
 
 /// Whether `desired` adopts the resource `id`.
 pub fn adopts(desired: &[Desired], id: &str) -> bool {
-    desired.iter().any(|d| d.adopt.as_ref().and_then(|a| a.id()) == Some(id))
+    desired.iter().any(|d| d.adopted_id() == Some(id))
 }
 
 /// EC2 tags as a map.

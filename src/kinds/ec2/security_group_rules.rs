@@ -196,7 +196,7 @@ impl Kind for SecurityGroupRules {
     /// The rules of a group this environment owns, or of the group the spec
     /// adopts for them (`adopt: { ec2.security-group-rules/<id>: { id: sg-… } }`).
     fn matches(&self, env: &str, desired: &Desired, live: &Live) -> bool {
-        live.is_owned_as(env, &desired.key.id) || desired.adopt.as_ref().and_then(|a| a.id()) == Some(live.field(GROUP))
+        live.is_owned_as(env, &desired.key.id) || desired.adopted_id() == Some(live.field(GROUP))
     }
 
     async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {

@@ -39,7 +39,7 @@ impl Kind for SubnetGroups {
     async fn observe(&self, _env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
         let Some(d) = desired.first() else { return Ok(Vec::new()) };
         // An adopted group keeps its own name.
-        let name = d.adopt.as_ref().and_then(|a| a.id()).unwrap_or(&d.name);
+        let name = d.adopted_id().unwrap_or(&d.name);
         let Some(out) =
             found(self.client.describe_cache_subnet_groups().cache_subnet_group_name(name).send().await.aws("ElastiCache.DescribeCacheSubnetGroups"))?
         else {
