@@ -253,7 +253,7 @@ impl ErrorClass {
 
 /// Error-code fragments (lower case) that name a class, checked in this order.
 const CODE_CLASSES: &[(ErrorClass, &[&str])] = &[
-    (ErrorClass::NotFound, &["notfound", "nonexistent", "doesnotexist"]),
+    (ErrorClass::NotFound, &["notfound", "nonexistent", "doesnotexist", "nosuchentity"]),
     (ErrorClass::Throttled, &["throttl", "requestlimitexceeded", "toomanyrequests", "slowdown"]),
     (ErrorClass::Conflict, &["deletedrecently", "inuse", "conflict", "incorrectstate", "dependencyviolation"]),
     (ErrorClass::Denied, &["accessdenied", "unauthorized", "signature", "expiredtoken", "invalidclienttokenid"]),

@@ -5,24 +5,33 @@
 //! loops run their passes through it.
 
 use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-use crate::aws::{env_config, AwsResult, CallCounter, Timeouts};
+use crate::aws::{env_config, required, AwsResult, CallCounter, Timeouts};
 use crate::engine::apply::{reconcile, RetryPolicy};
 use crate::engine::report::Report;
 use crate::engine::{Kind, Mode, Scope};
 use crate::kinds;
 use crate::spec::model::Account;
-use crate::spec::EnvSpec;
+use crate::spec::{AwsContext, EnvSpec};
 
 /// One environment's configuration, clients and request counter.
 pub struct Runtime {
     region: Option<String>,
+    /// The region the clients send to (the spec's, the flag's or the environment's).
+    config_region: String,
     account: Option<Account>,
     counter: CallCounter,
     kinds: Vec<Box<dyn Kind>>,
     /// Resolves `adopt` entries that name a stack's resource.
     cloudformation: aws_sdk_cloudformation::Client,
+    /// Tells the account, once per runtime.
+    sts: aws_sdk_sts::Client,
+    /// Resolves the public parameters the kinds read, once per pass.
+    ssm: aws_sdk_ssm::Client,
+    /// The account id, once learnt.
+    account_id: tokio::sync::OnceCell<String>,
 }
 
 impl Runtime {
@@ -34,7 +43,10 @@ impl Runtime {
         let counter = CallCounter::default();
         let kinds = kinds::registry(&config, &counter).into_iter().filter(|k| only.map_or(true, |scope| k.rules().scope == scope)).collect();
         let cloudformation = crate::sdk_client!(aws_sdk_cloudformation, &config, &counter);
-        Runtime { region, account: env.spec.account.clone(), counter, kinds, cloudformation }
+        let sts = crate::sdk_client!(aws_sdk_sts, &config, &counter);
+        let ssm = crate::sdk_client!(aws_sdk_ssm, &config, &counter);
+        let config_region = config.region().map(|r| r.to_string()).unwrap_or_default();
+        Runtime { region, config_region, account: env.spec.account.clone(), counter, kinds, cloudformation, sts, ssm, account_id: Default::default() }
     }
 
     /// Whether this runtime still serves `env` (same region and account), after a spec reload.
@@ -52,14 +64,50 @@ impl Runtime {
     /// but left to the fast pass to write.
     pub async fn pass(&self, env: &EnvSpec, mode: Mode, leave_fast_kinds: bool) -> Report {
         let started = Instant::now();
-        let env = match self.resolve_adoptions(env).await {
-            Ok(resolved) => resolved,
+        let resolved = match self.resolve_adoptions(env).await {
+            Ok(resolved) => self.learn_context(resolved).await,
+            Err(errors) => Err(errors),
+        };
+        let env = match resolved {
+            Ok(env) => env,
             Err(errors) => return Report::new(env, mode, Vec::new(), errors, self.counter.stats(), started.elapsed()),
         };
         let defer = leave_fast_kinds.then_some(Scope::Fast);
         let mut report = reconcile(&env, &self.kinds, &self.counter, mode, &RetryPolicy::default(), defer).await;
         report.not_reconciled = kinds::unreconciled_sections(&env.spec);
         report
+    }
+
+    /// `env` with the pass's [`AwsContext`]: the account (asked once per
+    /// runtime), the region and the public parameters the kinds read; a failed
+    /// lookup stops the pass before any write.
+    async fn learn_context(&self, env: Cow<'_, EnvSpec>) -> Result<EnvSpec, Vec<String>> {
+        let account = self
+            .account_id
+            .get_or_try_init(|| async {
+                let me = self.sts.get_caller_identity().send().await.aws("STS.GetCallerIdentity")?;
+                required("STS.GetCallerIdentity", "account", me.account())
+            })
+            .await
+            .map_err(|e| vec![format!("cannot tell the account: {e}")])?
+            .clone();
+        let names: BTreeSet<&str> = self.kinds.iter().flat_map(|k| k.parameters().iter().copied()).collect();
+        let mut parameters = BTreeMap::new();
+        if !names.is_empty() {
+            let out = self.ssm.get_parameters().set_names(Some(names.iter().map(|n| n.to_string()).collect())).send().await;
+            let out = out.aws("SSM.GetParameters").map_err(|e| vec![format!("cannot read the public parameters {names:?}: {e}")])?;
+            for p in out.parameters() {
+                if let (Some(name), Some(value)) = (p.name(), p.value()) {
+                    parameters.insert(name.to_string(), value.to_string());
+                }
+            }
+            if let Some(missing) = names.iter().find(|n| !parameters.contains_key(**n)) {
+                return Err(vec![format!("the public parameter {missing} does not exist in this region")]);
+            }
+        }
+        let mut env = env.into_owned();
+        env.aws = Some(AwsContext { account, region: self.config_region.clone(), parameters });
+        Ok(env)
     }
 
     /// `env` with every `adopt` entry that names a CloudFormation stack's

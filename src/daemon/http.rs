@@ -272,7 +272,7 @@ mod tests {
         assert!(why.contains("network pass was abandoned"), "{why}");
         assert!(status.render().contains("sentry_operator_env_stale{env=\"dev\"} 1"));
         assert!(status.render().contains("sentry_operator_pass_timeouts_total{env=\"dev\",scope=\"network\"} 1"));
-        let env = crate::spec::EnvSpec { env: "dev".into(), spec: Default::default(), reallocate_whitelist: Default::default() };
+        let env = crate::spec::EnvSpec::new("dev", Default::default());
         let ok = Report::new(&env, crate::engine::Mode::Apply, Vec::new(), Vec::new(), Default::default(), Duration::ZERO);
         status.record(&ok, Scope::Full);
         assert!(status.not_ready_reason().is_some(), "a full pass does not clear an abandoned network pass");

@@ -517,7 +517,7 @@ mod tests {
     }
 
     fn env() -> EnvSpec {
-        EnvSpec { env: "dev".into(), spec: Default::default(), reallocate_whitelist: Default::default() }
+        EnvSpec::new("dev", Default::default())
     }
 
     /// A [`Fake`] with other rules, and only its resource `only` when given.

@@ -495,6 +495,12 @@ pub trait Kind: Send + Sync {
         Review::default()
     }
 
+    /// Public SSM parameters [`Kind::desired`] reads (the ECS-optimized AMI):
+    /// whoever runs the pass resolves them first, into [`EnvSpec::parameter`].
+    fn parameters(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// The resources of this kind the spec wants.
     fn desired(&self, env: &EnvSpec) -> Vec<Desired>;
 

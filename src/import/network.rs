@@ -236,6 +236,7 @@ pub async fn build(ctx: &mut Context, ec2: &Client) -> Result<Option<Network>, I
                 enabled: true,
                 traffic_type: f.traffic_type().map(|t| t.as_str().to_string()),
                 log_group: f.log_group_name().map(str::to_string),
+                role: None,
                 role_arn: f.deliver_logs_permission_arn().map(str::to_string),
             };
             ctx.adopt(flow_log::KIND, vpc::ID, &r.physical_id, by_id(&r.physical_id));

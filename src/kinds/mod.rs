@@ -6,6 +6,7 @@ pub mod dynamodb;
 pub mod ec2;
 pub mod ecs;
 pub mod elasticache;
+pub mod iam;
 pub mod logs;
 pub mod sqs;
 
@@ -25,7 +26,10 @@ pub fn registry(config: &SdkConfig, counter: &CallCounter) -> Vec<Box<dyn Kind>>
     let elasticache = sdk_client!(aws_sdk_elasticache, config, counter);
     let cognito = sdk_client!(aws_sdk_cognitoidentityprovider, config, counter);
     let ecs = sdk_client!(aws_sdk_ecs, config, counter);
+    let iam = sdk_client!(aws_sdk_iam, config, counter);
     vec![
+        Box::new(iam::role::Roles { client: iam.clone() }),
+        Box::new(iam::instance_profile::InstanceProfiles { client: iam }),
         Box::new(ec2::vpc::Vpcs { client: ec2.clone() }),
         Box::new(ec2::subnet::Subnets { client: ec2.clone() }),
         Box::new(ec2::internet_gateway::InternetGateways { client: ec2.clone() }),

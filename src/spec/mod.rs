@@ -7,6 +7,7 @@ pub mod compute;
 pub mod data;
 pub mod de;
 pub mod emit;
+pub mod iam;
 pub mod identity;
 pub mod messaging;
 pub mod model;
@@ -39,6 +40,57 @@ pub struct EnvSpec {
     /// Whitelist pool entries whose lost address may, in this run only, be
     /// replaced by a fresh one (`--reallocate-whitelist`); never from a file.
     pub reallocate_whitelist: BTreeSet<String>,
+    /// Where the pass runs, learnt from AWS before it plans; `None` outside a pass.
+    pub aws: Option<AwsContext>,
+}
+
+/// What a pass learns from AWS before it plans: the account and region it
+/// writes to, and the public SSM parameters the kinds asked for (the
+/// ECS-optimized AMI), resolved at plan time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AwsContext {
+    /// The account id (STS GetCallerIdentity).
+    pub account: String,
+    /// The region.
+    pub region: String,
+    /// Parameter name → value.
+    pub parameters: std::collections::BTreeMap<String, String>,
+}
+
+impl EnvSpec {
+    /// A loaded spec of environment `env`, before any pass.
+    pub fn new(env: &str, spec: Spec) -> Self {
+        EnvSpec { env: env.to_string(), spec, reallocate_whitelist: BTreeSet::new(), aws: None }
+    }
+
+    /// `text` with `${env}`, and within a pass `${account}` and `${region}`, replaced.
+    pub fn substitute(&self, text: &str) -> String {
+        let text = text.replace("${env}", &self.env);
+        match &self.aws {
+            Some(aws) => text.replace("${account}", &aws.account).replace("${region}", &aws.region),
+            None => text,
+        }
+    }
+
+    /// The ARN of `resource` of AWS service `service` in this pass's account
+    /// and region (`regional: false` for global services such as IAM).
+    pub fn arn(&self, service: &str, regional: bool, resource: &str) -> String {
+        let (account, region) = self.aws.as_ref().map_or(("${account}", "${region}"), |a| (a.account.as_str(), a.region.as_str()));
+        let region = if regional { region } else { "" };
+        let partition = if region.starts_with("cn-") {
+            "aws-cn"
+        } else if region.starts_with("us-gov-") {
+            "aws-us-gov"
+        } else {
+            "aws"
+        };
+        format!("arn:{partition}:{service}:{region}:{account}:{resource}")
+    }
+
+    /// The value of public SSM parameter `name` resolved for this pass.
+    pub fn parameter(&self, name: &str) -> Option<&str> {
+        self.aws.as_ref()?.parameters.get(name).map(String::as_str)
+    }
 }
 
 /// One located problem in a spec.
@@ -157,7 +209,7 @@ pub fn load(dir: &Path, env: &str) -> Result<EnvSpec, LoadError> {
         let errors = problems.into_iter().map(|p| SpecError { loc: tree.locate(&p.path).clone(), path: p.path.join("."), message: p.message }).collect();
         return Err(LoadError::Invalid(errors));
     }
-    Ok(EnvSpec { env: env.to_string(), spec, reallocate_whitelist: BTreeSet::new() })
+    Ok(EnvSpec::new(env, spec))
 }
 
 /// Reads one spec file: a regular file (after following links) of at most
@@ -228,7 +280,7 @@ fn special_file_kind(_kind: &std::fs::FileType) -> &'static str {
 }
 
 /// The top-level sections of a spec, as written in YAML.
-const SECTIONS: &[&str] = &["region", "tags", "account", "policies", "network", "messaging", "data", "compute", "identity", "observability", "adopt"];
+const SECTIONS: &[&str] = &["region", "tags", "account", "policies", "network", "messaging", "data", "iam", "compute", "identity", "observability", "adopt"];
 
 /// Deserializes each top-level section on its own, so that a mistake in one
 /// section does not hide mistakes in the others.
@@ -252,6 +304,7 @@ fn structure(tree: &Node) -> Result<Spec, Vec<SpecError>> {
             "network" => section(key, node, &mut errors, |v| spec.network = v),
             "messaging" => section(key, node, &mut errors, |v| spec.messaging = v),
             "data" => section(key, node, &mut errors, |v| spec.data = v),
+            "iam" => section(key, node, &mut errors, |v| spec.iam = v),
             "compute" => section(key, node, &mut errors, |v| spec.compute = v),
             "identity" => section(key, node, &mut errors, |v| spec.identity = v),
             "observability" => section(key, node, &mut errors, |v| spec.observability = v),

@@ -39,6 +39,8 @@ pub struct Spec {
     pub messaging: Option<Messaging>,
     /// DynamoDB tables and ElastiCache Redis.
     pub data: Option<Data>,
+    /// The IAM roles the estate runs on.
+    pub iam: Option<Iam>,
     /// ECS clusters, task definitions and services.
     pub compute: Option<Compute>,
     /// Cognito.
@@ -93,6 +95,7 @@ impl DeletionPolicy {
 }
 
 pub use super::compute::*;
+pub use super::iam::*;
 pub use super::data::*;
 pub use super::identity::*;
 pub use super::messaging::*;

@@ -65,8 +65,18 @@ pub struct FlowLogs {
     pub traffic_type: Option<String>,
     /// CloudWatch Logs group receiving the records; default `/sentry/vpc-flow-logs-<env>`.
     pub log_group: Option<String>,
-    /// IAM role that lets the flow-logs service write to the group (required when enabled).
+    /// The role that lets the flow-logs service write to the group (logical id in
+    /// `iam.roles`; its policy is generated); this or `roleArn` is required when enabled.
+    pub role: Option<String>,
+    /// The ARN of such a role the operator does not manage (an imported estate's).
     pub role_arn: Option<String>,
+}
+
+impl FlowLogs {
+    /// The log group receiving the records in environment `env`.
+    pub fn log_group_name(&self, env: &str) -> String {
+        self.log_group.as_deref().map(|g| g.replace("${env}", env)).unwrap_or_else(|| format!("/sentry/vpc-flow-logs-{env}"))
+    }
 }
 
 /// Subnet tier.
@@ -211,11 +221,14 @@ impl Checker {
         if let Some(t) = &n.vpc.flow_logs.traffic_type {
             self.one_of(&["network", "vpc", "flowLogs", "trafficType"], t, &["ACCEPT", "REJECT", "ALL"]);
         }
-        match &n.vpc.flow_logs.role_arn {
-            None if n.vpc.flow_logs.enabled => {
-                self.err(&["network", "vpc", "flowLogs"], "enabled flow logs need `roleArn` (the role that writes to CloudWatch Logs)")
+        match (&n.vpc.flow_logs.role, &n.vpc.flow_logs.role_arn) {
+            (None, None) if n.vpc.flow_logs.enabled => {
+                self.err(&["network", "vpc", "flowLogs"], "enabled flow logs need `role` or `roleArn` (the role that writes to CloudWatch Logs)")
             }
-            Some(arn) if !arn.starts_with("arn:aws:iam::") => self.err(&["network", "vpc", "flowLogs", "roleArn"], format!("{arn:?} is not an IAM role ARN")),
+            (Some(_), Some(_)) => self.err(&["network", "vpc", "flowLogs", "roleArn"], "give `role` (a role of the spec) or `roleArn`, not both"),
+            (None, Some(arn)) if !arn.starts_with("arn:aws:iam::") => {
+                self.err(&["network", "vpc", "flowLogs", "roleArn"], format!("{arn:?} is not an IAM role ARN"))
+            }
             _ => {}
         }
         if n.availability_zones.is_empty() {

@@ -53,7 +53,11 @@ pub fn validate(env: &str, spec: &Spec) -> Vec<Problem> {
     }
     let log_groups: BTreeSet<&str> = spec.observability.as_ref().map(|o| o.log_groups.keys().map(String::as_str).collect()).unwrap_or_default();
     if let Some(compute) = &spec.compute {
-        c.compute(compute, &sg_ids, &log_groups);
+        c.compute(compute, &sg_ids, &log_groups, spec.iam.as_ref());
+    }
+    c.iam(env, spec);
+    if let Some(role) = spec.network.as_ref().and_then(|n| n.vpc.flow_logs.role.as_ref()) {
+        c.role_reference(&["network", "vpc", "flowLogs", "role"], role, spec.iam.as_ref(), FLOW_LOGS, false);
     }
     if let Some(identity) = &spec.identity {
         c.identity(&identity.user_pool);

@@ -8,7 +8,8 @@ use aws_sdk_ec2::Client;
 
 use super::{adopted, desired, gone_is_ok, live, network, owned_by, put_tags, rules, tag_map, tag_spec, vpc};
 use crate::aws::{required, AwsError, AwsResult};
-use crate::engine::{Delta, Desired, Kind, Live, OnImmutableChange, ReadCache, Rules};
+use crate::engine::{Delta, Desired, Kind, Live, OnImmutableChange, ReadCache, Rules, Scope};
+use crate::kinds::iam;
 use crate::spec::model::DeletionPolicy;
 use crate::spec::EnvSpec;
 
@@ -29,18 +30,22 @@ pub struct FlowLogs {
 #[async_trait]
 impl Kind for FlowLogs {
     fn rules(&self) -> Rules {
-        Rules { immutable: &[RESOURCE, TRAFFIC, LOG_GROUP, ROLE], on_immutable_change: OnImmutableChange::Replace, ..rules(KIND) }
+        // Full passes only: the role it names is not a networking kind, and
+        // the whitelist guard's fast pass has no use for flow logs.
+        Rules { immutable: &[RESOURCE, TRAFFIC, LOG_GROUP, ROLE], on_immutable_change: OnImmutableChange::Replace, scope: Scope::Full, ..rules(KIND) }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
         let Some(n) = network(env).filter(|n| n.vpc.flow_logs.enabled) else { return Vec::new() };
         let f = &n.vpc.flow_logs;
-        let log_group = f.log_group.as_deref().map(|g| g.replace("${env}", &env.env)).unwrap_or_else(|| format!("/sentry/vpc-flow-logs-{}", env.env));
-        vec![desired(env, KIND, vpc::ID, format!("sentry-vpc-flow-logs-{}", env.env), DeletionPolicy::Delete)
+        let flow_log = desired(env, KIND, vpc::ID, format!("sentry-vpc-flow-logs-{}", env.env), DeletionPolicy::Delete)
             .with_reference(RESOURCE, vpc::KIND, vpc::ID)
             .with(TRAFFIC, f.traffic_type.as_deref().unwrap_or("ALL"))
-            .with(LOG_GROUP, log_group)
-            .with(ROLE, f.role_arn.as_deref().unwrap_or_default())]
+            .with(LOG_GROUP, f.log_group_name(&env.env));
+        vec![match &f.role {
+            Some(role) => flow_log.with_reference(ROLE, iam::role::KIND, role),
+            None => flow_log.with(ROLE, f.role_arn.clone().unwrap_or_default()),
+        }]
     }
 
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {

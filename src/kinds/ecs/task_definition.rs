@@ -18,7 +18,7 @@ use aws_sdk_ecs::Client;
 use super::{tag_list, tag_map};
 use crate::aws::{required, AwsError, AwsResult, Built, ErrorClass};
 use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Live, OnImmutableChange, ReadCache, Rules};
-use crate::kinds::logs;
+use crate::kinds::{iam::role, logs};
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::{physical_name, EnvSpec};
 
@@ -38,10 +38,11 @@ const NETWORK: &str = "NetworkMode";
 const COMPATIBILITY: &str = "Compatibility";
 const ARCHITECTURE: &str = "CpuArchitecture";
 const EXECUTION_ROLE: &str = "ExecutionRoleArn";
+const TASK_ROLE: &str = "TaskRoleArn";
 
 /// Every field: any change means a new revision.
 const FIELDS: &[&str] =
-    &[CONTAINER, IMAGE, CPU, MEMORY, PORTS, ENVIRONMENT, SECRETS, LOG_GROUP, LOG_REGION, NETWORK, COMPATIBILITY, ARCHITECTURE, EXECUTION_ROLE];
+    &[CONTAINER, IMAGE, CPU, MEMORY, PORTS, ENVIRONMENT, SECRETS, LOG_GROUP, LOG_REGION, NETWORK, COMPATIBILITY, ARCHITECTURE, EXECUTION_ROLE, TASK_ROLE];
 
 /// The task-definition kind.
 pub struct TaskDefinitions {
@@ -92,6 +93,7 @@ fn revision_fields(td: &TaskDefinition) -> Fields {
     // AWS leaves the runtime platform out when it is the default (x86_64 Linux).
     f.insert(ARCHITECTURE.into(), td.runtime_platform().and_then(|r| r.cpu_architecture()).map(|a| a.as_str()).unwrap_or("X86_64").into());
     f.insert(EXECUTION_ROLE.into(), td.execution_role_arn().unwrap_or_default().into());
+    f.insert(TASK_ROLE.into(), td.task_role_arn().unwrap_or_default().into());
     f
 }
 
@@ -110,21 +112,30 @@ impl Kind for TaskDefinitions {
             .map(|(id, td)| {
                 let group = log_groups.and_then(|g| g.get(&td.log_group)).map(|g| g.name.replace("${env}", &env.env)).unwrap_or_default();
                 let tags = ownership_tags(env, id, DeletionPolicy::Retain, &Tags::new());
-                Desired::new(KIND, id, physical_name(td.family.as_deref(), id, &env.env), tags)
+                let d = Desired::new(KIND, id, physical_name(td.family.as_deref(), id, &env.env), tags)
                     .after(logs::KIND, &td.log_group)
                     .with(CONTAINER, id)
-                    .with(IMAGE, format!("{}:{}", td.repository, td.image_tag))
+                    .with(IMAGE, env.substitute(&format!("{}:{}", td.repository, td.image_tag)))
                     .with(CPU, td.cpu.to_string())
                     .with(MEMORY, td.memory.to_string())
                     .with(PORTS, ports_field(td.ports.iter().copied()))
                     .with(ENVIRONMENT, json(&td.environment))
-                    .with(SECRETS, json(&td.secrets))
+                    .with(SECRETS, json(&td.secrets.iter().map(|(k, v)| (k, env.substitute(v))).collect::<BTreeMap<_, _>>()))
                     .with(LOG_GROUP, group)
                     .with(LOG_REGION, &region)
                     .with(NETWORK, "awsvpc")
                     .with(COMPATIBILITY, "EC2")
                     .with(ARCHITECTURE, &td.cpu_architecture)
-                    .with(EXECUTION_ROLE, td.execution_role_arn.as_deref().unwrap_or_default())
+                    .with(EXECUTION_ROLE, td.execution_role_arn.clone().unwrap_or_default())
+                    .with(TASK_ROLE, "");
+                let d = match &td.execution_role {
+                    Some(role) => d.with_reference(EXECUTION_ROLE, role::KIND, role),
+                    None => d,
+                };
+                match &td.task_role {
+                    Some(role) => d.with_reference(TASK_ROLE, role::KIND, role),
+                    None => d,
+                }
             })
             .collect()
     }
@@ -187,7 +198,7 @@ impl Kind for TaskDefinitions {
             .set_secrets(Some(secrets))
             .log_configuration(logging)
             .build();
-        let role = field(EXECUTION_ROLE);
+        let (role, task_role) = (field(EXECUTION_ROLE), field(TASK_ROLE));
         let out = self
             .client
             .register_task_definition()
@@ -204,6 +215,7 @@ impl Kind for TaskDefinitions {
                     .build(),
             )
             .set_execution_role_arn((!role.is_empty()).then_some(role))
+            .set_task_role_arn((!task_role.is_empty()).then_some(task_role))
             .set_tags(Some(tag_list(&desired.tags)))
             .send()
             .await
