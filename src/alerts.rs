@@ -279,7 +279,6 @@ mod tests {
                 message: "whitelist-1: 1.2.3.4 attached to eni-1: VIOLATED: ...".into(),
             }],
             sections: Vec::new(),
-            not_reconciled: Vec::new(),
             calls: CallStats::default(),
             duration_ms: 1234,
         }

@@ -73,9 +73,7 @@ impl Runtime {
             Err(errors) => return Report::new(env, mode, Vec::new(), errors, self.counter.stats(), started.elapsed()),
         };
         let defer = leave_fast_kinds.then_some(Scope::Fast);
-        let mut report = reconcile(&env, &self.kinds, &self.counter, mode, &RetryPolicy::default(), defer).await;
-        report.not_reconciled = kinds::unreconciled_sections(&env.spec);
-        report
+        reconcile(&env, &self.kinds, &self.counter, mode, &RetryPolicy::default(), defer).await
     }
 
     /// `env` with the pass's [`AwsContext`]: the account (asked once per

@@ -486,6 +486,7 @@ mod tests {
                     tags: ownership_tags(env, id, DeletionPolicy::Retain, &Tags::new()),
                     depends_on: if id == "a" { vec![ResourceKey { kind: "fake", id: "b".into() }] } else { Vec::new() },
                     adopt: None,
+                    delegated: Default::default(),
                 })
                 .collect()
         }

@@ -68,6 +68,10 @@ pub struct Desired {
     pub depends_on: Vec<ResourceKey>,
     /// Whether (and which) existing resource without ownership tags this one takes over.
     pub adopt: Option<Adoption>,
+    /// Fields another controller owns once the resource exists (an autoscaler's
+    /// desired count): set at creation, never compared or reverted afterwards.
+    /// Field → who owns it.
+    pub delegated: BTreeMap<String, &'static str>,
 }
 
 /// How a desired resource takes over one that exists without this
@@ -101,7 +105,15 @@ impl Desired {
     /// Resource `id` of `kind`, named `name` and tagged `tags`, with no
     /// fields or dependencies yet.
     pub fn new(kind: &'static str, id: &str, name: impl Into<String>, tags: Tags) -> Self {
-        Desired { key: ResourceKey::new(kind, id), name: name.into(), fields: Fields::new(), tags, depends_on: Vec::new(), adopt: None }
+        Desired {
+            key: ResourceKey::new(kind, id),
+            name: name.into(),
+            fields: Fields::new(),
+            tags,
+            depends_on: Vec::new(),
+            adopt: None,
+            delegated: BTreeMap::new(),
+        }
     }
 
     /// Sets field `name` to `value`.
@@ -122,6 +134,13 @@ impl Desired {
         let ids: Vec<&str> = ids.into_iter().collect();
         let d = self.with(name, list_field(ids.iter().map(|id| reference(kind, id))));
         ids.into_iter().fold(d, |d, id| d.after(kind, id))
+    }
+
+    /// Hands field `name` to `owner` (e.g. "the autoscaler (ECS managed
+    /// scaling)") once the resource exists: its value is the initial one only.
+    pub fn delegate(mut self, name: &str, owner: &'static str) -> Self {
+        self.delegated.insert(name.into(), owner);
+        self
     }
 
     /// Makes `id` of `kind` a resource that must exist first.
@@ -223,6 +242,12 @@ impl Live {
     /// Whether the tags say this resource is `id` of environment `env`.
     pub fn is_owned_as(&self, env: &str, id: &str) -> bool {
         matches!(self.ownership(), Ownership::Managed { env: e, id: i, .. } if e == env && i == id)
+    }
+
+    /// Whether this resource carries the ownership tags `desired` is created
+    /// with: the resource an earlier attempt of the same create made.
+    pub fn carries_ownership_of(&self, desired: &Desired) -> bool {
+        [TAG_MANAGED_BY, TAG_ENV, TAG_ID].iter().all(|k| desired.tags.contains_key(*k) && self.tags.get(*k) == desired.tags.get(*k))
     }
 
     /// Whether the tags say this resource belongs to environment `env` (any logical id).

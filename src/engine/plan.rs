@@ -128,7 +128,7 @@ pub fn diff(desired: &Desired, live: &Live, exclusive: &[&str], create_only: &[&
     let mut fields: Vec<FieldChange> = desired
         .fields
         .iter()
-        .filter(|(k, v)| live.fields.get(*k) != Some(*v) && !create_only.contains(&k.as_str()))
+        .filter(|(k, v)| live.fields.get(*k) != Some(*v) && !create_only.contains(&k.as_str()) && !desired.delegated.contains_key(*k))
         .map(|(k, v)| FieldChange { field: k.clone(), live: live.fields.get(k).cloned(), desired: Some(v.clone()) })
         .collect();
     fields.extend(
@@ -142,6 +142,24 @@ pub fn diff(desired: &Desired, live: &Live, exclusive: &[&str], create_only: &[&
     Delta { fields, tags }
 }
 
+/// What the plan says of the fields `d` delegates to an autoscaler: at
+/// creation, that they are initial values; afterwards, each live value that
+/// differs from the spec's, and that it is left alone.
+fn delegation_note(d: &Desired, live: Option<&Live>) -> Option<String> {
+    let notes: Vec<String> = d
+        .delegated
+        .iter()
+        .filter_map(|(field, owner)| match live {
+            None => Some(format!("{field} is the initial value; then owned by {owner}")),
+            Some(l) => {
+                let (now, spec) = (l.fields.get(field)?, d.fields.get(field)?);
+                (now != spec).then(|| format!("{field} owned by {owner}: {now} left alone (the spec's initial value is {spec})"))
+            }
+        })
+        .collect();
+    (!notes.is_empty()).then(|| notes.join("; "))
+}
+
 fn step(pair_key: ResourceKey, name: String, action: Action, note: Option<String>, desired: Option<Desired>, live: Option<Live>) -> Step {
     Step { key: pair_key, name, action, changes: Vec::new(), note, desired, live, delta: Delta::default(), outcome: None }
 }
@@ -150,7 +168,7 @@ fn step(pair_key: ResourceKey, name: String, action: Action, note: Option<String
 pub fn decide(rules: &Rules, env: &str, pair: Pair) -> Option<Step> {
     match (pair.desired, pair.live) {
         (Some(d), None) => {
-            let mut s = step(d.key.clone(), d.name.clone(), Action::Create, None, None, None);
+            let mut s = step(d.key.clone(), d.name.clone(), Action::Create, delegation_note(&d, None), None, None);
             s.changes = d.fields.iter().map(|(k, v)| FieldChange { field: k.clone(), live: None, desired: Some(v.clone()) }).collect();
             s.desired = Some(d);
             Some(s)
@@ -206,9 +224,9 @@ fn decide_existing(rules: &Rules, env: &str, d: Desired, l: Live) -> Step {
     } else if !immutable.is_empty() {
         (Action::Blocked, Some(format!("BLOCKED: {} cannot change without replacing the resource; change it by hand", immutable.join(", "))))
     } else if delta.is_empty() {
-        (Action::Noop, None)
+        (Action::Noop, delegation_note(&d, Some(&l)))
     } else {
-        (Action::Update, None)
+        (Action::Update, delegation_note(&d, Some(&l)))
     };
     Step { key: d.key.clone(), name: d.name.clone(), action, changes, note, desired: Some(d), live: Some(l), delta, outcome: None }
 }
@@ -243,6 +261,7 @@ mod tests {
             tags: tags("dev", id, "retain"),
             depends_on: deps.iter().map(|d| ResourceKey { kind: "test", id: d.to_string() }).collect(),
             adopt: None,
+            delegated: Default::default(),
         }
     }
 
@@ -391,5 +410,25 @@ mod tests {
             plan(RULES, vec![desired("src", &[], &["dlq"]), desired("dlq", &[], &[]), desired("other", &[], &[]), desired("top", &[], &["src"])], vec![]);
         let names: Vec<Vec<&str>> = waves(&steps).iter().map(|w| w.iter().map(|&i| steps[i].key.id.as_str()).collect()).collect();
         assert_eq!(names, vec![vec!["dlq", "other"], vec!["src"], vec!["top"]]);
+    }
+
+    #[test]
+    fn a_delegated_field_is_set_at_creation_then_left_to_its_owner() {
+        let d = desired("svc", &[("DesiredCount", "2"), ("Min", "2")], &[]).delegate("DesiredCount", "the autoscaler (Application Auto Scaling)");
+        let created = plan(RULES, vec![d.clone()], vec![]);
+        assert_eq!(created[0].action, Action::Create);
+        assert!(created[0].changes.iter().any(|c| c.field == "DesiredCount"), "the initial value is sent");
+        assert!(created[0].note.as_deref().unwrap_or("").contains("then owned by the autoscaler"), "{:?}", created[0].note);
+
+        let scaled = live("svc", &[("DesiredCount", "5"), ("Min", "2")], tags("dev", "svc", "retain"));
+        let steps = plan(RULES, vec![d.clone()], vec![scaled]);
+        assert_eq!(steps[0].action, Action::Noop, "the autoscaler's count is never reverted");
+        let note = steps[0].note.as_deref().unwrap_or("");
+        assert!(note.contains("DesiredCount owned by the autoscaler") && note.contains("5 left alone"), "{note}");
+
+        let narrowed = live("svc", &[("DesiredCount", "5"), ("Min", "1")], tags("dev", "svc", "retain"));
+        let steps = plan(RULES, vec![d], vec![narrowed]);
+        assert_eq!(steps[0].action, Action::Update);
+        assert_eq!(steps[0].delta.fields.iter().map(|c| c.field.as_str()).collect::<Vec<_>>(), vec!["Min"], "only the fields the operator owns");
     }
 }

@@ -75,8 +75,6 @@ pub struct Report {
     pub findings: Vec<Finding>,
     /// The findings as titled blocks of lines, one per class.
     pub sections: Vec<Section>,
-    /// Spec sections that this build parses and validates but does not reconcile yet.
-    pub not_reconciled: Vec<&'static str>,
     /// AWS requests made by the pass.
     pub calls: CallStats,
     /// Wall time of the pass, in milliseconds.
@@ -112,7 +110,6 @@ impl Report {
             invariant_violations: Vec::new(),
             findings: Vec::new(),
             sections: Vec::new(),
-            not_reconciled: Vec::new(),
             calls,
             duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
         }
@@ -155,7 +152,8 @@ impl Report {
         let mut out = String::new();
         let verb = if self.mode == Mode::Plan { "Plan" } else { "Reconcile" };
         let _ = writeln!(out, "{verb} for environment {}:\n", self.env);
-        for s in self.resources.iter().filter(|s| s.action != Action::Noop) {
+        // Unchanged resources are left out, unless the plan has something to say of them.
+        for s in self.resources.iter().filter(|s| s.action != Action::Noop || s.note.is_some()) {
             let sigil = match s.action {
                 Action::Create => "+",
                 Action::Adopt => "<=",
@@ -230,9 +228,6 @@ impl Report {
         }
         let _ = writeln!(out, ".");
         let _ = writeln!(out, "AWS calls: {} reads, {} writes ({} ms).", self.calls.reads, self.calls.writes, self.duration_ms);
-        if !self.not_reconciled.is_empty() {
-            let _ = writeln!(out, "Validated but not reconciled by this build: {}.", self.not_reconciled.join(", "));
-        }
         out
     }
 }

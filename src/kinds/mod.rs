@@ -1,6 +1,7 @@
 //! The AWS resource kinds, one module each. Adding a kind is one new module
 //! plus one line in [`registry`].
 
+pub mod autoscaling;
 pub mod cognito;
 pub mod dynamodb;
 pub mod ec2;
@@ -17,7 +18,6 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use crate::aws::{AwsError, CallCounter};
 use crate::engine::{Kind, Live};
 use crate::sdk_client;
-use crate::spec::Spec;
 
 /// Every reconciled kind, in dependency order (creates run in this order,
 /// deletes in reverse), over one client per service.
@@ -39,7 +39,7 @@ pub fn registry(config: &SdkConfig, counter: &CallCounter) -> Vec<Box<dyn Kind>>
         Box::new(ec2::security_group::SecurityGroups { client: ec2.clone() }),
         Box::new(ec2::security_group_rules::SecurityGroupRules { client: ec2.clone() }),
         Box::new(ec2::vpc_endpoint::VpcEndpoints { client: ec2.clone() }),
-        Box::new(ec2::flow_log::FlowLogs { client: ec2 }),
+        Box::new(ec2::flow_log::FlowLogs { client: ec2.clone() }),
         Box::new(sqs::Queues { client: sdk_client!(aws_sdk_sqs, config, counter) }),
         Box::new(dynamodb::Tables { client: sdk_client!(aws_sdk_dynamodb, config, counter) }),
         Box::new(elasticache::subnet_group::SubnetGroups { client: elasticache.clone() }),
@@ -48,6 +48,9 @@ pub fn registry(config: &SdkConfig, counter: &CallCounter) -> Vec<Box<dyn Kind>>
         Box::new(cognito::group::Groups { client: cognito.clone() }),
         Box::new(cognito::app_client::AppClients { client: cognito }),
         Box::new(logs::LogGroups { client: sdk_client!(aws_sdk_cloudwatchlogs, config, counter) }),
+        Box::new(ec2::launch_template::LaunchTemplates { client: ec2 }),
+        Box::new(autoscaling::Groups { client: sdk_client!(aws_sdk_autoscaling, config, counter) }),
+        Box::new(ecs::capacity_provider::CapacityProviders { client: ecs.clone() }),
         Box::new(ecs::cluster::Clusters { client: ecs.clone() }),
         Box::new(ecs::task_definition::TaskDefinitions { client: ecs.clone() }),
         Box::new(ecs::service::Services { client: ecs }),
@@ -74,13 +77,6 @@ where
 {
     let described: Vec<Option<Live>> = stream::iter(listed).map(describe).buffer_unordered(concurrency).try_collect().await?;
     Ok(described.into_iter().flatten().collect())
-}
-
-/// Sections of `spec` that are parsed and validated but that no registered
-/// kind reconciles yet; reported so that nobody mistakes them for converged.
-pub fn unreconciled_sections(spec: &Spec) -> Vec<&'static str> {
-    let capacity = spec.compute.as_ref().is_some_and(|c| c.clusters.values().any(|cluster| cluster.instance_type.is_some()));
-    [("compute.clusters EC2 capacity (instance type, min/max/desired)", capacity)].into_iter().filter_map(|(name, present)| present.then_some(name)).collect()
 }
 
 #[cfg(test)]

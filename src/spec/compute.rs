@@ -89,6 +89,13 @@ pub struct ManagedScaling {
     pub termination_protection: bool,
 }
 
+impl Default for ManagedScaling {
+    /// Off, with the seeds' numbers.
+    fn default() -> Self {
+        ManagedScaling { enabled: false, target_capacity: 70, minimum_scaling_step_size: 1, maximum_scaling_step_size: 2, termination_protection: false }
+    }
+}
+
 fn seventy() -> u32 {
     70
 }

@@ -1,12 +1,13 @@
-//! ECS clusters (`oms`, `gateway`): Container Insights, capacity providers, tags.
+//! ECS clusters (`oms`, `gateway`): Container Insights, capacity providers
+//! (the cluster's own EC2 provider first, as its default strategy), tags.
 
 use async_trait::async_trait;
-use aws_sdk_ecs::types::{ClusterField, ClusterSetting, ClusterSettingName};
+use aws_sdk_ecs::types::{CapacityProviderStrategyItem, ClusterField, ClusterSetting, ClusterSettingName};
 use aws_sdk_ecs::Client;
 
-use super::{add_tags, tag_list, tag_map};
-use crate::aws::{gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{list_field, list_items, ownership_tags, Delta, Desired, Kind, Live, ReadCache, Rules};
+use super::{add_tags, capacity_provider, tag_list, tag_map};
+use crate::aws::{gone_is_ok, required, AwsError, AwsResult, Built};
+use crate::engine::{list_field, list_items, ownership_tags, reference, Delta, Desired, Kind, Live, ReadCache, Rules};
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::{physical_name, EnvSpec};
 
@@ -15,6 +16,7 @@ pub const KIND: &str = "ecs.cluster";
 
 const INSIGHTS: &str = "ContainerInsights";
 const PROVIDERS: &str = "CapacityProviders";
+const STRATEGY: &str = "DefaultCapacityProviderStrategy";
 
 /// The cluster kind.
 pub struct Clusters {
@@ -24,6 +26,14 @@ pub struct Clusters {
 
 fn insights(value: &str) -> ClusterSetting {
     ClusterSetting::builder().name(ClusterSettingName::ContainerInsights).value(value).build()
+}
+
+/// The default strategy of `desired`: each provider it lists, weight 1, base 0.
+fn strategy(desired: &Desired) -> Result<Vec<CapacityProviderStrategyItem>, AwsError> {
+    list_items(desired.field(STRATEGY))
+        .into_iter()
+        .map(|p| CapacityProviderStrategyItem::builder().capacity_provider(p).weight(1).base(0).build().built("ECS.CapacityProviderStrategyItem"))
+        .collect()
 }
 
 #[async_trait]
@@ -38,9 +48,15 @@ impl Kind for Clusters {
             .iter()
             .map(|(id, cluster)| {
                 let tags = ownership_tags(env, id, DeletionPolicy::Delete, &Tags::new());
-                Desired::new(KIND, id, physical_name(cluster.name.as_deref(), id, &env.env), tags)
-                    .with(INSIGHTS, if cluster.container_insights { "enabled" } else { "disabled" })
-                    .with(PROVIDERS, list_field(&cluster.capacity_providers))
+                let d = Desired::new(KIND, id, physical_name(cluster.name.as_deref(), id, &env.env), tags)
+                    .with(INSIGHTS, if cluster.container_insights { "enabled" } else { "disabled" });
+                if cluster.has_capacity() {
+                    // Its own EC2 provider, which tasks use by default.
+                    let own = reference(capacity_provider::KIND, id);
+                    d.with(PROVIDERS, list_field(cluster.capacity_providers.iter().chain([&own]))).with(STRATEGY, own).after(capacity_provider::KIND, id)
+                } else {
+                    d.with(PROVIDERS, list_field(&cluster.capacity_providers)).with(STRATEGY, "")
+                }
             })
             .collect()
     }
@@ -59,7 +75,15 @@ impl Kind for Clusters {
                 let insights =
                     c.settings().iter().find(|s| s.name() == Some(&ClusterSettingName::ContainerInsights)).and_then(|s| s.value()).unwrap_or("disabled");
                 let l = Live { name: c.cluster_name()?.into(), handle: c.cluster_arn()?.into(), tags: tag_map(c.tags()), ..Live::default() };
-                Some(l.with(INSIGHTS, if insights == "enhanced" { "enabled" } else { insights }).with(PROVIDERS, list_field(c.capacity_providers())))
+                let strategy = c.default_capacity_provider_strategy().iter().map(|s| match (s.weight(), s.base()) {
+                    (1, 0) => s.capacity_provider().to_string(),
+                    (weight, base) => format!("{}:{weight}:{base}", s.capacity_provider()),
+                });
+                Some(
+                    l.with(INSIGHTS, if insights == "enhanced" { "enabled" } else { insights })
+                        .with(PROVIDERS, list_field(c.capacity_providers()))
+                        .with(STRATEGY, list_field(strategy)),
+                )
             })
             .collect())
     }
@@ -70,12 +94,14 @@ impl Kind for Clusters {
             .create_cluster()
             .cluster_name(&desired.name)
             .settings(insights(desired.field(INSIGHTS)))
-            .set_capacity_providers(Some(list_items(desired.field(PROVIDERS))).filter(|p| !p.is_empty()));
+            .set_capacity_providers(Some(list_items(desired.field(PROVIDERS))).filter(|p| !p.is_empty()))
+            .set_default_capacity_provider_strategy(Some(strategy(desired)?).filter(|s| !s.is_empty()));
         let out = request.set_tags(Some(tag_list(&desired.tags))).send().await.aws("ECS.CreateCluster")?;
         required("ECS.CreateCluster", "cluster ARN", out.cluster().and_then(|c| c.cluster_arn()))
     }
 
     async fn update(&self, desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {
+        let mut providers_put = false;
         for change in &delta.fields {
             match change.field.as_str() {
                 INSIGHTS => {
@@ -87,12 +113,13 @@ impl Kind for Clusters {
                         .await
                         .aws("ECS.UpdateClusterSettings")?;
                 }
-                PROVIDERS => {
+                PROVIDERS | STRATEGY if !providers_put => {
+                    providers_put = true;
                     self.client
                         .put_cluster_capacity_providers()
                         .cluster(&desired.name)
-                        .set_capacity_providers(Some(list_items(change.desired.as_deref().unwrap_or_default())))
-                        .set_default_capacity_provider_strategy(Some(Vec::new()))
+                        .set_capacity_providers(Some(list_items(desired.field(PROVIDERS))))
+                        .set_default_capacity_provider_strategy(Some(strategy(desired)?))
                         .send()
                         .await
                         .aws("ECS.PutClusterCapacityProviders")?;

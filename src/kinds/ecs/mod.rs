@@ -1,5 +1,6 @@
-//! ECS: clusters, task definitions and services.
+//! ECS: capacity providers, clusters, task definitions and services.
 
+pub mod capacity_provider;
 pub mod cluster;
 pub mod service;
 pub mod task_definition;

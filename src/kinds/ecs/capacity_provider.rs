@@ -1,0 +1,143 @@
+//! ECS capacity providers: one per cluster with EC2 capacity, over the
+//! cluster's Auto Scaling group, with managed scaling (target capacity and
+//! step sizes) and managed termination protection as the spec says.
+//!
+//! Named `sentry-<cluster>-ec2-<env>`. The group of a provider cannot change:
+//! a spec naming another group is BLOCKED.
+
+use async_trait::async_trait;
+use aws_sdk_ecs::types::{AutoScalingGroupProvider, AutoScalingGroupProviderUpdate, CapacityProviderField, ManagedScaling, ManagedScalingStatus,
+    ManagedTerminationProtection};
+use aws_sdk_ecs::Client;
+
+use super::{add_tags, tag_list, tag_map};
+use crate::aws::{gone_is_ok, AwsError, AwsResult, Built};
+use crate::engine::{ownership_tags, Delta, Desired, Kind, Live, ReadCache, Rules};
+use crate::kinds::autoscaling;
+use crate::spec::model::{Cluster, DeletionPolicy, Tags};
+use crate::spec::EnvSpec;
+
+/// Kind name.
+pub const KIND: &str = "ecs.capacity-provider";
+
+const GROUP: &str = "AutoScalingGroup";
+const SCALING: &str = "ManagedScaling";
+const TARGET: &str = "TargetCapacity";
+const MIN_STEP: &str = "MinimumScalingStepSize";
+const MAX_STEP: &str = "MaximumScalingStepSize";
+const PROTECTION: &str = "ManagedTerminationProtection";
+
+/// The capacity-provider kind.
+pub struct CapacityProviders {
+    /// The service's client, shared by the kinds of the service.
+    pub client: Client,
+}
+
+/// The provider name of cluster `id` in environment `env`.
+pub fn provider_name(id: &str, env: &str) -> String {
+    format!("sentry-{id}-ec2-{env}")
+}
+
+fn number(desired: &Desired, field: &str) -> Result<i32, AwsError> {
+    desired.field(field).parse().map_err(|_| AwsError::unexpected("ECS.CapacityProvider", format!("{field} {:?} is not a number", desired.field(field))))
+}
+
+fn status(on: bool) -> &'static str {
+    if on {
+        "ENABLED"
+    } else {
+        "DISABLED"
+    }
+}
+
+fn managed_scaling(desired: &Desired) -> Result<ManagedScaling, AwsError> {
+    Ok(ManagedScaling::builder()
+        .status(ManagedScalingStatus::from(desired.field(SCALING)))
+        .target_capacity(number(desired, TARGET)?)
+        .minimum_scaling_step_size(number(desired, MIN_STEP)?)
+        .maximum_scaling_step_size(number(desired, MAX_STEP)?)
+        .build())
+}
+
+/// The desired provider of a cluster with EC2 capacity (managed scaling off,
+/// with the spec's default numbers, when the spec has no `managedScaling`).
+fn desired_provider(env: &EnvSpec, id: &str, cluster: &Cluster) -> Desired {
+    let scaling = cluster.managed_scaling.clone().unwrap_or_default();
+    Desired::new(KIND, id, provider_name(id, &env.env), ownership_tags(env, id, DeletionPolicy::Delete, &Tags::new()))
+        .with_reference(GROUP, autoscaling::KIND, id)
+        .with(SCALING, status(scaling.enabled))
+        .with(PROTECTION, status(scaling.enabled && scaling.termination_protection))
+        .with(TARGET, scaling.target_capacity.to_string())
+        .with(MIN_STEP, scaling.minimum_scaling_step_size.to_string())
+        .with(MAX_STEP, scaling.maximum_scaling_step_size.to_string())
+}
+
+#[async_trait]
+impl Kind for CapacityProviders {
+    fn rules(&self) -> Rules {
+        Rules { immutable: &[GROUP], ..Rules::new(KIND) }
+    }
+
+    fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
+        let Some(c) = &env.spec.compute else { return Vec::new() };
+        c.clusters.iter().filter(|(_, cluster)| cluster.has_capacity()).map(|(id, cluster)| desired_provider(env, id, cluster)).collect()
+    }
+
+    async fn observe(&self, _env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
+        if desired.is_empty() {
+            return Ok(Vec::new());
+        }
+        // By name: the listing form (no names) is not served by every endpoint.
+        let names = desired.iter().map(|d| d.name.clone()).collect();
+        let out = self.client.describe_capacity_providers().set_capacity_providers(Some(names)).include(CapacityProviderField::Tags).send().await;
+        let out = out.aws("ECS.DescribeCapacityProviders")?;
+        Ok(out
+            .capacity_providers()
+            .iter()
+            .filter(|p| p.status().is_some_and(|s| s.as_str() == "ACTIVE"))
+            .filter_map(|p| {
+                let group = p.auto_scaling_group_provider()?;
+                let scaling = group.managed_scaling();
+                let mut live = Live { name: p.name()?.into(), handle: p.name()?.into(), tags: tag_map(p.tags()), ..Live::default() }
+                    .with(GROUP, group.auto_scaling_group_arn())
+                    .with(SCALING, scaling.and_then(|s| s.status()).map_or("DISABLED", |s| s.as_str()))
+                    .with(PROTECTION, group.managed_termination_protection().map_or("DISABLED", |s| s.as_str()));
+                if let Some(s) = scaling {
+                    live = live
+                        .with(TARGET, s.target_capacity().unwrap_or_default().to_string())
+                        .with(MIN_STEP, s.minimum_scaling_step_size().unwrap_or_default().to_string())
+                        .with(MAX_STEP, s.maximum_scaling_step_size().unwrap_or_default().to_string());
+                }
+                live.meta.insert("arn".into(), p.capacity_provider_arn()?.into());
+                Some(live)
+            })
+            .collect())
+    }
+
+    async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
+        let group = AutoScalingGroupProvider::builder()
+            .auto_scaling_group_arn(desired.field(GROUP))
+            .managed_scaling(managed_scaling(desired)?)
+            .managed_termination_protection(ManagedTerminationProtection::from(desired.field(PROTECTION)))
+            .build()
+            .built("ECS.CreateCapacityProvider")?;
+        let request = self.client.create_capacity_provider().name(&desired.name).auto_scaling_group_provider(group).set_tags(Some(tag_list(&desired.tags)));
+        request.send().await.aws("ECS.CreateCapacityProvider")?;
+        Ok(desired.name.clone())
+    }
+
+    async fn update(&self, desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {
+        if !delta.fields.is_empty() {
+            let group = AutoScalingGroupProviderUpdate::builder()
+                .managed_scaling(managed_scaling(desired)?)
+                .managed_termination_protection(ManagedTerminationProtection::from(desired.field(PROTECTION)))
+                .build();
+            self.client.update_capacity_provider().name(&live.name).auto_scaling_group_provider(group).send().await.aws("ECS.UpdateCapacityProvider")?;
+        }
+        add_tags(&self.client, live.meta("arn", "ECS.TagResource")?, &delta.tags).await
+    }
+
+    async fn delete(&self, live: &Live, _reads: &ReadCache) -> Result<(), AwsError> {
+        gone_is_ok(self.client.delete_capacity_provider().capacity_provider(&live.name).send().await.map(|_| ()).aws("ECS.DeleteCapacityProvider"))
+    }
+}
