@@ -32,6 +32,10 @@ pub struct Runtime {
     ssm: aws_sdk_ssm::Client,
     /// The account id, once learnt.
     account_id: tokio::sync::OnceCell<String>,
+    /// Whether passes learn their [`AwsContext`]: not the fast runtime, whose
+    /// networking kinds need none of it, so that the whitelist guard never
+    /// waits on STS or SSM.
+    learns_context: bool,
 }
 
 impl Runtime {
@@ -46,7 +50,18 @@ impl Runtime {
         let sts = crate::sdk_client!(aws_sdk_sts, &config, &counter);
         let ssm = crate::sdk_client!(aws_sdk_ssm, &config, &counter);
         let config_region = config.region().map(|r| r.to_string()).unwrap_or_default();
-        Runtime { region, config_region, account: env.spec.account.clone(), counter, kinds, cloudformation, sts, ssm, account_id: Default::default() }
+        Runtime {
+            region,
+            config_region,
+            account: env.spec.account.clone(),
+            counter,
+            kinds,
+            cloudformation,
+            sts,
+            ssm,
+            account_id: Default::default(),
+            learns_context: only != Some(Scope::Fast),
+        }
     }
 
     /// Whether this runtime still serves `env` (same region and account), after a spec reload.
@@ -79,7 +94,10 @@ impl Runtime {
     /// `env` with the pass's [`AwsContext`]: the account (asked once per
     /// runtime), the region and the public parameters the kinds read; a failed
     /// lookup stops the pass before any write.
-    async fn learn_context(&self, env: Cow<'_, EnvSpec>) -> Result<EnvSpec, Vec<String>> {
+    async fn learn_context<'a>(&self, env: Cow<'a, EnvSpec>) -> Result<Cow<'a, EnvSpec>, Vec<String>> {
+        if !self.learns_context {
+            return Ok(env);
+        }
         let account = self
             .account_id
             .get_or_try_init(|| async {
@@ -105,7 +123,7 @@ impl Runtime {
         }
         let mut env = env.into_owned();
         env.aws = Some(AwsContext { account, region: self.config_region.clone(), parameters });
-        Ok(env)
+        Ok(Cow::Owned(env))
     }
 
     /// `env` with every `adopt` entry that names a CloudFormation stack's

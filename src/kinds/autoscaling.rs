@@ -118,7 +118,8 @@ impl Kind for Groups {
             Err(e) if e.code.as_deref() != Some("AlreadyExists") => return Err(e),
             _ => {}
         }
-        let out = self.client.describe_auto_scaling_groups().auto_scaling_group_names(&desired.name).send().await.aws("AutoScaling.DescribeAutoScalingGroups")?;
+        let out =
+            self.client.describe_auto_scaling_groups().auto_scaling_group_names(&desired.name).send().await.aws("AutoScaling.DescribeAutoScalingGroups")?;
         let group = out.auto_scaling_groups().first().and_then(live_group);
         match group {
             Some(g) if g.carries_ownership_of(desired) => Ok(g.handle),

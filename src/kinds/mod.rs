@@ -1,6 +1,7 @@
 //! The AWS resource kinds, one module each. Adding a kind is one new module
 //! plus one line in [`registry`].
 
+pub mod application_autoscaling;
 pub mod autoscaling;
 pub mod cognito;
 pub mod dynamodb;
@@ -27,6 +28,7 @@ pub fn registry(config: &SdkConfig, counter: &CallCounter) -> Vec<Box<dyn Kind>>
     let cognito = sdk_client!(aws_sdk_cognitoidentityprovider, config, counter);
     let ecs = sdk_client!(aws_sdk_ecs, config, counter);
     let iam = sdk_client!(aws_sdk_iam, config, counter);
+    let app_autoscaling = sdk_client!(aws_sdk_applicationautoscaling, config, counter);
     vec![
         Box::new(iam::role::Roles { client: iam.clone() }),
         Box::new(iam::instance_profile::InstanceProfiles { client: iam }),
@@ -48,12 +50,15 @@ pub fn registry(config: &SdkConfig, counter: &CallCounter) -> Vec<Box<dyn Kind>>
         Box::new(cognito::group::Groups { client: cognito.clone() }),
         Box::new(cognito::app_client::AppClients { client: cognito }),
         Box::new(logs::LogGroups { client: sdk_client!(aws_sdk_cloudwatchlogs, config, counter) }),
+        Box::new(ecs::cluster::Clusters { client: ecs.clone() }),
         Box::new(ec2::launch_template::LaunchTemplates { client: ec2 }),
         Box::new(autoscaling::Groups { client: sdk_client!(aws_sdk_autoscaling, config, counter) }),
         Box::new(ecs::capacity_provider::CapacityProviders { client: ecs.clone() }),
-        Box::new(ecs::cluster::Clusters { client: ecs.clone() }),
+        Box::new(ecs::cluster_capacity::ClusterCapacityProviders { client: ecs.clone() }),
         Box::new(ecs::task_definition::TaskDefinitions { client: ecs.clone() }),
-        Box::new(ecs::service::Services { client: ecs }),
+        Box::new(ecs::service::Services { client: ecs.clone() }),
+        Box::new(application_autoscaling::scalable_target::ScalableTargets { client: app_autoscaling.clone(), ecs: ecs.clone() }),
+        Box::new(application_autoscaling::scaling_policy::ScalingPolicies { client: app_autoscaling, ecs }),
     ]
 }
 

@@ -186,6 +186,51 @@ pub struct Service {
     /// What happens once removed from the spec (services are scaled to 0 first).
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+    /// Service auto scaling (Application Auto Scaling); off when absent. When
+    /// enabled, the desired count belongs to the autoscaler after creation.
+    pub auto_scaling: Option<ServiceAutoScaling>,
+}
+
+/// Target tracking of a service's task count on its average CPU.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServiceAutoScaling {
+    /// Whether it is on (prod) or off (dev, staging).
+    pub enabled: bool,
+    /// Fewest tasks.
+    #[serde(default = "one")]
+    pub min_tasks: u32,
+    /// Most tasks.
+    #[serde(default = "four")]
+    pub max_tasks: u32,
+    /// Average CPU utilization kept, in percent (1..=100).
+    #[serde(default = "seventy")]
+    pub target_cpu_utilization: u32,
+    /// Seconds between scale-outs.
+    #[serde(default = "sixty")]
+    pub scale_out_cooldown: i64,
+    /// Seconds between scale-ins.
+    #[serde(default = "three_hundred")]
+    pub scale_in_cooldown: i64,
+}
+
+impl Service {
+    /// The service's auto scaling, when enabled.
+    pub fn scaling(&self) -> Option<&ServiceAutoScaling> {
+        self.auto_scaling.as_ref().filter(|a| a.enabled)
+    }
+}
+
+fn four() -> u32 {
+    4
+}
+
+fn sixty() -> i64 {
+    60
+}
+
+fn three_hundred() -> i64 {
+    300
 }
 
 impl Checker {
@@ -231,6 +276,25 @@ impl Checker {
     }
 }
 
+impl Checker {
+    fn service_scaling(&mut self, id: &str, s: &Service, a: &ServiceAutoScaling) {
+        let at = |field: &'static str| ["compute", "services", id, "autoScaling", field];
+        if a.min_tasks > a.max_tasks {
+            self.err(&at("minTasks"), format!("minTasks {} is greater than maxTasks {}", a.min_tasks, a.max_tasks));
+        } else if a.enabled && !(a.min_tasks..=a.max_tasks).contains(&s.desired_count) {
+            let message = format!("desiredCount {} is outside minTasks..maxTasks ({}..{})", s.desired_count, a.min_tasks, a.max_tasks);
+            self.err(&["compute", "services", id, "desiredCount"], message);
+        }
+        self.range(&at("maxTasks"), Some(a.max_tasks), 1, 10_000);
+        self.range(&at("targetCpuUtilization"), Some(a.target_cpu_utilization), 1, 100);
+        for (field, seconds) in [("scaleOutCooldown", a.scale_out_cooldown), ("scaleInCooldown", a.scale_in_cooldown)] {
+            if !(0..=86_400).contains(&seconds) {
+                self.err(&at(field), format!("{field} {seconds} is out of range 0..=86400 seconds"));
+            }
+        }
+    }
+}
+
 fn hundred() -> u32 {
     100
 }
@@ -251,13 +315,11 @@ impl Checker {
                 self.err(&["compute", "taskDefinitions", id, "cpu"], "cpu and memory must be positive");
             }
             match (&td.execution_role, &td.execution_role_arn) {
-                (None, None) if !td.secrets.is_empty() => self.err(
-                    &["compute", "taskDefinitions", id, "secrets"],
-                    "secrets need `executionRole` or `executionRoleArn` (the role that reads them)",
-                ),
-                (Some(_), Some(_)) => {
-                    self.err(&["compute", "taskDefinitions", id, "executionRoleArn"], "give `executionRole` (a role of the spec) or `executionRoleArn`, not both")
+                (None, None) if !td.secrets.is_empty() => {
+                    self.err(&["compute", "taskDefinitions", id, "secrets"], "secrets need `executionRole` or `executionRoleArn` (the role that reads them)")
                 }
+                (Some(_), Some(_)) => self
+                    .err(&["compute", "taskDefinitions", id, "executionRoleArn"], "give `executionRole` (a role of the spec) or `executionRoleArn`, not both"),
                 (Some(role), None) => self.role_reference(&["compute", "taskDefinitions", id, "executionRole"], role, iam, ECS_TASKS, false),
                 (None, Some(arn)) if !arn.starts_with("arn:aws:iam::") => {
                     self.err(&["compute", "taskDefinitions", id, "executionRoleArn"], format!("{arn:?} is not an IAM role ARN"))
@@ -285,6 +347,9 @@ impl Checker {
                 self.reference(&["compute", "services", id, "securityGroups", &i.to_string()], g, groups.iter().copied(), "security group");
             }
             self.range(&["compute", "services", id, "minHealthyPercent"], Some(s.min_healthy_percent), 0, 100);
+            if let Some(a) = &s.auto_scaling {
+                self.service_scaling(id, s, a);
+            }
             self.range(&["compute", "services", id, "maxPercent"], Some(s.max_percent), 100, 200);
         }
     }

@@ -95,8 +95,8 @@ impl DeletionPolicy {
 }
 
 pub use super::compute::*;
-pub use super::iam::*;
 pub use super::data::*;
+pub use super::iam::*;
 pub use super::identity::*;
 pub use super::messaging::*;
 pub use super::network::*;

@@ -20,9 +20,11 @@ fn apply_dev(moto: &Moto) -> (Run, Vec<(String, String)>) {
     (run, writes)
 }
 
-/// Fails if any write request names `needle`.
+/// Fails if any write request names `needle`, role policies aside: they name
+/// the ARNs of what a role may use, touching none (the foreign role's own
+/// policy is checked by reading it back).
 fn no_write_names(writes: &[(String, String)], needle: &str) {
-    let touching: Vec<&String> = writes.iter().filter(|(_, text)| text.contains(needle)).map(|(op, _)| op).collect();
+    let touching: Vec<&String> = writes.iter().filter(|(op, text)| text.contains(needle) && op != "PutRolePolicy").map(|(op, _)| op).collect();
     assert!(touching.is_empty(), "writes naming foreign {needle}: {touching:?}");
 }
 
@@ -162,9 +164,16 @@ async fn a_foreign_cluster_task_family_and_log_group_are_untouched() {
     skipped(&run, "ecs.task-definition", "oms", "unmanaged, skipped");
     skipped(&run, "logs.log-group", "oms", "unmanaged, skipped");
     skipped(&run, "ecs.service", "oms", "which is not the operator's");
+    for kind in ["ec2.launch-template", "autoscaling.group", "ecs.capacity-provider"] {
+        skipped(&run, kind, "oms", "which is not the operator's");
+    }
+    skipped(&run, "ecs.cluster-capacity-providers", "oms", "unmanaged, skipped");
     no_write_names(&outside_ec2(&writes), "sentry-oms-dev");
+    assert!(clusters_providers(&ecs, "sentry-oms-dev").await.is_empty(), "no capacity given to the foreign cluster");
     let services = ecs.list_services().cluster("sentry-oms-dev").send().await.expect("services");
     assert!(services.service_arns().is_empty(), "no service created in the foreign cluster");
+    let groups = aws_sdk_autoscaling::Client::new(&config).describe_auto_scaling_groups().auto_scaling_group_names("sentry-oms-dev").send().await;
+    assert!(groups.expect("groups").auto_scaling_groups().is_empty(), "no instances for the foreign cluster");
     let clusters = ecs.describe_clusters().clusters("sentry-oms-dev").include(aws_sdk_ecs::types::ClusterField::Tags).send().await.expect("cluster");
     assert!(clusters.clusters()[0].tags().is_empty(), "no tag added to the foreign cluster");
     let revisions = ecs.list_task_definitions().family_prefix("sentry-oms-dev").send().await.expect("revisions");
@@ -172,6 +181,69 @@ async fn a_foreign_cluster_task_family_and_log_group_are_untouched() {
     let groups = logs.describe_log_groups().log_group_name_prefix("/ecs/sentry-oms-dev").send().await.expect("log groups");
     assert_eq!(groups.log_groups()[0].retention_in_days(), Some(1), "retention unchanged");
     for (kind, id) in [("ecs.cluster", "gateway"), ("ecs.service", "websocket"), ("logs.log-group", "websocket")] {
+        assert_eq!(run.resource(kind, id)["outcome"]["status"], "applied", "{kind} {id} built");
+    }
+}
+
+async fn clusters_providers(ecs: &aws_sdk_ecs::Client, name: &str) -> Vec<String> {
+    let out = ecs.describe_clusters().clusters(name).send().await.expect("cluster");
+    out.clusters().first().map(|c| c.capacity_providers().to_vec()).unwrap_or_default()
+}
+
+/// Roles, instance profiles, launch templates, Auto Scaling groups and
+/// capacity providers are named uniquely in the account: one planted
+/// untagged under each dev name is skipped, never changed, and neither is
+/// anything built on it.
+#[tokio::test]
+async fn foreign_roles_profiles_templates_groups_and_providers_are_untouched() {
+    let moto = Moto::start();
+    let config = sdk_config(&moto.endpoint).await;
+    let iam = aws_sdk_iam::Client::new(&config);
+    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ecs-tasks.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+    let theirs = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"*"}]}"#;
+    iam.create_role().role_name("sentry-oms-task-dev").assume_role_policy_document(trust).send().await.expect("foreign role");
+    iam.put_role_policy().role_name("sentry-oms-task-dev").policy_name("sentry-operator").policy_document(theirs).send().await.expect("their policy");
+    iam.create_instance_profile().instance_profile_name("sentry-ecs-instance-dev").send().await.expect("foreign profile");
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let data = aws_sdk_ec2::types::RequestLaunchTemplateData::builder().instance_type(aws_sdk_ec2::types::InstanceType::T3Micro).build();
+    ec2.create_launch_template().launch_template_name("sentry-gateway-dev").launch_template_data(data).send().await.expect("foreign template");
+    let vpc = ec2.create_vpc().cidr_block("10.9.0.0/16").send().await.expect("their vpc");
+    let subnet = ec2.create_subnet().vpc_id(vpc.vpc().and_then(|v| v.vpc_id()).expect("vpc")).cidr_block("10.9.1.0/24").send().await.expect("their subnet");
+    let subnet = subnet.subnet().and_then(|s| s.subnet_id()).expect("subnet").to_string();
+    let autoscaling = aws_sdk_autoscaling::Client::new(&config);
+    let template = aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder().launch_template_name("sentry-gateway-dev").build();
+    let group = autoscaling.create_auto_scaling_group().auto_scaling_group_name("sentry-gateway-dev").min_size(0).max_size(1).launch_template(template);
+    group.vpc_zone_identifier(&subnet).send().await.expect("foreign group");
+    let arn = autoscaling.describe_auto_scaling_groups().auto_scaling_group_names("sentry-gateway-dev").send().await.expect("group");
+    let arn = arn.auto_scaling_groups()[0].auto_scaling_group_arn().expect("arn").to_string();
+    let ecs = aws_sdk_ecs::Client::new(&config);
+    let provider = aws_sdk_ecs::types::AutoScalingGroupProvider::builder().auto_scaling_group_arn(&arn).build().expect("provider");
+    ecs.create_capacity_provider().name("sentry-gateway-ec2-dev").auto_scaling_group_provider(provider).send().await.expect("foreign provider");
+
+    let (run, writes) = apply_dev(&moto);
+    skipped(&run, "iam.role", "oms-task", "unmanaged, skipped");
+    skipped(&run, "iam.instance-profile", "ecs-instance", "unmanaged, skipped");
+    skipped(&run, "ec2.launch-template", "gateway", "unmanaged, skipped");
+    skipped(&run, "autoscaling.group", "gateway", "unmanaged, skipped");
+    skipped(&run, "ecs.capacity-provider", "gateway", "unmanaged, skipped");
+    skipped(&run, "ec2.launch-template", "oms", "which is not the operator's");
+    skipped(&run, "ecs.cluster-capacity-providers", "gateway", "which is not the operator's");
+    for name in ["sentry-oms-task-dev", "sentry-gateway-ec2-dev"] {
+        no_write_names(&writes, name);
+    }
+    // The operator's own role shares the foreign profile's name: only profile writes would touch it.
+    let profile_writes: Vec<(String, String)> = writes.iter().filter(|(op, _)| op.contains("InstanceProfile")).cloned().collect();
+    no_write_names(&profile_writes, "sentry-ecs-instance-dev");
+    let policy = iam.get_role_policy().role_name("sentry-oms-task-dev").policy_name("sentry-operator").send().await.expect("their policy");
+    assert!(sentry_operator::kinds::iam::decode_document(policy.policy_document()).contains("s3:GetObject"), "their policy unchanged");
+    let profile = iam.get_instance_profile().instance_profile_name("sentry-ecs-instance-dev").send().await.expect("profile");
+    assert!(profile.instance_profile().is_some_and(|p| p.roles().is_empty()), "no role added to the foreign profile");
+    let versions = ec2.describe_launch_template_versions().launch_template_name("sentry-gateway-dev").send().await.expect("versions");
+    assert_eq!(versions.launch_template_versions().len(), 1, "no version added to the foreign template");
+    let group = autoscaling.describe_auto_scaling_groups().auto_scaling_group_names("sentry-gateway-dev").send().await.expect("group");
+    assert_eq!(group.auto_scaling_groups()[0].max_size(), Some(1), "the foreign group unchanged");
+    assert!(clusters_providers(&ecs, "sentry-gateway-dev").await.is_empty(), "the foreign provider is not attached");
+    for (kind, id) in [("iam.role", "websocket-task"), ("ecs.cluster", "gateway"), ("ecs.service", "websocket")] {
         assert_eq!(run.resource(kind, id)["outcome"]["status"], "applied", "{kind} {id} built");
     }
 }

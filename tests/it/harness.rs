@@ -390,6 +390,19 @@ pub async fn account_inventory(moto: &Moto) -> Vec<(&'static str, usize)> {
     }
     let revisions = ecs.list_task_definitions().send().await.expect("task definitions").task_definition_arns().len();
     let log_groups = aws_sdk_cloudwatchlogs::Client::new(&config).describe_log_groups().send().await.expect("log groups").log_groups().len();
+    let iam = aws_sdk_iam::Client::new(&config);
+    let roles = iam.list_roles().send().await.expect("roles").roles().len();
+    let role_policies = iam.get_account_authorization_details().send().await.expect("authorization details");
+    let role_policies: usize = role_policies.role_detail_list().iter().map(|r| r.role_policy_list().len()).sum();
+    let profiles = iam.list_instance_profiles().send().await.expect("instance profiles").instance_profiles().len();
+    let templates = ec2.describe_launch_templates().send().await.expect("launch templates");
+    let template_versions: i64 = templates.launch_templates().iter().filter_map(|t| t.latest_version_number()).sum();
+    let auto_scaling_groups =
+        aws_sdk_autoscaling::Client::new(&config).describe_auto_scaling_groups().send().await.expect("groups").auto_scaling_groups().len();
+    let scaling = aws_sdk_applicationautoscaling::Client::new(&config);
+    let ecs_namespace = aws_sdk_applicationautoscaling::types::ServiceNamespace::Ecs;
+    let targets = scaling.describe_scalable_targets().service_namespace(ecs_namespace.clone()).send().await.expect("targets").scalable_targets().len();
+    let policies = scaling.describe_scaling_policies().service_namespace(ecs_namespace).send().await.expect("policies").scaling_policies().len();
     vec![
         ("vpcs", vpcs.len()),
         ("subnets", subnets),
@@ -411,5 +424,13 @@ pub async fn account_inventory(moto: &Moto) -> Vec<(&'static str, usize)> {
         ("services", services),
         ("task definition revisions", revisions),
         ("log groups", log_groups),
+        ("roles", roles),
+        ("inline role policies", role_policies),
+        ("instance profiles", profiles),
+        ("launch templates", templates.launch_templates().len()),
+        ("launch template versions", usize::try_from(template_versions).unwrap_or_default()),
+        ("auto scaling groups", auto_scaling_groups),
+        ("scalable targets", targets),
+        ("scaling policies", policies),
     ]
 }

@@ -1,5 +1,6 @@
 //! The one integration-test binary (each extra file in tests/ would re-link the AWS SDK).
 
+mod capacity;
 mod collisions;
 mod compute;
 mod crash;

@@ -5,7 +5,8 @@
 //!
 //! A template is compared through its default version. A change creates a new
 //! version and makes it the default, which the cluster's Auto Scaling group
-//! follows (`$Default`); old versions are kept, for rollback.
+//! follows (`$Default`); old versions are kept, for rollback. A template
+//! comes after its cluster: a cluster the operator does not own gets none.
 
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{
@@ -136,6 +137,7 @@ impl Kind for LaunchTemplates {
                 let name = physical_name(c.name.as_deref(), id, &env.env);
                 let role = c.instance_role.as_deref().unwrap_or_default();
                 Desired::new(KIND, id, &name, ownership_tags(env, id, DeletionPolicy::Delete, &Tags::new()))
+                    .after(crate::kinds::ecs::cluster::KIND, id)
                     .with(IMAGE, &image)
                     .with(INSTANCE_TYPE, c.instance_type.clone().unwrap_or_default())
                     .with_reference(PROFILE, instance_profile::KIND, role)

@@ -6,8 +6,9 @@
 //! a spec naming another group is BLOCKED.
 
 use async_trait::async_trait;
-use aws_sdk_ecs::types::{AutoScalingGroupProvider, AutoScalingGroupProviderUpdate, CapacityProviderField, ManagedScaling, ManagedScalingStatus,
-    ManagedTerminationProtection};
+use aws_sdk_ecs::types::{
+    AutoScalingGroupProvider, AutoScalingGroupProviderUpdate, CapacityProviderField, ManagedScaling, ManagedScalingStatus, ManagedTerminationProtection,
+};
 use aws_sdk_ecs::Client;
 
 use super::{add_tags, tag_list, tag_map};

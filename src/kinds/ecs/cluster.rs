@@ -1,13 +1,15 @@
-//! ECS clusters (`oms`, `gateway`): Container Insights, capacity providers
-//! (the cluster's own EC2 provider first, as its default strategy), tags.
+//! ECS clusters (`oms`, `gateway`): Container Insights and tags; their
+//! capacity providers are [`super::cluster_capacity`]'s.
 
 use async_trait::async_trait;
-use aws_sdk_ecs::types::{CapacityProviderStrategyItem, ClusterField, ClusterSetting, ClusterSettingName};
+use std::sync::Arc;
+
+use aws_sdk_ecs::types::{ClusterField, ClusterSetting, ClusterSettingName};
 use aws_sdk_ecs::Client;
 
-use super::{add_tags, capacity_provider, tag_list, tag_map};
-use crate::aws::{gone_is_ok, required, AwsError, AwsResult, Built};
-use crate::engine::{list_field, list_items, ownership_tags, reference, Delta, Desired, Kind, Live, ReadCache, Rules};
+use super::{add_tags, tag_list, tag_map};
+use crate::aws::{gone_is_ok, required, AwsError, AwsResult};
+use crate::engine::{list_field, ownership_tags, Delta, Desired, Kind, Live, ReadCache, Rules};
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::{physical_name, EnvSpec};
 
@@ -15,8 +17,10 @@ use crate::spec::{physical_name, EnvSpec};
 pub const KIND: &str = "ecs.cluster";
 
 const INSIGHTS: &str = "ContainerInsights";
-const PROVIDERS: &str = "CapacityProviders";
-const STRATEGY: &str = "DefaultCapacityProviderStrategy";
+/// Field of the live cluster, managed by [`super::cluster_capacity`].
+pub const PROVIDERS: &str = "CapacityProviders";
+/// Field of the live cluster, managed by [`super::cluster_capacity`].
+pub const STRATEGY: &str = "DefaultCapacityProviderStrategy";
 
 /// The cluster kind.
 pub struct Clusters {
@@ -28,12 +32,34 @@ fn insights(value: &str) -> ClusterSetting {
     ClusterSetting::builder().name(ClusterSettingName::ContainerInsights).value(value).build()
 }
 
-/// The default strategy of `desired`: each provider it lists, weight 1, base 0.
-fn strategy(desired: &Desired) -> Result<Vec<CapacityProviderStrategyItem>, AwsError> {
-    list_items(desired.field(STRATEGY))
-        .into_iter()
-        .map(|p| CapacityProviderStrategyItem::builder().capacity_provider(p).weight(1).base(0).build().built("ECS.CapacityProviderStrategyItem"))
-        .collect()
+/// The spec's clusters as they are (capacity providers and default strategy
+/// included, for the provider kind): one DescribeClusters a pass, shared.
+pub async fn live_clusters(client: &Client, env: &EnvSpec, reads: &ReadCache) -> Result<Arc<Vec<Live>>, AwsError> {
+    reads
+        .get("ECS.DescribeClusters(spec)", || async {
+            let names: Vec<String> = env.spec.compute.iter().flat_map(|c| &c.clusters).map(|(id, c)| physical_name(c.name.as_deref(), id, &env.env)).collect();
+            if names.is_empty() {
+                return Ok(Vec::new());
+            }
+            let request = client.describe_clusters().set_clusters(Some(names)).include(ClusterField::Settings);
+            let out = request.include(ClusterField::Tags).send().await.aws("ECS.DescribeClusters")?;
+            Ok(out.clusters().iter().filter(|c| c.status() == Some("ACTIVE")).filter_map(live_cluster).collect())
+        })
+        .await
+}
+
+fn live_cluster(c: &aws_sdk_ecs::types::Cluster) -> Option<Live> {
+    let insights = c.settings().iter().find(|s| s.name() == Some(&ClusterSettingName::ContainerInsights)).and_then(|s| s.value()).unwrap_or("disabled");
+    let l = Live { name: c.cluster_name()?.into(), handle: c.cluster_arn()?.into(), tags: tag_map(c.tags()), ..Live::default() };
+    let strategy = c.default_capacity_provider_strategy().iter().map(|s| match (s.weight(), s.base()) {
+        (1, 0) => s.capacity_provider().to_string(),
+        (weight, base) => format!("{}:{weight}:{base}", s.capacity_provider()),
+    });
+    Some(
+        l.with(INSIGHTS, if insights == "enhanced" { "enabled" } else { insights })
+            .with(PROVIDERS, list_field(c.capacity_providers()))
+            .with(STRATEGY, list_field(strategy)),
+    )
 }
 
 #[async_trait]
@@ -48,84 +74,26 @@ impl Kind for Clusters {
             .iter()
             .map(|(id, cluster)| {
                 let tags = ownership_tags(env, id, DeletionPolicy::Delete, &Tags::new());
-                let d = Desired::new(KIND, id, physical_name(cluster.name.as_deref(), id, &env.env), tags)
-                    .with(INSIGHTS, if cluster.container_insights { "enabled" } else { "disabled" });
-                if cluster.has_capacity() {
-                    // Its own EC2 provider, which tasks use by default.
-                    let own = reference(capacity_provider::KIND, id);
-                    d.with(PROVIDERS, list_field(cluster.capacity_providers.iter().chain([&own]))).with(STRATEGY, own).after(capacity_provider::KIND, id)
-                } else {
-                    d.with(PROVIDERS, list_field(&cluster.capacity_providers)).with(STRATEGY, "")
-                }
+                Desired::new(KIND, id, physical_name(cluster.name.as_deref(), id, &env.env), tags)
+                    .with(INSIGHTS, if cluster.container_insights { "enabled" } else { "disabled" })
             })
             .collect()
     }
 
-    async fn observe(&self, _env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
-        if desired.is_empty() {
-            return Ok(Vec::new());
-        }
-        let request = self.client.describe_clusters().set_clusters(Some(desired.iter().map(|d| d.name.clone()).collect())).include(ClusterField::Settings);
-        let out = request.include(ClusterField::Tags).send().await.aws("ECS.DescribeClusters")?;
-        Ok(out
-            .clusters()
-            .iter()
-            .filter(|c| c.status() == Some("ACTIVE"))
-            .filter_map(|c| {
-                let insights =
-                    c.settings().iter().find(|s| s.name() == Some(&ClusterSettingName::ContainerInsights)).and_then(|s| s.value()).unwrap_or("disabled");
-                let l = Live { name: c.cluster_name()?.into(), handle: c.cluster_arn()?.into(), tags: tag_map(c.tags()), ..Live::default() };
-                let strategy = c.default_capacity_provider_strategy().iter().map(|s| match (s.weight(), s.base()) {
-                    (1, 0) => s.capacity_provider().to_string(),
-                    (weight, base) => format!("{}:{weight}:{base}", s.capacity_provider()),
-                });
-                Some(
-                    l.with(INSIGHTS, if insights == "enhanced" { "enabled" } else { insights })
-                        .with(PROVIDERS, list_field(c.capacity_providers()))
-                        .with(STRATEGY, list_field(strategy)),
-                )
-            })
-            .collect())
+    async fn observe(&self, env: &EnvSpec, _desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
+        Ok(live_clusters(&self.client, env, reads).await?.as_ref().clone())
     }
 
     async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
-        let request = self
-            .client
-            .create_cluster()
-            .cluster_name(&desired.name)
-            .settings(insights(desired.field(INSIGHTS)))
-            .set_capacity_providers(Some(list_items(desired.field(PROVIDERS))).filter(|p| !p.is_empty()))
-            .set_default_capacity_provider_strategy(Some(strategy(desired)?).filter(|s| !s.is_empty()));
+        let request = self.client.create_cluster().cluster_name(&desired.name).settings(insights(desired.field(INSIGHTS)));
         let out = request.set_tags(Some(tag_list(&desired.tags))).send().await.aws("ECS.CreateCluster")?;
         required("ECS.CreateCluster", "cluster ARN", out.cluster().and_then(|c| c.cluster_arn()))
     }
 
     async fn update(&self, desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {
-        let mut providers_put = false;
-        for change in &delta.fields {
-            match change.field.as_str() {
-                INSIGHTS => {
-                    self.client
-                        .update_cluster_settings()
-                        .cluster(&desired.name)
-                        .settings(insights(change.desired.as_deref().unwrap_or("disabled")))
-                        .send()
-                        .await
-                        .aws("ECS.UpdateClusterSettings")?;
-                }
-                PROVIDERS | STRATEGY if !providers_put => {
-                    providers_put = true;
-                    self.client
-                        .put_cluster_capacity_providers()
-                        .cluster(&desired.name)
-                        .set_capacity_providers(Some(list_items(desired.field(PROVIDERS))))
-                        .set_default_capacity_provider_strategy(Some(strategy(desired)?))
-                        .send()
-                        .await
-                        .aws("ECS.PutClusterCapacityProviders")?;
-                }
-                _ => {}
-            }
+        if delta.fields.iter().any(|c| c.field == INSIGHTS) {
+            let request = self.client.update_cluster_settings().cluster(&desired.name).settings(insights(desired.field(INSIGHTS)));
+            request.send().await.aws("ECS.UpdateClusterSettings")?;
         }
         add_tags(&self.client, &live.handle, &delta.tags).await
     }

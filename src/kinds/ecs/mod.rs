@@ -2,6 +2,7 @@
 
 pub mod capacity_provider;
 pub mod cluster;
+pub mod cluster_capacity;
 pub mod service;
 pub mod task_definition;
 

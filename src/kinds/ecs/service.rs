@@ -3,6 +3,8 @@
 //! Updated in place; deleted only with `deletionPolicy: delete`, and scaled
 //! to zero first.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use aws_sdk_ecs::types::{AssignPublicIp, AwsVpcConfiguration, DeploymentConfiguration, LaunchType, NetworkConfiguration, ServiceField};
 use aws_sdk_ecs::Client;
@@ -58,6 +60,50 @@ fn deployment(desired: &Desired) -> DeploymentConfiguration {
     DeploymentConfiguration::builder().set_minimum_healthy_percent(number(MIN_HEALTHY)).set_maximum_percent(number(MAX_PERCENT)).build()
 }
 
+/// The services of the spec's clusters (the cluster name in their `meta`):
+/// one read a pass, shared by the service kind and the auto scaling kinds,
+/// whose resources belong to whoever owns the service they scale.
+pub async fn live_services(client: &Client, env: &EnvSpec, reads: &ReadCache) -> Result<Arc<Vec<Live>>, AwsError> {
+    reads
+        .get("ECS.DescribeServices(clusters of the spec)", || async {
+            let Some(c) = &env.spec.compute else { return Ok(Vec::new()) };
+            let mut found = Vec::new();
+            for (id, spec_cluster) in &c.clusters {
+                let cluster_name = physical_name(spec_cluster.name.as_deref(), id, &env.env);
+                let listed = client.list_services().cluster(&cluster_name).into_paginator().items().send().try_collect().await;
+                let arns: Vec<String> = crate::aws::found(listed.aws("ECS.ListServices"))?.unwrap_or_default(); // none while the cluster does not exist
+                for batch in arns.chunks(DESCRIBE_BATCH) {
+                    let request = client.describe_services().cluster(&cluster_name).set_services(Some(batch.to_vec()));
+                    let out = request.include(ServiceField::Tags).send().await.aws("ECS.DescribeServices")?;
+                    for s in out.services().iter().filter(|s| s.status() == Some("ACTIVE")) {
+                        let (Some(name), Some(arn)) = (s.service_name(), s.service_arn()) else { continue };
+                        let vpc = s.network_configuration().and_then(|n| n.awsvpc_configuration());
+                        let deployment = s.deployment_configuration();
+                        let meta = [(CLUSTER.to_string(), cluster_name.clone())].into();
+                        let l = Live { name: name.into(), handle: arn.into(), tags: tag_map(s.tags()), meta, ..Live::default() };
+                        found.push(
+                            l.with(CLUSTER, s.cluster_arn().unwrap_or_default())
+                                .with(TASK, s.task_definition().unwrap_or_default())
+                                .with(COUNT, s.desired_count().to_string())
+                                .with(SUBNETS, list_field(vpc.map(|v| v.subnets()).unwrap_or_default()))
+                                .with(GROUPS, list_field(vpc.map(|v| v.security_groups()).unwrap_or_default()))
+                                .with(MIN_HEALTHY, deployment.and_then(|d| d.minimum_healthy_percent()).unwrap_or(100).to_string())
+                                .with(MAX_PERCENT, deployment.and_then(|d| d.maximum_percent()).unwrap_or(200).to_string())
+                                .with(LAUNCH, s.launch_type().map_or("EC2", |t| t.as_str())),
+                        );
+                    }
+                }
+            }
+            Ok(found)
+        })
+        .await
+}
+
+/// The name of the cluster a live service (from [`live_services`]) runs in.
+pub fn cluster_of(service: &Live) -> &str {
+    service.meta.get(CLUSTER).map_or("", String::as_str)
+}
+
 #[async_trait]
 impl Kind for Services {
     fn rules(&self) -> Rules {
@@ -71,7 +117,7 @@ impl Kind for Services {
             .map(|(id, s)| {
                 let subnets = n.subnets.iter().filter(|(_, sn)| sn.tier == s.subnets).map(|(sid, _)| sid.as_str());
                 let name = physical_name(s.name.as_deref(), &format!("{id}-service"), &env.env);
-                Desired::new(KIND, id, name, ownership_tags(env, id, s.deletion_policy, &Tags::new()))
+                let d = Desired::new(KIND, id, name, ownership_tags(env, id, s.deletion_policy, &Tags::new()))
                     .with_reference(CLUSTER, cluster::KIND, &s.cluster)
                     .with_reference(TASK, task_definition::KIND, &s.task_definition)
                     .with(COUNT, s.desired_count.to_string())
@@ -79,41 +125,18 @@ impl Kind for Services {
                     .with_references(GROUPS, security_group::KIND, s.security_groups.iter().map(String::as_str))
                     .with(MIN_HEALTHY, s.min_healthy_percent.to_string())
                     .with(MAX_PERCENT, s.max_percent.to_string())
-                    .with(LAUNCH, "EC2")
+                    .with(LAUNCH, "EC2");
+                if s.scaling().is_some() {
+                    d.delegate(COUNT, "the autoscaler (Application Auto Scaling)")
+                } else {
+                    d
+                }
             })
             .collect()
     }
 
-    async fn observe(&self, env: &EnvSpec, _desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
-        let Some(c) = &env.spec.compute else { return Ok(Vec::new()) };
-        let mut found = Vec::new();
-        for (id, spec_cluster) in &c.clusters {
-            let cluster_name = physical_name(spec_cluster.name.as_deref(), id, &env.env);
-            let listed = self.client.list_services().cluster(&cluster_name).into_paginator().items().send().try_collect().await;
-            let arns: Vec<String> = crate::aws::found(listed.aws("ECS.ListServices"))?.unwrap_or_default(); // none while the cluster does not exist
-            for batch in arns.chunks(DESCRIBE_BATCH) {
-                let request = self.client.describe_services().cluster(&cluster_name).set_services(Some(batch.to_vec()));
-                let out = request.include(ServiceField::Tags).send().await.aws("ECS.DescribeServices")?;
-                for s in out.services().iter().filter(|s| s.status() == Some("ACTIVE")) {
-                    let (Some(name), Some(arn)) = (s.service_name(), s.service_arn()) else { continue };
-                    let vpc = s.network_configuration().and_then(|n| n.awsvpc_configuration());
-                    let deployment = s.deployment_configuration();
-                    let meta = [(CLUSTER.to_string(), cluster_name.clone())].into();
-                    let l = Live { name: name.into(), handle: arn.into(), tags: tag_map(s.tags()), meta, ..Live::default() };
-                    found.push(
-                        l.with(CLUSTER, s.cluster_arn().unwrap_or_default())
-                            .with(TASK, s.task_definition().unwrap_or_default())
-                            .with(COUNT, s.desired_count().to_string())
-                            .with(SUBNETS, list_field(vpc.map(|v| v.subnets()).unwrap_or_default()))
-                            .with(GROUPS, list_field(vpc.map(|v| v.security_groups()).unwrap_or_default()))
-                            .with(MIN_HEALTHY, deployment.and_then(|d| d.minimum_healthy_percent()).unwrap_or(100).to_string())
-                            .with(MAX_PERCENT, deployment.and_then(|d| d.maximum_percent()).unwrap_or(200).to_string())
-                            .with(LAUNCH, s.launch_type().map_or("EC2", |t| t.as_str())),
-                    );
-                }
-            }
-        }
-        Ok(found)
+    async fn observe(&self, env: &EnvSpec, _desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
+        Ok(live_services(&self.client, env, reads).await?.as_ref().clone())
     }
 
     async fn create(&self, desired: &Desired, token: &str, _reads: &ReadCache) -> Result<String, AwsError> {

@@ -6,8 +6,8 @@ use aws_sdk_iam::Client;
 
 use super::{role, roles, tag_list, tag_map};
 use crate::aws::{gone_is_ok, required, AwsError, AwsResult};
-use crate::kinds::describe_each;
 use crate::engine::{ownership_tags, Delta, Desired, Kind, Live, ReadCache, Rules};
+use crate::kinds::describe_each;
 use crate::spec::model::Tags;
 use crate::spec::{physical_name, EnvSpec};
 
@@ -39,8 +39,11 @@ impl Kind for InstanceProfiles {
             .iter()
             .filter(|(_, r)| r.instance_profile)
             .map(|(id, r)| {
-                Desired::new(KIND, id, physical_name(r.name.as_deref(), id, &env.env), ownership_tags(env, id, r.deletion_policy, &Tags::new()))
-                    .with_reference(ROLE, role::KIND, id)
+                Desired::new(KIND, id, physical_name(r.name.as_deref(), id, &env.env), ownership_tags(env, id, r.deletion_policy, &Tags::new())).with_reference(
+                    ROLE,
+                    role::KIND,
+                    id,
+                )
             })
             .collect()
     }
@@ -77,7 +80,8 @@ impl Kind for InstanceProfiles {
     async fn update(&self, desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {
         if delta.fields.iter().any(|c| c.field == ROLE) {
             if !live.field(ROLE).is_empty() {
-                let removed = self.client.remove_role_from_instance_profile().instance_profile_name(&live.name).role_name(role_name(live.field(ROLE))).send().await;
+                let removed =
+                    self.client.remove_role_from_instance_profile().instance_profile_name(&live.name).role_name(role_name(live.field(ROLE))).send().await;
                 gone_is_ok(removed.map(|_| ()).aws("IAM.RemoveRoleFromInstanceProfile"))?;
             }
             self.add_role(&live.name, desired.field(ROLE)).await?;

@@ -136,14 +136,8 @@ fn policy(env: &EnvSpec, id: &str, role: &Role) -> Option<String> {
     };
     let queues = env.spec.messaging.as_ref().map(|m| &m.queues);
     let queue_arns = role.access.queues.iter().filter_map(|q| Some(env.arn("sqs", true, &queues?.get(q)?.physical_name(q, &env.env))));
-    let queue_actions = [
-        "sqs:ChangeMessageVisibility",
-        "sqs:DeleteMessage",
-        "sqs:GetQueueAttributes",
-        "sqs:GetQueueUrl",
-        "sqs:ReceiveMessage",
-        "sqs:SendMessage",
-    ];
+    let queue_actions =
+        ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:ReceiveMessage", "sqs:SendMessage"];
     grant("Queues", &queue_actions, queue_arns.collect());
     let tables = env.spec.data.as_ref().map(|d| &d.tables);
     let table_arns: BTreeSet<String> = role

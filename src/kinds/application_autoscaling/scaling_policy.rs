@@ -1,0 +1,131 @@
+//! Target-tracking scaling policies: a service's average CPU kept at the
+//! spec's percentage, with its scale-out and scale-in cooldowns.
+
+use async_trait::async_trait;
+use aws_sdk_applicationautoscaling::types::{
+    MetricType, PolicyType, PredefinedMetricSpecification, ScalableDimension, ServiceNamespace, TargetTrackingScalingPolicyConfiguration,
+};
+use aws_sdk_applicationautoscaling::Client;
+
+use super::{owners, scalable_target, scaled_services};
+use crate::aws::{gone_is_ok, AwsError, AwsResult, Built};
+use crate::engine::{ownership_tags, Delta, Desired, Kind, Live, ReadCache, Rules};
+use crate::spec::model::{DeletionPolicy, Tags};
+use crate::spec::EnvSpec;
+
+/// Kind name.
+pub const KIND: &str = "application-autoscaling.scaling-policy";
+
+const TARGET: &str = "ScalableTarget";
+const METRIC: &str = "PredefinedMetric";
+const VALUE: &str = "TargetValue";
+const OUT: &str = "ScaleOutCooldown";
+const IN: &str = "ScaleInCooldown";
+
+/// The metric the services scale on.
+const CPU: &str = "ECSServiceAverageCPUUtilization";
+
+/// The scaling-policy kind.
+pub struct ScalingPolicies {
+    /// The service's client.
+    pub client: Client,
+    /// ECS, whose services own the policies.
+    pub ecs: aws_sdk_ecs::Client,
+}
+
+#[async_trait]
+impl Kind for ScalingPolicies {
+    fn rules(&self) -> Rules {
+        Rules { immutable: &[TARGET], on_immutable_change: crate::engine::OnImmutableChange::Replace, ..Rules::new(KIND) }
+    }
+
+    fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
+        scaled_services(env)
+            .into_iter()
+            .map(|(id, _, scaling, _)| {
+                Desired::new(KIND, id, format!("sentry-{id}-cpu-{}", env.env), ownership_tags(env, id, DeletionPolicy::Delete, &Tags::new()))
+                    .with_reference(TARGET, scalable_target::KIND, id)
+                    .with(METRIC, CPU)
+                    .with(VALUE, scaling.target_cpu_utilization.to_string())
+                    .with(OUT, scaling.scale_out_cooldown.to_string())
+                    .with(IN, scaling.scale_in_cooldown.to_string())
+            })
+            .collect()
+    }
+
+    async fn observe(&self, env: &EnvSpec, desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
+        let owners = owners(&self.ecs, env, reads).await?;
+        let request = self.client.describe_scaling_policies().service_namespace(ServiceNamespace::Ecs);
+        let policies = request.into_paginator().items().send().try_collect().await.aws("ApplicationAutoScaling.DescribeScalingPolicies")?;
+        Ok(policies
+            .iter()
+            .filter_map(|p| {
+                let (name, resource) = (p.policy_name(), p.resource_id());
+                let tags = owners.iter().find(|(r, _)| r == resource).map(|(_, tags)| tags.clone()).unwrap_or_default();
+                let mut live = Live { name: name.into(), handle: p.policy_arn().into(), tags, ..Live::default() }.with(TARGET, resource);
+                if !desired.iter().any(|d| d.name == name) && !live.is_owned_by(&env.env) {
+                    return None;
+                }
+                if let Some(c) = p.target_tracking_scaling_policy_configuration() {
+                    let metric = c.predefined_metric_specification().map_or("", |m| m.predefined_metric_type().as_str());
+                    live = live
+                        .with(METRIC, metric)
+                        .with(VALUE, c.target_value().to_string())
+                        .with(OUT, c.scale_out_cooldown().unwrap_or_default().to_string())
+                        .with(IN, c.scale_in_cooldown().unwrap_or_default().to_string());
+                }
+                live.meta.insert(TARGET.into(), resource.into());
+                Some(live)
+            })
+            .collect())
+    }
+
+    async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
+        let number = |f: &str| {
+            desired.field(f).parse::<i32>().map_err(|_| AwsError::unexpected("ApplicationAutoScaling.PutScalingPolicy", format!("{f} is not a number")))
+        };
+        let value: f64 =
+            desired.field(VALUE).parse().map_err(|_| AwsError::unexpected("ApplicationAutoScaling.PutScalingPolicy", "TargetValue is not a number"))?;
+        let metric = PredefinedMetricSpecification::builder()
+            .predefined_metric_type(MetricType::from(desired.field(METRIC)))
+            .build()
+            .built("ApplicationAutoScaling.PutScalingPolicy")?;
+        let tracking = TargetTrackingScalingPolicyConfiguration::builder()
+            .target_value(value)
+            .predefined_metric_specification(metric)
+            .scale_out_cooldown(number(OUT)?)
+            .scale_in_cooldown(number(IN)?)
+            .build()
+            .built("ApplicationAutoScaling.PutScalingPolicy")?;
+        let request = self
+            .client
+            .put_scaling_policy()
+            .policy_name(&desired.name)
+            .service_namespace(ServiceNamespace::Ecs)
+            .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
+            .resource_id(desired.field(TARGET))
+            .policy_type(PolicyType::TargetTrackingScaling)
+            .target_tracking_scaling_policy_configuration(tracking);
+        let out = request.send().await.aws("ApplicationAutoScaling.PutScalingPolicy")?;
+        Ok(out.policy_arn().to_string())
+    }
+
+    async fn update(&self, desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {
+        // PutScalingPolicy is an upsert. Ownership comes from the service's tags.
+        if !delta.fields.is_empty() {
+            self.create(desired, &live.handle, &ReadCache::default()).await?;
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, live: &Live, _reads: &ReadCache) -> Result<(), AwsError> {
+        let request = self
+            .client
+            .delete_scaling_policy()
+            .policy_name(&live.name)
+            .service_namespace(ServiceNamespace::Ecs)
+            .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
+            .resource_id(live.meta(TARGET, "ApplicationAutoScaling.DeleteScalingPolicy")?);
+        gone_is_ok(request.send().await.map(|_| ()).aws("ApplicationAutoScaling.DeleteScalingPolicy"))
+    }
+}

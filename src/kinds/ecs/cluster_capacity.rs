@@ -1,0 +1,97 @@
+//! The capacity providers of each cluster and its default strategy: the
+//! cluster's own EC2 provider (when it has EC2 capacity), used by default,
+//! plus any the spec lists (`FARGATE`, or an imported cluster's).
+//!
+//! A kind of its own, after both the cluster and its provider: the provider's
+//! group and template come after the cluster, so that a cluster the operator
+//! does not own gets no capacity of the operator's. It has no tags: it belongs
+//! to whoever owns the cluster.
+
+use async_trait::async_trait;
+use aws_sdk_ecs::types::CapacityProviderStrategyItem;
+use aws_sdk_ecs::Client;
+
+use super::capacity_provider;
+use super::cluster::{self, live_clusters, PROVIDERS, STRATEGY};
+use crate::aws::{AwsError, AwsResult, Built};
+use crate::engine::{list_field, list_items, ownership_tags, reference, Delta, Desired, Kind, Live, ReadCache, Rules};
+use crate::spec::model::{DeletionPolicy, Tags};
+use crate::spec::{physical_name, EnvSpec};
+
+/// Kind name.
+pub const KIND: &str = "ecs.cluster-capacity-providers";
+
+/// The cluster-capacity-providers kind.
+pub struct ClusterCapacityProviders {
+    /// The service's client, shared by the kinds of the service.
+    pub client: Client,
+}
+
+/// The handle of a cluster's providers (distinct from the cluster's own).
+fn handle(cluster_name: &str) -> String {
+    format!("{cluster_name}/capacity-providers")
+}
+
+#[async_trait]
+impl Kind for ClusterCapacityProviders {
+    fn rules(&self) -> Rules {
+        Rules::new(KIND)
+    }
+
+    fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
+        let Some(c) = &env.spec.compute else { return Vec::new() };
+        c.clusters
+            .iter()
+            .map(|(id, cluster)| {
+                let d =
+                    Desired::new(KIND, id, physical_name(cluster.name.as_deref(), id, &env.env), ownership_tags(env, id, DeletionPolicy::Delete, &Tags::new()))
+                        .after(cluster::KIND, id);
+                if cluster.has_capacity() {
+                    let own = reference(capacity_provider::KIND, id);
+                    d.with(PROVIDERS, list_field(cluster.capacity_providers.iter().chain([&own]))).with(STRATEGY, own).after(capacity_provider::KIND, id)
+                } else {
+                    d.with(PROVIDERS, list_field(&cluster.capacity_providers)).with(STRATEGY, "")
+                }
+            })
+            .collect()
+    }
+
+    async fn observe(&self, env: &EnvSpec, _desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
+        let clusters = live_clusters(&self.client, env, reads).await?;
+        Ok(clusters
+            .iter()
+            .map(|c| {
+                let live = Live { name: c.name.clone(), handle: handle(&c.name), tags: c.tags.clone(), ..Live::default() };
+                live.with(PROVIDERS, c.field(PROVIDERS)).with(STRATEGY, c.field(STRATEGY))
+            })
+            .collect())
+    }
+
+    async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
+        let strategy: Vec<CapacityProviderStrategyItem> = list_items(desired.field(STRATEGY))
+            .into_iter()
+            .map(|p| CapacityProviderStrategyItem::builder().capacity_provider(p).weight(1).base(0).build().built("ECS.PutClusterCapacityProviders"))
+            .collect::<Result<_, _>>()?;
+        let request = self
+            .client
+            .put_cluster_capacity_providers()
+            .cluster(&desired.name)
+            .set_capacity_providers(Some(list_items(desired.field(PROVIDERS))))
+            .set_default_capacity_provider_strategy(Some(strategy));
+        request.send().await.aws("ECS.PutClusterCapacityProviders")?;
+        Ok(handle(&desired.name))
+    }
+
+    async fn update(&self, desired: &Desired, _live: &Live, delta: &Delta) -> Result<(), AwsError> {
+        // The tags are the cluster's, kept by the cluster kind.
+        if !delta.fields.is_empty() {
+            self.create(desired, "", &ReadCache::default()).await?;
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, _live: &Live, _reads: &ReadCache) -> Result<(), AwsError> {
+        // Deleting the cluster takes its providers' association with it.
+        Ok(())
+    }
+}
