@@ -79,16 +79,20 @@ impl Runtime {
     /// but left to the fast pass to write.
     pub async fn pass(&self, env: &EnvSpec, mode: Mode, leave_fast_kinds: bool) -> Report {
         let started = Instant::now();
+        let calls_before = self.counter.stats();
         let resolved = match self.resolve_adoptions(env).await {
             Ok(resolved) => self.learn_context(resolved).await,
             Err(errors) => Err(errors),
         };
         let env = match resolved {
             Ok(env) => env,
-            Err(errors) => return Report::new(env, mode, Vec::new(), errors, self.counter.stats(), started.elapsed()),
+            Err(errors) => return Report::new(env, mode, Vec::new(), errors, self.counter.stats().since(&calls_before), started.elapsed()),
         };
         let defer = leave_fast_kinds.then_some(Scope::Fast);
-        reconcile(&env, &self.kinds, &self.counter, mode, &RetryPolicy::default(), defer).await
+        let mut report = reconcile(&env, &self.kinds, &self.counter, mode, &RetryPolicy::default(), defer).await;
+        // The pass's calls include those made before planning (account, parameters, adoptions).
+        report.calls = self.counter.stats().since(&calls_before);
+        report
     }
 
     /// `env` with the pass's [`AwsContext`]: the account (asked once per

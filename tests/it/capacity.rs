@@ -7,7 +7,7 @@ use aws_sdk_ec2::types::RequestLaunchTemplateData;
 use aws_sdk_ecs::types::CapacityProviderField;
 use base64::Engine;
 
-use crate::harness::{json_args, operator, sdk_config, specs_with, Moto};
+use crate::harness::{json_args, operator, repo_specs, sdk_config, specs_with, Moto};
 
 /// The independent clients a test reads the estate with.
 struct Clients {
@@ -261,4 +261,18 @@ async fn turning_service_scaling_off_hands_the_count_back_to_the_spec() {
     assert!(c.targets().await.is_empty(), "turned off: the target is deregistered, the count is the spec's again");
     assert!(c.policies().await.is_empty(), "and its policy deleted");
     moto.assert_converged(&specs, "dev");
+}
+
+#[tokio::test]
+async fn a_role_removed_from_the_spec_is_retained_unless_opted_in() {
+    let (moto, _specs) = Moto::built("dev");
+    let dev = std::fs::read_to_string(repo_specs().join("dev.yaml")).expect("dev");
+    let without = format!("{dev}iam:\n  roles:\n    frontend-admin-task: null\ncompute:\n  taskDefinitions:\n    frontend-admin: {{ taskRole: null }}\n");
+    let dir = specs_with(&[("dev.yaml", &without)]);
+    let run = moto.reconcile(dir.path(), "dev");
+    assert_eq!(run.json()["summary"]["failed"], 0, "{}", run.stdout);
+    let step = run.resource("iam.role", "frontend-admin-task");
+    assert_eq!(step["action"], "orphan", "{step}");
+    let c = clients(&moto).await;
+    assert!(c.iam.get_role().role_name("sentry-frontend-admin-task-dev").send().await.is_ok(), "the role is retained");
 }

@@ -145,10 +145,18 @@ async fn a_table_removed_from_the_spec_survives() {
     let moto = Moto::start();
     assert_eq!(moto.reconcile(&repo_specs(), "dev").code, 2);
     let base = std::fs::read_to_string(repo_specs().join("base.yaml")).expect("base");
-    let dev = format!("{}data:\n  tables:\n    trading: null\n", std::fs::read_to_string(repo_specs().join("dev.yaml")).expect("dev"));
+    // The task roles' access names the table too: they keep `config` only.
+    let roles: String =
+        ["oms-task", "frontend-admin-task", "websocket-task"].iter().map(|r| format!("    {r}: {{ access: {{ tables: [config] }} }}\n")).collect();
+    let overlay = format!("data:\n  tables:\n    trading: null\niam:\n  roles:\n{roles}");
+    let dev = format!("{}{overlay}", std::fs::read_to_string(repo_specs().join("dev.yaml")).expect("dev"));
     let dir = specs_with(&[("base.yaml", &base), ("dev.yaml", &dev)]);
     let run = moto.reconcile(dir.path(), "dev");
-    assert_eq!(run.code, 0, "nothing to do: {}", run.stdout);
+    assert_eq!(run.json()["summary"]["failed"], 0, "{}", run.stdout);
+    let report = run.json();
+    let updated: Vec<&serde_json::Value> = report["resources"].as_array().into_iter().flatten().filter(|r| r["action"] != "noop").collect();
+    let kinds: Vec<String> = updated.iter().map(|r| format!("{} {}", r["kind"].as_str().unwrap_or(""), r["action"].as_str().unwrap_or(""))).collect();
+    assert!(kinds.iter().all(|k| k == "dynamodb.table orphan" || k == "iam.role update"), "only the table's grants are withdrawn: {kinds:?}");
     let step = run.resource("dynamodb.table", "trading");
     assert_eq!(step["action"], "orphan");
     assert!(step["note"].as_str().unwrap_or_default().contains("retained"));

@@ -14,7 +14,7 @@ use aws_sdk_ecs::Client;
 use super::capacity_provider;
 use super::cluster::{self, live_clusters, PROVIDERS, STRATEGY};
 use crate::aws::{AwsError, AwsResult, Built};
-use crate::engine::{list_field, list_items, ownership_tags, reference, Delta, Desired, Kind, Live, ReadCache, Rules};
+use crate::engine::{list_field, list_items, ownership_tags, reference, Adoption, Delta, Desired, Kind, Live, ReadCache, Rules};
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::{physical_name, EnvSpec};
 
@@ -43,9 +43,13 @@ impl Kind for ClusterCapacityProviders {
         c.clusters
             .iter()
             .map(|(id, cluster)| {
-                let d =
+                let mut d =
                     Desired::new(KIND, id, physical_name(cluster.name.as_deref(), id, &env.env), ownership_tags(env, id, DeletionPolicy::Delete, &Tags::new()))
                         .after(cluster::KIND, id);
+                // Adopting a cluster adopts its providers: they have no tags of their own.
+                if env.spec.adopt.contains_key(&format!("{}/{id}", cluster::KIND)) {
+                    d.adopt = Some(Adoption::ByName);
+                }
                 if cluster.has_capacity() {
                     let own = reference(capacity_provider::KIND, id);
                     d.with(PROVIDERS, list_field(cluster.capacity_providers.iter().chain([&own]))).with(STRATEGY, own).after(capacity_provider::KIND, id)
