@@ -125,6 +125,9 @@ impl Runtime {
                 return Err(vec![format!("the public parameter {missing} does not exist in this region")]);
             }
         }
+        if self.config_region.is_empty() {
+            return Err(vec!["no region: give one in the spec (`region:`), with --region or in AWS_REGION".into()]);
+        }
         let mut env = env.into_owned();
         env.aws = Some(AwsContext { account, region: self.config_region.clone(), parameters });
         Ok(Cow::Owned(env))

@@ -161,6 +161,13 @@ impl Desired {
     pub fn field(&self, name: &str) -> &str {
         self.fields.get(name).map_or("", String::as_str)
     }
+
+    /// Field `name` as the number the call `operation` sends (the spec's
+    /// types keep it one): an error, never a default, when it is not.
+    pub fn number<T: std::str::FromStr>(&self, name: &str, operation: &'static str) -> Result<T, AwsError> {
+        let value = self.field(name);
+        value.parse().map_err(|_| AwsError::unexpected(operation, format!("{}: {name} {value:?} is not a number", self.name)))
+    }
 }
 
 /// What AWS has of one resource.

@@ -113,12 +113,18 @@ pub fn mapping(resource_type: &str) -> Mapping {
         "AWS::ECS::TaskDefinition" | "AWS::ECS::Service" => {
             Mapping::NotRepresentable("task definitions and services are not imported yet: write them in the spec")
         }
-        "AWS::ECS::CapacityProvider" | "AWS::ECS::ClusterCapacityProviderAssociations" => Mapping::NotRepresentable("EC2 capacity has no kind yet"),
-        "AWS::AutoScaling::AutoScalingGroup" | "AWS::EC2::LaunchTemplate" | "AWS::ApplicationAutoScaling::ScalableTarget" => {
-            Mapping::NotRepresentable("EC2 capacity and scaling have no kind yet")
+        "AWS::ECS::CapacityProvider"
+        | "AWS::ECS::ClusterCapacityProviderAssociations"
+        | "AWS::AutoScaling::AutoScalingGroup"
+        | "AWS::EC2::LaunchTemplate"
+        | "AWS::ApplicationAutoScaling::ScalableTarget"
+        | "AWS::ApplicationAutoScaling::ScalingPolicy" => {
+            Mapping::NotRepresentable(
+                "EC2 capacity and service scaling are not imported yet: give the cluster instanceType, sizes and instanceRole, and adopt each part by id (adopt: { autoscaling.group/<cluster>: { id: <group name> } })",
+            )
         }
         "AWS::IAM::Role" | "AWS::IAM::InstanceProfile" | "AWS::IAM::Policy" | "AWS::IAM::ManagedPolicy" => {
-            Mapping::NotRepresentable("IAM roles have no kind yet")
+            Mapping::NotRepresentable("IAM roles are not imported yet: describe them under iam.roles (their policies are generated)")
         }
         "AWS::SecretsManager::Secret" => Mapping::NotRepresentable("secrets have no kind yet"),
         t if t.starts_with("AWS::ElasticLoadBalancingV2::") => Mapping::NotRepresentable("the load balancer has no kind yet"),
@@ -357,7 +363,7 @@ mod tests {
         sort(&mut ctx, fine).expect("parts may share an id");
         assert_eq!(ctx.of("ec2.vpc").len(), 1);
         assert_eq!(ctx.summary.skipped.len(), 2);
-        assert!(ctx.summary.not_representable[0].contains("AWS::IAM::Role FlowLogsRole (sentry-vpc-dev): IAM roles have no kind yet"), "{:?}", ctx.summary);
+        assert!(ctx.summary.not_representable[0].contains("AWS::IAM::Role FlowLogsRole (sentry-vpc-dev): IAM roles are not imported yet"), "{:?}", ctx.summary);
         let twice = vec![resource("sentry-vpc-dev", "Vpc", "vpc-1", "AWS::EC2::VPC"), resource("sentry-net-dev", "Network", "vpc-1", "AWS::EC2::VPC")];
         let e = sort(&mut ctx, twice).expect_err("claimed twice");
         assert!(e.to_string().contains("AWS::EC2::VPC vpc-1 is claimed by two stacks: sentry-vpc-dev Vpc and sentry-net-dev Network"), "{e}");

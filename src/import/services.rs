@@ -404,7 +404,7 @@ pub async fn clusters(ctx: &mut Context, client: &aws_sdk_ecs::Client) -> Result
         };
         clusters.insert(id.clone(), cluster);
         ctx.adopt(ecs::cluster::KIND, &id, name, AdoptTarget::default());
-        ctx.summary.skipped.push(format!("{} {} ({}): its EC2 capacity (launch template, Auto Scaling group, capacity provider) is left out of the spec: add instanceType, the sizes and instanceRole, and adopt them by name", r.resource_type, r.logical_id, r.stack));
+        ctx.summary.skipped.push(format!("{} {} ({}): its EC2 capacity (launch template, Auto Scaling group, capacity provider) is left out of the spec: add instanceType, the sizes and instanceRole, and adopt its launch template, group and capacity provider by id", r.resource_type, r.logical_id, r.stack));
     }
     Ok(Some(Compute { clusters, ..Compute::default() }))
 }

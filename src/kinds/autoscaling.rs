@@ -27,6 +27,9 @@ const VERSION: &str = "LaunchTemplateVersion";
 const SUBNETS: &str = "Subnets";
 const PROTECTED: &str = "NewInstancesProtectedFromScaleIn";
 
+const CREATE: &str = "AutoScaling.CreateAutoScalingGroup";
+const UPDATE: &str = "AutoScaling.UpdateAutoScalingGroup";
+
 /// Who owns the desired capacity under ECS managed scaling.
 const ECS_MANAGED_SCALING: &str = "the autoscaler (ECS managed scaling of the capacity provider)";
 
@@ -34,10 +37,6 @@ const ECS_MANAGED_SCALING: &str = "the autoscaler (ECS managed scaling of the ca
 pub struct Groups {
     /// The service's client.
     pub client: Client,
-}
-
-fn number(desired: &Desired, field: &str) -> Result<i32, AwsError> {
-    desired.field(field).parse().map_err(|_| AwsError::unexpected("AutoScaling", format!("{field} {:?} is not a number", desired.field(field))))
 }
 
 /// `tags` on `group`, propagated to its instances.
@@ -106,9 +105,9 @@ impl Kind for Groups {
             .client
             .create_auto_scaling_group()
             .auto_scaling_group_name(&desired.name)
-            .min_size(number(desired, MIN)?)
-            .max_size(number(desired, MAX)?)
-            .desired_capacity(number(desired, DESIRED)?)
+            .min_size(desired.number(MIN, CREATE)?)
+            .max_size(desired.number(MAX, CREATE)?)
+            .desired_capacity(desired.number(DESIRED, CREATE)?)
             .launch_template(template)
             .vpc_zone_identifier(list_items(desired.field(SUBNETS)).join(","))
             .new_instances_protected_from_scale_in(desired.field(PROTECTED) == "true")
@@ -133,10 +132,10 @@ impl Kind for Groups {
             let changed = |field: &str| delta.fields.iter().any(|c| c.field == field);
             let mut request = self.client.update_auto_scaling_group().auto_scaling_group_name(&live.name);
             if changed(MIN) || changed(MAX) {
-                request = request.min_size(number(desired, MIN)?).max_size(number(desired, MAX)?);
+                request = request.min_size(desired.number(MIN, UPDATE)?).max_size(desired.number(MAX, UPDATE)?);
             }
             if changed(DESIRED) {
-                request = request.desired_capacity(number(desired, DESIRED)?);
+                request = request.desired_capacity(desired.number(DESIRED, UPDATE)?);
             }
             if changed(TEMPLATE) || changed(VERSION) {
                 let template = LaunchTemplateSpecification::builder().launch_template_id(desired.field(TEMPLATE)).version(desired.field(VERSION)).build();

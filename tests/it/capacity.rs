@@ -276,3 +276,24 @@ async fn a_role_removed_from_the_spec_is_retained_unless_opted_in() {
     let c = clients(&moto).await;
     assert!(c.iam.get_role().role_name("sentry-frontend-admin-task-dev").send().await.is_ok(), "the role is retained");
 }
+
+#[tokio::test]
+async fn capacity_removed_from_a_cluster_is_deleted_provider_first() {
+    let (moto, _specs) = Moto::built("dev");
+    let dev = std::fs::read_to_string(repo_specs().join("dev.yaml")).expect("dev");
+    let none = "{ instanceType: null, minSize: null, maxSize: null, desiredCapacity: null, instanceRole: null, securityGroups: null, managedScaling: null }";
+    let dir = specs_with(&[("dev.yaml", &format!("{dev}compute:\n  clusters:\n    gateway: {none}\n"))]);
+    let run = moto.reconcile(dir.path(), "dev");
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    assert_eq!(run.json()["summary"]["failed"], 0, "{}", run.stdout);
+    for kind in ["ec2.launch-template", "autoscaling.group", "ecs.capacity-provider"] {
+        assert_eq!(run.resource(kind, "gateway")["action"], "delete", "{kind}: {}", run.stdout);
+    }
+    let c = clients(&moto).await;
+    let cluster = c.ecs.describe_clusters().clusters("sentry-gateway-dev").send().await.expect("cluster");
+    assert!(cluster.clusters()[0].capacity_providers().is_empty(), "detached from the cluster");
+    let groups = c.autoscaling.describe_auto_scaling_groups().auto_scaling_group_names("sentry-gateway-dev").send().await.expect("groups");
+    assert!(groups.auto_scaling_groups().is_empty(), "the group is gone");
+    assert_eq!(c.group("sentry-oms-dev").await.max_size(), Some(2), "the other cluster keeps its capacity");
+    moto.assert_converged(dir.path(), "dev");
+}

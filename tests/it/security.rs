@@ -78,8 +78,18 @@ fn the_iam_policies_grant_exactly_what_the_code_calls() {
     assert!(missing.is_empty(), "operations the code calls but no policy grants: {missing:?}");
     // Checked by AWS on the operator's behalf, never called: assuming the
     // environment's role, passing roles, launching what an Auto Scaling group
-    // launches, and the service-linked roles Auto Scaling and ECS create on first use.
-    let implied = ["sts:AssumeRole", "iam:PassRole", "ec2:RunInstances", "iam:CreateServiceLinkedRole"];
+    // launches, the service-linked roles Auto Scaling and ECS create on first
+    // use, the alarms a target-tracking policy makes, and tags given in a registration.
+    let implied = [
+        "sts:AssumeRole",
+        "iam:PassRole",
+        "ec2:RunInstances",
+        "iam:CreateServiceLinkedRole",
+        "cloudwatch:PutMetricAlarm",
+        "cloudwatch:DescribeAlarms",
+        "cloudwatch:DeleteAlarms",
+        "application-autoscaling:TagResource",
+    ];
     let extra: Vec<&String> = granted.iter().filter(|a| !needed.contains(*a) && !implied.contains(&a.as_str())).collect();
     assert!(extra.is_empty(), "actions granted but never called: {extra:?}");
     assert!(granted.iter().all(|a| !a.contains('*')), "no wildcard actions");

@@ -10,6 +10,8 @@
 pub mod scalable_target;
 pub mod scaling_policy;
 
+use std::collections::BTreeMap;
+
 use aws_sdk_ecs::Client as EcsClient;
 
 use crate::aws::AwsError;
@@ -41,7 +43,7 @@ pub fn scaled_services(env: &EnvSpec) -> Vec<(&str, &Service, &ServiceAutoScalin
 
 /// The owners of scaled resources: resource id → the tags of the service it
 /// scales, deletion policy `delete` (auto scaling is configuration, never state).
-pub async fn owners(ecs: &EcsClient, env: &EnvSpec, reads: &ReadCache) -> Result<Vec<(String, Tags)>, AwsError> {
+pub async fn owners(ecs: &EcsClient, env: &EnvSpec, reads: &ReadCache) -> Result<BTreeMap<String, Tags>, AwsError> {
     let services = live_services(ecs, env, reads).await?;
     Ok(services.iter().map(|s: &Live| (resource_id(cluster_of(s), &s.name), owner_tags(s))).collect())
 }

@@ -28,17 +28,14 @@ pub struct ScalableTargets {
 impl ScalableTargets {
     /// Registers (or re-registers: the call is an upsert) the target of `desired`.
     async fn register(&self, desired: &Desired, tags: Option<&Tags>) -> Result<(), AwsError> {
-        let number = |f: &str| {
-            desired.field(f).parse::<i32>().map_err(|_| AwsError::unexpected("ApplicationAutoScaling.RegisterScalableTarget", format!("{f} is not a number")))
-        };
         let request = self
             .client
             .register_scalable_target()
             .service_namespace(ServiceNamespace::Ecs)
             .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
             .resource_id(&desired.name)
-            .min_capacity(number(MIN)?)
-            .max_capacity(number(MAX)?)
+            .min_capacity(desired.number(MIN, "ApplicationAutoScaling.RegisterScalableTarget")?)
+            .max_capacity(desired.number(MAX, "ApplicationAutoScaling.RegisterScalableTarget")?)
             .set_tags(tags.map(|t| t.clone().into_iter().collect()));
         request.send().await.aws("ApplicationAutoScaling.RegisterScalableTarget")?;
         Ok(())
@@ -72,8 +69,7 @@ impl Kind for ScalableTargets {
             .filter(|t| t.scalable_dimension() == &ScalableDimension::EcsServiceDesiredCount)
             .filter_map(|t| {
                 let id = t.resource_id();
-                let tags = owners.iter().find(|(r, _)| r == id).map(|(_, tags)| tags.clone());
-                let live = Live { name: id.into(), handle: id.into(), tags: tags.unwrap_or_default(), ..Live::default() };
+                let live = Live { name: id.into(), handle: id.into(), tags: owners.get(id).cloned().unwrap_or_default(), ..Live::default() };
                 (desired.iter().any(|d| d.name == id) || live.is_owned_by(&env.env))
                     .then(|| live.with(MIN, t.min_capacity().to_string()).with(MAX, t.max_capacity().to_string()))
             })

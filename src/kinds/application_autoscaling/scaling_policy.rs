@@ -22,6 +22,8 @@ const VALUE: &str = "TargetValue";
 const OUT: &str = "ScaleOutCooldown";
 const IN: &str = "ScaleInCooldown";
 
+const PUT: &str = "ApplicationAutoScaling.PutScalingPolicy";
+
 /// The metric the services scale on.
 const CPU: &str = "ECSServiceAverageCPUUtilization";
 
@@ -61,7 +63,7 @@ impl Kind for ScalingPolicies {
             .iter()
             .filter_map(|p| {
                 let (name, resource) = (p.policy_name(), p.resource_id());
-                let tags = owners.iter().find(|(r, _)| r == resource).map(|(_, tags)| tags.clone()).unwrap_or_default();
+                let tags = owners.get(resource).cloned().unwrap_or_default();
                 let mut live = Live { name: name.into(), handle: p.policy_arn().into(), tags, ..Live::default() }.with(TARGET, resource);
                 if !desired.iter().any(|d| d.name == name) && !live.is_owned_by(&env.env) {
                     return None;
@@ -81,11 +83,7 @@ impl Kind for ScalingPolicies {
     }
 
     async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
-        let number = |f: &str| {
-            desired.field(f).parse::<i32>().map_err(|_| AwsError::unexpected("ApplicationAutoScaling.PutScalingPolicy", format!("{f} is not a number")))
-        };
-        let value: f64 =
-            desired.field(VALUE).parse().map_err(|_| AwsError::unexpected("ApplicationAutoScaling.PutScalingPolicy", "TargetValue is not a number"))?;
+        let value: f64 = desired.number(VALUE, PUT)?;
         let metric = PredefinedMetricSpecification::builder()
             .predefined_metric_type(MetricType::from(desired.field(METRIC)))
             .build()
@@ -93,8 +91,8 @@ impl Kind for ScalingPolicies {
         let tracking = TargetTrackingScalingPolicyConfiguration::builder()
             .target_value(value)
             .predefined_metric_specification(metric)
-            .scale_out_cooldown(number(OUT)?)
-            .scale_in_cooldown(number(IN)?)
+            .scale_out_cooldown(desired.number(OUT, PUT)?)
+            .scale_in_cooldown(desired.number(IN, PUT)?)
             .build()
             .built("ApplicationAutoScaling.PutScalingPolicy")?;
         let request = self

@@ -22,14 +22,6 @@ pub struct Groups {
     pub client: Client,
 }
 
-/// The desired precedence (the spec's types keep it a number).
-fn precedence(desired: &Desired) -> Result<i32, AwsError> {
-    desired
-        .field(PRECEDENCE)
-        .parse()
-        .map_err(|_| AwsError::unexpected("Cognito.CreateGroup", format!("precedence {:?} is not a number", desired.field(PRECEDENCE))))
-}
-
 #[async_trait]
 impl Kind for Groups {
     fn rules(&self) -> Rules {
@@ -61,7 +53,12 @@ impl Kind for Groups {
     async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
         let pool = pool_of(desired, "Cognito.CreateGroup")?;
         let request = self.client.create_group().user_pool_id(&pool).group_name(&desired.name);
-        request.description(desired.field(DESCRIPTION)).precedence(precedence(desired)?).send().await.aws("Cognito.CreateGroup")?;
+        request
+            .description(desired.field(DESCRIPTION))
+            .precedence(desired.number(PRECEDENCE, "Cognito.CreateGroup")?)
+            .send()
+            .await
+            .aws("Cognito.CreateGroup")?;
         Ok(format!("{pool}/{}", desired.name))
     }
 
@@ -70,7 +67,12 @@ impl Kind for Groups {
             return Ok(()); // tags are the pool's
         }
         let request = self.client.update_group().user_pool_id(live.field(POOL)).group_name(&desired.name);
-        request.description(desired.field(DESCRIPTION)).precedence(precedence(desired)?).send().await.aws("Cognito.UpdateGroup")?;
+        request
+            .description(desired.field(DESCRIPTION))
+            .precedence(desired.number(PRECEDENCE, "Cognito.UpdateGroup")?)
+            .send()
+            .await
+            .aws("Cognito.UpdateGroup")?;
         Ok(())
     }
 

@@ -11,9 +11,10 @@ use aws_sdk_ecs::types::{
 };
 use aws_sdk_ecs::Client;
 
+use super::cluster::{live_clusters, PROVIDERS};
 use super::{add_tags, tag_list, tag_map};
 use crate::aws::{gone_is_ok, AwsError, AwsResult, Built};
-use crate::engine::{ownership_tags, Delta, Desired, Kind, Live, ReadCache, Rules};
+use crate::engine::{list_items, ownership_tags, Delta, Desired, Kind, Live, ReadCache, Rules};
 use crate::kinds::autoscaling;
 use crate::spec::model::{Cluster, DeletionPolicy, Tags};
 use crate::spec::EnvSpec;
@@ -39,10 +40,6 @@ pub fn provider_name(id: &str, env: &str) -> String {
     format!("sentry-{id}-ec2-{env}")
 }
 
-fn number(desired: &Desired, field: &str) -> Result<i32, AwsError> {
-    desired.field(field).parse().map_err(|_| AwsError::unexpected("ECS.CapacityProvider", format!("{field} {:?} is not a number", desired.field(field))))
-}
-
 fn status(on: bool) -> &'static str {
     if on {
         "ENABLED"
@@ -54,9 +51,9 @@ fn status(on: bool) -> &'static str {
 fn managed_scaling(desired: &Desired) -> Result<ManagedScaling, AwsError> {
     Ok(ManagedScaling::builder()
         .status(ManagedScalingStatus::from(desired.field(SCALING)))
-        .target_capacity(number(desired, TARGET)?)
-        .minimum_scaling_step_size(number(desired, MIN_STEP)?)
-        .maximum_scaling_step_size(number(desired, MAX_STEP)?)
+        .target_capacity(desired.number(TARGET, "ECS.CapacityProvider")?)
+        .minimum_scaling_step_size(desired.number(MIN_STEP, "ECS.CapacityProvider")?)
+        .maximum_scaling_step_size(desired.number(MAX_STEP, "ECS.CapacityProvider")?)
         .build())
 }
 
@@ -84,12 +81,18 @@ impl Kind for CapacityProviders {
         c.clusters.iter().filter(|(_, cluster)| cluster.has_capacity()).map(|(id, cluster)| desired_provider(env, id, cluster)).collect()
     }
 
-    async fn observe(&self, _env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
-        if desired.is_empty() {
+    async fn observe(&self, env: &EnvSpec, desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
+        // By name (the listing form is not served by every endpoint): the
+        // spec's, and those attached to its clusters, so that the provider of a
+        // cluster whose capacity left the spec is seen (and deleted).
+        let clusters = live_clusters(&self.client, env, reads).await?;
+        let attached = clusters.iter().flat_map(|c| list_items(c.field(PROVIDERS)));
+        let mut names: Vec<String> = desired.iter().map(|d| d.name.clone()).chain(attached).collect();
+        names.sort();
+        names.dedup();
+        if names.is_empty() {
             return Ok(Vec::new());
         }
-        // By name: the listing form (no names) is not served by every endpoint.
-        let names = desired.iter().map(|d| d.name.clone()).collect();
         let out = self.client.describe_capacity_providers().set_capacity_providers(Some(names)).include(CapacityProviderField::Tags).send().await;
         let out = out.aws("ECS.DescribeCapacityProviders")?;
         Ok(out

@@ -27,6 +27,19 @@ pub struct ClusterCapacityProviders {
     pub client: Client,
 }
 
+/// One item of a strategy field: `provider` (weight 1, base 0) or `provider:weight:base`.
+fn strategy_item(item: &str) -> Result<CapacityProviderStrategyItem, AwsError> {
+    let mut parts = item.split(':');
+    let provider = parts.next().unwrap_or_default();
+    let number = |part: Option<&str>, default: i32| {
+        part.map_or(Ok(default), |p| {
+            p.parse().map_err(|_| AwsError::unexpected("ECS.PutClusterCapacityProviders", format!("{item:?} is not provider:weight:base")))
+        })
+    };
+    let (weight, base) = (number(parts.next(), 1)?, number(parts.next(), 0)?);
+    CapacityProviderStrategyItem::builder().capacity_provider(provider).weight(weight).base(base).build().built("ECS.PutClusterCapacityProviders")
+}
+
 /// The handle of a cluster's providers (distinct from the cluster's own).
 fn handle(cluster_name: &str) -> String {
     format!("{cluster_name}/capacity-providers")
@@ -54,7 +67,8 @@ impl Kind for ClusterCapacityProviders {
                     let own = reference(capacity_provider::KIND, id);
                     d.with(PROVIDERS, list_field(cluster.capacity_providers.iter().chain([&own]))).with(STRATEGY, own).after(capacity_provider::KIND, id)
                 } else {
-                    d.with(PROVIDERS, list_field(&cluster.capacity_providers)).with(STRATEGY, "")
+                    // Without capacity of its own, its default strategy is left as it is.
+                    d.with(PROVIDERS, list_field(&cluster.capacity_providers))
                 }
             })
             .collect()
@@ -72,10 +86,8 @@ impl Kind for ClusterCapacityProviders {
     }
 
     async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
-        let strategy: Vec<CapacityProviderStrategyItem> = list_items(desired.field(STRATEGY))
-            .into_iter()
-            .map(|p| CapacityProviderStrategyItem::builder().capacity_provider(p).weight(1).base(0).build().built("ECS.PutClusterCapacityProviders"))
-            .collect::<Result<_, _>>()?;
+        // A new cluster has no strategy to keep; an update passes the live one when the spec sets none.
+        let strategy = list_items(desired.field(STRATEGY)).into_iter().map(|item| strategy_item(&item)).collect::<Result<Vec<_>, _>>()?;
         let request = self
             .client
             .put_cluster_capacity_providers()
@@ -86,10 +98,18 @@ impl Kind for ClusterCapacityProviders {
         Ok(handle(&desired.name))
     }
 
-    async fn update(&self, desired: &Desired, _live: &Live, delta: &Delta) -> Result<(), AwsError> {
-        // The tags are the cluster's, kept by the cluster kind.
+    async fn update(&self, desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {
+        // The tags are the cluster's, kept by the cluster kind. The call
+        // replaces both lists: a strategy the spec does not set is kept.
         if !delta.fields.is_empty() {
-            self.create(desired, "", &ReadCache::default()).await?;
+            let mut desired = desired.clone();
+            if !desired.fields.contains_key(STRATEGY) {
+                // Kept, but only over providers that stay attached.
+                let providers = list_items(desired.field(PROVIDERS));
+                let kept = list_items(live.field(STRATEGY)).into_iter().filter(|item| providers.iter().any(|p| item.split(':').next() == Some(p.as_str())));
+                desired.fields.insert(STRATEGY.into(), list_field(kept));
+            }
+            self.create(&desired, "", &ReadCache::default()).await?;
         }
         Ok(())
     }

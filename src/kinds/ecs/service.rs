@@ -50,11 +50,6 @@ fn network(desired: &Desired) -> Result<NetworkConfiguration, AwsError> {
     Ok(NetworkConfiguration::builder().awsvpc_configuration(vpc).build())
 }
 
-/// The desired task count (the spec's validation keeps it a number).
-fn count(desired: &Desired) -> Result<i32, AwsError> {
-    desired.field(COUNT).parse().map_err(|_| AwsError::unexpected("ECS.UpdateService", format!("desired count {:?} is not a number", desired.field(COUNT))))
-}
-
 fn deployment(desired: &Desired) -> DeploymentConfiguration {
     let number = |f: &str| desired.fields.get(f).and_then(|v| v.parse().ok());
     DeploymentConfiguration::builder().set_minimum_healthy_percent(number(MIN_HEALTHY)).set_maximum_percent(number(MAX_PERCENT)).build()
@@ -147,7 +142,7 @@ impl Kind for Services {
             .service_name(&desired.name)
             .client_token(token)
             .task_definition(desired.field(TASK))
-            .desired_count(count(desired)?)
+            .desired_count(desired.number(COUNT, "ECS.CreateService")?)
             .launch_type(LaunchType::Ec2)
             .network_configuration(network(desired)?)
             .deployment_configuration(deployment(desired));
@@ -163,7 +158,7 @@ impl Kind for Services {
                 request = request.task_definition(desired.field(TASK));
             }
             if changed(COUNT) {
-                request = request.desired_count(count(desired)?);
+                request = request.desired_count(desired.number(COUNT, "ECS.UpdateService")?);
             }
             if changed(SUBNETS) || changed(GROUPS) {
                 request = request.network_configuration(network(desired)?);

@@ -14,7 +14,9 @@
 //!   role as `instanceRole`, what the ECS agent does on those clusters and
 //!   their container instances; plus `DiscoverPollEndpoint` on `*`, which AWS
 //!   requires (no resource-level permissions);
-//! - `FlowLogs`: for flow logs naming the role, writing to their log group.
+//! - `FlowLogs`: for flow logs naming the role, writing to their log group;
+//!   plus `logs:DescribeLogGroups` on the account's log groups, the narrowest
+//!   resource that action takes.
 
 use std::collections::BTreeSet;
 
@@ -172,7 +174,7 @@ fn policy(env: &EnvSpec, id: &str, role: &Role) -> Option<String> {
     let task_logs = executed.iter().filter_map(|td| Some(log_streams_arn(env, &env.substitute(&log_groups?.get(&td.log_group)?.name))));
     grant("WriteLogs", &["logs:CreateLogStream", "logs:PutLogEvents"], task_logs.collect());
     let secrets: Vec<String> = executed.iter().flat_map(|td| td.secrets.values()).map(|s| env.substitute(s)).collect();
-    grant("ReadSecrets", &["secretsmanager:GetSecretValue"], secrets.iter().filter_map(|s| secret_arn(s)).collect());
+    grant("ReadSecrets", &["secretsmanager:GetSecretValue"], secrets.iter().flat_map(|s| secret_arns(s)).collect());
     grant("ReadParameters", &["ssm:GetParameters"], secrets.iter().filter(|s| s.starts_with("arn:aws:ssm:")).cloned().collect());
 
     let clusters: Vec<String> = compute
@@ -200,6 +202,9 @@ fn policy(env: &EnvSpec, id: &str, role: &Role) -> Option<String> {
     let flow_arns = flow_group.iter().flat_map(|g| [env.arn("logs", true, &format!("log-group:{g}")), log_streams_arn(env, g)]);
     let flow_actions = ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"];
     grant("FlowLogs", &flow_actions, flow_arns.collect());
+    // Listing log groups has no resource-level permission narrower than the account's groups.
+    let listing = flow_group.iter().map(|_| env.arn("logs", true, "log-group:*"));
+    grant("FlowLogsListGroups", &["logs:DescribeLogGroups"], listing.collect());
 
     (!statements.is_empty()).then(|| canonical(&json!({"Version": "2012-10-17", "Statement": statements}).to_string()))
 }
@@ -219,11 +224,16 @@ fn ecr_repository_arn(uri: &str) -> Option<String> {
 }
 
 /// The secret a Secrets Manager `valueFrom` names (without its JSON key,
-/// stage and version), with the six random characters AWS appends to a
-/// secret's ARN matched by `?` each; `None` for anything else.
-fn secret_arn(value_from: &str) -> Option<String> {
+/// stage and version): as written (a complete ARN), and with the six random
+/// characters AWS appends to a secret's ARN matched by `?` each (a partial
+/// one); empty for anything else.
+fn secret_arns(value_from: &str) -> Vec<String> {
     let parts: Vec<&str> = value_from.splitn(8, ':').collect();
-    (parts.len() >= 7 && parts[2] == "secretsmanager" && parts[5] == "secret").then(|| format!("{}-??????", parts[..7].join(":")))
+    if parts.len() < 7 || parts[2] != "secretsmanager" || parts[5] != "secret" {
+        return Vec::new();
+    }
+    let secret = parts[..7].join(":");
+    vec![format!("{secret}-??????"), secret]
 }
 
 #[async_trait]
@@ -251,13 +261,13 @@ impl Kind for Roles {
         let all = roles(&self.client, reads).await?;
         let mut found = Vec::new();
         for r in all.iter() {
-            let tags = tag_map(r.tags());
-            let name = r.role_name().unwrap_or_default();
-            let live = Live { name: name.into(), handle: r.arn().unwrap_or_default().into(), tags, ..Live::default() };
+            let name = required("IAM.GetAccountAuthorizationDetails", "role name", r.role_name())?;
+            let live = Live { tags: tag_map(r.tags()), ..Live::default() };
             if !desired.iter().any(|d| d.name == name) && !live.is_owned_by(&env.env) {
                 continue;
             }
             let handle = required("IAM.GetAccountAuthorizationDetails", "role ARN", r.arn())?;
+            let live = Live { name, ..live };
             let inline = r.role_policy_list();
             let ours = inline.iter().find(|p| p.policy_name() == Some(POLICY_NAME)).and_then(|p| p.policy_document()).map(canonical);
             let mut live = Live { handle, ..live }
@@ -374,10 +384,10 @@ mod tests {
             Some("arn:aws:ecr:us-east-1:111122223333:repository/sentry-oms")
         );
         assert_eq!(ecr_repository_arn("docker.io/library/nginx"), None);
-        assert_eq!(
-            secret_arn("arn:aws:secretsmanager:us-east-1:1:secret:sentry/exchange-credentials:api_key::").as_deref(),
-            Some("arn:aws:secretsmanager:us-east-1:1:secret:sentry/exchange-credentials-??????")
-        );
-        assert_eq!(secret_arn("arn:aws:ssm:us-east-1:1:parameter/x"), None);
+        let partial = "arn:aws:secretsmanager:us-east-1:1:secret:sentry/exchange-credentials";
+        assert_eq!(secret_arns(&format!("{partial}:api_key::")), [format!("{partial}-??????"), partial.to_string()]);
+        let complete = "arn:aws:secretsmanager:us-east-1:1:secret:sentry/db-AbCdEf";
+        assert!(secret_arns(complete).contains(&complete.to_string()), "a complete ARN is granted as it is");
+        assert!(secret_arns("arn:aws:ssm:us-east-1:1:parameter/x").is_empty());
     }
 }
