@@ -6,6 +6,7 @@ pub mod autoscaling;
 pub mod cognito;
 pub mod dynamodb;
 pub mod ec2;
+pub mod ecr;
 pub mod ecs;
 pub mod elasticache;
 pub mod iam;
@@ -50,6 +51,7 @@ pub fn registry(config: &SdkConfig, counter: &CallCounter) -> Vec<Box<dyn Kind>>
         Box::new(cognito::group::Groups { client: cognito.clone() }),
         Box::new(cognito::app_client::AppClients { client: cognito }),
         Box::new(logs::LogGroups { client: sdk_client!(aws_sdk_cloudwatchlogs, config, counter) }),
+        Box::new(ecr::Repositories { client: sdk_client!(aws_sdk_ecr, config, counter) }),
         Box::new(ecs::cluster::Clusters { client: ecs.clone() }),
         Box::new(ec2::launch_template::LaunchTemplates { client: ec2 }),
         Box::new(autoscaling::Groups { client: sdk_client!(aws_sdk_autoscaling, config, counter) }),

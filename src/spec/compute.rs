@@ -123,7 +123,8 @@ pub fn is_arm64_instance_type(instance_type: &str) -> bool {
 pub struct TaskDefinition {
     /// Family; default `sentry-<id>-<env>`.
     pub family: Option<String>,
-    /// ECR repository URI.
+    /// The image repository: a logical id in `images.repositories` (its URI
+    /// is this account's and region's), or a full repository URI.
     pub repository: String,
     /// Image tag.
     pub image_tag: String,
@@ -304,12 +305,15 @@ fn two_hundred() -> u32 {
 }
 
 impl Checker {
-    pub(super) fn compute(&mut self, c: &Compute, groups: &BTreeSet<&str>, log_groups: &BTreeSet<&str>, iam: Option<&Iam>) {
+    pub(super) fn compute(&mut self, c: &Compute, groups: &BTreeSet<&str>, log_groups: &BTreeSet<&str>, iam: Option<&Iam>, repositories: &BTreeSet<&str>) {
         for (id, cluster) in &c.clusters {
             self.cluster(id, cluster, groups, iam);
         }
         for (id, td) in &c.task_definitions {
             self.reference(&["compute", "taskDefinitions", id, "logGroup"], &td.log_group, log_groups.iter().copied(), "log group");
+            if !td.repository.contains('/') {
+                self.reference(&["compute", "taskDefinitions", id, "repository"], &td.repository, repositories.iter().copied(), "image repository");
+            }
             self.one_of(&["compute", "taskDefinitions", id, "cpuArchitecture"], &td.cpu_architecture, &["ARM64", "X86_64"]);
             if td.cpu == 0 || td.memory == 0 {
                 self.err(&["compute", "taskDefinitions", id, "cpu"], "cpu and memory must be positive");

@@ -131,9 +131,7 @@ impl Checker {
     pub(super) fn data(&mut self, env: &str, d: &Data, groups: &BTreeSet<&str>, has_network: bool) {
         let mut names = Vec::new();
         for (id, t) in &d.tables {
-            for key in t.tags.keys().filter(|k| super::validate::is_reserved_tag(k)) {
-                self.err(&["data", "tables", id, "tags", key], format!("{key:?}: tags beginning with aws: are reserved by AWS"));
-            }
+            self.tags(&["data", "tables", id], &t.tags);
             self.one_of(&["data", "tables", id, "billingMode"], &t.billing_mode, &["PAY_PER_REQUEST", "PROVISIONED"]);
             for (attr, ty) in &t.attributes {
                 self.one_of(&["data", "tables", id, "attributes", attr], ty, &["S", "N", "B"]);

@@ -128,9 +128,7 @@ impl Checker {
         self.queue_attributes(&["messaging", "queueDefaults"], &m.queue_defaults);
         let mut names = Vec::new();
         for (id, q) in &m.queues {
-            for key in q.tags.keys().filter(|k| super::validate::is_reserved_tag(k)) {
-                self.err(&["messaging", "queues", id, "tags", key], format!("{key:?}: tags beginning with aws: are reserved by AWS"));
-            }
+            self.tags(&["messaging", "queues", id], &q.tags);
             let base = ["messaging", "queues", id.as_str()];
             self.queue_attributes(&base, &q.attributes());
             let name = q.physical_name(id, env);

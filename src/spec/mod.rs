@@ -9,6 +9,7 @@ pub mod de;
 pub mod emit;
 pub mod iam;
 pub mod identity;
+pub mod images;
 pub mod messaging;
 pub mod model;
 pub mod network;
@@ -280,7 +281,8 @@ fn special_file_kind(_kind: &std::fs::FileType) -> &'static str {
 }
 
 /// The top-level sections of a spec, as written in YAML.
-const SECTIONS: &[&str] = &["region", "tags", "account", "policies", "network", "messaging", "data", "iam", "compute", "identity", "observability", "adopt"];
+const SECTIONS: &[&str] =
+    &["region", "tags", "account", "policies", "network", "messaging", "data", "iam", "compute", "identity", "observability", "images", "adopt"];
 
 /// Deserializes each top-level section on its own, so that a mistake in one
 /// section does not hide mistakes in the others.
@@ -308,6 +310,7 @@ fn structure(tree: &Node) -> Result<Spec, Vec<SpecError>> {
             "compute" => section(key, node, &mut errors, |v| spec.compute = v),
             "identity" => section(key, node, &mut errors, |v| spec.identity = v),
             "observability" => section(key, node, &mut errors, |v| spec.observability = v),
+            "images" => section(key, node, &mut errors, |v| spec.images = v),
             "adopt" => section(key, node, &mut errors, |v| spec.adopt = v),
             _ => errors.push(SpecError {
                 loc: key.loc.clone(),

@@ -47,6 +47,8 @@ pub struct Spec {
     pub identity: Option<Identity>,
     /// CloudWatch Logs groups.
     pub observability: Option<Observability>,
+    /// ECR repositories.
+    pub images: Option<Images>,
     /// Existing resources to take over, by `kind/id` (see [`super::adopt`]).
     pub adopt: BTreeMap<String, AdoptTarget>,
 }
@@ -98,6 +100,7 @@ pub use super::compute::*;
 pub use super::data::*;
 pub use super::iam::*;
 pub use super::identity::*;
+pub use super::images::*;
 pub use super::messaging::*;
 pub use super::network::*;
 pub use super::observability::*;

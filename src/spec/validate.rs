@@ -53,7 +53,8 @@ pub fn validate(env: &str, spec: &Spec) -> Vec<Problem> {
     }
     let log_groups: BTreeSet<&str> = spec.observability.as_ref().map(|o| o.log_groups.keys().map(String::as_str).collect()).unwrap_or_default();
     if let Some(compute) = &spec.compute {
-        c.compute(compute, &sg_ids, &log_groups, spec.iam.as_ref());
+        let repositories: BTreeSet<&str> = spec.images.iter().flat_map(|i| i.repositories.keys().map(String::as_str)).collect();
+        c.compute(compute, &sg_ids, &log_groups, spec.iam.as_ref(), &repositories);
     }
     c.iam(env, spec);
     if let Some(role) = spec.network.as_ref().and_then(|n| n.vpc.flow_logs.role.as_ref()) {
@@ -64,6 +65,9 @@ pub fn validate(env: &str, spec: &Spec) -> Vec<Problem> {
     }
     if let Some(observability) = &spec.observability {
         c.observability(observability);
+    }
+    if let Some(images) = &spec.images {
+        c.images(env, images);
     }
     c.problems
 }
@@ -112,6 +116,15 @@ impl Checker {
                 n => format!("known: {}, ... ({n} in all)", known[..SHOWN].join(", ")),
             };
             self.err(segments, format!("{what} {target:?} is not defined ({hint})"));
+        }
+    }
+
+    /// A resource's tags (at `segments`): none may be reserved by AWS.
+    pub(super) fn tags(&mut self, segments: &[&str], tags: &Tags) {
+        for key in tags.keys().filter(|k| is_reserved_tag(k)) {
+            let mut p: Vec<&str> = segments.to_vec();
+            p.extend(["tags", key.as_str()]);
+            self.err(&p, format!("{key:?}: tags beginning with aws: are reserved by AWS"));
         }
     }
 

@@ -39,7 +39,7 @@ async fn dev_compute_converges_and_a_second_pass_registers_nothing() {
     assert_eq!(td.runtime_platform().and_then(|r| r.cpu_architecture()).map(|a| a.as_str()), Some("ARM64"));
     assert_eq!(td.network_mode().map(|n| n.as_str()), Some("awsvpc"));
     let container = &td.container_definitions()[0];
-    assert_eq!(container.image(), Some("123456789012.dkr.ecr.us-east-1.amazonaws.com/sentry-oms:latest"));
+    assert_eq!(container.image(), Some("123456789012.dkr.ecr.us-east-1.amazonaws.com/sentry/oms-dev:latest"));
     let mut secrets: Vec<&str> = container.secrets().iter().map(|s| s.name()).collect();
     secrets.sort_unstable();
     assert_eq!(secrets, ["EXCHANGE_API_KEY", "EXCHANGE_API_SECRET", "EXCHANGE_PASSPHRASE"]);

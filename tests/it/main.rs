@@ -8,6 +8,7 @@ mod daemon;
 mod data;
 pub mod faults;
 mod harness;
+mod images;
 mod import;
 mod invalid_specs;
 mod network;

@@ -46,6 +46,7 @@ fn iam_action(operation: &str) -> String {
         "ApplicationAutoScaling" => "application-autoscaling",
         "SSM" => "ssm",
         "STS" => "sts",
+        "ECR" => "ecr",
         other => panic!("unknown service {other} in {operation}"),
     };
     format!("{prefix}:{action}")

@@ -18,7 +18,7 @@ use aws_sdk_ecs::Client;
 use super::{tag_list, tag_map};
 use crate::aws::{required, AwsError, AwsResult, Built, ErrorClass};
 use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Live, OnImmutableChange, ReadCache, Rules};
-use crate::kinds::{iam::role, logs};
+use crate::kinds::{ecr, iam::role, logs};
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::{physical_name, EnvSpec};
 
@@ -97,6 +97,17 @@ fn revision_fields(td: &TaskDefinition) -> Fields {
     f
 }
 
+/// The URI of a task definition's `repository`: a repository of the spec
+/// (by logical id) in this pass's account and region, or the URI as written.
+pub fn repository_uri(env: &EnvSpec, repository: &str) -> String {
+    let repo = env.spec.images.as_ref().and_then(|i| i.repositories.get(repository));
+    match (repo, &env.aws) {
+        (Some(r), Some(aws)) => format!("{}.dkr.ecr.{}.amazonaws.com/{}", aws.account, aws.region, r.physical_name(repository, &env.env)),
+        (Some(r), None) => format!("${{account}}.dkr.ecr.${{region}}.amazonaws.com/{}", r.physical_name(repository, &env.env)),
+        (None, _) => env.substitute(repository),
+    }
+}
+
 #[async_trait]
 impl Kind for TaskDefinitions {
     fn rules(&self) -> Rules {
@@ -115,7 +126,7 @@ impl Kind for TaskDefinitions {
                 let d = Desired::new(KIND, id, physical_name(td.family.as_deref(), id, &env.env), tags)
                     .after(logs::KIND, &td.log_group)
                     .with(CONTAINER, id)
-                    .with(IMAGE, env.substitute(&format!("{}:{}", td.repository, td.image_tag)))
+                    .with(IMAGE, format!("{}:{}", repository_uri(env, &td.repository), td.image_tag))
                     .with(CPU, td.cpu.to_string())
                     .with(MEMORY, td.memory.to_string())
                     .with(PORTS, ports_field(td.ports.iter().copied()))
@@ -128,6 +139,10 @@ impl Kind for TaskDefinitions {
                     .with(ARCHITECTURE, &td.cpu_architecture)
                     .with(EXECUTION_ROLE, td.execution_role_arn.clone().unwrap_or_default())
                     .with(TASK_ROLE, "");
+                let d = match env.spec.images.as_ref().filter(|i| i.repositories.contains_key(&td.repository)) {
+                    Some(_) => d.after(ecr::KIND, &td.repository),
+                    None => d,
+                };
                 let d = match &td.execution_role {
                     Some(role) => d.with_reference(EXECUTION_ROLE, role::KIND, role),
                     None => d,
