@@ -58,6 +58,17 @@ fn tag_list(tags: &crate::spec::model::Tags) -> Result<Vec<Tag>, AwsError> {
     tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build().built("ECR.Tag")).collect()
 }
 
+/// The URI of an image repository a task definition names: a repository of
+/// the spec (by logical id) in this pass's account and region, or the URI as written.
+pub fn repository_uri(env: &EnvSpec, repository: &str) -> String {
+    let repo = env.spec.images.as_ref().and_then(|i| i.repositories.get(repository));
+    match (repo, &env.aws) {
+        (Some(r), Some(aws)) => format!("{}.dkr.ecr.{}.amazonaws.com/{}", aws.account, aws.region, r.physical_name(repository, &env.env)),
+        (Some(r), None) => format!("${{account}}.dkr.ecr.${{region}}.amazonaws.com/{}", r.physical_name(repository, &env.env)),
+        (None, _) => env.substitute(repository),
+    }
+}
+
 #[async_trait]
 impl Kind for Repositories {
     fn rules(&self) -> Rules {

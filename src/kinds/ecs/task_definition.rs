@@ -97,17 +97,6 @@ fn revision_fields(td: &TaskDefinition) -> Fields {
     f
 }
 
-/// The URI of a task definition's `repository`: a repository of the spec
-/// (by logical id) in this pass's account and region, or the URI as written.
-pub fn repository_uri(env: &EnvSpec, repository: &str) -> String {
-    let repo = env.spec.images.as_ref().and_then(|i| i.repositories.get(repository));
-    match (repo, &env.aws) {
-        (Some(r), Some(aws)) => format!("{}.dkr.ecr.{}.amazonaws.com/{}", aws.account, aws.region, r.physical_name(repository, &env.env)),
-        (Some(r), None) => format!("${{account}}.dkr.ecr.${{region}}.amazonaws.com/{}", r.physical_name(repository, &env.env)),
-        (None, _) => env.substitute(repository),
-    }
-}
-
 #[async_trait]
 impl Kind for TaskDefinitions {
     fn rules(&self) -> Rules {
@@ -126,7 +115,7 @@ impl Kind for TaskDefinitions {
                 let d = Desired::new(KIND, id, physical_name(td.family.as_deref(), id, &env.env), tags)
                     .after(logs::KIND, &td.log_group)
                     .with(CONTAINER, id)
-                    .with(IMAGE, format!("{}:{}", repository_uri(env, &td.repository), td.image_tag))
+                    .with(IMAGE, format!("{}:{}", ecr::repository_uri(env, &td.repository), td.image_tag))
                     .with(CPU, td.cpu.to_string())
                     .with(MEMORY, td.memory.to_string())
                     .with(PORTS, ports_field(td.ports.iter().copied()))

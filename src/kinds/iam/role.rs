@@ -165,7 +165,7 @@ fn policy(env: &EnvSpec, id: &str, role: &Role) -> Option<String> {
 
     let compute = env.spec.compute.as_ref();
     let executed: Vec<_> = compute.into_iter().flat_map(|c| c.task_definitions.values()).filter(|td| td.execution_role.as_deref() == Some(id)).collect();
-    let repositories = executed.iter().filter_map(|td| ecr_repository_arn(&crate::kinds::ecs::task_definition::repository_uri(env, &td.repository)));
+    let repositories = executed.iter().filter_map(|td| ecr_repository_arn(&crate::kinds::ecr::repository_uri(env, &td.repository)));
     grant("PullImages", &["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"], repositories.collect());
     if !executed.is_empty() {
         grant("EcrAuthorization", &["ecr:GetAuthorizationToken"], BTreeSet::from(["*".to_string()]));
