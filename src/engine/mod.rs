@@ -257,6 +257,13 @@ impl Live {
         [TAG_MANAGED_BY, TAG_ENV, TAG_ID].iter().all(|k| desired.tags.contains_key(*k) && self.tags.get(*k) == desired.tags.get(*k))
     }
 
+    /// Whether a kind whose names are unique in the account must see this
+    /// resource: the spec names it (`desired`), or environment `env` owns it
+    /// (so that one removed from the spec is orphaned or deleted).
+    pub fn is_named_or_owned(&self, env: &str, desired: &[Desired]) -> bool {
+        desired.iter().any(|d| d.name == self.name) || self.is_owned_by(env)
+    }
+
     /// Whether the tags say this resource belongs to environment `env` (any logical id).
     pub fn is_owned_by(&self, env: &str) -> bool {
         matches!(self.ownership(), Ownership::Managed { env: e, .. } if e == env)

@@ -96,7 +96,7 @@ impl Kind for Groups {
         // are matched and groups removed from the spec are seen.
         let groups = self.client.describe_auto_scaling_groups().max_records(100).into_paginator().items().send().try_collect().await;
         let groups = groups.aws("AutoScaling.DescribeAutoScalingGroups")?;
-        Ok(groups.iter().filter_map(live_group).filter(|g| desired.iter().any(|d| d.name == g.name) || g.is_owned_by(&env.env)).collect())
+        Ok(groups.iter().filter_map(live_group).filter(|g| g.is_named_or_owned(&env.env, desired)).collect())
     }
 
     async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {

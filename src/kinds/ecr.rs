@@ -97,7 +97,7 @@ impl Kind for Repositories {
         let ours = |n: &str| n.starts_with("sentry") || desired.iter().any(|d| d.name == n);
         let candidates: Vec<Repository> = all.into_iter().filter(|r| r.repository_name().is_some_and(ours)).collect();
         let live = describe_each(candidates, 4, |r| async move { self.describe(r).await }).await?;
-        Ok(live.into_iter().filter(|l| desired.iter().any(|d| d.name == l.name) || l.is_owned_by(&env.env)).collect())
+        Ok(live.into_iter().filter(|l| l.is_named_or_owned(&env.env, desired)).collect())
     }
 
     async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {

@@ -70,8 +70,7 @@ impl Kind for ScalableTargets {
             .filter_map(|t| {
                 let id = t.resource_id();
                 let live = Live { name: id.into(), handle: id.into(), tags: owners.get(id).cloned().unwrap_or_default(), ..Live::default() };
-                (desired.iter().any(|d| d.name == id) || live.is_owned_by(&env.env))
-                    .then(|| live.with(MIN, t.min_capacity().to_string()).with(MAX, t.max_capacity().to_string()))
+                live.is_named_or_owned(&env.env, desired).then(|| live.with(MIN, t.min_capacity().to_string()).with(MAX, t.max_capacity().to_string()))
             })
             .collect())
     }

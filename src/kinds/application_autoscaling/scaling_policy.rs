@@ -65,7 +65,7 @@ impl Kind for ScalingPolicies {
                 let (name, resource) = (p.policy_name(), p.resource_id());
                 let tags = owners.get(resource).cloned().unwrap_or_default();
                 let mut live = Live { name: name.into(), handle: p.policy_arn().into(), tags, ..Live::default() }.with(TARGET, resource);
-                if !desired.iter().any(|d| d.name == name) && !live.is_owned_by(&env.env) {
+                if !live.is_named_or_owned(&env.env, desired) {
                     return None;
                 }
                 if let Some(c) = p.target_tracking_scaling_policy_configuration() {
@@ -108,10 +108,10 @@ impl Kind for ScalingPolicies {
         Ok(out.policy_arn().to_string())
     }
 
-    async fn update(&self, desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {
+    async fn update(&self, desired: &Desired, _live: &Live, delta: &Delta) -> Result<(), AwsError> {
         // PutScalingPolicy is an upsert. Ownership comes from the service's tags.
         if !delta.fields.is_empty() {
-            self.create(desired, &live.handle, &ReadCache::default()).await?;
+            self.create(desired, "", &ReadCache::default()).await?;
         }
         Ok(())
     }

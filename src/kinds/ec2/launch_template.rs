@@ -157,7 +157,7 @@ impl Kind for LaunchTemplates {
         for t in templates {
             let (Some(id), Some(name)) = (t.launch_template_id(), t.launch_template_name()) else { continue };
             let live = Live { name: name.into(), handle: id.into(), tags: tag_map(t.tags()), ..Live::default() };
-            if desired.iter().any(|d| d.name == name) || live.is_owned_by(&env.env) {
+            if live.is_named_or_owned(&env.env, desired) {
                 found.push(live);
             }
         }

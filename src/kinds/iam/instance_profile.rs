@@ -4,12 +4,11 @@
 use async_trait::async_trait;
 use aws_sdk_iam::Client;
 
-use super::{role, roles, tag_list, tag_map};
+use super::{named, role, roles, tag_list, tag_map};
 use crate::aws::{gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{ownership_tags, Delta, Desired, Kind, Live, ReadCache, Rules};
+use crate::engine::{Delta, Desired, Kind, Live, ReadCache, Rules};
 use crate::kinds::describe_each;
-use crate::spec::model::Tags;
-use crate::spec::{physical_name, EnvSpec};
+use crate::spec::EnvSpec;
 
 /// Kind name.
 pub const KIND: &str = "iam.instance-profile";
@@ -35,17 +34,7 @@ impl Kind for InstanceProfiles {
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
         let Some(iam) = &env.spec.iam else { return Vec::new() };
-        iam.roles
-            .iter()
-            .filter(|(_, r)| r.instance_profile)
-            .map(|(id, r)| {
-                Desired::new(KIND, id, physical_name(r.name.as_deref(), id, &env.env), ownership_tags(env, id, r.deletion_policy, &Tags::new())).with_reference(
-                    ROLE,
-                    role::KIND,
-                    id,
-                )
-            })
-            .collect()
+        iam.roles.iter().filter(|(_, r)| r.instance_profile).map(|(id, r)| named(env, KIND, id, r).with_reference(ROLE, role::KIND, id)).collect()
     }
 
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
@@ -53,7 +42,7 @@ impl Kind for InstanceProfiles {
         // environment (so that one removed from the spec is still seen).
         let owned_roles = roles(&self.client, reads).await?;
         let mut names: Vec<String> = desired.iter().map(|d| d.name.clone()).collect();
-        for r in owned_roles.iter().filter(|r| tag_map(r.tags()).get(crate::engine::TAG_ENV) == Some(&env.env)) {
+        for r in owned_roles.iter().filter(|r| Live { tags: tag_map(r.tags()), ..Live::default() }.is_owned_by(&env.env)) {
             names.extend(r.instance_profile_list().iter().map(|p| p.instance_profile_name().to_string()));
         }
         names.sort();

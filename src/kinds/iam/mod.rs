@@ -12,8 +12,9 @@ use aws_sdk_iam::types::{EntityType, RoleDetail, Tag};
 use aws_sdk_iam::Client;
 
 use crate::aws::{AwsError, AwsResult};
-use crate::engine::ReadCache;
-use crate::spec::model::Tags;
+use crate::engine::{ownership_tags, Desired, ReadCache};
+use crate::spec::model::{Role, Tags};
+use crate::spec::{physical_name, EnvSpec};
 
 /// Every role of the account with its policies, tags and instance profiles:
 /// one paginated GetAccountAuthorizationDetails a pass, shared by both kinds
@@ -29,6 +30,12 @@ pub async fn roles(client: &Client, reads: &ReadCache) -> Result<Arc<Vec<RoleDet
             Ok(roles)
         })
         .await
+}
+
+/// A desired resource of `kind` for role `id` (a role, or its instance
+/// profile): named like the role, with the role's deletion policy.
+pub fn named(env: &EnvSpec, kind: &'static str, id: &str, role: &Role) -> Desired {
+    Desired::new(kind, id, physical_name(role.name.as_deref(), id, &env.env), ownership_tags(env, id, role.deletion_policy, &Tags::new()))
 }
 
 /// IAM tags as a map.

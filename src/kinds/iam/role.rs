@@ -24,10 +24,10 @@ use async_trait::async_trait;
 use aws_sdk_iam::Client;
 use serde_json::{json, Value};
 
-use super::{decode_document, roles, tag_list, tag_map};
+use super::{decode_document, named, roles, tag_list, tag_map};
 use crate::aws::{gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{list_field, list_items, ownership_tags, Delta, Desired, Kind, Live, ReadCache, Rules};
-use crate::spec::model::{Role, Tags};
+use crate::engine::{list_field, list_items, Delta, Desired, Kind, Live, ReadCache, Rules};
+use crate::spec::model::Role;
 use crate::spec::{physical_name, EnvSpec};
 
 /// Kind name.
@@ -248,7 +248,7 @@ impl Kind for Roles {
             .iter()
             .map(|(id, role)| {
                 let policy = policy(env, id, role);
-                Desired::new(KIND, id, physical_name(role.name.as_deref(), id, &env.env), ownership_tags(env, id, role.deletion_policy, &Tags::new()))
+                named(env, KIND, id, role)
                     .with(TRUST, &role.service)
                     .with(INLINE, if policy.is_some() { POLICY_NAME } else { "" })
                     .with(POLICY, policy.unwrap_or_default())
@@ -262,15 +262,14 @@ impl Kind for Roles {
         let mut found = Vec::new();
         for r in all.iter() {
             let name = required("IAM.GetAccountAuthorizationDetails", "role name", r.role_name())?;
-            let live = Live { tags: tag_map(r.tags()), ..Live::default() };
-            if !desired.iter().any(|d| d.name == name) && !live.is_owned_by(&env.env) {
+            let mut live = Live { name, tags: tag_map(r.tags()), ..Live::default() };
+            if !live.is_named_or_owned(&env.env, desired) {
                 continue;
             }
-            let handle = required("IAM.GetAccountAuthorizationDetails", "role ARN", r.arn())?;
-            let live = Live { name, ..live };
+            live.handle = required("IAM.GetAccountAuthorizationDetails", "role ARN", r.arn())?;
             let inline = r.role_policy_list();
             let ours = inline.iter().find(|p| p.policy_name() == Some(POLICY_NAME)).and_then(|p| p.policy_document()).map(canonical);
-            let mut live = Live { handle, ..live }
+            let mut live = live
                 .with(TRUST, trusted_services(r.assume_role_policy_document().unwrap_or_default()))
                 .with(INLINE, list_field(inline.iter().filter_map(|p| p.policy_name())))
                 .with(POLICY, ours.unwrap_or_default())
