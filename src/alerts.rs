@@ -42,12 +42,14 @@ fn now_ms() -> i64 {
 }
 
 /// One EMF event: `metric` = 1 with the given dimensions, plus `detail`.
+/// An event about a kind counts twice: by environment and kind, and by
+/// environment alone (what the environment's alarms watch).
 fn event(timestamp: i64, env: &str, kind: Option<&str>, metric: &str, unit: &str, value: f64, detail: Value) -> Value {
-    let dimensions: Vec<&str> = if kind.is_some() { vec!["Environment", "Kind"] } else { vec!["Environment"] };
+    let dimensions: Vec<Vec<&str>> = if kind.is_some() { vec![vec!["Environment", "Kind"], vec!["Environment"]] } else { vec![vec!["Environment"]] };
     let mut e = json!({
         "_aws": {
             "Timestamp": timestamp,
-            "CloudWatchMetrics": [{ "Namespace": NAMESPACE, "Dimensions": [dimensions], "Metrics": [{ "Name": metric, "Unit": unit }] }]
+            "CloudWatchMetrics": [{ "Namespace": NAMESPACE, "Dimensions": dimensions, "Metrics": [{ "Name": metric, "Unit": unit }] }]
         },
         "Environment": env,
         metric: value,
@@ -121,9 +123,14 @@ pub fn events(report: &Report) -> Vec<Value> {
     out
 }
 
-/// Writes alert events to CloudWatch Logs.
+/// Writes alert events to CloudWatch Logs: an environment's events go to its
+/// own account once [`AlertSink::deliver_in`] names it (where its alarms on
+/// the operator's metrics live), else to the operator's.
 pub struct AlertSink {
     client: Client,
+    counter: CallCounter,
+    /// The clients of environments in accounts of their own.
+    env_clients: Mutex<BTreeMap<String, Client>>,
     stream: String,
     /// Events not delivered yet, per environment, serialized once.
     pending: Mutex<BTreeMap<String, Vec<LogEvent>>>,
@@ -132,21 +139,42 @@ pub struct AlertSink {
 }
 
 impl AlertSink {
-    /// A sink using `config` (the operator's own account), counting requests in `counter`.
+    /// A sink using `config` (the operator's own account) for every
+    /// environment not named to [`AlertSink::deliver_in`], counting requests in `counter`.
     pub fn new(config: &SdkConfig, counter: &CallCounter) -> Self {
         let client = crate::sdk_client!(aws_sdk_cloudwatchlogs, config, counter);
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "sentry-operator".into());
-        AlertSink { client, stream: format!("{host}-{}", std::process::id()), pending: Mutex::new(BTreeMap::new()), flushing: Mutex::new(BTreeSet::new()) }
+        AlertSink {
+            client,
+            counter: counter.clone(),
+            env_clients: Mutex::new(BTreeMap::new()),
+            stream: format!("{host}-{}", std::process::id()),
+            pending: Mutex::new(BTreeMap::new()),
+            flushing: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// Delivers the events of `env` with `config` (the environment's
+    /// account, where its alarms watch the operator's metrics) from now on.
+    pub fn deliver_in(&self, env: &str, config: &SdkConfig) {
+        if let Ok(mut clients) = self.env_clients.lock() {
+            clients.insert(env.to_string(), crate::sdk_client!(aws_sdk_cloudwatchlogs, config, self.counter));
+        }
+    }
+
+    /// The client that delivers the events of `env`.
+    fn client_for(&self, env: &str) -> Client {
+        self.env_clients.lock().ok().and_then(|c| c.get(env).cloned()).unwrap_or_else(|| self.client.clone())
     }
 
     /// Creates the group and this replica's stream if they do not exist yet.
-    async fn ensure_stream(&self, group: &str) -> Result<(), AwsError> {
+    async fn ensure_stream(&self, client: &Client, group: &str) -> Result<(), AwsError> {
         let exists = |r: Result<(), AwsError>| match r {
             Err(e) if e.code.as_deref() == Some("ResourceAlreadyExistsException") => Ok(()),
             other => other,
         };
-        exists(self.client.create_log_group().log_group_name(group).send().await.map(|_| ()).aws("Logs.CreateLogGroup"))?;
-        exists(self.client.create_log_stream().log_group_name(group).log_stream_name(&self.stream).send().await.map(|_| ()).aws("Logs.CreateLogStream"))
+        exists(client.create_log_group().log_group_name(group).send().await.map(|_| ()).aws("Logs.CreateLogGroup"))?;
+        exists(client.create_log_stream().log_group_name(group).log_stream_name(&self.stream).send().await.map(|_| ()).aws("Logs.CreateLogStream"))
     }
 
     /// Queues events of `env` for the next [`AlertSink::flush`]; beyond
@@ -183,6 +211,7 @@ impl AlertSink {
 
     async fn deliver(&self, env: &str) -> Result<usize, AwsError> {
         let group = log_group(env);
+        let client = self.client_for(env);
         let mut delivered = 0;
         loop {
             let mut events = self.pending.lock().map(|mut p| p.remove(env).unwrap_or_default()).unwrap_or_default();
@@ -191,10 +220,10 @@ impl AlertSink {
             }
             events.sort_by_key(|e| e.timestamp);
             for batch in batches(&events) {
-                let mut result = self.put(&group, &events[batch.clone()]).await;
+                let mut result = self.put(&client, &group, &events[batch.clone()]).await;
                 if matches!(&result, Err(e) if e.code.as_deref() == Some("ResourceNotFoundException")) {
-                    result = match self.ensure_stream(&group).await {
-                        Ok(()) => self.put(&group, &events[batch.clone()]).await,
+                    result = match self.ensure_stream(&client, &group).await {
+                        Ok(()) => self.put(&client, &group, &events[batch.clone()]).await,
                         Err(e) => Err(e),
                     };
                 }
@@ -209,10 +238,10 @@ impl AlertSink {
         }
     }
 
-    async fn put(&self, group: &str, batch: &[LogEvent]) -> Result<(), AwsError> {
+    async fn put(&self, client: &Client, group: &str, batch: &[LogEvent]) -> Result<(), AwsError> {
         let entries: Vec<InputLogEvent> =
             batch.iter().filter_map(|e| InputLogEvent::builder().timestamp(e.timestamp).message(e.message.clone()).build().ok()).collect();
-        self.client.put_log_events().log_group_name(group).log_stream_name(&self.stream).set_log_events(Some(entries)).send().await.aws("Logs.PutLogEvents")?;
+        client.put_log_events().log_group_name(group).log_stream_name(&self.stream).set_log_events(Some(entries)).send().await.aws("Logs.PutLogEvents")?;
         Ok(())
     }
 }
@@ -311,7 +340,11 @@ mod tests {
         assert_eq!(drift["field"], "route 0.0.0.0/0");
         assert_eq!((drift["desired"].as_str(), drift["live"].as_str()), (Some("nat-1"), Some("igw-1")));
         assert_eq!(drift["action"], "repaired");
-        assert_eq!(drift["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0], json!(["Environment", "Kind"]));
+        assert_eq!(
+            drift["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["Environment", "Kind"], ["Environment"]]),
+            "by kind, and the environment's total"
+        );
         assert_eq!(events[4]["ReconcileDurationMs"], 1234.0);
         assert_eq!(events[4]["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0], json!(["Environment"]));
     }

@@ -8,6 +8,8 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
+use aws_config::SdkConfig;
+
 use crate::aws::{env_config, required, AwsResult, CallCounter, Timeouts};
 use crate::engine::apply::{reconcile, RetryPolicy};
 use crate::engine::report::Report;
@@ -30,6 +32,8 @@ pub struct Runtime {
     sts: aws_sdk_sts::Client,
     /// Resolves the public parameters the kinds read, once per pass.
     ssm: aws_sdk_ssm::Client,
+    /// The environment's SDK configuration (its account, when it has one).
+    config: SdkConfig,
     /// The account id, once learnt.
     account_id: tokio::sync::OnceCell<String>,
     /// Whether passes learn their [`AwsContext`]: not the fast runtime, whose
@@ -51,6 +55,7 @@ impl Runtime {
         let ssm = crate::sdk_client!(aws_sdk_ssm, &config, &counter);
         let config_region = config.region().map(|r| r.to_string()).unwrap_or_default();
         Runtime {
+            config: config.clone(),
             region,
             config_region,
             account: env.spec.account.clone(),
@@ -67,6 +72,11 @@ impl Runtime {
     /// Whether this runtime still serves `env` (same region and account), after a spec reload.
     pub fn fits(&self, env: &EnvSpec, region: Option<&str>) -> bool {
         self.region == region.map(str::to_string).or_else(|| env.spec.region.clone()) && self.account == env.spec.account
+    }
+
+    /// The environment's SDK configuration.
+    pub fn config(&self) -> &SdkConfig {
+        &self.config
     }
 
     /// The counter of every request this runtime sends (and every reply it gets).

@@ -319,7 +319,14 @@ impl EnvLoop {
             let region = self.options.region.as_deref();
             let runtime = match runtime.take() {
                 Some(r) if r.fits(&env_spec, region) => runtime.insert(r),
-                _ => runtime.insert(Runtime::new(&env_spec, region, self.options.timeouts, (self.scope == Scope::Fast).then_some(Scope::Fast)).await),
+                _ => {
+                    let new = Runtime::new(&env_spec, region, self.options.timeouts, (self.scope == Scope::Fast).then_some(Scope::Fast)).await;
+                    // An environment in an account of its own gets its alerts there, next to its alarms.
+                    if let (Some(sink), Some(_)) = (&self.alerts, &env_spec.spec.account) {
+                        sink.deliver_in(&self.env, new.config());
+                    }
+                    runtime.insert(new)
+                }
             };
             let ok = self.pass(runtime, &env_spec).await;
             let now = tokio::time::Instant::now();

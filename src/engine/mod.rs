@@ -183,6 +183,9 @@ pub struct Live {
     pub tags: Tags,
     /// Kind-private facts needed to act (association ids, ...); never diffed.
     pub meta: BTreeMap<String, String>,
+    /// A state worth reporting that is not drift (a subscription waiting for
+    /// its endpoint's confirmation): the plan's note on the resource.
+    pub status: Option<String>,
 }
 
 /// A field value that refers to another resource of the spec, e.g.

@@ -223,10 +223,9 @@ fn decide_existing(rules: &Rules, env: &str, d: Desired, l: Live) -> Step {
         (Action::Replace, Some(format!("{} cannot change in place: the resource is replaced", immutable.join(", "))))
     } else if !immutable.is_empty() {
         (Action::Blocked, Some(format!("BLOCKED: {} cannot change without replacing the resource; change it by hand", immutable.join(", "))))
-    } else if delta.is_empty() {
-        (Action::Noop, delegation_note(&d, Some(&l)))
     } else {
-        (Action::Update, delegation_note(&d, Some(&l)))
+        let notes: Vec<String> = delegation_note(&d, Some(&l)).into_iter().chain(l.status.clone()).collect();
+        (if delta.is_empty() { Action::Noop } else { Action::Update }, (!notes.is_empty()).then(|| notes.join("; ")))
     };
     Step { key: d.key.clone(), name: d.name.clone(), action, changes, note, desired: Some(d), live: Some(l), delta, outcome: None }
 }
@@ -266,7 +265,7 @@ mod tests {
     }
 
     fn live(id: &str, f: &[(&str, &str)], t: Tags) -> Live {
-        Live { name: format!("n-{id}"), handle: format!("h-{id}"), fields: fields(f), tags: t, meta: BTreeMap::new() }
+        Live { name: format!("n-{id}"), handle: format!("h-{id}"), fields: fields(f), tags: t, meta: BTreeMap::new(), status: None }
     }
 
     const RULES: Rules = Rules { immutable: &["fifo"], exclusive: &["rule "], create_only: &["seed"], ..Rules::new("test") };

@@ -126,11 +126,13 @@ pub fn mapping(resource_type: &str) -> Mapping {
         "AWS::IAM::Role" | "AWS::IAM::InstanceProfile" | "AWS::IAM::Policy" | "AWS::IAM::ManagedPolicy" => {
             Mapping::NotRepresentable("IAM roles are not imported yet: describe them under iam.roles (their policies are generated)")
         }
-        "AWS::SecretsManager::Secret" => Mapping::NotRepresentable("secrets have no kind yet"),
-        t if t.starts_with("AWS::ElasticLoadBalancingV2::") => Mapping::NotRepresentable("the load balancer has no kind yet"),
-        t if t.starts_with("AWS::ECR::") => Mapping::NotRepresentable("image repositories have no kind yet"),
-        t if t.starts_with("AWS::CloudWatch::") || t.starts_with("AWS::SNS::") => Mapping::NotRepresentable("alarms and topics have no kind yet"),
-        t if t.starts_with("AWS::KMS::") => Mapping::NotRepresentable("KMS keys have no kind yet"),
+        "AWS::SecretsManager::Secret" => Mapping::NotRepresentable("secrets are not imported yet (write them under security.secrets)"),
+        t if t.starts_with("AWS::ElasticLoadBalancingV2::") => Mapping::NotRepresentable("the load balancer is not imported yet (write it under loadBalancing)"),
+        t if t.starts_with("AWS::ECR::") => Mapping::NotRepresentable("image repositories are not imported yet (write them under images)"),
+        t if t.starts_with("AWS::CloudWatch::") || t.starts_with("AWS::SNS::") => {
+            Mapping::NotRepresentable("alarms and topics are not imported yet (write them under observability)")
+        }
+        t if t.starts_with("AWS::KMS::") => Mapping::NotRepresentable("KMS keys are not imported yet (write them under security.keys)"),
         _ => Mapping::NotRepresentable("no kind of the operator describes this type"),
     }
 }

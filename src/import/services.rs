@@ -370,7 +370,7 @@ pub async fn log_groups(ctx: &mut Context, client: &aws_sdk_cloudwatchlogs::Clie
     }
     // Every group says its retention, so the default is only a fallback for new ones.
     let default = groups.values().filter_map(|g| g.retention_days).min().unwrap_or(30);
-    Ok(Some(Observability { log_retention_days: default, log_groups: groups }))
+    Ok(Some(Observability { log_retention_days: default, log_groups: groups, topics: BTreeMap::new(), alarm_topic: None, alarms: BTreeMap::new() }))
 }
 
 /// The clusters of the stacks (their EC2 capacity is not imported yet).

@@ -3,14 +3,19 @@
 
 pub mod application_autoscaling;
 pub mod autoscaling;
+pub mod cloudwatch;
 pub mod cognito;
 pub mod dynamodb;
 pub mod ec2;
 pub mod ecr;
 pub mod ecs;
 pub mod elasticache;
+pub mod elbv2;
 pub mod iam;
+pub mod kms;
 pub mod logs;
+pub mod secretsmanager;
+pub mod sns;
 pub mod sqs;
 
 use aws_config::SdkConfig;
@@ -18,7 +23,7 @@ use aws_config::SdkConfig;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use crate::aws::{AwsError, CallCounter};
-use crate::engine::{Kind, Live};
+use crate::engine::Kind;
 use crate::sdk_client;
 
 /// Every reconciled kind, in dependency order (creates run in this order,
@@ -30,9 +35,12 @@ pub fn registry(config: &SdkConfig, counter: &CallCounter) -> Vec<Box<dyn Kind>>
     let ecs = sdk_client!(aws_sdk_ecs, config, counter);
     let iam = sdk_client!(aws_sdk_iam, config, counter);
     let app_autoscaling = sdk_client!(aws_sdk_applicationautoscaling, config, counter);
+    let elbv2 = sdk_client!(aws_sdk_elasticloadbalancingv2, config, counter);
     vec![
         Box::new(iam::role::Roles { client: iam.clone() }),
         Box::new(iam::instance_profile::InstanceProfiles { client: iam }),
+        Box::new(kms::Keys { client: sdk_client!(aws_sdk_kms, config, counter) }),
+        Box::new(secretsmanager::Secrets { client: sdk_client!(aws_sdk_secretsmanager, config, counter) }),
         Box::new(ec2::vpc::Vpcs { client: ec2.clone() }),
         Box::new(ec2::subnet::Subnets { client: ec2.clone() }),
         Box::new(ec2::internet_gateway::InternetGateways { client: ec2.clone() }),
@@ -43,6 +51,10 @@ pub fn registry(config: &SdkConfig, counter: &CallCounter) -> Vec<Box<dyn Kind>>
         Box::new(ec2::security_group_rules::SecurityGroupRules { client: ec2.clone() }),
         Box::new(ec2::vpc_endpoint::VpcEndpoints { client: ec2.clone() }),
         Box::new(ec2::flow_log::FlowLogs { client: ec2.clone() }),
+        Box::new(elbv2::target_group::TargetGroups { client: elbv2.clone() }),
+        Box::new(elbv2::load_balancer::LoadBalancers { client: elbv2.clone() }),
+        Box::new(elbv2::listener::Listeners { client: elbv2.clone() }),
+        Box::new(elbv2::listener_rule::ListenerRules { client: elbv2 }),
         Box::new(sqs::Queues { client: sdk_client!(aws_sdk_sqs, config, counter) }),
         Box::new(dynamodb::Tables { client: sdk_client!(aws_sdk_dynamodb, config, counter) }),
         Box::new(elasticache::subnet_group::SubnetGroups { client: elasticache.clone() }),
@@ -61,6 +73,8 @@ pub fn registry(config: &SdkConfig, counter: &CallCounter) -> Vec<Box<dyn Kind>>
         Box::new(ecs::service::Services { client: ecs.clone() }),
         Box::new(application_autoscaling::scalable_target::ScalableTargets { client: app_autoscaling.clone(), ecs: ecs.clone() }),
         Box::new(application_autoscaling::scaling_policy::ScalingPolicies { client: app_autoscaling, ecs }),
+        Box::new(sns::Topics { client: sdk_client!(aws_sdk_sns, config, counter) }),
+        Box::new(cloudwatch::Alarms { client: sdk_client!(aws_sdk_cloudwatch, config, counter) }),
     ]
 }
 
@@ -78,11 +92,11 @@ pub fn common_prefix<'a>(mut names: impl Iterator<Item = &'a str>) -> String {
 
 /// Describes each listed resource, at most `concurrency` at a time; those
 /// that vanished since they were listed (`None`) are left out.
-pub async fn describe_each<T, Fut>(listed: Vec<T>, concurrency: usize, describe: impl Fn(T) -> Fut) -> Result<Vec<Live>, AwsError>
+pub async fn describe_each<T, U, Fut>(listed: Vec<T>, concurrency: usize, describe: impl Fn(T) -> Fut) -> Result<Vec<U>, AwsError>
 where
-    Fut: std::future::Future<Output = Result<Option<Live>, AwsError>>,
+    Fut: std::future::Future<Output = Result<Option<U>, AwsError>>,
 {
-    let described: Vec<Option<Live>> = stream::iter(listed).map(describe).buffer_unordered(concurrency).try_collect().await?;
+    let described: Vec<Option<U>> = stream::iter(listed).map(describe).buffer_unordered(concurrency).try_collect().await?;
     Ok(described.into_iter().flatten().collect())
 }
 

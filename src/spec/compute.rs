@@ -138,7 +138,9 @@ pub struct TaskDefinition {
     /// Plain environment variables.
     #[serde(default)]
     pub environment: BTreeMap<String, String>,
-    /// Secrets: variable → Secrets Manager ARN (`valueFrom`).
+    /// Secrets: variable → a secret of `security.secrets` by logical id,
+    /// with the JSON key to read (`exchange-credentials:api_key`), or a
+    /// Secrets Manager / SSM parameter ARN (`valueFrom`) the operator does not manage.
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
     /// Log group (logical id in `observability.logGroups`).
@@ -190,6 +192,9 @@ pub struct Service {
     /// Service auto scaling (Application Auto Scaling); off when absent. When
     /// enabled, the desired count belongs to the autoscaler after creation.
     pub auto_scaling: Option<ServiceAutoScaling>,
+    /// The target group the tasks are registered in (checked with the
+    /// `loadBalancing` section); none when absent.
+    pub load_balancer: Option<ServiceLoadBalancer>,
 }
 
 /// Target tracking of a service's task count on its average CPU.
@@ -305,7 +310,15 @@ fn two_hundred() -> u32 {
 }
 
 impl Checker {
-    pub(super) fn compute(&mut self, c: &Compute, groups: &BTreeSet<&str>, log_groups: &BTreeSet<&str>, iam: Option<&Iam>, repositories: &BTreeSet<&str>) {
+    pub(super) fn compute(
+        &mut self,
+        c: &Compute,
+        groups: &BTreeSet<&str>,
+        log_groups: &BTreeSet<&str>,
+        iam: Option<&Iam>,
+        repositories: &BTreeSet<&str>,
+        secrets: &BTreeMap<String, Secret>,
+    ) {
         for (id, cluster) in &c.clusters {
             self.cluster(id, cluster, groups, iam);
         }
@@ -333,9 +346,20 @@ impl Checker {
             if let Some(role) = &td.task_role {
                 self.role_reference(&["compute", "taskDefinitions", id, "taskRole"], role, iam, ECS_TASKS, false);
             }
-            for (var, arn) in &td.secrets {
-                if !(arn.starts_with("arn:aws:secretsmanager:") || arn.starts_with("arn:aws:ssm:")) {
-                    self.err(&["compute", "taskDefinitions", id, "secrets", var], "a secret is a Secrets Manager or SSM parameter ARN (valueFrom)");
+            for (var, value) in &td.secrets {
+                let at = ["compute", "taskDefinitions", id, "secrets", var];
+                if value.starts_with("arn:") {
+                    if !(value.starts_with("arn:aws:secretsmanager:") || value.starts_with("arn:aws:ssm:")) {
+                        self.err(&at, "a secret ARN is a Secrets Manager or SSM parameter ARN (valueFrom)");
+                    }
+                    continue;
+                }
+                let (secret, key) = value.split_once(':').map_or((value.as_str(), None), |(s, k)| (s, Some(k)));
+                self.reference(&at, secret, secrets.keys().map(String::as_str), "secret");
+                if let (Some(s), Some(key)) = (secrets.get(secret), key) {
+                    if !s.keys.is_empty() && !s.keys.iter().any(|k| k == key) {
+                        self.err(&at, format!("secret {secret:?} has no key {key:?} (its keys: {})", s.keys.join(", ")));
+                    }
                 }
             }
         }

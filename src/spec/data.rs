@@ -40,7 +40,8 @@ pub struct Table {
     /// Server-side encryption with KMS (`true`) or AWS-owned keys (`false`).
     #[serde(default = "yes")]
     pub kms_encryption: bool,
-    /// Customer-managed KMS key; default the AWS-managed `alias/aws/dynamodb`.
+    /// Customer-managed KMS key: a key of `security.keys` by logical id, or a
+    /// key ARN; default the AWS-managed `alias/aws/dynamodb`.
     pub kms_key: Option<String>,
     /// Point-in-time recovery.
     #[serde(default)]

@@ -10,10 +10,12 @@ pub mod emit;
 pub mod iam;
 pub mod identity;
 pub mod images;
+pub mod load_balancing;
 pub mod messaging;
 pub mod model;
 pub mod network;
 pub mod observability;
+pub mod security;
 pub mod validate;
 pub mod yaml;
 
@@ -281,8 +283,23 @@ fn special_file_kind(_kind: &std::fs::FileType) -> &'static str {
 }
 
 /// The top-level sections of a spec, as written in YAML.
-const SECTIONS: &[&str] =
-    &["region", "tags", "account", "policies", "network", "messaging", "data", "iam", "compute", "identity", "observability", "images", "adopt"];
+const SECTIONS: &[&str] = &[
+    "region",
+    "tags",
+    "account",
+    "policies",
+    "network",
+    "messaging",
+    "data",
+    "iam",
+    "compute",
+    "identity",
+    "observability",
+    "images",
+    "security",
+    "loadBalancing",
+    "adopt",
+];
 
 /// Deserializes each top-level section on its own, so that a mistake in one
 /// section does not hide mistakes in the others.
@@ -311,6 +328,8 @@ fn structure(tree: &Node) -> Result<Spec, Vec<SpecError>> {
             "identity" => section(key, node, &mut errors, |v| spec.identity = v),
             "observability" => section(key, node, &mut errors, |v| spec.observability = v),
             "images" => section(key, node, &mut errors, |v| spec.images = v),
+            "security" => section(key, node, &mut errors, |v| spec.security = v),
+            "loadBalancing" => section(key, node, &mut errors, |v| spec.load_balancing = v),
             "adopt" => section(key, node, &mut errors, |v| spec.adopt = v),
             _ => errors.push(SpecError {
                 loc: key.loc.clone(),

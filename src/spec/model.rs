@@ -49,6 +49,10 @@ pub struct Spec {
     pub observability: Option<Observability>,
     /// ECR repositories.
     pub images: Option<Images>,
+    /// KMS keys and Secrets Manager secrets.
+    pub security: Option<Security>,
+    /// Application Load Balancers, their listeners, routes and target groups.
+    pub load_balancing: Option<LoadBalancing>,
     /// Existing resources to take over, by `kind/id` (see [`super::adopt`]).
     pub adopt: BTreeMap<String, AdoptTarget>,
 }
@@ -101,9 +105,11 @@ pub use super::data::*;
 pub use super::iam::*;
 pub use super::identity::*;
 pub use super::images::*;
+pub use super::load_balancing::*;
 pub use super::messaging::*;
 pub use super::network::*;
 pub use super::observability::*;
+pub use super::security::*;
 
 /// `true`, for `#[serde(default = "yes")]` on settings that default to on.
 pub(super) fn yes() -> bool {

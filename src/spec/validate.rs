@@ -3,7 +3,7 @@
 //! Each problem names the spec path it is about; the loader turns paths into
 //! `file:line:column` through the merged YAML tree.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::model::*;
 
@@ -54,7 +54,9 @@ pub fn validate(env: &str, spec: &Spec) -> Vec<Problem> {
     let log_groups: BTreeSet<&str> = spec.observability.as_ref().map(|o| o.log_groups.keys().map(String::as_str).collect()).unwrap_or_default();
     if let Some(compute) = &spec.compute {
         let repositories: BTreeSet<&str> = spec.images.iter().flat_map(|i| i.repositories.keys().map(String::as_str)).collect();
-        c.compute(compute, &sg_ids, &log_groups, spec.iam.as_ref(), &repositories);
+        let no_secrets = BTreeMap::new();
+        let secrets = spec.security.as_ref().map_or(&no_secrets, |s| &s.secrets);
+        c.compute(compute, &sg_ids, &log_groups, spec.iam.as_ref(), &repositories, secrets);
     }
     c.iam(env, spec);
     if let Some(role) = spec.network.as_ref().and_then(|n| n.vpc.flow_logs.role.as_ref()) {
@@ -65,9 +67,23 @@ pub fn validate(env: &str, spec: &Spec) -> Vec<Problem> {
     }
     if let Some(observability) = &spec.observability {
         c.observability(observability);
+        c.alarm_references(spec, observability);
     }
     if let Some(images) = &spec.images {
         c.images(env, images);
+    }
+    if let Some(security) = &spec.security {
+        c.security(env, security);
+    }
+    c.load_balancing(env, spec);
+    let keys: BTreeSet<&str> = spec.security.iter().flat_map(|s| s.keys.keys().map(String::as_str)).collect();
+    for (id, table) in spec.data.iter().flat_map(|d| &d.tables) {
+        if let Some(key) = table.kms_key.as_deref().filter(|k| !k.starts_with("arn:")) {
+            c.reference(&["data", "tables", id, "kmsKey"], key, keys.iter().copied(), "KMS key");
+            if !table.kms_encryption {
+                c.err(&["data", "tables", id, "kmsKey"], "a key needs `kmsEncryption: true`");
+            }
+        }
     }
     c.problems
 }

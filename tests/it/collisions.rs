@@ -247,3 +247,56 @@ async fn foreign_roles_profiles_templates_groups_and_providers_are_untouched() {
         assert_eq!(run.resource(kind, id)["outcome"]["status"], "applied", "{kind} {id} built");
     }
 }
+
+#[tokio::test]
+async fn foreign_keys_secrets_topics_and_alarms_are_untouched() {
+    let moto = Moto::start();
+    let config = sdk_config(&moto.endpoint).await;
+    let kms = aws_sdk_kms::Client::new(&config);
+    let key = kms.create_key().description("the payments team's key").send().await.expect("foreign key");
+    let key_id = key.key_metadata().map(|m| m.key_id().to_string()).expect("key id");
+    kms.create_alias().alias_name("alias/sentry-data-dev").target_key_id(&key_id).send().await.expect("foreign alias");
+    let secrets = aws_sdk_secretsmanager::Client::new(&config);
+    secrets.create_secret().name("sentry/dev/database").description("hand-made").secret_string("hand-made value").send().await.expect("foreign secret");
+    let sns = aws_sdk_sns::Client::new(&config);
+    let topic = sns.create_topic().name("sentry-alerts-dev").send().await.expect("foreign topic");
+    let topic = topic.topic_arn().expect("topic arn").to_string();
+    let cw = aws_sdk_cloudwatch::Client::new(&config);
+    let foreign_alarm = cw
+        .put_metric_alarm()
+        .alarm_name("sentry-redis-memory-dev")
+        .namespace("AWS/ElastiCache")
+        .metric_name("CPUUtilization")
+        .statistic(aws_sdk_cloudwatch::types::Statistic::Average)
+        .period(60)
+        .evaluation_periods(1)
+        .threshold(90.0)
+        .comparison_operator(aws_sdk_cloudwatch::types::ComparisonOperator::GreaterThanThreshold);
+    foreign_alarm.send().await.expect("foreign alarm");
+
+    let (run, writes) = apply_dev(&moto);
+    skipped(&run, "kms.key", "data", "unmanaged, skipped");
+    skipped(&run, "secretsmanager.secret", "database", "unmanaged, skipped");
+    skipped(&run, "sns.topic", "alerts", "unmanaged, skipped");
+    skipped(&run, "cloudwatch.alarm", "redis-memory", "unmanaged, skipped");
+    for needle in [key_id.as_str(), "sentry/dev/database", "sentry-redis-memory-dev"] {
+        no_write_names(&writes, needle);
+    }
+    no_write_names(&writes, &topic);
+    let plan = run.json();
+    let alarms: Vec<&serde_json::Value> = plan["resources"].as_array().into_iter().flatten().filter(|s| s["kind"] == "cloudwatch.alarm").collect();
+    assert!(!alarms.is_empty() && alarms.iter().all(|s| s["action"] == "skip"), "every alarm waits for its topic, which is not the operator's: {alarms:?}");
+    let described = kms.describe_key().key_id(&key_id).send().await.expect("key");
+    assert_eq!(described.key_metadata().and_then(|m| m.description()), Some("the payments team's key"));
+    assert!(!kms.get_key_rotation_status().key_id(&key_id).send().await.expect("rotation").key_rotation_enabled(), "rotation not switched on");
+    let secret = secrets.describe_secret().secret_id("sentry/dev/database").send().await.expect("secret");
+    assert_eq!(secret.description(), Some("hand-made"));
+    assert!(secret.tags().is_empty(), "no tag added");
+    let subscriptions = sns.list_subscriptions_by_topic().topic_arn(&topic).send().await.expect("subscriptions");
+    assert!(subscriptions.subscriptions().is_empty(), "nobody subscribed to the foreign topic");
+    let alarm = cw.describe_alarms().alarm_names("sentry-redis-memory-dev").send().await.expect("alarm");
+    assert_eq!(alarm.metric_alarms().first().and_then(|a| a.threshold()), Some(90.0), "the foreign alarm is unchanged");
+    // What depends on the foreign key or topic waits; the rest is built.
+    assert_eq!(run.resource("secretsmanager.secret", "redis")["action"], "skip", "encrypted with the key the spec names, which is not ours");
+    assert_eq!(run.resource("sqs.queue", "master-order")["action"], "create");
+}

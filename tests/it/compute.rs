@@ -42,7 +42,7 @@ async fn dev_compute_converges_and_a_second_pass_registers_nothing() {
     assert_eq!(container.image(), Some("123456789012.dkr.ecr.us-east-1.amazonaws.com/sentry/oms-dev:latest"));
     let mut secrets: Vec<&str> = container.secrets().iter().map(|s| s.name()).collect();
     secrets.sort_unstable();
-    assert_eq!(secrets, ["EXCHANGE_API_KEY", "EXCHANGE_API_SECRET", "EXCHANGE_PASSPHRASE"]);
+    assert_eq!(secrets, ["EXCHANGE_API_KEY", "EXCHANGE_API_SECRET", "EXCHANGE_PASSPHRASE", "REDIS_URL"]);
     let log_options = container.log_configuration().and_then(|l| l.options()).expect("awslogs");
     assert_eq!(log_options.get("awslogs-group").map(String::as_str), Some("/ecs/sentry-oms-dev"));
 

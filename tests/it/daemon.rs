@@ -14,7 +14,7 @@ use crate::faults::{FaultProxy, Hang};
 use crate::harness::{http, is_write, json_args, operator, repo_specs, sdk_config, spawn_operator, specs_with, Moto};
 
 /// A daemon process, stopped with SIGKILL on drop if still running.
-struct Daemon {
+pub struct Daemon {
     child: Child,
     http: String,
     _logs: tempfile::TempDir,
@@ -23,7 +23,7 @@ struct Daemon {
 
 impl Daemon {
     /// `run --env dev --interval 30 --fast-interval 1 <extra>` against the emulator.
-    fn start(moto: &Moto, specs: &std::path::Path, extra: &[&str]) -> Daemon {
+    pub fn start(moto: &Moto, specs: &std::path::Path, extra: &[&str]) -> Daemon {
         let mut args = vec!["--interval", "30", "--fast-interval", "1"];
         args.extend_from_slice(extra);
         Daemon::start_at(&moto.endpoint, specs, &args)
@@ -41,7 +41,8 @@ impl Daemon {
         Daemon { child, http: format!("http://{listen}"), _logs: logs, log }
     }
 
-    fn log(&self) -> String {
+    /// What the daemon logged so far.
+    pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
@@ -53,7 +54,8 @@ impl Daemon {
         self.get("/metrics")?.lines().find(|l| l.starts_with(line_start)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
     }
 
-    fn wait_until(&self, what: &str, limit: Duration, mut check: impl FnMut(&Daemon) -> bool) {
+    /// Waits up to `limit` for `check` to hold; fails naming `what`, with the daemon's log.
+    pub fn wait_until(&self, what: &str, limit: Duration, mut check: impl FnMut(&Daemon) -> bool) {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if check(self) {
@@ -64,7 +66,8 @@ impl Daemon {
         panic!("timed out waiting for {what}; daemon log:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
     }
 
-    fn wait_ready(&self) {
+    /// Waits for `/readyz`.
+    pub fn wait_ready(&self) {
         self.wait_until("readiness", Duration::from_secs(60), |d| d.get("/readyz").is_some_and(|b| b.starts_with("ready")));
     }
 

@@ -403,6 +403,47 @@ pub async fn account_inventory(moto: &Moto) -> Vec<(&'static str, usize)> {
     let ecs_namespace = aws_sdk_applicationautoscaling::types::ServiceNamespace::Ecs;
     let targets = scaling.describe_scalable_targets().service_namespace(ecs_namespace.clone()).send().await.expect("targets").scalable_targets().len();
     let policies = scaling.describe_scaling_policies().service_namespace(ecs_namespace).send().await.expect("policies").scaling_policies().len();
+    let kms = aws_sdk_kms::Client::new(&config);
+    let listed_aliases = kms.list_aliases().send().await.expect("aliases");
+    // The emulator makes the AWS-managed keys (aws/dynamodb, aws/ebs) as customer keys, on first use.
+    let aws_managed: Vec<&str> =
+        listed_aliases.aliases().iter().filter(|a| a.alias_name().unwrap_or_default().starts_with("alias/aws/")).filter_map(|a| a.target_key_id()).collect();
+    let aliases = listed_aliases.aliases().len() - aws_managed.len();
+    let mut keys = 0;
+    for key in kms.list_keys().send().await.expect("keys").keys().iter().filter(|k| !aws_managed.contains(&k.key_id().unwrap_or_default())) {
+        let described = kms.describe_key().key_id(key.key_id().unwrap_or_default()).send().await.expect("key");
+        let meta = described.key_metadata();
+        let customer = meta.and_then(|m| m.key_manager()).map(|m| m.as_str()) == Some("CUSTOMER");
+        keys += usize::from(customer && meta.and_then(|m| m.key_state()).map(|s| s.as_str()) != Some("PendingDeletion"));
+    }
+    let secrets = aws_sdk_secretsmanager::Client::new(&config).list_secrets().send().await.expect("secrets").secret_list().len();
+    let sns = aws_sdk_sns::Client::new(&config);
+    let topics = sns.list_topics().send().await.expect("topics").topics().len();
+    let subscriptions = sns.list_subscriptions().send().await.expect("subscriptions").subscriptions().len();
+    // Target-tracking policies' own alarms are counted with the policies (the
+    // emulator makes new ones each time a policy is put again, where AWS updates them).
+    let alarms = aws_sdk_cloudwatch::Client::new(&config).describe_alarms().send().await.expect("alarms");
+    let alarms = alarms.metric_alarms().iter().filter(|a| !a.alarm_name().unwrap_or_default().starts_with("TargetTracking-")).count();
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&config);
+    let balancers: Vec<String> = elb
+        .describe_load_balancers()
+        .send()
+        .await
+        .expect("load balancers")
+        .load_balancers()
+        .iter()
+        .filter_map(|l| l.load_balancer_arn().map(str::to_string))
+        .collect();
+    let target_groups = elb.describe_target_groups().send().await.expect("target groups").target_groups().len();
+    let (mut listeners, mut rules) = (0, 0);
+    for balancer in &balancers {
+        let described = elb.describe_listeners().load_balancer_arn(balancer).send().await.expect("listeners");
+        for listener in described.listeners().iter().filter_map(|l| l.listener_arn()) {
+            listeners += 1;
+            let described = elb.describe_rules().listener_arn(listener).send().await.expect("rules");
+            rules += described.rules().iter().filter(|r| r.is_default() != Some(true)).count();
+        }
+    }
     vec![
         ("vpcs", vpcs.len()),
         ("subnets", subnets),
@@ -432,5 +473,15 @@ pub async fn account_inventory(moto: &Moto) -> Vec<(&'static str, usize)> {
         ("auto scaling groups", auto_scaling_groups),
         ("scalable targets", targets),
         ("scaling policies", policies),
+        ("kms keys", keys),
+        ("kms aliases", aliases),
+        ("secrets", secrets),
+        ("topics", topics),
+        ("subscriptions", subscriptions),
+        ("alarms", alarms),
+        ("load balancers", balancers.len()),
+        ("target groups", target_groups),
+        ("listeners", listeners),
+        ("listener rules", rules),
     ]
 }

@@ -47,6 +47,11 @@ fn iam_action(operation: &str) -> String {
         "SSM" => "ssm",
         "STS" => "sts",
         "ECR" => "ecr",
+        "ELBv2" => "elasticloadbalancing",
+        "KMS" => "kms",
+        "SecretsManager" => "secretsmanager",
+        "SNS" => "sns",
+        "CloudWatch" => "cloudwatch",
         other => panic!("unknown service {other} in {operation}"),
     };
     format!("{prefix}:{action}")
@@ -56,7 +61,7 @@ fn policy_actions(file: &str) -> BTreeSet<String> {
     let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy").join(file)).expect("policy");
     let policy: serde_json::Value = serde_json::from_str(&text).expect("policy JSON");
     let mut actions = BTreeSet::new();
-    for statement in policy["Statement"].as_array().expect("statements") {
+    for statement in policy["Statement"].as_array().expect("statements").iter().filter(|s| s["Effect"] == "Allow") {
         match &statement["Action"] {
             serde_json::Value::String(a) => {
                 actions.insert(a.clone());
@@ -80,20 +85,33 @@ fn the_iam_policies_grant_exactly_what_the_code_calls() {
     // Checked by AWS on the operator's behalf, never called: assuming the
     // environment's role, passing roles, launching what an Auto Scaling group
     // launches, the service-linked roles Auto Scaling and ECS create on first
-    // use, the alarms a target-tracking policy makes, and tags given in a registration.
+    // use, tags given in a registration, what Secrets Manager and DynamoDB do
+    // with a customer-managed key when they encrypt with it, and the rotation
+    // function a RotateSecret invokes.
     let implied = [
         "sts:AssumeRole",
         "iam:PassRole",
         "ec2:RunInstances",
         "iam:CreateServiceLinkedRole",
-        "cloudwatch:PutMetricAlarm",
-        "cloudwatch:DescribeAlarms",
-        "cloudwatch:DeleteAlarms",
         "application-autoscaling:TagResource",
+        "kms:GenerateDataKey",
+        "kms:Encrypt",
+        "kms:Decrypt",
+        "kms:CreateGrant",
+        "lambda:InvokeFunction",
     ];
     let extra: Vec<&String> = granted.iter().filter(|a| !needed.contains(*a) && !implied.contains(&a.as_str())).collect();
     assert!(extra.is_empty(), "actions granted but never called: {extra:?}");
     assert!(granted.iter().all(|a| !a.contains('*')), "no wildcard actions");
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy").join("iam-policy.json")).expect("policy");
+    let policy: serde_json::Value = serde_json::from_str(&text).expect("policy JSON");
+    let never_values = policy["Statement"].as_array().into_iter().flatten().find(|s| s["Sid"] == "NeverASecretsValue").expect("the deny on values");
+    assert_eq!(never_values["Effect"], "Deny");
+    assert!(!needed.contains("secretsmanager:GetSecretValue") && !needed.contains("secretsmanager:PutSecretValue"), "the code never reads or writes a value");
+    // Nor through another door: a value is given once, to CreateSecret (the placeholder), and never read.
+    let code = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/kinds/secretsmanager.rs")).expect("secrets kind");
+    assert_eq!(code.matches(".secret_string(").count(), 1, "only the create sends a value");
+    assert!(code.contains(".create_secret()") && !code.contains("secret_binary") && !code.contains("get_secret_value"));
     for lease_or_alert in ["dynamodb:PutItem", "dynamodb:DeleteItem", "logs:PutLogEvents", "logs:CreateLogStream", "sts:AssumeRole"] {
         assert!(management.contains(lease_or_alert), "the management account needs {lease_or_alert}");
     }

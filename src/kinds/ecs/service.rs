@@ -1,18 +1,20 @@
 //! ECS services: desired count, task definition revision, awsvpc network
-//! configuration (private subnets, security groups), deployment settings.
+//! configuration (private subnets, security groups), deployment settings,
+//! the target group the tasks are registered in.
 //! Updated in place; deleted only with `deletionPolicy: delete`, and scaled
 //! to zero first.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use aws_sdk_ecs::types::{AssignPublicIp, AwsVpcConfiguration, DeploymentConfiguration, LaunchType, NetworkConfiguration, ServiceField};
+use aws_sdk_ecs::types::{AssignPublicIp, AwsVpcConfiguration, DeploymentConfiguration, LaunchType, LoadBalancer, NetworkConfiguration, ServiceField};
 use aws_sdk_ecs::Client;
 
 use super::{add_tags, cluster, tag_list, tag_map, task_definition};
 use crate::aws::{required, AwsError, AwsResult, Built, ErrorClass};
-use crate::engine::{is_unresolved, list_field, list_items, ownership_tags, Delta, Desired, Kind, Live, ReadCache, Rules};
+use crate::engine::{is_unresolved, list_field, list_items, ownership_tags, reference, Delta, Desired, Kind, Live, ReadCache, Rules};
 use crate::kinds::ec2::{security_group, subnet};
+use crate::kinds::elbv2;
 use crate::spec::model::Tags;
 use crate::spec::{physical_name, EnvSpec};
 
@@ -27,6 +29,11 @@ const GROUPS: &str = "SecurityGroups";
 const MIN_HEALTHY: &str = "MinimumHealthyPercent";
 const MAX_PERCENT: &str = "MaximumPercent";
 const LAUNCH: &str = "LaunchType";
+/// The target groups the tasks are registered in: `<target group> <container> <port>`
+/// items joined with `;` (empty for none).
+const LOAD_BALANCERS: &str = "LoadBalancers";
+/// Seconds ECS ignores a new task's failing target health checks (set with a load balancer).
+const HEALTH_CHECK_GRACE_SECONDS: i32 = 60;
 /// DescribeServices takes at most this many names per call.
 const DESCRIBE_BATCH: usize = 10;
 
@@ -53,6 +60,33 @@ fn network(desired: &Desired) -> Result<NetworkConfiguration, AwsError> {
 fn deployment(desired: &Desired) -> DeploymentConfiguration {
     let number = |f: &str| desired.fields.get(f).and_then(|v| v.parse().ok());
     DeploymentConfiguration::builder().set_minimum_healthy_percent(number(MIN_HEALTHY)).set_maximum_percent(number(MAX_PERCENT)).build()
+}
+
+/// Load balancer registrations as the [`LOAD_BALANCERS`] field value (sorted, so AWS's order never shows).
+fn load_balancers_text(registrations: &[LoadBalancer]) -> String {
+    let mut items: Vec<String> = registrations
+        .iter()
+        .map(|r| format!("{} {} {}", r.target_group_arn().unwrap_or_default(), r.container_name().unwrap_or_default(), r.container_port().unwrap_or_default()))
+        .collect();
+    items.sort();
+    items.join(";")
+}
+
+/// The registrations a (resolved) [`LOAD_BALANCERS`] value stands for, for
+/// the call `operation`: an error for a target group never created.
+fn load_balancers(desired: &Desired, operation: &'static str) -> Result<Vec<LoadBalancer>, AwsError> {
+    let text = desired.field(LOAD_BALANCERS);
+    text.split(';')
+        .filter(|item| !item.is_empty())
+        .map(|item| match item.split(' ').collect::<Vec<_>>().as_slice() {
+            [group, ..] if is_unresolved(group) => Err(AwsError::unexpected(operation, format!("{group} does not exist"))),
+            [group, container, port] => {
+                let port = port.parse().map_err(|_| AwsError::unexpected(operation, format!("{}: container port {port:?} is not a number", desired.name)))?;
+                Ok(LoadBalancer::builder().target_group_arn(*group).container_name(*container).container_port(port).build())
+            }
+            _ => Err(AwsError::unexpected(operation, format!("{}: {item:?} is not `<target group> <container> <port>`", desired.name))),
+        })
+        .collect()
 }
 
 /// The services of the spec's clusters (the cluster name in their `meta`):
@@ -84,7 +118,8 @@ pub async fn live_services(client: &Client, env: &EnvSpec, reads: &ReadCache) ->
                                 .with(GROUPS, list_field(vpc.map(|v| v.security_groups()).unwrap_or_default()))
                                 .with(MIN_HEALTHY, deployment.and_then(|d| d.minimum_healthy_percent()).unwrap_or(100).to_string())
                                 .with(MAX_PERCENT, deployment.and_then(|d| d.maximum_percent()).unwrap_or(200).to_string())
-                                .with(LAUNCH, s.launch_type().map_or("EC2", |t| t.as_str())),
+                                .with(LAUNCH, s.launch_type().map_or("EC2", |t| t.as_str()))
+                                .with(LOAD_BALANCERS, load_balancers_text(s.load_balancers())),
                         );
                     }
                 }
@@ -121,6 +156,17 @@ impl Kind for Services {
                     .with(MIN_HEALTHY, s.min_healthy_percent.to_string())
                     .with(MAX_PERCENT, s.max_percent.to_string())
                     .with(LAUNCH, "EC2");
+                // Registered in a target group: it must exist, and ECS takes
+                // only one a load balancer already forwards to.
+                let d = match &s.load_balancer {
+                    None => d.with(LOAD_BALANCERS, ""),
+                    Some(lb) => {
+                        let container = lb.container.as_deref().unwrap_or(&s.task_definition);
+                        let registration = format!("{} {container} {}", reference(elbv2::target_group::KIND, &lb.target_group), lb.port);
+                        let d = d.with(LOAD_BALANCERS, registration).after(elbv2::target_group::KIND, &lb.target_group);
+                        elbv2::forwarders(env, &lb.target_group).into_iter().fold(d, |d, k| d.after(k.kind, &k.id))
+                    }
+                };
                 if s.scaling().is_some() {
                     d.delegate(COUNT, "the autoscaler (Application Auto Scaling)")
                 } else {
@@ -146,6 +192,12 @@ impl Kind for Services {
             .launch_type(LaunchType::Ec2)
             .network_configuration(network(desired)?)
             .deployment_configuration(deployment(desired));
+        let registrations = load_balancers(desired, "ECS.CreateService")?;
+        let request = if registrations.is_empty() {
+            request
+        } else {
+            request.set_load_balancers(Some(registrations)).health_check_grace_period_seconds(HEALTH_CHECK_GRACE_SECONDS)
+        };
         let out = request.set_tags(Some(tag_list(&desired.tags))).send().await.aws("ECS.CreateService")?;
         required("ECS.CreateService", "service ARN", out.service().and_then(|s| s.service_arn()))
     }
@@ -165,6 +217,19 @@ impl Kind for Services {
             }
             if changed(MIN_HEALTHY) || changed(MAX_PERCENT) {
                 request = request.deployment_configuration(deployment(desired));
+            }
+            // In place: with the rolling-update (ECS) deployment controller,
+            // UpdateService takes new load balancer settings (an empty list
+            // removes them) and starts a deployment: new tasks are registered
+            // with the new target group and the old ones are stopped (and
+            // deregistered) as the deployment percents allow. Traffic moves
+            // at the pace of that deployment, not at once.
+            if changed(LOAD_BALANCERS) {
+                let registrations = load_balancers(desired, "ECS.UpdateService")?;
+                if !registrations.is_empty() {
+                    request = request.health_check_grace_period_seconds(HEALTH_CHECK_GRACE_SECONDS);
+                }
+                request = request.set_load_balancers(Some(registrations));
             }
             request.send().await.aws("ECS.UpdateService")?;
         }

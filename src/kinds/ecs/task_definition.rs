@@ -18,7 +18,7 @@ use aws_sdk_ecs::Client;
 use super::{tag_list, tag_map};
 use crate::aws::{required, AwsError, AwsResult, Built, ErrorClass};
 use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Live, OnImmutableChange, ReadCache, Rules};
-use crate::kinds::{ecr, iam::role, logs};
+use crate::kinds::{ecr, iam::role, logs, secretsmanager};
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::{physical_name, EnvSpec};
 
@@ -120,7 +120,7 @@ impl Kind for TaskDefinitions {
                     .with(MEMORY, td.memory.to_string())
                     .with(PORTS, ports_field(td.ports.iter().copied()))
                     .with(ENVIRONMENT, json(&td.environment))
-                    .with(SECRETS, json(&td.secrets.iter().map(|(k, v)| (k, env.substitute(v))).collect::<BTreeMap<_, _>>()))
+                    .with(SECRETS, json(&td.secrets.iter().map(|(k, v)| (k, secretsmanager::value_from(env, v))).collect::<BTreeMap<_, _>>()))
                     .with(LOG_GROUP, group)
                     .with(LOG_REGION, &region)
                     .with(NETWORK, "awsvpc")
@@ -128,6 +128,9 @@ impl Kind for TaskDefinitions {
                     .with(ARCHITECTURE, &td.cpu_architecture)
                     .with(EXECUTION_ROLE, td.execution_role_arn.clone().unwrap_or_default())
                     .with(TASK_ROLE, "");
+                let spec_secrets = env.spec.security.as_ref().map(|s| &s.secrets);
+                let used = td.secrets.values().filter_map(|v| v.split(':').next()).filter(|id| spec_secrets.is_some_and(|s| s.contains_key(*id)));
+                let d = used.fold(d, |d, id| d.after(secretsmanager::KIND, id));
                 let d = match env.spec.images.as_ref().filter(|i| i.repositories.contains_key(&td.repository)) {
                     Some(_) => d.after(ecr::KIND, &td.repository),
                     None => d,

@@ -27,6 +27,7 @@ use serde_json::{json, Value};
 use super::{decode_document, named, roles, tag_list, tag_map};
 use crate::aws::{gone_is_ok, required, AwsError, AwsResult};
 use crate::engine::{list_field, list_items, Delta, Desired, Kind, Live, ReadCache, Rules};
+use crate::kinds::secretsmanager;
 use crate::spec::model::Role;
 use crate::spec::{physical_name, EnvSpec};
 
@@ -173,7 +174,7 @@ fn policy(env: &EnvSpec, id: &str, role: &Role) -> Option<String> {
     let log_groups = env.spec.observability.as_ref().map(|o| &o.log_groups);
     let task_logs = executed.iter().filter_map(|td| Some(log_streams_arn(env, &env.substitute(&log_groups?.get(&td.log_group)?.name))));
     grant("WriteLogs", &["logs:CreateLogStream", "logs:PutLogEvents"], task_logs.collect());
-    let secrets: Vec<String> = executed.iter().flat_map(|td| td.secrets.values()).map(|s| env.substitute(s)).collect();
+    let secrets: Vec<String> = executed.iter().flat_map(|td| td.secrets.values()).map(|s| secretsmanager::value_from(env, s)).collect();
     grant("ReadSecrets", &["secretsmanager:GetSecretValue"], secrets.iter().flat_map(|s| secret_arns(s)).collect());
     grant("ReadParameters", &["ssm:GetParameters"], secrets.iter().filter(|s| s.starts_with("arn:aws:ssm:")).cloned().collect());
 
@@ -205,6 +206,22 @@ fn policy(env: &EnvSpec, id: &str, role: &Role) -> Option<String> {
     // Listing log groups has no resource-level permission narrower than the account's groups.
     let listing = flow_group.iter().map(|_| env.arn("logs", true, "log-group:*"));
     grant("FlowLogsListGroups", &["logs:DescribeLogGroups"], listing.collect());
+
+    // Reading a secret encrypted with a key of the spec takes kms:Decrypt on
+    // that key, named by its alias (its id is known only once it exists).
+    let security = env.spec.security.as_ref();
+    let key_of = |reference: &String| {
+        let secret = security?.secrets.get(reference.split(':').next()?)?;
+        let key = secret.kms_key.as_deref()?;
+        Some(security?.keys.get(key)?.alias_name(key, &env.env))
+    };
+    let aliases: BTreeSet<String> = executed.iter().flat_map(|td| td.secrets.values()).filter_map(key_of).collect();
+    if !aliases.is_empty() {
+        statements.push(json!({
+            "Sid": "DecryptSecrets", "Effect": "Allow", "Action": ["kms:Decrypt"], "Resource": [env.arn("kms", true, "key/*")],
+            "Condition": {"ForAnyValue:StringEquals": {"kms:ResourceAliases": aliases}}
+        }));
+    }
 
     (!statements.is_empty()).then(|| canonical(&json!({"Version": "2012-10-17", "Statement": statements}).to_string()))
 }
