@@ -20,8 +20,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::kinds::cognito;
+use crate::kinds::dynamodb;
 use crate::kinds::ec2::{elastic_ip, flow_log, internet_gateway, nat_gateway, route_table, security_group, security_group_rules, subnet, vpc, vpc_endpoint};
-use crate::kinds::{cognito, dynamodb, ecs, elasticache, logs, sqs};
+use crate::kinds::ecs;
+use crate::kinds::elasticache;
+use crate::kinds::logs;
+use crate::kinds::sqs;
 use crate::spec::model::{AdoptTarget, Spec};
 use crate::spec::{physical_name, EnvSpec};
 

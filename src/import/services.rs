@@ -8,7 +8,12 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use super::{by_id, spec_id, unique, Context, ImportError, StackResource};
 use crate::aws::{found, required, AwsResult};
 use crate::engine::TAG_MANAGED_BY;
-use crate::kinds::{cognito, dynamodb, ecs, elasticache, logs, sqs};
+use crate::kinds::cognito;
+use crate::kinds::dynamodb;
+use crate::kinds::ecs;
+use crate::kinds::elasticache;
+use crate::kinds::logs;
+use crate::kinds::sqs;
 use crate::spec::model::{
     AdoptTarget, AppClient, Cluster, Compute, Data, DeadLetter, DeletionPolicy, Group, Gsi, Identity, KeySchema, LogGroup, Messaging, Observability,
     PasswordPolicy, Queue, Redis, Table, Tags, Tier, UserPool,

@@ -21,7 +21,8 @@ use crate::aws::{gone_is_ok, required, AwsError, AwsResult};
 use crate::engine::{list_field, list_items, ownership_tags, reference, Delta, Desired, Kind, Live, ReadCache, Rules};
 use crate::kinds::elasticache::replication_group;
 use crate::kinds::elbv2::{load_balancer, target_group};
-use crate::kinds::{common_prefix, describe_each, ec2, ecs, elasticache, sns, sqs};
+use crate::kinds::read::{common_prefix, describe_each};
+use crate::kinds::{ec2, ecs, elasticache, sns, sqs};
 use crate::spec::model::{Alarm, AlarmMetric, DeletionPolicy, Tags};
 use crate::spec::{physical_name, EnvSpec};
 

@@ -19,7 +19,7 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 
-use super::describe_each;
+use super::read::describe_each;
 use crate::aws::{found, gone_is_ok, required, wait_for, AwsError, AwsResult, Built};
 use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Live, ReadCache, Rules};
 use crate::kinds::kms;

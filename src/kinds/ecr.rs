@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::aws::{found, gone_is_ok, required, AwsError, AwsResult, Built};
 use crate::engine::{ownership_tags, Delta, Desired, Kind, Live, ReadCache, Rules};
-use crate::kinds::describe_each;
+use crate::kinds::read::describe_each;
 use crate::spec::EnvSpec;
 
 /// Kind name.

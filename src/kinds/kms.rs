@@ -10,7 +10,7 @@ use aws_sdk_kms::Client;
 
 use crate::aws::{required, AwsError, AwsResult, Built, ErrorClass};
 use crate::engine::{ownership_tags, Delta, Desired, Kind, Live, Matching, ReadCache, Rules};
-use crate::kinds::describe_each;
+use crate::kinds::read::describe_each;
 use crate::spec::EnvSpec;
 
 /// Kind name.

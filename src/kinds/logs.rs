@@ -7,7 +7,7 @@ use aws_sdk_cloudwatchlogs::Client;
 
 use crate::aws::{gone_is_ok, required, AwsError, AwsResult};
 use crate::engine::{ownership_tags, Delta, Desired, Kind, Live, ReadCache, Rules};
-use crate::kinds::common_prefix;
+use crate::kinds::read::common_prefix;
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::EnvSpec;
 

@@ -2,7 +2,6 @@
 //! plus one line in [`registry`].
 
 pub mod application_autoscaling;
-pub mod autoscaling;
 pub mod cloudwatch;
 pub mod cognito;
 pub mod dynamodb;
@@ -14,15 +13,14 @@ pub mod elbv2;
 pub mod iam;
 pub mod kms;
 pub mod logs;
+pub mod read;
 pub mod secretsmanager;
 pub mod sns;
 pub mod sqs;
 
 use aws_config::SdkConfig;
 
-use futures::stream::{self, StreamExt, TryStreamExt};
-
-use crate::aws::{AwsError, CallCounter};
+use crate::aws::CallCounter;
 use crate::engine::Kind;
 use crate::sdk_client;
 
@@ -65,8 +63,8 @@ pub fn registry(config: &SdkConfig, counter: &CallCounter) -> Vec<Box<dyn Kind>>
         Box::new(logs::LogGroups { client: sdk_client!(aws_sdk_cloudwatchlogs, config, counter) }),
         Box::new(ecr::Repositories { client: sdk_client!(aws_sdk_ecr, config, counter) }),
         Box::new(ecs::cluster::Clusters { client: ecs.clone() }),
-        Box::new(ec2::launch_template::LaunchTemplates { client: ec2 }),
-        Box::new(autoscaling::Groups { client: sdk_client!(aws_sdk_autoscaling, config, counter) }),
+        Box::new(ecs::launch_template::LaunchTemplates { client: ec2 }),
+        Box::new(ecs::auto_scaling_group::Groups { client: sdk_client!(aws_sdk_autoscaling, config, counter) }),
         Box::new(ecs::capacity_provider::CapacityProviders { client: ecs.clone() }),
         Box::new(ecs::cluster_capacity::ClusterCapacityProviders { client: ecs.clone() }),
         Box::new(ecs::task_definition::TaskDefinitions { client: ecs.clone() }),
@@ -76,42 +74,4 @@ pub fn registry(config: &SdkConfig, counter: &CallCounter) -> Vec<Box<dyn Kind>>
         Box::new(sns::Topics { client: sdk_client!(aws_sdk_sns, config, counter) }),
         Box::new(cloudwatch::Alarms { client: sdk_client!(aws_sdk_cloudwatch, config, counter) }),
     ]
-}
-
-/// The longest prefix shared by all `names` (empty for none): the name filter
-/// of a List/Describe call that must see every resource of a kind.
-pub fn common_prefix<'a>(mut names: impl Iterator<Item = &'a str>) -> String {
-    let Some(first) = names.next() else { return String::new() };
-    let mut prefix = first.to_string();
-    for name in names {
-        let common = prefix.chars().zip(name.chars()).take_while(|(a, b)| a == b).count();
-        prefix.truncate(prefix.char_indices().nth(common).map_or(prefix.len(), |(i, _)| i));
-    }
-    prefix
-}
-
-/// Describes each listed resource, at most `concurrency` at a time; those
-/// that vanished since they were listed (`None`) are left out.
-pub async fn describe_each<T, U, Fut>(listed: Vec<T>, concurrency: usize, describe: impl Fn(T) -> Fut) -> Result<Vec<U>, AwsError>
-where
-    Fut: std::future::Future<Output = Result<Option<U>, AwsError>>,
-{
-    let described: Vec<Option<U>> = stream::iter(listed).map(describe).buffer_unordered(concurrency).try_collect().await?;
-    Ok(described.into_iter().flatten().collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::common_prefix;
-
-    #[test]
-    fn prefix_of_names() {
-        assert_eq!(common_prefix(["/ecs/sentry-oms-dev", "/ecs/sentry-websocket-dev"].into_iter()), "/ecs/sentry-");
-        // The SQS list filter: `sentry-` and the queue names.
-        assert_eq!(common_prefix(["sentry-", "sentry-a-dev", "sentry-b-dev"].into_iter()), "sentry-");
-        assert_eq!(common_prefix(["sentry-", "sentry-a-dev", "other"].into_iter()), "");
-        assert_eq!(common_prefix(["sentry-"].into_iter()), "sentry-");
-        assert_eq!(common_prefix(["a"].into_iter()), "a");
-        assert_eq!(common_prefix(std::iter::empty()), "");
-    }
 }

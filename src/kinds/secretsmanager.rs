@@ -104,7 +104,7 @@ impl Kind for Secrets {
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
         // One paginated read of the secrets whose names begin like ours (those
         // scheduled for deletion included); it carries everything compared.
-        let prefix = crate::kinds::common_prefix(desired.iter().map(|d| d.name.as_str()).chain(std::iter::once("sentry")));
+        let prefix = crate::kinds::read::common_prefix(desired.iter().map(|d| d.name.as_str()).chain(std::iter::once("sentry")));
         let mut request = self.client.list_secrets().include_planned_deletion(true);
         if !prefix.is_empty() {
             request = request.filters(Filter::builder().key(FilterNameStringType::Name).values(prefix).build());

@@ -10,7 +10,7 @@ use aws_sdk_sns::Client;
 
 use crate::aws::{gone_is_ok, required, AwsError, AwsResult, Built};
 use crate::engine::{list_field, list_items, ownership_tags, Delta, Desired, Kind, Live, ReadCache, Rules};
-use crate::kinds::describe_each;
+use crate::kinds::read::describe_each;
 use crate::spec::model::Tags;
 use crate::spec::{physical_name, EnvSpec};
 

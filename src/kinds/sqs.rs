@@ -11,7 +11,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use aws_sdk_sqs::Client;
 use serde::{Deserialize, Serialize};
 
-use super::{common_prefix, describe_each};
+use super::read::{common_prefix, describe_each};
 use crate::aws::{found, gone_is_ok, required, AwsError, AwsResult};
 use crate::engine::{ownership_tags, Adoption, Delta, Desired, Fields, Kind, Live, ReadCache, Rules};
 use crate::spec::EnvSpec;

@@ -8,7 +8,6 @@
 pub mod elastic_ip;
 pub mod flow_log;
 pub mod internet_gateway;
-pub mod launch_template;
 pub mod nat_gateway;
 pub mod route_table;
 pub mod security_group;

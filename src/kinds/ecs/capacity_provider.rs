@@ -11,11 +11,11 @@ use aws_sdk_ecs::types::{
 };
 use aws_sdk_ecs::Client;
 
+use super::auto_scaling_group as autoscaling;
 use super::cluster::{live_clusters, PROVIDERS};
 use super::{add_tags, tag_list, tag_map};
 use crate::aws::{gone_is_ok, AwsError, AwsResult, Built};
 use crate::engine::{list_items, ownership_tags, Delta, Desired, Kind, Live, ReadCache, Rules};
-use crate::kinds::autoscaling;
 use crate::spec::model::{Cluster, DeletionPolicy, Tags};
 use crate::spec::EnvSpec;
 

@@ -1,8 +1,12 @@
-//! ECS: capacity providers, clusters, task definitions and services.
+//! ECS: clusters, their EC2 capacity (launch templates, Auto Scaling groups,
+//! capacity providers),
+//! task definitions and services.
 
+pub mod auto_scaling_group;
 pub mod capacity_provider;
 pub mod cluster;
 pub mod cluster_capacity;
+pub mod launch_template;
 pub mod service;
 pub mod task_definition;
 

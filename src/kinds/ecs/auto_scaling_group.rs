@@ -10,9 +10,10 @@ use async_trait::async_trait;
 use aws_sdk_autoscaling::types::{AutoScalingGroup, LaunchTemplateSpecification, Tag};
 use aws_sdk_autoscaling::Client;
 
+use super::launch_template;
 use crate::aws::{gone_is_ok, required, AwsError, AwsResult};
 use crate::engine::{list_field, list_items, ownership_tags, Delta, Desired, Kind, Live, ReadCache, Rules};
-use crate::kinds::ec2::{launch_template, subnet};
+use crate::kinds::ec2::subnet;
 use crate::spec::model::{DeletionPolicy, Tags, Tier};
 use crate::spec::{physical_name, EnvSpec};
 

@@ -17,9 +17,9 @@ use aws_sdk_ec2::types::{
 use aws_sdk_ec2::Client;
 use base64::Engine;
 
-use super::{gone_is_ok, security_group, tag_map, tag_spec};
 use crate::aws::{required, AwsError, AwsResult};
 use crate::engine::{list_field, list_items, ownership_tags, Delta, Desired, Kind, Live, ReadCache, Rules};
+use crate::kinds::ec2::{gone_is_ok, security_group, tag_map, tag_spec};
 use crate::kinds::iam::instance_profile;
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::{physical_name, EnvSpec};
@@ -137,7 +137,7 @@ impl Kind for LaunchTemplates {
                 let name = physical_name(c.name.as_deref(), id, &env.env);
                 let role = c.instance_role.as_deref().unwrap_or_default();
                 Desired::new(KIND, id, &name, ownership_tags(env, id, DeletionPolicy::Delete, &Tags::new()))
-                    .after(crate::kinds::ecs::cluster::KIND, id)
+                    .after(super::cluster::KIND, id)
                     .with(IMAGE, &image)
                     .with(INSTANCE_TYPE, c.instance_type.clone().unwrap_or_default())
                     .with_reference(PROFILE, instance_profile::KIND, role)
@@ -196,7 +196,7 @@ impl Kind for LaunchTemplates {
             let request = self.client.modify_launch_template().launch_template_id(&live.handle).default_version(version.to_string());
             request.send().await.aws("EC2.ModifyLaunchTemplate")?;
         }
-        super::put_tags(&self.client, &live.handle, &delta.tags).await
+        crate::kinds::ec2::put_tags(&self.client, &live.handle, &delta.tags).await
     }
 
     async fn delete(&self, live: &Live, _reads: &ReadCache) -> Result<(), AwsError> {
