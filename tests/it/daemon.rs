@@ -2,7 +2,7 @@
 //! CloudWatch Logs (EMF), health and metrics, invalid spec reloads, graceful
 //! stop, leader election between replicas (a killed leader's lease expires),
 //! observe-only mode, and
-//! cross-account roles.
+//! cross-account roles (an environment's alerts in its own account).
 
 use std::net::TcpListener;
 use std::process::Child;
@@ -216,6 +216,40 @@ async fn an_environment_in_another_account_is_reached_through_its_role() {
     let recorded = moto.stop_recording();
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(recorded.iter().any(|op| op == "AssumeRole"), "credentials came from STS: {recorded:?}");
+}
+
+/// An environment in an account of its own gets its alert events there,
+/// next to the alarms its spec puts on the operator's metrics; none land in
+/// the operator's own account.
+#[tokio::test]
+async fn an_environment_in_another_account_gets_its_alerts_there() {
+    let moto = Moto::start();
+    let dev = format!(
+        "{}account:\n  roleArn: arn:aws:iam::111111111111:role/sentry-operator\n",
+        std::fs::read_to_string(repo_specs().join("dev.yaml")).expect("dev")
+    );
+    let dir = specs_with(&[("dev.yaml", &dev)]);
+    let daemon = Daemon::start(&moto, dir.path(), &["--single-replica"]);
+    let own = sdk_config(&moto.endpoint).await;
+    let role =
+        aws_config::sts::AssumeRoleProvider::builder("arn:aws:iam::111111111111:role/sentry-operator").session_name("test").configure(&own).build().await;
+    let env_account = own.clone().into_builder().credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(role)).build();
+    let env_logs = aws_sdk_cloudwatchlogs::Client::new(&env_account);
+    let mut messages = Vec::new();
+    for _ in 0..300 {
+        if let Ok(out) = env_logs.filter_log_events().log_group_name("/sentry-operator/dev").send().await {
+            messages = out.events().iter().filter_map(|e| e.message().map(str::to_string)).collect();
+        }
+        if messages.iter().any(|m| m.contains("\"ReconcileDurationMs\"")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(messages.iter().any(|m| m.contains("\"ReconcileDurationMs\"")), "the pass's events are in the environment's account:\n{}", daemon.log());
+    let alarms = aws_sdk_cloudwatch::Client::new(&env_account).describe_alarms().alarm_names("sentry-operator-heartbeat-dev").send().await.expect("alarms");
+    assert_eq!(alarms.metric_alarms().len(), 1, "the heartbeat alarm watches them in the same account");
+    let own_groups = aws_sdk_cloudwatchlogs::Client::new(&own).describe_log_groups().log_group_name_prefix("/sentry-operator/").send().await.expect("groups");
+    assert!(own_groups.log_groups().is_empty(), "nothing in the operator's own account");
 }
 
 /// A hung endpoint (a proxy that accepts requests and never answers) for
