@@ -420,7 +420,7 @@ def write_markdown(r, n_queues, soak):
         "  SQS has no batch read, so any tool needs GetQueueAttributes and ListQueueTags per queue (the peer makes 4 reads per queue,",
         f"  the operator 2); {o_total - 37} of the operator's {o_total} reads are the one tag-filtered Describe/List per other kind that finds resources",
         "  removed from the spec (a VPC alone is not a valid spec, and the peer's other networking and DynamoDB modules fail on the emulator,",
-        f"  so no wider like-for-like is possible). The whole prod estate (21 kinds) costs {prod['calls']['reads'] + prod['calls']['writes']} calls",
+        f"  so no wider like-for-like is possible). The whole prod estate (38 kinds) costs {prod['calls']['reads'] + prod['calls']['writes']} calls",
         "  per no-drift pass, of which 37 are the queues; every other kind is one batched read (DescribeVpcAttribute and DescribeTaskDefinition,",
         "  which have no batch form, are per resource).",
         f"- Daemon RSS < 50 MiB: **met** ({d['rss_max_mib']:.1f} MiB max).",
