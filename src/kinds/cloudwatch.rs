@@ -89,7 +89,7 @@ fn dimension_value(env: &EnvSpec, value: &str) -> (String, Option<(&'static str,
         }
         "service" => {
             let service = env.spec.compute.as_ref().and_then(|c| c.services.get(id));
-            (physical_name(service.and_then(|s| s.name.as_deref()), &format!("{id}-service"), &env.env), on(ecs::service::KIND, id))
+            (ecs::service::service_name(service.and_then(|s| s.name.as_deref()), id, &env.env), on(ecs::service::KIND, id))
         }
         "redis" => {
             let group = elasticache::redis(env).map(|(_, name)| name).unwrap_or_default();

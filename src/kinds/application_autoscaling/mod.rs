@@ -35,7 +35,7 @@ pub fn scaled_services(env: &EnvSpec) -> Vec<(&str, &Service, &ServiceAutoScalin
             let scaling = s.scaling()?;
             let cluster = c.clusters.get(&s.cluster)?;
             let cluster_name = physical_name(cluster.name.as_deref(), &s.cluster, &env.env);
-            let service_name = physical_name(s.name.as_deref(), &format!("{id}-service"), &env.env);
+            let service_name = crate::kinds::ecs::service::service_name(s.name.as_deref(), id, &env.env);
             Some((id.as_str(), s, scaling, resource_id(&cluster_name, &service_name)))
         })
         .collect()

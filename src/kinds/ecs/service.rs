@@ -134,6 +134,11 @@ pub fn cluster_of(service: &Live) -> &str {
     service.meta.get(CLUSTER).map_or("", String::as_str)
 }
 
+/// The physical name of service `id` (`name` as the spec gives it, else `sentry-<id>-service-<env>`).
+pub fn service_name(name: Option<&str>, id: &str, env: &str) -> String {
+    physical_name(name, &format!("{id}-service"), env)
+}
+
 #[async_trait]
 impl Kind for Services {
     fn rules(&self) -> Rules {
@@ -146,7 +151,7 @@ impl Kind for Services {
             .iter()
             .map(|(id, s)| {
                 let subnets = n.subnets.iter().filter(|(_, sn)| sn.tier == s.subnets).map(|(sid, _)| sid.as_str());
-                let name = physical_name(s.name.as_deref(), &format!("{id}-service"), &env.env);
+                let name = service_name(s.name.as_deref(), id, &env.env);
                 let d = Desired::new(KIND, id, name, ownership_tags(env, id, s.deletion_policy, &Tags::new()))
                     .with_reference(CLUSTER, cluster::KIND, &s.cluster)
                     .with_reference(TASK, task_definition::KIND, &s.task_definition)
