@@ -3,7 +3,7 @@
 //! drift), every abandoned pass and every reconcile error becomes one JSON
 //! log event in the group `/sentry-operator/<env>`, written in CloudWatch
 //! Embedded Metric Format, so CloudWatch derives the metrics DriftDetected,
-//! DriftRepaired, WhitelistViolation, SecurityDrift, EnvironmentStale,
+//! DriftRepaired, WhitelistViolation, SecurityDrift, EnvironmentStale, StaleSpec,
 //! ReconcileErrors and ReconcileDurationMs (dimensions Environment, Kind)
 //! with no metrics API call. A pass's events
 //! go out in one PutLogEvents, in the background: a slow or hung CloudWatch
@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use aws_config::SdkConfig;
 use aws_sdk_cloudwatchlogs::types::InputLogEvent;
@@ -22,6 +22,8 @@ use crate::aws::{AwsError, AwsResult, CallCounter};
 use crate::engine::plan::{Action, Outcome};
 use crate::engine::report::Report;
 use crate::engine::Mode;
+use crate::lease::now_ms;
+use crate::lease::revision::{Applied, Revision};
 
 /// The CloudWatch metric namespace.
 pub const NAMESPACE: &str = "SentryOperator";
@@ -35,10 +37,6 @@ const MAX_PENDING: usize = 10_000;
 /// The log group of an environment's alerts.
 pub fn log_group(env: &str) -> String {
     format!("/sentry-operator/{env}")
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
 }
 
 /// One EMF event: `metric` = 1 with the given dimensions, plus `detail`.
@@ -69,6 +67,20 @@ pub fn stale_event(env: &str, scope: &str, deadline: Duration) -> Value {
     let what = format!("a {scope} pass did not finish within {deadline:?} and was abandoned");
     let detail = json!({ "event": "stale", "scope": scope, "deadlineSeconds": deadline.as_secs(), "detail": what });
     event(now_ms(), env, None, "EnvironmentStale", "Count", 1.0, detail)
+}
+
+/// The EMF event saying that `env`'s spec (`mine`) is older than the
+/// revision the lease table shows applied (`current`), so nothing is written.
+pub fn stale_spec_event(env: &str, mine: &Revision, current: &Applied) -> Value {
+    let detail = json!({
+        "event": "stale-spec",
+        "specRevision": mine.to_string(),
+        "appliedRevision": current.revision.to_string(),
+        "appliedGeneration": current.generation,
+        "appliedBy": current.by,
+        "detail": format!("the spec in use ({mine}) was superseded by {} (generation {}); not writing until the source catches up", current.revision, current.generation),
+    });
+    event(now_ms(), env, None, "StaleSpec", "Count", 1.0, detail)
 }
 
 /// The EMF events of a pass (pure: no AWS call).

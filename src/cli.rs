@@ -1,4 +1,4 @@
-//! The command line: `validate`, `schema`, `plan`, `reconcile --once`, `import`, `run`.
+//! The command line: `validate`, `schema`, `plan`, `reconcile --once`, `status`, `import`, `run`.
 //! Each subcommand is one function returning the process exit status.
 
 use std::net::SocketAddr;
@@ -8,18 +8,23 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::aws::Timeouts;
+use crate::aws::{load_config, CallCounter, Timeouts};
 use crate::daemon;
-use crate::engine::report::{Report, EXIT_ERROR, EXIT_IN_SYNC};
+use crate::engine::report::{Report, EXIT_ERROR, EXIT_IN_SYNC, EXIT_LEASE_HELD, EXIT_STALE_SPEC};
 use crate::engine::Mode;
+use crate::lease::once::{under_lease, Once};
+use crate::lease::revision::{check_label, Revision};
+use crate::lease::{LeaseTable, Writer};
 use crate::runtime::Runtime;
+use crate::source::{Location, Snapshot, Source};
 use crate::spec::{self, EnvSpec, LoadError};
 
 /// Keeps the Sentry trading platform's AWS estate converged with its YAML spec.
 #[derive(Debug, Parser)]
 #[command(name = "sentry-operator", version, about)]
 pub struct Cli {
-    /// Directory holding base.yaml and one <env>.yaml per environment.
+    /// Where the specs are: a directory, or an S3 prefix (s3://bucket/prefix/), holding
+    /// base.yaml, one <env>.yaml per environment and optionally a REVISION file (the set's label).
     #[arg(long, global = true, default_value = "specs", env = "SENTRY_SPECS")]
     pub specs: PathBuf,
     /// Output format.
@@ -72,7 +77,8 @@ pub enum Command {
         #[arg(long = "reallocate-whitelist", value_name = "ENTRY")]
         reallocate_whitelist: Vec<String>,
     },
-    /// Converge the estate once. Exit 0 in sync (no writes), 2 drift repaired, 1 error, 3 invariant broken.
+    /// Converge the estate once. Exit 0 in sync (no writes), 2 drift repaired, 1 error, 3 invariant broken,
+    /// 4 another writer holds the environment's lease, 5 the spec is older than the revision applied.
     Reconcile {
         /// Run one pass and exit (the only mode of this subcommand; `run` is the daemon).
         #[arg(long)]
@@ -84,6 +90,28 @@ pub enum Command {
         /// (only for an unpinned entry whose recorded address is gone); repeat for several.
         #[arg(long = "reallocate-whitelist", value_name = "ENTRY")]
         reallocate_whitelist: Vec<String>,
+        /// How the pass shares the environment with other writers.
+        #[command(flatten)]
+        lease: OnceLease,
+    },
+    /// Per environment: the lease holder, the revision last applied and when, the last pass, and
+    /// (from a read-only observe) open drift and the whitelist. Exit 0, 1 error, 4 revision not applied in time.
+    Status {
+        /// Only this environment.
+        #[arg(long)]
+        env: Option<String>,
+        /// The lease table (else the spec's `leaseTable`).
+        #[arg(long, env = "SENTRY_LEASE_TABLE")]
+        lease_table: Option<String>,
+        /// First wait until this revision (a label or content hash) is the one applied.
+        #[arg(long, value_name = "REVISION")]
+        wait_for_revision: Option<String>,
+        /// Seconds --wait-for-revision waits.
+        #[arg(long, default_value_t = 300)]
+        wait: u64,
+        /// Only the lease table: no observe (no call to the estate).
+        #[arg(long)]
+        no_observe: bool,
     },
     /// Write the spec that adopts an environment's existing estate in place: its CloudFormation stacks'
     /// resources, plus Redis and the user pool found by name (`*-<env>`). Reads only; exit 0 written, 1 error.
@@ -103,6 +131,13 @@ pub enum Command {
         #[arg(long)]
         write: bool,
     },
+    /// Ask a running daemon's /healthz (a container health check needs no shell or curl).
+    /// Exit 0 healthy, 1 not.
+    Health {
+        /// The daemon's --listen address.
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        listen: SocketAddr,
+    },
     /// Reconcile continuously (the daemon). Stops on SIGTERM / SIGINT; SIGHUP re-reads the specs.
     Run {
         /// Environment; repeat for several.
@@ -120,8 +155,9 @@ pub enum Command {
         /// Address of /healthz, /readyz and /metrics.
         #[arg(long, default_value = "127.0.0.1:9464")]
         listen: SocketAddr,
-        /// DynamoDB table of the leader lease (created if missing); several replicas may run.
-        #[arg(long, default_value = "sentry-operator-leases", conflicts_with = "single_replica")]
+        /// DynamoDB table of the per-environment leases (created if missing; a name or an ARN in the
+        /// operator's region); several replicas share the environments.
+        #[arg(long, default_value = "sentry-operator-leases", env = "SENTRY_LEASE_TABLE", conflicts_with = "single_replica")]
         lease_table: String,
         /// Run without a lease: this is the only replica.
         #[arg(long)]
@@ -142,7 +178,34 @@ pub enum Command {
         /// (default: its interval, at least 30).
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         pass_deadline: Option<u64>,
+        /// Seconds between listings of an S3 spec source (a directory is checked at every pass).
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+        spec_poll_seconds: u64,
     },
+}
+
+/// How `reconcile --once` shares an environment with the daemon and other writers.
+#[derive(Debug, Clone, clap::Args)]
+pub struct OnceLease {
+    /// The lease table: the pass takes the environment's lease (the spec's `leaseTable` otherwise).
+    #[arg(long, env = "SENTRY_LEASE_TABLE", conflicts_with = "no_lease")]
+    pub lease_table: Option<String>,
+    /// Write without taking the lease, even when the spec names a table (only where no other writer runs).
+    #[arg(long)]
+    pub no_lease: bool,
+    /// Seconds to wait for the lease while another writer holds it (asked for, a daemon gives it up
+    /// at its next turn); then exit 4.
+    #[arg(long, default_value_t = 60)]
+    pub wait: u64,
+    /// Seconds the lease lasts without renewal.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(3..))]
+    pub lease_seconds: u64,
+    /// A label for the revision applied, such as a git SHA (else the specs' REVISION file).
+    #[arg(long)]
+    pub revision: Option<String>,
+    /// Apply even a spec older than the revision applied (loudly).
+    #[arg(long)]
+    pub force: bool,
 }
 
 impl Cli {
@@ -162,19 +225,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         bail!("--attempt-timeout ({} s) must not exceed --operation-timeout ({} s)", cli.attempt_timeout, cli.operation_timeout);
     }
     match &cli.command {
-        Command::Validate { env } => validate(&cli, env.as_deref()),
+        Command::Validate { env } => validate(&cli, env.as_deref()).await,
+        Command::Health { listen } => Ok(if daemon::http::healthy(*listen).await { EXIT_IN_SYNC } else { EXIT_ERROR }),
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&spec::json_schema())?);
             Ok(EXIT_IN_SYNC)
         }
-        Command::Plan { env, reallocate_whitelist } => pass(&cli, env, reallocate_whitelist, Mode::Plan).await,
+        Command::Plan { env, reallocate_whitelist } => pass(&cli, env, reallocate_whitelist, Mode::Plan, None).await,
+        Command::Status { env, lease_table, wait_for_revision, wait, no_observe } => {
+            status(&cli, env.as_deref(), lease_table.as_deref(), wait_for_revision.as_deref(), Duration::from_secs(*wait), *no_observe).await
+        }
         Command::Import { env, stacks, out, write: false } => import(&cli, env, stacks, out.as_deref()).await,
         Command::Import { env, stacks, write: true, .. } => bind(&cli, env, stacks).await,
-        Command::Reconcile { once, env, reallocate_whitelist } => {
+        Command::Reconcile { once, env, reallocate_whitelist, lease } => {
             if !once {
                 bail!("reconcile needs --once (use `run` for the long-running daemon)");
             }
-            pass(&cli, env, reallocate_whitelist, Mode::Apply).await
+            pass(&cli, env, reallocate_whitelist, Mode::Apply, Some(lease)).await
         }
         Command::Run {
             envs,
@@ -189,12 +256,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             grace_seconds,
             no_alerts,
             pass_deadline,
+            spec_poll_seconds,
         } => {
+            let location = Location::parse(&cli.specs)?;
+            let snapshot = snapshot(&cli, &location, envs).await?;
             for env in envs {
-                spec::load(&cli.specs, env).map_err(|e| anyhow::anyhow!("{e}")).with_context(|| format!("the spec of {env} must be valid to start"))?;
+                snapshot.load(env).map_err(|e| anyhow::anyhow!("{e}")).with_context(|| format!("the spec of {env} must be valid to start"))?;
             }
             let options = daemon::Options {
-                specs: cli.specs.clone(),
+                specs: location,
+                spec_poll: Duration::from_secs(*spec_poll_seconds),
                 envs: envs.clone(),
                 region: cli.region.clone(),
                 interval: Duration::from_secs((*interval).max(1)),
@@ -214,18 +285,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
-fn validate(cli: &Cli, env: Option<&str>) -> anyhow::Result<u8> {
-    let envs = match env {
-        Some(e) => vec![e.to_string()],
-        None => spec::environments(&cli.specs)?,
+async fn validate(cli: &Cli, env: Option<&str>) -> anyhow::Result<u8> {
+    let location = Location::parse(&cli.specs)?;
+    let s3 = match &location {
+        Location::Dir(_) => None,
+        Location::S3 { .. } => Some(snapshot(cli, &location, &[]).await?),
+    };
+    let envs = match (env, &s3) {
+        (Some(e), _) => vec![e.to_string()],
+        (None, Some(snapshot)) => snapshot.environments(),
+        (None, None) => spec::environments(&cli.specs)?,
     };
     if envs.is_empty() {
-        bail!("no environment specs (*.yaml besides base.yaml) in {}", cli.specs.display());
+        bail!("no environment specs (*.yaml besides base.yaml) in {}", location.url());
     }
     let mut results = Vec::new();
     let mut ok = true;
     for env in &envs {
-        let errors: Vec<String> = match spec::load(&cli.specs, env) {
+        let loaded = match &s3 {
+            Some(snapshot) => snapshot.load(env),
+            None => spec::load(&cli.specs, env),
+        };
+        let errors: Vec<String> = match loaded {
             Ok(_) => Vec::new(),
             Err(LoadError::Invalid(errors)) => errors.iter().map(ToString::to_string).collect(),
             Err(e) => vec![e.to_string()],
@@ -318,7 +399,10 @@ async fn import(cli: &Cli, env: &str, stacks: &str, out: Option<&Path>) -> anyho
 /// appends the adopt entries to `<env>.yaml`, checked by loading it back
 /// (restored when it does not load).
 async fn bind(cli: &Cli, env: &str, stacks: &str) -> anyhow::Result<u8> {
-    let Some(existing) = load_or_report(&cli.specs, env, cli.output)? else { return Ok(EXIT_ERROR) };
+    if !matches!(Location::parse(&cli.specs)?, Location::Dir(_)) {
+        bail!("import --write appends to a spec file: give --specs a directory (a checkout), then publish it");
+    }
+    let Some(existing) = report_invalid(spec::load(&cli.specs, env), env, cli.output)? else { return Ok(EXIT_ERROR) };
     let file = cli.specs.join(format!("{env}.yaml"));
     let original = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
     if original.lines().any(|l| l.starts_with("adopt:")) {
@@ -383,9 +467,28 @@ impl Drop for ScratchDir {
     }
 }
 
-/// Loads a spec, printing every error; `None` when it is invalid.
-fn load_or_report(dir: &Path, env: &str, output: Output) -> anyhow::Result<Option<EnvSpec>> {
-    match spec::load(dir, env) {
+/// The spec set at `location` (for S3, fetched now), with `envs`' files.
+async fn snapshot(cli: &Cli, location: &Location, envs: &[String]) -> anyhow::Result<Snapshot> {
+    let config = load_config(cli.region.clone(), cli.timeouts()).await;
+    let source = Source::new(location.clone(), &config, &CallCounter::default());
+    source.snapshot(envs).await.with_context(|| format!("reading the specs in {}", location.url()))
+}
+
+/// Loads `env` from --specs; the set's label (its REVISION file) too.
+async fn read_spec(cli: &Cli, env: &str) -> anyhow::Result<(Result<EnvSpec, LoadError>, Option<String>)> {
+    let location = Location::parse(&cli.specs)?;
+    let snapshot = snapshot(cli, &location, &[env.to_string()]).await?;
+    let loaded = match &location {
+        // A directory keeps its own messages (which environments it holds).
+        Location::Dir(dir) => spec::load(dir, env),
+        Location::S3 { .. } => snapshot.load(env),
+    };
+    Ok((loaded, snapshot.label))
+}
+
+/// A loaded spec, or every error printed; `None` when it is invalid.
+fn report_invalid(loaded: Result<EnvSpec, LoadError>, env: &str, output: Output) -> anyhow::Result<Option<EnvSpec>> {
+    match loaded {
         Ok(s) => Ok(Some(s)),
         Err(LoadError::Invalid(errors)) => {
             let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
@@ -416,10 +519,136 @@ fn print_report(report: &Report, output: Output) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn pass(cli: &Cli, env: &str, reallocate_whitelist: &[String], mode: Mode) -> anyhow::Result<u8> {
-    let Some(mut env) = load_or_report(&cli.specs, env, cli.output)? else { return Ok(EXIT_ERROR) };
+async fn pass(cli: &Cli, env: &str, reallocate_whitelist: &[String], mode: Mode, lease: Option<&OnceLease>) -> anyhow::Result<u8> {
+    if let Some(label) = lease.and_then(|l| l.revision.as_deref()) {
+        check_label(label).map_err(|e| anyhow::anyhow!("--revision: {e}"))?;
+    }
+    let (loaded, label) = read_spec(cli, env).await?;
+    let Some(mut env) = report_invalid(loaded, env, cli.output)? else { return Ok(EXIT_ERROR) };
     env.reallocate_whitelist = reallocate_whitelist.iter().cloned().collect();
-    let report = one_pass(cli, &env, mode).await;
-    print_report(&report, cli.output)?;
-    Ok(report.exit_code())
+    let table = match lease {
+        Some(l) if !l.no_lease => l.lease_table.clone().or_else(|| env.spec.lease_table.clone()),
+        _ => None,
+    };
+    let (Some(table), Some(lease)) = (table, lease) else {
+        let report = one_pass(cli, &env, mode).await;
+        print_report(&report, cli.output)?;
+        return Ok(report.exit_code());
+    };
+    let revision = Revision::of(&env, lease.revision.as_deref().or(label.as_deref()));
+    let config = load_config(cli.region.clone(), cli.timeouts()).await;
+    let table = LeaseTable::new(&config, &CallCounter::default(), &table, Writer::this_process(true), Duration::from_secs(lease.lease_seconds))?;
+    table.ensure_table(true).await?;
+    let outcome = under_lease(&table, &env.env, &revision, Duration::from_secs(lease.wait), lease.force, one_pass(cli, &env, mode)).await?;
+    match outcome {
+        Once::Ran(report) => {
+            print_report(&report, cli.output)?;
+            Ok(report.exit_code())
+        }
+        Once::Held(why) => {
+            eprintln!("not written: {why}");
+            Ok(EXIT_LEASE_HELD)
+        }
+        Once::Stale(current) => {
+            eprintln!(
+                "stale spec, not written: {} of {} was superseded by {} (generation {}, applied by {} at {}); update the specs, or --force",
+                revision,
+                env.env,
+                current.revision,
+                current.generation,
+                current.by,
+                crate::lease::utc(current.at_ms)
+            );
+            Ok(EXIT_STALE_SPEC)
+        }
+        Once::Lost(why) => {
+            eprintln!("{why}");
+            Ok(EXIT_ERROR)
+        }
+    }
+}
+
+/// `status`: each environment's lease item and, unless `no_observe`, a read-only observe.
+async fn status(cli: &Cli, env: Option<&str>, lease_table: Option<&str>, wait_for: Option<&str>, wait: Duration, no_observe: bool) -> anyhow::Result<u8> {
+    let location = Location::parse(&cli.specs)?;
+    let envs = match env {
+        Some(e) => vec![e.to_string()],
+        None => match &location {
+            Location::Dir(dir) => spec::environments(dir)?,
+            Location::S3 { .. } => snapshot(cli, &location, &[]).await?.environments(),
+        },
+    };
+    let set = snapshot(cli, &location, &envs).await?;
+    let config = load_config(cli.region.clone(), cli.timeouts()).await;
+    let mut statuses = Vec::new();
+    let mut code = EXIT_IN_SYNC;
+    for name in &envs {
+        let loaded = match &location {
+            Location::Dir(dir) => spec::load(dir, name),
+            Location::S3 { .. } => set.load(name),
+        };
+        let env = match loaded {
+            Ok(env) => env,
+            Err(e) => {
+                code = EXIT_ERROR;
+                statuses.push(crate::status::EnvStatus {
+                    env: name.clone(),
+                    lease: None,
+                    spec: serde_json::Value::Null,
+                    drift: Vec::new(),
+                    whitelist: Vec::new(),
+                    errors: vec![format!("spec invalid: {e}")],
+                });
+                continue;
+            }
+        };
+        let mine = Revision::of(&env, set.label.as_deref());
+        let mut errors = Vec::new();
+        let mut record = None;
+        if let Some(reference) = lease_table.map(str::to_string).or_else(|| env.spec.lease_table.clone()) {
+            let table = LeaseTable::new(&config, &CallCounter::default(), &reference, Writer::this_process(true), Duration::from_secs(30))?;
+            table.ensure_table(false).await?;
+            let started = std::time::Instant::now();
+            loop {
+                let read = table.get(name).await?;
+                let applied =
+                    read.applied.as_ref().is_some_and(|a| wait_for.is_some_and(|w| a.revision.label.as_deref() == Some(w) || a.revision.hash.starts_with(w)));
+                record = Some(read);
+                if wait_for.is_none() || applied {
+                    break;
+                }
+                if started.elapsed() >= wait {
+                    errors.push(format!("revision {} not applied within {}s", wait_for.unwrap_or_default(), wait.as_secs()));
+                    code = EXIT_LEASE_HELD;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        } else if wait_for.is_some() {
+            bail!("--wait-for-revision needs a lease table (--lease-table, or leaseTable: in the spec)");
+        }
+        let (drift, whitelist) = if no_observe {
+            (Vec::new(), Vec::new())
+        } else {
+            let report = one_pass(cli, &env, Mode::Plan).await;
+            errors.extend(report.errors.iter().cloned());
+            crate::status::observed(&report)
+        };
+        if !errors.is_empty() && code == EXIT_IN_SYNC {
+            code = EXIT_ERROR;
+        }
+        statuses.push(crate::status::EnvStatus {
+            env: name.clone(),
+            lease: record.as_ref().map(crate::status::lease_json),
+            spec: crate::status::spec_json(&mine, record.as_ref()),
+            drift,
+            whitelist,
+            errors,
+        });
+    }
+    match cli.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "environments": statuses }))?),
+        Output::Text => print!("{}", crate::status::to_text(&statuses)),
+    }
+    Ok(code)
 }

@@ -6,6 +6,9 @@
 //! - [`kinds`]: one module per AWS resource kind.
 //! - [`aws`]: SDK configuration, request counting, error classification.
 //! - [`import`]: `import`, a spec that adopts an estate built with CloudFormation.
+//! - [`lease`]: per-environment leases, spec revisions, fair sharing between replicas.
+//! - [`source`]: where specs come from: a directory or an S3 prefix.
+//! - [`status`]: `status`, each environment's lease, revision, last pass, drift and whitelist.
 //! - [`runtime`]: one environment's configuration, clients and request counter, reused across passes.
 //! - [`daemon`]: `run`, the controller: intervals, lease, health and metrics endpoint.
 //! - [`alerts`]: drift alerts to CloudWatch Logs in Embedded Metric Format.
@@ -19,5 +22,8 @@ pub mod daemon;
 pub mod engine;
 pub mod import;
 pub mod kinds;
+pub mod lease;
 pub mod runtime;
+pub mod source;
 pub mod spec;
+pub mod status;

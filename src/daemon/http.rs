@@ -33,8 +33,10 @@ pub const STALE_AFTER_INTERVALS: u32 = 3;
 pub struct Status {
     /// Environments the daemon runs.
     pub envs: Vec<String>,
-    /// Whether this replica holds the lease.
-    pub leader: bool,
+    /// The environments whose lease this replica holds (all, without a lease table).
+    leading: BTreeSet<String>,
+    /// Environments whose spec is stale, with why.
+    stale_spec: BTreeMap<String, String>,
     started: Instant,
     full_interval: Duration,
     last_full_success: BTreeMap<String, Instant>,
@@ -56,11 +58,12 @@ pub type SharedStatus = Arc<Mutex<Status>>;
 
 impl Status {
     /// The status of a daemon running `envs` with full passes every
-    /// `full_interval`; `leader` when it writes from the start.
+    /// `full_interval`; `leader` when it writes them all from the start.
     pub fn new(envs: Vec<String>, leader: bool, full_interval: Duration) -> Self {
         Status {
+            leading: if leader { envs.iter().cloned().collect() } else { BTreeSet::new() },
+            stale_spec: BTreeMap::new(),
             envs,
-            leader,
             started: Instant::now(),
             full_interval,
             last_full_success: BTreeMap::new(),
@@ -138,6 +141,28 @@ impl Status {
         }
     }
 
+    /// Sets the environments this replica leads; whether that changed.
+    pub fn set_leading(&mut self, envs: &[String]) -> bool {
+        let leading: BTreeSet<String> = envs.iter().cloned().collect();
+        let changed = leading != self.leading;
+        self.leading = leading;
+        changed
+    }
+
+    /// Marks `env`'s spec stale (`why`), or fresh again (`None`); whether that changed.
+    pub fn set_stale_spec(&mut self, env: &str, why: Option<String>) -> bool {
+        match why {
+            Some(why) => self.stale_spec.insert(env.to_string(), why.clone()).as_ref() != Some(&why),
+            None => self.stale_spec.remove(env).is_some(),
+        }
+    }
+
+    /// What `/readyz` says when ready: the environments this replica leads.
+    fn ready_line(&self) -> String {
+        let leading: Vec<&str> = self.leading.iter().map(String::as_str).collect();
+        format!("ready; leading: {}\n", if leading.is_empty() { "none".to_string() } else { leading.join(", ") })
+    }
+
     /// Records a spec that failed to load (the last valid one stays in use).
     pub fn record_spec_error(&mut self, env: &str) {
         *self.spec_errors.entry(env.to_string()).or_insert(0) += 1;
@@ -212,7 +237,18 @@ impl Status {
             "1 while the environment is stale (a pass abandoned at its deadline, or no successful full pass for 3 full intervals).",
             self.envs.iter().map(|e| (format!("{{env=\"{e}\"}}"), u8::from(self.stale_reason(e).is_some()).to_string())).collect(),
         );
-        family("sentry_operator_leader", "gauge", "1 when this replica holds the lease and writes.", vec![(String::new(), u8::from(self.leader).to_string())]);
+        family(
+            "sentry_operator_leader",
+            "gauge",
+            "1 when this replica holds the environment's lease (and writes it).",
+            self.envs.iter().map(|e| (format!("{{env=\"{e}\"}}"), u8::from(self.leading.contains(e)).to_string())).collect(),
+        );
+        family(
+            "sentry_operator_stale_spec",
+            "gauge",
+            "1 while the environment's spec is older than the revision applied (nothing is written).",
+            self.envs.iter().map(|e| (format!("{{env=\"{e}\"}}"), u8::from(self.stale_spec.contains_key(e)).to_string())).collect(),
+        );
         out
     }
 }
@@ -244,7 +280,7 @@ pub async fn serve(address: SocketAddr, status: SharedStatus) -> std::io::Result
                 match path {
                     "/healthz" => ("200 OK", "text/plain", "ok\n".to_string()),
                     "/readyz" => match status.not_ready_reason() {
-                        None => ("200 OK", "text/plain", "ready\n".to_string()),
+                        None => ("200 OK", "text/plain", status.ready_line()),
                         Some(why) => ("503 Service Unavailable", "text/plain", format!("not ready: {why}\n")),
                     },
                     "/metrics" => ("200 OK", "text/plain; version=0.0.4", status.render()),
@@ -255,6 +291,18 @@ pub async fn serve(address: SocketAddr, status: SharedStatus) -> std::io::Result
             let _ = socket.write_all(response.as_bytes()).await;
         });
     }
+}
+
+/// Whether the daemon listening on `address` answers `/healthz` with 200 within 5 s.
+pub async fn healthy(address: SocketAddr) -> bool {
+    let ask = async {
+        let mut socket = tokio::net::TcpStream::connect(address).await.ok()?;
+        socket.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").as_bytes()).await.ok()?;
+        let mut reply = Vec::new();
+        socket.read_to_end(&mut reply).await.ok()?;
+        Some(reply.starts_with(b"HTTP/1.1 200"))
+    };
+    matches!(tokio::time::timeout(std::time::Duration::from_secs(5), ask).await, Ok(Some(true)))
 }
 
 #[cfg(test)]

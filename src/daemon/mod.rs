@@ -15,15 +15,18 @@
 //! exponential backoff. An invalid spec is never applied: the last valid one
 //! stays in use. Specs are re-read when their files change, or on SIGHUP.
 //! SIGTERM / SIGINT stop new passes; passes in flight finish (bounded by the
-//! grace period) and the process exits 0. With a lease table, only the
-//! replica holding the lease writes; the others observe.
+//! grace period) and the process exits 0. With a lease table, each
+//! environment has its own lease and replicas share them fairly (see
+//! [`leases`]); only an environment's holder writes it, and only while its
+//! spec is not older than the revision the table shows applied. Specs come
+//! from a directory or an S3 prefix (see [`crate::source`]); a changed set is
+//! used only once every environment of it is valid.
 
 pub mod http;
-pub mod lease;
+pub mod leases;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -33,16 +36,21 @@ use tokio::sync::{watch, Semaphore};
 use crate::alerts::{self, AlertSink};
 use crate::aws::{load_config, CallCounter, Timeouts};
 use crate::engine::{Mode, Scope};
+use crate::lease::revision::Revision;
+use crate::lease::{LeaseTable, Writer};
 use crate::runtime::Runtime;
-use crate::spec::{self, EnvSpec, BASE_FILE};
+use crate::source::{DirStamp, Location, Source};
+use crate::spec::EnvSpec;
 use http::{label, SharedStatus, Status};
-use lease::Lease;
+use leases::{Leases, Permit};
 
 /// How the daemon runs.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Spec directory.
-    pub specs: PathBuf,
+    /// Where the specs are: a directory or an S3 prefix.
+    pub specs: Location,
+    /// How often an S3 spec source is listed for changes.
+    pub spec_poll: Duration,
     /// Environments to keep converged.
     pub envs: Vec<String>,
     /// Region override.
@@ -55,7 +63,7 @@ pub struct Options {
     pub observe_only: bool,
     /// Address of the health and metrics endpoint.
     pub listen: Option<SocketAddr>,
-    /// DynamoDB table of the leader lease; `None` runs as the only replica.
+    /// DynamoDB table of the per-environment leases; `None` runs as the only replica.
     pub lease_table: Option<String>,
     /// How long the lease lasts without renewal.
     pub lease_duration: Duration,
@@ -79,7 +87,6 @@ pub const MIN_DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
 pub async fn run(options: Options) -> anyhow::Result<u8> {
     let status: SharedStatus = Arc::new(Mutex::new(Status::new(options.envs.clone(), options.lease_table.is_none(), options.interval)));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let leader = Arc::new(AtomicBool::new(options.lease_table.is_none()));
     let own = load_config(options.region.clone(), options.timeouts).await;
     let counter = CallCounter::default();
 
@@ -91,19 +98,21 @@ pub async fn run(options: Options) -> anyhow::Result<u8> {
             }
         });
     }
-    let lease_task = match &options.lease_table {
-        Some(table) => {
-            let holder = format!("{}-{}", std::env::var("HOSTNAME").unwrap_or_else(|_| "replica".into()), std::process::id());
-            let lease = Lease::new(&own, &counter, table, "sentry-operator", &holder, options.lease_duration);
-            // Settle leadership before the first pass, so a leader's first pass already writes.
-            if let Err(e) = lease.ensure_table().await {
+    let specs = Arc::new(Specs::new(Source::new(options.specs.clone(), &own, &counter), &options.envs, options.spec_poll));
+    let table = match &options.lease_table {
+        Some(reference) => {
+            let table = LeaseTable::new(&own, &counter, reference, Writer::this_process(false), options.lease_duration)?;
+            if let Err(e) = table.ensure_table(true).await {
                 tracing::error!(error = %e, "cannot create the lease table; observing only until it exists");
             }
-            take_turn(&lease, &leader, &status).await;
-            Some(tokio::spawn(hold_lease(lease, leader.clone(), status.clone(), stop_rx.clone())))
+            Some(table)
         }
         None => None,
     };
+    let leases = Arc::new(Leases::new(table, &options.envs, status.clone()));
+    // Settle the leases before the first pass, so a leader's first pass already writes.
+    leases.turn().await;
+    let lease_task = tokio::spawn(leases.clone().keep(stop_rx.clone()));
     let alerts = options.alerts.then(|| Arc::new(AlertSink::new(&own, &counter)));
     let permits = Arc::new(Semaphore::new(options.max_parallel_envs.max(1)));
     let network_permits = Arc::new(Semaphore::new(options.max_parallel_envs.max(1)));
@@ -112,7 +121,6 @@ pub async fn run(options: Options) -> anyhow::Result<u8> {
 
     let mut loops = Vec::new();
     for env in &options.envs {
-        let specs = Arc::new(SpecSource::new(&options.specs, env));
         for (scope, permits) in [(Scope::Full, permits.clone()), (Scope::Fast, network_permits.clone())] {
             let task = EnvLoop {
                 options: options.clone(),
@@ -120,7 +128,7 @@ pub async fn run(options: Options) -> anyhow::Result<u8> {
                 scope,
                 specs: specs.clone(),
                 status: status.clone(),
-                leader: leader.clone(),
+                leases: leases.clone(),
                 alerts: alerts.clone(),
                 permits,
                 reload: reload.clone(),
@@ -136,9 +144,7 @@ pub async fn run(options: Options) -> anyhow::Result<u8> {
         for l in loops {
             let _ = l.await;
         }
-        if let Some(task) = lease_task {
-            let _ = task.await;
-        }
+        let _ = lease_task.await;
     })
     .await;
     if drained.is_err() {
@@ -157,97 +163,97 @@ pub async fn run(options: Options) -> anyhow::Result<u8> {
 /// How long the alerts still queued at exit may take to go out, per environment.
 const FINAL_FLUSH: Duration = Duration::from_secs(5);
 
-/// One attempt to take or renew the lease, bounded by a third of the lease
-/// (so a hung renewal steps down long before another replica may take over);
-/// a failed or late renewal steps down.
-async fn take_turn(lease: &Lease, leader: &AtomicBool, status: &SharedStatus) {
-    let held = match tokio::time::timeout(lease.renew_every(), lease.try_acquire()).await {
-        Ok(Ok(held)) => held,
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "lease renewal failed; stepping down");
-            false
-        }
-        Err(_) => {
-            tracing::warn!(limit = ?lease.renew_every(), "lease renewal got no answer in time; stepping down");
-            false
-        }
-    };
-    if held != leader.swap(held, Ordering::SeqCst) {
-        tracing::info!(leader = held, "leadership changed");
-    }
-    if let Ok(mut s) = status.lock() {
-        s.leader = held;
-    }
-}
-
-/// Renews the lease (or waits for it) until stopped, then releases it.
-async fn hold_lease(lease: Lease, leader: Arc<AtomicBool>, status: SharedStatus, mut stop: watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(lease.renew_every()) => {}
-            _ = stop.changed() => break,
-        }
-        take_turn(&lease, &leader, &status).await;
-    }
-    leader.store(false, Ordering::SeqCst);
-    match tokio::time::timeout(lease.renew_every(), lease.release()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "could not release the lease; it expires by itself"),
-        Err(_) => tracing::warn!("releasing the lease got no answer in time; it expires by itself"),
-    }
-}
-
-/// The current spec of one environment, shared by its two loops: re-read
-/// when its files change (or after SIGHUP); an invalid one is never used.
-struct SpecSource {
-    dir: PathBuf,
-    env: String,
-    state: Mutex<SpecState>,
+/// The specs of the daemon's environments, shared by their loops: read again
+/// when the source changes (a directory's files, at every pass; an S3 prefix,
+/// listed every poll interval) or after SIGHUP. A changed set is used only
+/// when every environment in it is valid; otherwise the last valid set stays.
+struct Specs {
+    source: Source,
+    envs: Vec<String>,
+    poll: Duration,
+    state: tokio::sync::Mutex<SpecsState>,
 }
 
 #[derive(Default)]
-struct SpecState {
-    stamp: Option<SystemTime>,
-    spec: Option<Arc<EnvSpec>>,
-    /// Set by SIGHUP: re-read even if no file changed.
+struct SpecsState {
+    /// A directory's stamp when last read.
+    stamp: Option<DirStamp>,
+    /// When an S3 source was last listed.
+    polled: Option<tokio::time::Instant>,
+    /// Set by SIGHUP: read again even if nothing seems changed.
     stale: bool,
+    /// The valid set in use: each environment's spec and revision.
+    current: BTreeMap<String, (Arc<EnvSpec>, Revision)>,
 }
 
-impl SpecSource {
-    fn new(dir: &Path, env: &str) -> Self {
-        SpecSource { dir: dir.to_path_buf(), env: env.to_string(), state: Mutex::new(SpecState::default()) }
+impl Specs {
+    fn new(source: Source, envs: &[String], poll: Duration) -> Self {
+        Specs { source, envs: envs.to_vec(), poll, state: tokio::sync::Mutex::new(SpecsState::default()) }
     }
 
-    /// Makes the next [`SpecSource::current`] re-read the files.
-    fn invalidate(&self) {
-        if let Ok(mut state) = self.state.lock() {
-            state.stale = true;
-        }
+    /// Makes the next [`Specs::current`] read the source again.
+    async fn invalidate(&self) {
+        self.state.lock().await.stale = true;
     }
 
-    /// The last valid spec, re-read first when its files changed.
-    fn current(&self, status: &SharedStatus) -> Option<Arc<EnvSpec>> {
-        let Ok(mut state) = self.state.lock() else { return None };
-        let stamp = spec_stamp(&self.dir, &self.env);
-        if state.spec.is_none() || state.stale || stamp != state.stamp {
-            state.stamp = stamp;
+    /// `env`'s spec and revision in the valid set, read again first when due.
+    async fn current(&self, env: &str, status: &SharedStatus) -> Option<(Arc<EnvSpec>, Revision)> {
+        let mut state = self.state.lock().await;
+        let stamp = self.source.dir_stamp();
+        let due = state.current.is_empty()
+            || state.stale
+            || match &stamp {
+                Some(_) => stamp != state.stamp,
+                None => state.polled.map_or(true, |p| p.elapsed() >= self.poll),
+            };
+        if due {
             state.stale = false;
-            match spec::load(&self.dir, &self.env) {
-                Ok(loaded) => {
-                    if state.spec.is_some() {
-                        tracing::info!(env = %self.env, "spec changed; reloaded");
-                    }
-                    state.spec = Some(Arc::new(loaded));
+            state.stamp = stamp;
+            state.polled = Some(tokio::time::Instant::now());
+            self.read(&mut state, status).await;
+        }
+        state.current.get(env).cloned()
+    }
+
+    async fn read(&self, state: &mut SpecsState, status: &SharedStatus) {
+        let url = self.source.location().url();
+        let snapshot = match self.source.snapshot(&self.envs).await {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                tracing::error!(source = %url, error = %e, "cannot read the specs; keeping the last valid set");
+                if let Ok(mut s) = status.lock() {
+                    self.envs.iter().for_each(|env| s.record_spec_error(env));
+                }
+                return;
+            }
+        };
+        let mut loaded = BTreeMap::new();
+        let mut invalid = false;
+        for env in &self.envs {
+            match snapshot.load(env) {
+                Ok(spec) => {
+                    let revision = Revision::of(&spec, snapshot.label.as_deref());
+                    loaded.insert(env.clone(), (Arc::new(spec), revision));
                 }
                 Err(e) => {
-                    tracing::error!(env = %self.env, error = %e, "spec invalid; keeping the last valid spec");
+                    invalid = true;
+                    tracing::error!(env = %env, source = %url, error = %e, "spec invalid; keeping the last valid set");
                     if let Ok(mut s) = status.lock() {
-                        s.record_spec_error(&self.env);
+                        s.record_spec_error(env);
                     }
                 }
             }
         }
-        state.spec.clone()
+        if invalid {
+            return;
+        }
+        let changed: Vec<String> =
+            loaded.iter().filter(|(env, (_, r))| state.current.get(*env).map(|(_, old)| old) != Some(r)).map(|(env, _)| env.clone()).collect();
+        if !changed.is_empty() {
+            let revisions: Vec<String> = loaded.iter().map(|(env, (_, r))| format!("{env}={r}")).collect();
+            tracing::info!(source = %url, revisions = ?revisions, changed = ?changed, s3_versions = ?snapshot.versions, "spec set in use");
+        }
+        state.current = loaded;
     }
 }
 
@@ -256,17 +262,12 @@ struct EnvLoop {
     options: Options,
     env: String,
     scope: Scope,
-    specs: Arc<SpecSource>,
+    specs: Arc<Specs>,
     status: SharedStatus,
-    leader: Arc<AtomicBool>,
+    leases: Arc<Leases>,
     alerts: Option<Arc<AlertSink>>,
     permits: Arc<Semaphore>,
     reload: Arc<tokio::sync::Notify>,
-}
-
-/// The newest modification time of an environment's spec files.
-fn spec_stamp(dir: &Path, env: &str) -> Option<SystemTime> {
-    [dir.join(BASE_FILE), dir.join(format!("{env}.yaml"))].iter().filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok()).max()
 }
 
 /// `base` plus up to 10% of it, varying between passes and replicas.
@@ -306,13 +307,13 @@ impl EnvLoop {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(next) => {}
-                _ = self.reload.notified(), if self.scope == Scope::Full => self.specs.invalidate(),
+                _ = self.reload.notified(), if self.scope == Scope::Full => self.specs.invalidate().await,
                 _ = stop.changed() => return,
             }
             if *stop.borrow() {
                 return;
             }
-            let Some(env_spec) = self.specs.current(&self.status) else {
+            let Some((env_spec, revision)) = self.specs.current(&self.env, &self.status).await else {
                 next = tokio::time::Instant::now() + interval;
                 continue;
             };
@@ -328,7 +329,7 @@ impl EnvLoop {
                     runtime.insert(new)
                 }
             };
-            let ok = self.pass(runtime, &env_spec).await;
+            let ok = self.pass(runtime, &env_spec, &revision).await;
             let now = tokio::time::Instant::now();
             if ok {
                 failures = after_failures.build();
@@ -341,10 +342,10 @@ impl EnvLoop {
 
     /// One pass, abandoned when AWS sends no reply for its deadline; returns
     /// whether it went without errors.
-    async fn pass(&self, runtime: &Runtime, env: &EnvSpec) -> bool {
+    async fn pass(&self, runtime: &Runtime, env: &EnvSpec, revision: &Revision) -> bool {
         let Ok(_permit) = self.permits.acquire().await else { return false };
         let deadline = self.deadline();
-        match while_answered(self.reconcile(runtime, env), runtime.counter(), deadline).await {
+        match while_answered(self.reconcile(runtime, env, revision), runtime.counter(), deadline).await {
             Some(ok) => ok,
             None => {
                 let scope = label(self.scope);
@@ -362,12 +363,20 @@ impl EnvLoop {
         }
     }
 
-    async fn reconcile(&self, runtime: &Runtime, env: &EnvSpec) -> bool {
+    async fn reconcile(&self, runtime: &Runtime, env: &EnvSpec, revision: &Revision) -> bool {
         let scope = self.scope;
-        let writes = self.leader.load(Ordering::SeqCst) && !self.options.observe_only;
-        let mode = if writes { Mode::Apply } else { Mode::Plan };
+        let permit = if self.options.observe_only { Permit::NotLeader } else { self.leases.permit(&self.env, revision).await };
+        self.note_staleness(&permit, revision);
+        let mode = if matches!(permit, Permit::Write(_)) { Mode::Apply } else { Mode::Plan };
+        if let Permit::Later(why) = &permit {
+            tracing::warn!(env = %self.env, why = %why, "observing only in this pass");
+        }
         // The fast kinds are written by the fast loop alone.
         let report = runtime.pass(env, mode, scope == Scope::Full).await;
+        if mode == Mode::Apply && scope == Scope::Full {
+            self.leases.record_pass(&self.env, &crate::lease::pass_line(&report, revision)).await;
+        }
+        drop(permit);
         let s = &report.summary;
         tracing::info!(
             env = %report.env, scope = ?scope, mode = ?report.mode, created = s.create, updated = s.update, deleted = s.delete,
@@ -381,6 +390,31 @@ impl EnvLoop {
             status.record(&report, scope);
         }
         report.errors.is_empty() && report.summary.failed == 0
+    }
+
+    /// Reports a stale spec (log, metric, alert) when it becomes stale, and
+    /// when it catches up.
+    fn note_staleness(&self, permit: &Permit, mine: &Revision) {
+        let why = match permit {
+            Permit::Stale(current) => Some(format!(
+                "stale spec: {mine} was superseded by {} (generation {}, applied by {} at {}); observing until the source catches up",
+                current.revision,
+                current.generation,
+                current.by,
+                crate::lease::utc(current.at_ms)
+            )),
+            Permit::Write(_) => None,
+            Permit::NotLeader | Permit::Later(_) => return,
+        };
+        let changed = self.status.lock().map(|mut s| s.set_stale_spec(&self.env, why.clone())).unwrap_or(false);
+        match (&why, permit) {
+            (Some(why), Permit::Stale(current)) if changed => {
+                tracing::error!(env = %self.env, "{why}");
+                self.alert(vec![alerts::stale_spec_event(&self.env, mine, current)]);
+            }
+            (None, _) if changed => tracing::info!(env = %self.env, revision = %mine, "spec caught up with the revision applied; writing again"),
+            _ => {}
+        }
     }
 
     /// Queues alert events and delivers them in the background.

@@ -19,6 +19,10 @@ pub const EXIT_ERROR: u8 = 1;
 pub const EXIT_CHANGED: u8 = 2;
 /// Exit status: an invariant is broken and cannot be repaired automatically.
 pub const EXIT_INVARIANT: u8 = 3;
+/// Exit status: another writer holds the environment's lease; nothing written.
+pub const EXIT_LEASE_HELD: u8 = 4;
+/// Exit status: the spec is older than the revision applied; nothing written.
+pub const EXIT_STALE_SPEC: u8 = 5;
 
 /// Counts per action.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]

@@ -107,6 +107,13 @@ pub struct SpecError {
     pub message: String,
 }
 
+impl SpecError {
+    /// A problem with file `file` as a whole, located at its start.
+    pub fn whole_file(file: &str, message: String) -> SpecError {
+        SpecError { loc: Loc { file: Arc::from(file), line: 1, col: 1 }, path: String::new(), message }
+    }
+}
+
 impl fmt::Display for SpecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.path.is_empty() {
@@ -167,11 +174,17 @@ pub fn environments(dir: &Path) -> Result<Vec<String>, LoadError> {
     Ok(envs)
 }
 
-/// Loads and validates environment `env` from `dir`.
-pub fn load(dir: &Path, env: &str) -> Result<EnvSpec, LoadError> {
+/// Checks an environment name: lower-case letters, digits and '-', not `base`.
+pub fn check_environment_name(env: &str) -> Result<(), LoadError> {
     if env.is_empty() || !env.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') || env == "base" {
         return Err(LoadError::Environment(format!("{env:?} is not an environment name (lower-case letters, digits and '-')")));
     }
+    Ok(())
+}
+
+/// Loads and validates environment `env` from `dir`.
+pub fn load(dir: &Path, env: &str) -> Result<EnvSpec, LoadError> {
+    check_environment_name(env)?;
     let env_path = dir.join(format!("{env}.yaml"));
     if !env_path.exists() {
         let known = environments(dir)?;
@@ -187,17 +200,29 @@ pub fn load(dir: &Path, env: &str) -> Result<EnvSpec, LoadError> {
     if base_path.exists() {
         files.insert(0, base_path);
     }
+    let mut texts = Vec::new();
+    for path in &files {
+        texts.push((path.display().to_string(), read_file(path)?));
+    }
+    load_texts(env, texts)
+}
+
+/// Loads and validates environment `env` from its files' texts, named as in
+/// error locations: the base file's (if any) first, then the environment's.
+/// A file that could not be read is its located error.
+pub fn load_texts(env: &str, files: Vec<(String, Result<String, SpecError>)>) -> Result<EnvSpec, LoadError> {
+    check_environment_name(env)?;
     let mut trees = Vec::new();
     let mut errors = Vec::new();
-    for path in &files {
-        let text = match read_spec_file(path)? {
+    for (name, text) in files {
+        let text = match text {
             Ok(text) => text,
             Err(e) => {
                 errors.push(e);
                 continue;
             }
         };
-        match yaml::parse(&path.display().to_string(), &text) {
+        match yaml::parse(&name, &text) {
             Ok(tree) => trees.push(tree),
             Err(e) => errors.push(SpecError { loc: e.loc, path: String::new(), message: e.message }),
         }
@@ -220,9 +245,9 @@ pub fn load(dir: &Path, env: &str) -> Result<EnvSpec, LoadError> {
 /// `/dev/zero`, a directory, a larger file) is a located error at `file:1:1`,
 /// found without blocking and without reading more than the limit.
 /// The outer error is an I/O failure, the inner one a located problem.
-fn read_spec_file(path: &Path) -> Result<Result<String, SpecError>, LoadError> {
+pub fn read_file(path: &Path) -> Result<Result<String, SpecError>, LoadError> {
     let io = |source| LoadError::Read { path: path.to_path_buf(), source };
-    let located = |message: String| SpecError { loc: Loc { file: Arc::from(path.display().to_string()), line: 1, col: 1 }, path: String::new(), message };
+    let located = |message: String| SpecError::whole_file(&path.display().to_string(), message);
     const LIMIT: usize = yaml::MAX_FILE_BYTES;
     // Checked before opening: opening a FIFO for reading blocks until a writer appears.
     let meta = std::fs::metadata(path).map_err(io)?;
@@ -287,6 +312,7 @@ const SECTIONS: &[&str] = &[
     "region",
     "tags",
     "account",
+    "leaseTable",
     "policies",
     "network",
     "messaging",
@@ -319,6 +345,7 @@ fn structure(tree: &Node) -> Result<Spec, Vec<SpecError>> {
             "region" => section(key, node, &mut errors, |v| spec.region = v),
             "tags" => section(key, node, &mut errors, |v| spec.tags = v),
             "account" => section(key, node, &mut errors, |v| spec.account = v),
+            "leaseTable" => section(key, node, &mut errors, |v| spec.lease_table = v),
             "policies" => section(key, node, &mut errors, |v| spec.policies = v),
             "network" => section(key, node, &mut errors, |v| spec.network = v),
             "messaging" => section(key, node, &mut errors, |v| spec.messaging = v),

@@ -30,6 +30,10 @@ pub struct Spec {
     pub tags: Tags,
     /// The AWS account of this environment, when it is not the operator's own.
     pub account: Option<Account>,
+    /// The DynamoDB table (a name, or an ARN naming the operator's region) of
+    /// the per-environment leases: with it, `reconcile --once` takes this
+    /// environment's lease for its pass, like the daemon.
+    pub lease_table: Option<String>,
     /// Drift policy by resource (`kind/id`, `kind/*`) or field (`kind/id#Field`):
     /// `enforce` (repair, the default), `alert` (report only) or `ignore`.
     pub policies: BTreeMap<String, DriftPolicy>,

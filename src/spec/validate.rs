@@ -25,6 +25,13 @@ pub fn validate(env: &str, spec: &Spec) -> Vec<Problem> {
             c.err(&["account", "roleArn"], format!("{:?} is not an IAM role ARN", account.role_arn));
         }
     }
+    if let Some(table) = &spec.lease_table {
+        // A name, or an ARN (checked here against its own region; against the operator's at run time).
+        let region = table.split(':').nth(3).unwrap_or_default();
+        if let Err(e) = crate::lease::table_name(table, region) {
+            c.err(&["leaseTable"], e.to_string());
+        }
+    }
     for key in spec.policies.keys() {
         let (resource, _field) = key.split_once('#').unwrap_or((key, ""));
         if !resource.split_once('/').is_some_and(|(kind, id)| !kind.is_empty() && !id.is_empty()) {

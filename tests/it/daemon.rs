@@ -13,9 +13,13 @@ use aws_sdk_ec2::types::Filter;
 use crate::faults::{FaultProxy, Hang};
 use crate::harness::{http, is_write, json_args, operator, repo_specs, sdk_config, spawn_operator, specs_with, Moto};
 
+/// The gauge saying whether a replica holds dev's lease.
+const LEADS_DEV: &str = "sentry_operator_leader{env=\"dev\"}";
+
 /// A daemon process, stopped with SIGKILL on drop if still running.
 pub struct Daemon {
-    child: Child,
+    /// The process.
+    pub child: Child,
     http: String,
     _logs: tempfile::TempDir,
     log: std::path::PathBuf,
@@ -31,11 +35,19 @@ impl Daemon {
 
     /// `run --env dev <args>` against `endpoint`, with a health endpoint on a free port.
     fn start_at(endpoint: &str, specs: &std::path::Path, extra: &[&str]) -> Daemon {
+        Daemon::run(endpoint, specs.to_str().expect("utf-8"), &["dev"], extra)
+    }
+
+    /// `--specs <specs> run --env <each of envs> <args>` against `endpoint`, with a health endpoint on a free port.
+    pub fn run(endpoint: &str, specs: &str, envs: &[&str], extra: &[&str]) -> Daemon {
         let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
         let listen = format!("127.0.0.1:{port}");
         let logs = tempfile::tempdir().expect("tempdir");
         let log = logs.path().join("daemon.log");
-        let mut args = vec!["--specs", specs.to_str().expect("utf-8"), "run", "--env", "dev", "--listen", &listen];
+        let mut args = vec!["--specs", specs, "run", "--listen", &listen];
+        for env in envs {
+            args.extend(["--env", env]);
+        }
         args.extend_from_slice(extra);
         let child = spawn_operator(endpoint, &args, &log);
         Daemon { child, http: format!("http://{listen}"), _logs: logs, log }
@@ -46,11 +58,13 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn get(&self, path: &str) -> Option<String> {
+    /// The body of `GET path` from the health endpoint.
+    pub fn get(&self, path: &str) -> Option<String> {
         http(&self.http, "GET", path)
     }
 
-    fn metric(&self, line_start: &str) -> Option<f64> {
+    /// The value of the metric line starting with `line_start`.
+    pub fn metric(&self, line_start: &str) -> Option<f64> {
         self.get("/metrics")?.lines().find(|l| l.starts_with(line_start)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
     }
 
@@ -106,7 +120,7 @@ async fn the_daemon_repairs_a_detached_whitelist_eip_fast_alerts_and_stops_clean
     let mut daemon = Daemon::start(&moto, dir.path(), &["--lease-table", "sentry-operator-leases"]);
     daemon.wait_ready();
     assert_eq!(daemon.get("/healthz").as_deref(), Some("ok\n"));
-    assert_eq!(daemon.metric("sentry_operator_leader"), Some(1.0), "the only replica leads");
+    assert_eq!(daemon.metric(LEADS_DEV), Some(1.0), "the only replica leads");
 
     let ec2 = aws_sdk_ec2::Client::new(&sdk_config(&moto.endpoint).await);
     let association = whitelist_association(&ec2).await.expect("attached");
@@ -158,8 +172,8 @@ fn leader_and_follower(moto: &Moto, specs: &std::path::Path) -> (Daemon, Daemon)
     first.wait_ready();
     let second = Daemon::start(moto, specs, &lease);
     second.wait_ready();
-    assert_eq!(first.metric("sentry_operator_leader"), Some(1.0));
-    assert_eq!(second.metric("sentry_operator_leader"), Some(0.0), "one leader at a time");
+    assert_eq!(first.metric(LEADS_DEV), Some(1.0));
+    assert_eq!(second.metric(LEADS_DEV), Some(0.0), "one leader at a time");
     (first, second)
 }
 
@@ -175,7 +189,7 @@ async fn a_second_replica_observes_until_the_leader_stops() {
     assert_eq!(follower_writes(&second), 0, "the follower repairs nothing");
 
     assert_eq!(first.terminate(Duration::from_secs(20)), Some(0));
-    second.wait_until("the follower to take over", Duration::from_secs(15), |d| d.metric("sentry_operator_leader") == Some(1.0));
+    second.wait_until("the follower to take over", Duration::from_secs(15), |d| d.metric(LEADS_DEV) == Some(1.0));
 }
 
 #[tokio::test]
@@ -186,7 +200,7 @@ async fn a_killed_leader_is_replaced_once_its_lease_expires() {
     first.child.kill().expect("SIGKILL: the lease is not released");
     let _ = first.child.wait();
     let killed = Instant::now();
-    second.wait_until("the follower to take over", Duration::from_secs(20), |d| d.metric("sentry_operator_leader") == Some(1.0));
+    second.wait_until("the follower to take over", Duration::from_secs(20), |d| d.metric(LEADS_DEV) == Some(1.0));
     assert!(killed.elapsed() >= Duration::from_secs(1), "not before the dead leader's lease runs out");
 }
 

@@ -17,3 +17,4 @@ mod network;
 mod secrets;
 mod security;
 mod sqs;
+mod writers;

@@ -32,6 +32,10 @@ fn operations_in_code() -> BTreeSet<String> {
 /// `Service.Operation` as an IAM action.
 fn iam_action(operation: &str) -> String {
     let (service, action) = operation.split_once('.').expect("Service.Operation");
+    // S3 names its listing permission after the bucket, not the call.
+    if operation == "S3.ListObjectsV2" {
+        return "s3:ListBucket".into();
+    }
     let prefix = match service {
         "EC2" => "ec2",
         "SQS" => "sqs",
@@ -52,6 +56,7 @@ fn iam_action(operation: &str) -> String {
         "SecretsManager" => "secretsmanager",
         "SNS" => "sns",
         "CloudWatch" => "cloudwatch",
+        "S3" => "s3",
         other => panic!("unknown service {other} in {operation}"),
     };
     format!("{prefix}:{action}")
@@ -112,7 +117,18 @@ fn the_iam_policies_grant_exactly_what_the_code_calls() {
     let code = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/kinds/secretsmanager.rs")).expect("secrets kind");
     assert_eq!(code.matches(".secret_string(").count(), 1, "only the create sends a value");
     assert!(code.contains(".create_secret()") && !code.contains("secret_binary") && !code.contains("get_secret_value"));
-    for lease_or_alert in ["dynamodb:PutItem", "dynamodb:DeleteItem", "logs:PutLogEvents", "logs:CreateLogStream", "sts:AssumeRole"] {
+    for lease_or_alert in [
+        "dynamodb:Scan",
+        "dynamodb:GetItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:PutItem",
+        "dynamodb:DeleteItem",
+        "s3:ListBucket",
+        "s3:GetObject",
+        "logs:PutLogEvents",
+        "logs:CreateLogStream",
+        "sts:AssumeRole",
+    ] {
         assert!(management.contains(lease_or_alert), "the management account needs {lease_or_alert}");
     }
 }
