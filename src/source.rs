@@ -316,6 +316,54 @@ mod tests {
         }
     }
 
+    use aws_sdk_s3::operation::get_object::GetObjectOutput;
+    use aws_sdk_s3::operation::list_objects_v2::{ListObjectsV2Error, ListObjectsV2Output};
+    use aws_sdk_s3::types::Object as Listed;
+    use aws_smithy_mocks::{mock, mock_client, RuleMode};
+    use aws_smithy_types::error::ErrorMetadata;
+
+    fn s3_source(client: aws_sdk_s3::Client) -> Source {
+        Source { location: Location::S3 { bucket: "specs-bucket".into(), prefix: "specs/".into() }, s3: Some(client), objects: Default::default() }
+    }
+
+    // The emulator does not enforce bucket policies, so a refusal is covered with mocks.
+    #[tokio::test]
+    async fn a_refused_listing_says_what_permission_is_missing() {
+        let refuse = mock!(aws_sdk_s3::Client::list_objects_v2)
+            .then_error(|| ListObjectsV2Error::generic(ErrorMetadata::builder().code("AccessDenied").message("Access Denied").build()));
+        let source = s3_source(mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&refuse]));
+        let e = source.snapshot(&[]).await.map(|_| ()).map_err(|e| e.to_string());
+        assert!(
+            e.as_ref().is_err_and(|m| m.starts_with("reading the specs in s3://specs-bucket/specs/ was refused")
+                && m.contains("s3:ListBucket")
+                && m.contains("s3:GetObject")),
+            "{e:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn unchanged_objects_are_not_read_again_and_oversized_ones_never() {
+        let listing = mock!(aws_sdk_s3::Client::list_objects_v2).then_output(|| {
+            let object = |key: &str, etag: &str, size: i64| Listed::builder().key(key).e_tag(etag).size(size).build();
+            ListObjectsV2Output::builder()
+                .contents(object("specs/dev.yaml", "\"e1\"", 20))
+                .contents(object("specs/huge.yaml", "\"e2\"", 5 * 1024 * 1024))
+                .contents(object("specs/nested/x.yaml", "\"e3\"", 20))
+                .build()
+        });
+        let read = mock!(aws_sdk_s3::Client::get_object)
+            .then_output(|| GetObjectOutput::builder().e_tag("\"e1\"").version_id("v1").body(b"messaging: {}\n".to_vec().into()).build());
+        let source = s3_source(mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&listing, &read]));
+        let first = source.snapshot(&[]).await.expect("snapshot");
+        assert_eq!(read.num_calls(), 1, "dev.yaml only: the oversized file is refused from its listed size, nested keys ignored");
+        assert_eq!(first.versions.get("specs/dev.yaml").map(String::as_str), Some("v1"));
+        assert_eq!(first.environments(), ["dev", "huge"]);
+        let huge = first.load("huge").map(|_| ()).map_err(|e| e.to_string());
+        assert!(huge.is_err_and(|m| m.contains("s3://specs-bucket/specs/huge.yaml:1:1: file is 5242880 bytes")), "located in S3");
+        source.snapshot(&[]).await.expect("again");
+        assert_eq!((listing.num_calls(), read.num_calls()), (2, 1), "listed again, nothing read again");
+    }
+
     #[test]
     fn revision_files_hold_one_clean_label() {
         assert_eq!(revision_label("REVISION", Ok("4f2a9c1\n".into())).ok().as_deref(), Some("4f2a9c1"));

@@ -79,6 +79,19 @@ async fn ci_and_the_daemon_never_fight_over_an_environment() {
     daemon.wait_until("the daemon to report its spec stale", Duration::from_secs(20), |d| d.metric("sentry_operator_stale_spec{env=\"dev\"}") == Some(1.0));
     assert_eq!(daemon.metric("sentry_operator_leader{env=\"dev\"}"), Some(1.0), "it leads, observing");
     assert!(daemon.log().contains("stale spec: "), "{}", daemon.log());
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&sdk_config(&moto.endpoint).await);
+    let mut stale_event = None;
+    for _ in 0..50 {
+        if let Ok(out) = logs.filter_log_events().log_group_name("/sentry-operator/dev").send().await {
+            stale_event = out.events().iter().filter_map(|e| e.message()).find(|m| m.contains("\"StaleSpec\":1")).map(str::to_string);
+        }
+        if stale_event.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let event: serde_json::Value = serde_json::from_str(&stale_event.expect("a StaleSpec alert event")).expect("json");
+    assert!(event["appliedRevision"].as_str().is_some_and(|r| r.ends_with("(c2)")) && event["appliedGeneration"] == 2, "{event}");
 
     // Its source catches up: it writes again, and B stays.
     std::fs::write(daemon_specs.path().join("dev.yaml"), queue_spec(60)).expect("update");
