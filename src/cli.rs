@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::aws::{load_config, CallCounter, Timeouts};
 use crate::daemon;
-use crate::engine::report::{Report, EXIT_ERROR, EXIT_IN_SYNC, EXIT_LEASE_HELD, EXIT_STALE_SPEC};
+use crate::engine::report::{Report, EXIT_ERROR, EXIT_IN_SYNC, EXIT_LEASE_HELD, EXIT_REVISION_NOT_APPLIED, EXIT_STALE_SPEC};
 use crate::engine::Mode;
 use crate::lease::once::{under_lease, Once};
 use crate::lease::revision::{check_label, Revision};
@@ -535,7 +535,7 @@ async fn pass(cli: &Cli, env: &str, reallocate_whitelist: &[String], mode: Mode,
         print_report(&report, cli.output)?;
         return Ok(report.exit_code());
     };
-    let revision = Revision::of(&env, lease.revision.as_deref().or(label.as_deref()));
+    let revision = Revision::of(&env, lease.revision.as_deref().or(label.as_deref()))?;
     let config = load_config(cli.region.clone(), cli.timeouts()).await;
     let table = LeaseTable::new(&config, &CallCounter::default(), &table, Writer::this_process(true), Duration::from_secs(lease.lease_seconds))?;
     table.ensure_table(true).await?;
@@ -580,6 +580,11 @@ async fn status(cli: &Cli, env: Option<&str>, lease_table: Option<&str>, wait_fo
     };
     let set = snapshot(cli, &location, &envs).await?;
     let config = load_config(cli.region.clone(), cli.timeouts()).await;
+    if let Some(w) = wait_for {
+        check_label(w).map_err(|e| anyhow::anyhow!("--wait-for-revision: {e}"))?;
+    }
+    // One deadline for every environment waited on.
+    let started = std::time::Instant::now();
     let mut statuses = Vec::new();
     let mut code = EXIT_IN_SYNC;
     for name in &envs {
@@ -602,24 +607,31 @@ async fn status(cli: &Cli, env: Option<&str>, lease_table: Option<&str>, wait_fo
                 continue;
             }
         };
-        let mine = Revision::of(&env, set.label.as_deref());
+        let mine = Revision::of(&env, set.label.as_deref())?;
         let mut errors = Vec::new();
         let mut record = None;
         if let Some(reference) = lease_table.map(str::to_string).or_else(|| env.spec.lease_table.clone()) {
             let table = LeaseTable::new(&config, &CallCounter::default(), &reference, Writer::this_process(true), Duration::from_secs(30))?;
             table.ensure_table(false).await?;
-            let started = std::time::Instant::now();
             loop {
                 let read = table.get(name).await?;
-                let applied =
-                    read.applied.as_ref().is_some_and(|a| wait_for.is_some_and(|w| a.revision.label.as_deref() == Some(w) || a.revision.hash.starts_with(w)));
+                // Applied: under that label, by hash (7 digits at least), or, when the
+                // set here carries that label, as the same content (an environment the
+                // commit did not change keeps the label that last changed it).
+                let applied = read.applied.as_ref().is_some_and(|a| {
+                    wait_for.is_some_and(|w| {
+                        a.revision.label.as_deref() == Some(w)
+                            || (w.len() >= 7 && a.revision.hash.starts_with(w))
+                            || (set.label.as_deref() == Some(w) && a.revision.hash == mine.hash)
+                    })
+                });
                 record = Some(read);
                 if wait_for.is_none() || applied {
                     break;
                 }
                 if started.elapsed() >= wait {
                     errors.push(format!("revision {} not applied within {}s", wait_for.unwrap_or_default(), wait.as_secs()));
-                    code = EXIT_LEASE_HELD;
+                    code = EXIT_REVISION_NOT_APPLIED;
                     break;
                 }
                 tokio::time::sleep(Duration::from_secs(2)).await;

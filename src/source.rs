@@ -1,7 +1,11 @@
 //! Where specs come from: a directory, or an S3 prefix (`s3://bucket/prefix/`)
 //! that CI publishes to. Either holds `base.yaml`, one `<env>.yaml` per
-//! environment and, optionally, a `REVISION` file whose one line labels the
-//! set (a git SHA; see [`crate::lease::revision`]).
+//! environment and, optionally, a `REVISION` file: its first line labels the
+//! set (a git SHA; see [`crate::lease::revision`]), and the lines after it,
+//! if any, are `sha256sum *.yaml` of the set — a manifest. A set with a
+//! manifest is used only when its files are exactly the ones listed, with
+//! those hashes: a set caught half-published (CI uploads the files, then
+//! `REVISION`) is not used until it is whole.
 //!
 //! An S3 source is read with one ListObjectsV2 per poll; only the objects
 //! whose ETag changed are fetched again (unchanged files cost no read), and
@@ -12,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use aws_config::SdkConfig;
+use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
 use crate::aws::{AwsError, AwsResult, CallCounter};
@@ -48,6 +53,14 @@ pub enum SourceError {
         path: PathBuf,
         /// Why.
         source: std::io::Error,
+    },
+    /// The set does not match its manifest (yet).
+    #[error("the spec set in {url} is not whole: {detail} (its REVISION lists what the set holds; publish REVISION last)")]
+    Incomplete {
+        /// The source.
+        url: String,
+        /// What differs.
+        detail: String,
     },
     /// A bad `REVISION` file.
     #[error("{file}: {message}")]
@@ -211,7 +224,7 @@ impl Source {
         let mut listed = BTreeMap::new();
         let mut token = None;
         loop {
-            let out = client.list_objects_v2().bucket(bucket).prefix(prefix).set_continuation_token(token.take()).send().await;
+            let out = client.list_objects_v2().bucket(bucket).prefix(prefix).delimiter("/").set_continuation_token(token.take()).send().await;
             let out = out.aws("S3.ListObjectsV2").map_err(classify)?;
             for object in out.contents() {
                 let Some(key) = object.key() else { continue };
@@ -234,7 +247,14 @@ impl Source {
             let object = if usize::try_from(*size).map_or(true, |s| s > MAX_FILE_BYTES) {
                 Object { etag: etag.clone(), version: None, text: Err(format!("file is {size} bytes; the limit is {MAX_FILE_BYTES}")) }
             } else {
-                let out = client.get_object().bucket(bucket).key(format!("{prefix}{name}")).send().await.aws("S3.GetObject").map_err(classify)?;
+                let got = client.get_object().bucket(bucket).key(format!("{prefix}{name}")).send().await.aws("S3.GetObject");
+                let out = match got {
+                    // Deleted between the listing and now: a publish in progress.
+                    Err(e) if e.code.as_deref() == Some("NoSuchKey") => {
+                        return Err(SourceError::Incomplete { url: self.location.url(), detail: format!("{name} was deleted while being read") })
+                    }
+                    other => other.map_err(classify)?,
+                };
                 let version = out.version_id().map(str::to_string);
                 let etag = out.e_tag().unwrap_or(etag).to_string();
                 let mut bytes = Vec::new();
@@ -251,29 +271,76 @@ impl Source {
         }
         let url = self.location.url();
         let mut snapshot = Snapshot::default();
+        let mut revision = None;
         for (name, object) in objects.iter() {
             let shown = format!("{url}{name}");
             if let Some(version) = &object.version {
                 snapshot.versions.insert(format!("{prefix}{name}"), version.clone());
             }
             if name == REVISION_FILE {
-                snapshot.label = Some(revision_label(&shown, object.text.clone())?);
+                revision = Some(manifest(&shown, object.text.clone())?);
             } else {
                 let text = object.text.clone().map_err(|message| SpecError::whole_file(&shown, message));
                 snapshot.files.insert(name.clone(), (shown, text));
             }
         }
+        if let Some(revision) = revision {
+            check_whole(&revision, &snapshot.files, |_| true).map_err(|detail| SourceError::Incomplete { url, detail })?;
+            snapshot.label = Some(revision.label);
+        }
         Ok(snapshot)
     }
 }
 
-/// The label in a `REVISION` file's text.
-fn revision_label(file: &str, text: Result<String, String>) -> Result<String, SourceError> {
+/// A `REVISION` file: the set's label and, if listed, each file's SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Manifest {
+    label: String,
+    files: BTreeMap<String, String>,
+}
+
+/// Reads a `REVISION` file's text.
+fn manifest(file: &str, text: Result<String, String>) -> Result<Manifest, SourceError> {
     let bad = |message: String| SourceError::Revision { file: file.to_string(), message };
     let text = text.map_err(bad)?;
-    let label = text.trim_end_matches(['\n', '\r']).to_string();
+    let mut lines = text.lines();
+    let label = lines.next().unwrap_or_default().trim_end_matches('\r').to_string();
     check_label(&label).map_err(bad)?;
-    Ok(label)
+    let mut files = BTreeMap::new();
+    for (n, line) in lines.enumerate().map(|(i, l)| (i + 2, l.trim_end_matches('\r'))).filter(|(_, l)| !l.is_empty()) {
+        // `sha256sum` prints `<hash>  <name>` (or `<hash> *<name>` in binary mode).
+        let entry = line.split_once("  ").or_else(|| line.split_once(" *"));
+        let Some((hash, name)) = entry.filter(|(h, n)| h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit()) && n.ends_with(".yaml") && !n.contains('/'))
+        else {
+            return Err(bad(format!("line {n}: expected `<sha256>  <file>.yaml` (the output of sha256sum *.yaml), found {line:?}")));
+        };
+        files.insert(name.to_string(), hash.to_ascii_lowercase());
+    }
+    Ok(Manifest { label, files })
+}
+
+/// The SHA-256 of `text`, in hex.
+fn sha256(text: &str) -> String {
+    Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Checks `files` (name → text) against the manifest: each must be listed
+/// with its hash, and each listed file for which `expected` holds must be there.
+fn check_whole(manifest: &Manifest, files: &BTreeMap<String, (String, Result<String, SpecError>)>, expected: impl Fn(&str) -> bool) -> Result<(), String> {
+    if manifest.files.is_empty() {
+        return Ok(());
+    }
+    for (name, (_, text)) in files {
+        match (manifest.files.get(name), text) {
+            (None, _) => return Err(format!("{name} is not in the manifest")),
+            (Some(hash), Ok(text)) if *hash == sha256(text) => {}
+            (Some(_), _) => return Err(format!("{name} differs from the manifest")),
+        }
+    }
+    match manifest.files.keys().find(|name| expected(name) && !files.contains_key(*name)) {
+        Some(missing) => Err(format!("{missing} is missing")),
+        None => Ok(()),
+    }
 }
 
 /// A directory's set: the base file, the files of `envs`, and its label.
@@ -295,7 +362,11 @@ fn dir_snapshot(dir: &Path, envs: &[String]) -> Result<Snapshot, SourceError> {
     let revision = dir.join(REVISION_FILE);
     if revision.exists() {
         let text = spec::read_file(&revision).map_err(|e| io(std::io::Error::other(e.to_string())))?.map_err(|e| e.message);
-        snapshot.label = Some(revision_label(&revision.display().to_string(), text)?);
+        let revision = manifest(&revision.display().to_string(), text)?;
+        // Only the files read are checked: the base and the environments asked for.
+        let read = |name: &str| name == BASE_FILE || envs.iter().any(|e| name == format!("{e}.yaml"));
+        check_whole(&revision, &snapshot.files, read).map_err(|detail| SourceError::Incomplete { url: dir.display().to_string(), detail })?;
+        snapshot.label = Some(revision.label);
     }
     Ok(snapshot)
 }
@@ -365,9 +436,23 @@ mod tests {
     }
 
     #[test]
-    fn revision_files_hold_one_clean_label() {
-        assert_eq!(revision_label("REVISION", Ok("4f2a9c1\n".into())).ok().as_deref(), Some("4f2a9c1"));
-        let bad = revision_label("s3://b/p/REVISION", Ok("a\u{7}b".into())).map_err(|e| e.to_string());
+    fn revision_files_hold_a_clean_label_and_maybe_a_manifest() {
+        assert_eq!(manifest("REVISION", Ok("4f2a9c1\n".into())).ok().map(|m| m.label), Some("4f2a9c1".to_string()));
+        let bad = manifest("s3://b/p/REVISION", Ok("a\u{7}b".into())).map_err(|e| e.to_string());
         assert!(bad.is_err_and(|m| m.starts_with("s3://b/p/REVISION: ") && m.contains("control")));
+        let bad = manifest("REVISION", Ok("c1\nnot a hash  dev.yaml\n".into())).map_err(|e| e.to_string());
+        assert!(bad.is_err_and(|m| m.contains("line 2: expected `<sha256>  <file>.yaml`")));
+
+        let (a, b) = ("messaging: {}\n", "messaging:\n  queues: {}\n");
+        let listed = manifest("REVISION", Ok(format!("c2\n{}  base.yaml\n{} *dev.yaml\n", sha256(a), sha256(b)))).expect("manifest");
+        let files = |set: &[(&str, &str)]| set.iter().map(|(n, t)| (n.to_string(), (n.to_string(), Ok(t.to_string())))).collect::<BTreeMap<_, _>>();
+        assert_eq!(check_whole(&listed, &files(&[("base.yaml", a), ("dev.yaml", b)]), |_| true), Ok(()));
+        assert_eq!(
+            check_whole(&listed, &files(&[("base.yaml", a), ("dev.yaml", a)]), |_| true),
+            Err("dev.yaml differs from the manifest".into()),
+            "half published"
+        );
+        assert_eq!(check_whole(&listed, &files(&[("base.yaml", a)]), |_| true), Err("dev.yaml is missing".into()));
+        assert_eq!(check_whole(&listed, &files(&[("base.yaml", a), ("dev.yaml", b), ("qa.yaml", a)]), |_| true), Err("qa.yaml is not in the manifest".into()));
     }
 }

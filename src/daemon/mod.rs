@@ -112,7 +112,7 @@ pub async fn run(options: Options) -> anyhow::Result<u8> {
     let leases = Arc::new(Leases::new(table, &options.envs, status.clone()));
     // Settle the leases before the first pass, so a leader's first pass already writes.
     leases.turn().await;
-    let lease_task = tokio::spawn(leases.clone().keep(stop_rx.clone()));
+    let lease_task = tokio::spawn(leases.clone().keep(stop_rx.clone(), options.grace));
     let alerts = options.alerts.then(|| Arc::new(AlertSink::new(&own, &counter)));
     let permits = Arc::new(Semaphore::new(options.max_parallel_envs.max(1)));
     let network_permits = Arc::new(Semaphore::new(options.max_parallel_envs.max(1)));
@@ -208,33 +208,45 @@ impl Specs {
             };
         if due {
             state.stale = false;
-            state.stamp = stamp;
             state.polled = Some(tokio::time::Instant::now());
-            self.read(&mut state, status).await;
+            // A source that could not be read is tried again at the next pass.
+            if self.read(&mut state, status).await {
+                state.stamp = stamp;
+            }
         }
         state.current.get(env).cloned()
     }
 
-    async fn read(&self, state: &mut SpecsState, status: &SharedStatus) {
+    /// Reads the source; whether it could be read (valid or not).
+    async fn read(&self, state: &mut SpecsState, status: &SharedStatus) -> bool {
         let url = self.source.location().url();
         let snapshot = match self.source.snapshot(&self.envs).await {
             Ok(snapshot) => snapshot,
+            Err(e @ crate::source::SourceError::Incomplete { .. }) => {
+                tracing::warn!(source = %url, error = %e, "spec set being published; keeping the last valid set");
+                return false;
+            }
             Err(e) => {
                 tracing::error!(source = %url, error = %e, "cannot read the specs; keeping the last valid set");
                 if let Ok(mut s) = status.lock() {
                     self.envs.iter().for_each(|env| s.record_spec_error(env));
                 }
-                return;
+                return false;
             }
         };
         let mut loaded = BTreeMap::new();
         let mut invalid = false;
         for env in &self.envs {
             match snapshot.load(env) {
-                Ok(spec) => {
-                    let revision = Revision::of(&spec, snapshot.label.as_deref());
-                    loaded.insert(env.clone(), (Arc::new(spec), revision));
-                }
+                Ok(spec) => match Revision::of(&spec, snapshot.label.as_deref()) {
+                    Ok(revision) => {
+                        loaded.insert(env.clone(), (Arc::new(spec), revision));
+                    }
+                    Err(e) => {
+                        invalid = true;
+                        tracing::error!(env = %env, error = %e, "cannot hash the spec; keeping the last valid set");
+                    }
+                },
                 Err(e) => {
                     invalid = true;
                     tracing::error!(env = %env, source = %url, error = %e, "spec invalid; keeping the last valid set");
@@ -245,7 +257,7 @@ impl Specs {
             }
         }
         if invalid {
-            return;
+            return true;
         }
         let changed: Vec<String> =
             loaded.iter().filter(|(env, (_, r))| state.current.get(*env).map(|(_, old)| old) != Some(r)).map(|(env, _)| env.clone()).collect();
@@ -254,6 +266,7 @@ impl Specs {
             tracing::info!(source = %url, revisions = ?revisions, changed = ?changed, s3_versions = ?snapshot.versions, "spec set in use");
         }
         state.current = loaded;
+        true
     }
 }
 
@@ -372,7 +385,17 @@ impl EnvLoop {
             tracing::warn!(env = %self.env, why = %why, "observing only in this pass");
         }
         // The fast kinds are written by the fast loop alone.
-        let report = runtime.pass(env, mode, scope == Scope::Full).await;
+        let pass = runtime.pass(env, mode, scope == Scope::Full);
+        let report = match &permit {
+            Permit::Write(writing) => match while_held(pass, writing).await {
+                Some(report) => report,
+                None => {
+                    tracing::error!(env = %self.env, scope = label(scope), "the lease lapsed during the pass (no renewal in time); the pass was stopped");
+                    return false;
+                }
+            },
+            _ => pass.await,
+        };
         if mode == Mode::Apply && scope == Scope::Full {
             self.leases.record_pass(&self.env, &crate::lease::pass_line(&report, revision)).await;
         }
@@ -427,6 +450,18 @@ impl EnvLoop {
                 tracing::warn!(env = %env, error = %e, "could not publish drift alerts yet; they are kept for the next pass");
             }
         });
+    }
+}
+
+/// Runs `pass` until it finishes, or until its lease is no longer held (then `None`: dropped, it writes no more).
+async fn while_held<F: std::future::Future>(pass: F, writing: &leases::Writing) -> Option<F::Output> {
+    tokio::pin!(pass);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            out = &mut pass => return Some(out),
+            _ = tick.tick() => if !writing.still_held() { return None },
+        }
     }
 }
 

@@ -23,6 +23,8 @@ pub const EXIT_INVARIANT: u8 = 3;
 pub const EXIT_LEASE_HELD: u8 = 4;
 /// Exit status: the spec is older than the revision applied; nothing written.
 pub const EXIT_STALE_SPEC: u8 = 5;
+/// Exit status of `status --wait-for-revision`: the revision was not applied in time.
+pub const EXIT_REVISION_NOT_APPLIED: u8 = 4;
 
 /// Counts per action.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]

@@ -16,7 +16,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_config::SdkConfig;
-use aws_sdk_dynamodb::types::{AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus};
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
+use aws_sdk_dynamodb::types::{AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue, ScalarAttributeType, TableStatus};
 use aws_sdk_dynamodb::Client;
 
 use crate::aws::{found, wait_for, AwsError, AwsResult, Built, CallCounter};
@@ -150,6 +151,8 @@ pub struct TableView {
     pub now: i64,
     /// Live daemon replicas.
     pub replicas: Vec<String>,
+    /// Replicas whose announcement expired, with when.
+    pub dead_replicas: Vec<(String, i64)>,
     /// Every environment's item.
     pub envs: BTreeMap<String, EnvRecord>,
 }
@@ -264,6 +267,11 @@ impl LeaseTable {
         self.duration / 3
     }
 
+    /// How long a lease lasts without renewal.
+    pub fn duration(&self) -> Duration {
+        self.duration
+    }
+
     /// Checks that the table exists; with `create`, creates it when missing.
     pub async fn ensure_table(&self, create: bool) -> Result<(), LeaseError> {
         if found(self.client.describe_table().table_name(&self.table).send().await.aws("DynamoDB.DescribeTable"))?.is_some() {
@@ -329,8 +337,12 @@ impl LeaseTable {
                 let Some(key) = text(item, KEY) else { continue };
                 if let Some(env) = key.strip_prefix("env/") {
                     view.envs.insert(env.to_string(), record(item));
-                } else if key.starts_with("replica/") && int(item, "expires").is_some_and(|e| e > now) {
-                    view.replicas.extend(text(item, "holder"));
+                } else if let (Some(id), Some(expires)) = (key.strip_prefix("replica/"), int(item, "expires")) {
+                    if expires > now {
+                        view.replicas.push(id.to_string());
+                    } else {
+                        view.dead_replicas.push((id.to_string(), expires));
+                    }
                 }
             }
             match out.last_evaluated_key() {
@@ -350,28 +362,24 @@ impl LeaseTable {
         i64::try_from(self.duration.as_millis()).unwrap_or(i64::MAX / 4)
     }
 
-    /// Runs a conditional update of `env`'s item: `Ok(false)` when the condition failed.
-    async fn update(
-        &self,
-        env: &str,
-        build: impl FnOnce(
-            aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
-        ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
-    ) -> Result<bool, AwsError> {
-        let request = build(self.client.update_item().table_name(&self.table).key(KEY, env_key(env)));
+    /// Runs a conditional update of `env`'s item: the item as written, or
+    /// `None` when the condition failed.
+    async fn update(&self, env: &str, build: impl FnOnce(UpdateItemFluentBuilder) -> UpdateItemFluentBuilder) -> Result<Option<EnvRecord>, AwsError> {
+        let request = build(self.client.update_item().table_name(&self.table).key(KEY, env_key(env)).return_values(ReturnValue::AllNew));
         match request.send().await.aws("DynamoDB.UpdateItem") {
-            Ok(_) => Ok(true),
-            Err(e) if e.code.as_deref() == Some("ConditionalCheckFailedException") => Ok(false),
+            Ok(out) => Ok(Some(out.attributes().map(record).unwrap_or_default())),
+            Err(e) if e.code.as_deref() == Some("ConditionalCheckFailedException") => Ok(None),
             Err(e) => Err(e),
         }
     }
 
     /// Takes `env`'s lease when it is free or expired, and nobody else has
-    /// asked for it; keeps it when it is ours already. Whether we hold it.
-    pub async fn acquire(&self, env: &str) -> Result<bool, AwsError> {
+    /// asked for it; keeps it when it is ours already. The item once ours
+    /// (its revision record as of taking it), or `None`.
+    pub async fn acquire(&self, env: &str) -> Result<Option<EnvRecord>, AwsError> {
         let now = now_ms();
         self.update(env, |u| {
-            u.update_expression("SET holder = :me, host = :host, since = if_not_exists(since, :now), expires = :expires")
+            u.update_expression("SET holder = :me, host = :host, since = :now, expires = :expires")
                 .condition_expression(
                     "(attribute_not_exists(holder) OR expires < :now OR holder = :me) \
                      AND (attribute_not_exists(requested_by) OR requested_until < :now OR requested_by = :me)",
@@ -384,8 +392,8 @@ impl LeaseTable {
         .await
     }
 
-    /// Extends `env`'s lease while it is ours. Whether we still hold it.
-    pub async fn renew(&self, env: &str) -> Result<bool, AwsError> {
+    /// Extends `env`'s lease while it is ours: the item, or `None` when it is not ours.
+    pub async fn renew(&self, env: &str) -> Result<Option<EnvRecord>, AwsError> {
         let now = now_ms();
         self.update(env, |u| {
             u.update_expression("SET expires = :expires")
@@ -421,6 +429,7 @@ impl LeaseTable {
                 .expression_attribute_values(":until", number(until))
         })
         .await
+        .map(|r| r.is_some())
     }
 
     /// Withdraws our request for `env`'s lease, if it stands.
@@ -436,7 +445,9 @@ impl LeaseTable {
 
     /// Records `revision` as applied to `env` with the next generation after
     /// `last` (the one this writer read), `last` joining the history. `None`
-    /// when the item changed meanwhile or the lease is no longer ours.
+    /// when the item changed meanwhile or the lease is no longer ours. A
+    /// condition failing because an earlier attempt of this very write went
+    /// through (its reply lost, the SDK retried) counts as recorded.
     pub async fn record_revision(&self, env: &str, revision: &Revision, record: &EnvRecord) -> Result<Option<Applied>, AwsError> {
         let previous = record.applied.as_ref();
         let applied = Applied { generation: previous.map_or(1, |a| a.generation + 1), revision: revision.clone(), at_ms: now_ms(), by: self.me.id.clone() };
@@ -470,11 +481,16 @@ impl LeaseTable {
                 }
             })
             .await?;
-        Ok(recorded.then_some(applied))
+        if recorded.is_some() {
+            return Ok(Some(applied));
+        }
+        let now = self.get(env).await?;
+        let ours = now.applied.as_ref().is_some_and(|a| a.generation == applied.generation && a.by == applied.by && a.revision == applied.revision);
+        Ok(ours.then(|| now.applied.clone()).flatten())
     }
 
-    /// Records the result of a pass over `env` (while the lease is ours).
-    pub async fn record_pass(&self, env: &str, result: &str) -> Result<(), AwsError> {
+    /// Records the result of a pass over `env` while the lease is ours; whether it was.
+    pub async fn record_pass(&self, env: &str, result: &str) -> Result<bool, AwsError> {
         self.update(env, |u| {
             u.update_expression("SET last_pass_at = :at, last_pass_by = :me, last_result = :result")
                 .condition_expression("holder = :me")
@@ -483,7 +499,32 @@ impl LeaseTable {
                 .expression_attribute_values(":result", AttributeValue::S(result.to_string()))
         })
         .await
-        .map(|_| ())
+        .map(|r| r.is_some())
+    }
+
+    /// Deletes the announcements of replicas dead for more than ten lease
+    /// durations (every restart leaves one), so the table stays small.
+    pub async fn forget_dead_replicas(&self, view: &TableView) -> Result<(), AwsError> {
+        let long_ago = view.now - self.duration_ms().saturating_mul(10);
+        for (id, expires) in &view.dead_replicas {
+            if *expires >= long_ago {
+                continue;
+            }
+            let deleted = self
+                .client
+                .delete_item()
+                .table_name(&self.table)
+                .key(KEY, AttributeValue::S(format!("replica/{id}")))
+                .condition_expression("expires < :old")
+                .expression_attribute_values(":old", number(long_ago))
+                .send()
+                .await;
+            match deleted.aws("DynamoDB.DeleteItem") {
+                Err(e) if e.code.as_deref() != Some("ConditionalCheckFailedException") => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 }
 

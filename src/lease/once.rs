@@ -35,39 +35,60 @@ pub async fn under_lease<F: Future<Output = Report>>(
     pass: F,
 ) -> Result<Once, AwsError> {
     let started = Instant::now();
-    let holds = loop {
+    let every = table.renew_every();
+    let taken = loop {
         // The request lasts a little past the wait, so the holder is not back before we try once more.
-        let until = now_ms() + i64::try_from((wait + table.renew_every() * 2).as_millis()).unwrap_or(i64::MAX / 4);
-        table.request(env, until).await?;
-        if table.acquire(env).await? {
-            break true;
+        let until = now_ms() + i64::try_from((wait + every * 2).as_millis()).unwrap_or(i64::MAX / 4);
+        bounded(every, table.request(env, until)).await?;
+        let sent = Instant::now();
+        if let Some(record) = bounded(every, table.acquire(env)).await? {
+            break Some((sent, record));
         }
         if started.elapsed() >= wait {
-            break false;
+            break None;
         }
         tokio::time::sleep(Duration::from_secs(1).min(wait.saturating_sub(started.elapsed())).max(Duration::from_millis(100))).await;
     };
-    if !holds {
-        let record = table.get(env).await?;
-        let _ = table.withdraw(env).await;
-        let holder = match record.live_holder(now_ms()) {
-            Some((id, host, since)) => format!("held by {id} on {host} since {}", utc(since)),
-            None => "held by another writer".to_string(),
+    let Some((sent, record)) = taken else {
+        let record = bounded(every, table.get(env)).await?;
+        let _ = bounded(every, table.withdraw(env)).await;
+        let now = now_ms();
+        let holder = match (record.live_holder(now), &record.request) {
+            (Some((id, host, since)), _) => format!("held by {id} on {host} since {}", utc(since)),
+            (None, Some((by, until))) if *until > now && *by != table.me().id => format!("asked for by {by} (another one-off writer) until {}", utc(*until)),
+            _ => "held by another writer".to_string(),
         };
         return Ok(Once::Held(format!("the lease of {env} is {holder}; waited {}s (--wait SECONDS to wait longer)", wait.as_secs())));
-    }
-    let outcome = write(table, env, revision, force, pass).await;
-    let released = table.release(env).await;
-    let withdrawn = table.withdraw(env).await;
+    };
+    // Ours for sure until a turn before it could run out in the table.
+    let valid_until = sent + table.duration().saturating_sub(every);
+    let outcome = write(table, env, revision, force, record, valid_until, pass).await;
+    let released = bounded(every, table.release(env)).await;
+    let withdrawn = bounded(every, table.withdraw(env)).await;
     let outcome = outcome?;
     released?;
     withdrawn?;
     Ok(outcome)
 }
 
-/// The pass itself, the lease held: judge the revision, run, renew meanwhile.
-async fn write<F: Future<Output = Report>>(table: &LeaseTable, env: &str, revision: &Revision, force: bool, pass: F) -> Result<Once, AwsError> {
-    let record = table.get(env).await?;
+/// `work`, as an error when it takes longer than `limit`.
+async fn bounded<T>(limit: Duration, work: impl Future<Output = Result<T, AwsError>>) -> Result<T, AwsError> {
+    tokio::time::timeout(limit, work)
+        .await
+        .unwrap_or_else(|_| Err(AwsError::unexpected("DynamoDB (lease table)", format!("the lease table did not answer within {limit:?}"))))
+}
+
+/// The pass itself, the lease held (`record` as of taking it, ours for sure
+/// until `valid_until`): judge the revision, run, renew meanwhile.
+async fn write<F: Future<Output = Report>>(
+    table: &LeaseTable,
+    env: &str,
+    revision: &Revision,
+    force: bool,
+    record: super::EnvRecord,
+    mut valid_until: Instant,
+    pass: F,
+) -> Result<Once, AwsError> {
     match judge(revision, record.applied.as_ref(), &record.history) {
         Verdict::Current => {}
         Verdict::Stale { current } if !force => return Ok(Once::Stale(current)),
@@ -76,33 +97,52 @@ async fn write<F: Future<Output = Report>>(table: &LeaseTable, env: &str, revisi
                 tracing::warn!(env, revision = %revision, over = %current.revision, generation = current.generation, "FORCED: applying a spec older than the revision applied");
                 eprintln!("warning: --force: applying {revision} to {env} over the newer revision {} (generation {})", current.revision, current.generation);
             }
-            if table.record_revision(env, revision, &record).await?.is_none() {
+            if bounded(table.renew_every(), table.record_revision(env, revision, &record)).await?.is_none() {
                 return Ok(Once::Lost(format!("the lease item of {env} changed while recording the revision; nothing was written")));
             }
         }
     }
-    tokio::pin!(pass);
     let every = table.renew_every();
-    let mut renewals = tokio::time::interval(every);
-    renewals.tick().await;
-    // A renewal that fails or goes unanswered is tried again at the next tick;
-    // the pass stops once the lease could run out before another renewal.
-    let mut valid_until = Instant::now() + every * 3;
+    if Instant::now() >= valid_until {
+        return Ok(Once::Lost(format!("the lease of {env} could lapse before the pass starts; nothing was written")));
+    }
+    // Renewed in the background, so the pass never waits on the table; a
+    // renewal that fails or goes unanswered is tried again at the next tick,
+    // and the pass is stopped once the lease could lapse.
+    let (held_tx, mut held) = tokio::sync::watch::channel(Ok(valid_until));
+    let renewer = async {
+        let mut renewals = tokio::time::interval(every);
+        renewals.tick().await;
+        loop {
+            renewals.tick().await;
+            let sent = Instant::now();
+            match tokio::time::timeout(every, table.renew(env)).await {
+                Ok(Ok(Some(_))) => valid_until = sent + table.duration().saturating_sub(every),
+                Ok(Ok(None)) => {
+                    let _ = held_tx.send(Err(format!("the lease of {env} was taken by another writer; the pass was stopped")));
+                    return;
+                }
+                _ => tracing::warn!(env, "renewing the lease failed; trying again"),
+            }
+            let _ = held_tx.send(Ok(valid_until));
+        }
+    };
+    tokio::pin!(pass, renewer);
+    let mut check = tokio::time::interval(Duration::from_millis(100));
     let report = loop {
         tokio::select! {
             report = &mut pass => break report,
-            _ = renewals.tick() => {
-                let attempt = Instant::now();
-                match tokio::time::timeout(every, table.renew(env)).await {
-                    Ok(Ok(true)) => valid_until = attempt + every * 3,
-                    Ok(Ok(false)) => return Ok(Once::Lost(format!("the lease of {env} was taken by another writer; the pass was stopped before its next write"))),
-                    _ if Instant::now() + every * 2 < valid_until => tracing::warn!(env, "renewing the lease failed; trying again"),
-                    _ => return Ok(Once::Lost(format!("the lease of {env} could not be renewed in time; the pass was stopped before its next write"))),
-                }
-            }
+            _ = &mut renewer => {}
+            _ = check.tick() => match &*held.borrow_and_update() {
+                Ok(until) if Instant::now() < *until => {}
+                Ok(_) => return Ok(Once::Lost(format!("the lease of {env} could not be renewed in time; the pass was stopped"))),
+                Err(why) => return Ok(Once::Lost(why.clone())),
+            },
         }
     };
     let result = super::pass_line(&report, revision);
-    table.record_pass(env, &result).await?;
+    if !bounded(every, table.record_pass(env, &result)).await? {
+        tracing::warn!(env, "the lease was lost as the pass ended; its result is not recorded");
+    }
     Ok(Once::Ran(Box::new(report)))
 }

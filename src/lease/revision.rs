@@ -24,12 +24,12 @@ pub struct Revision {
 
 impl Revision {
     /// The revision of `env`'s merged spec, labelled `label`.
-    pub fn of(env: &EnvSpec, label: Option<&str>) -> Revision {
+    pub fn of(env: &EnvSpec, label: Option<&str>) -> Result<Revision, serde_json::Error> {
         // Spec holds structs and ordered maps only, so its JSON is canonical.
-        let json = serde_json::to_vec(&(&env.env, &env.spec)).unwrap_or_default();
+        let json = serde_json::to_vec(&(&env.env, &env.spec))?;
         let digest = Sha256::digest(&json);
         let hash = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
-        Revision { hash, label: label.map(str::to_string) }
+        Ok(Revision { hash, label: label.map(str::to_string) })
     }
 }
 
@@ -137,9 +137,10 @@ mod tests {
     fn hashes_follow_content_and_labels_are_checked() {
         let spec = crate::spec::EnvSpec::new("dev", Default::default());
         let other = crate::spec::EnvSpec::new("prod", Default::default());
-        assert_eq!(Revision::of(&spec, None).hash, Revision::of(&spec, Some("x")).hash);
-        assert_ne!(Revision::of(&spec, None).hash, Revision::of(&other, None).hash);
-        assert_eq!(Revision::of(&spec, None).hash.len(), 16);
+        let hash = |env: &EnvSpec, label: Option<&str>| Revision::of(env, label).map(|r| r.hash).unwrap_or_default();
+        assert_eq!(hash(&spec, None), hash(&spec, Some("x")));
+        assert_ne!(hash(&spec, None), hash(&other, None));
+        assert_eq!(hash(&spec, None).len(), 16);
         assert!(check_label("4f2a9c1").is_ok());
         assert!(check_label("bad\u{1b}[31m").is_err());
         assert!(check_label("two words").is_err());

@@ -212,6 +212,7 @@ async fn replicas_split_the_environments_and_take_over_a_killed_ones() {
     wait_for_split(&[&first, &second], &envs, &[1, 2], Duration::from_secs(30));
     let mut third = replica(&moto, specs.path(), &envs);
     let split = wait_for_split(&[&first, &second, &third], &envs, &[1, 1, 1], Duration::from_secs(30));
+    third.wait_ready();
     assert!(third.get("/readyz").is_some_and(|r| r.contains("leading: ")), "readyz names what it leads");
 
     third.child.kill().expect("kill -9");
@@ -294,6 +295,21 @@ async fn specs_come_from_s3_and_a_broken_set_is_kept_out() {
     assert_eq!(visibility(&sqs, "dev").await.as_deref(), Some("60"), "the last valid set stays in use");
     publish(&s3, bucket, "specs/dev.yaml", &queue_spec(90)).await;
     daemon.wait_until("the repaired set to be applied", Duration::from_secs(20), |_| futures_visible(&sqs, "90"));
+
+    // With a manifest, a set caught half-published is not taken up until it is whole.
+    let manifest = |label: &str, text: &str| {
+        use sha2::Digest as _;
+        let hash: String = sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        format!("{label}\n{hash}  dev.yaml\n")
+    };
+    publish(&s3, bucket, "specs/REVISION", &manifest("c4", &queue_spec(90))).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    publish(&s3, bucket, "specs/dev.yaml", &queue_spec(120)).await;
+    daemon.wait_until("the half-published set to be noticed", Duration::from_secs(20), |d| d.log().contains("dev.yaml differs from the manifest"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(visibility(&sqs, "dev").await.as_deref(), Some("90"), "not taken up half-published");
+    publish(&s3, bucket, "specs/REVISION", &manifest("c5", &queue_spec(120))).await;
+    daemon.wait_until("the whole set to be applied", Duration::from_secs(20), |_| futures_visible(&sqs, "120"));
 
     // Bad sources: clear errors, nothing written.
     drop(daemon);
