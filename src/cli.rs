@@ -584,7 +584,7 @@ async fn status(cli: &Cli, env: Option<&str>, lease_table: Option<&str>, wait_fo
         check_label(w).map_err(|e| anyhow::anyhow!("--wait-for-revision: {e}"))?;
     }
     // One deadline for every environment waited on.
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let mut statuses = Vec::new();
     let mut code = EXIT_IN_SYNC;
     for name in &envs {
@@ -596,14 +596,7 @@ async fn status(cli: &Cli, env: Option<&str>, lease_table: Option<&str>, wait_fo
             Ok(env) => env,
             Err(e) => {
                 code = EXIT_ERROR;
-                statuses.push(crate::status::EnvStatus {
-                    env: name.clone(),
-                    lease: None,
-                    spec: serde_json::Value::Null,
-                    drift: Vec::new(),
-                    whitelist: Vec::new(),
-                    errors: vec![format!("spec invalid: {e}")],
-                });
+                statuses.push(crate::status::EnvStatus::invalid(name, &e));
                 continue;
             }
         };
@@ -613,50 +606,21 @@ async fn status(cli: &Cli, env: Option<&str>, lease_table: Option<&str>, wait_fo
         if let Some(reference) = lease_table.map(str::to_string).or_else(|| env.spec.lease_table.clone()) {
             let table = LeaseTable::new(&config, &CallCounter::default(), &reference, Writer::this_process(true), Duration::from_secs(30))?;
             table.ensure_table(false).await?;
-            loop {
-                let read = table.get(name).await?;
-                // Applied: under that label, by hash (7 digits at least), or, when the
-                // set here carries that label, as the same content (an environment the
-                // commit did not change keeps the label that last changed it).
-                let applied = read.applied.as_ref().is_some_and(|a| {
-                    wait_for.is_some_and(|w| {
-                        a.revision.label.as_deref() == Some(w)
-                            || (w.len() >= 7 && a.revision.hash.starts_with(w))
-                            || (set.label.as_deref() == Some(w) && a.revision.hash == mine.hash)
-                    })
-                });
-                record = Some(read);
-                if wait_for.is_none() || applied {
-                    break;
-                }
-                if started.elapsed() >= wait {
-                    errors.push(format!("revision {} not applied within {}s", wait_for.unwrap_or_default(), wait.as_secs()));
-                    code = EXIT_REVISION_NOT_APPLIED;
-                    break;
-                }
-                tokio::time::sleep(Duration::from_secs(2)).await;
+            let (read, applied) = crate::status::read_lease(&table, name, wait_for, &mine, set.label.as_deref(), started + wait).await?;
+            if !applied {
+                errors.push(format!("revision {} not applied within {}s", wait_for.unwrap_or_default(), wait.as_secs()));
+                code = EXIT_REVISION_NOT_APPLIED;
             }
+            record = Some(read);
         } else if wait_for.is_some() {
             bail!("--wait-for-revision needs a lease table (--lease-table, or leaseTable: in the spec)");
         }
-        let (drift, whitelist) = if no_observe {
-            (Vec::new(), Vec::new())
-        } else {
-            let report = one_pass(cli, &env, Mode::Plan).await;
-            errors.extend(report.errors.iter().cloned());
-            crate::status::observed(&report)
-        };
-        if !errors.is_empty() && code == EXIT_IN_SYNC {
+        let observed = if no_observe { None } else { Some(one_pass(cli, &env, Mode::Plan).await) };
+        let status = crate::status::EnvStatus::new(name, &mine, record.as_ref(), observed.as_ref(), errors);
+        if !status.errors.is_empty() && code == EXIT_IN_SYNC {
             code = EXIT_ERROR;
         }
-        statuses.push(crate::status::EnvStatus {
-            env: name.clone(),
-            lease: record.as_ref().map(crate::status::lease_json),
-            spec: crate::status::spec_json(&mine, record.as_ref()),
-            drift,
-            whitelist,
-            errors,
-        });
+        statuses.push(status);
     }
     match cli.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "environments": statuses }))?),

@@ -8,8 +8,13 @@ use serde_json::{json, Value};
 use crate::engine::plan::Action;
 use crate::engine::report::Report;
 use crate::engine::FindingClass;
-use crate::lease::revision::{judge, Revision, Verdict};
-use crate::lease::{now_ms, utc, EnvRecord};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::aws::AwsError;
+use crate::lease::revision::{judge, Applied, Revision, Verdict};
+use crate::lease::{now_ms, utc, EnvRecord, LeaseTable};
 
 /// One environment's status.
 #[derive(Debug, Clone, Serialize)]
@@ -29,8 +34,64 @@ pub struct EnvStatus {
     pub errors: Vec<String>,
 }
 
+impl EnvStatus {
+    /// The status of `env`: its spec's revision `mine`, its lease item (if a
+    /// table was read), what an observe found (unless skipped), and `errors`.
+    pub fn new(env: &str, mine: &Revision, record: Option<&EnvRecord>, observed: Option<&Report>, mut errors: Vec<String>) -> EnvStatus {
+        let (drift, whitelist) = observed.map(self::observed).unwrap_or_default();
+        errors.extend(observed.iter().flat_map(|r| r.errors.iter().cloned()));
+        EnvStatus { env: env.to_string(), lease: record.map(lease_json), spec: spec_json(mine, record), drift, whitelist, errors }
+    }
+
+    /// The status of an environment whose spec does not load.
+    pub fn invalid(env: &str, error: &dyn std::fmt::Display) -> EnvStatus {
+        EnvStatus {
+            env: env.to_string(),
+            lease: None,
+            spec: Value::Null,
+            drift: Vec::new(),
+            whitelist: Vec::new(),
+            errors: vec![format!("spec invalid: {error}")],
+        }
+    }
+}
+
+/// Whether `applied` is the revision `wanted`: under that label, by hash (7
+/// digits at least), or — when the spec set here carries that label — as the
+/// same content as `mine` (an environment the commit did not change keeps the
+/// label of the commit that last changed it).
+pub fn is_applied(applied: &Applied, wanted: &str, mine: &Revision, set_label: Option<&str>) -> bool {
+    applied.revision.label.as_deref() == Some(wanted)
+        || (wanted.len() >= 7 && applied.revision.hash.starts_with(wanted))
+        || (set_label == Some(wanted) && applied.revision.hash == mine.hash)
+}
+
+/// Reads `env`'s lease item; with `wait_for`, again every 2 s until that
+/// revision is applied or `deadline` passes. The item, and whether the
+/// revision waited for is applied (`true` when none is).
+pub async fn read_lease(
+    table: &LeaseTable,
+    env: &str,
+    wait_for: Option<&str>,
+    mine: &Revision,
+    set_label: Option<&str>,
+    deadline: Instant,
+) -> Result<(EnvRecord, bool), AwsError> {
+    loop {
+        let record = table.get(env).await?;
+        let applied = match wait_for {
+            None => true,
+            Some(wanted) => record.applied.as_ref().is_some_and(|a| is_applied(a, wanted, mine, set_label)),
+        };
+        if applied || Instant::now() >= deadline {
+            return Ok((record, applied));
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
 /// What the lease table's item says, as JSON.
-pub fn lease_json(record: &EnvRecord) -> Value {
+fn lease_json(record: &EnvRecord) -> Value {
     let now = now_ms();
     let holder = record
         .live_holder(now)
@@ -45,7 +106,7 @@ pub fn lease_json(record: &EnvRecord) -> Value {
 }
 
 /// The spec's revision against the table's record.
-pub fn spec_json(mine: &Revision, record: Option<&EnvRecord>) -> Value {
+fn spec_json(mine: &Revision, record: Option<&EnvRecord>) -> Value {
     let verdict = record.map(|r| match judge(mine, r.applied.as_ref(), &r.history) {
         Verdict::Current => "applied",
         Verdict::New => "newer (not applied yet)",
@@ -55,7 +116,7 @@ pub fn spec_json(mine: &Revision, record: Option<&EnvRecord>) -> Value {
 }
 
 /// The drift and whitelist a read-only observe found.
-pub fn observed(report: &Report) -> (Vec<Value>, Vec<Value>) {
+fn observed(report: &Report) -> (Vec<Value>, Vec<Value>) {
     let drift = report
         .resources
         .iter()
@@ -133,4 +194,22 @@ fn text(v: &Value) -> String {
 
 fn label(v: &Value) -> String {
     v.as_str().map(|l| format!(" ({l})")).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_revision_is_applied_by_label_by_hash_or_as_unchanged_content() {
+        let mine = Revision { hash: "0123456789abcdef".into(), label: Some("c9".into()) };
+        let applied = Applied { generation: 3, revision: Revision { hash: "0123456789abcdef".into(), label: Some("c7".into()) }, at_ms: 0, by: "ci".into() };
+        assert!(is_applied(&applied, "c7", &mine, None), "its label");
+        assert!(is_applied(&applied, "0123456", &mine, None), "its hash");
+        assert!(!is_applied(&applied, "0", &mine, None), "too short a hash prefix");
+        assert!(is_applied(&applied, "c9", &mine, Some("c9")), "c9 left this environment unchanged since c7");
+        assert!(!is_applied(&applied, "c9", &mine, None));
+        let other = Revision { hash: "fedcba9876543210".into(), ..mine.clone() };
+        assert!(!is_applied(&applied, "c9", &other, Some("c9")), "c9 changed it, and that is not applied yet");
+    }
 }
