@@ -33,8 +33,18 @@ pub enum SourceError {
     #[error("{0:?} is not an S3 spec source: write s3://bucket/prefix/ (a bucket name of 3-63 of a-z 0-9 . -)")]
     BadUrl(String),
     /// The bucket does not exist.
-    #[error("the spec bucket {0} does not exist (or is in another partition)")]
+    #[error("the spec bucket {0} does not exist")]
     NoBucket(String),
+    /// The bucket is in another region than the one asked.
+    #[error("the spec bucket {bucket} is not in region {region}: give --region with the bucket's region ({detail})")]
+    OtherRegion {
+        /// The bucket.
+        bucket: String,
+        /// The region asked.
+        region: String,
+        /// AWS's words.
+        detail: String,
+    },
     /// Reading was refused.
     #[error("reading the specs in {url} was refused: {detail} (the operator needs s3:ListBucket on the bucket and s3:GetObject on the prefix)")]
     Denied {
@@ -158,6 +168,8 @@ pub struct Source {
     s3: Option<aws_sdk_s3::Client>,
     /// S3 key → the object last read.
     objects: tokio::sync::Mutex<BTreeMap<String, Object>>,
+    /// The region S3 is asked in.
+    region: String,
 }
 
 /// What identifies a directory's content: each spec file's name and modification time.
@@ -177,7 +189,8 @@ impl Source {
                     .build(),
             )
         });
-        Source { location, s3, objects: tokio::sync::Mutex::new(BTreeMap::new()) }
+        let region = config.region().map(|r| r.to_string()).unwrap_or_default();
+        Source { location, s3, objects: tokio::sync::Mutex::new(BTreeMap::new()), region }
     }
 
     /// Where it reads.
@@ -215,6 +228,9 @@ impl Source {
         let Some(client) = &self.s3 else { return Err(SourceError::BadUrl(self.location.url())) };
         let classify = |e: AwsError| match e.code.as_deref() {
             Some("NoSuchBucket") => SourceError::NoBucket(bucket.to_string()),
+            Some("PermanentRedirect" | "AuthorizationHeaderMalformed" | "IllegalLocationConstraintException") => {
+                SourceError::OtherRegion { bucket: bucket.to_string(), region: self.region.clone(), detail: e.to_string() }
+            }
             Some("AccessDenied" | "AllAccessDisabled" | "InvalidAccessKeyId" | "SignatureDoesNotMatch") => {
                 SourceError::Denied { url: self.location.url(), detail: e.to_string() }
             }
@@ -394,7 +410,12 @@ mod tests {
     use aws_smithy_types::error::ErrorMetadata;
 
     fn s3_source(client: aws_sdk_s3::Client) -> Source {
-        Source { location: Location::S3 { bucket: "specs-bucket".into(), prefix: "specs/".into() }, s3: Some(client), objects: Default::default() }
+        Source {
+            location: Location::S3 { bucket: "specs-bucket".into(), prefix: "specs/".into() },
+            s3: Some(client),
+            objects: Default::default(),
+            region: "us-east-1".into(),
+        }
     }
 
     // The emulator does not enforce bucket policies, so a refusal is covered with mocks.
@@ -410,6 +431,21 @@ mod tests {
                 && m.contains("s3:GetObject")),
             "{e:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_bucket_in_another_region_says_so() {
+        let redirect = mock!(aws_sdk_s3::Client::list_objects_v2).then_error(|| {
+            ListObjectsV2Error::generic(
+                ErrorMetadata::builder()
+                    .code("PermanentRedirect")
+                    .message("The bucket you are attempting to access must be addressed using the specified endpoint")
+                    .build(),
+            )
+        });
+        let source = s3_source(mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&redirect]));
+        let e = source.snapshot(&[]).await.map(|_| ()).map_err(|e| e.to_string());
+        assert!(e.as_ref().is_err_and(|m| m.starts_with("the spec bucket specs-bucket is not in region us-east-1: give --region")), "{e:?}");
     }
 
     #[tokio::test]
