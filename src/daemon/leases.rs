@@ -219,7 +219,8 @@ impl Leases {
         let Some(table) = &self.table else { return };
         let (limit, duration) = (table.renew_every(), table.duration());
         self.renew_held(table).await;
-        if let Err(e) = bounded(limit, table.heartbeat()).await {
+        let envs: Vec<String> = self.envs.keys().cloned().collect();
+        if let Err(e) = bounded(limit, table.heartbeat(&envs)).await {
             tracing::warn!(error = %e, "lease table: announcing this replica failed");
         }
         let view = match bounded(limit, table.scan()).await {
@@ -234,9 +235,8 @@ impl Leases {
             tracing::debug!(error = %e, "could not delete dead replicas' announcements");
         }
         let me = &table.me().id;
-        let others: Vec<String> = view.replicas.iter().filter(|r| *r != me).cloned().collect();
+        let others: Vec<share::Replica> = view.replicas.iter().filter(|r| r.id != *me).cloned().collect();
         let leases = view.envs.iter().map(|(e, r)| (e.clone(), r.view(view.now))).collect();
-        let envs: Vec<String> = self.envs.keys().cloned().collect();
         let moves = share::moves(me, &envs, &others, &leases);
         for (env, lease) in &self.envs {
             let was_held = lease.held.load(Ordering::SeqCst);

@@ -149,8 +149,8 @@ impl EnvRecord {
 pub struct TableView {
     /// When it was read (ms).
     pub now: i64,
-    /// Live daemon replicas.
-    pub replicas: Vec<String>,
+    /// Live daemon replicas, with the environments each runs.
+    pub replicas: Vec<share::Replica>,
     /// Replicas whose announcement expired, with when.
     pub dead_replicas: Vec<(String, i64)>,
     /// Every environment's item.
@@ -303,8 +303,8 @@ impl LeaseTable {
         .map_err(LeaseError::from)
     }
 
-    /// Announces this replica as live for one lease duration.
-    pub async fn heartbeat(&self) -> Result<(), AwsError> {
+    /// Announces this replica, running `envs`, as live for one lease duration.
+    pub async fn heartbeat(&self, envs: &[String]) -> Result<(), AwsError> {
         let expires = now_ms() + self.duration_ms();
         let put = self
             .client
@@ -314,6 +314,7 @@ impl LeaseTable {
             .item("holder", AttributeValue::S(self.me.id.clone()))
             .item("host", AttributeValue::S(self.me.host.clone()))
             .item("expires", number(expires))
+            .item("envs", AttributeValue::L(envs.iter().map(|e| AttributeValue::S(e.clone())).collect()))
             .send()
             .await;
         put.aws("DynamoDB.PutItem").map(|_| ())
@@ -339,7 +340,8 @@ impl LeaseTable {
                     view.envs.insert(env.to_string(), record(item));
                 } else if let (Some(id), Some(expires)) = (key.strip_prefix("replica/"), int(item, "expires")) {
                     if expires > now {
-                        view.replicas.push(id.to_string());
+                        let envs = item.get("envs").and_then(|v| v.as_l().ok()).map(|l| l.iter().filter_map(|e| e.as_s().ok().cloned()).collect());
+                        view.replicas.push(share::Replica { id: id.to_string(), envs });
                     } else {
                         view.dead_replicas.push((id.to_string(), expires));
                     }

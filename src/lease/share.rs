@@ -1,9 +1,10 @@
 //! Sharing environments between replicas, fairly: a pure function of what
 //! the lease table shows, computed by every replica on every turn. A replica
 //! takes a free lease only while it holds no more than the least-loaded other
-//! live replica (so no replica takes more than its share while another has
-//! less), gives one back when it holds two more than that, and yields any
-//! lease a one-off writer (`reconcile --once`) has asked for.
+//! live replica that runs that environment (so no replica takes more than its
+//! share while another has less), gives one back when a replica that runs it
+//! holds two fewer, and yields any lease a one-off writer (`reconcile
+//! --once`) has asked for. Replicas may run different environments.
 
 use std::collections::BTreeMap;
 
@@ -27,11 +28,28 @@ pub struct Moves {
     pub release: Vec<String>,
 }
 
+/// Another live replica: its id and the environments it runs (`None`: not
+/// announced, taken as all).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replica {
+    /// Its id.
+    pub id: String,
+    /// The environments it runs.
+    pub envs: Option<Vec<String>>,
+}
+
+impl Replica {
+    fn runs(&self, env: &str) -> bool {
+        self.envs.as_ref().map_or(true, |envs| envs.iter().any(|e| e == env))
+    }
+}
+
 /// The moves of replica `me`, which runs `envs`, given the other live
 /// replicas and every environment's lease (`leases`, live holders only).
-pub fn moves(me: &str, envs: &[String], others: &[String], leases: &BTreeMap<String, LeaseView>) -> Moves {
+pub fn moves(me: &str, envs: &[String], others: &[Replica], leases: &BTreeMap<String, LeaseView>) -> Moves {
     let held_by = |replica: &str| leases.values().filter(|l| l.holder.as_deref() == Some(replica)).count();
-    let least_other = others.iter().map(|r| held_by(r)).min();
+    // The fewest leases held by another replica that runs `env`.
+    let least_other = |env: &str| others.iter().filter(|r| r.runs(env)).map(|r| held_by(&r.id)).min();
     let asked_by_another = |l: &LeaseView| l.requested_by.as_deref().is_some_and(|r| r != me);
     let mut result = Moves::default();
     let mut mine: Vec<&String> = leases.iter().filter(|(_, l)| l.holder.as_deref() == Some(me)).map(|(e, _)| e).collect();
@@ -43,22 +61,25 @@ pub fn moves(me: &str, envs: &[String], others: &[String], leases: &BTreeMap<Str
             result.renew.push((*env).clone());
         }
     }
-    // Rebalance, one lease a turn: the last by name goes to a less-loaded replica.
-    if least_other.is_some_and(|least| result.renew.len() > least + 1) {
-        if let Some(env) = result.renew.pop() {
-            result.release.push(env);
-        }
+    // Rebalance, one lease a turn: the last by name that a replica holding
+    // two fewer also runs goes to it.
+    let held = result.renew.len();
+    if let Some(at) = result.renew.iter().rposition(|env| least_other(env).is_some_and(|least| held > least + 1)) {
+        let env = result.renew.remove(at);
+        result.release.push(env);
         return result;
     }
     let mut free: Vec<&String> = envs.iter().filter(|e| leases.get(*e).map_or(true, |l| l.holder.is_none() && !asked_by_another(l))).collect();
     // Each replica tries the free environments in its own order, so that
     // replicas taking at the same moment rarely want the same one.
     free.sort_by_key(|e| (spread(me, e), (*e).clone()));
-    for (count, env) in (result.renew.len()..).zip(free) {
-        if least_other.is_some_and(|least| count > least) {
-            break;
+    let mut count = result.renew.len();
+    for env in free {
+        if least_other(env).is_some_and(|least| count > least) {
+            continue;
         }
         result.take.push(env.clone());
+        count += 1;
     }
     result
 }
@@ -82,7 +103,7 @@ mod tests {
     fn settle(replicas: &[&str], envs: &[String], mut leases: BTreeMap<String, LeaseView>, rounds: usize) -> BTreeMap<String, LeaseView> {
         for _ in 0..rounds {
             for me in replicas {
-                let others: Vec<String> = replicas.iter().filter(|r| *r != me).map(|r| r.to_string()).collect();
+                let others: Vec<Replica> = replicas.iter().filter(|r| *r != me).map(|r| Replica { id: r.to_string(), envs: None }).collect();
                 let m = moves(me, envs, &others, &leases);
                 for env in m.release {
                     leases.entry(env).or_default().holder = None;
@@ -96,6 +117,30 @@ mod tests {
             }
         }
         leases
+    }
+
+    fn other(id: &str, envs: Option<&[&str]>) -> Replica {
+        Replica { id: id.into(), envs: envs.map(|e| e.iter().map(|s| s.to_string()).collect()) }
+    }
+
+    #[test]
+    fn replicas_running_different_environments_leave_none_unheld() {
+        // r-a runs dev only; r-b runs dev and prod, and took both first.
+        let both: BTreeMap<String, LeaseView> = [
+            ("dev".to_string(), LeaseView { holder: Some("r-b".into()), requested_by: None }),
+            ("prod".to_string(), LeaseView { holder: Some("r-b".into()), requested_by: None }),
+        ]
+        .into();
+        let dev_and_prod: Vec<String> = vec!["dev".into(), "prod".into()];
+        let m = moves("r-b", &dev_and_prod, &[other("r-a", Some(&["dev"]))], &both);
+        assert_eq!(m.release, vec!["dev".to_string()], "dev goes to r-a, which runs it and holds none");
+        assert_eq!(m.renew, vec!["prod".to_string()]);
+        // Nobody else runs prod: r-b takes it whatever it holds.
+        let free_prod: BTreeMap<String, LeaseView> =
+            [("dev".to_string(), LeaseView { holder: Some("r-b".into()), requested_by: None }), ("prod".to_string(), LeaseView::default())].into();
+        assert_eq!(moves("r-b", &dev_and_prod, &[other("r-a", Some(&["dev"]))], &free_prod).take, vec!["prod".to_string()]);
+        // ... and r-a never takes prod, which it does not run.
+        assert!(moves("r-a", &["dev".to_string()], &[other("r-b", Some(&["dev", "prod"]))], &free_prod).take.is_empty());
     }
 
     fn counts(replicas: &[&str], leases: &BTreeMap<String, LeaseView>) -> Vec<usize> {
@@ -119,9 +164,9 @@ mod tests {
     fn no_replica_takes_more_while_another_has_less() {
         let leases: BTreeMap<String, LeaseView> =
             [("dev".to_string(), LeaseView { holder: Some("r-a".into()), requested_by: None }), ("staging".to_string(), LeaseView::default())].into();
-        let m = moves("r-a", &envs(2), &["r-b".into()], &leases);
+        let m = moves("r-a", &envs(2), &[other("r-b", None)], &leases);
         assert_eq!(m.take, Vec::<String>::new(), "r-a holds one, r-b none: staging is r-b's");
-        let m = moves("r-b", &envs(2), &["r-a".into()], &leases);
+        let m = moves("r-b", &envs(2), &[other("r-a", None)], &leases);
         assert_eq!(m.take, vec!["staging".to_string()]);
     }
 

@@ -394,3 +394,21 @@ print(json.dumps({"definition": definition["taskDefinitionArn"], "container": de
     assert_eq!(dockerfile.matches("\nFROM ").count() + usize::from(dockerfile.starts_with("FROM ")), 2, "multi-stage");
     assert!(dockerfile.contains("USER 65532:65532") && dockerfile.contains("COPY --from=build /src/target/release/sentry-operator /sentry-operator"));
 }
+
+#[tokio::test]
+async fn replicas_running_different_environments_leave_none_unled() {
+    let moto = Moto::start();
+    let specs = spec_dir(&[("dev.yaml", &queue_spec(30)), ("prod.yaml", &queue_spec(30))]);
+    let both = replica(&moto, specs.path(), &["dev", "prod"]);
+    wait_for_split(&[&both], &["dev", "prod"], &[2], Duration::from_secs(30));
+    // A replica running dev only joins: dev moves to it, prod (which only the first runs) stays.
+    let dev_only = replica(&moto, specs.path(), &["dev"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(dev_only.metric("sentry_operator_leader{env=\"dev\"}") == Some(1.0)
+        && both.metric("sentry_operator_leader{env=\"dev\"}") == Some(0.0)
+        && both.metric("sentry_operator_leader{env=\"prod\"}") == Some(1.0))
+    {
+        assert!(Instant::now() < deadline, "no dev/prod split: {:?} {:?}", leaders(&[&both], &["dev", "prod"]), leaders(&[&dev_only], &["dev"]));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
