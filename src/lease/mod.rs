@@ -274,12 +274,26 @@ impl LeaseTable {
 
     /// Checks that the table exists; with `create`, creates it when missing.
     pub async fn ensure_table(&self, create: bool) -> Result<(), LeaseError> {
-        if found(self.client.describe_table().table_name(&self.table).send().await.aws("DynamoDB.DescribeTable"))?.is_some() {
-            return Ok(());
+        let existing = found(self.client.describe_table().table_name(&self.table).send().await.aws("DynamoDB.DescribeTable"))?;
+        let active =
+            |out: &aws_sdk_dynamodb::operation::describe_table::DescribeTableOutput| out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active);
+        match existing {
+            Some(out) if active(&out) => return Ok(()),
+            // Being created (by another replica): wait for it below.
+            Some(_) => {}
+            None if !create => return Err(LeaseError::Missing { table: self.table.clone(), region: self.region.clone() }),
+            None => self.create_table().await?,
         }
-        if !create {
-            return Err(LeaseError::Missing { table: self.table.clone(), region: self.region.clone() });
-        }
+        wait_for("DynamoDB.DescribeTable", Duration::from_secs(300), || async {
+            let out = self.client.describe_table().table_name(&self.table).send().await.aws("DynamoDB.DescribeTable")?;
+            Ok(active(&out).then_some(()))
+        })
+        .await
+        .map_err(LeaseError::from)
+    }
+
+    /// Creates the table (another writer creating it at the same moment is fine).
+    async fn create_table(&self) -> Result<(), AwsError> {
         let key = KeySchemaElement::builder().attribute_name(KEY).key_type(KeyType::Hash).build().built("DynamoDB.CreateTable")?;
         let attribute = AttributeDefinition::builder().attribute_name(KEY).attribute_type(ScalarAttributeType::S).build().built("DynamoDB.CreateTable")?;
         let created = self
@@ -292,15 +306,9 @@ impl LeaseTable {
             .send()
             .await;
         match created.aws("DynamoDB.CreateTable") {
-            Err(e) if e.code.as_deref() != Some("ResourceInUseException") => return Err(e.into()),
-            _ => {}
+            Err(e) if e.code.as_deref() != Some("ResourceInUseException") => Err(e),
+            _ => Ok(()),
         }
-        wait_for("DynamoDB.DescribeTable", Duration::from_secs(300), || async {
-            let out = self.client.describe_table().table_name(&self.table).send().await.aws("DynamoDB.DescribeTable")?;
-            Ok((out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active)).then_some(()))
-        })
-        .await
-        .map_err(LeaseError::from)
     }
 
     /// Announces this replica, running `envs`, as live for one lease duration.
@@ -533,6 +541,31 @@ impl LeaseTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_sdk_dynamodb::operation::describe_table::DescribeTableOutput;
+    use aws_sdk_dynamodb::types::TableDescription;
+    use aws_smithy_mocks::{mock, mock_client, RuleMode};
+
+    // The emulator makes tables ACTIVE at once, so a table still being created
+    // (by another replica) is covered with mocks.
+    #[tokio::test(start_paused = true)]
+    async fn a_table_being_created_is_waited_for() {
+        let described = |status: TableStatus| DescribeTableOutput::builder().table(TableDescription::builder().table_status(status).build()).build();
+        let describe = mock!(Client::describe_table)
+            .sequence()
+            .output(move || described(TableStatus::Creating))
+            .times(2)
+            .output(move || described(TableStatus::Active))
+            .build();
+        let table = LeaseTable {
+            client: mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&describe]),
+            table: "leases".into(),
+            region: "us-east-1".into(),
+            me: Writer { id: "r".into(), host: "h".into() },
+            duration: Duration::from_secs(30),
+        };
+        table.ensure_table(false).await.expect("active in the end");
+        assert_eq!(describe.num_calls(), 3, "waited until ACTIVE, creating nothing");
+    }
 
     #[test]
     fn times_print_as_utc() {
