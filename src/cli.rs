@@ -24,7 +24,8 @@ use crate::spec::{self, EnvSpec, LoadError};
 #[command(name = "sentry-operator", version, about)]
 pub struct Cli {
     /// Where the specs are: a directory, or an S3 prefix (s3://bucket/prefix/), holding
-    /// base.yaml, one <env>.yaml per environment and optionally a REVISION file (the set's label).
+    /// base.yaml, one <env>.yaml per environment and optionally a REVISION file (the set's label, then
+    /// optionally `sha256sum *.yaml`: the set is used only when it matches).
     #[arg(long, global = true, default_value = "specs", env = "SENTRY_SPECS")]
     pub specs: PathBuf,
     /// Output format.
