@@ -470,7 +470,11 @@ impl Drop for ScratchDir {
 
 /// The spec set at `location` (for S3, fetched now), with `envs`' files.
 async fn snapshot(cli: &Cli, location: &Location, envs: &[String]) -> anyhow::Result<Snapshot> {
-    let config = load_config(cli.region.clone(), cli.timeouts()).await;
+    // A directory needs no AWS configuration.
+    let config = match location {
+        Location::Dir(_) => aws_config::SdkConfig::builder().build(),
+        Location::S3 { .. } => load_config(cli.region.clone(), cli.timeouts()).await,
+    };
     let source = Source::new(location.clone(), &config, &CallCounter::default());
     source.snapshot(envs).await.with_context(|| format!("reading the specs in {}", location.url()))
 }

@@ -19,7 +19,7 @@ use tokio::sync::{watch, OwnedRwLockReadGuard, RwLock};
 
 use super::http::SharedStatus;
 use crate::lease::revision::{judge, Applied, Revision, Verdict};
-use crate::lease::{share, EnvRecord, LeaseTable};
+use crate::lease::{bounded, share, EnvRecord, LeaseTable};
 
 /// One environment's lease, as this replica knows it.
 #[derive(Default)]
@@ -288,15 +288,6 @@ impl Leases {
                 tracing::info!(leading = ?leading, "this replica now leads these environments");
             }
         }
-    }
-}
-
-/// `work`, failing when it takes longer than `limit`.
-async fn bounded<T>(limit: Duration, work: impl std::future::Future<Output = Result<T, crate::aws::AwsError>>) -> Result<T, String> {
-    match tokio::time::timeout(limit, work).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {limit:?}")),
     }
 }
 

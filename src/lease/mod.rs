@@ -81,6 +81,13 @@ pub fn utc(ms: i64) -> String {
     format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rest / 3600, rest % 3600 / 60, rest % 60)
 }
 
+/// `work` (a call to the lease table), as an error when it takes longer than `limit`.
+pub async fn bounded<T>(limit: Duration, work: impl std::future::Future<Output = Result<T, AwsError>>) -> Result<T, AwsError> {
+    tokio::time::timeout(limit, work)
+        .await
+        .unwrap_or_else(|_| Err(AwsError::unexpected("DynamoDB (lease table)", format!("the lease table did not answer within {limit:?}"))))
+}
+
 /// One line on a writing pass, for the lease item: its result and revision.
 pub fn pass_line(report: &Report, revision: &Revision) -> String {
     let s = &report.summary;

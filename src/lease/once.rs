@@ -7,7 +7,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use super::revision::{judge, Applied, Revision, Verdict};
-use super::{now_ms, utc, LeaseTable};
+use super::{bounded, now_ms, utc, LeaseTable};
 use crate::aws::AwsError;
 use crate::engine::report::Report;
 
@@ -69,13 +69,6 @@ pub async fn under_lease<F: Future<Output = Report>>(
     released?;
     withdrawn?;
     Ok(outcome)
-}
-
-/// `work`, as an error when it takes longer than `limit`.
-async fn bounded<T>(limit: Duration, work: impl Future<Output = Result<T, AwsError>>) -> Result<T, AwsError> {
-    tokio::time::timeout(limit, work)
-        .await
-        .unwrap_or_else(|_| Err(AwsError::unexpected("DynamoDB (lease table)", format!("the lease table did not answer within {limit:?}"))))
 }
 
 /// The pass itself, the lease held (`record` as of taking it, ours for sure
