@@ -83,6 +83,29 @@ pub fn stale_spec_event(env: &str, mine: &Revision, current: &Applied) -> Value 
     event(now_ms(), env, None, "StaleSpec", "Count", 1.0, detail)
 }
 
+/// Who made a change, as EMF fields (`actor: unknown` when no event said).
+fn attribution(cause: Option<&crate::engine::focus::Attribution>) -> serde_json::Map<String, Value> {
+    let value = match cause {
+        Some(c) => json!({ "actor": c.actor, "principalType": c.principal_type, "call": c.call, "eventTime": c.at, "sourceIp": c.source_ip }),
+        None => json!({ "actor": "unknown" }),
+    };
+    match value {
+        Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    }
+}
+
+/// The EMF event saying that `env`'s event queue is gone (metric
+/// `EventsInterrupted`): events are not read until a full pass re-creates it.
+pub fn events_interrupted_event(env: &str, queue: &str) -> Value {
+    let detail = json!({
+        "event": "events-interrupted",
+        "queue": queue,
+        "detail": format!("the event queue {queue} is gone: drift is not announced until a full pass re-creates it"),
+    });
+    event(now_ms(), env, None, "EventsInterrupted", "Count", 1.0, detail)
+}
+
 /// The EMF events of a pass (pure: no AWS call).
 pub fn events(report: &Report) -> Vec<Value> {
     let t = now_ms();
@@ -106,6 +129,9 @@ pub fn events(report: &Report) -> Vec<Value> {
         let what = format!("{:?}", step.action).to_lowercase();
         for change in changes {
             let mut detail = json!({ "event": "drift", "resource": step.key.id, "name": step.name, "change": what, "action": action });
+            if let Value::Object(d) = &mut detail {
+                d.extend(attribution(step.cause.as_ref()));
+            }
             if let (Value::Object(d), Value::Object(c)) = (&mut detail, change) {
                 d.extend(c);
             }
@@ -336,6 +362,7 @@ mod tests {
             live: None,
             delta: Delta::default(),
             outcome: Some(Outcome::Applied),
+            cause: None,
         }
     }
 

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::aws::{load_config, CallCounter, Timeouts};
 use crate::daemon;
+use crate::engine::apply::Narrowing;
 use crate::engine::report::{Report, EXIT_ERROR, EXIT_IN_SYNC, EXIT_LEASE_HELD, EXIT_REVISION_NOT_APPLIED, EXIT_STALE_SPEC};
 use crate::engine::Mode;
 use crate::lease::once::{under_lease, Once};
@@ -144,12 +145,19 @@ pub enum Command {
         /// Environment; repeat for several.
         #[arg(long = "env", required = true)]
         envs: Vec<String>,
-        /// Seconds between full passes (jittered by up to 10%).
-        #[arg(long, default_value_t = 60)]
-        interval: u64,
-        /// Seconds between passes over the networking kinds (whitelist EIPs, NAT gateways, routes, security groups).
-        #[arg(long, default_value_t = 4)]
-        fast_interval: u64,
+        /// Seconds between full passes (jittered by up to 10%) [default: 60; 600 with --events].
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        interval: Option<u64>,
+        /// Seconds between passes over the networking kinds (whitelist EIPs, NAT gateways, routes, security groups;
+        /// with --events, only the whitelist's EIPs, NAT gateways and routes) [default: 4; 20 with --events].
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        fast_interval: Option<u64>,
+        /// Event-driven repair: provision an EventBridge rule and SQS queue in each environment's account
+        /// (CloudTrail's records of write calls to the estate), read the queue, and repair what each call
+        /// touched within seconds, saying who made the change. Needs a CloudTrail trail logging management
+        /// events (checked, never created).
+        #[arg(long)]
+        events: bool,
         /// Report drift, never write (works with read-only IAM).
         #[arg(long)]
         observe_only: bool,
@@ -258,6 +266,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             no_alerts,
             pass_deadline,
             spec_poll_seconds,
+            events,
         } => {
             let location = Location::parse(&cli.specs)?;
             let snapshot = snapshot(&cli, &location, envs).await?;
@@ -269,8 +278,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
                 spec_poll: Duration::from_secs(*spec_poll_seconds),
                 envs: envs.clone(),
                 region: cli.region.clone(),
-                interval: Duration::from_secs((*interval).max(1)),
-                fast_interval: Duration::from_secs((*fast_interval).max(1)),
+                interval: Duration::from_secs(interval.unwrap_or(if *events { daemon::EVENTS_INTERVAL } else { daemon::INTERVAL })),
+                fast_interval: Duration::from_secs(fast_interval.unwrap_or(if *events { daemon::EVENTS_FAST_INTERVAL } else { daemon::FAST_INTERVAL })),
+                events: *events,
                 observe_only: *observe_only,
                 listen: Some(*listen),
                 lease_table: (!*single_replica).then(|| lease_table.clone()),
@@ -513,7 +523,7 @@ fn report_invalid(loaded: Result<EnvSpec, LoadError>, env: &str, output: Output)
 }
 
 async fn one_pass(cli: &Cli, env: &EnvSpec, mode: Mode) -> Report {
-    Runtime::new(env, cli.region.as_deref(), cli.timeouts(), None).await.pass(env, mode, false).await
+    Runtime::new(env, cli.region.as_deref(), cli.timeouts()).await.pass(env, mode, &Narrowing::default()).await
 }
 
 fn print_report(report: &Report, output: Output) -> anyhow::Result<()> {

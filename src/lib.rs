@@ -11,6 +11,7 @@
 //! - [`status`]: `status`, each environment's lease, revision, last pass, drift and whitelist.
 //! - [`runtime`]: one environment's configuration, clients and request counter, reused across passes.
 //! - [`daemon`]: `run`, the controller: intervals, lease, health and metrics endpoint.
+//! - [`events`]: `run --events`, event-driven repair: the event plumbing, the queue feed, coalescing.
 //! - [`alerts`]: drift alerts to CloudWatch Logs in Embedded Metric Format.
 //! - [`cli`]: the command line.
 #![forbid(unsafe_code)]
@@ -20,6 +21,7 @@ pub mod aws;
 pub mod cli;
 pub mod daemon;
 pub mod engine;
+pub mod events;
 pub mod import;
 pub mod kinds;
 pub mod lease;

@@ -11,9 +11,9 @@ use std::time::Instant;
 use aws_config::SdkConfig;
 
 use crate::aws::{env_config, required, AwsResult, CallCounter, Timeouts};
-use crate::engine::apply::{reconcile, RetryPolicy};
+use crate::engine::apply::{reconcile, Narrowing, RetryPolicy};
 use crate::engine::report::Report;
-use crate::engine::{Kind, Mode, Scope};
+use crate::engine::{Kind, Mode, Rules, Scope};
 use crate::kinds;
 use crate::spec::model::Account;
 use crate::spec::{AwsContext, EnvSpec};
@@ -36,20 +36,15 @@ pub struct Runtime {
     config: SdkConfig,
     /// The account id, once learnt.
     account_id: tokio::sync::OnceCell<String>,
-    /// Whether passes learn their [`AwsContext`]: not the fast runtime, whose
-    /// networking kinds need none of it, so that the whitelist guard never
-    /// waits on STS or SSM.
-    learns_context: bool,
 }
 
 impl Runtime {
-    /// The runtime of `env` (`region` overrides the spec's), with the kinds of
-    /// `only` that scope, or all of them.
-    pub async fn new(env: &EnvSpec, region: Option<&str>, timeouts: Timeouts, only: Option<Scope>) -> Self {
+    /// The runtime of `env` (`region` overrides the spec's).
+    pub async fn new(env: &EnvSpec, region: Option<&str>, timeouts: Timeouts) -> Self {
         let region = region.map(str::to_string).or_else(|| env.spec.region.clone());
         let config = env_config(region.clone(), env.spec.account.as_ref(), timeouts).await;
         let counter = CallCounter::default();
-        let kinds = kinds::registry(&config, &counter).into_iter().filter(|k| only.map_or(true, |scope| k.rules().scope == scope)).collect();
+        let kinds = kinds::registry(&config, &counter);
         let cloudformation = crate::sdk_client!(aws_sdk_cloudformation, &config, &counter);
         let sts = crate::sdk_client!(aws_sdk_sts, &config, &counter);
         let ssm = crate::sdk_client!(aws_sdk_ssm, &config, &counter);
@@ -65,8 +60,17 @@ impl Runtime {
             sts,
             ssm,
             account_id: Default::default(),
-            learns_context: only != Some(Scope::Fast),
         }
+    }
+
+    /// The rules of every kind, in registration order.
+    pub fn rules(&self) -> Vec<Rules> {
+        self.kinds.iter().map(|k| k.rules()).collect()
+    }
+
+    /// The kinds of `scope` and narrower scopes.
+    pub fn kinds_up_to(&self, scope: Scope) -> std::collections::BTreeSet<&'static str> {
+        self.kinds.iter().map(|k| k.rules()).filter(|r| r.scope <= scope).map(|r| r.kind).collect()
     }
 
     /// Whether this runtime still serves `env` (same region and account), after a spec reload.
@@ -84,22 +88,23 @@ impl Runtime {
         &self.counter
     }
 
-    /// One pass over the runtime's kinds. With `leave_fast_kinds`, the kinds
-    /// of [`Scope::Fast`] are observed (their resources resolve references)
-    /// but left to the fast pass to write.
-    pub async fn pass(&self, env: &EnvSpec, mode: Mode, leave_fast_kinds: bool) -> Report {
+    /// One pass over the kinds `narrowing` covers, writing those it writes.
+    /// A pass over networking kinds only learns no [`AwsContext`] (they need
+    /// none), so the whitelist guard never waits on STS or SSM.
+    pub async fn pass(&self, env: &EnvSpec, mode: Mode, narrowing: &Narrowing) -> Report {
         let started = Instant::now();
         let calls_before = self.counter.stats();
+        let needs_context = self.kinds.iter().any(|k| k.rules().scope == Scope::Full && narrowing.focus.covers_kind(k.name()));
         let resolved = match self.resolve_adoptions(env).await {
-            Ok(resolved) => self.learn_context(resolved).await,
+            Ok(resolved) if needs_context => self.learn_context(resolved).await,
+            Ok(resolved) => Ok(resolved),
             Err(errors) => Err(errors),
         };
         let env = match resolved {
             Ok(env) => env,
             Err(errors) => return Report::new(env, mode, Vec::new(), errors, self.counter.stats().since(&calls_before), started.elapsed()),
         };
-        let defer = leave_fast_kinds.then_some(Scope::Fast);
-        let mut report = reconcile(&env, &self.kinds, &self.counter, mode, &RetryPolicy::default(), defer).await;
+        let mut report = reconcile(&env, &self.kinds, &self.counter, mode, &RetryPolicy::default(), narrowing).await;
         // The pass's calls include those made before planning (account, parameters, adoptions).
         report.calls = self.counter.stats().since(&calls_before);
         report
@@ -109,9 +114,6 @@ impl Runtime {
     /// runtime), the region and the public parameters the kinds read; a failed
     /// lookup stops the pass before any write.
     async fn learn_context<'a>(&self, env: Cow<'a, EnvSpec>) -> Result<Cow<'a, EnvSpec>, Vec<String>> {
-        if !self.learns_context {
-            return Ok(env);
-        }
         let account = self
             .account_id
             .get_or_try_init(|| async {

@@ -21,7 +21,7 @@ use crate::engine::Scope;
 pub fn label(scope: Scope) -> &'static str {
     match scope {
         Scope::Full => "full",
-        Scope::Fast => "network",
+        Scope::Fast | Scope::Whitelist => "network",
     }
 }
 
@@ -45,7 +45,8 @@ pub struct Status {
     timeouts: BTreeMap<(String, Scope), u64>,
     passes: BTreeMap<(String, &'static str), u64>,
     duration_seconds: BTreeMap<String, f64>,
-    drift: BTreeMap<(String, String), u64>,
+    /// By environment, kind and the call that caused it (`unknown` without an event): bounded labels only.
+    drift: BTreeMap<(String, String, String), u64>,
     repairs: BTreeMap<(String, String), u64>,
     calls: BTreeMap<(String, String), u64>,
     errors: BTreeMap<String, u64>,
@@ -120,7 +121,8 @@ impl Status {
             if matches!(step.action, Action::Create | Action::Update | Action::Replace | Action::Delete | Action::Alert)
                 && step.outcome != Some(Outcome::Deferred)
             {
-                *self.drift.entry((env.clone(), step.key.kind.to_string())).or_insert(0) += 1;
+                let call = step.cause.as_ref().map_or("unknown", |c| c.call.as_str());
+                *self.drift.entry((env.clone(), step.key.kind.to_string(), call.to_string())).or_insert(0) += 1;
             }
             if step.outcome == Some(Outcome::Applied) {
                 *self.repairs.entry((env.clone(), step.key.kind.to_string())).or_insert(0) += 1;
@@ -192,8 +194,8 @@ impl Status {
         family(
             "sentry_operator_drift_total",
             "counter",
-            "Resources found drifted, by kind.",
-            self.drift.iter().map(|((e, k), n)| (format!("{{env=\"{e}\",kind=\"{k}\"}}"), n.to_string())).collect(),
+            "Resources found drifted, by kind and the API call that caused it (unknown: found by a pass, no event said).",
+            self.drift.iter().map(|((e, k, c), n)| (format!("{{env=\"{e}\",kind=\"{k}\",call=\"{c}\"}}"), n.to_string())).collect(),
         );
         family(
             "sentry_operator_repairs_total",

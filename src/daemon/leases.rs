@@ -141,6 +141,11 @@ impl Leases {
         }
     }
 
+    /// Whether this replica writes `env` now (always, without a lease table).
+    pub fn leads(&self, env: &str) -> bool {
+        self.table.is_none() || self.envs.get(env).is_some_and(|l| l.usable())
+    }
+
     /// Records the result of a writing pass in the lease item (best effort).
     pub async fn record_pass(&self, env: &str, result: &str) {
         let Some(table) = &self.table else { return };

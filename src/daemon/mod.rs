@@ -21,6 +21,13 @@
 //! spec is not older than the revision the table shows applied. Specs come
 //! from a directory or an S3 prefix (see [`crate::source`]); a changed set is
 //! used only once every environment of it is valid.
+//!
+//! With `--events` ([`crate::events`]), each environment also has a feed
+//! reading its event queue: the resources an API call touched are repaired
+//! by a narrowed pass of the loop that writes their kind (the whitelist's
+//! kinds by the fast loop, every other kind by the full loop), between its
+//! periodic passes. The full pass then runs every 10 minutes, and the fast
+//! pass reads only the whitelist's kinds (Elastic IPs, NAT gateways, routes).
 
 pub mod http;
 pub mod leases;
@@ -35,7 +42,13 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::alerts::{self, AlertSink};
 use crate::aws::{load_config, CallCounter, Timeouts};
+use crate::engine::apply::{Narrowing, Writes};
+use crate::engine::focus::Focus;
+use crate::engine::plan::Action;
+use crate::engine::report::Report;
 use crate::engine::{Mode, Scope};
+use crate::events::feed::{Feed, Inbox};
+use crate::events::plumbing;
 use crate::lease::revision::Revision;
 use crate::lease::{LeaseTable, Writer};
 use crate::runtime::Runtime;
@@ -78,7 +91,21 @@ pub struct Options {
     /// How long a pass may go without any reply from AWS before it is
     /// abandoned; `None`: its interval, at least [`MIN_DEFAULT_DEADLINE`].
     pub pass_deadline: Option<Duration>,
+    /// Event-driven repair (`--events`).
+    pub events: bool,
 }
+
+/// Default seconds between full passes.
+pub const INTERVAL: u64 = 60;
+/// Default seconds between fast passes.
+pub const FAST_INTERVAL: u64 = 4;
+/// Default seconds between full passes with `--events` (events announce drift; the full pass is the backstop).
+pub const EVENTS_INTERVAL: u64 = 600;
+/// Default seconds between fast passes with `--events`: the whitelist guard's
+/// backstop for an event lost, at three reads a pass (540 requests an hour).
+pub const EVENTS_FAST_INTERVAL: u64 = 20;
+/// How long a loop woken by an event waits for the rest of a burst before its narrowed pass.
+const GATHER: Duration = Duration::from_millis(250);
 
 /// The shortest default pass deadline (a pass's longest quiet spell between AWS replies).
 pub const MIN_DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
@@ -98,7 +125,8 @@ pub async fn run(options: Options) -> anyhow::Result<u8> {
             }
         });
     }
-    let specs = Arc::new(Specs::new(Source::new(options.specs.clone(), &own, &counter), &options.envs, options.spec_poll));
+    let plumbed = options.events.then(|| kinds_rules(&own, &counter));
+    let specs = Arc::new(Specs::new(Source::new(options.specs.clone(), &own, &counter), &options.envs, options.spec_poll, plumbed.clone()));
     let table = match &options.lease_table {
         Some(reference) => {
             let table = LeaseTable::new(&own, &counter, reference, Writer::this_process(false), options.lease_duration)?;
@@ -121,6 +149,18 @@ pub async fn run(options: Options) -> anyhow::Result<u8> {
 
     let mut loops = Vec::new();
     for env in &options.envs {
+        let inbox = options.events.then(|| Arc::new(Inbox::default()));
+        if let (Some(inbox), Some(rules)) = (&inbox, &plumbed) {
+            let feed = FeedTask {
+                env: env.clone(),
+                options: options.clone(),
+                specs: specs.clone(),
+                status: status.clone(),
+                leases: leases.clone(),
+                alerts: alerts.clone(),
+            };
+            loops.push(tokio::spawn(feed.run(inbox.clone(), rules.clone(), stop_rx.clone())));
+        }
         for (scope, permits) in [(Scope::Full, permits.clone()), (Scope::Fast, network_permits.clone())] {
             let task = EnvLoop {
                 options: options.clone(),
@@ -132,6 +172,7 @@ pub async fn run(options: Options) -> anyhow::Result<u8> {
                 alerts: alerts.clone(),
                 permits,
                 reload: reload.clone(),
+                inbox: inbox.clone(),
             };
             loops.push(tokio::spawn(task.run(stop_rx.clone())));
         }
@@ -163,6 +204,49 @@ pub async fn run(options: Options) -> anyhow::Result<u8> {
 /// How long the alerts still queued at exit may take to go out, per environment.
 const FINAL_FLUSH: Duration = Duration::from_secs(5);
 
+/// The rules of every kind (what the event rule matches, where each kind's repairs go).
+fn kinds_rules(config: &aws_config::SdkConfig, counter: &CallCounter) -> Vec<crate::engine::Rules> {
+    crate::kinds::registry(config, counter).iter().map(|k| k.rules()).collect()
+}
+
+/// Starts an environment's event feed once its spec (its account and region) is known.
+struct FeedTask {
+    env: String,
+    options: Options,
+    specs: Arc<Specs>,
+    status: SharedStatus,
+    leases: Arc<Leases>,
+    alerts: Option<Arc<AlertSink>>,
+}
+
+impl FeedTask {
+    async fn run(self, inbox: Arc<Inbox>, rules: Vec<crate::engine::Rules>, mut stop: watch::Receiver<bool>) {
+        let spec = loop {
+            if let Some((spec, _)) = self.specs.current(&self.env, &self.status).await {
+                break spec;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                _ = stop.changed() => return,
+            }
+        };
+        let region = self.options.region.clone().or_else(|| spec.spec.region.clone());
+        let config = crate::aws::env_config(region, spec.spec.account.as_ref(), self.options.timeouts).await;
+        let counter = CallCounter::default();
+        let feed = Feed::new(&self.env, plumbing::name(&self.env), rules, &config, &counter);
+        let (leases, env) = (self.leases.clone(), self.env.clone());
+        let alerts = self.alerts.clone();
+        let lost = move |queue: &str| {
+            tracing::error!(env = %env, queue, "the event queue is gone: events are not read until a full pass re-creates it (starting now)");
+            if let Some(sink) = &alerts {
+                sink.enqueue(&env, vec![alerts::events_interrupted_event(&env, queue)]);
+            }
+        };
+        let env = self.env.clone();
+        feed.run(inbox, move || leases.leads(&env), lost, stop).await;
+    }
+}
+
 /// The specs of the daemon's environments, shared by their loops: read again
 /// when the source changes (a directory's files, at every pass; an S3 prefix,
 /// listed every poll interval) or after SIGHUP. A changed set is used only
@@ -171,6 +255,8 @@ struct Specs {
     source: Source,
     envs: Vec<String>,
     poll: Duration,
+    /// With `--events`: the kinds' rules, for each environment's event plumbing.
+    plumbed: Option<Vec<crate::engine::Rules>>,
     state: tokio::sync::Mutex<SpecsState>,
 }
 
@@ -187,8 +273,8 @@ struct SpecsState {
 }
 
 impl Specs {
-    fn new(source: Source, envs: &[String], poll: Duration) -> Self {
-        Specs { source, envs: envs.to_vec(), poll, state: tokio::sync::Mutex::new(SpecsState::default()) }
+    fn new(source: Source, envs: &[String], poll: Duration, plumbed: Option<Vec<crate::engine::Rules>>) -> Self {
+        Specs { source, envs: envs.to_vec(), poll, plumbed, state: tokio::sync::Mutex::new(SpecsState::default()) }
     }
 
     /// Makes the next [`Specs::current`] read the source again.
@@ -238,8 +324,12 @@ impl Specs {
         let mut invalid = false;
         for env in &self.envs {
             match snapshot.load(env) {
-                Ok(spec) => match Revision::of(&spec, snapshot.label.as_deref()) {
+                Ok(mut spec) => match Revision::of(&spec, snapshot.label.as_deref()) {
                     Ok(revision) => {
+                        // The plumbing is the operator's, not the spec's: not part of its revision.
+                        if let Some(rules) = &self.plumbed {
+                            plumbing::install(&mut spec, rules);
+                        }
                         loaded.insert(env.clone(), (Arc::new(spec), revision));
                     }
                     Err(e) => {
@@ -281,6 +371,17 @@ struct EnvLoop {
     alerts: Option<Arc<AlertSink>>,
     permits: Arc<Semaphore>,
     reload: Arc<tokio::sync::Notify>,
+    /// With `--events`: the environment's pending event work and known handles.
+    inbox: Option<Arc<Inbox>>,
+}
+
+/// Why a pass runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Trigger {
+    /// Its interval came.
+    Interval,
+    /// An event announced a change.
+    Event,
 }
 
 /// `base` plus up to 10% of it, varying between passes and replicas.
@@ -293,8 +394,48 @@ impl EnvLoop {
     fn interval(&self) -> Duration {
         match self.scope {
             Scope::Full => self.options.interval,
-            Scope::Fast => self.options.fast_interval,
+            Scope::Fast | Scope::Whitelist => self.options.fast_interval,
         }
+    }
+
+    /// Wakes when the feed has work for this loop (never without events).
+    async fn event(&self) {
+        match (&self.inbox, self.scope) {
+            (Some(inbox), Scope::Full) => inbox.full_ready.notified().await,
+            (Some(inbox), _) => inbox.fast_ready.notified().await,
+            (None, _) => std::future::pending().await,
+        }
+    }
+
+    /// The pending event work of this loop, taken.
+    fn take_pending(&self) -> Option<Focus> {
+        let inbox = self.inbox.as_ref()?;
+        let pending = if self.scope == Scope::Full { &inbox.full } else { &inbox.fast };
+        pending.lock().ok()?.take()
+    }
+
+    /// What a pass of this loop covers and writes; `focus` narrows it to
+    /// what an event named (a full pass while no handle is known yet).
+    fn narrowing(&self, runtime: &Runtime, focus: Option<Focus>) -> Narrowing {
+        let known = self.inbox.as_ref().map(|i| i.known.clone());
+        let learnt = known.as_ref().and_then(|k| k.lock().ok().map(|k| !k.is_empty())).unwrap_or(false);
+        let events = self.inbox.is_some();
+        let mut focus = focus.unwrap_or_default();
+        if !learnt {
+            // Nothing learnt yet: a narrowed pass could not resolve references to the kinds it leaves out.
+            focus = Focus { causes: focus.causes, ..Focus::default() };
+        }
+        let writes = match self.scope {
+            Scope::Full if events => Writes::Above(Scope::Whitelist),
+            Scope::Full => Writes::Above(Scope::Fast),
+            _ if events => Writes::UpTo(Scope::Whitelist),
+            _ => Writes::All,
+        };
+        if self.scope != Scope::Full {
+            // The fast loop: the whitelist's kinds once handles are known, else every networking kind.
+            focus.kinds = Some(runtime.kinds_up_to(if events && learnt { Scope::Whitelist } else { Scope::Fast }));
+        }
+        Narrowing { writes, focus, known }
     }
 
     /// How long one pass may take.
@@ -314,17 +455,25 @@ impl EnvLoop {
         let mut failures = after_failures.build();
         let mut next = match self.scope {
             Scope::Full => tokio::time::Instant::now(),
-            Scope::Fast => tokio::time::Instant::now() + interval,
+            Scope::Fast | Scope::Whitelist => tokio::time::Instant::now() + interval,
         };
         let mut runtime: Option<Runtime> = None;
         loop {
-            tokio::select! {
-                _ = tokio::time::sleep_until(next) => {}
-                _ = self.reload.notified(), if self.scope == Scope::Full => self.specs.invalidate().await,
+            let trigger = tokio::select! {
+                _ = tokio::time::sleep_until(next) => Trigger::Interval,
+                _ = self.reload.notified(), if self.scope == Scope::Full => {
+                    self.specs.invalidate().await;
+                    Trigger::Interval
+                }
+                _ = self.event() => Trigger::Event,
                 _ = stop.changed() => return,
-            }
+            };
             if *stop.borrow() {
                 return;
+            }
+            if trigger == Trigger::Event {
+                // Let the rest of a burst arrive: one pass for all of it.
+                tokio::time::sleep(GATHER).await;
             }
             let Some((env_spec, revision)) = self.specs.current(&self.env, &self.status).await else {
                 next = tokio::time::Instant::now() + interval;
@@ -334,7 +483,7 @@ impl EnvLoop {
             let runtime = match runtime.take() {
                 Some(r) if r.fits(&env_spec, region) => runtime.insert(r),
                 _ => {
-                    let new = Runtime::new(&env_spec, region, self.options.timeouts, (self.scope == Scope::Fast).then_some(Scope::Fast)).await;
+                    let new = Runtime::new(&env_spec, region, self.options.timeouts).await;
                     // An environment in an account of its own gets its alerts there, next to its alarms.
                     if let (Some(sink), Some(_)) = (&self.alerts, &env_spec.spec.account) {
                         sink.deliver_in(&self.env, new.config());
@@ -342,7 +491,13 @@ impl EnvLoop {
                     runtime.insert(new)
                 }
             };
-            let ok = self.pass(runtime, &env_spec, &revision).await;
+            let focus = self.take_pending();
+            let narrowing = self.narrowing(runtime, focus);
+            let ok = self.pass(runtime, &env_spec, &revision, &narrowing, trigger).await;
+            if trigger == Trigger::Event {
+                // The periodic schedule goes on as it was.
+                continue;
+            }
             let now = tokio::time::Instant::now();
             if ok {
                 failures = after_failures.build();
@@ -355,10 +510,10 @@ impl EnvLoop {
 
     /// One pass, abandoned when AWS sends no reply for its deadline; returns
     /// whether it went without errors.
-    async fn pass(&self, runtime: &Runtime, env: &EnvSpec, revision: &Revision) -> bool {
+    async fn pass(&self, runtime: &Runtime, env: &EnvSpec, revision: &Revision, narrowing: &Narrowing, trigger: Trigger) -> bool {
         let Ok(_permit) = self.permits.acquire().await else { return false };
         let deadline = self.deadline();
-        match while_answered(self.reconcile(runtime, env, revision), runtime.counter(), deadline).await {
+        match while_answered(self.reconcile(runtime, env, revision, narrowing, trigger), runtime.counter(), deadline).await {
             Some(ok) => ok,
             None => {
                 let scope = label(self.scope);
@@ -376,7 +531,7 @@ impl EnvLoop {
         }
     }
 
-    async fn reconcile(&self, runtime: &Runtime, env: &EnvSpec, revision: &Revision) -> bool {
+    async fn reconcile(&self, runtime: &Runtime, env: &EnvSpec, revision: &Revision, narrowing: &Narrowing, trigger: Trigger) -> bool {
         let scope = self.scope;
         let permit = if self.options.observe_only { Permit::NotLeader } else { self.leases.permit(&self.env, revision).await };
         self.note_staleness(&permit, revision);
@@ -384,8 +539,8 @@ impl EnvLoop {
         if let Permit::Later(why) = &permit {
             tracing::warn!(env = %self.env, why = %why, "observing only in this pass");
         }
-        // The fast kinds are written by the fast loop alone.
-        let pass = runtime.pass(env, mode, scope == Scope::Full);
+        // Each kind is written by one loop alone (see `narrowing`).
+        let pass = runtime.pass(env, mode, narrowing);
         let report = match &permit {
             Permit::Write(writing) => match while_held(pass, writing).await {
                 Some(report) => report,
@@ -396,15 +551,17 @@ impl EnvLoop {
             },
             _ => pass.await,
         };
-        if mode == Mode::Apply && scope == Scope::Full {
+        if mode == Mode::Apply && scope == Scope::Full && trigger == Trigger::Interval {
             self.leases.record_pass(&self.env, &crate::lease::pass_line(&report, revision)).await;
         }
         drop(permit);
         let s = &report.summary;
         tracing::info!(
-            env = %report.env, scope = ?scope, mode = ?report.mode, created = s.create, updated = s.update, deleted = s.delete,
+            env = %report.env, scope = ?scope, trigger = ?trigger, mode = ?report.mode, created = s.create, updated = s.update, deleted = s.delete,
             unchanged = s.unchanged, failed = s.failed, reads = report.calls.reads, writes = report.calls.writes, ms = report.duration_ms, "pass done"
         );
+        log_drift(&report);
+        self.follow_new_handles(&report, narrowing);
         for e in &report.errors {
             tracing::error!(env = %report.env, error = %e, "pass error");
         }
@@ -413,6 +570,20 @@ impl EnvLoop {
             status.record(&report, scope);
         }
         report.errors.is_empty() && report.summary.failed == 0
+    }
+
+    /// After a pass that covered only some kinds and made a resource anew (a
+    /// NAT gateway re-created by the fast loop), asks the full loop for a
+    /// pass over every kind: what refers to the new handle elsewhere (an
+    /// alarm's dimension) must follow now, not at the next interval.
+    fn follow_new_handles(&self, report: &Report, narrowing: &Narrowing) {
+        let Some(inbox) = &self.inbox else { return };
+        let made =
+            |s: &&crate::engine::plan::Step| matches!(s.action, Action::Create | Action::Replace) && s.outcome == Some(crate::engine::plan::Outcome::Applied);
+        if narrowing.focus.kinds.is_some() && report.resources.iter().any(|s| made(&s)) {
+            tracing::info!(env = %self.env, "a narrowed pass made resources anew: a full pass follows, for what refers to them");
+            inbox.everything();
+        }
     }
 
     /// Reports a stale spec (log, metric, alert) when it becomes stale, and
@@ -450,6 +621,15 @@ impl EnvLoop {
                 tracing::warn!(env = %env, error = %e, "could not publish drift alerts yet; they are kept for the next pass");
             }
         });
+    }
+}
+
+/// One log line per drifted resource, with who made the change (or "actor unknown").
+fn log_drift(report: &Report) {
+    let drifted = report.resources.iter().filter(|s| matches!(s.action, Action::Create | Action::Update | Action::Replace | Action::Delete | Action::Alert));
+    for step in drifted.filter(|s| s.outcome != Some(crate::engine::plan::Outcome::Deferred)) {
+        let by = step.cause.as_ref().map_or_else(|| "actor unknown".to_string(), ToString::to_string);
+        tracing::warn!(env = %report.env, resource = %step.key, name = %step.name, action = ?step.action, outcome = ?step.outcome, "drift: {by}");
     }
 }
 

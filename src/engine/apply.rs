@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use backon::{ExponentialBuilder, Retryable};
 use futures::stream::{self, StreamExt};
 
+use super::focus::{Focus, KnownHandles};
 use super::order::{skip_dependents_of_skipped, waves};
 use super::plan::{decide, match_kind, Action, Outcome, Pair, Step};
 use super::policy::apply_policies;
@@ -38,18 +39,63 @@ impl Default for RetryPolicy {
     }
 }
 
+/// Which kinds a pass writes; the others it observes (their resources still
+/// resolve references) and reports as [`Outcome::Deferred`], left to the pass
+/// that writes them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Writes {
+    /// Every kind.
+    #[default]
+    All,
+    /// The kinds of a wider scope than this (the daemon's full pass leaves the
+    /// narrower ones to its fast loop).
+    Above(Scope),
+    /// The kinds of this scope and narrower (the fast loop).
+    UpTo(Scope),
+}
+
+impl Writes {
+    /// Whether the pass writes the kinds of `scope`.
+    pub fn covers(self, scope: Scope) -> bool {
+        match self {
+            Writes::All => true,
+            Writes::Above(s) => scope > s,
+            Writes::UpTo(s) => scope <= s,
+        }
+    }
+}
+
+/// How one pass is narrowed: the kinds it writes, the resources it covers
+/// (and who changed them), the handles earlier passes learnt.
+#[derive(Clone, Debug, Default)]
+pub struct Narrowing {
+    /// The kinds the pass writes.
+    pub writes: Writes,
+    /// The kinds and resources the pass covers; the causes of their drift.
+    pub focus: Focus,
+    /// The handles earlier passes learnt, seeding this one's (and updated by
+    /// it), so that a pass over some kinds resolves references to the others.
+    pub known: Option<KnownHandles>,
+}
+
+impl Narrowing {
+    /// A pass over every kind, writing those `writes` covers.
+    pub fn writing(writes: Writes) -> Self {
+        Narrowing { writes, ..Narrowing::default() }
+    }
+}
+
 /// Runs one pass for `env` over `kinds` (registered in dependency order).
 /// When a resource had to be replaced, or a create retry found the resource
 /// an earlier attempt had made, a second round re-observes and applies what is
 /// still missing (routes pointing at a new NAT gateway, the settings a create
 /// makes after the create call, ...).
-/// With `defer`, the kinds of that scope are observed (their resources still
-/// resolve references) but not written: their planned changes are reported as
-/// [`Outcome::Deferred`], left to the pass of that scope.
-pub async fn reconcile(env: &EnvSpec, kinds: &[Box<dyn Kind>], counter: &CallCounter, mode: Mode, retry: &RetryPolicy, defer: Option<Scope>) -> Report {
+/// `narrowing` says which kinds it writes and which resources it covers.
+pub async fn reconcile(env: &EnvSpec, kinds: &[Box<dyn Kind>], counter: &CallCounter, mode: Mode, retry: &RetryPolicy, narrowing: &Narrowing) -> Report {
     let started = Instant::now();
     let calls_before = counter.stats();
-    let mut planned = plan_pass(env, kinds).await;
+    let defer = narrowing.writes;
+    let mut planned = plan_pass(env, kinds, narrowing).await;
     let mut steps = Vec::new();
     let mut errors = std::mem::take(&mut planned.errors);
     let mut violations = std::mem::take(&mut planned.review.violations);
@@ -58,8 +104,10 @@ pub async fn reconcile(env: &EnvSpec, kinds: &[Box<dyn Kind>], counter: &CallCou
         let second_round = apply(&mut planned, env, kinds, retry, defer, &mut violations).await;
         steps.append(&mut planned.steps);
         if let Some(why) = second_round {
-            let mut again = plan_pass(env, kinds).await;
+            remember(narrowing, &planned.observed, &planned.handles);
+            let mut again = plan_pass(env, kinds, narrowing).await;
             apply(&mut again, env, kinds, retry, defer, &mut violations).await;
+            remember(narrowing, &again.observed, &again.handles);
             errors.append(&mut again.errors);
             steps.extend(again.steps.into_iter().filter(|s| s.action != Action::Noop).map(|mut s| {
                 s.note = Some(format!("{}{}", why.as_note(), s.note.map(|n| format!("; {n}")).unwrap_or_default()));
@@ -69,6 +117,7 @@ pub async fn reconcile(env: &EnvSpec, kinds: &[Box<dyn Kind>], counter: &CallCou
     } else {
         steps.append(&mut planned.steps);
     }
+    remember(narrowing, &planned.observed, &planned.handles);
     if !planned.review.errors.is_empty() {
         errors.append(&mut planned.review.errors);
         errors.push("nothing was applied".into());
@@ -77,6 +126,16 @@ pub async fn reconcile(env: &EnvSpec, kinds: &[Box<dyn Kind>], counter: &CallCou
     report.set_findings(findings);
     report.invariant_violations = violations;
     report
+}
+
+/// Keeps what a pass learnt of the handles for the passes after it: for the
+/// kinds it observed, exactly what it saw (a deleted resource's handle is forgotten).
+fn remember(narrowing: &Narrowing, observed: &BTreeSet<&str>, handles: &ReferenceMap) {
+    if let Some(Ok(mut known)) = narrowing.known.as_ref().map(|k| k.lock()) {
+        let mut kept = known.without_kinds(observed);
+        kept.merge(handles);
+        *known = kept;
+    }
 }
 
 /// The merged reviews of every kind.
@@ -96,30 +155,38 @@ struct Planned {
     review: Reviews,
     /// The shared reads of the observation, which reviews and writes may consult.
     reads: ReadCache,
+    /// The kinds observed.
+    observed: BTreeSet<&'static str>,
 }
 
-/// Observes every kind concurrently and plans.
-async fn plan_pass(env: &EnvSpec, kinds: &[Box<dyn Kind>]) -> Planned {
+/// Observes every kind the pass covers concurrently and plans.
+async fn plan_pass(env: &EnvSpec, kinds: &[Box<dyn Kind>], narrowing: &Narrowing) -> Planned {
     let shared_reads = ReadCache::default();
     let reads = &shared_reads;
-    let kind_names: BTreeSet<&str> = kinds.iter().map(|k| k.name()).collect();
-    let (all_desired, mut adoption_errors) = adopting(env, &kind_names, kinds.iter().map(|kind| kind.desired(env)).collect());
-    let observed = futures::future::join_all(kinds.iter().zip(all_desired).map(|(kind, desired)| async move {
-        let live = kind.observe(env, &desired, reads).await;
-        (desired, live)
+    let focus = &narrowing.focus;
+    let covered: Vec<usize> = (0..kinds.len()).filter(|&k| focus.covers_kind(kinds[k].name())).collect();
+    let kind_names: BTreeSet<&'static str> = covered.iter().map(|&k| kinds[k].name()).collect();
+    let (all_desired, mut adoption_errors) = adopting(env, &kind_names, covered.iter().map(|&k| kinds[k].desired(env)).collect());
+    let observed = futures::future::join_all(covered.iter().zip(all_desired).map(|(&k, desired)| async move {
+        let live = kinds[k].observe(env, &desired, reads).await;
+        (k, desired, live)
     }))
     .await;
 
     let mut matched: Vec<(usize, Vec<Pair>)> = Vec::new();
     let mut errors = Vec::new();
-    for (k, (desired, live)) in observed.into_iter().enumerate() {
+    for (k, desired, live) in observed {
         let kind = &kinds[k];
         match live {
             Ok(live) => matched.push((k, match_kind(kind.name(), &env.env, desired, live, |d, l| kind.matches(&env.env, d, l)))),
             Err(e) => errors.push(format!("observe {}: {e}", kind.name())),
         }
     }
-    let mut handles = ReferenceMap::default();
+    // Earlier passes' handles resolve references to the kinds this pass leaves
+    // out; for the kinds it observes, only what it sees counts (else a deleted
+    // resource's old handle would still resolve, and a route to it look in sync).
+    let known = narrowing.known.as_ref().and_then(|k| k.lock().ok().map(|k| k.clone())).unwrap_or_default();
+    let mut handles = known.without_kinds(&kind_names);
     for (_, pairs) in &matched {
         handles.learn_pairs(pairs.iter());
     }
@@ -135,7 +202,7 @@ async fn plan_pass(env: &EnvSpec, kinds: &[Box<dyn Kind>]) -> Planned {
             if let Some(d) = &mut pair.desired {
                 d.fields = ReferenceMap::rewrite(&d.fields, |t| handles.to_references(t));
             }
-            if let Some(mut step) = decide(&rules, &env.env, pair) {
+            if let Some(mut step) = decide(&rules, &env.env, pair).filter(|s| focus.covers(s, known.handle_of(&s.key).as_deref())) {
                 apply_policies(&mut step, &env.spec.policies);
                 steps.push(step);
                 owners.push(k);
@@ -143,6 +210,7 @@ async fn plan_pass(env: &EnvSpec, kinds: &[Box<dyn Kind>]) -> Planned {
         }
     }
     skip_dependents_of_skipped(&mut steps);
+    focus.attribute(&mut steps, &known);
     let mut review = Reviews::default();
     for (step, kind) in steps.iter_mut().zip(&owners).map(|(s, k)| (s, &kinds[*k])) {
         let Some(id) = step.desired.as_ref().and_then(Desired::adopted_id).map(str::to_string) else { continue };
@@ -161,14 +229,14 @@ async fn plan_pass(env: &EnvSpec, kinds: &[Box<dyn Kind>]) -> Planned {
         }
     }
     review.errors.append(&mut adoption_errors);
-    for (k, kind) in kinds.iter().enumerate() {
+    for (k, kind) in kinds.iter().enumerate().filter(|(k, _)| covered.contains(k)) {
         let mine: Vec<&Step> = steps.iter().zip(&owners).filter(|(_, o)| **o == k).map(|(s, _)| s).collect();
         let r = kind.review(env, &mine, reads);
         review.errors.extend(r.errors);
         review.violations.extend(r.violations);
         review.findings.extend(r.findings);
     }
-    Planned { steps, owners, handles, errors, review, reads: shared_reads }
+    Planned { steps, owners, handles, errors, review, reads: shared_reads, observed: kind_names }
 }
 
 /// Marks the desired resources the spec's `adopt` entries name (by name, or
@@ -220,11 +288,11 @@ async fn apply(
     env: &EnvSpec,
     kinds: &[Box<dyn Kind>],
     retry: &RetryPolicy,
-    defer: Option<Scope>,
+    writes: Writes,
     violations: &mut Vec<String>,
 ) -> Option<SecondRound> {
     let Planned { steps, owners, handles, reads, .. } = planned;
-    let deferred = |i: usize| defer == Some(kinds[owners[i]].rules().scope);
+    let deferred = |i: usize| !writes.covers(kinds[owners[i]].rules().scope);
     let mut failed: BTreeSet<ResourceKey> = BTreeSet::new();
     // Resources another pass is to create: what depends on them waits for it.
     let mut awaited: BTreeSet<ResourceKey> = BTreeSet::new();
@@ -604,7 +672,7 @@ mod tests {
         let child = Fake::new(None, false);
         let creates = child.creates.clone();
         let kinds: Vec<Box<dyn Kind>> = vec![Box::new(Unreadable), Box::new(Child(child))];
-        let report = reconcile(&env(), &kinds, &CallCounter::default(), Mode::Apply, &RetryPolicy::default(), None).await;
+        let report = reconcile(&env(), &kinds, &CallCounter::default(), Mode::Apply, &RetryPolicy::default(), &Narrowing::default()).await;
         let c = report.resources.iter().find(|s| s.key.id == "c").expect("c");
         assert_eq!(c.outcome, Some(Outcome::DependencyFailed("unreadable b".into())), "{:?}", report.resources);
         assert_eq!(creates.load(Ordering::SeqCst), 0, "nothing sent with an unresolved reference");
@@ -621,13 +689,13 @@ mod tests {
     async fn a_missing_adopt_id_stops_the_pass_unless_the_kind_is_stateless() {
         let kinds: Vec<Box<dyn Kind>> = vec![Box::new(Fake::new(None, false))];
         let counter = CallCounter::default();
-        let report = reconcile(&adopting("fake/b", "gone-1"), &kinds, &counter, Mode::Apply, &RetryPolicy::default(), None).await;
+        let report = reconcile(&adopting("fake/b", "gone-1"), &kinds, &counter, Mode::Apply, &RetryPolicy::default(), &Narrowing::default()).await;
         assert!(report.errors.iter().any(|e| e.contains("adopt.fake/b: gone-1 does not exist")), "{:?}", report.errors);
         assert!(report.resources.iter().all(|s| s.outcome.is_none()), "nothing is written: {:?}", report.resources);
 
-        let report = reconcile(&adopting("fake/z", "x"), &kinds, &counter, Mode::Plan, &RetryPolicy::default(), None).await;
+        let report = reconcile(&adopting("fake/z", "x"), &kinds, &counter, Mode::Plan, &RetryPolicy::default(), &Narrowing::default()).await;
         assert!(report.errors.iter().any(|e| e.contains("adopt.fake/z: names no resource of the spec")), "{:?}", report.errors);
-        let report = reconcile(&adopting("sqs.queue/orders", "x"), &kinds, &counter, Mode::Plan, &RetryPolicy::default(), None).await;
+        let report = reconcile(&adopting("sqs.queue/orders", "x"), &kinds, &counter, Mode::Plan, &RetryPolicy::default(), &Narrowing::default()).await;
         assert!(report.errors.is_empty(), "a pass over other kinds (the daemon's fast loop) leaves the entry to theirs: {:?}", report.errors);
 
         let kinds: Vec<Box<dyn Kind>> = vec![Box::new(Variant {
@@ -635,7 +703,7 @@ mod tests {
             rules: Rules { on_immutable_change: OnImmutableChange::Replace, ..Rules::new("fake") },
             only: None,
         })];
-        let report = reconcile(&adopting("fake/b", "gone-1"), &kinds, &counter, Mode::Apply, &RetryPolicy::default(), None).await;
+        let report = reconcile(&adopting("fake/b", "gone-1"), &kinds, &counter, Mode::Apply, &RetryPolicy::default(), &Narrowing::default()).await;
         assert!(report.errors.is_empty(), "{:?}", report.errors);
         let b = report.resources.iter().find(|s| s.key.id == "b").expect("b");
         assert_eq!((b.action, b.outcome.clone()), (Action::Create, Some(Outcome::Applied)));
@@ -644,17 +712,17 @@ mod tests {
 
     async fn pass(kind: Fake, mode: Mode) -> Report {
         let kinds: Vec<Box<dyn Kind>> = vec![Box::new(kind)];
-        reconcile(&env(), &kinds, &CallCounter::default(), mode, &RetryPolicy::default(), None).await
+        reconcile(&env(), &kinds, &CallCounter::default(), mode, &RetryPolicy::default(), &Narrowing::default()).await
     }
 
     #[tokio::test]
     async fn creates_in_dependency_order_then_converges() {
         let kind = Fake::new(None, false);
         let kinds: Vec<Box<dyn Kind>> = vec![Box::new(kind)];
-        let first = reconcile(&env(), &kinds, &CallCounter::default(), Mode::Apply, &RetryPolicy::default(), None).await;
+        let first = reconcile(&env(), &kinds, &CallCounter::default(), Mode::Apply, &RetryPolicy::default(), &Narrowing::default()).await;
         assert_eq!(first.exit_code(), 2);
         assert_eq!(first.summary.create, 3);
-        let second = reconcile(&env(), &kinds, &CallCounter::default(), Mode::Apply, &RetryPolicy::default(), None).await;
+        let second = reconcile(&env(), &kinds, &CallCounter::default(), Mode::Apply, &RetryPolicy::default(), &Narrowing::default()).await;
         assert_eq!((second.exit_code(), second.summary.unchanged), (0, 3));
     }
 
@@ -668,13 +736,13 @@ mod tests {
             *kind.lose_reply.lock().expect("lock") = Some(("b", class));
             let creates = kind.creates.clone();
             let kinds: Vec<Box<dyn Kind>> = vec![Box::new(kind)];
-            let report = reconcile(&env(), &kinds, &CallCounter::default(), Mode::Apply, &RetryPolicy::default(), None).await;
+            let report = reconcile(&env(), &kinds, &CallCounter::default(), Mode::Apply, &RetryPolicy::default(), &Narrowing::default()).await;
             assert!(
                 report.resources.iter().filter(|s| s.action == Action::Create).all(|s| s.outcome == Some(Outcome::Applied)),
                 "{class:?}: {:?}",
                 report.resources
             );
-            let report = reconcile(&env(), &kinds, &CallCounter::default(), Mode::Apply, &RetryPolicy::default(), None).await;
+            let report = reconcile(&env(), &kinds, &CallCounter::default(), Mode::Apply, &RetryPolicy::default(), &Narrowing::default()).await;
             assert_eq!((report.exit_code(), report.summary.unchanged, report.summary.orphaned), (0, 3, 0));
             assert_eq!(creates.load(Ordering::SeqCst), 3, "{class:?}: b was created once");
         }
@@ -717,7 +785,8 @@ mod tests {
         let kind = Fake::new(None, false);
         let creates = kind.creates.clone();
         let kinds: Vec<Box<dyn Kind>> = vec![Box::new(kind)];
-        let report = reconcile(&env(), &kinds, &CallCounter::default(), Mode::Apply, &RetryPolicy::default(), Some(Scope::Full)).await;
+        let report =
+            reconcile(&env(), &kinds, &CallCounter::default(), Mode::Apply, &RetryPolicy::default(), &Narrowing::writing(Writes::UpTo(Scope::Fast))).await;
         assert_eq!(creates.load(Ordering::SeqCst), 0, "nothing written");
         assert_eq!(report.summary.create, 3, "the drift is still reported");
         assert!(report.resources.iter().all(|s| s.outcome == Some(Outcome::Deferred)), "{:?}", report.resources);
@@ -735,7 +804,8 @@ mod tests {
             Box::new(Variant { fake: Fake::new(None, false), rules: Rules { scope: Scope::Fast, ..Rules::new("fake-b") }, only: Some("b") }),
             Box::new(others),
         ];
-        let report = reconcile(&env(), &kinds, &CallCounter::default(), Mode::Apply, &RetryPolicy::default(), Some(Scope::Fast)).await;
+        let report =
+            reconcile(&env(), &kinds, &CallCounter::default(), Mode::Apply, &RetryPolicy::default(), &Narrowing::writing(Writes::Above(Scope::Fast))).await;
         assert!(report.resources.iter().any(|s| s.key.id == "b" && s.outcome == Some(Outcome::Deferred)), "the other pass's b is left to it");
         let a = report.resources.iter().find(|s| s.key.id == "a").and_then(|s| s.outcome.clone());
         assert_eq!(a, Some(Outcome::Deferred), "a waits for b: {:?}", report.resources);
@@ -797,5 +867,125 @@ mod tests {
         assert!(result.is_err());
         let n = calls.load(Ordering::SeqCst);
         assert!((3..40).contains(&n), "{n} attempts");
+    }
+
+    /// A narrowed pass's two kinds: parents (`x`, a new handle per create) and
+    /// one child whose `Target` refers to parent `x`.
+    #[derive(Default)]
+    struct Linked {
+        parents: Mutex<Vec<Live>>,
+        child: Mutex<Option<Live>>,
+        created: AtomicU32,
+        parent_reads: AtomicU32,
+    }
+
+    struct Parents(std::sync::Arc<Linked>);
+    struct Children(std::sync::Arc<Linked>);
+
+    #[async_trait]
+    impl Kind for Parents {
+        fn rules(&self) -> Rules {
+            Rules::new("parent")
+        }
+        fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
+            vec![Desired::new("parent", "x", "x", ownership_tags(env, "x", DeletionPolicy::Retain, &Tags::new()))]
+        }
+        async fn observe(&self, _env: &EnvSpec, _desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
+            self.0.parent_reads.fetch_add(1, Ordering::SeqCst);
+            Ok(self.0.parents.lock().map(|l| l.clone()).unwrap_or_default())
+        }
+        async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
+            let handle = format!("p-{}", self.0.created.fetch_add(1, Ordering::SeqCst) + 1);
+            let live = Live { name: desired.name.clone(), handle: handle.clone(), tags: desired.tags.clone(), ..Live::default() };
+            self.0.parents.lock().expect("lock").push(live);
+            Ok(handle)
+        }
+        async fn update(&self, _d: &Desired, _l: &Live, _delta: &Delta) -> Result<(), AwsError> {
+            Ok(())
+        }
+        async fn delete(&self, _l: &Live, _reads: &ReadCache) -> Result<(), AwsError> {
+            Ok(())
+        }
+    }
+
+    #[async_trait]
+    impl Kind for Children {
+        fn rules(&self) -> Rules {
+            Rules::new("child")
+        }
+        fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
+            vec![Desired::new("child", "c", "c", ownership_tags(env, "c", DeletionPolicy::Retain, &Tags::new())).with_reference("Target", "parent", "x")]
+        }
+        async fn observe(&self, _env: &EnvSpec, _desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
+            Ok(self.0.child.lock().map(|c| c.clone().into_iter().collect()).unwrap_or_default())
+        }
+        async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
+            let live = Live { name: "c".into(), handle: "c".into(), fields: desired.fields.clone(), tags: desired.tags.clone(), ..Live::default() };
+            *self.0.child.lock().expect("lock") = Some(live);
+            Ok("c".into())
+        }
+        async fn update(&self, desired: &Desired, _l: &Live, _delta: &Delta) -> Result<(), AwsError> {
+            if let Some(c) = self.0.child.lock().expect("lock").as_mut() {
+                c.fields = desired.fields.clone();
+            }
+            Ok(())
+        }
+        async fn delete(&self, _l: &Live, _reads: &ReadCache) -> Result<(), AwsError> {
+            Ok(())
+        }
+    }
+
+    fn cause(call: &str) -> crate::engine::focus::Attribution {
+        crate::engine::focus::Attribution {
+            actor: "arn:aws:iam::1:user/alice".into(),
+            principal_type: "IAMUser".into(),
+            call: call.into(),
+            at: "2026-11-29T00:00:00Z".into(),
+            source_ip: "203.0.113.7".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_narrowed_pass_resolves_references_through_known_handles_but_never_through_a_deleted_ones() {
+        let state = std::sync::Arc::new(Linked::default());
+        let kinds: Vec<Box<dyn Kind>> = vec![Box::new(Parents(state.clone())), Box::new(Children(state.clone()))];
+        let known = crate::engine::focus::KnownHandles::default();
+        let full = Narrowing { known: Some(known.clone()), ..Narrowing::default() };
+        let pass = |narrowing: Narrowing| {
+            let kinds = &kinds;
+            async move { reconcile(&env(), kinds, &CallCounter::default(), Mode::Apply, &RetryPolicy::default(), &narrowing).await }
+        };
+        assert_eq!(pass(full.clone()).await.summary.create, 2);
+        let child_target = || state.child.lock().expect("lock").as_ref().map(|c| c.field("Target").to_string());
+        assert_eq!(child_target().as_deref(), Some("p-1"));
+
+        // Only the child: the parent is not read, its handle comes from the earlier pass; no false drift.
+        let reads = state.parent_reads.load(Ordering::SeqCst);
+        let only = |kinds: &[&'static str], causes: &[(&'static str, &str, &str)]| {
+            let mut focus = crate::engine::focus::Focus { kinds: Some(kinds.iter().copied().collect()), ..Default::default() };
+            for (kind, id, call) in causes {
+                focus.causes.entry(*kind).or_default().insert(id.to_string(), cause(call));
+            }
+            Narrowing { focus, known: Some(known.clone()), ..Narrowing::default() }
+        };
+        let report = pass(only(&["child"], &[])).await;
+        assert_eq!((report.resources.len(), report.resources[0].action), (1, Action::Noop), "{:?}", report.resources);
+        assert_eq!(state.parent_reads.load(Ordering::SeqCst), reads, "the parent kind was not read");
+
+        // The parent deleted: the pass that re-creates it must not take the child's
+        // reference to the old handle as in sync.
+        state.parents.lock().expect("lock").clear();
+        let report = pass(only(&["parent", "child"], &[("parent", "p-1", "DeleteParent")])).await;
+        let step = |id: &str| report.resources.iter().find(|s| s.key.id == id).expect("step").clone();
+        assert_eq!((step("x").action, step("x").outcome), (Action::Create, Some(Outcome::Applied)));
+        assert_eq!(step("x").cause.map(|c| c.call), Some("DeleteParent".to_string()), "named by its old handle");
+        assert_eq!(step("c").action, Action::Update, "{:?}", report.resources);
+        assert_eq!(child_target().as_deref(), Some("p-2"), "the child follows the new parent");
+        assert!(known.lock().expect("lock").handle_of(&ResourceKey::new("parent", "x")).as_deref() == Some("p-2"));
+
+        // Narrowed to other resources of a kind: its steps are left out.
+        let mut narrowing = only(&["child"], &[]);
+        narrowing.focus.resources.insert("child", ["someone-else".to_string()].into());
+        assert!(pass(narrowing).await.resources.is_empty());
     }
 }

@@ -6,6 +6,7 @@
 //! ordering, retries and the report.
 
 pub mod apply;
+pub mod focus;
 pub mod order;
 pub mod plan;
 pub mod policy;
@@ -34,6 +35,11 @@ pub const TAG_ENV: &str = "sentry:env";
 pub const TAG_ID: &str = "sentry:id";
 /// Tag recording the deletion policy, so it still applies once the spec forgets the resource.
 pub const TAG_DELETION_POLICY: &str = "sentry:deletion-policy";
+
+/// Logical ids starting with this name the operator's own resources (its
+/// event plumbing), not the spec's: a pass that does not want them leaves
+/// them alone rather than orphaning them.
+pub const OPERATOR_ID_PREFIX: &str = "operator.";
 
 /// Normalized field values of a resource, compared as strings.
 pub type Fields = BTreeMap<String, String>;
@@ -350,9 +356,14 @@ pub enum Mode {
     Apply,
 }
 
-/// Which passes reconcile a kind.
+/// Which passes reconcile a kind (narrowest first: a pass of one scope
+/// covers the kinds of the narrower ones too).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Scope {
+    /// What the whitelist guard reads: the Elastic IPs, the NAT gateways
+    /// holding them and the routes through those (the only kinds of the fast
+    /// pass when events announce every other change).
+    Whitelist,
     /// Every pass, the daemon's fast one included (the whitelist guard's networking).
     Fast,
     /// Full passes only.
@@ -484,11 +495,13 @@ pub struct Rules {
     /// Field-name prefixes the kind owns exhaustively: a live field with one of
     /// them that the spec does not list is removed (e.g. security-group rules).
     pub exclusive: &'static [&'static str],
+    /// Which API calls touch the kind's resources, and where they name them.
+    pub events: focus::EventMatch,
 }
 
 impl Rules {
     /// The defaults: matched by name, reconciled by full passes, no immutable,
-    /// create-only or exclusive fields.
+    /// create-only or exclusive fields, no API call mapped to the kind.
     pub const fn new(kind: &'static str) -> Self {
         Rules {
             kind,
@@ -498,6 +511,7 @@ impl Rules {
             on_immutable_change: OnImmutableChange::Block,
             create_only: &[],
             exclusive: &[],
+            events: focus::EventMatch::NONE,
         }
     }
 }

@@ -88,6 +88,9 @@ pub struct Step {
     /// Set once applied.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,
+    /// Who made the change a drift repairs, when an API call announced it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<super::focus::Attribution>,
 }
 
 /// A desired resource and the live one it matched (either may be missing).
@@ -113,7 +116,8 @@ pub fn match_kind(kind: &'static str, env: &str, desired: Vec<Desired>, live: Ve
     let mut rest: Vec<Live> = live.into_iter().flatten().collect();
     rest.sort_by(|a, b| a.name.cmp(&b.name).then(a.handle.cmp(&b.handle)));
     for l in rest {
-        if l.is_owned_by(env) {
+        let operators_own = matches!(l.ownership(), Ownership::Managed { id, .. } if id.starts_with(super::OPERATOR_ID_PREFIX));
+        if l.is_owned_by(env) && !operators_own {
             pairs.push(Pair { kind, desired: None, live: Some(l) });
         }
     }
@@ -161,7 +165,7 @@ fn delegation_note(d: &Desired, live: Option<&Live>) -> Option<String> {
 }
 
 fn step(pair_key: ResourceKey, name: String, action: Action, note: Option<String>, desired: Option<Desired>, live: Option<Live>) -> Step {
-    Step { key: pair_key, name, action, changes: Vec::new(), note, desired, live, delta: Delta::default(), outcome: None }
+    Step { key: pair_key, name, action, changes: Vec::new(), note, desired, live, delta: Delta::default(), outcome: None, cause: None }
 }
 
 /// Decides what to do with one pair (live fields already in spec form).
@@ -227,7 +231,7 @@ fn decide_existing(rules: &Rules, env: &str, d: Desired, l: Live) -> Step {
         let notes: Vec<String> = delegation_note(&d, Some(&l)).into_iter().chain(l.status.clone()).collect();
         (if delta.is_empty() { Action::Noop } else { Action::Update }, (!notes.is_empty()).then(|| notes.join("; ")))
     };
-    Step { key: d.key.clone(), name: d.name.clone(), action, changes, note, desired: Some(d), live: Some(l), delta, outcome: None }
+    Step { key: d.key.clone(), name: d.name.clone(), action, changes, note, desired: Some(d), live: Some(l), delta, outcome: None, cause: None }
 }
 
 #[cfg(test)]

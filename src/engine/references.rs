@@ -41,6 +41,31 @@ impl ReferenceMap {
         self.to_handle.insert(r, handle.to_string());
     }
 
+    /// The handle `key` was last known by.
+    pub fn handle_of(&self, key: &ResourceKey) -> Option<String> {
+        self.to_handle.get(&reference(key.kind, &key.id)).cloned()
+    }
+
+    /// What this map knows of resources of kinds other than `kinds`.
+    pub fn without_kinds(&self, kinds: &std::collections::BTreeSet<&str>) -> ReferenceMap {
+        let other = |r: &str| r.strip_prefix('@').and_then(|r| r.split_once('/')).map_or(true, |(kind, _)| !kinds.contains(kind));
+        ReferenceMap {
+            to_ref: self.to_ref.iter().filter(|(_, r)| other(r)).map(|(h, r)| (h.clone(), r.clone())).collect(),
+            to_handle: self.to_handle.iter().filter(|(r, _)| other(r)).map(|(r, h)| (r.clone(), h.clone())).collect(),
+        }
+    }
+
+    /// Learns everything `other` knows (its handles win).
+    pub fn merge(&mut self, other: &ReferenceMap) {
+        self.to_ref.extend(other.to_ref.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.to_handle.extend(other.to_handle.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+
+    /// Whether nothing was learnt yet.
+    pub fn is_empty(&self) -> bool {
+        self.to_handle.is_empty()
+    }
+
     /// Live form → spec form: known handles become references; lists are sorted.
     pub fn to_references(&self, text: &str) -> String {
         canonical(text, |token| self.to_ref.get(token).cloned())

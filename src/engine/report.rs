@@ -188,6 +188,9 @@ impl Report {
                 None => {}
             }
             out.push('\n');
+            if let Some(cause) = &s.cause {
+                let _ = writeln!(out, "      ({cause})");
+            }
             for c in &s.changes {
                 let line = match (&c.live, &c.desired) {
                     (None, Some(d)) => format!("      + {} = {d}", c.field),

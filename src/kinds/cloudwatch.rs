@@ -13,6 +13,7 @@
 //! The client is aws-sdk-cloudwatch 1.99.0, the last on the query protocol
 //! (see the pin in Cargo.toml).
 
+use crate::engine::focus::EventMatch;
 use async_trait::async_trait;
 use aws_sdk_cloudwatch::types::{AlarmType, ComparisonOperator, Dimension, Metric, MetricAlarm, MetricDataQuery, MetricStat, Tag};
 use aws_sdk_cloudwatch::Client;
@@ -251,7 +252,15 @@ fn parse_queries(field: &str, alarm: &str) -> Result<Vec<MetricDataQuery>, AwsEr
 #[async_trait]
 impl Kind for Alarms {
     fn rules(&self) -> Rules {
-        Rules::new(KIND)
+        Rules {
+            events: EventMatch {
+                source: "monitoring.amazonaws.com",
+                calls: &["Alarm"],
+                ids: &["alarmName", "alarmNames", "AlarmName", "AlarmNames", "resourceARN"],
+                marker: "",
+            },
+            ..Rules::new(KIND)
+        }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {

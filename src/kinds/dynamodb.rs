@@ -8,6 +8,7 @@
 //! plus DescribeTable, DescribeContinuousBackups, DescribeTimeToLive and
 //! ListTagsOfResource per table, run concurrently.
 
+use crate::engine::focus::EventMatch;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -276,7 +277,12 @@ fn desired_table(env: &EnvSpec, id: &str, t: &Table) -> Desired {
 #[async_trait]
 impl Kind for Tables {
     fn rules(&self) -> Rules {
-        Rules { immutable: &[KEY], exclusive: &[GSI], ..Rules::new(KIND) }
+        Rules {
+            immutable: &[KEY],
+            exclusive: &[GSI],
+            events: EventMatch { source: "dynamodb.amazonaws.com", calls: &[], ids: &["tableName", "TableName", "resourceArn", "tableArn"], marker: "" },
+            ..Rules::new(KIND)
+        }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {

@@ -4,6 +4,7 @@
 //! from the spec is retained unless opted in, and an opted-in delete refuses
 //! a repository that still holds images.
 
+use crate::engine::focus::EventMatch;
 use async_trait::async_trait;
 use aws_sdk_ecr::types::{EncryptionConfiguration, EncryptionType, ImageScanningConfiguration, ImageTagMutability, Repository, Tag};
 use aws_sdk_ecr::Client;
@@ -72,7 +73,16 @@ pub fn repository_uri(env: &EnvSpec, repository: &str) -> String {
 #[async_trait]
 impl Kind for Repositories {
     fn rules(&self) -> Rules {
-        Rules { immutable: &[ENCRYPTION], ..Rules::new(KIND) }
+        Rules {
+            immutable: &[ENCRYPTION],
+            events: EventMatch {
+                source: "ecr.amazonaws.com",
+                calls: &["Repository", "Lifecycle", "ImageScanning", "ImageTagMutability"],
+                ids: &["repositoryName", "RepositoryName", "resourceArn"],
+                marker: "",
+            },
+            ..Rules::new(KIND)
+        }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {

@@ -4,6 +4,7 @@
 //! band is restored, and the operator itself schedules a deletion only when
 //! opted in, always with the longest waiting period (30 days).
 
+use crate::engine::focus::EventMatch;
 use async_trait::async_trait;
 use aws_sdk_kms::types::{KeyManagerType, KeyState, Tag};
 use aws_sdk_kms::Client;
@@ -38,7 +39,11 @@ fn tag_list(tags: &crate::spec::model::Tags) -> Result<Vec<Tag>, AwsError> {
 #[async_trait]
 impl Kind for Keys {
     fn rules(&self) -> Rules {
-        Rules { matching: Matching::Custom, ..Rules::new(KIND) }
+        Rules {
+            matching: Matching::Custom,
+            events: EventMatch { source: "kms.amazonaws.com", calls: &[], ids: &["keyId", "KeyId", "targetKeyId"], marker: "" },
+            ..Rules::new(KIND)
+        }
     }
 
     /// The key its alias names, or (before the alias exists: a create cut

@@ -2,6 +2,7 @@
 //! (7 / 14 / 30 days). Log groups hold logs: removed from the spec they are
 //! retained.
 
+use crate::engine::focus::EventMatch;
 use async_trait::async_trait;
 use aws_sdk_cloudwatchlogs::Client;
 
@@ -32,7 +33,15 @@ impl LogGroups {
 #[async_trait]
 impl Kind for LogGroups {
     fn rules(&self) -> Rules {
-        Rules::new(KIND)
+        Rules {
+            events: EventMatch {
+                source: "logs.amazonaws.com",
+                calls: &["LogGroup", "RetentionPolicy", "KmsKey"],
+                ids: &["logGroupName", "logGroupIdentifier", "resourceArn"],
+                marker: "",
+            },
+            ..Rules::new(KIND)
+        }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {

@@ -10,6 +10,7 @@ pub mod ecr;
 pub mod ecs;
 pub mod elasticache;
 pub mod elbv2;
+pub mod events;
 pub mod iam;
 pub mod kms;
 pub mod logs;
@@ -73,5 +74,6 @@ pub fn registry(config: &SdkConfig, counter: &CallCounter) -> Vec<Box<dyn Kind>>
         Box::new(application_autoscaling::scaling_policy::ScalingPolicies { client: app_autoscaling, ecs }),
         Box::new(sns::Topics { client: sdk_client!(aws_sdk_sns, config, counter) }),
         Box::new(cloudwatch::Alarms { client: sdk_client!(aws_sdk_cloudwatch, config, counter) }),
+        Box::new(events::EventRules { client: sdk_client!(aws_sdk_eventbridge, config, counter) }),
     ]
 }

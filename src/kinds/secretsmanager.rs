@@ -6,6 +6,7 @@
 //! deletion out of band is restored; the operator deletes one only when opted
 //! in, with its recovery window, never `ForceDeleteWithoutRecovery`.
 
+use crate::engine::focus::EventMatch;
 use async_trait::async_trait;
 use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType, RotationRulesType, SecretListEntry, Tag};
 use aws_sdk_secretsmanager::Client;
@@ -75,7 +76,11 @@ fn tag_list(tags: &Tags) -> Vec<Tag> {
 #[async_trait]
 impl Kind for Secrets {
     fn rules(&self) -> Rules {
-        Rules { create_only: &[PLACEHOLDER_KEYS], ..Rules::new(KIND) }
+        Rules {
+            create_only: &[PLACEHOLDER_KEYS],
+            events: EventMatch { source: "secretsmanager.amazonaws.com", calls: &[], ids: &["secretId", "SecretId", "name", "arn"], marker: "" },
+            ..Rules::new(KIND)
+        }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {

@@ -4,6 +4,7 @@
 //! confirmation counts as present (subscribing again would only send the
 //! confirmation again) and is reported in the plan.
 
+use crate::engine::focus::EventMatch;
 use async_trait::async_trait;
 use aws_sdk_sns::types::{Subscription, Tag};
 use aws_sdk_sns::Client;
@@ -52,7 +53,10 @@ fn subscriptions(live: Live, listed: &[Subscription]) -> Live {
 #[async_trait]
 impl Kind for Topics {
     fn rules(&self) -> Rules {
-        Rules::new(KIND)
+        Rules {
+            events: EventMatch { source: "sns.amazonaws.com", calls: &[], ids: &["topicArn", "TopicArn", "resourceArn", "name"], marker: "" },
+            ..Rules::new(KIND)
+        }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {

@@ -4,6 +4,7 @@
 //! by name prefix) plus GetQueueAttributes and ListQueueTags per queue, run
 //! concurrently.
 
+use crate::engine::focus::EventMatch;
 use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
@@ -27,6 +28,8 @@ const MAX_SIZE: &str = "MaximumMessageSize";
 const FIFO: &str = "FifoQueue";
 const DEDUPLICATION: &str = "ContentBasedDeduplication";
 const REDRIVE: &str = "RedrivePolicy";
+const POLICY: &str = "Policy";
+const ENCRYPTION: &str = "SqsManagedSseEnabled";
 /// Desired value of [`REDRIVE`] for a queue without a dead-letter queue.
 const NO_REDRIVE: &str = "none";
 
@@ -106,12 +109,21 @@ impl Queues {
     }
 }
 
+/// A JSON document in one canonical form (keys sorted, no spaces), so that
+/// the way AWS reformats a policy never shows as drift.
+fn canonical_json(text: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(text).map_or_else(|_| text.to_string(), |v| v.to_string())
+}
+
 /// Keeps the managed attributes, with the redrive policy in normalized form.
 fn normalize(raw: &BTreeMap<String, String>) -> Fields {
-    let mut fields: Fields = [VISIBILITY_TIMEOUT, RETENTION, DELAY, WAIT_TIME, MAX_SIZE, FIFO, DEDUPLICATION]
+    let mut fields: Fields = [VISIBILITY_TIMEOUT, RETENTION, DELAY, WAIT_TIME, MAX_SIZE, FIFO, DEDUPLICATION, ENCRYPTION]
         .into_iter()
         .filter_map(|k| raw.get(k).map(|v| (k.to_string(), v.clone())))
         .collect();
+    if let Some(policy) = raw.get(POLICY).filter(|p| !p.is_empty()) {
+        fields.insert(POLICY.into(), canonical_json(policy));
+    }
     let redrive = raw.get(REDRIVE).filter(|v| !v.is_empty()).and_then(|v| serde_json::from_str::<serde_json::Value>(v).ok()).and_then(|v| {
         let arn = v.get("deadLetterTargetArn")?.as_str()?;
         let count = match v.get("maxReceiveCount")? {
@@ -129,7 +141,16 @@ fn normalize(raw: &BTreeMap<String, String>) -> Fields {
 #[async_trait]
 impl Kind for Queues {
     fn rules(&self) -> Rules {
-        Rules { immutable: &[FIFO], ..Rules::new(KIND) }
+        Rules {
+            immutable: &[FIFO],
+            events: EventMatch {
+                source: "sqs.amazonaws.com",
+                calls: &["Queue", "Permission"],
+                ids: &["queueUrl", "QueueUrl", "queueName", "QueueName"],
+                marker: "",
+            },
+            ..Rules::new(KIND)
+        }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
@@ -153,6 +174,12 @@ impl Kind for Queues {
                     if let Some(v) = value {
                         d = d.with(field, v.to_string());
                     }
+                }
+                if let Some(policy) = &q.access_policy {
+                    d = d.with(POLICY, canonical_json(policy));
+                }
+                if q.managed_encryption {
+                    d = d.with(ENCRYPTION, "true");
                 }
                 if q.fifo {
                     d = d.with(FIFO, "true").with(DEDUPLICATION, q.content_based_deduplication.unwrap_or(false).to_string());

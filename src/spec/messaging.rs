@@ -63,6 +63,14 @@ pub struct Queue {
     pub deletion_policy: DeletionPolicy,
     /// Manage a queue that exists without ownership tags.
     pub adopt: bool,
+    /// The queue's access policy (JSON); set by the operator for its own
+    /// event queues, never from a file.
+    #[serde(skip)]
+    pub access_policy: Option<String>,
+    /// SQS-managed server-side encryption; set by the operator for its own
+    /// event queues, never from a file.
+    #[serde(skip)]
+    pub managed_encryption: bool,
 }
 
 impl Queue {

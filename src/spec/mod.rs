@@ -45,6 +45,30 @@ pub struct EnvSpec {
     pub reallocate_whitelist: BTreeSet<String>,
     /// Where the pass runs, learnt from AWS before it plans; `None` outside a pass.
     pub aws: Option<AwsContext>,
+    /// The operator's own event plumbing (`run --events`); never from a file.
+    pub events: Option<EventPlumbing>,
+}
+
+/// The logical id of the operator's event queue (ids starting `operator.` are the operator's own).
+pub const EVENT_QUEUE_ID: &str = "operator.events";
+/// The logical id of its dead-letter queue.
+pub const EVENT_DEAD_LETTER_ID: &str = "operator.events-dlq";
+/// The logical id of the operator's event rule.
+pub const EVENT_RULE_ID: &str = "operator.events";
+
+/// The EventBridge rule and SQS queues that bring the account's API calls to
+/// the daemon (`run --events`): resources the operator owns, reconciled with
+/// the estate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventPlumbing {
+    /// The rule's name (on the default bus).
+    pub rule: String,
+    /// Its event pattern (JSON).
+    pub pattern: String,
+    /// The queue it sends to.
+    pub queue: String,
+    /// The queue's dead-letter queue (also the rule target's).
+    pub dead_letter_queue: String,
 }
 
 /// What a pass learns from AWS before it plans: the account and region it
@@ -63,7 +87,7 @@ pub struct AwsContext {
 impl EnvSpec {
     /// A loaded spec of environment `env`, before any pass.
     pub fn new(env: &str, spec: Spec) -> Self {
-        EnvSpec { env: env.to_string(), spec, reallocate_whitelist: BTreeSet::new(), aws: None }
+        EnvSpec { env: env.to_string(), spec, reallocate_whitelist: BTreeSet::new(), aws: None, events: None }
     }
 
     /// `text` with `${env}`, and within a pass `${account}` and `${region}`, replaced.

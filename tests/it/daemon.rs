@@ -213,7 +213,7 @@ async fn observe_only_reports_drift_and_never_writes() {
     daemon.wait_until("a few passes", Duration::from_secs(30), |d| d.metric("sentry_operator_passes_total{env=\"dev\",outcome=\"ok\"}").unwrap_or(0.0) >= 3.0);
     let writes: Vec<String> = moto.stop_recording().into_iter().filter(|op| is_write(op)).collect();
     assert!(writes.is_empty(), "observe-only wrote: {writes:?}");
-    let vpc_drift = daemon.metric("sentry_operator_drift_total{env=\"dev\",kind=\"ec2.vpc\"}");
+    let vpc_drift = daemon.metric("sentry_operator_drift_total{env=\"dev\",kind=\"ec2.vpc\",call=\"unknown\"}");
     assert!(vpc_drift.unwrap_or(0.0) >= 1.0, "drift is reported: {:?}", daemon.get("/metrics"));
 }
 

@@ -7,6 +7,7 @@ mod compute;
 mod crash;
 pub mod daemon;
 mod data;
+mod events;
 pub mod faults;
 mod harness;
 mod images;

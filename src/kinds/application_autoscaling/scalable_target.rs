@@ -1,5 +1,6 @@
 //! Scalable targets: a service's task count between `minTasks` and `maxTasks`.
 
+use crate::engine::focus::EventMatch;
 use async_trait::async_trait;
 use aws_sdk_applicationautoscaling::types::{ScalableDimension, ServiceNamespace};
 use aws_sdk_applicationautoscaling::Client;
@@ -45,7 +46,10 @@ impl ScalableTargets {
 #[async_trait]
 impl Kind for ScalableTargets {
     fn rules(&self) -> Rules {
-        Rules::new(KIND)
+        Rules {
+            events: EventMatch { source: "application-autoscaling.amazonaws.com", calls: &["ScalableTarget"], ids: &["resourceId", "ResourceId"], marker: "" },
+            ..Rules::new(KIND)
+        }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {

@@ -1,6 +1,7 @@
 //! Target-tracking scaling policies: a service's average CPU kept at the
 //! spec's percentage, with its scale-out and scale-in cooldowns.
 
+use crate::engine::focus::EventMatch;
 use async_trait::async_trait;
 use aws_sdk_applicationautoscaling::types::{
     MetricType, PolicyType, PredefinedMetricSpecification, ScalableDimension, ServiceNamespace, TargetTrackingScalingPolicyConfiguration,
@@ -38,7 +39,12 @@ pub struct ScalingPolicies {
 #[async_trait]
 impl Kind for ScalingPolicies {
     fn rules(&self) -> Rules {
-        Rules { immutable: &[TARGET], on_immutable_change: crate::engine::OnImmutableChange::Replace, ..Rules::new(KIND) }
+        Rules {
+            immutable: &[TARGET],
+            on_immutable_change: crate::engine::OnImmutableChange::Replace,
+            events: EventMatch { source: "application-autoscaling.amazonaws.com", calls: &["ScalingPolicy"], ids: &["policyName", "PolicyName"], marker: "" },
+            ..Rules::new(KIND)
+        }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {

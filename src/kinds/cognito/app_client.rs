@@ -2,6 +2,7 @@
 //! and the auth flows the frontend needs. The secret setting cannot change
 //! in place (a new client would change its id under the frontend): BLOCKED.
 
+use crate::engine::focus::EventMatch;
 use async_trait::async_trait;
 use aws_sdk_cognitoidentityprovider::types::ExplicitAuthFlowsType;
 use aws_sdk_cognitoidentityprovider::Client;
@@ -32,7 +33,16 @@ fn flows(desired: &Desired) -> Vec<ExplicitAuthFlowsType> {
 #[async_trait]
 impl Kind for AppClients {
     fn rules(&self) -> Rules {
-        Rules { immutable: &[POOL, SECRET], ..Rules::new(KIND) }
+        Rules {
+            immutable: &[POOL, SECRET],
+            events: EventMatch {
+                source: "cognito-idp.amazonaws.com",
+                calls: &["UserPoolClient"],
+                ids: &["clientId", "ClientId", "clientName", "ClientName"],
+                marker: "",
+            },
+            ..Rules::new(KIND)
+        }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {

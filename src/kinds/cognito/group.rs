@@ -2,6 +2,7 @@
 //! A group deleted out of band is re-created; one removed from the spec is
 //! retained (it holds user memberships).
 
+use crate::engine::focus::EventMatch;
 use async_trait::async_trait;
 use aws_sdk_cognitoidentityprovider::Client;
 
@@ -25,7 +26,11 @@ pub struct Groups {
 #[async_trait]
 impl Kind for Groups {
     fn rules(&self) -> Rules {
-        Rules { immutable: &[POOL], ..Rules::new(KIND) }
+        Rules {
+            immutable: &[POOL],
+            events: EventMatch { source: "cognito-idp.amazonaws.com", calls: &["Group"], ids: &["groupName", "GroupName"], marker: "" },
+            ..Rules::new(KIND)
+        }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {

@@ -2,6 +2,7 @@
 //! policy, admin-only sign-up, tags. MFA switched off out of band is switched
 //! back on and reported as a security drift.
 
+use crate::engine::focus::EventMatch;
 use async_trait::async_trait;
 use aws_sdk_cognitoidentityprovider::types::{AdminCreateUserConfigType, PasswordPolicyType, SoftwareTokenMfaConfigType, UserPoolMfaType, UserPoolPolicyType};
 use aws_sdk_cognitoidentityprovider::Client;
@@ -76,7 +77,10 @@ fn desired_pool(env: &EnvSpec, p: &UserPool, name: String) -> Desired {
 #[async_trait]
 impl Kind for UserPools {
     fn rules(&self) -> Rules {
-        Rules::new(KIND)
+        Rules {
+            events: EventMatch { source: "cognito-idp.amazonaws.com", calls: &["UserPool"], ids: &["userPoolId", "UserPoolId"], marker: "userpool/" },
+            ..Rules::new(KIND)
+        }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {

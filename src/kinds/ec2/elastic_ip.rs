@@ -22,6 +22,8 @@
 //! - The ledger also tells "released out of band" (recorded: recover) from
 //!   "pinned by mistake" (never seen: an error before any write).
 
+use crate::engine::focus::EventMatch;
+use crate::engine::Scope;
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
@@ -214,7 +216,13 @@ fn ledger_vpc(desired: &Desired) -> Result<&str, AwsError> {
 #[async_trait]
 impl Kind for ElasticIps {
     fn rules(&self) -> Rules {
-        Rules { matching: Matching::Custom, create_only: &[LEDGER_VPC, REALLOCATE], ..rules(KIND) }
+        Rules {
+            matching: Matching::Custom,
+            create_only: &[LEDGER_VPC, REALLOCATE],
+            events: EventMatch { source: "ec2.amazonaws.com", calls: &["Address"], ids: &["allocationId", "AllocationId"], marker: "eipalloc-" },
+            scope: Scope::Whitelist,
+            ..rules(KIND)
+        }
     }
 
     fn matches(&self, env: &str, desired: &Desired, live: &Live) -> bool {
@@ -618,6 +626,7 @@ mod tests {
             live: None,
             delta: Delta::default(),
             outcome: None,
+            cause: None,
         };
         let review = kind.review(&env, &[&step], &reads);
         assert!(review.errors.is_empty(), "{:?}", review.errors);

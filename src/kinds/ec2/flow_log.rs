@@ -2,6 +2,7 @@
 //! is fixed at creation, so a change replaces the flow log; disabling them in
 //! the spec deletes it.
 
+use crate::engine::focus::EventMatch;
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{FlowLogsResourceType, LogDestinationType, ResourceType, TrafficType};
 use aws_sdk_ec2::Client;
@@ -32,7 +33,13 @@ impl Kind for FlowLogs {
     fn rules(&self) -> Rules {
         // Full passes only: the role it names is not a networking kind, and
         // the whitelist guard's fast pass has no use for flow logs.
-        Rules { immutable: &[RESOURCE, TRAFFIC, LOG_GROUP, ROLE], on_immutable_change: OnImmutableChange::Replace, scope: Scope::Full, ..rules(KIND) }
+        Rules {
+            immutable: &[RESOURCE, TRAFFIC, LOG_GROUP, ROLE],
+            on_immutable_change: OnImmutableChange::Replace,
+            scope: Scope::Full,
+            events: EventMatch { source: "ec2.amazonaws.com", calls: &["FlowLog"], ids: &["flowLogId", "FlowLogId", "FlowLogIds"], marker: "fl-" },
+            ..rules(KIND)
+        }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {

@@ -1,5 +1,6 @@
 //! The internet gateway and its attachment to the VPC.
 
+use crate::engine::focus::EventMatch;
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{InternetGateway, ResourceType};
 use aws_sdk_ec2::Client;
@@ -52,7 +53,10 @@ fn attachment(gateway: &InternetGateway) -> Option<&str> {
 #[async_trait]
 impl Kind for InternetGateways {
     fn rules(&self) -> Rules {
-        rules(KIND)
+        Rules {
+            events: EventMatch { source: "ec2.amazonaws.com", calls: &["InternetGateway"], ids: &["internetGatewayId", "InternetGatewayId"], marker: "igw-" },
+            ..rules(KIND)
+        }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {

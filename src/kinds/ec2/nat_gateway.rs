@@ -2,6 +2,8 @@
 //! Neither the subnet nor the EIP can change in place, so a NAT gateway on
 //! the wrong address is replaced (deleting one never releases its EIP).
 
+use crate::engine::focus::EventMatch;
+use crate::engine::Scope;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -38,7 +40,13 @@ impl NatGateways {
 #[async_trait]
 impl Kind for NatGateways {
     fn rules(&self) -> Rules {
-        Rules { immutable: &[SUBNET, ALLOCATION], on_immutable_change: OnImmutableChange::Replace, ..rules(KIND) }
+        Rules {
+            immutable: &[SUBNET, ALLOCATION],
+            on_immutable_change: OnImmutableChange::Replace,
+            events: EventMatch { source: "ec2.amazonaws.com", calls: &["NatGateway"], ids: &["natGatewayId", "NatGatewayId"], marker: "nat-" },
+            scope: Scope::Whitelist,
+            ..rules(KIND)
+        }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {

@@ -4,6 +4,8 @@
 //! associations are diffed one by one; gateway-endpoint routes (prefix
 //! lists) belong to the endpoints and are left alone.
 
+use crate::engine::focus::EventMatch;
+use crate::engine::Scope;
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{Filter, ResourceType, RouteTable};
 use aws_sdk_ec2::Client;
@@ -127,7 +129,13 @@ fn normalize(table: &RouteTable) -> Option<Live> {
 #[async_trait]
 impl Kind for RouteTables {
     fn rules(&self) -> Rules {
-        Rules { immutable: &[VPC], exclusive: &[ROUTE, ASSOCIATION], ..rules(KIND) }
+        Rules {
+            immutable: &[VPC],
+            exclusive: &[ROUTE, ASSOCIATION],
+            events: EventMatch { source: "ec2.amazonaws.com", calls: &["Route"], ids: &["routeTableId", "RouteTableId"], marker: "rtb-" },
+            scope: Scope::Whitelist,
+            ..rules(KIND)
+        }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {

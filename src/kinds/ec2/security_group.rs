@@ -2,6 +2,7 @@
 //! separate kind [`super::security_group_rules`], so that groups referring
 //! to each other can all exist before any rule names a peer.
 
+use crate::engine::focus::EventMatch;
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{ResourceType, SecurityGroup};
 use aws_sdk_ec2::Client;
@@ -33,7 +34,11 @@ fn group_live(g: &SecurityGroup) -> Option<Live> {
 #[async_trait]
 impl Kind for SecurityGroups {
     fn rules(&self) -> Rules {
-        Rules { immutable: &[VPC, DESCRIPTION], ..rules(KIND) }
+        Rules {
+            immutable: &[VPC, DESCRIPTION],
+            events: EventMatch { source: "ec2.amazonaws.com", calls: &["SecurityGroup"], ids: &["groupId", "GroupId"], marker: "sg-" },
+            ..rules(KIND)
+        }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {

@@ -5,6 +5,7 @@
 //! A rule is one field: `<ingress|egress> <tcp|udp|icmp|all> <ports|all> <peer>`,
 //! the peer being a CIDR or a security-group reference.
 
+use crate::engine::focus::EventMatch;
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{IpPermission, IpRange, SecurityGroup, UserIdGroupPair};
 use aws_sdk_ec2::Client;
@@ -161,7 +162,13 @@ fn rules_live(g: &SecurityGroup) -> Option<Live> {
 #[async_trait]
 impl Kind for SecurityGroupRules {
     fn rules(&self) -> Rules {
-        Rules { matching: Matching::Custom, immutable: &[GROUP], exclusive: &[INGRESS, EGRESS], ..rules(KIND) }
+        Rules {
+            matching: Matching::Custom,
+            immutable: &[GROUP],
+            exclusive: &[INGRESS, EGRESS],
+            events: EventMatch { source: "ec2.amazonaws.com", calls: &["SecurityGroup"], ids: &["groupId", "GroupId"], marker: "sg-" },
+            ..rules(KIND)
+        }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {

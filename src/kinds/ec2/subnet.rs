@@ -1,5 +1,6 @@
 //! Subnets: one public and one private per availability zone.
 
+use crate::engine::focus::EventMatch;
 use async_trait::async_trait;
 use aws_sdk_ec2::types::ResourceType;
 use aws_sdk_ec2::Client;
@@ -26,7 +27,11 @@ pub struct Subnets {
 #[async_trait]
 impl Kind for Subnets {
     fn rules(&self) -> Rules {
-        Rules { immutable: &[VPC, CIDR, AZ], ..rules(KIND) }
+        Rules {
+            immutable: &[VPC, CIDR, AZ],
+            events: EventMatch { source: "ec2.amazonaws.com", calls: &["Subnet"], ids: &["subnetId", "SubnetId"], marker: "subnet-" },
+            ..rules(KIND)
+        }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {

@@ -2,6 +2,7 @@
 //! the whitelist ledger, which [`super::elastic_ip`] writes (tags are
 //! additive, so this kind leaves them alone).
 
+use crate::engine::focus::EventMatch;
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType, VpcAttributeName};
 use aws_sdk_ec2::Client;
@@ -49,7 +50,11 @@ impl Vpcs {
 #[async_trait]
 impl Kind for Vpcs {
     fn rules(&self) -> Rules {
-        Rules { immutable: &[CIDR], ..rules(KIND) }
+        Rules {
+            immutable: &[CIDR],
+            events: EventMatch { source: "ec2.amazonaws.com", calls: &["Vpc"], ids: &["vpcId", "VpcId"], marker: "vpc-" },
+            ..rules(KIND)
+        }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {

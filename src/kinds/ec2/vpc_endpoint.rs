@@ -1,5 +1,6 @@
 //! VPC gateway endpoints (DynamoDB, S3) on the private route tables.
 
+use crate::engine::focus::EventMatch;
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{ResourceType, VpcEndpointType};
 use aws_sdk_ec2::Client;
@@ -32,7 +33,12 @@ impl VpcEndpoints {
 #[async_trait]
 impl Kind for VpcEndpoints {
     fn rules(&self) -> Rules {
-        Rules { immutable: &[VPC, SERVICE], on_immutable_change: OnImmutableChange::Replace, ..rules(KIND) }
+        Rules {
+            immutable: &[VPC, SERVICE],
+            on_immutable_change: OnImmutableChange::Replace,
+            events: EventMatch { source: "ec2.amazonaws.com", calls: &["VpcEndpoint"], ids: &["vpcEndpointId", "VpcEndpointId"], marker: "vpce-" },
+            ..rules(KIND)
+        }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {

@@ -6,6 +6,7 @@
 //! With ECS managed scaling on, the desired capacity belongs to ECS: the
 //! operator sets it at creation and keeps min and max, never the desired.
 
+use crate::engine::focus::EventMatch;
 use async_trait::async_trait;
 use aws_sdk_autoscaling::types::{AutoScalingGroup, LaunchTemplateSpecification, Tag};
 use aws_sdk_autoscaling::Client;
@@ -63,7 +64,15 @@ fn live_group(g: &AutoScalingGroup) -> Option<Live> {
 #[async_trait]
 impl Kind for Groups {
     fn rules(&self) -> Rules {
-        Rules::new(KIND)
+        Rules {
+            events: EventMatch {
+                source: "autoscaling.amazonaws.com",
+                calls: &[],
+                ids: &["autoScalingGroupName", "AutoScalingGroupName", "resourceId"],
+                marker: "",
+            },
+            ..Rules::new(KIND)
+        }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {

@@ -5,6 +5,7 @@
 //! Named `sentry-<cluster>-ec2-<env>`. The group of a provider cannot change:
 //! a spec naming another group is BLOCKED.
 
+use crate::engine::focus::EventMatch;
 use async_trait::async_trait;
 use aws_sdk_ecs::types::{
     AutoScalingGroupProvider, AutoScalingGroupProviderUpdate, CapacityProviderField, ManagedScaling, ManagedScalingStatus, ManagedTerminationProtection,
@@ -73,7 +74,16 @@ fn desired_provider(env: &EnvSpec, id: &str, cluster: &Cluster) -> Desired {
 #[async_trait]
 impl Kind for CapacityProviders {
     fn rules(&self) -> Rules {
-        Rules { immutable: &[GROUP], ..Rules::new(KIND) }
+        Rules {
+            immutable: &[GROUP],
+            events: EventMatch {
+                source: "ecs.amazonaws.com",
+                calls: &["CapacityProvider"],
+                ids: &["name", "capacityProvider", "capacityProviderArn"],
+                marker: "capacity-provider/",
+            },
+            ..Rules::new(KIND)
+        }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {

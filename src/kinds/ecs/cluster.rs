@@ -1,6 +1,7 @@
 //! ECS clusters (`oms`, `gateway`): Container Insights and tags; their
 //! capacity providers are [`super::cluster_capacity`]'s.
 
+use crate::engine::focus::EventMatch;
 use async_trait::async_trait;
 use std::sync::Arc;
 
@@ -65,7 +66,10 @@ fn live_cluster(c: &aws_sdk_ecs::types::Cluster) -> Option<Live> {
 #[async_trait]
 impl Kind for Clusters {
     fn rules(&self) -> Rules {
-        Rules::new(KIND)
+        Rules {
+            events: EventMatch { source: "ecs.amazonaws.com", calls: &["Cluster"], ids: &["cluster", "clusterName", "clusterArn"], marker: "cluster/" },
+            ..Rules::new(KIND)
+        }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {

@@ -7,6 +7,7 @@
 //! does not own gets no capacity of the operator's. It has no tags: it belongs
 //! to whoever owns the cluster.
 
+use crate::engine::focus::EventMatch;
 use async_trait::async_trait;
 use aws_sdk_ecs::types::CapacityProviderStrategyItem;
 use aws_sdk_ecs::Client;
@@ -48,7 +49,7 @@ fn handle(cluster_name: &str) -> String {
 #[async_trait]
 impl Kind for ClusterCapacityProviders {
     fn rules(&self) -> Rules {
-        Rules::new(KIND)
+        Rules { events: EventMatch { source: "ecs.amazonaws.com", calls: &["ClusterCapacityProviders"], ids: &["cluster"], marker: "" }, ..Rules::new(KIND) }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {

@@ -8,6 +8,7 @@
 //! follows (`$Default`); old versions are kept, for rollback. A template
 //! comes after its cluster: a cluster the operator does not own gets none.
 
+use crate::engine::focus::EventMatch;
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{
     InstanceType, LaunchTemplateBlockDeviceMappingRequest, LaunchTemplateEbsBlockDeviceRequest, LaunchTemplateHttpTokensState,
@@ -119,7 +120,15 @@ fn launch_data(desired: &Desired) -> RequestLaunchTemplateData {
 #[async_trait]
 impl Kind for LaunchTemplates {
     fn rules(&self) -> Rules {
-        Rules::new(KIND)
+        Rules {
+            events: EventMatch {
+                source: "ec2.amazonaws.com",
+                calls: &["LaunchTemplate"],
+                ids: &["launchTemplateId", "LaunchTemplateId", "launchTemplateName", "LaunchTemplateName"],
+                marker: "lt-",
+            },
+            ..Rules::new(KIND)
+        }
     }
 
     fn parameters(&self) -> &'static [&'static str] {

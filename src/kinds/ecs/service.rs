@@ -4,6 +4,7 @@
 //! Updated in place; deleted only with `deletionPolicy: delete`, and scaled
 //! to zero first.
 
+use crate::engine::focus::EventMatch;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -142,7 +143,11 @@ pub fn service_name(name: Option<&str>, id: &str, env: &str) -> String {
 #[async_trait]
 impl Kind for Services {
     fn rules(&self) -> Rules {
-        Rules { immutable: &[CLUSTER, LAUNCH], ..Rules::new(KIND) }
+        Rules {
+            immutable: &[CLUSTER, LAUNCH],
+            events: EventMatch { source: "ecs.amazonaws.com", calls: &["Service"], ids: &["service", "serviceName", "serviceArn"], marker: "service/" },
+            ..Rules::new(KIND)
+        }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {

@@ -6,6 +6,7 @@
 //! the defaults AWS fills in normalized away; any difference registers one
 //! new revision (old ones stay, for rollback), and the services follow it.
 
+use crate::engine::focus::EventMatch;
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
@@ -100,7 +101,17 @@ fn revision_fields(td: &TaskDefinition) -> Fields {
 #[async_trait]
 impl Kind for TaskDefinitions {
     fn rules(&self) -> Rules {
-        Rules { immutable: FIELDS, on_immutable_change: OnImmutableChange::NewVersion, ..Rules::new(KIND) }
+        Rules {
+            immutable: FIELDS,
+            on_immutable_change: OnImmutableChange::NewVersion,
+            events: EventMatch {
+                source: "ecs.amazonaws.com",
+                calls: &["TaskDefinition"],
+                ids: &["family", "taskDefinition", "taskDefinitionArn"],
+                marker: "task-definition/",
+            },
+            ..Rules::new(KIND)
+        }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {

@@ -14,6 +14,7 @@
 //! not report the subnet group, security groups or engine version, so those
 //! are set at creation and not compared.
 
+use crate::engine::focus::EventMatch;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -77,7 +78,17 @@ impl ReplicationGroups {
 #[async_trait]
 impl Kind for ReplicationGroups {
     fn rules(&self) -> Rules {
-        Rules { immutable: &[ENGINE, AT_REST, IN_TRANSIT], create_only: &[SUBNET_GROUP, SECURITY_GROUPS, VERSION], ..Rules::new(KIND) }
+        Rules {
+            immutable: &[ENGINE, AT_REST, IN_TRANSIT],
+            create_only: &[SUBNET_GROUP, SECURITY_GROUPS, VERSION],
+            events: EventMatch {
+                source: "elasticache.amazonaws.com",
+                calls: &["ReplicationGroup", "ReplicaCount"],
+                ids: &["replicationGroupId", "ReplicationGroupId"],
+                marker: "replicationgroup:",
+            },
+            ..Rules::new(KIND)
+        }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {

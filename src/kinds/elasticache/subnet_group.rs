@@ -1,5 +1,6 @@
 //! The cache subnet group: the private subnets Redis lives in.
 
+use crate::engine::focus::EventMatch;
 use async_trait::async_trait;
 use aws_sdk_elasticache::Client;
 
@@ -27,7 +28,15 @@ pub struct SubnetGroups {
 #[async_trait]
 impl Kind for SubnetGroups {
     fn rules(&self) -> Rules {
-        Rules::new(KIND)
+        Rules {
+            events: EventMatch {
+                source: "elasticache.amazonaws.com",
+                calls: &["CacheSubnetGroup"],
+                ids: &["cacheSubnetGroupName", "CacheSubnetGroupName"],
+                marker: "subnetgroup:",
+            },
+            ..Rules::new(KIND)
+        }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {

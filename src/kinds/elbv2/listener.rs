@@ -5,6 +5,7 @@
 //! (ModifyListener); one on another load balancer is replaced. A listener is
 //! routing configuration: removed from the spec, it is deleted.
 
+use crate::engine::focus::EventMatch;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -83,7 +84,18 @@ pub async fn live_listeners(client: &Client, env: &EnvSpec, reads: &ReadCache) -
 #[async_trait]
 impl Kind for Listeners {
     fn rules(&self) -> Rules {
-        Rules { matching: Matching::OwnershipTag, immutable: &[LOAD_BALANCER], on_immutable_change: OnImmutableChange::Replace, ..Rules::new(KIND) }
+        Rules {
+            matching: Matching::OwnershipTag,
+            immutable: &[LOAD_BALANCER],
+            on_immutable_change: OnImmutableChange::Replace,
+            events: EventMatch {
+                source: "elasticloadbalancing.amazonaws.com",
+                calls: &["Listener"],
+                ids: &["listenerArn", "ListenerArn"],
+                marker: "listener/",
+            },
+            ..Rules::new(KIND)
+        }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {

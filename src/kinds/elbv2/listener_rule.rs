@@ -5,6 +5,7 @@
 //! rule on another listener is replaced. Removed from the spec, a rule is
 //! deleted. Rules someone added by hand (untagged) are left alone.
 
+use crate::engine::focus::EventMatch;
 use std::collections::HashMap;
 
 use async_trait::async_trait;
@@ -114,7 +115,13 @@ fn rule_live(on: &Live, r: &Rule, tags: &mut HashMap<String, Tags>) -> Result<Op
 #[async_trait]
 impl Kind for ListenerRules {
     fn rules(&self) -> Rules {
-        Rules { matching: Matching::OwnershipTag, immutable: &[LISTENER], on_immutable_change: OnImmutableChange::Replace, ..Rules::new(KIND) }
+        Rules {
+            matching: Matching::OwnershipTag,
+            immutable: &[LISTENER],
+            on_immutable_change: OnImmutableChange::Replace,
+            events: EventMatch { source: "elasticloadbalancing.amazonaws.com", calls: &["Rule"], ids: &["ruleArn", "RuleArn"], marker: "listener-rule/" },
+            ..Rules::new(KIND)
+        }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {

@@ -5,6 +5,7 @@
 //! load balancer has a new DNS name). An opted-in delete switches deletion
 //! protection off first, as the table kind does.
 
+use crate::engine::focus::EventMatch;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -126,7 +127,16 @@ fn resolved_list(desired: &Desired, name: &str, operation: &'static str) -> Resu
 #[async_trait]
 impl Kind for LoadBalancers {
     fn rules(&self) -> Rules {
-        Rules { immutable: &[SCHEME, TYPE], ..Rules::new(KIND) }
+        Rules {
+            immutable: &[SCHEME, TYPE],
+            events: EventMatch {
+                source: "elasticloadbalancing.amazonaws.com",
+                calls: &["LoadBalancer", "SecurityGroups", "Subnets"],
+                ids: &["loadBalancerArn", "LoadBalancerArn", "loadBalancerName", "name"],
+                marker: "loadbalancer/",
+            },
+            ..Rules::new(KIND)
+        }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {

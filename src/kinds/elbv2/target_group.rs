@@ -5,6 +5,7 @@
 //! in use by a listener or a service cannot be deleted, so a change to them
 //! is BLOCKED rather than replaced.
 
+use crate::engine::focus::EventMatch;
 use async_trait::async_trait;
 use aws_sdk_elasticloadbalancingv2::types::{Matcher, ProtocolEnum, TargetGroup, TargetGroupAttribute, TargetTypeEnum};
 use aws_sdk_elasticloadbalancingv2::Client;
@@ -77,7 +78,16 @@ fn live_stickiness(attribute: impl Fn(&str) -> Option<String>) -> String {
 #[async_trait]
 impl Kind for TargetGroups {
     fn rules(&self) -> Rules {
-        Rules { immutable: &[PORT, PROTOCOL, TARGET_TYPE, VPC], ..Rules::new(KIND) }
+        Rules {
+            immutable: &[PORT, PROTOCOL, TARGET_TYPE, VPC],
+            events: EventMatch {
+                source: "elasticloadbalancing.amazonaws.com",
+                calls: &["TargetGroup", "Targets"],
+                ids: &["targetGroupArn", "TargetGroupArn", "name"],
+                marker: "targetgroup/",
+            },
+            ..Rules::new(KIND)
+        }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {

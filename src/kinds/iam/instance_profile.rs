@@ -1,6 +1,7 @@
 //! IAM instance profiles: the container instances carry their role through
 //! one, named like the role (`instanceProfile: true` on a role of the spec).
 
+use crate::engine::focus::EventMatch;
 use async_trait::async_trait;
 use aws_sdk_iam::Client;
 
@@ -29,7 +30,15 @@ fn role_name(arn: &str) -> &str {
 #[async_trait]
 impl Kind for InstanceProfiles {
     fn rules(&self) -> Rules {
-        Rules::new(KIND)
+        Rules {
+            events: EventMatch {
+                source: "iam.amazonaws.com",
+                calls: &["InstanceProfile"],
+                ids: &["instanceProfileName", "InstanceProfileName"],
+                marker: "instance-profile/",
+            },
+            ..Rules::new(KIND)
+        }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {

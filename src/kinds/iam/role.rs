@@ -18,6 +18,7 @@
 //!   plus `logs:DescribeLogGroups` on the account's log groups, the narrowest
 //!   resource that action takes.
 
+use crate::engine::focus::EventMatch;
 use std::collections::BTreeSet;
 
 use async_trait::async_trait;
@@ -256,7 +257,7 @@ fn secret_arns(value_from: &str) -> Vec<String> {
 #[async_trait]
 impl Kind for Roles {
     fn rules(&self) -> Rules {
-        Rules::new(KIND)
+        Rules { events: EventMatch { source: "iam.amazonaws.com", calls: &["Role"], ids: &["roleName", "RoleName"], marker: "role/" }, ..Rules::new(KIND) }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
