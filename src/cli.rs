@@ -13,6 +13,7 @@ use crate::daemon;
 use crate::engine::apply::Narrowing;
 use crate::engine::report::{Report, EXIT_ERROR, EXIT_IN_SYNC, EXIT_LEASE_HELD, EXIT_REVISION_NOT_APPLIED, EXIT_STALE_SPEC};
 use crate::engine::Mode;
+use crate::kinds::read::TagReads;
 use crate::lease::once::{under_lease, Once};
 use crate::lease::revision::{check_label, Revision};
 use crate::lease::{LeaseTable, Writer};
@@ -44,6 +45,10 @@ pub struct Cli {
     /// Seconds one AWS operation may take, all its attempts and backoff included.
     #[arg(long, global = true, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..), env = "SENTRY_OPERATION_TIMEOUT")]
     pub operation_timeout: u64,
+    /// How tags are read: `batched`, one Resource Groups Tagging API read per pass for the whole
+    /// environment (queues, tables, alarms, log groups, topics, Redis); `per-resource`, one read each.
+    #[arg(long, global = true, value_enum, default_value_t = TagReads::Batched, env = "SENTRY_TAG_READS")]
+    pub tag_reads: TagReads,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -158,6 +163,10 @@ pub enum Command {
         /// events (checked, never created).
         #[arg(long)]
         events: bool,
+        /// AWS requests a minute the event-driven passes of an environment's loop may spend (bursts of as
+        /// many first): a storm of events costs at most this, however many events it brings.
+        #[arg(long, default_value_t = daemon::EVENT_BUDGET, value_parser = clap::value_parser!(u32).range(1..))]
+        event_budget: u32,
         /// Report drift, never write (works with read-only IAM).
         #[arg(long)]
         observe_only: bool,
@@ -267,6 +276,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             pass_deadline,
             spec_poll_seconds,
             events,
+            event_budget,
         } => {
             let location = Location::parse(&cli.specs)?;
             let snapshot = snapshot(&cli, &location, envs).await?;
@@ -281,6 +291,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
                 interval: Duration::from_secs(interval.unwrap_or(if *events { daemon::EVENTS_INTERVAL } else { daemon::INTERVAL })),
                 fast_interval: Duration::from_secs(fast_interval.unwrap_or(if *events { daemon::EVENTS_FAST_INTERVAL } else { daemon::FAST_INTERVAL })),
                 events: *events,
+                tag_reads: cli.tag_reads,
+                event_budget: *event_budget,
                 observe_only: *observe_only,
                 listen: Some(*listen),
                 lease_table: (!*single_replica).then(|| lease_table.clone()),
@@ -523,7 +535,7 @@ fn report_invalid(loaded: Result<EnvSpec, LoadError>, env: &str, output: Output)
 }
 
 async fn one_pass(cli: &Cli, env: &EnvSpec, mode: Mode) -> Report {
-    Runtime::new(env, cli.region.as_deref(), cli.timeouts()).await.pass(env, mode, &Narrowing::default()).await
+    Runtime::new(env, cli.region.as_deref(), cli.timeouts(), cli.tag_reads).await.pass(env, mode, &Narrowing::default()).await
 }
 
 fn print_report(report: &Report, output: Output) -> anyhow::Result<()> {

@@ -15,6 +15,7 @@ use crate::engine::apply::{reconcile, Narrowing, RetryPolicy};
 use crate::engine::report::Report;
 use crate::engine::{Kind, Mode, Rules, Scope};
 use crate::kinds;
+use crate::kinds::read::TagReads;
 use crate::spec::model::Account;
 use crate::spec::{AwsContext, EnvSpec};
 
@@ -39,12 +40,12 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// The runtime of `env` (`region` overrides the spec's).
-    pub async fn new(env: &EnvSpec, region: Option<&str>, timeouts: Timeouts) -> Self {
+    /// The runtime of `env` (`region` overrides the spec's), reading tags as `tag_reads` says.
+    pub async fn new(env: &EnvSpec, region: Option<&str>, timeouts: Timeouts, tag_reads: TagReads) -> Self {
         let region = region.map(str::to_string).or_else(|| env.spec.region.clone());
         let config = env_config(region.clone(), env.spec.account.as_ref(), timeouts).await;
         let counter = CallCounter::default();
-        let kinds = kinds::registry(&config, &counter);
+        let kinds = kinds::registry(&config, &counter, tag_reads);
         let cloudformation = crate::sdk_client!(aws_sdk_cloudformation, &config, &counter);
         let sts = crate::sdk_client!(aws_sdk_sts, &config, &counter);
         let ssm = crate::sdk_client!(aws_sdk_ssm, &config, &counter);

@@ -49,6 +49,7 @@ use crate::engine::report::Report;
 use crate::engine::{Mode, Scope};
 use crate::events::feed::{Feed, Inbox};
 use crate::events::plumbing;
+use crate::kinds::read::TagReads;
 use crate::lease::revision::Revision;
 use crate::lease::{LeaseTable, Writer};
 use crate::runtime::Runtime;
@@ -93,6 +94,10 @@ pub struct Options {
     pub pass_deadline: Option<Duration>,
     /// Event-driven repair (`--events`).
     pub events: bool,
+    /// How kinds read tags.
+    pub tag_reads: TagReads,
+    /// AWS requests a minute the event-driven passes of one loop may spend (a burst of as many first).
+    pub event_budget: u32,
 }
 
 /// Default seconds between full passes.
@@ -106,6 +111,49 @@ pub const EVENTS_INTERVAL: u64 = 600;
 pub const EVENTS_FAST_INTERVAL: u64 = 20;
 /// How long a loop woken by an event waits for the rest of a burst before its narrowed pass.
 const GATHER: Duration = Duration::from_millis(250);
+/// Default AWS requests a minute the event-driven passes of one loop may spend.
+pub const EVENT_BUDGET: u32 = 120;
+
+/// The API budget of a loop's event-driven passes: a token bucket of
+/// requests, `per_minute` refilled a minute, holding at most as many. A pass
+/// starts only when the bucket is not in debt, and pays for what it made:
+/// an isolated event is repaired at once, a storm at most `per_minute`
+/// requests a minute, however many events it brings.
+#[derive(Debug)]
+struct Budget {
+    per_minute: f64,
+    tokens: f64,
+    at: tokio::time::Instant,
+}
+
+impl Budget {
+    fn new(per_minute: u32) -> Self {
+        let per_minute = f64::from(per_minute.max(1));
+        Budget { per_minute, tokens: per_minute, at: tokio::time::Instant::now() }
+    }
+
+    fn refill(&mut self) {
+        let now = tokio::time::Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.per_minute / 60.0).min(self.per_minute);
+        self.at = now;
+    }
+
+    /// How long until the next pass may start.
+    fn wait(&mut self) -> Duration {
+        self.refill();
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens * 60.0 / self.per_minute)
+        }
+    }
+
+    /// Pays for a pass's requests.
+    fn spend(&mut self, requests: u64) {
+        self.refill();
+        self.tokens -= requests as f64;
+    }
+}
 
 /// The shortest default pass deadline (a pass's longest quiet spell between AWS replies).
 pub const MIN_DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
@@ -206,7 +254,7 @@ const FINAL_FLUSH: Duration = Duration::from_secs(5);
 
 /// The rules of every kind (what the event rule matches, where each kind's repairs go).
 fn kinds_rules(config: &aws_config::SdkConfig, counter: &CallCounter) -> Vec<crate::engine::Rules> {
-    crate::kinds::registry(config, counter).iter().map(|k| k.rules()).collect()
+    crate::kinds::registry(config, counter, TagReads::default()).iter().map(|k| k.rules()).collect()
 }
 
 /// Starts an environment's event feed once its spec (its account and region) is known.
@@ -432,8 +480,10 @@ impl EnvLoop {
             _ => Writes::All,
         };
         if self.scope != Scope::Full {
-            // The fast loop: the whitelist's kinds once handles are known, else every networking kind.
+            // The fast loop reads its kinds whole, every time: the whitelist's kinds once handles are
+            // known, else every networking kind; an event only brings its pass forward (and its cause).
             focus.kinds = Some(runtime.kinds_up_to(if events && learnt { Scope::Whitelist } else { Scope::Fast }));
+            focus.resources.clear();
         }
         Narrowing { writes, focus, known }
     }
@@ -458,6 +508,7 @@ impl EnvLoop {
             Scope::Fast | Scope::Whitelist => tokio::time::Instant::now() + interval,
         };
         let mut runtime: Option<Runtime> = None;
+        let mut budget = Budget::new(self.options.event_budget);
         loop {
             let trigger = tokio::select! {
                 _ = tokio::time::sleep_until(next) => Trigger::Interval,
@@ -472,8 +523,15 @@ impl EnvLoop {
                 return;
             }
             if trigger == Trigger::Event {
-                // Let the rest of a burst arrive: one pass for all of it.
-                tokio::time::sleep(GATHER).await;
+                // Let the rest of a burst arrive (one pass for all of it), and keep to the budget.
+                let owed = budget.wait();
+                if owed > GATHER {
+                    tracing::info!(env = %self.env, scope = label(self.scope), wait = ?owed, "event-driven passes at their API budget: the next waits");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(owed.max(GATHER)) => {}
+                    _ = stop.changed() => return,
+                }
             }
             let Some((env_spec, revision)) = self.specs.current(&self.env, &self.status).await else {
                 next = tokio::time::Instant::now() + interval;
@@ -483,7 +541,7 @@ impl EnvLoop {
             let runtime = match runtime.take() {
                 Some(r) if r.fits(&env_spec, region) => runtime.insert(r),
                 _ => {
-                    let new = Runtime::new(&env_spec, region, self.options.timeouts).await;
+                    let new = Runtime::new(&env_spec, region, self.options.timeouts, self.options.tag_reads).await;
                     // An environment in an account of its own gets its alerts there, next to its alarms.
                     if let (Some(sink), Some(_)) = (&self.alerts, &env_spec.spec.account) {
                         sink.deliver_in(&self.env, new.config());
@@ -493,8 +551,11 @@ impl EnvLoop {
             };
             let focus = self.take_pending();
             let narrowing = self.narrowing(runtime, focus);
+            let before = runtime.counter().stats();
             let ok = self.pass(runtime, &env_spec, &revision, &narrowing, trigger).await;
             if trigger == Trigger::Event {
+                let made = runtime.counter().stats().since(&before);
+                budget.spend(made.reads + made.writes);
                 // The periodic schedule goes on as it was.
                 continue;
             }
@@ -710,6 +771,31 @@ pub async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn event_passes_keep_to_their_budget() {
+        let mut budget = Budget::new(120);
+        assert_eq!(budget.wait(), Duration::ZERO, "an isolated event is repaired at once");
+        budget.spend(100);
+        assert_eq!(budget.wait(), Duration::ZERO, "a burst up to the budget");
+        budget.spend(80);
+        // 60 requests in debt at 2 a second: 30 s.
+        assert_eq!(budget.wait().as_secs(), 30);
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert_eq!(budget.wait(), Duration::ZERO);
+        // A minute of storm: passes of 40 requests as fast as allowed spend at most the budget, plus the burst.
+        let started = tokio::time::Instant::now();
+        let mut spent = 0;
+        while started.elapsed() < Duration::from_secs(60) {
+            tokio::time::advance(budget.wait()).await;
+            budget.spend(40);
+            spent += 40;
+        }
+        assert!(spent <= 120 + 40, "{spent} requests in a minute of storm");
+        tokio::time::advance(Duration::from_secs(600)).await;
+        budget.spend(0);
+        assert!(budget.tokens <= 120.0, "the bucket holds at most a minute's budget");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_pass_is_abandoned_only_when_aws_stops_answering() {

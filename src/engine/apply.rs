@@ -155,17 +155,19 @@ struct Planned {
     review: Reviews,
     /// The shared reads of the observation, which reviews and writes may consult.
     reads: ReadCache,
-    /// The kinds observed.
+    /// The kinds observed whole.
     observed: BTreeSet<&'static str>,
 }
 
 /// Observes every kind the pass covers concurrently and plans.
 async fn plan_pass(env: &EnvSpec, kinds: &[Box<dyn Kind>], narrowing: &Narrowing) -> Planned {
-    let shared_reads = ReadCache::default();
-    let reads = &shared_reads;
     let focus = &narrowing.focus;
+    let shared_reads = ReadCache::for_pass(focus);
+    let reads = &shared_reads;
     let covered: Vec<usize> = (0..kinds.len()).filter(|&k| focus.covers_kind(kinds[k].name())).collect();
     let kind_names: BTreeSet<&'static str> = covered.iter().map(|&k| kinds[k].name()).collect();
+    // Kinds covered whole are observed whole; one covered in part may read only the named resources.
+    let observed_whole: BTreeSet<&'static str> = kind_names.iter().copied().filter(|k| !focus.resources.contains_key(k)).collect();
     let (all_desired, mut adoption_errors) = adopting(env, &kind_names, covered.iter().map(|&k| kinds[k].desired(env)).collect());
     let observed = futures::future::join_all(covered.iter().zip(all_desired).map(|(&k, desired)| async move {
         let live = kinds[k].observe(env, &desired, reads).await;
@@ -182,11 +184,12 @@ async fn plan_pass(env: &EnvSpec, kinds: &[Box<dyn Kind>], narrowing: &Narrowing
             Err(e) => errors.push(format!("observe {}: {e}", kind.name())),
         }
     }
-    // Earlier passes' handles resolve references to the kinds this pass leaves
-    // out; for the kinds it observes, only what it sees counts (else a deleted
+    // Earlier passes' handles resolve references to what this pass does not
+    // read; for the kinds it reads whole, only what it sees counts (else a deleted
     // resource's old handle would still resolve, and a route to it look in sync).
     let known = narrowing.known.as_ref().and_then(|k| k.lock().ok().map(|k| k.clone())).unwrap_or_default();
-    let mut handles = known.without_kinds(&kind_names);
+    let named = |handle: &str| focus.resources.values().flatten().any(|id| super::focus::names(id, handle));
+    let mut handles = known.without_kinds(&observed_whole).without_handles(named);
     for (_, pairs) in &matched {
         handles.learn_pairs(pairs.iter());
     }
@@ -236,7 +239,7 @@ async fn plan_pass(env: &EnvSpec, kinds: &[Box<dyn Kind>], narrowing: &Narrowing
         review.violations.extend(r.violations);
         review.findings.extend(r.findings);
     }
-    Planned { steps, owners, handles, errors, review, reads: shared_reads, observed: kind_names }
+    Planned { steps, owners, handles, errors, review, reads: shared_reads, observed: observed_whole }
 }
 
 /// Marks the desired resources the spec's `adopt` entries name (by name, or
@@ -982,6 +985,14 @@ mod tests {
         assert_eq!(step("c").action, Action::Update, "{:?}", report.resources);
         assert_eq!(child_target().as_deref(), Some("p-2"), "the child follows the new parent");
         assert!(known.lock().expect("lock").handle_of(&ResourceKey::new("parent", "x")).as_deref() == Some("p-2"));
+
+        // Again, the pass narrowed to the parent its event named (by its old handle): that handle is not trusted either.
+        state.parents.lock().expect("lock").clear();
+        let mut narrowing = only(&["parent", "child"], &[]);
+        narrowing.focus.resources.insert("parent", ["p-2".to_string()].into());
+        let report = pass(narrowing).await;
+        assert_eq!(report.resources.iter().map(|s| s.action).collect::<Vec<_>>(), [Action::Create, Action::Update], "{:?}", report.resources);
+        assert_eq!(child_target().as_deref(), Some("p-3"));
 
         // Narrowed to other resources of a kind: its steps are left out.
         let mut narrowing = only(&["child"], &[]);

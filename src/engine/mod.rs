@@ -313,9 +313,32 @@ pub fn ownership_tags(env: &EnvSpec, id: &str, policy: DeletionPolicy, extra: &T
 #[derive(Default)]
 pub struct ReadCache {
     entries: std::sync::Mutex<HashMap<&'static str, Arc<SharedRead>>>,
+    narrowed: bool,
+    named: std::collections::BTreeMap<&'static str, std::collections::BTreeSet<String>>,
 }
 
 impl ReadCache {
+    /// The cache of a pass narrowed by `focus`: a narrowed pass (an event's)
+    /// does not use reads that may lag behind a change just made (the
+    /// tagging API), and a kind covered only in part may read just the
+    /// resources named ([`ReadCache::named`]).
+    pub fn for_pass(focus: &focus::Focus) -> Self {
+        ReadCache { narrowed: focus.kinds.is_some(), named: focus.resources.clone(), ..ReadCache::default() }
+    }
+
+    /// Whether the pass covers only some kinds.
+    pub fn is_narrowed(&self) -> bool {
+        self.narrowed
+    }
+
+    /// The resources of `kind` the pass covers, by identifier, when it covers
+    /// only those (`None`: the whole kind). A kind that reads one resource at
+    /// a time may then read only the desired resources they name; the pass
+    /// keeps no step of the others.
+    pub fn named(&self, kind: &str) -> Option<&std::collections::BTreeSet<String>> {
+        self.named.get(kind)
+    }
+
     /// The answer of the read named `key` if a kind already made it in this
     /// pass (for checks that run after observation and make no calls).
     pub fn peek<T: Any + Send + Sync>(&self, key: &'static str) -> Option<Arc<T>> {

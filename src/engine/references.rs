@@ -55,6 +55,14 @@ impl ReferenceMap {
         }
     }
 
+    /// This map without the handles `named` names (resources a pass reads again).
+    pub fn without_handles(&self, named: impl Fn(&str) -> bool) -> ReferenceMap {
+        ReferenceMap {
+            to_ref: self.to_ref.iter().filter(|(h, _)| !named(h)).map(|(h, r)| (h.clone(), r.clone())).collect(),
+            to_handle: self.to_handle.iter().filter(|(_, h)| !named(h)).map(|(r, h)| (r.clone(), h.clone())).collect(),
+        }
+    }
+
     /// Learns everything `other` knows (its handles win).
     pub fn merge(&mut self, other: &ReferenceMap) {
         self.to_ref.extend(other.to_ref.iter().map(|(k, v)| (k.clone(), v.clone())));

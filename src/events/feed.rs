@@ -151,6 +151,7 @@ impl Feed {
         let mut url: Option<String> = None;
         // Whether the queue was ever found: before that, the first full pass has yet to create it.
         let mut seen = false;
+        let mut waiting = false;
         let mut missing = false;
         loop {
             if *stop.borrow() {
@@ -183,17 +184,18 @@ impl Feed {
                 match found(self.sqs.get_queue_url().queue_name(&self.queue).send().await.aws("SQS.GetQueueUrl")) {
                     Ok(Some(out)) => {
                         url = out.queue_url().map(str::to_string);
-                        seen = true;
                         if missing {
                             tracing::info!(env = %self.env, queue = %self.queue, "the event queue is back: reading events again");
+                        } else if !seen {
+                            tracing::info!(env = %self.env, queue = %self.queue, "reading the event queue");
                         }
-                        missing = false;
+                        (seen, missing) = (true, false);
                     }
                     Ok(None) if !seen => {
-                        if !missing {
+                        if !waiting {
                             tracing::info!(env = %self.env, queue = %self.queue, "waiting for a full pass to create the event queue");
                         }
-                        missing = true;
+                        waiting = true;
                     }
                     Ok(None) => {
                         if !missing {
@@ -312,5 +314,62 @@ impl Feed {
         }
         self.sqs.delete_message_batch().queue_url(url).set_entries(Some(entries)).send().await.aws("SQS.DeleteMessageBatch")?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_sqs::operation::delete_message_batch::DeleteMessageBatchOutput;
+    use aws_sdk_sqs::types::Message;
+    use aws_smithy_mocks::{mock, mock_client, RuleMode};
+    use serde_json::json;
+
+    /// A storm of 10,000 records in a minute, against a mocked queue (the
+    /// emulator takes about 2 s per PutEvents of ten): read ten at a time,
+    /// one delete per ten, and coalesced into a bounded amount of pending work.
+    #[tokio::test]
+    async fn a_storm_of_ten_thousand_records_is_coalesced_into_bounded_work() {
+        let delete = mock!(aws_sdk_sqs::Client::delete_message_batch)
+            .then_output(|| DeleteMessageBatchOutput::builder().set_successful(Some(Vec::new())).set_failed(Some(Vec::new())).build().expect("output"));
+        let config =
+            aws_config::SdkConfig::builder().behavior_version(aws_config::BehaviorVersion::latest()).region(aws_config::Region::new("eu-west-1")).build();
+        let counter = CallCounter::default();
+        let rules = crate::kinds::registry(&config, &counter, crate::kinds::read::TagReads::default()).iter().map(|k| k.rules()).collect();
+        let feed = Feed {
+            env: "dev".into(),
+            queue: "sentry-operator-events-dev".into(),
+            rules,
+            region: "eu-west-1".into(),
+            sqs: mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&delete]),
+            sts: crate::sdk_client!(aws_sdk_sts, &config, &counter),
+            cloudtrail: crate::sdk_client!(aws_sdk_cloudtrail, &config, &counter),
+        };
+        let me =
+            Me { account: "111".into(), region: "eu-west-1".into(), arn: "arn:aws:sts::111:assumed-role/sentry-operator/a".into(), user_id: "AROA:a".into() };
+        let inbox = Inbox::default();
+        let record = |i: usize| {
+            let (source, name, request) = match i % 4 {
+                0 => ("dynamodb.amazonaws.com", "TagResource", json!({"resourceArn": format!("arn:aws:dynamodb:eu-west-1:111:table/t{}", i % 3000)})),
+                1 => ("ec2.amazonaws.com", "ReplaceRoute", json!({"routeTableId": format!("rtb-{}", i % 7)})),
+                2 => ("sqs.amazonaws.com", "SetQueueAttributes", json!({"queueUrl": format!("https://sqs/111/q{}", i % 18)})),
+                _ => ("sqs.amazonaws.com", "SetQueueAttributes", json!({"queueUrl": format!("https://sqs/111/other-{i}")})),
+            };
+            let detail = json!({"eventSource": source, "eventName": name, "userIdentity": {"type": "IAMUser", "arn": "arn:aws:iam::111:user/alice"},
+                                "requestParameters": request, "readOnly": false, "recipientAccountId": "111", "awsRegion": "eu-west-1"});
+            json!({"detail-type": super::super::DETAIL_TYPE, "account": "111", "region": "eu-west-1", "detail": detail}).to_string()
+        };
+        for batch in 0..1_000 {
+            let messages = (0..10).map(|i| Message::builder().body(record(batch * 10 + i)).receipt_handle(format!("r{batch}-{i}")).build()).collect();
+            feed.take_in(&inbox, &me, "https://sqs/111/sentry-operator-events-dev", messages).await;
+        }
+        assert_eq!(delete.num_calls(), 1_000, "one delete per ten records");
+        let stats = inbox.stats.lock().expect("stats").clone();
+        assert_eq!((stats.received, stats.routed), (10_000, 10_000));
+        let full = inbox.full.lock().expect("pending").len();
+        assert!(full <= crate::events::MAX_PENDING_RESOURCES + 2, "bounded: {full}");
+        assert_eq!(inbox.fast.lock().expect("pending").len(), 7, "seven route tables, however many calls");
+        let focus = inbox.full.lock().expect("pending").take().expect("work");
+        assert_eq!(focus.kinds.map(|k| k.len()), Some(2), "one narrowed pass over two kinds");
     }
 }

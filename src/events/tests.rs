@@ -10,7 +10,7 @@ use crate::aws::CallCounter;
 /// The rules of every registered kind (clients are built but never called).
 fn registry_rules() -> Vec<Rules> {
     let config = aws_config::SdkConfig::builder().behavior_version(aws_config::BehaviorVersion::latest()).region(aws_config::Region::new("eu-west-1")).build();
-    crate::kinds::registry(&config, &CallCounter::default()).iter().map(|k| k.rules()).collect()
+    crate::kinds::registry(&config, &CallCounter::default(), crate::kinds::read::TagReads::default()).iter().map(|k| k.rules()).collect()
 }
 
 fn call(source: &str, name: &str, request: Value) -> ApiCall {

@@ -50,6 +50,8 @@ const EXPRESSION_ID: &str = "e1";
 pub struct Alarms {
     /// The service's client.
     pub client: Client,
+    /// Tags in batch.
+    pub tags: crate::kinds::read::TagIndex,
 }
 
 /// One metric data query as one line of tokens:
@@ -274,8 +276,8 @@ impl Kind for Alarms {
             .collect()
     }
 
-    async fn observe(&self, env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
-        // The alarms whose names begin like ours, in one paginated read; tags per alarm.
+    async fn observe(&self, env: &EnvSpec, desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
+        // The alarms whose names begin like ours, in one paginated read; tags from the pass's tagging read, else per alarm.
         let prefix = common_prefix(desired.iter().map(|d| d.name.as_str()).chain(std::iter::once("sentry-")));
         let mut request = self.client.describe_alarms().alarm_types(AlarmType::MetricAlarm);
         if !prefix.is_empty() {
@@ -286,8 +288,13 @@ impl Kind for Alarms {
         let live = describe_each(alarms, 4, |a| async move {
             let name = required("CloudWatch.DescribeAlarms", "alarm name", a.alarm_name())?;
             let arn = required("CloudWatch.DescribeAlarms", "alarm ARN", a.alarm_arn())?;
-            let tags = self.client.list_tags_for_resource().resource_arn(&arn).send().await.aws("CloudWatch.ListTagsForResource")?;
-            let tags = tags.tags().iter().filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string()))).collect();
+            let tags = match self.tags.tags_of(&env.env, reads, &arn).await {
+                Some(tags) => tags,
+                None => {
+                    let out = self.client.list_tags_for_resource().resource_arn(&arn).send().await.aws("CloudWatch.ListTagsForResource")?;
+                    out.tags().iter().filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string()))).collect()
+                }
+            };
             let live = Live { name, handle: arn, tags, ..Live::default() }
                 .with(DESCRIPTION, a.alarm_description().unwrap_or_default())
                 .with(METRICS, live_queries(env, &a)?)

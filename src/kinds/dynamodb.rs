@@ -48,6 +48,8 @@ const DESCRIBE_CONCURRENCY: usize = 4;
 pub struct Tables {
     /// The service's client, shared by the kinds of the service.
     pub client: Client,
+    /// Tags in batch.
+    pub tags: crate::kinds::read::TagIndex,
 }
 
 /// `hash=PK:S range=SK:S`: the key with its attribute types.
@@ -157,7 +159,7 @@ fn table_fields(t: &TableDescription) -> Fields {
 }
 
 impl Tables {
-    async fn describe(&self, name: String) -> Result<Option<Live>, AwsError> {
+    async fn describe(&self, env: &str, reads: &ReadCache, name: String) -> Result<Option<Live>, AwsError> {
         let Some(out) = found(self.client.describe_table().table_name(&name).send().await.aws("DynamoDB.DescribeTable"))? else {
             return Ok(None);
         };
@@ -167,7 +169,13 @@ impl Tables {
         let (backups, ttl, tags) = tokio::try_join!(
             async { self.client.describe_continuous_backups().table_name(&name).send().await.aws("DynamoDB.DescribeContinuousBackups") },
             async { self.client.describe_time_to_live().table_name(&name).send().await.aws("DynamoDB.DescribeTimeToLive") },
-            async { self.client.list_tags_of_resource().resource_arn(&arn).send().await.aws("DynamoDB.ListTagsOfResource") },
+            async {
+                if let Some(tags) = self.tags.tags_of(env, reads, &arn).await {
+                    return Ok(tags);
+                }
+                let out = self.client.list_tags_of_resource().resource_arn(&arn).send().await.aws("DynamoDB.ListTagsOfResource")?;
+                Ok(out.tags().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect())
+            },
         )?;
         let mut fields = table_fields(&table);
         let pitr = backups
@@ -178,7 +186,6 @@ impl Tables {
         fields.insert(PITR.into(), pitr.to_string());
         let ttl = ttl.time_to_live_description().filter(|t| t.time_to_live_status().map(|s| s.as_str()) == Some("ENABLED")).and_then(|t| t.attribute_name());
         fields.insert(TTL.into(), ttl.unwrap_or(TTL_OFF).to_string());
-        let tags = tags.tags().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect();
         Ok(Some(Live { name: name.clone(), handle: arn, fields, tags, ..Live::default() }))
     }
 
@@ -290,10 +297,14 @@ impl Kind for Tables {
         data.tables.iter().map(|(id, t)| desired_table(env, id, t)).collect()
     }
 
-    async fn observe(&self, _env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
+    async fn observe(&self, env: &EnvSpec, desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
+        // A pass narrowed to some tables (an event's) reads just those.
+        if let Some(ids) = reads.named(KIND) {
+            return describe_each(crate::kinds::read::named_desired(desired, ids), DESCRIBE_CONCURRENCY, |n| self.describe(&env.env, reads, n)).await;
+        }
         let listed = self.client.list_tables().into_paginator().items().send().try_collect().await.aws("DynamoDB.ListTables")?;
         let names = listed.into_iter().filter(|n| n.starts_with("sentry-") || desired.iter().any(|d| d.name == *n)).collect();
-        describe_each(names, DESCRIBE_CONCURRENCY, |n| self.describe(n)).await
+        describe_each(names, DESCRIBE_CONCURRENCY, |n| self.describe(&env.env, reads, n)).await
     }
 
     async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {

@@ -21,6 +21,8 @@ const RETENTION: &str = "RetentionInDays";
 pub struct LogGroups {
     /// The service's client, shared by the kinds of the service.
     pub client: Client,
+    /// Tags in batch.
+    pub tags: crate::kinds::read::TagIndex,
 }
 
 impl LogGroups {
@@ -55,7 +57,7 @@ impl Kind for LogGroups {
             .collect()
     }
 
-    async fn observe(&self, _env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
+    async fn observe(&self, env: &EnvSpec, desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
         if desired.is_empty() {
             return Ok(Vec::new());
         }
@@ -69,8 +71,13 @@ impl Kind for LogGroups {
                 continue;
             }
             let arn = required("Logs.DescribeLogGroups", "log group ARN", g.arn())?.trim_end_matches(":*").to_string();
-            let tags = self.client.list_tags_for_resource().resource_arn(&arn).send().await.aws("Logs.ListTagsForResource")?;
-            let tags = tags.tags().map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
+            let tags = match self.tags.tags_of(&env.env, reads, &arn).await {
+                Some(tags) => tags,
+                None => {
+                    let out = self.client.list_tags_for_resource().resource_arn(&arn).send().await.aws("Logs.ListTagsForResource")?;
+                    out.tags().map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default()
+                }
+            };
             let retention = g.retention_in_days().map_or_else(|| "never".into(), |d| d.to_string());
             found.push(Live { name: name.into(), handle: arn, tags, ..Live::default() }.with(RETENTION, retention));
         }

@@ -24,10 +24,12 @@ use aws_config::SdkConfig;
 use crate::aws::CallCounter;
 use crate::engine::Kind;
 use crate::sdk_client;
+use read::{TagIndex, TagReads};
 
 /// Every reconciled kind, in dependency order (creates run in this order,
 /// deletes in reverse), over one client per service.
-pub fn registry(config: &SdkConfig, counter: &CallCounter) -> Vec<Box<dyn Kind>> {
+pub fn registry(config: &SdkConfig, counter: &CallCounter, tag_reads: TagReads) -> Vec<Box<dyn Kind>> {
+    let tags = TagIndex::new(sdk_client!(aws_sdk_resourcegroupstagging, config, counter), tag_reads);
     let ec2 = sdk_client!(aws_sdk_ec2, config, counter);
     let elasticache = sdk_client!(aws_sdk_elasticache, config, counter);
     let cognito = sdk_client!(aws_sdk_cognitoidentityprovider, config, counter);
@@ -54,14 +56,14 @@ pub fn registry(config: &SdkConfig, counter: &CallCounter) -> Vec<Box<dyn Kind>>
         Box::new(elbv2::load_balancer::LoadBalancers { client: elbv2.clone() }),
         Box::new(elbv2::listener::Listeners { client: elbv2.clone() }),
         Box::new(elbv2::listener_rule::ListenerRules { client: elbv2 }),
-        Box::new(sqs::Queues { client: sdk_client!(aws_sdk_sqs, config, counter) }),
-        Box::new(dynamodb::Tables { client: sdk_client!(aws_sdk_dynamodb, config, counter) }),
-        Box::new(elasticache::subnet_group::SubnetGroups { client: elasticache.clone() }),
-        Box::new(elasticache::replication_group::ReplicationGroups { client: elasticache }),
+        Box::new(sqs::Queues { client: sdk_client!(aws_sdk_sqs, config, counter), tags: tags.clone() }),
+        Box::new(dynamodb::Tables { client: sdk_client!(aws_sdk_dynamodb, config, counter), tags: tags.clone() }),
+        Box::new(elasticache::subnet_group::SubnetGroups { client: elasticache.clone(), tags: tags.clone() }),
+        Box::new(elasticache::replication_group::ReplicationGroups { client: elasticache, tags: tags.clone() }),
         Box::new(cognito::user_pool::UserPools { client: cognito.clone() }),
         Box::new(cognito::group::Groups { client: cognito.clone() }),
         Box::new(cognito::app_client::AppClients { client: cognito }),
-        Box::new(logs::LogGroups { client: sdk_client!(aws_sdk_cloudwatchlogs, config, counter) }),
+        Box::new(logs::LogGroups { client: sdk_client!(aws_sdk_cloudwatchlogs, config, counter), tags: tags.clone() }),
         Box::new(ecr::Repositories { client: sdk_client!(aws_sdk_ecr, config, counter) }),
         Box::new(ecs::cluster::Clusters { client: ecs.clone() }),
         Box::new(ecs::launch_template::LaunchTemplates { client: ec2 }),
@@ -72,8 +74,8 @@ pub fn registry(config: &SdkConfig, counter: &CallCounter) -> Vec<Box<dyn Kind>>
         Box::new(ecs::service::Services { client: ecs.clone() }),
         Box::new(application_autoscaling::scalable_target::ScalableTargets { client: app_autoscaling.clone(), ecs: ecs.clone() }),
         Box::new(application_autoscaling::scaling_policy::ScalingPolicies { client: app_autoscaling, ecs }),
-        Box::new(sns::Topics { client: sdk_client!(aws_sdk_sns, config, counter) }),
-        Box::new(cloudwatch::Alarms { client: sdk_client!(aws_sdk_cloudwatch, config, counter) }),
+        Box::new(sns::Topics { client: sdk_client!(aws_sdk_sns, config, counter), tags: tags.clone() }),
+        Box::new(cloudwatch::Alarms { client: sdk_client!(aws_sdk_cloudwatch, config, counter), tags }),
         Box::new(events::EventRules { client: sdk_client!(aws_sdk_eventbridge, config, counter) }),
     ]
 }

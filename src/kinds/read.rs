@@ -1,9 +1,79 @@
 //! Reads every kind shares: the name filter that sees all of a kind's
-//! resources, and describing listed resources a few at a time.
+//! resources, describing listed resources a few at a time, and the tags of
+//! every resource of an environment in one paginated read.
+
+use std::collections::HashMap;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
 
-use crate::aws::AwsError;
+use crate::aws::{AwsError, AwsResult};
+use crate::engine::{ReadCache, TAG_ENV};
+use crate::spec::model::Tags;
+
+/// The names of the `desired` resources that `ids` (a narrowed pass's, [`ReadCache::named`]) name.
+pub fn named_desired(desired: &[crate::engine::Desired], ids: &std::collections::BTreeSet<String>) -> Vec<String> {
+    desired.iter().filter(|d| ids.iter().any(|id| crate::engine::focus::names(id, &d.name))).map(|d| d.name.clone()).collect()
+}
+
+/// How the kinds that can read tags in batch read them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum TagReads {
+    /// One paginated Resource Groups Tagging API read per pass for every
+    /// resource of the environment (one tag read per resource where it lacks
+    /// one: AWS denied it, or the resource carries no `sentry:env` tag).
+    #[default]
+    Batched,
+    /// One tag read per resource, from each service's own API.
+    PerResource,
+}
+
+/// The Resource Groups Tagging API as a source of tags: GetResources
+/// filtered on `sentry:env`, made once per full pass and shared by the kinds,
+/// instead of one ListTags call per queue, table, alarm, log group, topic and
+/// Redis group. The API is eventually consistent, so a narrowed pass (one an
+/// event asked for, about a change just made) reads tags from the resource.
+/// The default reads every resource's tags from the resource.
+#[derive(Clone, Default)]
+pub struct TagIndex {
+    client: Option<aws_sdk_resourcegroupstagging::Client>,
+}
+
+/// The environment's resources' tags by ARN; `None` when the read failed.
+type Index = Option<HashMap<String, Tags>>;
+
+impl TagIndex {
+    /// An index over `client`, or none (`PerResource`).
+    pub fn new(client: aws_sdk_resourcegroupstagging::Client, reads: TagReads) -> Self {
+        TagIndex { client: (reads == TagReads::Batched).then_some(client) }
+    }
+
+    /// The tags of the resource `arn` of environment `env`, from the pass's
+    /// one GetResources; `None`: read them from the resource (the index is
+    /// off, failed, the pass is narrowed, or the resource is not tagged as the environment's).
+    pub async fn tags_of(&self, env: &str, reads: &ReadCache, arn: &str) -> Option<Tags> {
+        let client = self.client.as_ref().filter(|_| !reads.is_narrowed())?;
+        let index = reads.get::<Index, _, _>("Tagging.GetResources", || async { Ok(Self::read(client, env).await) }).await.ok()?;
+        index.as_ref().as_ref()?.get(arn).cloned()
+    }
+
+    async fn read(client: &aws_sdk_resourcegroupstagging::Client, env: &str) -> Index {
+        let filter = aws_sdk_resourcegroupstagging::types::TagFilter::builder().key(TAG_ENV).values(env).build();
+        let pages = client.get_resources().tag_filters(filter).resources_per_page(100).into_paginator().send().try_collect().await;
+        match pages.aws("Tagging.GetResources") {
+            Ok(pages) => Some(
+                pages
+                    .iter()
+                    .flat_map(|p| p.resource_tag_mapping_list())
+                    .filter_map(|r| Some((r.resource_arn()?.to_string(), r.tags().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect())))
+                    .collect(),
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "the Resource Groups Tagging API failed: reading tags one resource at a time in this pass");
+                None
+            }
+        }
+    }
+}
 
 /// The longest prefix shared by all `names` (empty for none): the name filter
 /// of a List/Describe call that must see every resource of a kind.

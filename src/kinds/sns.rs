@@ -31,6 +31,8 @@ fn subscription_meta(entry: &str) -> String {
 pub struct Topics {
     /// The service's client.
     pub client: Client,
+    /// Tags in batch.
+    pub tags: crate::kinds::read::TagIndex,
 }
 
 fn tag_list(tags: &Tags) -> Result<Vec<Tag>, AwsError> {
@@ -70,15 +72,20 @@ impl Kind for Topics {
             .collect()
     }
 
-    async fn observe(&self, env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
+    async fn observe(&self, env: &EnvSpec, desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
         // Every topic ARN in one paginated read; tags and subscriptions per candidate.
         let topics: Vec<_> = self.client.list_topics().into_paginator().items().send().try_collect().await.aws("SNS.ListTopics")?;
         let name_of = |arn: &str| arn.rsplit(':').next().unwrap_or_default().to_string();
         let ours = |n: &str| n.starts_with("sentry-") || desired.iter().any(|d| d.name == n);
         let candidates: Vec<String> = topics.iter().filter_map(|t| t.topic_arn()).filter(|arn| ours(&name_of(arn))).map(str::to_string).collect();
         let live = describe_each(candidates, 4, |arn| async move {
-            let tags = self.client.list_tags_for_resource().resource_arn(&arn).send().await.aws("SNS.ListTagsForResource")?;
-            let tags = tags.tags().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect();
+            let tags = match self.tags.tags_of(&env.env, reads, &arn).await {
+                Some(tags) => tags,
+                None => {
+                    let out = self.client.list_tags_for_resource().resource_arn(&arn).send().await.aws("SNS.ListTagsForResource")?;
+                    out.tags().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect()
+                }
+            };
             let listed: Result<Vec<_>, _> = self.client.list_subscriptions_by_topic().topic_arn(&arn).into_paginator().items().send().try_collect().await;
             let listed = listed.aws("SNS.ListSubscriptionsByTopic")?;
             Ok(Some(subscriptions(Live { name: name_of(&arn), handle: arn, tags, ..Live::default() }, &listed)))

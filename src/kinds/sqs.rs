@@ -1,8 +1,8 @@
 //! SQS queues: standard and FIFO, attributes, dead-letter redrive, tags.
 //!
 //! SQS has no batch describe: observe is one paginated ListQueues (filtered
-//! by name prefix) plus GetQueueAttributes and ListQueueTags per queue, run
-//! concurrently.
+//! by name prefix) plus GetQueueAttributes per queue, run concurrently; tags
+//! come from the pass's one tagging read ([`TagIndex`]), else ListQueueTags.
 
 use crate::engine::focus::EventMatch;
 use std::collections::{BTreeMap, HashMap};
@@ -12,7 +12,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use aws_sdk_sqs::Client;
 use serde::{Deserialize, Serialize};
 
-use super::read::{common_prefix, describe_each};
+use super::read::{common_prefix, describe_each, named_desired, TagIndex};
 use crate::aws::{found, gone_is_ok, required, AwsError, AwsResult};
 use crate::engine::{ownership_tags, Adoption, Delta, Desired, Fields, Kind, Live, ReadCache, Rules};
 use crate::spec::EnvSpec;
@@ -49,6 +49,8 @@ struct Redrive {
 pub struct Queues {
     /// The service's client.
     pub client: Client,
+    /// Tags in batch.
+    pub tags: TagIndex,
 }
 
 impl Queues {
@@ -92,20 +94,24 @@ impl Queues {
     }
 
     /// Reads one queue; `None` if it vanished since it was listed.
-    async fn describe(&self, url: String) -> Result<Option<Live>, AwsError> {
+    async fn describe(&self, env: &str, reads: &ReadCache, url: String) -> Result<Option<Live>, AwsError> {
         let Some(out) =
             found(self.client.get_queue_attributes().queue_url(&url).attribute_names(QueueAttributeName::All).send().await.aws("SQS.GetQueueAttributes"))?
         else {
             return Ok(None);
         };
         let attributes = out.attributes.unwrap_or_default();
-        let Some(out) = found(self.client.list_queue_tags().queue_url(&url).send().await.aws("SQS.ListQueueTags"))? else {
-            return Ok(None);
+        let arn = attributes.get(&QueueAttributeName::QueueArn).map(String::as_str).unwrap_or_default();
+        let tags = match self.tags.tags_of(env, reads, arn).await {
+            Some(tags) => tags,
+            None => match found(self.client.list_queue_tags().queue_url(&url).send().await.aws("SQS.ListQueueTags"))? {
+                Some(out) => out.tags.unwrap_or_default().into_iter().collect(),
+                None => return Ok(None),
+            },
         };
-        let tags = out.tags.unwrap_or_default();
         let name = url.rsplit('/').next().unwrap_or_default().to_string();
         let raw: BTreeMap<String, String> = attributes.into_iter().map(|(k, v)| (k.as_str().to_string(), v)).collect();
-        Ok(Some(Live { name, handle: url, fields: normalize(&raw), tags: tags.into_iter().collect(), ..Live::default() }))
+        Ok(Some(Live { name, handle: url, fields: normalize(&raw), tags, ..Live::default() }))
     }
 }
 
@@ -197,14 +203,24 @@ impl Kind for Queues {
             .collect()
     }
 
-    async fn observe(&self, _env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
+    async fn observe(&self, env: &EnvSpec, desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
+        // A pass narrowed to some queues (an event's) reads just those: one GetQueueUrl each, no listing.
+        if let Some(ids) = reads.named(KIND) {
+            let mut urls = Vec::new();
+            for name in named_desired(desired, ids) {
+                if let Some(out) = found(self.client.get_queue_url().queue_name(&name).send().await.aws("SQS.GetQueueUrl"))? {
+                    urls.push(required("SQS.GetQueueUrl", "queue URL", out.queue_url())?);
+                }
+            }
+            return describe_each(urls, DESCRIBE_CONCURRENCY, |url| self.describe(&env.env, reads, url)).await;
+        }
         // Names share the `sentry-` convention; the prefix narrows the list to it (or to nothing, if a name breaks it).
         let prefix = common_prefix(std::iter::once("sentry-").chain(desired.iter().map(|d| d.name.as_str())));
         let request = self.client.list_queues().max_results(1000).set_queue_name_prefix((!prefix.is_empty()).then_some(prefix));
         let urls = request.into_paginator().items().send().try_collect().await.aws("SQS.ListQueues")?;
         // Only what the operator could own: its naming convention, or a name the spec gives (an adopted queue).
         let ours = |url: &String| url.rsplit('/').next().is_some_and(|name| name.starts_with("sentry-") || desired.iter().any(|d| d.name == name));
-        describe_each(urls.into_iter().filter(ours).collect(), DESCRIBE_CONCURRENCY, |url| self.describe(url)).await
+        describe_each(urls.into_iter().filter(ours).collect(), DESCRIBE_CONCURRENCY, |url| self.describe(&env.env, reads, url)).await
     }
 
     async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {

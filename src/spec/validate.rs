@@ -216,6 +216,16 @@ mod tests {
     }
 
     #[test]
+    fn the_operators_own_ids_are_reserved() {
+        // With a name of its own, such a queue would be valid but for its id.
+        let named = Queue { name: Some("sentry-events-dev".into()), ..queue(false, None) };
+        let problems = validate("dev", &spec_with_queues(vec![("operator.events", named)]));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].path.join("."), "messaging.queues.operator.events");
+        assert!(problems[0].message.contains("the operator's own"), "{}", problems[0].message);
+    }
+
+    #[test]
     fn cidrs_are_strict() {
         assert!(parse_cidr("10.0.0.0/16").is_ok());
         assert_eq!(parse_cidr("10.0.0.0/33").unwrap_err(), "\"10.0.0.0/33\" is not a valid IPv4 CIDR");

@@ -44,16 +44,9 @@ impl Clients {
 
     /// Puts CloudTrail's record of `name` on `service` by `actor` on the default bus.
     pub async fn announce(&self, service: &str, name: &str, request: Value, actor: &str) {
-        self.announce_all(&[record(service, name, request, actor)]).await;
-    }
-
-    /// Puts records (at most ten) on the default bus.
-    pub async fn announce_all(&self, records: &[Value]) {
-        let entries = records.iter().map(|r| {
-            let source = format!("aws.{}", r["eventSource"].as_str().unwrap_or_default().split('.').next().unwrap_or_default());
-            PutEventsRequestEntry::builder().source(source).detail_type("AWS API Call via CloudTrail").detail(r.to_string()).build()
-        });
-        let out = self.events.put_events().set_entries(Some(entries.collect())).send().await.expect("put events");
+        let detail = record(service, name, request, actor).to_string();
+        let entry = PutEventsRequestEntry::builder().source(format!("aws.{service}")).detail_type("AWS API Call via CloudTrail").detail(detail).build();
+        let out = self.events.put_events().entries(entry).send().await.expect("put events");
         assert_eq!(out.failed_entry_count(), 0, "{out:?}");
     }
 
@@ -145,13 +138,14 @@ where
     panic!("{what} not repaired within {limit:?}; daemon log:\n{}", daemon.log());
 }
 
-/// A daemon on dev with events, whose periodic passes are too rare to repair anything during the test.
-pub async fn daemon_with_events(moto: &Moto, c: &Clients, extra: &[&str]) -> Daemon {
-    let mut args = vec!["--single-replica", "--events", "--interval", "600", "--fast-interval", "600"];
+/// A daemon on dev with events, full passes every `interval` seconds (too rare
+/// to repair anything during the test unless it says otherwise), and `extra`.
+pub async fn daemon_with_events(moto: &Moto, c: &Clients, interval: &str, extra: &[&str]) -> Daemon {
+    let mut args = vec!["--single-replica", "--events", "--interval", interval, "--fast-interval", "600"];
     args.extend_from_slice(extra);
     let daemon = Daemon::run(&moto.endpoint, repo_specs().to_str().expect("utf-8"), &["dev"], &args);
-    daemon.wait_until("the event queue and a first full pass", Duration::from_secs(60), |d| {
-        d.metric("sentry_operator_passes_total{env=\"dev\",outcome=\"ok\"}").unwrap_or(0.0) >= 1.0 && d.log().contains("pass done")
+    daemon.wait_until("the event queue read after a first full pass", Duration::from_secs(60), |d| {
+        d.metric("sentry_operator_passes_total{env=\"dev\",outcome=\"ok\"}").unwrap_or(0.0) >= 1.0 && d.log().contains("reading the event queue")
     });
     assert!(c.queue_url("sentry-operator-events-dev").await.is_some(), "the event queue exists");
     daemon
@@ -161,7 +155,7 @@ pub async fn daemon_with_events(moto: &Moto, c: &Clients, extra: &[&str]) -> Dae
 async fn announced_drift_is_repaired_within_seconds_and_attributed() {
     let (moto, _specs) = Moto::built("dev");
     let c = Clients::new(&moto).await;
-    let daemon = daemon_with_events(&moto, &c, &[]).await;
+    let daemon = daemon_with_events(&moto, &c, "600", &[]).await;
     let limit = Duration::from_secs(30);
 
     // The plumbing: the rule targets the queue; the queue is encrypted, with a policy and a dead-letter queue.
@@ -261,4 +255,183 @@ async fn announced_drift_is_repaired_within_seconds_and_attributed() {
     // A full pass afterwards finds nothing to do (the plumbing is the daemon's, left alone).
     drop(daemon);
     moto.assert_converged(&repo_specs(), "dev");
+}
+
+/// Sends `body` straight to the event queue, as a forwarding bus of another
+/// account or region, or a broken producer, would (the emulator does not
+/// enforce the queue policy that lets only the rule send).
+async fn send_raw(c: &Clients, body: &str) {
+    let url = c.queue_url("sentry-operator-events-dev").await.expect("event queue");
+    c.sqs.send_message().queue_url(url).message_body(body).send().await.expect("send");
+}
+
+/// The EventBridge envelope of `detail`, as if delivered from `account` / `region`.
+fn envelope(detail: &Value, account: &str, region: &str) -> String {
+    json!({"version": "0", "id": "1", "detail-type": "AWS API Call via CloudTrail", "source": "aws.sqs", "account": account,
+           "time": "2026-11-29T09:15:00Z", "region": region, "resources": [], "detail": detail})
+    .to_string()
+}
+
+/// Messages still in the event queue (visible or in flight).
+async fn queued(c: &Clients) -> u64 {
+    let Some(url) = c.queue_url("sentry-operator-events-dev").await else { return u64::MAX };
+    let names = [QueueAttributeName::ApproximateNumberOfMessages, QueueAttributeName::ApproximateNumberOfMessagesNotVisible];
+    let out = c.sqs.get_queue_attributes().queue_url(url).set_attribute_names(Some(names.to_vec())).send().await.expect("attributes");
+    let attributes = out.attributes().cloned().unwrap_or_default();
+    names.iter().map(|n| attributes.get(n).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)).sum()
+}
+
+/// The daemon's resident memory, in KiB.
+fn rss_kib(daemon: &Daemon) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.child.id())).unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn malformed_foreign_and_storming_events_cost_no_call_storm() {
+    let (moto, _specs) = Moto::built("dev");
+    let c = Clients::new(&moto).await;
+    let budget = 60;
+    let daemon = daemon_with_events(&moto, &c, "600", &["--event-budget", &budget.to_string()]).await;
+    let queue = c.queue_url(QUEUE).await.expect("queue");
+    let before = c.visibility(&queue).await;
+
+    // Malformed messages are dropped (and deleted: they never come back), the feed goes on.
+    for body in [
+        "not json",
+        "{}",
+        r#"{"detail-type": "EC2 Instance State-change Notification", "detail": {}}"#,
+        &envelope(&json!({"eventName": "X"}), "123456789012", "us-east-1"),
+    ] {
+        send_raw(&c, body).await;
+    }
+    daemon.wait_until("the malformed messages dropped", Duration::from_secs(30), |d| d.log().matches("dropped a message of the event queue").count() >= 4);
+
+    // Calls made in another account or region, and the operator's own, change nothing here.
+    c.sqs.set_queue_attributes().queue_url(&queue).attributes(QueueAttributeName::VisibilityTimeout, "997").send().await.expect("drift");
+    let call = record("sqs", "SetQueueAttributes", json!({ "queueUrl": queue }), ALICE);
+    send_raw(&c, &envelope(&call, "999999999999", "us-east-1")).await;
+    send_raw(&c, &envelope(&call, "123456789012", "eu-west-1")).await;
+    let mut read_only = call.clone();
+    read_only["readOnly"] = json!(true);
+    send_raw(&c, &envelope(&read_only, "123456789012", "us-east-1")).await;
+    let started = Instant::now();
+    while queued(&c).await > 0 && started.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(c.visibility(&queue).await, "997", "no repair for calls elsewhere or reads: {}", daemon.log());
+
+    // A storm, as large as the emulator takes in reasonable time (it needs about
+    // 0.3 s per SendMessageBatch and 2 s per PutEvents of ten; the 10,000-record
+    // storm is the feed's unit test, against a mocked queue): 600 records sent
+    // to the queue at once, naming the 18 real queues and 200 that are not the
+    // estate's (the drift among them), plus the table's tags.
+    let urls: Vec<String> = {
+        let listed = c.sqs.list_queues().queue_name_prefix("sentry-").max_results(1000).send().await.expect("queues");
+        listed.queue_urls().iter().filter(|u| !u.contains("operator-events")).cloned().collect()
+    };
+    let arn = c.table_arn().await;
+    moto.start_recording();
+    let storm = Instant::now();
+    let events_queue = c.queue_url("sentry-operator-events-dev").await.expect("event queue");
+    let mut batch = Vec::new();
+    for i in 0..600usize {
+        let r = match i % 5 {
+            0 => record("dynamodb", "TagResource", json!({ "resourceArn": arn }), ALICE),
+            1 | 2 => record("sqs", "SetQueueAttributes", json!({ "queueUrl": urls[i % urls.len()] }), ALICE),
+            _ => record(
+                "sqs",
+                "SetQueueAttributes",
+                json!({ "queueUrl": format!("https://sqs.us-east-1.amazonaws.com/123456789012/someone-elses-{}", i % 200) }),
+                ALICE,
+            ),
+        };
+        let entry = aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder().id(i.to_string()).message_body(envelope(&r, "123456789012", "us-east-1"));
+        batch.push(entry.build().expect("entry"));
+        if batch.len() == 10 {
+            c.sqs.send_message_batch().queue_url(&events_queue).set_entries(Some(std::mem::take(&mut batch))).send().await.expect("send");
+        }
+    }
+    let put = storm.elapsed();
+    assert!(put < Duration::from_secs(60), "the storm took {put:?} to send");
+    within(Duration::from_secs(120), "the queue drift named in the storm", &daemon, || async { c.visibility(&queue).await == before }).await;
+    let drained = Instant::now();
+    while queued(&c).await > 0 && drained.elapsed() < Duration::from_secs(180) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(queued(&c).await, 0, "the storm was read in full");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let requests = moto.stop_recording();
+    // What the operator asked of the estate's APIs (not the event queue's receives and deletes, nor the test's own calls).
+    let queue_reads =
+        ["ReceiveMessage", "DeleteMessageBatch", "SendMessageBatch", "GetQueueAttributes", "ListQueues", "GetQueueUrl", "DescribeTable", "PutLogEvents"];
+    let estate: Vec<&String> = requests.iter().filter(|op| !queue_reads.contains(&op.as_str())).collect();
+    let receives = requests.iter().filter(|op| *op == "ReceiveMessage").count();
+    // The event passes keep to their budget (a minute's worth at once, then as much a minute), plus one pass's overshoot.
+    let minutes = storm.elapsed().as_secs_f64() / 60.0;
+    let allowed = (f64::from(budget) * (1.0 + minutes)) as usize + 60;
+    assert!(estate.len() <= allowed, "600 events in {minutes:.1} min, {} estate calls (budget {budget}/min): {estate:?}", estate.len());
+    assert!(receives <= 100, "{receives} receives for 600 events (ten at a time)");
+    let rss = rss_kib(&daemon);
+    assert!(rss > 0 && rss < 150 * 1024, "RSS {rss} KiB after the storm");
+    let passes = daemon.log().matches("trigger=Event").count();
+    assert!(passes < 40, "{passes} narrowed passes for 600 events");
+    moto.assert_converged(&repo_specs(), "dev");
+}
+
+#[tokio::test]
+async fn lost_plumbing_is_recreated_and_alerted_and_early_events_wait_for_the_first_pass() {
+    let (moto, _specs) = Moto::built("dev");
+    let c = Clients::new(&moto).await;
+    let daemon = daemon_with_events(&moto, &c, "600", &[]).await;
+    let queue = c.queue_url(QUEUE).await.expect("queue");
+    let before = c.visibility(&queue).await;
+    let limit = Duration::from_secs(60);
+
+    // The event queue deleted: noticed, alerted, re-created by a full pass, read again.
+    let events_queue = c.queue_url("sentry-operator-events-dev").await.expect("event queue");
+    c.sqs.delete_queue().queue_url(&events_queue).send().await.expect("delete the event queue");
+    daemon.wait_until("the event queue back", limit, |d| d.log().contains("the event queue is back"));
+    assert!(daemon.log().contains("the event queue is gone"));
+    c.sqs.set_queue_attributes().queue_url(&queue).attributes(QueueAttributeName::VisibilityTimeout, "996").send().await.expect("drift");
+    c.announce("sqs", "SetQueueAttributes", json!({ "queueUrl": queue }), ALICE).await;
+    within(limit, "a drift announced after the queue came back", &daemon, || async { c.visibility(&queue).await == before }).await;
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&sdk_config(&moto.endpoint).await);
+    let emf = logs.filter_log_events().log_group_name("/sentry-operator/dev").send().await.expect("alerts");
+    assert!(emf.events().iter().filter_map(|e| e.message()).any(|m| m.contains("\"EventsInterrupted\"")), "EventsInterrupted alerted");
+
+    // The rule deleted: re-created by the next full pass (SIGHUP starts one now), and events flow again.
+    c.events.remove_targets().rule("sentry-operator-events-dev").ids("sentry-operator-queue").send().await.expect("remove targets");
+    c.events.delete_rule().name("sentry-operator-events-dev").send().await.expect("delete rule");
+    let hup = std::process::Command::new("kill").args(["-HUP", &daemon.child.id().to_string()]).status().expect("kill -HUP");
+    assert!(hup.success());
+    within(limit, "the event rule", &daemon, || async {
+        let targets = c.events.list_targets_by_rule().rule("sentry-operator-events-dev").send().await;
+        targets.is_ok_and(|t| !t.targets().is_empty())
+    })
+    .await;
+    c.sqs.set_queue_attributes().queue_url(&queue).attributes(QueueAttributeName::VisibilityTimeout, "995").send().await.expect("drift");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.announce("sqs", "SetQueueAttributes", json!({ "queueUrl": queue }), ALICE).await;
+    within(limit, "a drift announced after the rule came back", &daemon, || async { c.visibility(&queue).await == before }).await;
+    drop(daemon);
+
+    // Events that arrive while no daemon runs wait in the queue; the next daemon repairs, after its first full pass.
+    c.sqs.set_queue_attributes().queue_url(&queue).attributes(QueueAttributeName::VisibilityTimeout, "994").send().await.expect("drift");
+    c.announce("sqs", "SetQueueAttributes", json!({ "queueUrl": queue }), ALICE).await;
+    assert!(queued(&c).await >= 1, "the event waits in the queue");
+    let daemon = Daemon::run(
+        &moto.endpoint,
+        repo_specs().to_str().expect("utf-8"),
+        &["dev"],
+        &["--single-replica", "--events", "--interval", "600", "--fast-interval", "600"],
+    );
+    within(limit, "the drift announced while no daemon ran", &daemon, || async { c.visibility(&queue).await == before }).await;
+    let started = Instant::now();
+    while queued(&c).await > 0 && started.elapsed() < limit {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(queued(&c).await, 0, "read and deleted");
+    assert!(!daemon.log().contains("ERROR"), "{}", daemon.log());
 }

@@ -57,6 +57,9 @@ fn iam_action(operation: &str) -> String {
         "SNS" => "sns",
         "CloudWatch" => "cloudwatch",
         "S3" => "s3",
+        "EventBridge" => "events",
+        "CloudTrail" => "cloudtrail",
+        "Tagging" => "tag",
         other => panic!("unknown service {other} in {operation}"),
     };
     format!("{prefix}:{action}")

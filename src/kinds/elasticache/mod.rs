@@ -22,8 +22,11 @@ pub fn tag_list(tags: &Tags) -> Vec<Tag> {
     tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()
 }
 
-/// The tags of resource `arn`.
-pub async fn tags_of(client: &Client, arn: &str) -> Result<Tags, AwsError> {
+/// The tags of resource `arn` of environment `env`: from the pass's tagging read, else from ElastiCache.
+pub async fn tags_of(client: &Client, index: &crate::kinds::read::TagIndex, env: &str, reads: &crate::engine::ReadCache, arn: &str) -> Result<Tags, AwsError> {
+    if let Some(tags) = index.tags_of(env, reads, arn).await {
+        return Ok(tags);
+    }
     let out = client.list_tags_for_resource().resource_name(arn).send().await.aws("ElastiCache.ListTagsForResource")?;
     Ok(out.tag_list().iter().filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string()))).collect())
 }

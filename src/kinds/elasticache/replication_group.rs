@@ -63,6 +63,8 @@ fn enabled(on: bool) -> String {
 pub struct ReplicationGroups {
     /// The service's client, shared by the kinds of the service.
     pub client: Client,
+    /// Tags in batch.
+    pub tags: crate::kinds::read::TagIndex,
 }
 
 impl ReplicationGroups {
@@ -110,7 +112,7 @@ impl Kind for ReplicationGroups {
         }]
     }
 
-    async fn observe(&self, _env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
+    async fn observe(&self, env: &EnvSpec, desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
         let Some(d) = desired.first() else { return Ok(Vec::new()) };
         let Some(out) =
             found(self.client.describe_replication_groups().replication_group_id(&d.name).send().await.aws("ElastiCache.DescribeReplicationGroups"))?
@@ -121,7 +123,7 @@ impl Kind for ReplicationGroups {
         for g in out.replication_groups() {
             let (Some(name), Some(arn)) = (g.replication_group_id(), g.arn()) else { continue };
             let failover = g.automatic_failover().map_or("disabled", |a| a.as_str()).split('-').next().unwrap_or("disabled");
-            let l = Live { name: name.into(), handle: arn.into(), tags: tags_of(&self.client, arn).await?, ..Live::default() };
+            let l = Live { name: name.into(), handle: arn.into(), tags: tags_of(&self.client, &self.tags, &env.env, reads, arn).await?, ..Live::default() };
             groups.push(
                 l.with(ENGINE, g.engine().unwrap_or("redis"))
                     .with(NODE_TYPE, g.cache_node_type().unwrap_or_default())
@@ -241,7 +243,7 @@ mod tests {
         let available = mock!(Client::describe_replication_groups)
             .then_output(|| DescribeReplicationGroupsOutput::builder().replication_groups(ReplicationGroup::builder().status("available").build()).build());
         let client = mock_client!(aws_sdk_elasticache, RuleMode::MatchAny, [&modify, &grow, &available]);
-        let kind = ReplicationGroups { client };
+        let kind = ReplicationGroups { client, tags: Default::default() };
         let delta = Delta {
             fields: vec![
                 change(NODE_TYPE, "cache.t4g.micro", "cache.r7g.large"),
@@ -279,7 +281,7 @@ mod tests {
             });
         let available = mock!(Client::describe_replication_groups)
             .then_output(|| DescribeReplicationGroupsOutput::builder().replication_groups(ReplicationGroup::builder().status("available").build()).build());
-        let kind = ReplicationGroups { client: mock_client!(aws_sdk_elasticache, RuleMode::MatchAny, [&create, &available]) };
+        let kind = ReplicationGroups { client: mock_client!(aws_sdk_elasticache, RuleMode::MatchAny, [&create, &available]), tags: Default::default() };
         let mut desired = redis_desired();
         for (field, value) in [(NODE_TYPE, "cache.r7g.large"), (NODES, "2"), (FAILOVER, "enabled"), (MULTI_AZ, "enabled")] {
             desired.fields.insert(field.into(), value.into());
@@ -302,7 +304,7 @@ mod tests {
             .then_output(|| aws_sdk_elasticache::operation::decrease_replica_count::DecreaseReplicaCountOutput::builder().build());
         let available = mock!(Client::describe_replication_groups)
             .then_output(|| DescribeReplicationGroupsOutput::builder().replication_groups(ReplicationGroup::builder().status("available").build()).build());
-        let kind = ReplicationGroups { client: mock_client!(aws_sdk_elasticache, RuleMode::MatchAny, [&shrink, &available]) };
+        let kind = ReplicationGroups { client: mock_client!(aws_sdk_elasticache, RuleMode::MatchAny, [&shrink, &available]), tags: Default::default() };
         let delta = Delta { fields: vec![change(NODES, "2", "1")], tags: Tags::new() };
         kind.update(&redis_desired(), &Live::default(), &delta).await.expect("shrunk");
         assert_eq!(shrink.num_calls(), 1);

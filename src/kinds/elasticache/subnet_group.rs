@@ -23,6 +23,8 @@ const ARN: &str = "arn";
 pub struct SubnetGroups {
     /// The service's client, shared by the kinds of the service.
     pub client: Client,
+    /// Tags in batch.
+    pub tags: crate::kinds::read::TagIndex,
 }
 
 #[async_trait]
@@ -45,7 +47,7 @@ impl Kind for SubnetGroups {
         vec![Desired::new(KIND, ID, name, ownership_tags(env, ID, DeletionPolicy::Delete, &Tags::new())).with_references(SUBNETS, subnet::KIND, subnets)]
     }
 
-    async fn observe(&self, _env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
+    async fn observe(&self, env: &EnvSpec, desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
         let Some(d) = desired.first() else { return Ok(Vec::new()) };
         // An adopted group keeps its own name.
         let name = d.adopted_id().unwrap_or(&d.name);
@@ -59,8 +61,10 @@ impl Kind for SubnetGroups {
             let (Some(name), Some(arn)) = (g.cache_subnet_group_name(), g.arn()) else { continue };
             let subnets = list_field(g.subnets().iter().filter_map(|s| s.subnet_identifier()));
             let meta = [(ARN.to_string(), arn.to_string())].into();
-            groups
-                .push(Live { name: name.into(), handle: name.into(), tags: tags_of(&self.client, arn).await?, meta, ..Live::default() }.with(SUBNETS, subnets));
+            groups.push(
+                Live { name: name.into(), handle: name.into(), tags: tags_of(&self.client, &self.tags, &env.env, reads, arn).await?, meta, ..Live::default() }
+                    .with(SUBNETS, subnets),
+            );
         }
         Ok(groups)
     }
