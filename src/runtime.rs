@@ -13,7 +13,7 @@ use aws_config::SdkConfig;
 use crate::aws::{env_config, required, AwsResult, CallCounter, Timeouts};
 use crate::engine::apply::{reconcile, Narrowing, RetryPolicy};
 use crate::engine::report::Report;
-use crate::engine::{Kind, Mode, Rules, Scope};
+use crate::engine::{Kind, Mode, Scope};
 use crate::kinds;
 use crate::kinds::read::TagReads;
 use crate::spec::model::Account;
@@ -62,11 +62,6 @@ impl Runtime {
             ssm,
             account_id: Default::default(),
         }
-    }
-
-    /// The rules of every kind, in registration order.
-    pub fn rules(&self) -> Vec<Rules> {
-        self.kinds.iter().map(|k| k.rules()).collect()
     }
 
     /// The kinds of `scope` and narrower scopes.

@@ -463,14 +463,14 @@ impl EnvLoop {
     }
 
     /// What a pass of this loop covers and writes; `focus` narrows it to
-    /// what an event named (a full pass while no handle is known yet).
+    /// what an event named (a full pass until a full pass has succeeded).
     fn narrowing(&self, runtime: &Runtime, focus: Option<Focus>) -> Narrowing {
         let known = self.inbox.as_ref().map(|i| i.known.clone());
-        let learnt = known.as_ref().and_then(|k| k.lock().ok().map(|k| !k.is_empty())).unwrap_or(false);
+        let learnt = self.inbox.as_ref().is_some_and(|i| i.full_pass_done.load(std::sync::atomic::Ordering::SeqCst));
         let events = self.inbox.is_some();
         let mut focus = focus.unwrap_or_default();
         if !learnt {
-            // Nothing learnt yet: a narrowed pass could not resolve references to the kinds it leaves out.
+            // No full pass yet: a narrowed pass could not resolve references to the kinds it leaves out.
             focus = Focus { causes: focus.causes, ..Focus::default() };
         }
         let writes = match self.scope {
@@ -549,13 +549,30 @@ impl EnvLoop {
                     runtime.insert(new)
                 }
             };
-            let focus = self.take_pending();
+            let focus = match (trigger, self.take_pending()) {
+                // A periodic pass stays whole: what events named is in it anyway, with its causes.
+                (Trigger::Interval, pending) => pending.map(|f| Focus { causes: f.causes, ..Focus::default() }),
+                (Trigger::Event, Some(focus)) => Some(focus),
+                // Woken with nothing left (a periodic pass took it): no pass.
+                (Trigger::Event, None) => continue,
+            };
             let narrowing = self.narrowing(runtime, focus);
             let before = runtime.counter().stats();
             let ok = self.pass(runtime, &env_spec, &revision, &narrowing, trigger).await;
+            if ok && self.scope == Scope::Full && narrowing.focus.kinds.is_none() {
+                if let Some(inbox) = &self.inbox {
+                    inbox.full_pass_done.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
             if trigger == Trigger::Event {
                 let made = runtime.counter().stats().since(&before);
                 budget.spend(made.reads + made.writes);
+                if !ok {
+                    // What the failed pass was to repair is not lost: a full pass (within the budget) covers it.
+                    if let Some(inbox) = &self.inbox {
+                        inbox.everything();
+                    }
+                }
                 // The periodic schedule goes on as it was.
                 continue;
             }

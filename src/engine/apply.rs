@@ -103,11 +103,11 @@ pub async fn reconcile(env: &EnvSpec, kinds: &[Box<dyn Kind>], counter: &CallCou
     if mode == Mode::Apply && planned.review.errors.is_empty() {
         let second_round = apply(&mut planned, env, kinds, retry, defer, &mut violations).await;
         steps.append(&mut planned.steps);
+        remember(narrowing, &planned.remembered, &planned.handles);
         if let Some(why) = second_round {
-            remember(narrowing, &planned.observed, &planned.handles);
             let mut again = plan_pass(env, kinds, narrowing).await;
             apply(&mut again, env, kinds, retry, defer, &mut violations).await;
-            remember(narrowing, &again.observed, &again.handles);
+            remember(narrowing, &again.remembered, &again.handles);
             errors.append(&mut again.errors);
             steps.extend(again.steps.into_iter().filter(|s| s.action != Action::Noop).map(|mut s| {
                 s.note = Some(format!("{}{}", why.as_note(), s.note.map(|n| format!("; {n}")).unwrap_or_default()));
@@ -116,8 +116,8 @@ pub async fn reconcile(env: &EnvSpec, kinds: &[Box<dyn Kind>], counter: &CallCou
         }
     } else {
         steps.append(&mut planned.steps);
+        remember(narrowing, &planned.remembered, &planned.handles);
     }
-    remember(narrowing, &planned.observed, &planned.handles);
     if !planned.review.errors.is_empty() {
         errors.append(&mut planned.review.errors);
         errors.push("nothing was applied".into());
@@ -128,12 +128,16 @@ pub async fn reconcile(env: &EnvSpec, kinds: &[Box<dyn Kind>], counter: &CallCou
     report
 }
 
-/// Keeps what a pass learnt of the handles for the passes after it: for the
-/// kinds it observed, exactly what it saw (a deleted resource's handle is forgotten).
-fn remember(narrowing: &Narrowing, observed: &BTreeSet<&str>, handles: &ReferenceMap) {
+/// Keeps what a pass learnt of the handles for the passes after it: for
+/// `kinds` (those it writes and read without error), what it holds now — what
+/// it saw and made, a deleted resource's handle forgotten. Other kinds' handles
+/// are left to the loop that writes them (another loop may be changing them).
+/// Of the kinds it read but another loop writes, it adds only what nothing told yet.
+fn remember(narrowing: &Narrowing, (kinds, seen): &(BTreeSet<&'static str>, BTreeSet<&'static str>), handles: &ReferenceMap) {
     if let Some(Ok(mut known)) = narrowing.known.as_ref().map(|k| k.lock()) {
-        let mut kept = known.without_kinds(observed);
-        kept.merge(handles);
+        let mut kept = known.without_kinds(kinds);
+        kept.merge(&handles.only_kinds(kinds));
+        kept.merge_missing(&handles.only_kinds(seen));
         *known = kept;
     }
 }
@@ -155,8 +159,9 @@ struct Planned {
     review: Reviews,
     /// The shared reads of the observation, which reviews and writes may consult.
     reads: ReadCache,
-    /// The kinds observed whole.
-    observed: BTreeSet<&'static str>,
+    /// The kinds whose handles the pass keeps for the next ones: those it
+    /// writes and read without error, and those it read that another pass writes.
+    remembered: (BTreeSet<&'static str>, BTreeSet<&'static str>),
 }
 
 /// Observes every kind the pass covers concurrently and plans.
@@ -177,10 +182,18 @@ async fn plan_pass(env: &EnvSpec, kinds: &[Box<dyn Kind>], narrowing: &Narrowing
 
     let mut matched: Vec<(usize, Vec<Pair>)> = Vec::new();
     let mut errors = Vec::new();
+    let mut remembered = (BTreeSet::new(), BTreeSet::new());
     for (k, desired, live) in observed {
         let kind = &kinds[k];
         match live {
-            Ok(live) => matched.push((k, match_kind(kind.name(), &env.env, desired, live, |d, l| kind.matches(&env.env, d, l)))),
+            Ok(live) => {
+                if narrowing.writes.covers(kind.rules().scope) {
+                    remembered.0.insert(kind.name());
+                } else if !focus.resources.contains_key(kind.name()) {
+                    remembered.1.insert(kind.name());
+                }
+                matched.push((k, match_kind(kind.name(), &env.env, desired, live, |d, l| kind.matches(&env.env, d, l))));
+            }
             Err(e) => errors.push(format!("observe {}: {e}", kind.name())),
         }
     }
@@ -188,7 +201,7 @@ async fn plan_pass(env: &EnvSpec, kinds: &[Box<dyn Kind>], narrowing: &Narrowing
     // read; for the kinds it reads whole, only what it sees counts (else a deleted
     // resource's old handle would still resolve, and a route to it look in sync).
     let known = narrowing.known.as_ref().and_then(|k| k.lock().ok().map(|k| k.clone())).unwrap_or_default();
-    let named = |handle: &str| focus.resources.values().flatten().any(|id| super::focus::names(id, handle));
+    let named = |kind: &str, handle: &str| focus.resources.get(kind).is_some_and(|ids| ids.iter().any(|id| super::focus::names(id, handle)));
     let mut handles = known.without_kinds(&observed_whole).without_handles(named);
     for (_, pairs) in &matched {
         handles.learn_pairs(pairs.iter());
@@ -239,7 +252,7 @@ async fn plan_pass(env: &EnvSpec, kinds: &[Box<dyn Kind>], narrowing: &Narrowing
         review.violations.extend(r.violations);
         review.findings.extend(r.findings);
     }
-    Planned { steps, owners, handles, errors, review, reads: shared_reads, observed: observed_whole }
+    Planned { steps, owners, handles, errors, review, reads: shared_reads, remembered }
 }
 
 /// Marks the desired resources the spec's `adopt` entries name (by name, or

@@ -48,18 +48,37 @@ impl ReferenceMap {
 
     /// What this map knows of resources of kinds other than `kinds`.
     pub fn without_kinds(&self, kinds: &std::collections::BTreeSet<&str>) -> ReferenceMap {
-        let other = |r: &str| r.strip_prefix('@').and_then(|r| r.split_once('/')).map_or(true, |(kind, _)| !kinds.contains(kind));
+        let other = |r: &str| !kinds.contains(kind_of(r));
         ReferenceMap {
             to_ref: self.to_ref.iter().filter(|(_, r)| other(r)).map(|(h, r)| (h.clone(), r.clone())).collect(),
             to_handle: self.to_handle.iter().filter(|(r, _)| other(r)).map(|(r, h)| (r.clone(), h.clone())).collect(),
         }
     }
 
-    /// This map without the handles `named` names (resources a pass reads again).
-    pub fn without_handles(&self, named: impl Fn(&str) -> bool) -> ReferenceMap {
+    /// This map without the handles `named(kind, handle)` names (resources a pass reads again).
+    pub fn without_handles(&self, named: impl Fn(&str, &str) -> bool) -> ReferenceMap {
+        let named = |r: &str, h: &str| named(kind_of(r), h);
         ReferenceMap {
-            to_ref: self.to_ref.iter().filter(|(h, _)| !named(h)).map(|(h, r)| (h.clone(), r.clone())).collect(),
-            to_handle: self.to_handle.iter().filter(|(_, h)| !named(h)).map(|(r, h)| (r.clone(), h.clone())).collect(),
+            to_ref: self.to_ref.iter().filter(|(h, r)| !named(r, h)).map(|(h, r)| (h.clone(), r.clone())).collect(),
+            to_handle: self.to_handle.iter().filter(|(r, h)| !named(r, h)).map(|(r, h)| (r.clone(), h.clone())).collect(),
+        }
+    }
+
+    /// What this map knows of resources of `kinds` only.
+    pub fn only_kinds(&self, kinds: &std::collections::BTreeSet<&str>) -> ReferenceMap {
+        ReferenceMap {
+            to_ref: self.to_ref.iter().filter(|(_, r)| kinds.contains(kind_of(r))).map(|(h, r)| (h.clone(), r.clone())).collect(),
+            to_handle: self.to_handle.iter().filter(|(r, _)| kinds.contains(kind_of(r))).map(|(r, h)| (r.clone(), h.clone())).collect(),
+        }
+    }
+
+    /// Learns what `other` knows of resources this map knows nothing of.
+    pub fn merge_missing(&mut self, other: &ReferenceMap) {
+        for (r, h) in &other.to_handle {
+            if !self.to_handle.contains_key(r) {
+                self.to_handle.insert(r.clone(), h.clone());
+                self.to_ref.insert(h.clone(), r.clone());
+            }
         }
     }
 
@@ -88,6 +107,11 @@ impl ReferenceMap {
     pub fn rewrite(fields: &Fields, f: impl Fn(&str) -> String) -> Fields {
         fields.iter().map(|(k, v)| (f(k), f(v))).collect()
     }
+}
+
+/// The kind of a reference (`ec2.subnet` of `@ec2.subnet/private-a`).
+fn kind_of(reference: &str) -> &str {
+    reference.strip_prefix('@').and_then(|r| r.split_once('/')).map_or("", |(kind, _)| kind)
 }
 
 /// Maps each token (separated by spaces or commas) with `lookup`; a

@@ -57,6 +57,8 @@ pub struct Inbox {
     pub fast_ready: Notify,
     /// The handles the environment's passes learnt.
     pub known: KnownHandles,
+    /// Whether a full pass of the environment succeeded (its handles are known).
+    pub full_pass_done: std::sync::atomic::AtomicBool,
     /// What the feed read.
     pub stats: Mutex<FeedStats>,
 }
@@ -219,7 +221,14 @@ impl Feed {
             };
             match received {
                 Ok(messages) => self.take_in(&inbox, me, &queue_url, messages).await,
-                Err(e) if e.class == crate::aws::ErrorClass::NotFound => url = None,
+                Err(e) if e.class == crate::aws::ErrorClass::NotFound => {
+                    // Looked up again after a pause (a deleted queue's URL may still resolve for a while).
+                    url = None;
+                    tokio::select! {
+                        _ = tokio::time::sleep(RETRY_AFTER) => {}
+                        _ = stop.changed() => return,
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(env = %self.env, error = %e, "cannot read the event queue; trying again");
                     tokio::select! {

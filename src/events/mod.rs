@@ -167,6 +167,7 @@ struct PendingKind {
     /// Covered whole: a call did not say which resource, or too many were named.
     whole: bool,
     resources: BTreeMap<String, Attribution>,
+    /// The latest call about the kind as a whole.
     latest: Option<Attribution>,
 }
 
@@ -174,10 +175,11 @@ impl Pending {
     /// Adds what a call touched of `kind`.
     pub fn add(&mut self, kind: &'static str, touched: Touched, cause: &Attribution) {
         let entry = self.kinds.entry(kind).or_default();
-        entry.latest = Some(cause.clone());
         match touched {
             Touched::Nothing => {}
             Touched::Kind => {
+                // Only a call about the kind as a whole is every resource's possible cause.
+                entry.latest = Some(cause.clone());
                 self.resources -= entry.resources.len();
                 entry.resources.clear();
                 entry.whole = true;

@@ -39,7 +39,8 @@ pub fn install(env: &mut EnvSpec, rules: &[Rules]) {
     let sources: BTreeSet<&str> = rules.iter().map(|r| r.events.source).filter(|s| !s.is_empty()).collect();
     let name = name(&env.env);
     let dead_letter = format!("{name}-dlq");
-    let rule_arn = format!("arn:aws:events:*:*:rule/{name}");
+    // `${region}` and `${account}` are the pass's (the SQS kind substitutes them).
+    let rule_arn = format!("arn:aws:events:${{region}}:${{account}}:rule/{name}");
     // EventBridge may send to both queues, and only on behalf of this rule.
     let policy = |queue: &str| {
         json!({
@@ -49,8 +50,8 @@ pub fn install(env: &mut EnvSpec, rules: &[Rules]) {
                 "Effect": "Allow",
                 "Principal": { "Service": "events.amazonaws.com" },
                 "Action": "sqs:SendMessage",
-                "Resource": format!("arn:aws:sqs:*:*:{queue}"),
-                "Condition": { "ArnLike": { "aws:SourceArn": rule_arn } }
+                "Resource": format!("arn:aws:sqs:${{region}}:${{account}}:{queue}"),
+                "Condition": { "ArnEquals": { "aws:SourceArn": rule_arn } }
             }]
         })
         .to_string()

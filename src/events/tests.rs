@@ -219,13 +219,15 @@ fn a_storm_is_coalesced_per_resource_in_bounded_memory() {
     assert!(!focus.resources.contains_key("dynamodb.table"), "beyond the bound, the kind is covered whole");
     assert_eq!(focus.resources["sqs.queue"].len(), 7);
     assert_eq!(focus.kinds.as_ref().map(BTreeSet::len), Some(2));
-    assert!(focus.causes["sqs.queue"].contains_key(""), "the kind's latest cause");
+    assert!(!focus.causes["sqs.queue"].contains_key(""), "calls that named queues are no cause of another queue's drift");
+    assert_eq!(focus.causes["sqs.queue"].len(), 7);
     assert!(pending.take().is_none(), "taken");
 
     pending.add("sqs.queue", Touched::Kind, &cause);
     pending.add("sqs.queue", Touched::Resources(["q1".to_string()].into()), &cause);
     let focus = pending.take().expect("pending");
     assert!(!focus.resources.contains_key("sqs.queue"), "a whole kind stays whole");
+    assert!(focus.causes["sqs.queue"].contains_key(""), "a call about the kind as a whole is a cause of any of its drift");
     pending.everything();
     assert_eq!(pending.take().map(|f| f.kinds), Some(None), "everything: every kind");
 }

@@ -288,7 +288,7 @@ impl Kind for Alarms {
         let live = describe_each(alarms, 4, |a| async move {
             let name = required("CloudWatch.DescribeAlarms", "alarm name", a.alarm_name())?;
             let arn = required("CloudWatch.DescribeAlarms", "alarm ARN", a.alarm_arn())?;
-            let tags = match self.tags.tags_of(&env.env, reads, &arn).await {
+            let tags = match self.tags.tags_of(&env.env, reads, &arn, desired.iter().any(|d| d.name == name)).await {
                 Some(tags) => tags,
                 None => {
                     let out = self.client.list_tags_for_resource().resource_arn(&arn).send().await.aws("CloudWatch.ListTagsForResource")?;

@@ -159,7 +159,7 @@ fn table_fields(t: &TableDescription) -> Fields {
 }
 
 impl Tables {
-    async fn describe(&self, env: &str, reads: &ReadCache, name: String) -> Result<Option<Live>, AwsError> {
+    async fn describe(&self, env: &str, reads: &ReadCache, desired: &[Desired], name: String) -> Result<Option<Live>, AwsError> {
         let Some(out) = found(self.client.describe_table().table_name(&name).send().await.aws("DynamoDB.DescribeTable"))? else {
             return Ok(None);
         };
@@ -170,7 +170,7 @@ impl Tables {
             async { self.client.describe_continuous_backups().table_name(&name).send().await.aws("DynamoDB.DescribeContinuousBackups") },
             async { self.client.describe_time_to_live().table_name(&name).send().await.aws("DynamoDB.DescribeTimeToLive") },
             async {
-                if let Some(tags) = self.tags.tags_of(env, reads, &arn).await {
+                if let Some(tags) = self.tags.tags_of(env, reads, &arn, desired.iter().any(|d| d.name == name)).await {
                     return Ok(tags);
                 }
                 let out = self.client.list_tags_of_resource().resource_arn(&arn).send().await.aws("DynamoDB.ListTagsOfResource")?;
@@ -300,11 +300,11 @@ impl Kind for Tables {
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
         // A pass narrowed to some tables (an event's) reads just those.
         if let Some(ids) = reads.named(KIND) {
-            return describe_each(crate::kinds::read::named_desired(desired, ids), DESCRIBE_CONCURRENCY, |n| self.describe(&env.env, reads, n)).await;
+            return describe_each(crate::kinds::read::named_desired(desired, ids), DESCRIBE_CONCURRENCY, |n| self.describe(&env.env, reads, desired, n)).await;
         }
         let listed = self.client.list_tables().into_paginator().items().send().try_collect().await.aws("DynamoDB.ListTables")?;
         let names = listed.into_iter().filter(|n| n.starts_with("sentry-") || desired.iter().any(|d| d.name == *n)).collect();
-        describe_each(names, DESCRIBE_CONCURRENCY, |n| self.describe(&env.env, reads, n)).await
+        describe_each(names, DESCRIBE_CONCURRENCY, |n| self.describe(&env.env, reads, desired, n)).await
     }
 
     async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {

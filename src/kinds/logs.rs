@@ -71,7 +71,8 @@ impl Kind for LogGroups {
                 continue;
             }
             let arn = required("Logs.DescribeLogGroups", "log group ARN", g.arn())?.trim_end_matches(":*").to_string();
-            let tags = match self.tags.tags_of(&env.env, reads, &arn).await {
+            // Only groups the spec names are read here.
+            let tags = match self.tags.tags_of(&env.env, reads, &arn, true).await {
                 Some(tags) => tags,
                 None => {
                     let out = self.client.list_tags_for_resource().resource_arn(&arn).send().await.aws("Logs.ListTagsForResource")?;

@@ -49,9 +49,11 @@ impl TagIndex {
 
     /// The tags of the resource `arn` of environment `env`, from the pass's
     /// one GetResources; `None`: read them from the resource (the index is
-    /// off, failed, the pass is narrowed, or the resource is not tagged as the environment's).
-    pub async fn tags_of(&self, env: &str, reads: &ReadCache, arn: &str) -> Option<Tags> {
-        let client = self.client.as_ref().filter(|_| !reads.is_narrowed())?;
+    /// off, failed, the pass is narrowed, the resource is not tagged as the
+    /// environment's, or it is not `in_spec`: a resource the pass could orphan
+    /// or delete is judged by its own, current tags, never by a lagging index).
+    pub async fn tags_of(&self, env: &str, reads: &ReadCache, arn: &str, in_spec: bool) -> Option<Tags> {
+        let client = self.client.as_ref().filter(|_| in_spec && !reads.is_narrowed())?;
         let index = reads.get::<Index, _, _>("Tagging.GetResources", || async { Ok(Self::read(client, env).await) }).await.ok()?;
         index.as_ref().as_ref()?.get(arn).cloned()
     }

@@ -79,7 +79,7 @@ impl Kind for Topics {
         let ours = |n: &str| n.starts_with("sentry-") || desired.iter().any(|d| d.name == n);
         let candidates: Vec<String> = topics.iter().filter_map(|t| t.topic_arn()).filter(|arn| ours(&name_of(arn))).map(str::to_string).collect();
         let live = describe_each(candidates, 4, |arn| async move {
-            let tags = match self.tags.tags_of(&env.env, reads, &arn).await {
+            let tags = match self.tags.tags_of(&env.env, reads, &arn, desired.iter().any(|d| d.name == name_of(&arn))).await {
                 Some(tags) => tags,
                 None => {
                     let out = self.client.list_tags_for_resource().resource_arn(&arn).send().await.aws("SNS.ListTagsForResource")?;

@@ -94,7 +94,7 @@ impl Queues {
     }
 
     /// Reads one queue; `None` if it vanished since it was listed.
-    async fn describe(&self, env: &str, reads: &ReadCache, url: String) -> Result<Option<Live>, AwsError> {
+    async fn describe(&self, env: &str, reads: &ReadCache, desired: &[Desired], url: String) -> Result<Option<Live>, AwsError> {
         let Some(out) =
             found(self.client.get_queue_attributes().queue_url(&url).attribute_names(QueueAttributeName::All).send().await.aws("SQS.GetQueueAttributes"))?
         else {
@@ -102,14 +102,14 @@ impl Queues {
         };
         let attributes = out.attributes.unwrap_or_default();
         let arn = attributes.get(&QueueAttributeName::QueueArn).map(String::as_str).unwrap_or_default();
-        let tags = match self.tags.tags_of(env, reads, arn).await {
+        let name = url.rsplit('/').next().unwrap_or_default().to_string();
+        let tags = match self.tags.tags_of(env, reads, arn, desired.iter().any(|d| d.name == name)).await {
             Some(tags) => tags,
             None => match found(self.client.list_queue_tags().queue_url(&url).send().await.aws("SQS.ListQueueTags"))? {
                 Some(out) => out.tags.unwrap_or_default().into_iter().collect(),
                 None => return Ok(None),
             },
         };
-        let name = url.rsplit('/').next().unwrap_or_default().to_string();
         let raw: BTreeMap<String, String> = attributes.into_iter().map(|(k, v)| (k.as_str().to_string(), v)).collect();
         Ok(Some(Live { name, handle: url, fields: normalize(&raw), tags, ..Live::default() }))
     }
@@ -182,7 +182,7 @@ impl Kind for Queues {
                     }
                 }
                 if let Some(policy) = &q.access_policy {
-                    d = d.with(POLICY, canonical_json(policy));
+                    d = d.with(POLICY, canonical_json(&env.substitute(policy)));
                 }
                 if q.managed_encryption {
                     d = d.with(ENCRYPTION, "true");
@@ -212,7 +212,7 @@ impl Kind for Queues {
                     urls.push(required("SQS.GetQueueUrl", "queue URL", out.queue_url())?);
                 }
             }
-            return describe_each(urls, DESCRIBE_CONCURRENCY, |url| self.describe(&env.env, reads, url)).await;
+            return describe_each(urls, DESCRIBE_CONCURRENCY, |url| self.describe(&env.env, reads, desired, url)).await;
         }
         // Names share the `sentry-` convention; the prefix narrows the list to it (or to nothing, if a name breaks it).
         let prefix = common_prefix(std::iter::once("sentry-").chain(desired.iter().map(|d| d.name.as_str())));
@@ -220,7 +220,7 @@ impl Kind for Queues {
         let urls = request.into_paginator().items().send().try_collect().await.aws("SQS.ListQueues")?;
         // Only what the operator could own: its naming convention, or a name the spec gives (an adopted queue).
         let ours = |url: &String| url.rsplit('/').next().is_some_and(|name| name.starts_with("sentry-") || desired.iter().any(|d| d.name == name));
-        describe_each(urls.into_iter().filter(ours).collect(), DESCRIBE_CONCURRENCY, |url| self.describe(&env.env, reads, url)).await
+        describe_each(urls.into_iter().filter(ours).collect(), DESCRIBE_CONCURRENCY, |url| self.describe(&env.env, reads, desired, url)).await
     }
 
     async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {

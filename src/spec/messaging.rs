@@ -63,8 +63,8 @@ pub struct Queue {
     pub deletion_policy: DeletionPolicy,
     /// Manage a queue that exists without ownership tags.
     pub adopt: bool,
-    /// The queue's access policy (JSON); set by the operator for its own
-    /// event queues, never from a file.
+    /// The queue's access policy (JSON, `${account}` and `${region}` those of
+    /// the pass); set by the operator for its own event queues, never from a file.
     #[serde(skip)]
     pub access_policy: Option<String>,
     /// SQS-managed server-side encryption; set by the operator for its own

@@ -381,7 +381,7 @@ print(json.dumps({"definition": definition["taskDefinitionArn"], "container": de
     assert_eq!(container["user"], "65532:65532", "non-root");
     assert_eq!(container["healthCheck"]["command"][1], "/sentry-operator");
     let command: Vec<&str> = container["command"].as_array().expect("command").iter().filter_map(|c| c.as_str()).collect();
-    for expected in ["run", "--lease-table", "s3://sentry-operator-specs-111122223333/specs/", "0.0.0.0:9464"] {
+    for expected in ["run", "--lease-table", "s3://sentry-operator-specs-111122223333/specs/", "0.0.0.0:9464", "--events"] {
         assert!(command.contains(&expected), "{command:?}");
     }
     // The command line the task runs parses (its flags exist), and the health probe is a real subcommand.

@@ -22,9 +22,10 @@ pub fn tag_list(tags: &Tags) -> Vec<Tag> {
     tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()
 }
 
-/// The tags of resource `arn` of environment `env`: from the pass's tagging read, else from ElastiCache.
+/// The tags of resource `arn` of environment `env`, which the spec names:
+/// from the pass's tagging read, else from ElastiCache.
 pub async fn tags_of(client: &Client, index: &crate::kinds::read::TagIndex, env: &str, reads: &crate::engine::ReadCache, arn: &str) -> Result<Tags, AwsError> {
-    if let Some(tags) = index.tags_of(env, reads, arn).await {
+    if let Some(tags) = index.tags_of(env, reads, arn, true).await {
         return Ok(tags);
     }
     let out = client.list_tags_for_resource().resource_name(arn).send().await.aws("ElastiCache.ListTagsForResource")?;
