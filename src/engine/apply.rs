@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use backon::{ExponentialBuilder, Retryable};
 use futures::stream::{self, StreamExt};
 
-use super::focus::{Focus, KnownHandles};
+use super::focus::Focus;
 use super::order::{skip_dependents_of_skipped, waves};
 use super::plan::{decide, match_kind, Action, Outcome, Pair, Step};
 use super::policy::apply_policies;
-use super::references::ReferenceMap;
+use super::references::{KnownHandles, ReferenceMap};
 use super::report::Report;
 use super::{is_unresolved, reference, Adoption, Desired, Finding, Kind, Matching, OnImmutableChange, ReadCache, ResourceKey, Scope};
 use crate::aws::{AwsError, CallCounter, ErrorClass};
@@ -128,6 +128,13 @@ pub async fn reconcile(env: &EnvSpec, kinds: &[Box<dyn Kind>], counter: &CallCou
     report
 }
 
+/// The names a step's resource goes by: its live handle and name, its
+/// desired name, the handle earlier passes knew it by.
+fn identities(step: &Step, known: &ReferenceMap) -> Vec<String> {
+    let live = step.live.iter().flat_map(|l| [l.handle.clone(), l.name.clone()]);
+    live.chain(step.desired.iter().map(|d| d.name.clone())).chain([step.name.clone()]).chain(known.handle_of(&step.key)).collect()
+}
+
 /// Keeps what a pass learnt of the handles for the passes after it: for
 /// `kinds` (those it writes and read without error), what it holds now — what
 /// it saw and made, a deleted resource's handle forgotten. Other kinds' handles
@@ -218,7 +225,7 @@ async fn plan_pass(env: &EnvSpec, kinds: &[Box<dyn Kind>], narrowing: &Narrowing
             if let Some(d) = &mut pair.desired {
                 d.fields = ReferenceMap::rewrite(&d.fields, |t| handles.to_references(t));
             }
-            if let Some(mut step) = decide(&rules, &env.env, pair).filter(|s| focus.covers(s, known.handle_of(&s.key).as_deref())) {
+            if let Some(mut step) = decide(&rules, &env.env, pair).filter(|s| focus.covers(s.key.kind, &identities(s, &known))) {
                 apply_policies(&mut step, &env.spec.policies);
                 steps.push(step);
                 owners.push(k);
@@ -226,7 +233,9 @@ async fn plan_pass(env: &EnvSpec, kinds: &[Box<dyn Kind>], narrowing: &Narrowing
         }
     }
     skip_dependents_of_skipped(&mut steps);
-    focus.attribute(&mut steps, &known);
+    for step in steps.iter_mut().filter(|s| !matches!(s.action, Action::Noop | Action::Skip | Action::Orphan)) {
+        step.cause = focus.cause_of(step.key.kind, &identities(step, &known));
+    }
     let mut review = Reviews::default();
     for (step, kind) in steps.iter_mut().zip(&owners).map(|(s, k)| (s, &kinds[*k])) {
         let Some(id) = step.desired.as_ref().and_then(Desired::adopted_id).map(str::to_string) else { continue };
@@ -965,7 +974,7 @@ mod tests {
     async fn a_narrowed_pass_resolves_references_through_known_handles_but_never_through_a_deleted_ones() {
         let state = std::sync::Arc::new(Linked::default());
         let kinds: Vec<Box<dyn Kind>> = vec![Box::new(Parents(state.clone())), Box::new(Children(state.clone()))];
-        let known = crate::engine::focus::KnownHandles::default();
+        let known = crate::engine::references::KnownHandles::default();
         let full = Narrowing { known: Some(known.clone()), ..Narrowing::default() };
         let pass = |narrowing: Narrowing| {
             let kinds = &kinds;

@@ -3,16 +3,13 @@
 //! its resources a call can touch. A pass can then be narrowed ([`Focus`]) to
 //! those resources, carry who made the change ([`Attribution`]) into its
 //! report, and resolve references to the kinds it does not observe through
-//! the handles earlier passes learnt ([`KnownHandles`]). No AWS calls here.
+//! the handles earlier passes learnt
+//! ([`KnownHandles`](super::references::KnownHandles)). No AWS calls here.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use serde_json::Value;
-
-use super::plan::{Action, Step};
-use super::references::ReferenceMap;
 
 /// Who made a change, and how: from CloudTrail's record of the call.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -164,38 +161,21 @@ impl Focus {
         self.kinds.as_ref().map_or(true, |k| k.contains(kind))
     }
 
-    /// Whether the pass covers `step`, whose last known handle is `known`.
-    pub fn covers(&self, step: &Step, known: Option<&str>) -> bool {
-        let Some(ids) = self.resources.get(step.key.kind) else { return self.covers_kind(step.key.kind) };
-        ids.iter().any(|id| identities(step, known).any(|k| names(id, k)))
+    /// Whether the pass covers the resource of `kind` going by `identities`
+    /// (its handle, its names, its last known handle).
+    pub fn covers(&self, kind: &str, identities: &[String]) -> bool {
+        let Some(ids) = self.resources.get(kind) else { return self.covers_kind(kind) };
+        ids.iter().any(|id| identities.iter().any(|k| names(id, k)))
     }
 
-    /// The cause of a change to `step`: the call that named it, else the
-    /// latest call about its kind.
-    pub fn cause_of(&self, step: &Step, known: Option<&str>) -> Option<Attribution> {
-        let causes = self.causes.get(step.key.kind)?;
-        let named = causes.iter().find(|(id, _)| !id.is_empty() && identities(step, known).any(|k| names(id, k)));
-        named.map(|(_, a)| a).or_else(|| causes.values().max_by(|a, b| a.at.cmp(&b.at))).cloned()
-    }
-
-    /// Attaches to every drifted step of the pass the cause of its change.
-    pub fn attribute(&self, steps: &mut [Step], known: &ReferenceMap) {
-        for step in steps.iter_mut().filter(|s| !matches!(s.action, Action::Noop | Action::Skip | Action::Orphan)) {
-            let handle = known.handle_of(&step.key);
-            step.cause = self.cause_of(step, handle.as_deref());
-        }
+    /// The cause of a change to the resource of `kind` going by
+    /// `identities`: the call that named it, else a call about its kind as a whole.
+    pub fn cause_of(&self, kind: &str, identities: &[String]) -> Option<Attribution> {
+        let causes = self.causes.get(kind)?;
+        let named = causes.iter().find(|(id, _)| !id.is_empty() && identities.iter().any(|k| names(id, k)));
+        named.map(|(_, a)| a).or_else(|| causes.get("")).cloned()
     }
 }
-
-/// The names a step's resource goes by: its live handle and name, its desired name, its last known handle.
-fn identities<'a>(step: &'a Step, known: Option<&'a str>) -> impl Iterator<Item = &'a str> {
-    let live = step.live.iter().flat_map(|l| [l.handle.as_str(), l.name.as_str()]);
-    live.chain(step.desired.iter().map(|d| d.name.as_str())).chain(std::iter::once(step.name.as_str())).chain(known)
-}
-
-/// The handles the passes of one environment learnt, shared by its loops: a
-/// pass over a few kinds resolves references to the others through them.
-pub type KnownHandles = Arc<Mutex<ReferenceMap>>;
 
 #[cfg(test)]
 mod tests {

@@ -36,11 +36,6 @@ pub const TAG_ID: &str = "sentry:id";
 /// Tag recording the deletion policy, so it still applies once the spec forgets the resource.
 pub const TAG_DELETION_POLICY: &str = "sentry:deletion-policy";
 
-/// Logical ids starting with this name the operator's own resources (its
-/// event plumbing), not the spec's: a pass that does not want them leaves
-/// them alone rather than orphaning them.
-pub const OPERATOR_ID_PREFIX: &str = "operator.";
-
 /// Normalized field values of a resource, compared as strings.
 pub type Fields = BTreeMap<String, String>;
 

@@ -116,7 +116,7 @@ pub fn match_kind(kind: &'static str, env: &str, desired: Vec<Desired>, live: Ve
     let mut rest: Vec<Live> = live.into_iter().flatten().collect();
     rest.sort_by(|a, b| a.name.cmp(&b.name).then(a.handle.cmp(&b.handle)));
     for l in rest {
-        let operators_own = matches!(l.ownership(), Ownership::Managed { id, .. } if id.starts_with(super::OPERATOR_ID_PREFIX));
+        let operators_own = matches!(l.ownership(), Ownership::Managed { id, .. } if id.starts_with(crate::spec::OPERATOR_ID_PREFIX));
         if l.is_owned_by(env) && !operators_own {
             pairs.push(Pair { kind, desired: None, live: Some(l) });
         }

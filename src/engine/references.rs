@@ -9,6 +9,10 @@ use std::collections::HashMap;
 use super::plan::Pair;
 use super::{reference, Fields, Ownership, ResourceKey};
 
+/// The handles the passes of one environment learnt, shared by its loops: a
+/// pass over a few kinds resolves references to the others through them.
+pub type KnownHandles = std::sync::Arc<std::sync::Mutex<ReferenceMap>>;
+
 /// The two-way map between live physical ids (handles) and references.
 #[derive(Clone, Debug, Default)]
 pub struct ReferenceMap {

@@ -14,7 +14,7 @@ use tokio::sync::{watch, Notify};
 
 use super::{parse, route, Me, Pending, Verdict};
 use crate::aws::{found, required, AwsError, AwsResult, Built, CallCounter};
-use crate::engine::focus::KnownHandles;
+use crate::engine::references::KnownHandles;
 use crate::engine::Rules;
 
 /// How long one ReceiveMessage waits for events (SQS's longest long poll).

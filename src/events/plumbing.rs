@@ -3,7 +3,7 @@
 //! calls to the estate's services, sending them to an encrypted SQS queue
 //! whose policy lets only that rule send, with a dead-letter queue (for the
 //! queue's poison messages and for what EventBridge fails to deliver). They
-//! are resources of the spec (logical ids under [`OPERATOR_ID_PREFIX`](crate::engine::OPERATOR_ID_PREFIX)), so the
+//! are resources of the spec (logical ids under [`OPERATOR_ID_PREFIX`](crate::spec::OPERATOR_ID_PREFIX)), so the
 //! engine creates, tags, repairs and reports them like any other; a pass
 //! without `--events` leaves them alone.
 

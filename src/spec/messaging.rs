@@ -136,11 +136,8 @@ impl Checker {
         self.queue_attributes(&["messaging", "queueDefaults"], &m.queue_defaults);
         let mut names = Vec::new();
         for (id, q) in &m.queues {
-            if id.starts_with(crate::engine::OPERATOR_ID_PREFIX) {
-                self.err(
-                    &["messaging", "queues", id],
-                    format!("ids starting with {:?} are the operator's own (its event queues)", crate::engine::OPERATOR_ID_PREFIX),
-                );
+            if id.starts_with(super::OPERATOR_ID_PREFIX) {
+                self.err(&["messaging", "queues", id], format!("ids starting with {:?} are the operator's own (its event queues)", super::OPERATOR_ID_PREFIX));
             }
             self.tags(&["messaging", "queues", id], &q.tags);
             let base = ["messaging", "queues", id.as_str()];

@@ -49,7 +49,11 @@ pub struct EnvSpec {
     pub events: Option<EventPlumbing>,
 }
 
-/// The logical id of the operator's event queue (ids starting `operator.` are the operator's own).
+/// Logical ids starting with this name the operator's own resources (its
+/// event plumbing), never the spec's (validation refuses them): a pass that
+/// does not want them leaves them alone rather than orphaning them.
+pub const OPERATOR_ID_PREFIX: &str = "operator.";
+/// The logical id of the operator's event queue.
 pub const EVENT_QUEUE_ID: &str = "operator.events";
 /// The logical id of its dead-letter queue.
 pub const EVENT_DEAD_LETTER_ID: &str = "operator.events-dlq";
