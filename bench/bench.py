@@ -338,6 +338,7 @@ def quiet_hour(moto, tmp, extra, window):
     passes an hour brings at its interval, each costing what one full pass costs (recorded alone)."""
     specs = emulator_specs(tmp)
     moto.reset()
+    operator_pass(moto, specs, "prod")  # the estate exists: the hour measured is a quiet one
     proc, _, log = start_daemon(moto, specs, extra)
     try:
         wait_for("the first full pass", lambda: full_passes(log) >= 1)
@@ -381,6 +382,7 @@ def event_repairs(moto, tmp, trials):
     reaching the event queue to its repair, per kind of drift."""
     specs = emulator_specs(tmp)
     moto.reset()
+    operator_pass(moto, specs, "prod")
     proc, _, log = start_daemon(moto, specs, ["--events", "--interval", "3600", "--fast-interval", "3600"])
     ec2, sqs, ddb = client(moto, "ec2"), client(moto, "sqs"), client(moto, "dynamodb")
     mine = lambda i: [{"Name": "tag:sentry:env", "Values": ["prod"]}, {"Name": "tag:sentry:id", "Values": [i]}]
@@ -528,7 +530,9 @@ def write_markdown(r, n_queues, soak):
         "# Benchmark results",
         "",
         f"Date: {datetime.date.today().isoformat()}. Machine: {os.cpu_count()} cores ({cpu}), {int(mem) // 1024 // 1024} GiB, {platform.system()} {platform.release()}.",
-        "Command: `bench/run` (release build; moto server as the AWS emulator; AWS calls counted by the emulator's request recorder, not by the operator).",
+        "Command: `bench/run` (release build; moto server as the AWS emulator; AWS calls counted by the emulator's request recorder, not by the operator)."
+        if "SENTRY_OPERATOR_BIN" not in os.environ else
+        f"Command: `SENTRY_OPERATOR_BIN={os.environ['SENTRY_OPERATOR_BIN']} python3 bench/bench.py {' '.join(sys.argv[1:])}` (that binary; moto server as the AWS emulator; AWS calls counted by the emulator's request recorder, not by the operator).",
         "Wall times include process start; the emulator answers in about a millisecond, so real AWS adds its latency to every call.",
         "",
         "## The estate (reconcile --once)",

@@ -106,6 +106,11 @@ pub fn events_interrupted_event(env: &str, queue: &str) -> Value {
     event(now_ms(), env, None, "EventsInterrupted", "Count", 1.0, detail)
 }
 
+/// Whether `events` need delivering now: anything but a pass's summary (drift, a violation, an error).
+pub fn urgent(events: &[Value]) -> bool {
+    events.iter().any(|e| e.get("event").and_then(Value::as_str) != Some("pass"))
+}
+
 /// The EMF events of a pass (pure: no AWS call).
 pub fn events(report: &Report) -> Vec<Value> {
     let t = now_ms();
@@ -174,6 +179,8 @@ pub struct AlertSink {
     pending: Mutex<BTreeMap<String, Vec<LogEvent>>>,
     /// Environments whose events are being delivered.
     flushing: Mutex<BTreeSet<String>>,
+    /// When each environment's quiet events last went out.
+    quiet_flushed: Mutex<BTreeMap<String, std::time::Instant>>,
 }
 
 impl AlertSink {
@@ -188,6 +195,7 @@ impl AlertSink {
             env_clients: Mutex::new(BTreeMap::new()),
             stream: format!("{host}-{}", std::process::id()),
             pending: Mutex::new(BTreeMap::new()),
+            quiet_flushed: Mutex::new(BTreeMap::new()),
             flushing: Mutex::new(BTreeSet::new()),
         }
     }
@@ -219,6 +227,19 @@ impl AlertSink {
     /// [`MAX_PENDING`] undelivered events, the oldest are dropped.
     pub fn enqueue(&self, env: &str, new: Vec<Value>) {
         self.requeue(env, new.iter().map(|e| LogEvent { timestamp: timestamp(e), message: e.to_string() }).collect());
+    }
+
+    /// Whether events that need no one's attention now (a quiet pass's
+    /// duration, which the heartbeat alarm counts over five minutes) are due
+    /// to go out: at most once every `every` per environment, so that a
+    /// quiet daemon makes a PutLogEvents a minute, not one per pass.
+    pub fn quiet_flush_due(&self, env: &str, every: Duration) -> bool {
+        let Ok(mut flushed) = self.quiet_flushed.lock() else { return true };
+        let due = flushed.get(env).map_or(true, |at| at.elapsed() >= every);
+        if due {
+            flushed.insert(env.to_string(), std::time::Instant::now());
+        }
+        due
     }
 
     /// Queues serialized events of `env`, bounded like [`AlertSink::enqueue`].
@@ -364,6 +385,24 @@ mod tests {
             outcome: Some(Outcome::Applied),
             cause: None,
         }
+    }
+
+    #[test]
+    fn a_quiet_pass_waits_for_the_minute_and_anything_else_goes_at_once() {
+        let mut quiet_report = report(Vec::new());
+        quiet_report.errors.clear();
+        quiet_report.invariant_violations.clear();
+        quiet_report.findings.clear();
+        let quiet_only = events(&quiet_report);
+        assert!(!urgent(&quiet_only), "{quiet_only:?}");
+        assert_eq!(quiet_only.len(), 1, "the pass's summary alone");
+        assert!(urgent(&events(&report(vec![updated()]))));
+        let config = aws_config::SdkConfig::builder().behavior_version(aws_config::BehaviorVersion::latest()).build();
+        let sink = AlertSink::new(&config, &CallCounter::default());
+        assert!(sink.quiet_flush_due("dev", Duration::from_secs(60)), "the first goes out");
+        assert!(!sink.quiet_flush_due("dev", Duration::from_secs(60)), "then once a minute");
+        assert!(sink.quiet_flush_due("prod", Duration::from_secs(60)), "per environment");
+        assert!(sink.quiet_flush_due("dev", Duration::ZERO));
     }
 
     #[test]

@@ -249,6 +249,9 @@ pub async fn run(options: Options) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// How often the events of quiet passes go out (the heartbeat alarm counts them over five minutes).
+const QUIET_FLUSH: Duration = Duration::from_secs(60);
+
 /// How long the alerts still queued at exit may take to go out, per environment.
 const FINAL_FLUSH: Duration = Duration::from_secs(5);
 
@@ -689,10 +692,15 @@ impl EnvLoop {
         }
     }
 
-    /// Queues alert events and delivers them in the background.
+    /// Queues alert events and delivers them in the background: at once when
+    /// something happened, else with the others at most once a minute.
     fn alert(&self, events: Vec<serde_json::Value>) {
         let Some(sink) = &self.alerts else { return };
+        let urgent = alerts::urgent(&events);
         sink.enqueue(&self.env, events);
+        if !urgent && !sink.quiet_flush_due(&self.env, QUIET_FLUSH) {
+            return;
+        }
         let (sink, env) = (sink.clone(), self.env.clone());
         tokio::spawn(async move {
             if let Err(e) = sink.flush(&env).await {
