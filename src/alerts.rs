@@ -8,6 +8,7 @@
 //! with no metrics API call. A pass's events
 //! go out in one PutLogEvents, in the background: a slow or hung CloudWatch
 //! never holds a pass back, and undelivered events wait for the next flush.
+//! A quiet pass's summary waits for the others, at most a minute.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
