@@ -154,7 +154,7 @@ pub enum Command {
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         interval: Option<u64>,
         /// Seconds between passes over the networking kinds (whitelist EIPs, NAT gateways, routes, security groups;
-        /// with --events, only the whitelist's EIPs, NAT gateways and routes) [default: 4; 20 with --events].
+        /// with --events, only the whitelist's EIPs, NAT gateways and routes) [default: 4; 30 with --events].
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         fast_interval: Option<u64>,
         /// Event-driven repair: provision an EventBridge rule and SQS queue in each environment's account
