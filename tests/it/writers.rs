@@ -41,7 +41,12 @@ async fn ci_and_the_daemon_never_fight_over_an_environment() {
         &["--interval", "2", "--fast-interval", "1", "--lease-table", "leases", "--lease-seconds", "6"],
     );
     daemon.wait_ready();
-    assert_eq!(visibility(&sqs, "dev").await.as_deref(), Some("30"), "the daemon applied spec A");
+    // Ready counts a pass that only observed (its first turn may not have won the lease yet, on a slow machine).
+    let applied = Instant::now();
+    while visibility(&sqs, "dev").await.as_deref() != Some("30") && applied.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(visibility(&sqs, "dev").await.as_deref(), Some("30"), "the daemon applied spec A: {}", daemon.log());
 
     // Asked for, the lease is not given at once: without a wait, CI exits 4 naming the holder.
     moto.start_recording();
