@@ -10,7 +10,7 @@ use aws_sdk_eventbridge::Client;
 use crate::aws::{found, gone_is_ok, AwsError, AwsResult, Built};
 use crate::engine::focus::EventMatch;
 use crate::engine::{ownership_tags, Delta, Desired, Kind, Live, ReadCache, Rules};
-use crate::kinds::read::describe_each;
+use crate::kinds::read::{canonical_json, describe_each};
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::{EnvSpec, EVENT_QUEUE_ID, EVENT_RULE_ID};
 
@@ -36,11 +36,6 @@ fn tag_list(tags: &Tags) -> Result<Vec<Tag>, AwsError> {
     tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build().built("EventBridge.Tag")).collect()
 }
 
-/// A JSON document in canonical form (keys sorted, no spaces).
-fn canonical(text: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(text).map_or_else(|_| text.to_string(), |v| v.to_string())
-}
-
 #[async_trait]
 impl Kind for EventRules {
     fn rules(&self) -> Rules {
@@ -55,7 +50,7 @@ impl Kind for EventRules {
         let queue_arn = |name: &str| format!("arn:aws:sqs:{}:{}:{name}", aws.region, aws.account);
         let tags = ownership_tags(env, EVENT_RULE_ID, DeletionPolicy::Delete, &Tags::new());
         let d = Desired::new(KIND, EVENT_RULE_ID, plumbing.rule.clone(), tags)
-            .with(PATTERN, canonical(&plumbing.pattern))
+            .with(PATTERN, canonical_json(&plumbing.pattern))
             .with(STATE, RuleState::Enabled.as_str())
             .with(TARGET, queue_arn(&plumbing.queue))
             .with(DEAD_LETTER, queue_arn(&plumbing.dead_letter_queue));
@@ -87,7 +82,7 @@ impl Kind for EventRules {
             };
             let target = targets.targets().iter().find(|t| t.id() == TARGET_ID);
             let mut live = Live { name: name.clone(), handle: name, ..Live::default() }
-                .with(PATTERN, rule.event_pattern().map(canonical).unwrap_or_default())
+                .with(PATTERN, rule.event_pattern().map(canonical_json).unwrap_or_default())
                 .with(STATE, rule.state().map(|s| s.as_str().to_string()).unwrap_or_default())
                 .with(TARGET, target.map(|t| t.arn().to_string()).unwrap_or_default())
                 .with(DEAD_LETTER, target.and_then(|t| t.dead_letter_config()).and_then(|d| d.arn()).unwrap_or_default());

@@ -10,6 +10,13 @@ use crate::aws::{AwsError, AwsResult};
 use crate::engine::{ReadCache, TAG_ENV};
 use crate::spec::model::Tags;
 
+/// A JSON document in one canonical form (keys sorted, no spaces), so that
+/// the way AWS reformats a document (a queue policy, an event pattern) never
+/// shows as drift; text that is not JSON is kept as it is.
+pub fn canonical_json(text: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(text).map_or_else(|_| text.to_string(), |v| v.to_string())
+}
+
 /// The names of the `desired` resources that `ids` (a narrowed pass's, [`ReadCache::named`]) name.
 pub fn named_desired(desired: &[crate::engine::Desired], ids: &std::collections::BTreeSet<String>) -> Vec<String> {
     desired.iter().filter(|d| ids.iter().any(|id| crate::engine::focus::names(id, &d.name))).map(|d| d.name.clone()).collect()

@@ -12,7 +12,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use aws_sdk_sqs::Client;
 use serde::{Deserialize, Serialize};
 
-use super::read::{common_prefix, describe_each, named_desired, TagIndex};
+use super::read::{canonical_json, common_prefix, describe_each, named_desired, TagIndex};
 use crate::aws::{found, gone_is_ok, required, AwsError, AwsResult};
 use crate::engine::{ownership_tags, Adoption, Delta, Desired, Fields, Kind, Live, ReadCache, Rules};
 use crate::spec::EnvSpec;
@@ -113,12 +113,6 @@ impl Queues {
         let raw: BTreeMap<String, String> = attributes.into_iter().map(|(k, v)| (k.as_str().to_string(), v)).collect();
         Ok(Some(Live { name, handle: url, fields: normalize(&raw), tags, ..Live::default() }))
     }
-}
-
-/// A JSON document in one canonical form (keys sorted, no spaces), so that
-/// the way AWS reformats a policy never shows as drift.
-fn canonical_json(text: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(text).map_or_else(|_| text.to_string(), |v| v.to_string())
 }
 
 /// Keeps the managed attributes, with the redrive policy in normalized form.
