@@ -435,3 +435,27 @@ async fn lost_plumbing_is_recreated_and_alerted_and_early_events_wait_for_the_fi
     assert_eq!(queued(&c).await, 0, "read and deleted");
     assert!(!daemon.log().contains("ERROR"), "{}", daemon.log());
 }
+
+/// A rule made by hand under the event rule's name (no ownership tags) is
+/// not the operator's: its pattern, targets and tags stay as they are.
+#[tokio::test]
+async fn a_rule_of_the_same_name_made_by_hand_is_left_alone() {
+    let (moto, _specs) = Moto::built("dev");
+    let c = Clients::new(&moto).await;
+    let pattern = r#"{"source":["my.app"]}"#;
+    c.events.put_rule().name("sentry-operator-events-dev").event_pattern(pattern).send().await.expect("a rule by hand");
+    moto.start_recording();
+    let daemon = daemon_with_events(&moto, &c, "600", &[]).await;
+    let requests = moto.stop_recording();
+    for write in ["PutRule", "PutTargets", "RemoveTargets", "DeleteRule"] {
+        assert!(!requests.iter().any(|op| op == write), "{write} sent: {requests:?}\n{}", daemon.log());
+    }
+    let rule = c.events.describe_rule().name("sentry-operator-events-dev").send().await.expect("rule");
+    let live: Value = serde_json::from_str(rule.event_pattern().unwrap_or_default()).expect("pattern");
+    assert_eq!(live, serde_json::from_str::<Value>(pattern).expect("json"), "the pattern is untouched");
+    let targets = c.events.list_targets_by_rule().rule("sentry-operator-events-dev").send().await.expect("targets");
+    assert!(targets.targets().is_empty(), "no target added");
+    let arn = rule.arn().expect("arn");
+    let tags = c.events.list_tags_for_resource().resource_arn(arn).send().await.expect("tags");
+    assert!(tags.tags().is_empty(), "no ownership tags added: {:?}", tags.tags());
+}
