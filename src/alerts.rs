@@ -366,10 +366,12 @@ mod tests {
                 live: Some("eni-1".into()),
                 violation: true,
                 message: "whitelist-1: 1.2.3.4 attached to eni-1: VIOLATED: ...".into(),
+                facts: Default::default(),
             }],
             sections: Vec::new(),
             calls: CallStats::default(),
             duration_ms: 1234,
+            layers: Default::default(),
         }
     }
 

@@ -1,4 +1,4 @@
-//! The command line: `validate`, `schema`, `plan`, `reconcile --once`, `status`, `import`, `run`.
+//! The command line: `validate`, `schema`, `plan`, `reconcile --once`, `status`, `graph`, `import`, `run`.
 //! Each subcommand is one function returning the process exit status.
 
 use std::net::SocketAddr;
@@ -13,6 +13,7 @@ use crate::daemon;
 use crate::engine::apply::Narrowing;
 use crate::engine::report::{Report, EXIT_ERROR, EXIT_IN_SYNC, EXIT_LEASE_HELD, EXIT_REVISION_NOT_APPLIED, EXIT_STALE_SPEC};
 use crate::engine::Mode;
+use crate::graph::Graph;
 use crate::kinds::read::TagReads;
 use crate::lease::once::{under_lease, Once};
 use crate::lease::revision::{check_label, Revision};
@@ -138,6 +139,20 @@ pub enum Command {
         #[arg(long)]
         write: bool,
     },
+    /// Draw the environment: its resources and the references between them, grouped by layer, as a
+    /// Mermaid flowchart (or Graphviz), each resource coloured by its live status from a read-only pass.
+    /// Exit 0; 1 when AWS could not be read in full (the graph is printed, those resources `not read`).
+    Graph {
+        /// Environment.
+        #[arg(long)]
+        env: String,
+        /// The spec's graph only: no AWS call, no status.
+        #[arg(long)]
+        offline: bool,
+        /// `mermaid` (a flowchart) or `dot` (Graphviz).
+        #[arg(long, value_enum, default_value_t = crate::graph::Format::Mermaid)]
+        format: crate::graph::Format,
+    },
     /// Ask a running daemon's /healthz (a container health check needs no shell or curl).
     /// Exit 0 healthy, 1 not.
     Health {
@@ -253,6 +268,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Status { env, lease_table, wait_for_revision, wait, no_observe } => {
             status(&cli, env.as_deref(), lease_table.as_deref(), wait_for_revision.as_deref(), Duration::from_secs(*wait), *no_observe).await
         }
+        Command::Graph { env, offline, format } => graph(&cli, env, *offline, *format).await,
         Command::Import { env, stacks, out, write: false } => import(&cli, env, stacks, out.as_deref()).await,
         Command::Import { env, stacks, write: true, .. } => bind(&cli, env, stacks).await,
         Command::Reconcile { once, env, reallocate_whitelist, lease } => {
@@ -355,6 +371,30 @@ async fn validate(cli: &Cli, env: Option<&str>) -> anyhow::Result<u8> {
         }
     }
     Ok(if ok { EXIT_IN_SYNC } else { EXIT_ERROR })
+}
+
+/// `graph`: the spec's graph of `env`, with live statuses unless `offline`.
+async fn graph(cli: &Cli, env: &str, offline: bool, format: crate::graph::Format) -> anyhow::Result<u8> {
+    let (loaded, _) = read_spec(cli, env).await?;
+    let Some(env) = report_invalid(loaded, env, cli.output)? else { return Ok(EXIT_ERROR) };
+    if offline {
+        // No request is sent: the clients only carry the kinds' rules and desired state.
+        let kinds = crate::kinds::registry(&aws_config::SdkConfig::builder().build(), &CallCounter::default(), cli.tag_reads);
+        print!("{}", Graph::of(&env, &kinds).render(format));
+        return Ok(EXIT_IN_SYNC);
+    }
+    let runtime = Runtime::new(&env, cli.region.as_deref(), cli.timeouts(), cli.tag_reads).await;
+    let report = runtime.pass(&env, Mode::Plan, &Narrowing::default()).await;
+    print!("{}", Graph::of(&env, runtime.kinds()).with_status(&report).render(format));
+    for e in &report.errors {
+        eprintln!("graph: {e}");
+    }
+    if report.errors.is_empty() {
+        Ok(EXIT_IN_SYNC)
+    } else {
+        eprintln!("graph: AWS could not be read in full: those resources are `not read` (--offline draws the spec alone)");
+        Ok(EXIT_ERROR)
+    }
 }
 
 /// Reads the live estate of `env` (prints why not, and returns `None`, when it cannot).
@@ -538,9 +578,14 @@ async fn one_pass(cli: &Cli, env: &EnvSpec, mode: Mode) -> Report {
     Runtime::new(env, cli.region.as_deref(), cli.timeouts(), cli.tag_reads).await.pass(env, mode, &Narrowing::default()).await
 }
 
+/// Whether text for `stream` may be coloured: it is a terminal, and `NO_COLOR` is not set.
+pub fn colour_on(stream: &impl std::io::IsTerminal) -> bool {
+    stream.is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
 fn print_report(report: &Report, output: Output) -> anyhow::Result<()> {
     match output {
-        Output::Text => print!("{}", report.to_text()),
+        Output::Text => print!("{}", report.to_text_styled(colour_on(&std::io::stdout()))),
         Output::Json => println!("{}", serde_json::to_string_pretty(report).context("rendering the report")?),
     }
     Ok(())

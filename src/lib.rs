@@ -9,6 +9,7 @@
 //! - [`lease`]: per-environment leases, spec revisions, fair sharing between replicas.
 //! - [`source`]: where specs come from: a directory or an S3 prefix.
 //! - [`status`]: `status`, each environment's lease, revision, last pass, drift and whitelist.
+//! - [`graph`]: `graph`, the environment's resources and references as Mermaid or Graphviz.
 //! - [`runtime`]: one environment's configuration, clients and request counter, reused across passes.
 //! - [`daemon`]: `run`, the controller: intervals, lease, health and metrics endpoint.
 //! - [`events`]: `run --events`, event-driven repair: the event plumbing, the queue feed, coalescing.
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod daemon;
 pub mod engine;
 pub mod events;
+pub mod graph;
 pub mod import;
 pub mod kinds;
 pub mod lease;

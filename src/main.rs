@@ -14,7 +14,7 @@ async fn main() -> ExitCode {
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)))
         .with_writer(std::io::stderr)
         // Colours only on a terminal (and never with NO_COLOR): a log file or CloudWatch gets plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none())
+        .with_ansi(sentry_operator::cli::colour_on(&std::io::stderr()))
         .init();
     match run(cli).await {
         Ok(code) => ExitCode::from(code),

@@ -74,6 +74,11 @@ impl Runtime {
         self.region == region.map(str::to_string).or_else(|| env.spec.region.clone()) && self.account == env.spec.account
     }
 
+    /// The kinds, in dependency order.
+    pub fn kinds(&self) -> &[Box<dyn Kind>] {
+        &self.kinds
+    }
+
     /// The environment's SDK configuration.
     pub fn config(&self) -> &SdkConfig {
         &self.config

@@ -125,6 +125,7 @@ pub async fn reconcile(env: &EnvSpec, kinds: &[Box<dyn Kind>], counter: &CallCou
     let mut report = Report::new(env, mode, steps, errors, counter.stats().since(&calls_before), started.elapsed());
     report.set_findings(findings);
     report.invariant_violations = violations;
+    report.layers = kinds.iter().map(|k| k.rules()).map(|r| (r.kind, r.layer)).collect();
     report
 }
 
@@ -539,7 +540,7 @@ where
 mod tests {
     use super::*;
     use crate::aws::ErrorClass;
-    use crate::engine::{ownership_tags, Delta, Desired, Live, Review, Rules};
+    use crate::engine::{ownership_tags, Delta, Desired, Layer, Live, Review, Rules};
     use crate::spec::model::{DeletionPolicy, Tags};
     use async_trait::async_trait;
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -564,7 +565,7 @@ mod tests {
     #[async_trait]
     impl Kind for Fake {
         fn rules(&self) -> Rules {
-            Rules::new("fake")
+            Rules::new("fake", Layer::Compute)
         }
         fn review(&self, _env: &EnvSpec, _steps: &[&Step], _reads: &ReadCache) -> Review {
             Review { errors: if self.refuse_plan { vec!["refused".into()] } else { Vec::new() }, ..Review::default() }
@@ -649,7 +650,7 @@ mod tests {
     #[async_trait]
     impl Kind for Unreadable {
         fn rules(&self) -> Rules {
-            Rules::new("unreadable")
+            Rules::new("unreadable", Layer::Compute)
         }
         fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
             vec![Desired::new("unreadable", "b", "b", ownership_tags(env, "b", DeletionPolicy::Retain, &Tags::new()))]
@@ -676,7 +677,7 @@ mod tests {
         #[async_trait]
         impl Kind for Child {
             fn rules(&self) -> Rules {
-                Rules::new("fake")
+                Rules::new("fake", Layer::Compute)
             }
             fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
                 self.0.desired(env).into_iter().filter(|d| d.key.id == "c").map(|d| d.after("unreadable", "b")).collect()
@@ -725,7 +726,7 @@ mod tests {
 
         let kinds: Vec<Box<dyn Kind>> = vec![Box::new(Variant {
             fake: Fake::new(None, false),
-            rules: Rules { on_immutable_change: OnImmutableChange::Replace, ..Rules::new("fake") },
+            rules: Rules { on_immutable_change: OnImmutableChange::Replace, ..Rules::new("fake", Layer::Compute) },
             only: None,
         })];
         let report = reconcile(&adopting("fake/b", "gone-1"), &kinds, &counter, Mode::Apply, &RetryPolicy::default(), &Narrowing::default()).await;
@@ -826,7 +827,7 @@ mod tests {
         let others = Fake::new(None, false);
         let creates = others.creates.clone();
         let kinds: Vec<Box<dyn Kind>> = vec![
-            Box::new(Variant { fake: Fake::new(None, false), rules: Rules { scope: Scope::Fast, ..Rules::new("fake-b") }, only: Some("b") }),
+            Box::new(Variant { fake: Fake::new(None, false), rules: Rules { scope: Scope::Fast, ..Rules::new("fake-b", Layer::Compute) }, only: Some("b") }),
             Box::new(others),
         ];
         let report =
@@ -910,7 +911,7 @@ mod tests {
     #[async_trait]
     impl Kind for Parents {
         fn rules(&self) -> Rules {
-            Rules::new("parent")
+            Rules::new("parent", Layer::Compute)
         }
         fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
             vec![Desired::new("parent", "x", "x", ownership_tags(env, "x", DeletionPolicy::Retain, &Tags::new()))]
@@ -936,7 +937,7 @@ mod tests {
     #[async_trait]
     impl Kind for Children {
         fn rules(&self) -> Rules {
-            Rules::new("child")
+            Rules::new("child", Layer::Compute)
         }
         fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
             vec![Desired::new("child", "c", "c", ownership_tags(env, "c", DeletionPolicy::Retain, &Tags::new())).with_reference("Target", "parent", "x")]

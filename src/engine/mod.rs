@@ -388,6 +388,36 @@ pub enum Scope {
     Full,
 }
 
+/// Where a kind sits in the estate's architecture: the layers of the seeds'
+/// diagrams, by which the graph groups resources and the plan's summary its kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Layer {
+    /// VPC, subnets, gateways, the whitelist's addresses, routes, security groups.
+    Networking,
+    /// ECS, its EC2 capacity, scaling, the load balancer, images.
+    Compute,
+    /// Queues, tables, Redis.
+    DataMessaging,
+    /// Identity, keys, secrets, roles, logs, alarms and notifications.
+    SecurityMonitoring,
+}
+
+impl Layer {
+    /// Every layer, in the seeds' order.
+    pub const ALL: [Layer; 4] = [Layer::Networking, Layer::Compute, Layer::DataMessaging, Layer::SecurityMonitoring];
+
+    /// Its title, e.g. `Layer 1: Networking`.
+    pub fn title(self) -> &'static str {
+        match self {
+            Layer::Networking => "Layer 1: Networking",
+            Layer::Compute => "Layer 2: Compute",
+            Layer::DataMessaging => "Layer 3: Data & Messaging",
+            Layer::SecurityMonitoring => "Layer 4: Security & Monitoring",
+        }
+    }
+}
+
 /// What a finding is about: its report section and its alert metric.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -433,6 +463,10 @@ pub struct Finding {
     pub violation: bool,
     /// One line for the report.
     pub message: String,
+    /// Facts the line states, by name, for pages that lay them out (a
+    /// whitelist entry's `address` and `attachedTo`); not in the JSON report.
+    #[serde(skip)]
+    pub facts: BTreeMap<&'static str, String>,
 }
 
 /// What a kind's review of the plan found.
@@ -500,6 +534,8 @@ pub enum OnImmutableChange {
 pub struct Rules {
     /// Kind name, e.g. `sqs.queue`.
     pub kind: &'static str,
+    /// Its layer of the architecture.
+    pub layer: Layer,
     /// How live resources are matched to desired ones.
     pub matching: Matching,
     /// Which passes reconcile the kind.
@@ -518,11 +554,12 @@ pub struct Rules {
 }
 
 impl Rules {
-    /// The defaults: matched by name, reconciled by full passes, no immutable,
-    /// create-only or exclusive fields, no API call mapped to the kind.
-    pub const fn new(kind: &'static str) -> Self {
+    /// The defaults for `kind` of `layer`: matched by name, reconciled by full
+    /// passes, no immutable, create-only or exclusive fields, no API call mapped to the kind.
+    pub const fn new(kind: &'static str, layer: Layer) -> Self {
         Rules {
             kind,
+            layer,
             matching: Matching::Name,
             scope: Scope::Full,
             immutable: &[],

@@ -240,6 +240,7 @@ mod tests {
     use crate::engine::order::{skip_dependents_of_skipped, waves};
     use crate::engine::policy::apply_policies;
     use crate::engine::Fields;
+    use crate::engine::Layer;
     use crate::engine::{MANAGED_BY, TAG_DELETION_POLICY, TAG_ENV, TAG_ID, TAG_MANAGED_BY};
     use crate::spec::model::DriftPolicy;
     use crate::spec::model::Tags;
@@ -272,7 +273,7 @@ mod tests {
         Live { name: format!("n-{id}"), handle: format!("h-{id}"), fields: fields(f), tags: t, meta: BTreeMap::new(), status: None }
     }
 
-    const RULES: Rules = Rules { immutable: &["fifo"], exclusive: &["rule "], create_only: &["seed"], ..Rules::new("test") };
+    const RULES: Rules = Rules { immutable: &["fifo"], exclusive: &["rule "], create_only: &["seed"], ..Rules::new("test", Layer::Compute) };
 
     fn plan(rules: Rules, d: Vec<Desired>, l: Vec<Live>) -> Vec<Step> {
         match_kind("test", "dev", d, l, |d, l| d.name == l.name).into_iter().filter_map(|p| decide(&rules, "dev", p)).collect()

@@ -1,13 +1,14 @@
 //! The result of a pass: terraform-like text or a stable JSON document, the
 //! summary counts, the AWS calls made, and the exit status.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde::Serialize;
 
 use super::plan::{Action, Outcome, Step};
-use super::{Finding, Mode};
+use super::{Finding, Layer, Mode};
 use crate::aws::CallStats;
 use crate::spec::EnvSpec;
 
@@ -85,6 +86,10 @@ pub struct Report {
     pub calls: CallStats,
     /// Wall time of the pass, in milliseconds.
     pub duration_ms: u64,
+    /// The layer of each kind the pass covered, for the text's summary table
+    /// (not part of the JSON document, which stays as it was).
+    #[serde(skip)]
+    pub layers: BTreeMap<&'static str, Layer>,
 }
 
 impl Report {
@@ -118,6 +123,7 @@ impl Report {
             sections: Vec::new(),
             calls,
             duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+            layers: BTreeMap::new(),
         }
     }
 
@@ -153,11 +159,18 @@ impl Report {
         }
     }
 
-    /// Renders the report for a terminal.
+    /// Renders the report as plain text.
     pub fn to_text(&self) -> String {
+        self.to_text_styled(false)
+    }
+
+    /// Renders the report for a terminal: with `colour`, the summary table's
+    /// counts are coloured (the caller decides: a terminal, and no `NO_COLOR`).
+    pub fn to_text_styled(&self, colour: bool) -> String {
         let mut out = String::new();
         let verb = if self.mode == Mode::Plan { "Plan" } else { "Reconcile" };
         let _ = writeln!(out, "{verb} for environment {}:\n", self.env);
+        out.push_str(&self.summary_table(colour));
         // Unchanged resources are left out, unless the plan has something to say of them.
         for s in self.resources.iter().filter(|s| s.action != Action::Noop || s.note.is_some()) {
             let sigil = match s.action {
@@ -238,5 +251,114 @@ impl Report {
         let _ = writeln!(out, ".");
         let _ = writeln!(out, "AWS calls: {} reads, {} writes ({} ms).", self.calls.reads, self.calls.writes, self.duration_ms);
         out
+    }
+
+    /// The table at the top of the text: per layer, one row per kind the
+    /// pass covered, its resources counted by what the pass does to them
+    /// (`other`: skipped, orphaned, alerted or blocked). Zeros show as `-`.
+    fn summary_table(&self, colour: bool) -> String {
+        const COLUMNS: [(&str, &str); 6] = [("create", "32"), ("adopt", "36"), ("update", "33"), ("delete", "31"), ("unchanged", ""), ("other", "35")];
+        let mut rows: Vec<(Option<Layer>, &'static str, [usize; 6])> = Vec::new();
+        for step in &self.resources {
+            let column = match step.action {
+                Action::Create => 0,
+                Action::Adopt => 1,
+                Action::Update | Action::Replace => 2,
+                Action::Delete => 3,
+                Action::Noop => 4,
+                Action::Skip | Action::Orphan | Action::Alert | Action::Blocked => 5,
+            };
+            let layer = self.layers.get(step.key.kind).copied();
+            let index = match rows.iter().position(|(_, kind, _)| *kind == step.key.kind) {
+                Some(i) => i,
+                None => {
+                    rows.push((layer, step.key.kind, [0; 6]));
+                    rows.len() - 1
+                }
+            };
+            rows[index].2[column] += 1;
+        }
+        if rows.is_empty() {
+            return String::new();
+        }
+        // Stable: by layer (kinds of no known layer last), then in the pass's (dependency) order.
+        rows.sort_by_key(|(layer, _, _)| layer.map_or(Layer::ALL.len(), |l| l as usize));
+        let width = rows.iter().map(|(_, kind, _)| kind.len() + 4).max().unwrap_or(0).max(24);
+        let paint = |code: &str, text: String| if colour && !code.is_empty() { format!("\x1b[{code}m{text}\x1b[0m") } else { text };
+        let mut out = format!("  {:width$}", "Summary", width = width - 2);
+        for (name, _) in COLUMNS {
+            let _ = write!(out, " {name:>9}");
+        }
+        out.push('\n');
+        let mut current: Option<Option<Layer>> = None;
+        for (layer, kind, counts) in &rows {
+            if current != Some(*layer) {
+                let _ = writeln!(out, "  {}", layer.map_or("Other kinds", Layer::title));
+                current = Some(*layer);
+            }
+            let _ = write!(out, "    {kind:width$}", width = width - 4);
+            for ((_, code), n) in COLUMNS.iter().zip(counts) {
+                let cell = if *n == 0 { format!("{:>9}", "-") } else { format!("{n:>9}") };
+                out.push(' ');
+                out.push_str(&if *n == 0 { cell } else { paint(code, cell) });
+            }
+            out.push('\n');
+        }
+        out.push('\n');
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Delta, Desired};
+
+    fn step(kind: &'static str, id: &str, action: Action) -> Step {
+        let desired = Desired::new(kind, id, id, Default::default());
+        Step {
+            key: desired.key.clone(),
+            name: id.into(),
+            action,
+            changes: Vec::new(),
+            note: None,
+            desired: Some(desired),
+            live: None,
+            delta: Delta::default(),
+            outcome: None,
+            cause: None,
+        }
+    }
+
+    #[test]
+    fn the_text_opens_with_a_table_of_kinds_by_layer_coloured_only_when_asked() {
+        let spec = crate::spec::load(std::path::Path::new("specs"), "dev").expect("dev loads");
+        let steps = vec![
+            step("sqs.queue", "a", Action::Create),
+            step("sqs.queue", "b", Action::Noop),
+            step("ec2.vpc", "vpc", Action::Update),
+            step("sqs.queue", "c", Action::Orphan),
+        ];
+        let mut report = Report::new(&spec, Mode::Plan, steps, Vec::new(), CallStats::default(), Duration::ZERO);
+        report.layers = [("sqs.queue", Layer::DataMessaging), ("ec2.vpc", Layer::Networking)].into();
+        let text = report.to_text();
+        let table: Vec<&str> = text.lines().skip(2).take(5).collect();
+        assert_eq!(
+            table,
+            [
+                "  Summary                   create     adopt    update    delete unchanged     other",
+                "  Layer 1: Networking",
+                "    ec2.vpc                      -         -         1         -         -         -",
+                "  Layer 3: Data & Messaging",
+                "    sqs.queue                    1         -         -         -         1         1",
+            ],
+            "{text}"
+        );
+        assert!(!text.contains('\x1b'), "plain unless asked");
+        let coloured = report.to_text_styled(true);
+        assert!(coloured.contains("\x1b[32m        1\x1b[0m"), "creates in green: {coloured:?}");
+        assert_eq!(coloured.replace("\x1b[32m", "").replace("\x1b[33m", "").replace("\x1b[35m", "").replace("\x1b[0m", ""), text);
+        let json = serde_json::to_value(&report).expect("serializes");
+        assert!(json.get("layers").is_none(), "the JSON document is unchanged");
     }
 }

@@ -19,7 +19,7 @@ use aws_sdk_cloudwatch::types::{AlarmType, ComparisonOperator, Dimension, Metric
 use aws_sdk_cloudwatch::Client;
 
 use crate::aws::{gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{list_field, list_items, ownership_tags, reference, Delta, Desired, Kind, Live, ReadCache, Rules};
+use crate::engine::{list_field, list_items, ownership_tags, reference, Delta, Desired, Kind, Layer, Live, ReadCache, Rules};
 use crate::kinds::elasticache::replication_group;
 use crate::kinds::elbv2::{load_balancer, target_group};
 use crate::kinds::read::{common_prefix, describe_each};
@@ -261,7 +261,7 @@ impl Kind for Alarms {
                 ids: &["alarmName", "alarmNames", "AlarmName", "AlarmNames", "resourceARN"],
                 marker: "",
             },
-            ..Rules::new(KIND)
+            ..Rules::new(KIND, Layer::SecurityMonitoring)
         }
     }
 

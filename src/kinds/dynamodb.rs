@@ -22,7 +22,7 @@ use aws_sdk_dynamodb::Client;
 
 use super::read::describe_each;
 use crate::aws::{found, gone_is_ok, required, wait_for, AwsError, AwsResult, Built};
-use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Live, ReadCache, Rules};
+use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Layer, Live, ReadCache, Rules};
 use crate::kinds::kms;
 use crate::spec::model::{KeySchema, Table};
 use crate::spec::{physical_name, EnvSpec};
@@ -288,7 +288,7 @@ impl Kind for Tables {
             immutable: &[KEY],
             exclusive: &[GSI],
             events: EventMatch { source: "dynamodb.amazonaws.com", calls: &[], ids: &["tableName", "TableName", "resourceArn", "tableArn"], marker: "" },
-            ..Rules::new(KIND)
+            ..Rules::new(KIND, Layer::DataMessaging)
         }
     }
 

@@ -11,7 +11,7 @@ use aws_sdk_ecr::Client;
 use serde_json::{json, Value};
 
 use crate::aws::{found, gone_is_ok, required, AwsError, AwsResult, Built};
-use crate::engine::{ownership_tags, Delta, Desired, Kind, Live, ReadCache, Rules};
+use crate::engine::{ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules};
 use crate::kinds::read::describe_each;
 use crate::spec::EnvSpec;
 
@@ -81,7 +81,7 @@ impl Kind for Repositories {
                 ids: &["repositoryName", "RepositoryName", "resourceArn"],
                 marker: "",
             },
-            ..Rules::new(KIND)
+            ..Rules::new(KIND, Layer::Compute)
         }
     }
 

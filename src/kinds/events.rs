@@ -9,7 +9,7 @@ use aws_sdk_eventbridge::Client;
 
 use crate::aws::{found, gone_is_ok, AwsError, AwsResult, Built};
 use crate::engine::focus::EventMatch;
-use crate::engine::{ownership_tags, Delta, Desired, Kind, Live, ReadCache, Rules};
+use crate::engine::{ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules};
 use crate::kinds::read::{canonical_json, describe_each};
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::{EnvSpec, EVENT_QUEUE_ID, EVENT_RULE_ID};
@@ -41,7 +41,7 @@ impl Kind for EventRules {
     fn rules(&self) -> Rules {
         Rules {
             events: EventMatch { source: "events.amazonaws.com", calls: &["Rule", "Targets"], ids: &["name", "rule", "resourceARN"], marker: "rule/" },
-            ..Rules::new(KIND)
+            ..Rules::new(KIND, Layer::SecurityMonitoring)
         }
     }
 

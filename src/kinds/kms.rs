@@ -10,7 +10,7 @@ use aws_sdk_kms::types::{KeyManagerType, KeyState, Tag};
 use aws_sdk_kms::Client;
 
 use crate::aws::{required, AwsError, AwsResult, Built, ErrorClass};
-use crate::engine::{ownership_tags, Delta, Desired, Kind, Live, Matching, ReadCache, Rules};
+use crate::engine::{ownership_tags, Delta, Desired, Kind, Layer, Live, Matching, ReadCache, Rules};
 use crate::kinds::read::describe_each;
 use crate::spec::EnvSpec;
 
@@ -42,7 +42,7 @@ impl Kind for Keys {
         Rules {
             matching: Matching::Custom,
             events: EventMatch { source: "kms.amazonaws.com", calls: &[], ids: &["keyId", "KeyId", "targetKeyId"], marker: "" },
-            ..Rules::new(KIND)
+            ..Rules::new(KIND, Layer::SecurityMonitoring)
         }
     }
 

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use aws_sdk_cloudwatchlogs::Client;
 
 use crate::aws::{gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{ownership_tags, Delta, Desired, Kind, Live, ReadCache, Rules};
+use crate::engine::{ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules};
 use crate::kinds::read::common_prefix;
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::EnvSpec;
@@ -42,7 +42,7 @@ impl Kind for LogGroups {
                 ids: &["logGroupName", "logGroupIdentifier", "resourceArn"],
                 marker: "",
             },
-            ..Rules::new(KIND)
+            ..Rules::new(KIND, Layer::SecurityMonitoring)
         }
     }
 

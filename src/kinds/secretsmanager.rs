@@ -13,7 +13,7 @@ use aws_sdk_secretsmanager::Client;
 use serde_json::{Map, Value};
 
 use crate::aws::{gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{ownership_tags, Delta, Desired, Kind, Live, ReadCache, Rules};
+use crate::engine::{ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules};
 use crate::kinds::kms;
 use crate::spec::model::Tags;
 use crate::spec::EnvSpec;
@@ -79,7 +79,7 @@ impl Kind for Secrets {
         Rules {
             create_only: &[PLACEHOLDER_KEYS],
             events: EventMatch { source: "secretsmanager.amazonaws.com", calls: &[], ids: &["secretId", "SecretId", "name", "arn"], marker: "" },
-            ..Rules::new(KIND)
+            ..Rules::new(KIND, Layer::SecurityMonitoring)
         }
     }
 

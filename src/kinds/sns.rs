@@ -10,7 +10,7 @@ use aws_sdk_sns::types::{Subscription, Tag};
 use aws_sdk_sns::Client;
 
 use crate::aws::{gone_is_ok, required, AwsError, AwsResult, Built};
-use crate::engine::{list_field, list_items, ownership_tags, Delta, Desired, Kind, Live, ReadCache, Rules};
+use crate::engine::{list_field, list_items, ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules};
 use crate::kinds::read::describe_each;
 use crate::spec::model::Tags;
 use crate::spec::{physical_name, EnvSpec};
@@ -57,7 +57,7 @@ impl Kind for Topics {
     fn rules(&self) -> Rules {
         Rules {
             events: EventMatch { source: "sns.amazonaws.com", calls: &[], ids: &["topicArn", "TopicArn", "resourceArn", "name"], marker: "" },
-            ..Rules::new(KIND)
+            ..Rules::new(KIND, Layer::SecurityMonitoring)
         }
     }
 

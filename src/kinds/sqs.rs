@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::read::{canonical_json, common_prefix, describe_each, named_desired, TagIndex};
 use crate::aws::{found, gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{ownership_tags, Adoption, Delta, Desired, Fields, Kind, Live, ReadCache, Rules};
+use crate::engine::{ownership_tags, Adoption, Delta, Desired, Fields, Kind, Layer, Live, ReadCache, Rules};
 use crate::spec::EnvSpec;
 
 /// Kind name.
@@ -149,7 +149,7 @@ impl Kind for Queues {
                 ids: &["queueUrl", "QueueUrl", "queueName", "QueueName"],
                 marker: "",
             },
-            ..Rules::new(KIND)
+            ..Rules::new(KIND, Layer::DataMessaging)
         }
     }
 

@@ -7,7 +7,7 @@ use aws_sdk_applicationautoscaling::Client;
 
 use super::{owners, scaled_services};
 use crate::aws::{gone_is_ok, AwsError, AwsResult};
-use crate::engine::{ownership_tags, Delta, Desired, Kind, Live, ReadCache, Rules};
+use crate::engine::{ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules};
 use crate::kinds::ecs::service;
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::EnvSpec;
@@ -48,7 +48,7 @@ impl Kind for ScalableTargets {
     fn rules(&self) -> Rules {
         Rules {
             events: EventMatch { source: "application-autoscaling.amazonaws.com", calls: &["ScalableTarget"], ids: &["resourceId", "ResourceId"], marker: "" },
-            ..Rules::new(KIND)
+            ..Rules::new(KIND, Layer::Compute)
         }
     }
 

@@ -10,7 +10,7 @@ use aws_sdk_applicationautoscaling::Client;
 
 use super::{owners, scalable_target, scaled_services};
 use crate::aws::{gone_is_ok, AwsError, AwsResult, Built};
-use crate::engine::{ownership_tags, Delta, Desired, Kind, Live, ReadCache, Rules};
+use crate::engine::{ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules};
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::EnvSpec;
 
@@ -43,7 +43,7 @@ impl Kind for ScalingPolicies {
             immutable: &[TARGET],
             on_immutable_change: crate::engine::OnImmutableChange::Replace,
             events: EventMatch { source: "application-autoscaling.amazonaws.com", calls: &["ScalingPolicy"], ids: &["policyName", "PolicyName"], marker: "" },
-            ..Rules::new(KIND)
+            ..Rules::new(KIND, Layer::Compute)
         }
     }
 

@@ -9,7 +9,7 @@ use aws_sdk_cognitoidentityprovider::Client;
 
 use super::{member, member_tags, pool, pool_of, pool_of_members, POOL};
 use crate::aws::{gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{list_field, list_items, Delta, Desired, Kind, Live, ReadCache, Rules};
+use crate::engine::{list_field, list_items, Delta, Desired, Kind, Layer, Live, ReadCache, Rules};
 use crate::spec::{physical_name, EnvSpec};
 
 /// Kind name.
@@ -41,7 +41,7 @@ impl Kind for AppClients {
                 ids: &["clientId", "ClientId", "clientName", "ClientName"],
                 marker: "",
             },
-            ..Rules::new(KIND)
+            ..Rules::new(KIND, Layer::SecurityMonitoring)
         }
     }
 

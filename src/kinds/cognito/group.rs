@@ -8,7 +8,7 @@ use aws_sdk_cognitoidentityprovider::Client;
 
 use super::{member, member_tags, pool, pool_of, pool_of_members, POOL};
 use crate::aws::{gone_is_ok, AwsError, AwsResult};
-use crate::engine::{Delta, Desired, Kind, Live, ReadCache, Rules};
+use crate::engine::{Delta, Desired, Kind, Layer, Live, ReadCache, Rules};
 use crate::spec::EnvSpec;
 
 /// Kind name.
@@ -29,7 +29,7 @@ impl Kind for Groups {
         Rules {
             immutable: &[POOL],
             events: EventMatch { source: "cognito-idp.amazonaws.com", calls: &["Group"], ids: &["groupName", "GroupName"], marker: "" },
-            ..Rules::new(KIND)
+            ..Rules::new(KIND, Layer::SecurityMonitoring)
         }
     }
 

@@ -10,7 +10,7 @@ use aws_sdk_cognitoidentityprovider::Client;
 use super::{live_pool, pool, pool_tags};
 use crate::aws::{gone_is_ok, required, AwsError, AwsResult};
 use crate::engine::plan::{Action, Step};
-use crate::engine::{ownership_tags, Delta, Desired, Fields, Finding, FindingClass, Kind, Live, ReadCache, Review, Rules};
+use crate::engine::{ownership_tags, Delta, Desired, Fields, Finding, FindingClass, Kind, Layer, Live, ReadCache, Review, Rules};
 use crate::spec::model::{Tags, UserPool};
 use crate::spec::EnvSpec;
 
@@ -79,7 +79,7 @@ impl Kind for UserPools {
     fn rules(&self) -> Rules {
         Rules {
             events: EventMatch { source: "cognito-idp.amazonaws.com", calls: &["UserPool"], ids: &["userPoolId", "UserPoolId"], marker: "userpool/" },
-            ..Rules::new(KIND)
+            ..Rules::new(KIND, Layer::SecurityMonitoring)
         }
     }
 
@@ -169,6 +169,7 @@ impl Kind for UserPools {
                     c.live.as_deref().unwrap_or("unset"),
                     c.desired.as_deref().unwrap_or("unset")
                 ),
+                facts: Default::default(),
             })
             .collect();
         Review { findings, ..Review::default() }

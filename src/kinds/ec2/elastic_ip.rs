@@ -471,6 +471,7 @@ impl Kind for ElasticIps {
                 live,
                 violation,
                 message: format!("{id}: {ip} attached to {attached}: {status}{pin_hint}"),
+                facts: [("address", ip.clone()), ("attachedTo", attached.clone())].into(),
             });
         }
         for step in steps.iter().filter(|s| s.desired.is_none()) {
@@ -487,6 +488,7 @@ impl Kind for ElasticIps {
                 live: None,
                 violation: false,
                 message: format!("{} ({}): {what}", step.key.id, step.name),
+                facts: BTreeMap::new(),
             });
         }
         review

@@ -27,7 +27,7 @@ use aws_sdk_ec2::types::{Filter, ResourceType, SecurityGroup, Tag, TagSpecificat
 use aws_sdk_ec2::Client;
 
 use crate::aws::{AwsError, AwsResult};
-use crate::engine::{ownership_tags, Desired, Live, Matching, ReadCache, Rules, Scope, MANAGED_BY, TAG_ENV, TAG_MANAGED_BY};
+use crate::engine::{ownership_tags, Desired, Layer, Live, Matching, ReadCache, Rules, Scope, MANAGED_BY, TAG_ENV, TAG_MANAGED_BY};
 use crate::spec::model::{DeletionPolicy, Network, Tags};
 use crate::spec::EnvSpec;
 
@@ -150,7 +150,7 @@ pub fn desired(env: &EnvSpec, kind: &'static str, id: &str, name: String, policy
 /// The rules the networking kinds share: matched by their `sentry:id` tag,
 /// reconciled by every pass (the whitelist guard's fast one included).
 pub const fn rules(kind: &'static str) -> Rules {
-    Rules { matching: Matching::OwnershipTag, scope: Scope::Fast, ..Rules::new(kind) }
+    Rules { matching: Matching::OwnershipTag, scope: Scope::Fast, ..Rules::new(kind, Layer::Networking) }
 }
 
 /// A live resource from its id and tags; its name is its Name tag.

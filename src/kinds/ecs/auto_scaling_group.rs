@@ -13,7 +13,7 @@ use aws_sdk_autoscaling::Client;
 
 use super::launch_template;
 use crate::aws::{gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{list_field, list_items, ownership_tags, Delta, Desired, Kind, Live, ReadCache, Rules};
+use crate::engine::{list_field, list_items, ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules};
 use crate::kinds::ec2::subnet;
 use crate::spec::model::{DeletionPolicy, Tags, Tier};
 use crate::spec::{physical_name, EnvSpec};
@@ -71,7 +71,7 @@ impl Kind for Groups {
                 ids: &["autoScalingGroupName", "AutoScalingGroupName", "resourceId"],
                 marker: "",
             },
-            ..Rules::new(KIND)
+            ..Rules::new(KIND, Layer::Compute)
         }
     }
 

@@ -16,7 +16,7 @@ use super::auto_scaling_group as autoscaling;
 use super::cluster::{live_clusters, PROVIDERS};
 use super::{add_tags, tag_list, tag_map};
 use crate::aws::{gone_is_ok, AwsError, AwsResult, Built};
-use crate::engine::{list_items, ownership_tags, Delta, Desired, Kind, Live, ReadCache, Rules};
+use crate::engine::{list_items, ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules};
 use crate::spec::model::{Cluster, DeletionPolicy, Tags};
 use crate::spec::EnvSpec;
 
@@ -82,7 +82,7 @@ impl Kind for CapacityProviders {
                 ids: &["name", "capacityProvider", "capacityProviderArn"],
                 marker: "capacity-provider/",
             },
-            ..Rules::new(KIND)
+            ..Rules::new(KIND, Layer::Compute)
         }
     }
 

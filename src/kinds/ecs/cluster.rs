@@ -10,7 +10,7 @@ use aws_sdk_ecs::Client;
 
 use super::{add_tags, tag_list, tag_map};
 use crate::aws::{gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{list_field, ownership_tags, Delta, Desired, Kind, Live, ReadCache, Rules};
+use crate::engine::{list_field, ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules};
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::{physical_name, EnvSpec};
 
@@ -68,7 +68,7 @@ impl Kind for Clusters {
     fn rules(&self) -> Rules {
         Rules {
             events: EventMatch { source: "ecs.amazonaws.com", calls: &["Cluster"], ids: &["cluster", "clusterName", "clusterArn"], marker: "cluster/" },
-            ..Rules::new(KIND)
+            ..Rules::new(KIND, Layer::Compute)
         }
     }
 

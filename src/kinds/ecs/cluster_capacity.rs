@@ -15,7 +15,7 @@ use aws_sdk_ecs::Client;
 use super::capacity_provider;
 use super::cluster::{self, live_clusters, PROVIDERS, STRATEGY};
 use crate::aws::{AwsError, AwsResult, Built};
-use crate::engine::{list_field, list_items, ownership_tags, reference, Adoption, Delta, Desired, Kind, Live, ReadCache, Rules};
+use crate::engine::{list_field, list_items, ownership_tags, reference, Adoption, Delta, Desired, Kind, Layer, Live, ReadCache, Rules};
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::{physical_name, EnvSpec};
 
@@ -49,7 +49,10 @@ fn handle(cluster_name: &str) -> String {
 #[async_trait]
 impl Kind for ClusterCapacityProviders {
     fn rules(&self) -> Rules {
-        Rules { events: EventMatch { source: "ecs.amazonaws.com", calls: &["ClusterCapacityProviders"], ids: &["cluster"], marker: "" }, ..Rules::new(KIND) }
+        Rules {
+            events: EventMatch { source: "ecs.amazonaws.com", calls: &["ClusterCapacityProviders"], ids: &["cluster"], marker: "" },
+            ..Rules::new(KIND, Layer::Compute)
+        }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {

@@ -19,7 +19,7 @@ use aws_sdk_ec2::Client;
 use base64::Engine;
 
 use crate::aws::{required, AwsError, AwsResult};
-use crate::engine::{list_field, list_items, ownership_tags, Delta, Desired, Kind, Live, ReadCache, Rules};
+use crate::engine::{list_field, list_items, ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules};
 use crate::kinds::ec2::{gone_is_ok, security_group, tag_map, tag_spec};
 use crate::kinds::iam::instance_profile;
 use crate::spec::model::{DeletionPolicy, Tags};
@@ -127,7 +127,7 @@ impl Kind for LaunchTemplates {
                 ids: &["launchTemplateId", "LaunchTemplateId", "launchTemplateName", "LaunchTemplateName"],
                 marker: "lt-",
             },
-            ..Rules::new(KIND)
+            ..Rules::new(KIND, Layer::Compute)
         }
     }
 

@@ -13,7 +13,7 @@ use aws_sdk_ecs::Client;
 
 use super::{add_tags, cluster, tag_list, tag_map, task_definition};
 use crate::aws::{required, AwsError, AwsResult, Built, ErrorClass};
-use crate::engine::{is_unresolved, list_field, list_items, ownership_tags, reference, Delta, Desired, Kind, Live, ReadCache, Rules};
+use crate::engine::{is_unresolved, list_field, list_items, ownership_tags, reference, Delta, Desired, Kind, Layer, Live, ReadCache, Rules};
 use crate::kinds::ec2::{security_group, subnet};
 use crate::kinds::elbv2;
 use crate::spec::model::Tags;
@@ -146,7 +146,7 @@ impl Kind for Services {
         Rules {
             immutable: &[CLUSTER, LAUNCH],
             events: EventMatch { source: "ecs.amazonaws.com", calls: &["Service"], ids: &["service", "serviceName", "serviceArn"], marker: "service/" },
-            ..Rules::new(KIND)
+            ..Rules::new(KIND, Layer::Compute)
         }
     }
 

@@ -18,7 +18,7 @@ use aws_sdk_ecs::Client;
 
 use super::{tag_list, tag_map};
 use crate::aws::{required, AwsError, AwsResult, Built, ErrorClass};
-use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Live, OnImmutableChange, ReadCache, Rules};
+use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Layer, Live, OnImmutableChange, ReadCache, Rules};
 use crate::kinds::{ecr, iam::role, logs, secretsmanager};
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::{physical_name, EnvSpec};
@@ -110,7 +110,7 @@ impl Kind for TaskDefinitions {
                 ids: &["family", "taskDefinition", "taskDefinitionArn"],
                 marker: "task-definition/",
             },
-            ..Rules::new(KIND)
+            ..Rules::new(KIND, Layer::Compute)
         }
     }
 

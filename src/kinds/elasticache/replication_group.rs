@@ -22,7 +22,7 @@ use aws_sdk_elasticache::Client;
 
 use super::{add_tags, redis, subnet_group, tag_list, tags_of};
 use crate::aws::{found, gone_is_ok, required, wait_for, AwsError, AwsResult};
-use crate::engine::{list_items, ownership_tags, Delta, Desired, Kind, Live, ReadCache, Rules};
+use crate::engine::{list_items, ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules};
 use crate::kinds::ec2::security_group;
 use crate::spec::model::Tags;
 use crate::spec::EnvSpec;
@@ -89,7 +89,7 @@ impl Kind for ReplicationGroups {
                 ids: &["replicationGroupId", "ReplicationGroupId"],
                 marker: "replicationgroup:",
             },
-            ..Rules::new(KIND)
+            ..Rules::new(KIND, Layer::DataMessaging)
         }
     }
 

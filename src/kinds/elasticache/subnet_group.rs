@@ -6,7 +6,7 @@ use aws_sdk_elasticache::Client;
 
 use super::{add_tags, redis, tag_list, tags_of};
 use crate::aws::{found, gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{list_field, list_items, ownership_tags, Delta, Desired, Kind, Live, ReadCache, Rules};
+use crate::engine::{list_field, list_items, ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules};
 use crate::kinds::ec2::subnet;
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::EnvSpec;
@@ -37,7 +37,7 @@ impl Kind for SubnetGroups {
                 ids: &["cacheSubnetGroupName", "CacheSubnetGroupName"],
                 marker: "subnetgroup:",
             },
-            ..Rules::new(KIND)
+            ..Rules::new(KIND, Layer::DataMessaging)
         }
     }
 

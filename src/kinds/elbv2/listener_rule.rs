@@ -14,7 +14,7 @@ use aws_sdk_elasticloadbalancingv2::Client;
 
 use super::{actions_of, actions_text, add_tags, forward_to, listener, listener_id, load_balancing, rule_id, tag_list, tags_of, target_group, CONCURRENCY};
 use crate::aws::{found, gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{is_unresolved, ownership_tags, Delta, Desired, Kind, Live, Matching, OnImmutableChange, ReadCache, Rules};
+use crate::engine::{is_unresolved, ownership_tags, Delta, Desired, Kind, Layer, Live, Matching, OnImmutableChange, ReadCache, Rules};
 use crate::kinds::read::describe_each;
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::EnvSpec;
@@ -120,7 +120,7 @@ impl Kind for ListenerRules {
             immutable: &[LISTENER],
             on_immutable_change: OnImmutableChange::Replace,
             events: EventMatch { source: "elasticloadbalancing.amazonaws.com", calls: &["Rule"], ids: &["ruleArn", "RuleArn"], marker: "listener-rule/" },
-            ..Rules::new(KIND)
+            ..Rules::new(KIND, Layer::Compute)
         }
     }
 

@@ -14,7 +14,7 @@ use aws_sdk_elasticloadbalancingv2::Client;
 
 use super::{add_tags, load_balancing, tag_list, tags_of, CONCURRENCY};
 use crate::aws::{found, gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{is_unresolved, list_field, list_items, ownership_tags, Delta, Desired, Kind, Live, ReadCache, Rules};
+use crate::engine::{is_unresolved, list_field, list_items, ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules};
 use crate::kinds::ec2::{internet_gateway, security_group, subnet};
 use crate::kinds::read::describe_each;
 use crate::spec::model::AccessLogs;
@@ -135,7 +135,7 @@ impl Kind for LoadBalancers {
                 ids: &["loadBalancerArn", "LoadBalancerArn", "loadBalancerName", "name"],
                 marker: "loadbalancer/",
             },
-            ..Rules::new(KIND)
+            ..Rules::new(KIND, Layer::Compute)
         }
     }
 

@@ -12,7 +12,7 @@ use aws_sdk_elasticloadbalancingv2::Client;
 
 use super::{add_tags, load_balancing, tag_list, tags_of, CONCURRENCY};
 use crate::aws::{found, gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{is_unresolved, ownership_tags, Delta, Desired, Kind, Live, ReadCache, Rules};
+use crate::engine::{is_unresolved, ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules};
 use crate::kinds::ec2::vpc;
 use crate::kinds::read::describe_each;
 use crate::spec::model::Stickiness;
@@ -86,7 +86,7 @@ impl Kind for TargetGroups {
                 ids: &["targetGroupArn", "TargetGroupArn", "name"],
                 marker: "targetgroup/",
             },
-            ..Rules::new(KIND)
+            ..Rules::new(KIND, Layer::Compute)
         }
     }
 

@@ -27,7 +27,7 @@ use serde_json::{json, Value};
 
 use super::{decode_document, named, roles, tag_list, tag_map};
 use crate::aws::{gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{list_field, list_items, Delta, Desired, Kind, Live, ReadCache, Rules};
+use crate::engine::{list_field, list_items, Delta, Desired, Kind, Layer, Live, ReadCache, Rules};
 use crate::kinds::secretsmanager;
 use crate::spec::model::Role;
 use crate::spec::{physical_name, EnvSpec};
@@ -257,7 +257,10 @@ fn secret_arns(value_from: &str) -> Vec<String> {
 #[async_trait]
 impl Kind for Roles {
     fn rules(&self) -> Rules {
-        Rules { events: EventMatch { source: "iam.amazonaws.com", calls: &["Role"], ids: &["roleName", "RoleName"], marker: "role/" }, ..Rules::new(KIND) }
+        Rules {
+            events: EventMatch { source: "iam.amazonaws.com", calls: &["Role"], ids: &["roleName", "RoleName"], marker: "role/" },
+            ..Rules::new(KIND, Layer::SecurityMonitoring)
+        }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
