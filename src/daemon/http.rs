@@ -1,5 +1,5 @@
-//! The health and metrics endpoint: `/healthz`, `/readyz` and `/metrics`
-//! (Prometheus text). Ready means every environment is fresh: it has had a
+//! The daemon's endpoint: `/healthz`, `/readyz`, `/metrics` (Prometheus
+//! text), and the status page at `/` with its data at `/api/status` ([`super::page`]). Ready means every environment is fresh: it has had a
 //! successful full pass within its last three full intervals, and no pass of
 //! it has been abandoned at its deadline since its last success.
 
@@ -15,6 +15,8 @@ use tokio::net::TcpListener;
 use crate::engine::plan::{Action, Outcome};
 use crate::engine::report::Report;
 use crate::engine::Scope;
+
+use super::page::{self, EnvView};
 
 /// The name of a loop in logs, metrics and alerts: `full`, or `network` for
 /// the fast loop over the [`Scope::Fast`] kinds (networking and the whitelist).
@@ -52,6 +54,10 @@ pub struct Status {
     errors: BTreeMap<String, u64>,
     spec_errors: BTreeMap<String, u64>,
     last_success: BTreeMap<String, f64>,
+    /// What the status page shows of each environment.
+    views: BTreeMap<String, EnvView>,
+    /// Each environment's lease holder, as the lease table last said (`id`, `host`, `since`).
+    holders: BTreeMap<String, serde_json::Value>,
 }
 
 /// The daemon's status, shared between the passes and the endpoint.
@@ -78,6 +84,8 @@ impl Status {
             errors: BTreeMap::new(),
             spec_errors: BTreeMap::new(),
             last_success: BTreeMap::new(),
+            views: BTreeMap::new(),
+            holders: BTreeMap::new(),
         }
     }
 
@@ -114,6 +122,7 @@ impl Status {
     /// Records a finished pass of `scope`.
     pub fn record(&mut self, report: &Report, scope: Scope) {
         let env = report.env.clone();
+        self.views.entry(env.clone()).or_default().record(report, label(scope), crate::lease::now_ms());
         let ok = report.errors.is_empty() && report.summary.failed == 0;
         *self.passes.entry((env.clone(), if ok { "ok" } else { "error" })).or_insert(0) += 1;
         self.duration_seconds.insert(env.clone(), report.duration_ms as f64 / 1000.0);
@@ -149,6 +158,24 @@ impl Status {
         let changed = leading != self.leading;
         self.leading = leading;
         changed
+    }
+
+    /// Sets each environment's lease holder (`id`, `host`, `since`), as the lease table says.
+    pub fn set_holders(&mut self, holders: BTreeMap<String, serde_json::Value>) {
+        self.holders = holders;
+    }
+
+    /// The `/api/status` document (schema [`page::SCHEMA`], in the README).
+    pub fn api_status(&self) -> serde_json::Value {
+        let environments: Vec<serde_json::Value> = self
+            .envs
+            .iter()
+            .map(|e| {
+                let view = self.views.get(e).cloned().unwrap_or_default();
+                view.to_json(e, self.leading.contains(e), self.holders.get(e), self.stale_reason(e), self.stale_spec.get(e))
+            })
+            .collect();
+        serde_json::json!({ "schema": page::SCHEMA, "generatedAt": crate::lease::utc(crate::lease::now_ms()), "environments": environments })
     }
 
     /// Marks `env`'s spec stale (`why`), or fresh again (`None`); whether that changed.
@@ -273,7 +300,8 @@ pub async fn serve(address: SocketAddr, status: SharedStatus) -> std::io::Result
                 }
             }
             let request = String::from_utf8_lossy(&buffer);
-            let path = request.split_whitespace().nth(1).unwrap_or("/");
+            let target = request.split_whitespace().nth(1).unwrap_or("/");
+            let path = target.split('?').next().unwrap_or(target);
             let (code, content_type, body) = {
                 let status = match status.lock() {
                     Ok(s) => s,
@@ -286,10 +314,17 @@ pub async fn serve(address: SocketAddr, status: SharedStatus) -> std::io::Result
                         Some(why) => ("503 Service Unavailable", "text/plain", format!("not ready: {why}\n")),
                     },
                     "/metrics" => ("200 OK", "text/plain; version=0.0.4", status.render()),
+                    "/" => ("200 OK", "text/html; charset=utf-8", page::html(&status.api_status())),
+                    "/api/status" => ("200 OK", "application/json", format!("{:#}\n", status.api_status())),
                     _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
                 }
             };
-            let response = format!("HTTP/1.1 {code}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+            // The page runs no script and loads nothing from elsewhere: the policy says so to the browser too.
+            let response = format!(
+                "HTTP/1.1 {code}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n\
+                 Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
             let _ = socket.write_all(response.as_bytes()).await;
         });
     }

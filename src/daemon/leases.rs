@@ -288,7 +288,18 @@ impl Leases {
 
     fn publish(&self) {
         let leading = self.leading();
+        let now = crate::lease::now_ms();
+        let holders = self
+            .envs
+            .iter()
+            .filter_map(|(env, lease)| {
+                let record = lease.record.lock().ok()?;
+                let (id, host, since) = record.live_holder(now)?;
+                Some((env.clone(), serde_json::json!({ "id": id, "host": host, "since": crate::lease::utc(since) })))
+            })
+            .collect();
         if let Ok(mut s) = self.status.lock() {
+            s.set_holders(holders);
             if s.set_leading(&leading) {
                 tracing::info!(leading = ?leading, "this replica now leads these environments");
             }

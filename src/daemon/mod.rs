@@ -31,6 +31,7 @@
 
 pub mod http;
 pub mod leases;
+pub mod page;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -354,6 +354,15 @@ mod tests {
         apply_policies(&mut s, &policies(&[("test/a", DriftPolicy::Ignore)]));
         assert_eq!((s.action, s.changes.len()), (Action::Noop, 0));
 
+        let mut retagged = tags("dev", "a", "retain");
+        retagged.insert("team".into(), "<script>".into());
+        let mut wanted = desired("a", &[("x", "1")], &[]);
+        wanted.tags.insert("team".into(), "oms".into());
+        let mut s = plan(RULES, vec![wanted], vec![live("a", &[("x", "1")], retagged)]).remove(0);
+        assert_eq!((s.action, s.delta.tags.len()), (Action::Update, 1), "a changed tag is drift");
+        apply_policies(&mut s, &policies(&[("test/a", DriftPolicy::Alert)]));
+        assert_eq!((s.action, s.delta.tags.len(), s.changes.len()), (Action::Alert, 0, 1), "reported, and not rewritten under alert");
+
         let mut missing = plan(RULES, vec![desired("b", &[], &[])], vec![]).remove(0);
         apply_policies(&mut missing, &policies(&[("test/b", DriftPolicy::Alert)]));
         assert_eq!(missing.action, Action::Alert);

@@ -38,6 +38,8 @@ pub fn apply_policies(step: &mut Step, policies: &BTreeMap<String, DriftPolicy>)
     let field_policy = |field: &str| policy_for(policies, &key, Some(field));
     step.changes.retain(|c| field_policy(&c.field) != DriftPolicy::Ignore);
     step.delta.fields.retain(|c| field_policy(&c.field) == DriftPolicy::Enforce);
+    // Tags are fields too (`tags.<key>` in the report): an alerted tag is not rewritten.
+    step.delta.tags.retain(|k, _| field_policy(&format!("tags.{k}")) == DriftPolicy::Enforce);
     let alerted: Vec<&str> = step.changes.iter().filter(|c| field_policy(&c.field) == DriftPolicy::Alert).map(|c| c.field.as_str()).collect();
     if step.delta.is_empty() {
         step.action = if alerted.is_empty() { Action::Noop } else { Action::Alert };

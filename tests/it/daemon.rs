@@ -53,6 +53,11 @@ impl Daemon {
         Daemon { child, http: format!("http://{listen}"), _logs: logs, log }
     }
 
+    /// The base URL of its endpoint (`http://127.0.0.1:PORT`).
+    pub fn http(&self) -> &str {
+        &self.http
+    }
+
     /// What the daemon logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

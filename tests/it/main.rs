@@ -15,6 +15,7 @@ mod import;
 mod invalid_specs;
 mod load_balancing;
 mod network;
+mod page;
 mod secrets;
 mod security;
 mod sqs;
