@@ -392,7 +392,7 @@ async fn graph(cli: &Cli, env: &str, offline: bool, format: crate::graph::Format
     if report.errors.is_empty() {
         Ok(EXIT_IN_SYNC)
     } else {
-        eprintln!("graph: AWS could not be read in full: those resources are `not read` (--offline draws the spec alone)");
+        eprintln!("graph: the read-only pass had errors (above): resources of kinds it could not read are `not read` (--offline draws the spec alone)");
         Ok(EXIT_ERROR)
     }
 }

@@ -204,11 +204,7 @@ impl Graph {
         let mut out = String::new();
         let _ = writeln!(out, "%% sentry-operator graph --env {}: {}", self.env, self.kind_of_graph());
         out.push_str("flowchart LR\n");
-        for layer in Layer::ALL {
-            let nodes: Vec<&Node> = self.nodes.iter().filter(|n| n.layer == layer).collect();
-            if nodes.is_empty() {
-                continue;
-            }
+        for (layer, nodes) in self.layers() {
             let _ = writeln!(out, "  subgraph {}[\"{}\"]", layer_id(layer), mermaid_text(layer.title()));
             out.push_str("    direction TB\n");
             for n in nodes {
@@ -252,11 +248,7 @@ impl Graph {
         let _ = writeln!(out, "// sentry-operator graph --env {}: {}", self.env, self.kind_of_graph());
         let _ = writeln!(out, "digraph {} {{", dot_string(&format!("sentry-{}", self.env)));
         out.push_str("  rankdir=LR;\n  node [shape=box, style=\"rounded,filled\", fillcolor=\"#ffffff\", fontname=\"Helvetica\"];\n");
-        for layer in Layer::ALL {
-            let nodes: Vec<&Node> = self.nodes.iter().filter(|n| n.layer == layer).collect();
-            if nodes.is_empty() {
-                continue;
-            }
+        for (layer, nodes) in self.layers() {
             let _ = writeln!(out, "  subgraph cluster_{} {{\n    label={};", layer_id(layer), dot_string(layer.title()));
             for n in nodes {
                 let mut label = format!("{}\n{}", n.key.kind, n.key.id);
@@ -282,6 +274,11 @@ impl Graph {
         }
         out.push_str("}\n");
         out
+    }
+
+    /// Each layer that has resources, with them, in the seeds' order.
+    fn layers(&self) -> impl Iterator<Item = (Layer, Vec<&Node>)> {
+        Layer::ALL.into_iter().map(|l| (l, self.nodes.iter().filter(|n| n.layer == l).collect::<Vec<_>>())).filter(|(_, nodes)| !nodes.is_empty())
     }
 
     /// `spec only` or `live status`, with what could not be read.

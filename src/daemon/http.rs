@@ -119,10 +119,11 @@ impl Status {
         (!reasons.is_empty()).then(|| reasons.join("; "))
     }
 
-    /// Records a finished pass of `scope`.
-    pub fn record(&mut self, report: &Report, scope: Scope) {
+    /// Records a finished pass of `scope`; `whole` when it read every kind of
+    /// its loop (not narrowed to what events named).
+    pub fn record(&mut self, report: &Report, scope: Scope, whole: bool) {
         let env = report.env.clone();
-        self.views.entry(env.clone()).or_default().record(report, label(scope), crate::lease::now_ms());
+        self.views.entry(env.clone()).or_default().record(report, label(scope), whole, crate::lease::now_ms());
         let ok = report.errors.is_empty() && report.summary.failed == 0;
         *self.passes.entry((env.clone(), if ok { "ok" } else { "error" })).or_insert(0) += 1;
         self.duration_seconds.insert(env.clone(), report.duration_ms as f64 / 1000.0);
@@ -359,9 +360,9 @@ mod tests {
         assert!(status.render().contains("sentry_operator_pass_timeouts_total{env=\"dev\",scope=\"network\"} 1"));
         let env = crate::spec::EnvSpec::new("dev", Default::default());
         let ok = Report::new(&env, crate::engine::Mode::Apply, Vec::new(), Vec::new(), Default::default(), Duration::ZERO);
-        status.record(&ok, Scope::Full);
+        status.record(&ok, Scope::Full, true);
         assert!(status.not_ready_reason().is_some(), "a full pass does not clear an abandoned network pass");
-        status.record(&ok, Scope::Fast);
+        status.record(&ok, Scope::Fast, true);
         assert_eq!(status.not_ready_reason(), None);
         assert!(status.render().contains("sentry_operator_env_stale{env=\"dev\"} 0"));
     }

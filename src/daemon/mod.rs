@@ -652,7 +652,7 @@ impl EnvLoop {
         }
         self.alert(alerts::events(&report));
         if let Ok(mut status) = self.status.lock() {
-            status.record(&report, scope);
+            status.record(&report, scope, narrowing.focus.kinds.is_none());
         }
         report.errors.is_empty() && report.summary.failed == 0
     }

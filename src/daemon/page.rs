@@ -38,19 +38,38 @@ pub struct EnvView {
 }
 
 impl EnvView {
-    /// Records a finished pass of the loop `scope` (`full` or `network`), at `at_ms`.
-    pub fn record(&mut self, report: &Report, scope: &str, at_ms: i64) {
+    /// Records a finished pass of the loop `scope` (`full` or `network`), at
+    /// `at_ms`; `whole` when it read every kind of its loop (not narrowed to
+    /// what events named).
+    ///
+    /// Open drift is kept by resource: a pass opens or closes the entries of
+    /// the resources it decided on (those it left to the other loop are that
+    /// loop's to say), keeping when each was first seen and who made it, once
+    /// an event said. A whole full pass without errors saw everything, so
+    /// what it did not find open is closed (a resource gone from the spec too).
+    pub fn record(&mut self, report: &Report, scope: &str, whole: bool, at_ms: i64) {
         let at = utc(at_ms);
-        let pass = pass_json(report, scope, &at);
-        if scope == "full" {
+        let pass = pass_json(report, scope, whole, &at);
+        if scope == "full" && whole {
             self.last_full_pass = Some(pass.clone());
         }
         self.last_pass = Some(pass);
+        let replaces = scope == "full" && whole && report.errors.is_empty();
+        let before = if replaces { std::mem::take(&mut self.open_drift) } else { self.open_drift.clone() };
         for step in &report.resources {
             let resource = step.key.to_string();
-            if is_open(step) {
-                let since = self.open_drift.get(&resource).and_then(|d| d["since"].as_str().map(str::to_string)).unwrap_or_else(|| at.clone());
-                self.open_drift.insert(resource, drift_json(step, &since));
+            let earlier = before.get(&resource);
+            if step.outcome == Some(Outcome::Deferred) {
+                if let Some(entry) = earlier {
+                    self.open_drift.insert(resource, entry.clone());
+                }
+            } else if is_open(step) {
+                let since = earlier.and_then(|d| d["since"].as_str()).map_or_else(|| at.clone(), str::to_string);
+                let mut entry = drift_json(step, &since);
+                if let Some(cause) = earlier.map(|d| &d["cause"]).filter(|c| entry["cause"].is_null() && !c.is_null()) {
+                    entry["cause"] = cause.clone();
+                }
+                self.open_drift.insert(resource, entry);
             } else {
                 self.open_drift.remove(&resource);
             }
@@ -109,18 +128,21 @@ fn push_recent(list: &mut VecDeque<Value>, entry: Value) {
     list.truncate(RECENT);
 }
 
-fn pass_json(report: &Report, scope: &str, at: &str) -> Value {
+fn pass_json(report: &Report, scope: &str, whole: bool, at: &str) -> Value {
+    let applied = report.resources.iter().any(|s| s.outcome == Some(Outcome::Applied));
     let result = match report.exit_code() {
+        EXIT_INVARIANT => "invariant violated",
+        EXIT_IN_SYNC | EXIT_CHANGED if applied => "repaired",
+        EXIT_CHANGED if report.mode == Mode::Plan => "drift found (observing only)",
+        EXIT_CHANGED => "changes left to the other loop",
         EXIT_IN_SYNC if report.summary.alerted > 0 => "drift reported only (policy)",
         EXIT_IN_SYNC => "in sync",
-        EXIT_CHANGED if report.mode == Mode::Plan => "drift found (observing only)",
-        EXIT_CHANGED => "repaired",
-        EXIT_INVARIANT => "invariant violated",
         _ => "error",
     };
     json!({
         "at": at,
         "scope": scope,
+        "narrowed": !whole,
         "mode": report.mode,
         "result": result,
         "durationMs": report.duration_ms,
@@ -236,7 +258,7 @@ fn env_section(out: &mut String, env: &Value) {
         for (which, p) in passes {
             let class = match p["result"].as_str() {
                 Some("in sync" | "repaired") => "ok",
-                Some("drift found (observing only)" | "drift reported only (policy)") => "warn",
+                Some("drift found (observing only)" | "drift reported only (policy)" | "changes left to the other loop") => "warn",
                 _ => "bad",
             };
             let _ = write!(
@@ -276,11 +298,11 @@ fn env_section(out: &mut String, env: &Value) {
     }
 
     out.push_str("<h3>Open drift</h3>");
-    drift_table(out, env["openDrift"].as_array().map(|a| a.iter().collect()).unwrap_or_default(), "drift", "none");
+    drift_table(out, env["openDrift"].as_array().map(|a| a.iter().collect()).unwrap_or_default(), "drift", "since", "none");
 
     out.push_str("<h3>Recent repairs</h3>");
     let repairs: Vec<&Value> = env["recentRepairs"].as_array().map(|a| a.iter().map(|r| &r["drift"]).collect()).unwrap_or_default();
-    drift_table(out, repairs, "repairs", "none since the daemon started");
+    drift_table(out, repairs, "repairs", "repaired at", "none since the daemon started");
 
     out.push_str("<h3>Recent alerts</h3>");
     let alerts = env["recentAlerts"].as_array().cloned().unwrap_or_default();
@@ -304,12 +326,12 @@ fn env_section(out: &mut String, env: &Value) {
 }
 
 /// A table of drift entries (open, or repaired): resource, what differs, who changed it.
-fn drift_table(out: &mut String, entries: Vec<&Value>, class: &str, empty: &str) {
+fn drift_table(out: &mut String, entries: Vec<&Value>, class: &str, when: &str, empty: &str) {
     if entries.is_empty() {
         let _ = writeln!(out, "<p class=\"muted\">{empty}</p>");
         return;
     }
-    let _ = write!(out, "<table class=\"{class}\"><tr><th>since</th><th>resource</th><th>action</th><th>what differs</th><th>changed by</th></tr>");
+    let _ = write!(out, "<table class=\"{class}\"><tr><th>{when}</th><th>resource</th><th>action</th><th>what differs</th><th>changed by</th></tr>");
     for d in entries {
         let changes: Vec<String> = d["changes"]
             .as_array()
@@ -346,23 +368,13 @@ fn drift_table(out: &mut String, entries: Vec<&Value>, class: &str, empty: &str)
 mod tests {
     use super::*;
     use crate::engine::plan::Step;
-    use crate::engine::{Delta, Desired, FieldChange, Finding, ResourceKey};
+    use crate::engine::{Desired, FieldChange, Finding, ResourceKey};
 
     fn hostile_report() -> Report {
         let env = crate::spec::EnvSpec::new("dev", Default::default());
-        let desired = Desired::new("sqs.queue", "orders", "sentry-orders-dev", Default::default());
-        let step = Step {
-            key: desired.key.clone(),
-            name: "sentry-orders-dev".into(),
-            action: Action::Alert,
-            changes: vec![FieldChange { field: "tags.team".into(), live: Some("<script>alert(1)</script>".into()), desired: Some("oms\"'&".into()) }],
-            note: Some("drift reported only (policy: alert)".into()),
-            desired: Some(desired),
-            live: None,
-            delta: Delta::default(),
-            outcome: None,
-            cause: None,
-        };
+        let mut step = Step::of(Desired::new("sqs.queue", "orders", "sentry-orders-dev", Default::default()), Action::Alert);
+        step.changes = vec![FieldChange { field: "tags.team".into(), live: Some("<script>alert(1)</script>".into()), desired: Some("oms\"'&".into()) }];
+        step.note = Some("drift reported only (policy: alert)".into());
         let mut report = Report::new(&env, Mode::Apply, vec![step], vec!["<img src=x onerror=alert(2)>".into()], Default::default(), Default::default());
         report.set_findings(vec![Finding {
             class: FindingClass::Whitelist,
@@ -384,7 +396,7 @@ mod tests {
     #[test]
     fn everything_shown_is_escaped() {
         let mut view = EnvView::default();
-        view.record(&hostile_report(), "full", 0);
+        view.record(&hostile_report(), "full", true, 0);
         let page = html(&document(&view));
         assert!(!page.contains("<script>alert"), "a tag value must not become a script: {page}");
         assert!(!page.contains("<img src=x"), "nor an error message an element");
@@ -399,8 +411,8 @@ mod tests {
     #[test]
     fn drift_stays_open_until_a_pass_finds_it_gone_and_alerts_are_counted_not_repeated() {
         let mut view = EnvView::default();
-        view.record(&hostile_report(), "full", 0);
-        view.record(&hostile_report(), "full", 60_000);
+        view.record(&hostile_report(), "full", true, 0);
+        view.record(&hostile_report(), "full", true, 60_000);
         let doc = view.to_json("dev", true, None, None, None);
         assert_eq!(doc["openDrift"][0]["since"], utc(0), "open since it was first seen");
         assert_eq!(doc["recentAlerts"].as_array().map(Vec::len), Some(1));
@@ -409,11 +421,61 @@ mod tests {
         let mut fixed = hostile_report().resources;
         fixed[0].action = Action::Update;
         fixed[0].outcome = Some(Outcome::Applied);
-        view.record(&Report::new(&env, Mode::Apply, fixed, Vec::new(), Default::default(), Default::default()), "full", 120_000);
+        view.record(&Report::new(&env, Mode::Apply, fixed, Vec::new(), Default::default(), Default::default()), "full", true, 120_000);
         let doc = view.to_json("dev", true, None, None, None);
         assert_eq!(doc["openDrift"].as_array().map(Vec::len), Some(0), "repaired");
         assert_eq!(doc["recentRepairs"][0]["drift"]["resource"], "sqs.queue orders");
         assert_eq!(doc["lastPass"]["result"], "repaired");
         assert_eq!(doc["whitelist"][0]["address"], "203.0.113.7", "kept from the last pass that read it");
+    }
+
+    fn queue_drift(outcome: Option<Outcome>, cause: bool) -> Report {
+        let env = crate::spec::EnvSpec::new("dev", Default::default());
+        let mut step = Step::of(Desired::new("sqs.queue", "orders", "sentry-orders-dev", Default::default()), Action::Update);
+        step.outcome = outcome;
+        step.cause = cause.then(|| crate::engine::focus::Attribution {
+            actor: "arn:aws:iam::123456789012:user/alice".into(),
+            principal_type: "IAMUser".into(),
+            call: "SetQueueAttributes".into(),
+            at: "2026-11-29T03:00:00Z".into(),
+            source_ip: "198.51.100.7".into(),
+        });
+        Report::new(&env, Mode::Apply, vec![step], Vec::new(), Default::default(), Default::default())
+    }
+
+    #[test]
+    fn who_made_a_drift_is_kept_while_it_stays_open_and_the_other_loops_deferral_changes_nothing() {
+        let mut view = EnvView::default();
+        // Observe-only (no outcome): the event's pass names alice; the next whole pass knows no event.
+        view.record(&queue_drift(None, true), "full", false, 0);
+        view.record(&queue_drift(None, false), "full", true, 60_000);
+        let doc = view.to_json("dev", true, None, None, None);
+        assert_eq!(doc["openDrift"][0]["cause"]["actor"], "arn:aws:iam::123456789012:user/alice", "still attributed");
+        assert_eq!(doc["openDrift"][0]["since"], utc(0));
+        assert_eq!(doc["lastFullPass"]["at"], utc(60_000), "an event's narrowed pass is not the last full pass");
+        assert_eq!(doc["lastPass"]["narrowed"], false);
+        // The other loop writes it: this pass's deferral neither closes nor re-opens it.
+        view.record(&queue_drift(Some(Outcome::Deferred), false), "full", true, 120_000);
+        let doc = view.to_json("dev", true, None, None, None);
+        assert_eq!(doc["openDrift"][0]["since"], utc(0), "kept as it was");
+        assert_eq!(doc["lastPass"]["result"], "changes left to the other loop", "nothing was repaired by this pass");
+        view.record(&queue_drift(Some(Outcome::Applied), false), "network", true, 130_000);
+        assert_eq!(view.to_json("dev", true, None, None, None)["openDrift"].as_array().map(Vec::len), Some(0));
+        view.record(&queue_drift(Some(Outcome::Deferred), false), "full", true, 140_000);
+        assert_eq!(view.to_json("dev", true, None, None, None)["openDrift"].as_array().map(Vec::len), Some(0), "not re-opened by a deferral");
+    }
+
+    #[test]
+    fn a_whole_full_pass_closes_drift_of_resources_it_no_longer_sees() {
+        let mut view = EnvView::default();
+        view.record(&queue_drift(None, false), "full", true, 0);
+        let env = crate::spec::EnvSpec::new("dev", Default::default());
+        let empty = Report::new(&env, Mode::Apply, Vec::new(), Vec::new(), Default::default(), Default::default());
+        view.record(&empty, "network", true, 10_000);
+        assert_eq!(view.to_json("dev", true, None, None, None)["openDrift"].as_array().map(Vec::len), Some(1), "the network loop does not read queues");
+        view.record(&empty, "full", false, 20_000);
+        assert_eq!(view.to_json("dev", true, None, None, None)["openDrift"].as_array().map(Vec::len), Some(1), "nor does an event's pass elsewhere");
+        view.record(&empty, "full", true, 30_000);
+        assert_eq!(view.to_json("dev", true, None, None, None)["openDrift"].as_array().map(Vec::len), Some(0), "removed from the spec, say");
     }
 }

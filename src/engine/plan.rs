@@ -168,6 +168,14 @@ fn step(pair_key: ResourceKey, name: String, action: Action, note: Option<String
     Step { key: pair_key, name, action, changes: Vec::new(), note, desired, live, delta: Delta::default(), outcome: None, cause: None }
 }
 
+#[cfg(test)]
+impl Step {
+    /// A step of `desired` with `action` and nothing observed (for tests of what reads steps).
+    pub fn of(desired: Desired, action: Action) -> Step {
+        step(desired.key.clone(), desired.name.clone(), action, None, Some(desired), None)
+    }
+}
+
 /// Decides what to do with one pair (live fields already in spec form).
 pub fn decide(rules: &Rules, env: &str, pair: Pair) -> Option<Step> {
     match (pair.desired, pair.live) {

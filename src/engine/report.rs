@@ -312,22 +312,10 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{Delta, Desired};
+    use crate::engine::Desired;
 
     fn step(kind: &'static str, id: &str, action: Action) -> Step {
-        let desired = Desired::new(kind, id, id, Default::default());
-        Step {
-            key: desired.key.clone(),
-            name: id.into(),
-            action,
-            changes: Vec::new(),
-            note: None,
-            desired: Some(desired),
-            live: None,
-            delta: Delta::default(),
-            outcome: None,
-            cause: None,
-        }
+        Step::of(Desired::new(kind, id, id, Default::default()), action)
     }
 
     #[test]
@@ -358,7 +346,23 @@ mod tests {
         let coloured = report.to_text_styled(true);
         assert!(coloured.contains("\x1b[32m        1\x1b[0m"), "creates in green: {coloured:?}");
         assert_eq!(coloured.replace("\x1b[32m", "").replace("\x1b[33m", "").replace("\x1b[35m", "").replace("\x1b[0m", ""), text);
+        report.set_findings(vec![crate::engine::Finding {
+            class: crate::engine::FindingClass::Whitelist,
+            resource: crate::engine::ResourceKey::new("ec2.elastic-ip", "whitelist-1"),
+            field: None,
+            desired: None,
+            live: None,
+            violation: false,
+            message: "whitelist-1: OK".into(),
+            facts: [("address", "203.0.113.7".to_string())].into(),
+        }]);
         let json = serde_json::to_value(&report).expect("serializes");
-        assert!(json.get("layers").is_none(), "the JSON document is unchanged");
+        let keys = |v: &serde_json::Value| v.as_object().map(|o| o.keys().cloned().collect::<std::collections::BTreeSet<_>>()).unwrap_or_default();
+        assert_eq!(
+            keys(&json),
+            ["calls", "durationMs", "env", "errors", "findings", "invariantViolations", "mode", "resources", "sections", "summary"].map(String::from).into(),
+            "the JSON document is unchanged"
+        );
+        assert_eq!(keys(&json["findings"][0]), ["class", "desired", "field", "live", "message", "resource", "violation"].map(String::from).into());
     }
 }

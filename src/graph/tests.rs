@@ -8,7 +8,7 @@ use aws_config::SdkConfig;
 use super::*;
 use crate::aws::CallCounter;
 use crate::engine::plan::Step;
-use crate::engine::{Delta, Desired, FieldChange, Finding, Mode};
+use crate::engine::{Desired, FieldChange, Finding, Mode};
 use crate::kinds::read::TagReads;
 
 fn graph_of(env: &str) -> Graph {
@@ -47,19 +47,9 @@ fn the_graph_shows_the_references_the_engine_resolves() {
 }
 
 fn step(kind: &'static str, id: &str, action: Action) -> Step {
-    let desired = Desired::new(kind, id, id, Default::default());
-    Step {
-        key: desired.key.clone(),
-        name: id.into(),
-        action,
-        changes: vec![FieldChange { field: "DelaySeconds".into(), live: Some("9".into()), desired: Some("0".into()) }],
-        note: None,
-        desired: Some(desired),
-        live: None,
-        delta: Delta::default(),
-        outcome: None,
-        cause: None,
-    }
+    let mut step = Step::of(Desired::new(kind, id, id, Default::default()), action);
+    step.changes = vec![FieldChange { field: "DelaySeconds".into(), live: Some("9".into()), desired: Some("0".into()) }];
+    step
 }
 
 #[test]
@@ -99,6 +89,28 @@ fn a_live_graph_colours_each_resource_by_what_the_pass_found_and_has_a_legend() 
     assert!(text.lines().any(|l| l.starts_with("  class ") && l.ends_with(" drift") && l.contains(&drift_id)), "{text}");
     assert!(text.contains("1 errors"), "says what was not read");
     assert!(graph.to_dot().contains("fillcolor=\"#fff3cd\""), "dot colours drift too");
+}
+
+#[test]
+fn prods_live_graph_at_its_wordiest_fits_mermaids_default_text_limit() {
+    let spec = crate::spec::load(Path::new("specs"), "prod").expect("prod loads");
+    let graph = graph_of("prod");
+    let steps = graph
+        .nodes
+        .iter()
+        .map(|n| {
+            let mut s = Step::of(Desired::new(n.key.kind, &n.key.id, &n.key.id, Default::default()), Action::Update);
+            s.changes = ["FieldNumberOne", "FieldNumberTwo", "FieldNumberThree", "FieldNumberFour"]
+                .iter()
+                .map(|f| FieldChange { field: f.to_string(), live: None, desired: None })
+                .collect();
+            s
+        })
+        .collect();
+    let report = Report::new(&spec, Mode::Plan, steps, Vec::new(), Default::default(), Default::default());
+    let text = graph.with_status(&report).to_mermaid();
+    // Mermaid refuses larger diagrams unless its maxTextSize is raised (GitHub's renderer included).
+    assert!(text.len() < 50_000, "{} characters", text.len());
 }
 
 #[test]

@@ -89,8 +89,8 @@ async fn the_status_page_shows_each_environment_its_whitelist_and_open_drift_in_
             && env["whitelist"].as_array().is_some_and(|w| w.len() == 2)
     });
 
-    // /api/status: its documented schema.
-    let status: Value = serde_json::from_str(&daemon.get("/api/status").expect("/api/status")).expect("JSON");
+    // /api/status: its documented schema (a query string is ignored).
+    let status: Value = serde_json::from_str(&daemon.get("/api/status?from=browser").expect("/api/status")).expect("JSON");
     assert_eq!(status["schema"], 1);
     assert!(status["generatedAt"].as_str().is_some_and(|t| t.ends_with('Z')));
     let env = &status["environments"][0];
@@ -106,7 +106,7 @@ async fn the_status_page_shows_each_environment_its_whitelist_and_open_drift_in_
     );
     assert_eq!(env["env"], "dev");
     assert_eq!(env["leader"]["thisReplica"], true);
-    assert_eq!(keys(&env["lastPass"]), ["at", "calls", "durationMs", "mode", "result", "scope", "summary"]);
+    assert_eq!(keys(&env["lastPass"]), ["at", "calls", "durationMs", "mode", "narrowed", "result", "scope", "summary"]);
     assert!(env["lastPass"]["calls"]["reads"].as_u64().is_some_and(|n| n > 0));
     let drift = env["openDrift"].as_array().and_then(|d| d.iter().find(|d| d["resource"] == "sqs.queue master-order")).expect("open drift");
     assert_eq!(keys(drift), ["action", "cause", "changes", "failed", "id", "kind", "name", "note", "resource", "since"]);

@@ -618,18 +618,7 @@ mod tests {
             entry.address = Some("eipalloc-0123456789abcdef0".into());
         }
         let desired = kind.desired(&env).into_iter().find(|d| d.key.id == "whitelist-1").expect("whitelist-1");
-        let step = Step {
-            key: desired.key.clone(),
-            name: desired.name.clone(),
-            action: Action::Create,
-            changes: Vec::new(),
-            note: None,
-            desired: Some(desired),
-            live: None,
-            delta: Delta::default(),
-            outcome: None,
-            cause: None,
-        };
+        let step = Step::of(desired, Action::Create);
         let review = kind.review(&env, &[&step], &reads);
         assert!(review.errors.is_empty(), "{:?}", review.errors);
         let lines: Vec<&str> = review.findings.iter().map(|f| f.message.as_str()).collect();
