@@ -54,6 +54,22 @@ fn alert_only_specs() -> tempfile::TempDir {
     specs_with(&[("dev.yaml", &format!("{dev}\npolicies:\n  sqs.queue/master-order: alert\n"))])
 }
 
+/// Dev's whitelist addresses, read by an independent client.
+async fn whitelist_addresses(config: &aws_config::SdkConfig) -> Vec<String> {
+    let addresses: Vec<String> = aws_sdk_ec2::Client::new(config)
+        .describe_addresses()
+        .filters(aws_sdk_ec2::types::Filter::builder().name("tag:sentry:env").values("dev").build())
+        .send()
+        .await
+        .expect("DescribeAddresses")
+        .addresses()
+        .iter()
+        .filter_map(|a| a.public_ip().map(str::to_string))
+        .collect();
+    assert_eq!(addresses.len(), 2, "dev's whitelist");
+    addresses
+}
+
 /// The URL of dev's master-order queue.
 async fn master_order(sqs: &aws_sdk_sqs::Client) -> String {
     let queues = sqs.list_queues().queue_name_prefix("sentry-master-order-dev").send().await.expect("ListQueues");
@@ -69,17 +85,7 @@ async fn the_status_page_shows_each_environment_its_whitelist_and_open_drift_in_
     let sqs = aws_sdk_sqs::Client::new(&config);
     let queue = master_order(&sqs).await;
     sqs.tag_queue().queue_url(&queue).tags("Project", HOSTILE).send().await.expect("TagQueue");
-    let addresses: Vec<String> = aws_sdk_ec2::Client::new(&config)
-        .describe_addresses()
-        .filters(aws_sdk_ec2::types::Filter::builder().name("tag:sentry:env").values("dev").build())
-        .send()
-        .await
-        .expect("DescribeAddresses")
-        .addresses()
-        .iter()
-        .filter_map(|a| a.public_ip().map(str::to_string))
-        .collect();
-    assert_eq!(addresses.len(), 2, "dev's whitelist");
+    let addresses = whitelist_addresses(&config).await;
 
     let daemon = Daemon::start(&moto, specs.path(), &["--single-replica"]);
     daemon.wait_until("the open drift and the whitelist in /api/status", Duration::from_secs(120), |d| {
@@ -167,6 +173,11 @@ async fn graph_shows_live_status_and_parses_as_mermaid_and_graphviz() {
     assert_eq!(class_of(&live.stdout, "sqs_queue__master_order_dlq").as_deref(), Some("inSync"));
     assert_eq!(class_of(&live.stdout, "ec2_vpc__vpc").as_deref(), Some("inSync"));
     assert!(live.stdout.contains("drift: DelaySeconds"));
+    // The whole live graph, its addresses (the emulator's, new each run) redacted.
+    let addresses = whitelist_addresses(&config).await;
+    assert!(addresses.iter().all(|a| live.stdout.contains(a.as_str())), "each whitelist address on its EIP");
+    let redacted = addresses.iter().fold(live.stdout.clone(), |text, a| text.replace(a.as_str(), "<address>"));
+    insta::assert_snapshot!("dev_live_after_a_queue_drifted", redacted);
     let offline = operator(&moto.endpoint, &["--specs", dir, "graph", "--env", "prod", "--offline"]);
     assert_eq!(offline.code, 0, "{}", offline.stderr);
     assert!(!offline.stdout.contains("classDef"), "no status offline");
