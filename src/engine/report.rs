@@ -253,9 +253,10 @@ impl Report {
         out
     }
 
-    /// The table at the top of the text: per layer, one row per kind the
-    /// pass covered, its resources counted by what the pass does to them
-    /// (`other`: skipped, orphaned, alerted or blocked). Zeros show as `-`.
+    /// The table at the top of the text: per layer, one row per kind the pass
+    /// does something to, its resources counted by what (`other`: skipped,
+    /// orphaned, alerted or blocked), then one row for the layer's kinds in
+    /// sync. Zeros show as `-`.
     fn summary_table(&self, colour: bool) -> String {
         const COLUMNS: [(&str, &str); 6] = [("create", "32"), ("adopt", "36"), ("update", "33"), ("delete", "31"), ("unchanged", ""), ("other", "35")];
         let mut rows: Vec<(Option<Layer>, &'static str, [usize; 6])> = Vec::new();
@@ -283,7 +284,18 @@ impl Report {
         }
         // Stable: by layer (kinds of no known layer last), then in the pass's (dependency) order.
         rows.sort_by_key(|(layer, _, _)| layer.map_or(Layer::ALL.len(), |l| l as usize));
-        let width = rows.iter().map(|(_, kind, _)| kind.len() + 4).max().unwrap_or(0).max(24);
+        // Compact: a layer's kinds with nothing to do share one row, after those with something.
+        let mut compact: Vec<(Option<Layer>, String, [usize; 6])> = Vec::new();
+        for (layer, group) in rows.chunk_by(|a, b| a.0 == b.0).map(|g| (g[0].0, g)) {
+            let (quiet, busy): (Vec<_>, Vec<_>) = group.iter().partition(|(_, _, c)| c.iter().enumerate().all(|(i, n)| i == 4 || *n == 0));
+            compact.extend(busy.into_iter().map(|&(l, kind, c)| (l, kind.to_string(), c)));
+            if !quiet.is_empty() {
+                let unchanged = quiet.iter().map(|(_, _, c)| c[4]).sum();
+                let label = format!("{} kind{} in sync", quiet.len(), if quiet.len() == 1 { "" } else { "s" });
+                compact.push((layer, label, [0, 0, 0, 0, unchanged, 0]));
+            }
+        }
+        let width = compact.iter().map(|(_, kind, _)| kind.len() + 4).max().unwrap_or(0).max(24);
         let paint = |code: &str, text: String| if colour && !code.is_empty() { format!("\x1b[{code}m{text}\x1b[0m") } else { text };
         let mut out = format!("  {:width$}", "Summary", width = width - 2);
         for (name, _) in COLUMNS {
@@ -291,7 +303,7 @@ impl Report {
         }
         out.push('\n');
         let mut current: Option<Option<Layer>> = None;
-        for (layer, kind, counts) in &rows {
+        for (layer, kind, counts) in &compact {
             if current != Some(*layer) {
                 let _ = writeln!(out, "  {}", layer.map_or("Other kinds", Layer::title));
                 current = Some(*layer);
@@ -325,20 +337,34 @@ mod tests {
             step("sqs.queue", "a", Action::Create),
             step("sqs.queue", "b", Action::Noop),
             step("ec2.vpc", "vpc", Action::Update),
+            step("ec2.subnet", "a", Action::Noop),
+            step("ec2.subnet", "b", Action::Noop),
+            step("ec2.internet-gateway", "igw", Action::Noop),
             step("sqs.queue", "c", Action::Orphan),
+            step("dynamodb.table", "t", Action::Noop),
         ];
         let mut report = Report::new(&spec, Mode::Plan, steps, Vec::new(), CallStats::default(), Duration::ZERO);
-        report.layers = [("sqs.queue", Layer::DataMessaging), ("ec2.vpc", Layer::Networking)].into();
+        report.layers = [
+            ("sqs.queue", Layer::DataMessaging),
+            ("dynamodb.table", Layer::DataMessaging),
+            ("ec2.vpc", Layer::Networking),
+            ("ec2.subnet", Layer::Networking),
+            ("ec2.internet-gateway", Layer::Networking),
+        ]
+        .into();
         let text = report.to_text();
-        let table: Vec<&str> = text.lines().skip(2).take(5).collect();
+        let table: Vec<&str> = text.lines().skip(2).take(8).collect();
         assert_eq!(
             table,
             [
                 "  Summary                   create     adopt    update    delete unchanged     other",
                 "  Layer 1: Networking",
                 "    ec2.vpc                      -         -         1         -         -         -",
+                "    2 kinds in sync              -         -         -         -         3         -",
                 "  Layer 3: Data & Messaging",
                 "    sqs.queue                    1         -         -         -         1         1",
+                "    1 kind in sync               -         -         -         -         1         -",
+                "",
             ],
             "{text}"
         );

@@ -215,3 +215,33 @@ async fn graph_shows_live_status_and_parses_as_mermaid_and_graphviz() {
     let result = dom.split("<pre id=\"result\">").nth(1).and_then(|r| r.split("</pre>").next()).unwrap_or_default();
     assert_eq!(result, "rendered | rendered", "Mermaid parsed and rendered both graphs");
 }
+
+#[test]
+fn the_plans_summary_is_coloured_on_a_terminal_and_never_with_no_color_or_off_one() {
+    let Some(script) = tool("SCRIPT", "/usr/bin/script") else { return };
+    let moto = Moto::start();
+    let specs = crate::harness::repo_specs();
+    let command = format!("{} --specs {} plan --env dev", env!("CARGO_BIN_EXE_sentry-operator"), specs.display());
+    // `script` runs the plan on a pseudo-terminal, as a person at a terminal would.
+    let on_a_terminal = |extra: &[(&str, &str)]| {
+        let out = Command::new(&script)
+            .args(["-qec", &command, "/dev/null"])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("AWS_ENDPOINT_URL", &moto.endpoint)
+            .envs([("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"), ("AWS_REGION", "us-east-1"), ("AWS_EC2_METADATA_DISABLED", "true")])
+            .envs(extra.iter().copied())
+            .output()
+            .expect("run script");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let coloured = on_a_terminal(&[]);
+    assert!(coloured.contains("Summary") && coloured.contains("Layer 1: Networking"), "{coloured}");
+    assert!(coloured.contains("\x1b[32m"), "creates in green on a terminal: {coloured}");
+    let no_color = on_a_terminal(&[("NO_COLOR", "1")]);
+    assert!(no_color.contains("Summary") && !no_color.contains('\x1b'), "NO_COLOR: {no_color}");
+    let piped = operator(&moto.endpoint, &["--specs", specs.to_str().expect("utf-8"), "plan", "--env", "dev"]);
+    assert!(piped.stdout.contains("Summary") && !piped.stdout.contains('\x1b'), "off a terminal: {}", piped.stdout);
+    let json = operator(&moto.endpoint, &["--specs", specs.to_str().expect("utf-8"), "--output", "json", "plan", "--env", "dev"]);
+    assert!(json.stdout.trim_start().starts_with('{') && !json.stdout.contains("Summary"), "the JSON has no table");
+}
