@@ -23,7 +23,7 @@ async fn visibility(sqs: &aws_sdk_sqs::Client, env: &str) -> Option<String> {
 
 /// `reconcile --once --env dev` over `specs` under the lease table `leases`, plus `extra`.
 fn once(moto: &Moto, specs: &std::path::Path, extra: &[&str]) -> crate::harness::Run {
-    let mut args = json_args(specs, &["reconcile", "--once", "--env", "dev", "--lease-table", "leases", "--lease-seconds", "6"]);
+    let mut args = json_args(specs, &["reconcile", "--once", "--env", "dev", "--lease-table", "leases", "--lease-seconds", "20"]);
     args.extend_from_slice(extra);
     operator(&moto.endpoint, &args)
 }
