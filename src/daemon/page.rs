@@ -84,7 +84,7 @@ impl EnvView {
         for (level, message) in violations.chain(security).chain(errors) {
             self.alert(level, message, &at);
         }
-        let whitelist: Vec<Value> = report.findings.iter().filter(|f| f.class == FindingClass::Whitelist).map(whitelist_json).collect();
+        let whitelist: Vec<Value> = report.findings.iter().filter(|f| f.class == FindingClass::Whitelist).map(|f| whitelist_json(f, &at)).collect();
         if !whitelist.is_empty() {
             self.whitelist = whitelist;
         }
@@ -167,9 +167,11 @@ fn drift_json(step: &Step, since: &str) -> Value {
     })
 }
 
-fn whitelist_json(f: &crate::engine::Finding) -> Value {
+/// A whitelist entry as the pass at `at` read it (a later pass that cannot read addresses leaves it as it was).
+fn whitelist_json(f: &crate::engine::Finding, at: &str) -> Value {
     let fact = |name: &str| f.facts.get(name).cloned();
     json!({
+        "at": at,
         "entry": f.resource.id,
         "address": fact("address"),
         "attachedTo": fact("attachedTo"),
@@ -281,16 +283,17 @@ fn env_section(out: &mut String, env: &Value) {
     if whitelist.is_empty() {
         out.push_str("<p class=\"muted\">not read yet</p>\n");
     } else {
-        out.push_str("<table class=\"whitelist\"><tr><th>entry</th><th>address</th><th>attached to</th><th>state</th><th>detail</th></tr>");
+        out.push_str("<table class=\"whitelist\"><tr><th>entry</th><th>address</th><th>attached to</th><th>state</th><th>read at</th><th>detail</th></tr>");
         for w in &whitelist {
             let class = if w["state"] == "OK" { "ok" } else { "bad" };
             let _ = write!(
                 out,
-                "<tr><td>{}</td><td class=\"address\"><code>{}</code></td><td>{}</td><td><span class=\"badge {class}\">{}</span></td><td class=\"muted\">{}</td></tr>",
+                "<tr><td>{}</td><td class=\"address\"><code>{}</code></td><td>{}</td><td><span class=\"badge {class}\">{}</span></td><td>{}</td><td class=\"muted\">{}</td></tr>",
                 text(&w["entry"]),
                 text(&w["address"]),
                 text(&w["attachedTo"]),
                 text(&w["state"]),
+                text(&w["at"]),
                 text(&w["message"])
             );
         }
@@ -427,6 +430,7 @@ mod tests {
         assert_eq!(doc["recentRepairs"][0]["drift"]["resource"], "sqs.queue orders");
         assert_eq!(doc["lastPass"]["result"], "repaired");
         assert_eq!(doc["whitelist"][0]["address"], "203.0.113.7", "kept from the last pass that read it");
+        assert_eq!(doc["whitelist"][0]["at"], utc(60_000), "and says when that was");
     }
 
     fn queue_drift(outcome: Option<Outcome>, cause: bool) -> Report {

@@ -122,7 +122,7 @@ async fn the_status_page_shows_each_environment_its_whitelist_and_open_drift_in_
     assert_eq!(drift["cause"], Value::Null, "no event announced it");
     let whitelist = env["whitelist"].as_array().expect("whitelist");
     for w in whitelist {
-        assert_eq!(keys(w), ["address", "attachedTo", "entry", "message", "state"]);
+        assert_eq!(keys(w), ["address", "at", "attachedTo", "entry", "message", "state"]);
         assert_eq!(w["state"], "OK", "{w}");
     }
     let mut listed: Vec<String> = whitelist.iter().filter_map(|w| w["address"].as_str().map(str::to_string)).collect();
