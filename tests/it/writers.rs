@@ -72,7 +72,7 @@ async fn ci_and_the_daemon_never_fight_over_an_environment() {
     let (endpoint, dir) = (moto.endpoint.clone(), ci_specs.path().to_path_buf());
     let ci = tokio::task::spawn_blocking(move || {
         let args =
-            json_args(&dir, &["reconcile", "--once", "--env", "dev", "--lease-table", "leases", "--lease-seconds", "3", "--wait", "30", "--revision", "c2"]);
+            json_args(&dir, &["reconcile", "--once", "--env", "dev", "--lease-table", "leases", "--lease-seconds", "15", "--wait", "30", "--revision", "c2"]);
         operator(&endpoint, &args)
     })
     .await
