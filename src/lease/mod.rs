@@ -22,6 +22,7 @@ use aws_sdk_dynamodb::Client;
 
 use crate::aws::{found, wait_for, AwsError, AwsResult, Built, CallCounter};
 use crate::engine::report::Report;
+use crate::spec::lease_table::{table_name, TableReferenceError};
 use revision::{Applied, Revision};
 use share::LeaseView;
 
@@ -36,19 +37,9 @@ pub enum LeaseError {
     /// A call failed.
     #[error(transparent)]
     Aws(#[from] AwsError),
-    /// The table reference names another region.
-    #[error("the lease table {table} is in region {table_region}, the operator runs in {region}: give --region {table_region}, or a table in {region}")]
-    OtherRegion {
-        /// The reference as given.
-        table: String,
-        /// Its region.
-        table_region: String,
-        /// The operator's region.
-        region: String,
-    },
-    /// The reference is neither a table name nor a DynamoDB table ARN.
-    #[error("{0:?} is not a DynamoDB table name (3-255 of A-Z a-z 0-9 _ - .) or table ARN")]
-    BadReference(String),
+    /// The table reference is not a table in this region.
+    #[error(transparent)]
+    Reference(#[from] TableReferenceError),
     /// The table does not exist and may not be created here.
     #[error("the lease table {table} does not exist in region {region} (the daemon creates it when it starts; is it in another region?)")]
     Missing {
@@ -229,29 +220,6 @@ fn record(item: &Item) -> EnvRecord {
         .unwrap_or_default();
     let last_pass = int(item, "last_pass_at").map(|at| (at, text(item, "last_pass_by").unwrap_or_default(), text(item, "last_result").unwrap_or_default()));
     EnvRecord { holder, request, applied, history, last_pass }
-}
-
-/// The table name in `reference` (a name or an ARN), checked against `region`.
-pub fn table_name(reference: &str, region: &str) -> Result<String, LeaseError> {
-    let valid = |name: &str| (3..=255).contains(&name.len()) && name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
-    if let Some(rest) = reference.strip_prefix("arn:") {
-        let parts: Vec<&str> = rest.splitn(5, ':').collect();
-        let name = match parts.as_slice() {
-            [_, "dynamodb", _, _, resource] => resource.strip_prefix("table/").filter(|n| valid(n)),
-            _ => None,
-        };
-        let Some(name) = name else { return Err(LeaseError::BadReference(reference.to_string())) };
-        let table_region = parts[2];
-        if table_region != region {
-            return Err(LeaseError::OtherRegion { table: reference.to_string(), table_region: table_region.to_string(), region: region.to_string() });
-        }
-        return Ok(name.to_string());
-    }
-    if valid(reference) {
-        Ok(reference.to_string())
-    } else {
-        Err(LeaseError::BadReference(reference.to_string()))
-    }
 }
 
 impl LeaseTable {

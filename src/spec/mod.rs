@@ -10,6 +10,7 @@ pub mod emit;
 pub mod iam;
 pub mod identity;
 pub mod images;
+pub mod lease_table;
 pub mod load_balancing;
 pub mod messaging;
 pub mod model;

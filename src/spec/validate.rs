@@ -28,7 +28,7 @@ pub fn validate(env: &str, spec: &Spec) -> Vec<Problem> {
     if let Some(table) = &spec.lease_table {
         // A name, or an ARN (checked here against its own region; against the operator's at run time).
         let region = table.split(':').nth(3).unwrap_or_default();
-        if let Err(e) = crate::lease::table_name(table, region) {
+        if let Err(e) = super::lease_table::table_name(table, region) {
             c.err(&["leaseTable"], e.to_string());
         }
     }
