@@ -20,11 +20,19 @@ use aws_sdk_cloudwatchlogs::Client;
 use serde_json::{json, Value};
 
 use crate::aws::{AwsError, AwsResult, CallCounter};
+use crate::engine::permissions::{Grant, Permissions};
 use crate::engine::plan::{Action, Outcome};
 use crate::engine::report::Report;
 use crate::engine::Mode;
 use crate::lease::now_ms;
 use crate::lease::revision::{Applied, Revision};
+
+/// What this module's calls need of IAM (`sentry-operator iam-policy` gathers it).
+#[rustfmt::skip]
+pub const PERMISSIONS: Permissions = Permissions {
+    reads: &[],
+    grants: &[Grant::allow("TheOperatorsAlertsOfThisEnvironment", &["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"], &["arn:aws:logs:*:*:log-group:/sentry-operator/*", "arn:aws:logs:*:*:log-group:/sentry-operator/*:log-stream:*"])],
+};
 
 /// The CloudWatch metric namespace.
 pub const NAMESPACE: &str = "SentryOperator";

@@ -153,6 +153,15 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = crate::graph::Format::Mermaid)]
         format: crate::graph::Format,
     },
+    /// Print the least-privilege IAM policy of the operator's role in an environment's account, made
+    /// from what each kind declares beside its calls (`deploy/iam-policy.json` is its output for every
+    /// kind). With --env, only the kinds that environment's spec uses, and the daemon's event plumbing.
+    /// Exit 0; 1 invalid spec.
+    IamPolicy {
+        /// Only what this environment's spec needs.
+        #[arg(long)]
+        env: Option<String>,
+    },
     /// Ask a running daemon's /healthz (a container health check needs no shell or curl).
     /// Exit 0 healthy, 1 not.
     Health {
@@ -260,6 +269,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     match &cli.command {
         Command::Validate { env } => validate(&cli, env.as_deref()).await,
         Command::Health { listen } => Ok(if daemon::http::healthy(*listen).await { EXIT_IN_SYNC } else { EXIT_ERROR }),
+        Command::IamPolicy { env } => iam_policy(&cli, env.as_deref()).await,
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&spec::json_schema())?);
             Ok(EXIT_IN_SYNC)
@@ -395,6 +405,26 @@ async fn graph(cli: &Cli, env: &str, offline: bool, format: crate::graph::Format
         eprintln!("graph: the read-only pass had errors (above): resources of kinds it could not read are `not read` (--offline draws the spec alone)");
         Ok(EXIT_ERROR)
     }
+}
+
+/// `iam-policy`: the policy for every kind, or for those `env`'s spec (with
+/// the daemon's event plumbing) has resources of. Calls no AWS API.
+async fn iam_policy(cli: &Cli, env: Option<&str>) -> anyhow::Result<u8> {
+    // No request is sent: the clients only carry the kinds' rules and desired state.
+    let kinds = crate::kinds::registry(&aws_config::SdkConfig::builder().build(), &CallCounter::default(), cli.tag_reads);
+    let rules: Vec<crate::engine::Rules> = kinds.iter().map(|k| k.rules()).collect();
+    let used = match env {
+        None => rules,
+        Some(name) => {
+            let (loaded, _) = read_spec(cli, name).await?;
+            let Some(mut env) = report_invalid(loaded, name, cli.output)? else { return Ok(EXIT_ERROR) };
+            crate::events::plumbing::install(&mut env, &rules);
+            // The event rule's desired state needs the account a pass resolves: it is the daemon's, always included.
+            kinds.iter().filter(|k| k.name() == crate::kinds::events::KIND || !k.desired(&env).is_empty()).map(|k| k.rules()).collect()
+        }
+    };
+    print!("{}", crate::iam_policy::render(&crate::iam_policy::environment_policy(&used, true)?)?);
+    Ok(EXIT_IN_SYNC)
 }
 
 /// Reads the live estate of `env` (prints why not, and returns `None`, when it cannot).

@@ -24,6 +24,7 @@ pub mod daemon;
 pub mod engine;
 pub mod events;
 pub mod graph;
+pub mod iam_policy;
 pub mod import;
 pub mod kinds;
 pub mod lease;

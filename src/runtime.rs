@@ -12,12 +12,23 @@ use aws_config::SdkConfig;
 
 use crate::aws::{env_config, required, AwsResult, CallCounter, Timeouts};
 use crate::engine::apply::{reconcile, Narrowing, RetryPolicy};
+use crate::engine::permissions::{Grant, Permissions};
 use crate::engine::report::Report;
 use crate::engine::{Kind, Mode, Scope};
 use crate::kinds;
 use crate::kinds::read::TagReads;
 use crate::spec::model::Account;
 use crate::spec::{AwsContext, EnvSpec};
+
+/// What this module's calls need of IAM (`sentry-operator iam-policy` gathers it).
+#[rustfmt::skip]
+pub const PERMISSIONS: Permissions = Permissions {
+    reads: &["sts:GetCallerIdentity"],
+    grants: &[
+        Grant::allow("ReadCloudFormationStacksForAdoptionAndImport", &["cloudformation:DescribeStackResource"], &["*"]),
+        Grant::allow("ReadTheEcsOptimizedAmiParameter", &["ssm:GetParameters"], &["arn:aws:ssm:*::parameter/aws/service/ecs/optimized-ami/*"]),
+    ],
+};
 
 /// One environment's configuration, clients and request counter.
 pub struct Runtime {

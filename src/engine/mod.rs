@@ -8,6 +8,7 @@
 pub mod apply;
 pub mod focus;
 pub mod order;
+pub mod permissions;
 pub mod plan;
 pub mod policy;
 pub mod references;
@@ -551,11 +552,19 @@ pub struct Rules {
     pub exclusive: &'static [&'static str],
     /// Which API calls touch the kind's resources, and where they name them.
     pub events: focus::EventMatch,
+    /// The CloudFormation resource types the kind stands for (`import` maps them to it).
+    pub cloudformation: &'static [&'static str],
+    /// CloudFormation resource types described as part of the kind's
+    /// resources, each with how (`AWS::EC2::Route`: "a route of its route table").
+    pub cloudformation_parts: &'static [(&'static str, &'static str)],
+    /// What the kind's calls need of IAM.
+    pub permissions: permissions::Permissions,
 }
 
 impl Rules {
     /// The defaults for `kind` of `layer`: matched by name, reconciled by full
-    /// passes, no immutable, create-only or exclusive fields, no API call mapped to the kind.
+    /// passes, no immutable, create-only or exclusive fields, no API call
+    /// mapped to the kind, no CloudFormation type and no permission.
     pub const fn new(kind: &'static str, layer: Layer) -> Self {
         Rules {
             kind,
@@ -567,7 +576,26 @@ impl Rules {
             create_only: &[],
             exclusive: &[],
             events: focus::EventMatch::NONE,
+            cloudformation: &[],
+            cloudformation_parts: &[],
+            permissions: permissions::Permissions::NONE,
         }
+    }
+
+    /// The same rules for a kind standing for the CloudFormation `types`.
+    pub const fn stands_for(self, types: &'static [&'static str]) -> Self {
+        Rules { cloudformation: types, ..self }
+    }
+
+    /// The same rules for a kind whose resources describe the CloudFormation
+    /// types `parts` (each with how).
+    pub const fn with_parts(self, parts: &'static [(&'static str, &'static str)]) -> Self {
+        Rules { cloudformation_parts: parts, ..self }
+    }
+
+    /// The same rules for a kind whose calls need `permissions`.
+    pub const fn needs(self, permissions: permissions::Permissions) -> Self {
+        Rules { permissions, ..self }
     }
 }
 

@@ -14,8 +14,19 @@ use tokio::sync::{watch, Notify};
 
 use super::{parse, route, Me, Pending, Verdict};
 use crate::aws::{found, required, AwsError, AwsResult, Built, CallCounter};
+use crate::engine::permissions::{Grant, Permissions};
 use crate::engine::references::KnownHandles;
 use crate::engine::Rules;
+
+/// What this module's calls need of IAM (`sentry-operator iam-policy` gathers it).
+#[rustfmt::skip]
+pub const PERMISSIONS: Permissions = Permissions {
+    reads: &["sts:GetCallerIdentity", "cloudtrail:DescribeTrails", "cloudtrail:GetTrailStatus", "cloudtrail:GetEventSelectors"],
+    grants: &[
+        Grant::allow("QueueWrites", &["sqs:GetQueueUrl"], &["arn:aws:sqs:*:*:sentry-*"]),
+        Grant::allow("ReadTheOperatorsEventQueue", &["sqs:ReceiveMessage", "sqs:DeleteMessageBatch"], &["arn:aws:sqs:*:*:sentry-operator-events-*"]),
+    ],
+};
 
 /// How long one ReceiveMessage waits for events (SQS's longest long poll).
 const LONG_POLL_SECONDS: i32 = 20;

@@ -20,8 +20,23 @@ use aws_config::SdkConfig;
 use serde::Serialize;
 
 use crate::aws::{AwsError, AwsResult, CallCounter};
+use crate::engine::permissions::{Grant, Permissions};
+use crate::engine::Rules;
+use crate::kinds::{cognito, dynamodb, ec2, ecs, elasticache, logs, sqs};
 use crate::sdk_client;
 use crate::spec::model::{AdoptTarget, Spec};
+
+/// What this module's calls need of IAM (`sentry-operator iam-policy` gathers it).
+#[rustfmt::skip]
+pub const PERMISSIONS: Permissions = Permissions {
+    reads: &["ec2:DescribeVpcs", "ec2:DescribeVpcAttribute", "ec2:DescribeSubnets", "ec2:DescribeAddresses", "ec2:DescribeNatGateways", "ec2:DescribeRouteTables", "ec2:DescribeSecurityGroups", "ec2:DescribeVpcEndpoints", "ec2:DescribeFlowLogs", "sqs:ListQueues", "dynamodb:ListTables", "elasticache:DescribeReplicationGroups", "elasticache:DescribeCacheSubnetGroups", "cognito-idp:ListUserPools", "ecs:DescribeClusters", "logs:DescribeLogGroups", "elasticache:DescribeCacheClusters", "ecs:ListClusters"],
+    grants: &[
+        Grant::allow("ReadCloudFormationStacksForAdoptionAndImport", &["cloudformation:DescribeStacks", "cloudformation:ListStackResources"], &["*"]),
+        Grant::allow("QueueWrites", &["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:ListQueueTags"], &["arn:aws:sqs:*:*:sentry-*"]),
+        Grant::allow("DataWrites", &["dynamodb:DescribeTable", "dynamodb:DescribeContinuousBackups", "dynamodb:DescribeTimeToLive", "dynamodb:ListTagsOfResource"], &["arn:aws:dynamodb:*:*:table/sentry-*"]),
+        Grant::allow("IdentityWrites", &["cognito-idp:DescribeUserPool", "cognito-idp:GetUserPoolMfaConfig", "cognito-idp:ListGroups", "cognito-idp:ListUserPoolClients", "cognito-idp:DescribeUserPoolClient"], &["*"]),
+    ],
+};
 
 /// What `import` found and made of it.
 #[derive(Debug)]
@@ -73,67 +88,52 @@ pub struct StackResource {
 }
 
 /// What the operator makes of a CloudFormation resource type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mapping {
     /// A resource of this kind.
     Kind(&'static str),
     /// Part of another resource, described with it (a route with its table).
     PartOf(&'static str),
-    /// No kind describes it (yet), with why.
-    NotRepresentable(&'static str),
+    /// No kind describes it, or its kind is not imported yet, with why.
+    NotRepresentable(String),
 }
 
-/// The operator's mapping of each CloudFormation resource type.
-pub fn mapping(resource_type: &str) -> Mapping {
-    use crate::kinds::{cognito, dynamodb, ec2, ecs, elasticache, logs, sqs};
-    match resource_type {
-        "AWS::EC2::VPC" => Mapping::Kind(ec2::vpc::KIND),
-        "AWS::EC2::Subnet" => Mapping::Kind(ec2::subnet::KIND),
-        "AWS::EC2::InternetGateway" => Mapping::Kind(ec2::internet_gateway::KIND),
-        "AWS::EC2::EIP" => Mapping::Kind(ec2::elastic_ip::KIND),
-        "AWS::EC2::NatGateway" => Mapping::Kind(ec2::nat_gateway::KIND),
-        "AWS::EC2::RouteTable" => Mapping::Kind(ec2::route_table::KIND),
-        "AWS::EC2::SecurityGroup" => Mapping::Kind(ec2::security_group::KIND),
-        "AWS::EC2::VPCEndpoint" => Mapping::Kind(ec2::vpc_endpoint::KIND),
-        "AWS::EC2::FlowLog" => Mapping::Kind(ec2::flow_log::KIND),
-        "AWS::SQS::Queue" => Mapping::Kind(sqs::KIND),
-        "AWS::DynamoDB::Table" => Mapping::Kind(dynamodb::KIND),
-        "AWS::ElastiCache::ReplicationGroup" => Mapping::Kind(elasticache::replication_group::KIND),
-        "AWS::ElastiCache::SubnetGroup" => Mapping::Kind(elasticache::subnet_group::KIND),
-        "AWS::Cognito::UserPool" => Mapping::Kind(cognito::user_pool::KIND),
-        "AWS::Cognito::UserPoolGroup" => Mapping::Kind(cognito::group::KIND),
-        "AWS::Cognito::UserPoolClient" => Mapping::Kind(cognito::app_client::KIND),
-        "AWS::ECS::Cluster" => Mapping::Kind(ecs::cluster::KIND),
-        "AWS::Logs::LogGroup" => Mapping::Kind(logs::KIND),
-        "AWS::EC2::VPCGatewayAttachment" => Mapping::PartOf("the internet gateway's attachment"),
-        "AWS::EC2::Route" => Mapping::PartOf("a route of its route table"),
-        "AWS::EC2::SubnetRouteTableAssociation" => Mapping::PartOf("an association of its route table"),
-        "AWS::EC2::SecurityGroupIngress" | "AWS::EC2::SecurityGroupEgress" => Mapping::PartOf("a rule of its security group"),
-        "AWS::EC2::EIPAssociation" => Mapping::PartOf("the whitelist address's attachment"),
-        "AWS::ECS::TaskDefinition" | "AWS::ECS::Service" => {
-            Mapping::NotRepresentable("task definitions and services are not imported yet: write them in the spec")
-        }
-        "AWS::ECS::CapacityProvider"
-        | "AWS::ECS::ClusterCapacityProviderAssociations"
-        | "AWS::AutoScaling::AutoScalingGroup"
-        | "AWS::EC2::LaunchTemplate"
-        | "AWS::ApplicationAutoScaling::ScalableTarget"
-        | "AWS::ApplicationAutoScaling::ScalingPolicy" => {
-            Mapping::NotRepresentable(
-                "EC2 capacity and service scaling are not imported yet: give the cluster instanceType, sizes and instanceRole, and adopt each part by id (adopt: { autoscaling.group/<cluster>: { id: <group name> } })",
-            )
-        }
-        "AWS::IAM::Role" | "AWS::IAM::InstanceProfile" | "AWS::IAM::Policy" | "AWS::IAM::ManagedPolicy" => {
-            Mapping::NotRepresentable("IAM roles are not imported yet: describe them under iam.roles (their policies are generated)")
-        }
-        "AWS::SecretsManager::Secret" => Mapping::NotRepresentable("secrets are not imported yet (write them under security.secrets)"),
-        t if t.starts_with("AWS::ElasticLoadBalancingV2::") => Mapping::NotRepresentable("the load balancer is not imported yet (write it under loadBalancing)"),
-        t if t.starts_with("AWS::ECR::") => Mapping::NotRepresentable("image repositories are not imported yet (write them under images)"),
-        t if t.starts_with("AWS::CloudWatch::") || t.starts_with("AWS::SNS::") => {
-            Mapping::NotRepresentable("alarms and topics are not imported yet (write them under observability)")
-        }
-        t if t.starts_with("AWS::KMS::") => Mapping::NotRepresentable("KMS keys are not imported yet (write them under security.keys)"),
-        _ => Mapping::NotRepresentable("no kind of the operator describes this type"),
+/// The kinds `import` builds spec entries for; every other kind's resources
+/// are listed as not imported yet.
+const IMPORTED: &[&str] = &[
+    ec2::vpc::KIND,
+    ec2::subnet::KIND,
+    ec2::internet_gateway::KIND,
+    ec2::elastic_ip::KIND,
+    ec2::nat_gateway::KIND,
+    ec2::route_table::KIND,
+    ec2::security_group::KIND,
+    ec2::vpc_endpoint::KIND,
+    ec2::flow_log::KIND,
+    sqs::KIND,
+    dynamodb::KIND,
+    elasticache::replication_group::KIND,
+    elasticache::subnet_group::KIND,
+    cognito::user_pool::KIND,
+    cognito::group::KIND,
+    cognito::app_client::KIND,
+    ecs::cluster::KIND,
+    logs::KIND,
+];
+
+/// The operator's mapping of CloudFormation resource type `resource_type`,
+/// from what the kinds (`kinds`, their rules) declare they stand for.
+pub fn mapping(resource_type: &str, kinds: &[Rules]) -> Mapping {
+    if let Some(kind) = kinds.iter().find(|k| k.cloudformation.contains(&resource_type)) {
+        return if IMPORTED.contains(&kind.kind) {
+            Mapping::Kind(kind.kind)
+        } else {
+            Mapping::NotRepresentable(format!("{} is not imported yet: write it in the spec, with an adopt entry", kind.kind))
+        };
+    }
+    match kinds.iter().flat_map(|k| k.cloudformation_parts).find(|(t, _)| *t == resource_type) {
+        Some((_, part)) => Mapping::PartOf(part),
+        None => Mapping::NotRepresentable("no kind of the operator describes this type".into()),
     }
 }
 
@@ -199,6 +199,8 @@ fn unique(id: String, taken: &mut BTreeSet<String>) -> String {
 /// kind, the adoption entries and the summary so far.
 struct Context {
     env: String,
+    /// The rules of every kind.
+    kinds: Vec<Rules>,
     /// The imported subnets' tiers, by subnet id (`subnet-…`).
     tiers: Option<Vec<(String, crate::spec::model::Tier)>>,
     by_kind: BTreeMap<&'static str, Vec<StackResource>>,
@@ -236,14 +238,15 @@ fn sort(ctx: &mut Context, resources: Vec<StackResource>) -> Result<(), ImportEr
     for r in resources {
         let claim = (r.resource_type.clone(), r.physical_id.clone());
         // Parts (routes, associations) may share a physical id; resources may not.
-        let resource = matches!(mapping(&r.resource_type), Mapping::Kind(_));
+        let mapped = mapping(&r.resource_type, &ctx.kinds);
+        let resource = matches!(mapped, Mapping::Kind(_));
         if let Some(other) = claimed.insert(claim, format!("{} {}", r.stack, r.logical_id)).filter(|_| resource) {
             return Err(ImportError::Input(format!(
                 "{} {} is claimed by two stacks: {other} and {} {}; a resource can be adopted once",
                 r.resource_type, r.physical_id, r.stack, r.logical_id
             )));
         }
-        match mapping(&r.resource_type) {
+        match mapped {
             Mapping::Kind(kind) => ctx.by_kind.entry(kind).or_default().push(r),
             Mapping::PartOf(what) => ctx.summary.skipped.push(format!("{} {} ({}): described as {what}", r.resource_type, r.logical_id, r.stack)),
             Mapping::NotRepresentable(why) => ctx.not_representable(format!("{} {} ({}): {why}", r.resource_type, r.logical_id, r.stack)),
@@ -301,6 +304,7 @@ pub async fn import(config: &SdkConfig, env: &str, stack_glob: &str) -> Result<I
     }
     let mut ctx = Context {
         env: env.to_string(),
+        kinds: crate::kinds::rules(),
         tiers: None,
         by_kind: BTreeMap::new(),
         adopt: BTreeMap::new(),
@@ -332,19 +336,32 @@ mod tests {
 
     #[test]
     fn every_supported_type_maps_to_its_kind() {
-        assert_eq!(mapping("AWS::EC2::VPC"), Mapping::Kind("ec2.vpc"));
-        assert_eq!(mapping("AWS::EC2::EIP"), Mapping::Kind("ec2.elastic-ip"));
-        assert_eq!(mapping("AWS::EC2::NatGateway"), Mapping::Kind("ec2.nat-gateway"));
-        assert_eq!(mapping("AWS::SQS::Queue"), Mapping::Kind("sqs.queue"));
-        assert_eq!(mapping("AWS::DynamoDB::Table"), Mapping::Kind("dynamodb.table"));
-        assert_eq!(mapping("AWS::ECS::Cluster"), Mapping::Kind("ecs.cluster"));
-        assert_eq!(mapping("AWS::Logs::LogGroup"), Mapping::Kind("logs.log-group"));
-        assert_eq!(mapping("AWS::Cognito::UserPool"), Mapping::Kind("cognito.user-pool"));
-        assert_eq!(mapping("AWS::ElastiCache::ReplicationGroup"), Mapping::Kind("elasticache.replication-group"));
-        assert!(matches!(mapping("AWS::EC2::Route"), Mapping::PartOf(_)));
-        assert!(matches!(mapping("AWS::EC2::SubnetRouteTableAssociation"), Mapping::PartOf(_)));
-        assert!(matches!(mapping("AWS::IAM::Role"), Mapping::NotRepresentable(_)));
-        assert!(matches!(mapping("AWS::Made::Up"), Mapping::NotRepresentable(_)));
+        let kinds = crate::kinds::rules();
+        assert_eq!(mapping("AWS::EC2::VPC", &kinds), Mapping::Kind("ec2.vpc"));
+        assert_eq!(mapping("AWS::EC2::EIP", &kinds), Mapping::Kind("ec2.elastic-ip"));
+        assert_eq!(mapping("AWS::EC2::NatGateway", &kinds), Mapping::Kind("ec2.nat-gateway"));
+        assert_eq!(mapping("AWS::SQS::Queue", &kinds), Mapping::Kind("sqs.queue"));
+        assert_eq!(mapping("AWS::DynamoDB::Table", &kinds), Mapping::Kind("dynamodb.table"));
+        assert_eq!(mapping("AWS::ECS::Cluster", &kinds), Mapping::Kind("ecs.cluster"));
+        assert_eq!(mapping("AWS::Logs::LogGroup", &kinds), Mapping::Kind("logs.log-group"));
+        assert_eq!(mapping("AWS::Cognito::UserPool", &kinds), Mapping::Kind("cognito.user-pool"));
+        assert_eq!(mapping("AWS::ElastiCache::ReplicationGroup", &kinds), Mapping::Kind("elasticache.replication-group"));
+        assert!(matches!(mapping("AWS::EC2::Route", &kinds), Mapping::PartOf(_)));
+        assert!(matches!(mapping("AWS::EC2::SubnetRouteTableAssociation", &kinds), Mapping::PartOf(_)));
+        assert_eq!(
+            mapping("AWS::IAM::Role", &kinds),
+            Mapping::NotRepresentable("iam.role is not imported yet: write it in the spec, with an adopt entry".into())
+        );
+        assert_eq!(mapping("AWS::IAM::Policy", &kinds), Mapping::PartOf("an inline policy of its role"));
+        assert!(matches!(mapping("AWS::Made::Up", &kinds), Mapping::NotRepresentable(_)));
+        // Every kind names at least one type, and no type is claimed twice.
+        let mut claimed = BTreeSet::new();
+        for k in &kinds {
+            assert!(!k.cloudformation.is_empty() || !k.cloudformation_parts.is_empty(), "{} declares no CloudFormation type", k.kind);
+            for t in k.cloudformation.iter().chain(k.cloudformation_parts.iter().map(|(t, _)| t)) {
+                assert!(claimed.insert(*t), "{t} is claimed by two kinds");
+            }
+        }
     }
 
     #[test]
@@ -355,7 +372,14 @@ mod tests {
             physical_id: physical_id.into(),
             resource_type: resource_type.into(),
         };
-        let mut ctx = Context { env: "dev".into(), tiers: None, by_kind: BTreeMap::new(), adopt: BTreeMap::new(), summary: Summary::default() };
+        let mut ctx = Context {
+            env: "dev".into(),
+            kinds: crate::kinds::rules(),
+            tiers: None,
+            by_kind: BTreeMap::new(),
+            adopt: BTreeMap::new(),
+            summary: Summary::default(),
+        };
         let fine = vec![
             resource("sentry-vpc-dev", "Vpc", "vpc-1", "AWS::EC2::VPC"),
             resource("sentry-vpc-dev", "AssocA", "rtb-1", "AWS::EC2::SubnetRouteTableAssociation"),
@@ -365,7 +389,7 @@ mod tests {
         sort(&mut ctx, fine).expect("parts may share an id");
         assert_eq!(ctx.of("ec2.vpc").len(), 1);
         assert_eq!(ctx.summary.skipped.len(), 2);
-        assert!(ctx.summary.not_representable[0].contains("AWS::IAM::Role FlowLogsRole (sentry-vpc-dev): IAM roles are not imported yet"), "{:?}", ctx.summary);
+        assert!(ctx.summary.not_representable[0].contains("AWS::IAM::Role FlowLogsRole (sentry-vpc-dev): iam.role is not imported yet"), "{:?}", ctx.summary);
         let twice = vec![resource("sentry-vpc-dev", "Vpc", "vpc-1", "AWS::EC2::VPC"), resource("sentry-net-dev", "Network", "vpc-1", "AWS::EC2::VPC")];
         let e = sort(&mut ctx, twice).expect_err("claimed twice");
         assert!(e.to_string().contains("AWS::EC2::VPC vpc-1 is claimed by two stacks: sentry-vpc-dev Vpc and sentry-net-dev Network"), "{e}");

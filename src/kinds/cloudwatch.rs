@@ -14,6 +14,7 @@
 //! (see the pin in Cargo.toml).
 
 use crate::engine::focus::EventMatch;
+use crate::engine::permissions::{Grant, Permissions};
 use async_trait::async_trait;
 use aws_sdk_cloudwatch::types::{AlarmType, ComparisonOperator, Dimension, Metric, MetricAlarm, MetricDataQuery, MetricStat, Tag};
 use aws_sdk_cloudwatch::Client;
@@ -251,6 +252,16 @@ fn parse_queries(field: &str, alarm: &str) -> Result<Vec<MetricDataQuery>, AwsEr
         .collect()
 }
 
+/// What the kind's calls need of IAM.
+#[rustfmt::skip]
+const PERMISSIONS: Permissions = Permissions {
+    reads: &["cloudwatch:ListTagsForResource", "tag:GetResources"],
+    grants: &[
+        Grant::allow("TheAlarmsOfTargetTrackingPolicies", &["cloudwatch:PutMetricAlarm", "cloudwatch:DescribeAlarms", "cloudwatch:DeleteAlarms"], &["*"]),
+        Grant::allow("AlarmWrites", &["cloudwatch:TagResource"], &["arn:aws:cloudwatch:*:*:alarm:sentry-*"]),
+    ],
+};
+
 #[async_trait]
 impl Kind for Alarms {
     fn rules(&self) -> Rules {
@@ -261,7 +272,7 @@ impl Kind for Alarms {
                 ids: &["alarmName", "alarmNames", "AlarmName", "AlarmNames", "resourceARN"],
                 marker: "",
             },
-            ..Rules::new(KIND, Layer::SecurityMonitoring)
+            ..Rules::new(KIND, Layer::SecurityMonitoring).stands_for(&["AWS::CloudWatch::Alarm"]).needs(PERMISSIONS)
         }
     }
 

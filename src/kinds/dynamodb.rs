@@ -9,6 +9,7 @@
 //! ListTagsOfResource per table, run concurrently.
 
 use crate::engine::focus::EventMatch;
+use crate::engine::permissions::{Grant, Permissions};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -281,6 +282,13 @@ fn desired_table(env: &EnvSpec, id: &str, t: &Table) -> Desired {
     d
 }
 
+/// What the kind's calls need of IAM.
+#[rustfmt::skip]
+const PERMISSIONS: Permissions = Permissions {
+    reads: &["dynamodb:ListTables", "tag:GetResources"],
+    grants: &[Grant::allow("DataWrites", &["dynamodb:DescribeTable", "dynamodb:DescribeContinuousBackups", "dynamodb:DescribeTimeToLive", "dynamodb:ListTagsOfResource", "dynamodb:CreateTable", "dynamodb:UpdateTable", "dynamodb:UpdateContinuousBackups", "dynamodb:UpdateTimeToLive", "dynamodb:TagResource", "dynamodb:DeleteTable"], &["arn:aws:dynamodb:*:*:table/sentry-*"])],
+};
+
 #[async_trait]
 impl Kind for Tables {
     fn rules(&self) -> Rules {
@@ -288,7 +296,7 @@ impl Kind for Tables {
             immutable: &[KEY],
             exclusive: &[GSI],
             events: EventMatch { source: "dynamodb.amazonaws.com", calls: &[], ids: &["tableName", "TableName", "resourceArn", "tableArn"], marker: "" },
-            ..Rules::new(KIND, Layer::DataMessaging)
+            ..Rules::new(KIND, Layer::DataMessaging).stands_for(&["AWS::DynamoDB::Table"]).needs(PERMISSIONS)
         }
     }
 

@@ -5,6 +5,7 @@
 //! a repository that still holds images.
 
 use crate::engine::focus::EventMatch;
+use crate::engine::permissions::{Grant, Permissions};
 use async_trait::async_trait;
 use aws_sdk_ecr::types::{EncryptionConfiguration, EncryptionType, ImageScanningConfiguration, ImageTagMutability, Repository, Tag};
 use aws_sdk_ecr::Client;
@@ -70,6 +71,13 @@ pub fn repository_uri(env: &EnvSpec, repository: &str) -> String {
     }
 }
 
+/// What the kind's calls need of IAM.
+#[rustfmt::skip]
+const PERMISSIONS: Permissions = Permissions {
+    reads: &["ecr:DescribeRepositories"],
+    grants: &[Grant::allow("ImageRepositoryWrites", &["ecr:ListTagsForResource", "ecr:GetLifecyclePolicy", "ecr:CreateRepository", "ecr:PutLifecyclePolicy", "ecr:PutImageScanningConfiguration", "ecr:PutImageTagMutability", "ecr:TagResource", "ecr:DeleteRepository"], &["arn:aws:ecr:*:*:repository/sentry*"])],
+};
+
 #[async_trait]
 impl Kind for Repositories {
     fn rules(&self) -> Rules {
@@ -81,7 +89,7 @@ impl Kind for Repositories {
                 ids: &["repositoryName", "RepositoryName", "resourceArn"],
                 marker: "",
             },
-            ..Rules::new(KIND, Layer::Compute)
+            ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ECR::Repository"]).needs(PERMISSIONS)
         }
     }
 

@@ -9,6 +9,7 @@ use aws_sdk_eventbridge::Client;
 
 use crate::aws::{found, gone_is_ok, AwsError, AwsResult, Built};
 use crate::engine::focus::EventMatch;
+use crate::engine::permissions::{Grant, Permissions};
 use crate::engine::{ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules};
 use crate::kinds::read::{canonical_json, describe_each};
 use crate::spec::model::{DeletionPolicy, Tags};
@@ -36,12 +37,19 @@ fn tag_list(tags: &Tags) -> Result<Vec<Tag>, AwsError> {
     tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build().built("EventBridge.Tag")).collect()
 }
 
+/// What the kind's calls need of IAM.
+#[rustfmt::skip]
+const PERMISSIONS: Permissions = Permissions {
+    reads: &["events:ListRules", "events:ListTargetsByRule", "events:ListTagsForResource"],
+    grants: &[Grant::allow("TheOperatorsEventRule", &["events:PutRule", "events:PutTargets", "events:TagResource", "events:RemoveTargets", "events:DeleteRule"], &["arn:aws:events:*:*:rule/sentry-operator-events-*"])],
+};
+
 #[async_trait]
 impl Kind for EventRules {
     fn rules(&self) -> Rules {
         Rules {
             events: EventMatch { source: "events.amazonaws.com", calls: &["Rule", "Targets"], ids: &["name", "rule", "resourceARN"], marker: "rule/" },
-            ..Rules::new(KIND, Layer::SecurityMonitoring)
+            ..Rules::new(KIND, Layer::SecurityMonitoring).stands_for(&["AWS::Events::Rule"]).needs(PERMISSIONS)
         }
     }
 

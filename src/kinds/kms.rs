@@ -5,6 +5,7 @@
 //! opted in, always with the longest waiting period (30 days).
 
 use crate::engine::focus::EventMatch;
+use crate::engine::permissions::{Grant, Permissions};
 use async_trait::async_trait;
 use aws_sdk_kms::types::{KeyManagerType, KeyState, Tag};
 use aws_sdk_kms::Client;
@@ -36,6 +37,18 @@ fn tag_list(tags: &crate::spec::model::Tags) -> Result<Vec<Tag>, AwsError> {
     tags.iter().map(|(k, v)| Tag::builder().tag_key(k).tag_value(v).build().built("KMS.Tag")).collect()
 }
 
+/// What the kind's calls need of IAM.
+#[rustfmt::skip]
+const PERMISSIONS: Permissions = Permissions {
+    reads: &["kms:ListAliases", "kms:ListKeys", "kms:DescribeKey", "kms:ListResourceTags", "kms:GetKeyRotationStatus"],
+    grants: &[
+        Grant::allow("CreateKeysTaggedAsTheOperators", &["kms:CreateKey", "kms:TagResource"], &["*"]).when(r#"{"StringEquals": {"aws:RequestTag/sentry:managed-by": "sentry-operator"}}"#),
+        Grant::allow("ChangeOnlyTheOperatorsKeys", &["kms:EnableKeyRotation", "kms:DisableKeyRotation", "kms:UpdateKeyDescription", "kms:CancelKeyDeletion", "kms:EnableKey", "kms:TagResource", "kms:ScheduleKeyDeletion"], &["arn:aws:kms:*:*:key/*"]).when(r#"{"StringEquals": {"aws:ResourceTag/sentry:managed-by": "sentry-operator"}}"#),
+        Grant::allow("TheOperatorsKeyAliases", &["kms:CreateAlias", "kms:DeleteAlias"], &["arn:aws:kms:*:*:alias/sentry-*", "arn:aws:kms:*:*:key/*"]),
+        Grant::allow("WhatSecretsManagerAndDynamoDbDoWithTheKeysForTheOperator", &["kms:GenerateDataKey", "kms:Encrypt", "kms:Decrypt", "kms:CreateGrant"], &["arn:aws:kms:*:*:key/*"]).when(r#"{"StringLike": {"kms:ViaService": ["secretsmanager.*.amazonaws.com", "dynamodb.*.amazonaws.com"]}}"#),
+    ],
+};
+
 #[async_trait]
 impl Kind for Keys {
     fn rules(&self) -> Rules {
@@ -43,6 +56,9 @@ impl Kind for Keys {
             matching: Matching::Custom,
             events: EventMatch { source: "kms.amazonaws.com", calls: &[], ids: &["keyId", "KeyId", "targetKeyId"], marker: "" },
             ..Rules::new(KIND, Layer::SecurityMonitoring)
+                .stands_for(&["AWS::KMS::Key"])
+                .with_parts(&[("AWS::KMS::Alias", "its key's alias")])
+                .needs(PERMISSIONS)
         }
     }
 

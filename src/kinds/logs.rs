@@ -3,6 +3,7 @@
 //! retained.
 
 use crate::engine::focus::EventMatch;
+use crate::engine::permissions::{Grant, Permissions};
 use async_trait::async_trait;
 use aws_sdk_cloudwatchlogs::Client;
 
@@ -32,6 +33,13 @@ impl LogGroups {
     }
 }
 
+/// What the kind's calls need of IAM.
+#[rustfmt::skip]
+const PERMISSIONS: Permissions = Permissions {
+    reads: &["logs:DescribeLogGroups", "tag:GetResources"],
+    grants: &[Grant::allow("ComputeWrites", &["logs:CreateLogGroup", "logs:PutRetentionPolicy", "logs:ListTagsForResource", "logs:TagResource", "logs:DeleteLogGroup"], &["*"])],
+};
+
 #[async_trait]
 impl Kind for LogGroups {
     fn rules(&self) -> Rules {
@@ -42,7 +50,7 @@ impl Kind for LogGroups {
                 ids: &["logGroupName", "logGroupIdentifier", "resourceArn"],
                 marker: "",
             },
-            ..Rules::new(KIND, Layer::SecurityMonitoring)
+            ..Rules::new(KIND, Layer::SecurityMonitoring).stands_for(&["AWS::Logs::LogGroup"]).needs(PERMISSIONS)
         }
     }
 

@@ -22,7 +22,7 @@ pub mod sqs;
 use aws_config::SdkConfig;
 
 use crate::aws::CallCounter;
-use crate::engine::Kind;
+use crate::engine::{Kind, Rules};
 use crate::sdk_client;
 use read::{TagIndex, TagReads};
 
@@ -78,4 +78,10 @@ pub fn registry(config: &SdkConfig, counter: &CallCounter, tag_reads: TagReads) 
         Box::new(cloudwatch::Alarms { client: sdk_client!(aws_sdk_cloudwatch, config, counter), tags }),
         Box::new(events::EventRules { client: sdk_client!(aws_sdk_eventbridge, config, counter) }),
     ]
+}
+
+/// The rules of every registered kind, in registry order. The registry is
+/// built over an empty configuration: nothing is ever sent through it.
+pub fn rules() -> Vec<Rules> {
+    registry(&SdkConfig::builder().build(), &CallCounter::default(), TagReads::default()).iter().map(|k| k.rules()).collect()
 }

@@ -7,6 +7,7 @@
 //! in, with its recovery window, never `ForceDeleteWithoutRecovery`.
 
 use crate::engine::focus::EventMatch;
+use crate::engine::permissions::{Grant, Permissions};
 use async_trait::async_trait;
 use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType, RotationRulesType, SecretListEntry, Tag};
 use aws_sdk_secretsmanager::Client;
@@ -73,13 +74,24 @@ fn tag_list(tags: &Tags) -> Vec<Tag> {
     tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()
 }
 
+/// What the kind's calls need of IAM.
+#[rustfmt::skip]
+const PERMISSIONS: Permissions = Permissions {
+    reads: &["secretsmanager:ListSecrets"],
+    grants: &[
+        Grant::allow("SecretWritesNeverTheirValues", &["secretsmanager:CreateSecret", "secretsmanager:UpdateSecret", "secretsmanager:RestoreSecret", "secretsmanager:RotateSecret", "secretsmanager:CancelRotateSecret", "secretsmanager:TagResource", "secretsmanager:DeleteSecret"], &["arn:aws:secretsmanager:*:*:secret:sentry/*"]),
+        Grant::deny("NeverASecretsValue", &["secretsmanager:GetSecretValue", "secretsmanager:BatchGetSecretValue", "secretsmanager:PutSecretValue"], &["*"]),
+        Grant::allow("TurningOnASecretsRotation", &["lambda:InvokeFunction"], &["arn:aws:lambda:*:*:function:sentry-*"]),
+    ],
+};
+
 #[async_trait]
 impl Kind for Secrets {
     fn rules(&self) -> Rules {
         Rules {
             create_only: &[PLACEHOLDER_KEYS],
             events: EventMatch { source: "secretsmanager.amazonaws.com", calls: &[], ids: &["secretId", "SecretId", "name", "arn"], marker: "" },
-            ..Rules::new(KIND, Layer::SecurityMonitoring)
+            ..Rules::new(KIND, Layer::SecurityMonitoring).stands_for(&["AWS::SecretsManager::Secret"]).needs(PERMISSIONS)
         }
     }
 

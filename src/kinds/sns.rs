@@ -5,6 +5,7 @@
 //! confirmation again) and is reported in the plan.
 
 use crate::engine::focus::EventMatch;
+use crate::engine::permissions::{Grant, Permissions};
 use async_trait::async_trait;
 use aws_sdk_sns::types::{Subscription, Tag};
 use aws_sdk_sns::Client;
@@ -52,12 +53,22 @@ fn subscriptions(live: Live, listed: &[Subscription]) -> Live {
     Live { status, ..live }
 }
 
+/// What the kind's calls need of IAM.
+#[rustfmt::skip]
+const PERMISSIONS: Permissions = Permissions {
+    reads: &["sns:ListTopics", "sns:ListTagsForResource", "sns:ListSubscriptionsByTopic", "tag:GetResources"],
+    grants: &[Grant::allow("TopicWrites", &["sns:CreateTopic", "sns:Subscribe", "sns:Unsubscribe", "sns:TagResource", "sns:DeleteTopic"], &["arn:aws:sns:*:*:sentry-*"])],
+};
+
 #[async_trait]
 impl Kind for Topics {
     fn rules(&self) -> Rules {
         Rules {
             events: EventMatch { source: "sns.amazonaws.com", calls: &[], ids: &["topicArn", "TopicArn", "resourceArn", "name"], marker: "" },
             ..Rules::new(KIND, Layer::SecurityMonitoring)
+                .stands_for(&["AWS::SNS::Topic"])
+                .with_parts(&[("AWS::SNS::Subscription", "a subscription of its topic")])
+                .needs(PERMISSIONS)
         }
     }
 

@@ -5,6 +5,7 @@
 //! come from the pass's one tagging read ([`TagIndex`]), else ListQueueTags.
 
 use crate::engine::focus::EventMatch;
+use crate::engine::permissions::{Grant, Permissions};
 use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
@@ -138,6 +139,13 @@ fn normalize(raw: &BTreeMap<String, String>) -> Fields {
     fields
 }
 
+/// What the kind's calls need of IAM.
+#[rustfmt::skip]
+const PERMISSIONS: Permissions = Permissions {
+    reads: &["sqs:ListQueues", "tag:GetResources"],
+    grants: &[Grant::allow("QueueWrites", &["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:ListQueueTags", "sqs:CreateQueue", "sqs:SetQueueAttributes", "sqs:TagQueue", "sqs:DeleteQueue"], &["arn:aws:sqs:*:*:sentry-*"])],
+};
+
 #[async_trait]
 impl Kind for Queues {
     fn rules(&self) -> Rules {
@@ -149,7 +157,7 @@ impl Kind for Queues {
                 ids: &["queueUrl", "QueueUrl", "queueName", "QueueName"],
                 marker: "",
             },
-            ..Rules::new(KIND, Layer::DataMessaging)
+            ..Rules::new(KIND, Layer::DataMessaging).stands_for(&["AWS::SQS::Queue"]).needs(PERMISSIONS)
         }
     }
 

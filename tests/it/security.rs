@@ -29,40 +29,36 @@ fn operations_in_code() -> BTreeSet<String> {
     found
 }
 
-/// `Service.Operation` as an IAM action.
-fn iam_action(operation: &str) -> String {
-    let (service, action) = operation.split_once('.').expect("Service.Operation");
-    // S3 names its listing permission after the bucket, not the call.
-    if operation == "S3.ListObjectsV2" {
-        return "s3:ListBucket".into();
+/// The IAM action of each `Service.Operation` the code calls, with no hand
+/// map of services: a service's IAM prefix is the one under which `granted`
+/// holds the most of its operations (S3 names its listing permission after
+/// the bucket, not the call). An operation whose action is not granted under
+/// its service's prefix comes back as that action, and shows as missing.
+fn iam_actions(operations: &BTreeSet<String>, granted: &BTreeSet<String>) -> BTreeSet<String> {
+    let mut by_service: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
+    for op in operations.iter().filter(|op| *op != "S3.ListObjectsV2") {
+        let (service, action) = op.split_once('.').expect("Service.Operation");
+        by_service.entry(service).or_default().push(action);
     }
-    let prefix = match service {
-        "EC2" => "ec2",
-        "SQS" => "sqs",
-        "DynamoDB" => "dynamodb",
-        "ElastiCache" => "elasticache",
-        "Cognito" => "cognito-idp",
-        "ECS" => "ecs",
-        "Logs" => "logs",
-        "CloudFormation" => "cloudformation",
-        "IAM" => "iam",
-        "AutoScaling" => "autoscaling",
-        "ApplicationAutoScaling" => "application-autoscaling",
-        "SSM" => "ssm",
-        "STS" => "sts",
-        "ECR" => "ecr",
-        "ELBv2" => "elasticloadbalancing",
-        "KMS" => "kms",
-        "SecretsManager" => "secretsmanager",
-        "SNS" => "sns",
-        "CloudWatch" => "cloudwatch",
-        "S3" => "s3",
-        "EventBridge" => "events",
-        "CloudTrail" => "cloudtrail",
-        "Tagging" => "tag",
-        other => panic!("unknown service {other} in {operation}"),
-    };
-    format!("{prefix}:{action}")
+    let mut actions: BTreeSet<String> = operations.iter().filter(|op| *op == "S3.ListObjectsV2").map(|_| "s3:ListBucket".to_string()).collect();
+    let mut prefixes = BTreeSet::new();
+    for (service, ops) in by_service {
+        let candidates: BTreeSet<&str> = granted.iter().filter_map(|g| g.split_once(':')).filter(|(_, a)| ops.contains(a)).map(|(p, _)| p).collect();
+        let prefix = candidates
+            .into_iter()
+            .max_by_key(|p| ops.iter().filter(|a| granted.contains(&format!("{p}:{a}"))).count())
+            .unwrap_or_else(|| panic!("no policy grants any operation of {service}: {ops:?}"));
+        assert!(prefixes.insert(prefix), "two services of the code map to the IAM prefix {prefix}");
+        actions.extend(ops.iter().map(|a| format!("{prefix}:{a}")));
+    }
+    actions
+}
+
+/// The policy `sentry-operator iam-policy` prints: every kind's and every
+/// part of the runtime's declared permissions.
+fn generated_policy() -> String {
+    let policy = sentry_operator::iam_policy::environment_policy(&sentry_operator::kinds::rules(), true).expect("the kinds' grants make one policy");
+    sentry_operator::iam_policy::render(&policy).expect("JSON")
 }
 
 fn policy_actions(file: &str) -> BTreeSet<String> {
@@ -83,11 +79,16 @@ fn policy_actions(file: &str) -> BTreeSet<String> {
 
 #[test]
 fn the_iam_policies_grant_exactly_what_the_code_calls() {
-    let needed: BTreeSet<String> = operations_in_code().iter().map(|op| iam_action(op)).collect();
-    assert!(needed.len() > 60, "the scan found the calls: {needed:?}");
+    let checked_in = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/iam-policy.json")).expect("policy");
+    assert!(
+        checked_in == generated_policy(),
+        "deploy/iam-policy.json is not what the kinds declare: run `sentry-operator iam-policy > deploy/iam-policy.json`"
+    );
     let environment = policy_actions("iam-policy.json");
     let management = policy_actions("management-account-policy.json");
     let granted: BTreeSet<String> = environment.union(&management).cloned().collect();
+    let needed = iam_actions(&operations_in_code(), &granted);
+    assert!(needed.len() > 60, "the scan found the calls: {needed:?}");
     let missing: Vec<&String> = needed.iter().filter(|a| !granted.contains(*a)).collect();
     assert!(missing.is_empty(), "operations the code calls but no policy grants: {missing:?}");
     // Checked by AWS on the operator's behalf, never called: assuming the
@@ -175,4 +176,50 @@ fn emulators_never_run_in_the_checkout() {
     assert!(!demo_dir.is_empty() && !Path::new(demo_dir).starts_with(&checkout), "the demo's emulator runs in {demo_dir:?}");
     assert!(stdout.contains("removed"), "stop_moto must remove the emulator's directory: {stdout}");
     assert!(!checkout.join("moto_recording").exists(), "moto_recording appeared in the checkout");
+
+    // A recording saved by hand (a download of the recorder, JSON lines) cannot be committed by accident either.
+    if checkout.join(".git").exists() {
+        for name in ["moto_recording", "rec.jsonl", "bench/recording", "requests.jsonl"] {
+            let ignored = std::process::Command::new("git").args(["check-ignore", "-q", name]).current_dir(&checkout).status().expect("git");
+            assert!(ignored.success(), "git does not ignore {name}");
+        }
+        let tracked = std::process::Command::new("git").args(["ls-files", "*.jsonl", "*moto_recording*"]).current_dir(&checkout).output().expect("git");
+        assert!(tracked.stdout.is_empty(), "recordings are tracked: {}", String::from_utf8_lossy(&tracked.stdout));
+    }
+}
+
+#[test]
+fn iam_policy_prints_the_checked_in_policy_and_narrows_it_to_an_environment() {
+    // Nothing listens on port 9: the command must not call AWS.
+    let unreachable = "http://127.0.0.1:9";
+    let all = crate::harness::operator(unreachable, &["iam-policy"]);
+    assert_eq!(all.code, 0, "{}", all.stderr);
+    assert!(all.stdout == generated_policy(), "the command prints what the kinds declare");
+
+    let specs = repo_specs();
+    let dev = crate::harness::operator(unreachable, &["--specs", specs.to_str().expect("utf-8"), "iam-policy", "--env", "dev"]);
+    assert_eq!(dev.code, 0, "{}", dev.stderr);
+    let statements = |text: &str| -> Vec<(String, BTreeSet<String>)> {
+        let policy: serde_json::Value = serde_json::from_str(text).expect("JSON");
+        let list = policy["Statement"].as_array().expect("statements").clone();
+        list.iter()
+            .map(|s| {
+                let actions = s["Action"].as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect()).unwrap_or_default();
+                (s["Sid"].as_str().unwrap_or_default().to_string(), actions)
+            })
+            .collect()
+    };
+    let (every, narrowed) = (statements(&all.stdout), statements(&dev.stdout));
+    for (sid, actions) in &narrowed {
+        let whole = every.iter().find(|(s, _)| s == sid).map(|(_, a)| a).expect("a statement of the whole policy");
+        assert!(actions.is_subset(whole), "{sid}: {actions:?}");
+    }
+    let sids: BTreeSet<&str> = narrowed.iter().map(|(s, _)| s.as_str()).collect();
+    // dev runs no service scaling; the daemon's event rule is always there.
+    assert!(!sids.contains("ServiceAutoScalingWrites") && sids.contains("TheOperatorsEventRule") && sids.contains("NetworkWrites"), "{sids:?}");
+
+    let invalid = tempfile::tempdir().expect("tempdir");
+    std::fs::write(invalid.path().join("dev.yaml"), "region: eu-west-1\nnot-a-section: 1\n").expect("spec");
+    let refused = crate::harness::operator(unreachable, &["--specs", invalid.path().to_str().expect("utf-8"), "iam-policy", "--env", "dev"]);
+    assert_eq!((refused.code, refused.stdout.as_str()), (1, ""), "an invalid spec prints no policy: {}", refused.stderr);
 }

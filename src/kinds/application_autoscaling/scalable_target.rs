@@ -1,6 +1,7 @@
 //! Scalable targets: a service's task count between `minTasks` and `maxTasks`.
 
 use crate::engine::focus::EventMatch;
+use crate::engine::permissions::{Grant, Permissions};
 use async_trait::async_trait;
 use aws_sdk_applicationautoscaling::types::{ScalableDimension, ServiceNamespace};
 use aws_sdk_applicationautoscaling::Client;
@@ -43,12 +44,23 @@ impl ScalableTargets {
     }
 }
 
+/// What the kind's calls need of IAM.
+#[rustfmt::skip]
+const PERMISSIONS: Permissions = Permissions {
+    reads: &["application-autoscaling:DescribeScalableTargets"],
+    grants: &[
+        Grant::allow("ServiceAutoScalingWrites", &["application-autoscaling:RegisterScalableTarget", "application-autoscaling:DeregisterScalableTarget"], &["*"]),
+        Grant::allow("TheAlarmsOfTargetTrackingPolicies", &["application-autoscaling:TagResource"], &["*"]),
+        Grant::allow("TheServiceLinkedRolesOfAutoScalingEcsAndElb", &["iam:CreateServiceLinkedRole"], &["*"]).when(r#"{"StringEquals": {"iam:AWSServiceName": ["autoscaling.amazonaws.com", "ecs.amazonaws.com", "ecs.application-autoscaling.amazonaws.com", "elasticloadbalancing.amazonaws.com"]}}"#),
+    ],
+};
+
 #[async_trait]
 impl Kind for ScalableTargets {
     fn rules(&self) -> Rules {
         Rules {
             events: EventMatch { source: "application-autoscaling.amazonaws.com", calls: &["ScalableTarget"], ids: &["resourceId", "ResourceId"], marker: "" },
-            ..Rules::new(KIND, Layer::Compute)
+            ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ApplicationAutoScaling::ScalableTarget"]).needs(PERMISSIONS)
         }
     }
 

@@ -2,6 +2,7 @@
 //! spec's percentage, with its scale-out and scale-in cooldowns.
 
 use crate::engine::focus::EventMatch;
+use crate::engine::permissions::{Grant, Permissions};
 use async_trait::async_trait;
 use aws_sdk_applicationautoscaling::types::{
     MetricType, PolicyType, PredefinedMetricSpecification, ScalableDimension, ServiceNamespace, TargetTrackingScalingPolicyConfiguration,
@@ -36,6 +37,13 @@ pub struct ScalingPolicies {
     pub ecs: aws_sdk_ecs::Client,
 }
 
+/// What the kind's calls need of IAM.
+#[rustfmt::skip]
+const PERMISSIONS: Permissions = Permissions {
+    reads: &["application-autoscaling:DescribeScalingPolicies"],
+    grants: &[Grant::allow("ServiceAutoScalingWrites", &["application-autoscaling:PutScalingPolicy", "application-autoscaling:DeleteScalingPolicy"], &["*"])],
+};
+
 #[async_trait]
 impl Kind for ScalingPolicies {
     fn rules(&self) -> Rules {
@@ -43,7 +51,7 @@ impl Kind for ScalingPolicies {
             immutable: &[TARGET],
             on_immutable_change: crate::engine::OnImmutableChange::Replace,
             events: EventMatch { source: "application-autoscaling.amazonaws.com", calls: &["ScalingPolicy"], ids: &["policyName", "PolicyName"], marker: "" },
-            ..Rules::new(KIND, Layer::Compute)
+            ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ApplicationAutoScaling::ScalingPolicy"]).needs(PERMISSIONS)
         }
     }
 

@@ -3,6 +3,7 @@
 //! in place (a new client would change its id under the frontend): BLOCKED.
 
 use crate::engine::focus::EventMatch;
+use crate::engine::permissions::{Grant, Permissions};
 use async_trait::async_trait;
 use aws_sdk_cognitoidentityprovider::types::ExplicitAuthFlowsType;
 use aws_sdk_cognitoidentityprovider::Client;
@@ -30,6 +31,13 @@ fn flows(desired: &Desired) -> Vec<ExplicitAuthFlowsType> {
     list_items(desired.field(FLOWS)).iter().map(|f| ExplicitAuthFlowsType::from(f.as_str())).collect()
 }
 
+/// What the kind's calls need of IAM.
+#[rustfmt::skip]
+const PERMISSIONS: Permissions = Permissions {
+    reads: &["cognito-idp:ListUserPools"],
+    grants: &[Grant::allow("IdentityWrites", &["cognito-idp:DescribeUserPool", "cognito-idp:ListUserPoolClients", "cognito-idp:DescribeUserPoolClient", "cognito-idp:CreateUserPoolClient", "cognito-idp:UpdateUserPoolClient", "cognito-idp:DeleteUserPoolClient"], &["*"])],
+};
+
 #[async_trait]
 impl Kind for AppClients {
     fn rules(&self) -> Rules {
@@ -41,7 +49,7 @@ impl Kind for AppClients {
                 ids: &["clientId", "ClientId", "clientName", "ClientName"],
                 marker: "",
             },
-            ..Rules::new(KIND, Layer::SecurityMonitoring)
+            ..Rules::new(KIND, Layer::SecurityMonitoring).stands_for(&["AWS::Cognito::UserPoolClient"]).needs(PERMISSIONS)
         }
     }
 

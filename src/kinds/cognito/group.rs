@@ -3,6 +3,7 @@
 //! retained (it holds user memberships).
 
 use crate::engine::focus::EventMatch;
+use crate::engine::permissions::{Grant, Permissions};
 use async_trait::async_trait;
 use aws_sdk_cognitoidentityprovider::Client;
 
@@ -23,13 +24,20 @@ pub struct Groups {
     pub client: Client,
 }
 
+/// What the kind's calls need of IAM.
+#[rustfmt::skip]
+const PERMISSIONS: Permissions = Permissions {
+    reads: &["cognito-idp:ListUserPools"],
+    grants: &[Grant::allow("IdentityWrites", &["cognito-idp:DescribeUserPool", "cognito-idp:ListGroups", "cognito-idp:CreateGroup", "cognito-idp:UpdateGroup", "cognito-idp:DeleteGroup"], &["*"])],
+};
+
 #[async_trait]
 impl Kind for Groups {
     fn rules(&self) -> Rules {
         Rules {
             immutable: &[POOL],
             events: EventMatch { source: "cognito-idp.amazonaws.com", calls: &["Group"], ids: &["groupName", "GroupName"], marker: "" },
-            ..Rules::new(KIND, Layer::SecurityMonitoring)
+            ..Rules::new(KIND, Layer::SecurityMonitoring).stands_for(&["AWS::Cognito::UserPoolGroup"]).needs(PERMISSIONS)
         }
     }
 

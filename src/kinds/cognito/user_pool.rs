@@ -3,6 +3,7 @@
 //! back on and reported as a security drift.
 
 use crate::engine::focus::EventMatch;
+use crate::engine::permissions::{Grant, Permissions};
 use async_trait::async_trait;
 use aws_sdk_cognitoidentityprovider::types::{AdminCreateUserConfigType, PasswordPolicyType, SoftwareTokenMfaConfigType, UserPoolMfaType, UserPoolPolicyType};
 use aws_sdk_cognitoidentityprovider::Client;
@@ -74,12 +75,19 @@ fn desired_pool(env: &EnvSpec, p: &UserPool, name: String) -> Desired {
         .with(PASSWORD, password_text(pp.minimum_length, pp.require_uppercase, pp.require_lowercase, pp.require_numbers, pp.require_symbols))
 }
 
+/// What the kind's calls need of IAM.
+#[rustfmt::skip]
+const PERMISSIONS: Permissions = Permissions {
+    reads: &["cognito-idp:ListUserPools"],
+    grants: &[Grant::allow("IdentityWrites", &["cognito-idp:CreateUserPool", "cognito-idp:DescribeUserPool", "cognito-idp:UpdateUserPool", "cognito-idp:DeleteUserPool", "cognito-idp:GetUserPoolMfaConfig", "cognito-idp:SetUserPoolMfaConfig", "cognito-idp:TagResource"], &["*"])],
+};
+
 #[async_trait]
 impl Kind for UserPools {
     fn rules(&self) -> Rules {
         Rules {
             events: EventMatch { source: "cognito-idp.amazonaws.com", calls: &["UserPool"], ids: &["userPoolId", "UserPoolId"], marker: "userpool/" },
-            ..Rules::new(KIND, Layer::SecurityMonitoring)
+            ..Rules::new(KIND, Layer::SecurityMonitoring).stands_for(&["AWS::Cognito::UserPool"]).needs(PERMISSIONS)
         }
     }
 

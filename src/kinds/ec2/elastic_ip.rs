@@ -23,6 +23,7 @@
 //!   "pinned by mistake" (never seen: an error before any write).
 
 use crate::engine::focus::EventMatch;
+use crate::engine::permissions::{Grant, Permissions};
 use crate::engine::Scope;
 use std::collections::BTreeMap;
 
@@ -213,6 +214,16 @@ fn ledger_vpc(desired: &Desired) -> Result<&str, AwsError> {
         .ok_or_else(|| AwsError::unexpected("EC2.CreateTags", format!("no VPC to record whitelist entry {} in", desired.key.id)))
 }
 
+/// What the kind's calls need of IAM.
+#[rustfmt::skip]
+const PERMISSIONS: Permissions = Permissions {
+    reads: &["ec2:DescribeVpcs", "ec2:DescribeAddresses", "ec2:DescribeNatGateways", "ec2:DescribeSecurityGroups"],
+    grants: &[
+        Grant::allow("NetworkWrites", &["ec2:AllocateAddress", "ec2:AssociateAddress", "ec2:DisassociateAddress", "ec2:ReleaseAddress", "ec2:CreateTags"], &["*"]),
+        Grant::allow("ForgetAReleasedWhitelistAddressInTheLedger", &["ec2:DeleteTags"], &["arn:aws:ec2:*:*:vpc/*"]).when(r#"{"ForAllValues:StringLike": {"aws:TagKeys": ["sentry:whitelist-ledger/*"]}}"#),
+    ],
+};
+
 #[async_trait]
 impl Kind for ElasticIps {
     fn rules(&self) -> Rules {
@@ -221,7 +232,7 @@ impl Kind for ElasticIps {
             create_only: &[LEDGER_VPC, REALLOCATE],
             events: EventMatch { source: "ec2.amazonaws.com", calls: &["Address"], ids: &["allocationId", "AllocationId"], marker: "eipalloc-" },
             scope: Scope::Whitelist,
-            ..rules(KIND)
+            ..rules(KIND).stands_for(&["AWS::EC2::EIP"]).with_parts(&[("AWS::EC2::EIPAssociation", "the whitelist address's attachment")]).needs(PERMISSIONS)
         }
     }
 

@@ -3,6 +3,7 @@
 //! the spec deletes it.
 
 use crate::engine::focus::EventMatch;
+use crate::engine::permissions::{Grant, Permissions};
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{FlowLogsResourceType, LogDestinationType, ResourceType, TrafficType};
 use aws_sdk_ec2::Client;
@@ -28,6 +29,13 @@ pub struct FlowLogs {
     pub client: Client,
 }
 
+/// What the kind's calls need of IAM.
+#[rustfmt::skip]
+const PERMISSIONS: Permissions = Permissions {
+    reads: &["ec2:DescribeVpcs", "ec2:DescribeNatGateways", "ec2:DescribeSecurityGroups", "ec2:DescribeFlowLogs"],
+    grants: &[Grant::allow("NetworkWrites", &["ec2:CreateFlowLogs", "ec2:DeleteFlowLogs", "ec2:CreateTags"], &["*"])],
+};
+
 #[async_trait]
 impl Kind for FlowLogs {
     fn rules(&self) -> Rules {
@@ -38,7 +46,7 @@ impl Kind for FlowLogs {
             on_immutable_change: OnImmutableChange::Replace,
             scope: Scope::Full,
             events: EventMatch { source: "ec2.amazonaws.com", calls: &["FlowLog"], ids: &["flowLogId", "FlowLogId", "FlowLogIds"], marker: "fl-" },
-            ..rules(KIND)
+            ..rules(KIND).stands_for(&["AWS::EC2::FlowLog"]).needs(PERMISSIONS)
         }
     }
 

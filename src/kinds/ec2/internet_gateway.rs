@@ -1,6 +1,7 @@
 //! The internet gateway and its attachment to the VPC.
 
 use crate::engine::focus::EventMatch;
+use crate::engine::permissions::{Grant, Permissions};
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{InternetGateway, ResourceType};
 use aws_sdk_ec2::Client;
@@ -50,12 +51,22 @@ fn attachment(gateway: &InternetGateway) -> Option<&str> {
     gateway.attachments().iter().find_map(|a| a.vpc_id())
 }
 
+/// What the kind's calls need of IAM.
+#[rustfmt::skip]
+const PERMISSIONS: Permissions = Permissions {
+    reads: &["ec2:DescribeVpcs", "ec2:DescribeInternetGateways", "ec2:DescribeNatGateways", "ec2:DescribeSecurityGroups"],
+    grants: &[Grant::allow("NetworkWrites", &["ec2:CreateInternetGateway", "ec2:AttachInternetGateway", "ec2:DetachInternetGateway", "ec2:DeleteInternetGateway", "ec2:CreateTags"], &["*"])],
+};
+
 #[async_trait]
 impl Kind for InternetGateways {
     fn rules(&self) -> Rules {
         Rules {
             events: EventMatch { source: "ec2.amazonaws.com", calls: &["InternetGateway"], ids: &["internetGatewayId", "InternetGatewayId"], marker: "igw-" },
             ..rules(KIND)
+                .stands_for(&["AWS::EC2::InternetGateway"])
+                .with_parts(&[("AWS::EC2::VPCGatewayAttachment", "the internet gateway's attachment")])
+                .needs(PERMISSIONS)
         }
     }
 

@@ -3,6 +3,7 @@
 //! the wrong address is replaced (deleting one never releases its EIP).
 
 use crate::engine::focus::EventMatch;
+use crate::engine::permissions::{Grant, Permissions};
 use crate::engine::Scope;
 use std::time::Duration;
 
@@ -37,6 +38,13 @@ impl NatGateways {
     }
 }
 
+/// What the kind's calls need of IAM.
+#[rustfmt::skip]
+const PERMISSIONS: Permissions = Permissions {
+    reads: &["ec2:DescribeVpcs", "ec2:DescribeNatGateways", "ec2:DescribeSecurityGroups"],
+    grants: &[Grant::allow("NetworkWrites", &["ec2:CreateNatGateway", "ec2:DeleteNatGateway", "ec2:CreateTags"], &["*"])],
+};
+
 #[async_trait]
 impl Kind for NatGateways {
     fn rules(&self) -> Rules {
@@ -45,7 +53,7 @@ impl Kind for NatGateways {
             on_immutable_change: OnImmutableChange::Replace,
             events: EventMatch { source: "ec2.amazonaws.com", calls: &["NatGateway"], ids: &["natGatewayId", "NatGatewayId"], marker: "nat-" },
             scope: Scope::Whitelist,
-            ..rules(KIND)
+            ..rules(KIND).stands_for(&["AWS::EC2::NatGateway"]).needs(PERMISSIONS)
         }
     }
 

@@ -5,6 +5,7 @@
 //! lists) belong to the endpoints and are left alone.
 
 use crate::engine::focus::EventMatch;
+use crate::engine::permissions::{Grant, Permissions};
 use crate::engine::Scope;
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{Filter, ResourceType, RouteTable};
@@ -126,6 +127,13 @@ fn normalize(table: &RouteTable) -> Option<Live> {
     Some(l)
 }
 
+/// What the kind's calls need of IAM.
+#[rustfmt::skip]
+const PERMISSIONS: Permissions = Permissions {
+    reads: &["ec2:DescribeVpcs", "ec2:DescribeNatGateways", "ec2:DescribeRouteTables", "ec2:DescribeSecurityGroups"],
+    grants: &[Grant::allow("NetworkWrites", &["ec2:CreateRouteTable", "ec2:DeleteRouteTable", "ec2:CreateRoute", "ec2:ReplaceRoute", "ec2:DeleteRoute", "ec2:AssociateRouteTable", "ec2:ReplaceRouteTableAssociation", "ec2:DisassociateRouteTable", "ec2:CreateTags"], &["*"])],
+};
+
 #[async_trait]
 impl Kind for RouteTables {
     fn rules(&self) -> Rules {
@@ -135,6 +143,12 @@ impl Kind for RouteTables {
             events: EventMatch { source: "ec2.amazonaws.com", calls: &["Route"], ids: &["routeTableId", "RouteTableId"], marker: "rtb-" },
             scope: Scope::Whitelist,
             ..rules(KIND)
+                .stands_for(&["AWS::EC2::RouteTable"])
+                .with_parts(&[
+                    ("AWS::EC2::Route", "a route of its route table"),
+                    ("AWS::EC2::SubnetRouteTableAssociation", "an association of its route table"),
+                ])
+                .needs(PERMISSIONS)
         }
     }
 

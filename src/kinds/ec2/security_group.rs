@@ -3,6 +3,7 @@
 //! to each other can all exist before any rule names a peer.
 
 use crate::engine::focus::EventMatch;
+use crate::engine::permissions::{Grant, Permissions};
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{ResourceType, SecurityGroup};
 use aws_sdk_ec2::Client;
@@ -31,13 +32,20 @@ fn group_live(g: &SecurityGroup) -> Option<Live> {
     Some(Live { name: g.group_name().unwrap_or_default().into(), ..l })
 }
 
+/// What the kind's calls need of IAM.
+#[rustfmt::skip]
+const PERMISSIONS: Permissions = Permissions {
+    reads: &["ec2:DescribeVpcs", "ec2:DescribeNatGateways", "ec2:DescribeSecurityGroups"],
+    grants: &[Grant::allow("NetworkWrites", &["ec2:CreateSecurityGroup", "ec2:DeleteSecurityGroup", "ec2:CreateTags"], &["*"])],
+};
+
 #[async_trait]
 impl Kind for SecurityGroups {
     fn rules(&self) -> Rules {
         Rules {
             immutable: &[VPC, DESCRIPTION],
             events: EventMatch { source: "ec2.amazonaws.com", calls: &["SecurityGroup"], ids: &["groupId", "GroupId"], marker: "sg-" },
-            ..rules(KIND)
+            ..rules(KIND).stands_for(&["AWS::EC2::SecurityGroup"]).needs(PERMISSIONS)
         }
     }
 

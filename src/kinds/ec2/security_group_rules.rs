@@ -6,6 +6,7 @@
 //! the peer being a CIDR or a security-group reference.
 
 use crate::engine::focus::EventMatch;
+use crate::engine::permissions::{Grant, Permissions};
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{IpPermission, IpRange, SecurityGroup, UserIdGroupPair};
 use aws_sdk_ec2::Client;
@@ -159,6 +160,13 @@ fn rules_live(g: &SecurityGroup) -> Option<Live> {
     Some(Live { name: g.group_name().unwrap_or_default().into(), ..l })
 }
 
+/// What the kind's calls need of IAM.
+#[rustfmt::skip]
+const PERMISSIONS: Permissions = Permissions {
+    reads: &["ec2:DescribeVpcs", "ec2:DescribeNatGateways", "ec2:DescribeSecurityGroups"],
+    grants: &[Grant::allow("NetworkWrites", &["ec2:AuthorizeSecurityGroupIngress", "ec2:AuthorizeSecurityGroupEgress", "ec2:RevokeSecurityGroupIngress", "ec2:RevokeSecurityGroupEgress", "ec2:CreateTags"], &["*"])],
+};
+
 #[async_trait]
 impl Kind for SecurityGroupRules {
     fn rules(&self) -> Rules {
@@ -168,6 +176,11 @@ impl Kind for SecurityGroupRules {
             exclusive: &[INGRESS, EGRESS],
             events: EventMatch { source: "ec2.amazonaws.com", calls: &["SecurityGroup"], ids: &["groupId", "GroupId"], marker: "sg-" },
             ..rules(KIND)
+                .with_parts(&[
+                    ("AWS::EC2::SecurityGroupIngress", "a rule of its security group"),
+                    ("AWS::EC2::SecurityGroupEgress", "a rule of its security group"),
+                ])
+                .needs(PERMISSIONS)
         }
     }
 

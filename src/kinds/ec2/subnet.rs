@@ -1,6 +1,7 @@
 //! Subnets: one public and one private per availability zone.
 
 use crate::engine::focus::EventMatch;
+use crate::engine::permissions::{Grant, Permissions};
 use async_trait::async_trait;
 use aws_sdk_ec2::types::ResourceType;
 use aws_sdk_ec2::Client;
@@ -24,13 +25,20 @@ pub struct Subnets {
     pub client: Client,
 }
 
+/// What the kind's calls need of IAM.
+#[rustfmt::skip]
+const PERMISSIONS: Permissions = Permissions {
+    reads: &["ec2:DescribeVpcs", "ec2:DescribeSubnets", "ec2:DescribeNatGateways", "ec2:DescribeSecurityGroups"],
+    grants: &[Grant::allow("NetworkWrites", &["ec2:CreateSubnet", "ec2:DeleteSubnet", "ec2:CreateTags"], &["*"])],
+};
+
 #[async_trait]
 impl Kind for Subnets {
     fn rules(&self) -> Rules {
         Rules {
             immutable: &[VPC, CIDR, AZ],
             events: EventMatch { source: "ec2.amazonaws.com", calls: &["Subnet"], ids: &["subnetId", "SubnetId"], marker: "subnet-" },
-            ..rules(KIND)
+            ..rules(KIND).stands_for(&["AWS::EC2::Subnet"]).needs(PERMISSIONS)
         }
     }
 

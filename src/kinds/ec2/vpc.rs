@@ -3,6 +3,7 @@
 //! additive, so this kind leaves them alone).
 
 use crate::engine::focus::EventMatch;
+use crate::engine::permissions::{Grant, Permissions};
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType, VpcAttributeName};
 use aws_sdk_ec2::Client;
@@ -47,13 +48,20 @@ impl Vpcs {
     }
 }
 
+/// What the kind's calls need of IAM.
+#[rustfmt::skip]
+const PERMISSIONS: Permissions = Permissions {
+    reads: &["ec2:DescribeVpcs", "ec2:DescribeVpcAttribute", "ec2:DescribeNatGateways", "ec2:DescribeSecurityGroups"],
+    grants: &[Grant::allow("NetworkWrites", &["ec2:CreateVpc", "ec2:ModifyVpcAttribute", "ec2:DeleteVpc", "ec2:CreateTags"], &["*"])],
+};
+
 #[async_trait]
 impl Kind for Vpcs {
     fn rules(&self) -> Rules {
         Rules {
             immutable: &[CIDR],
             events: EventMatch { source: "ec2.amazonaws.com", calls: &["Vpc"], ids: &["vpcId", "VpcId"], marker: "vpc-" },
-            ..rules(KIND)
+            ..rules(KIND).stands_for(&["AWS::EC2::VPC"]).needs(PERMISSIONS)
         }
     }
 

@@ -1,6 +1,7 @@
 //! VPC gateway endpoints (DynamoDB, S3) on the private route tables.
 
 use crate::engine::focus::EventMatch;
+use crate::engine::permissions::{Grant, Permissions};
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{ResourceType, VpcEndpointType};
 use aws_sdk_ec2::Client;
@@ -30,6 +31,13 @@ impl VpcEndpoints {
     }
 }
 
+/// What the kind's calls need of IAM.
+#[rustfmt::skip]
+const PERMISSIONS: Permissions = Permissions {
+    reads: &["ec2:DescribeVpcs", "ec2:DescribeNatGateways", "ec2:DescribeSecurityGroups", "ec2:DescribeVpcEndpoints"],
+    grants: &[Grant::allow("NetworkWrites", &["ec2:CreateVpcEndpoint", "ec2:ModifyVpcEndpoint", "ec2:DeleteVpcEndpoints", "ec2:CreateTags"], &["*"])],
+};
+
 #[async_trait]
 impl Kind for VpcEndpoints {
     fn rules(&self) -> Rules {
@@ -37,7 +45,7 @@ impl Kind for VpcEndpoints {
             immutable: &[VPC, SERVICE],
             on_immutable_change: OnImmutableChange::Replace,
             events: EventMatch { source: "ec2.amazonaws.com", calls: &["VpcEndpoint"], ids: &["vpcEndpointId", "VpcEndpointId"], marker: "vpce-" },
-            ..rules(KIND)
+            ..rules(KIND).stands_for(&["AWS::EC2::VPCEndpoint"]).needs(PERMISSIONS)
         }
     }
 

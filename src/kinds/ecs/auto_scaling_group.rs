@@ -7,6 +7,7 @@
 //! operator sets it at creation and keeps min and max, never the desired.
 
 use crate::engine::focus::EventMatch;
+use crate::engine::permissions::{Grant, Permissions};
 use async_trait::async_trait;
 use aws_sdk_autoscaling::types::{AutoScalingGroup, LaunchTemplateSpecification, Tag};
 use aws_sdk_autoscaling::Client;
@@ -61,6 +62,19 @@ fn live_group(g: &AutoScalingGroup) -> Option<Live> {
     )
 }
 
+/// What the kind's calls need of IAM.
+#[rustfmt::skip]
+const PERMISSIONS: Permissions = Permissions {
+    reads: &["autoscaling:DescribeAutoScalingGroups"],
+    grants: &[
+        Grant::allow("ComputeWrites", &["ecs:TagResource"], &["*"]),
+        Grant::allow("LaunchOnlyFromTheOperatorsTemplates", &["ec2:RunInstances"], &["arn:aws:ec2:*:*:launch-template/*"]).when(r#"{"StringEquals": {"aws:ResourceTag/sentry:managed-by": "sentry-operator"}}"#),
+        Grant::allow("WhatALaunchFromThoseTemplatesCreates", &["ec2:RunInstances"], &["arn:aws:ec2:*:*:instance/*", "arn:aws:ec2:*:*:volume/*", "arn:aws:ec2:*:*:network-interface/*", "arn:aws:ec2:*:*:subnet/*", "arn:aws:ec2:*:*:security-group/*", "arn:aws:ec2:*::image/*"]).when(r#"{"ArnLike": {"ec2:LaunchTemplate": "arn:aws:ec2:*:*:launch-template/*"}, "Bool": {"ec2:IsLaunchTemplateResource": "true"}}"#),
+        Grant::allow("AutoScalingGroupWrites", &["autoscaling:CreateAutoScalingGroup", "autoscaling:UpdateAutoScalingGroup", "autoscaling:DeleteAutoScalingGroup", "autoscaling:CreateOrUpdateTags"], &["arn:aws:autoscaling:*:*:autoScalingGroup:*:autoScalingGroupName/sentry-*"]),
+        Grant::allow("TheServiceLinkedRolesOfAutoScalingEcsAndElb", &["iam:CreateServiceLinkedRole"], &["*"]).when(r#"{"StringEquals": {"iam:AWSServiceName": ["autoscaling.amazonaws.com", "ecs.amazonaws.com", "ecs.application-autoscaling.amazonaws.com", "elasticloadbalancing.amazonaws.com"]}}"#),
+    ],
+};
+
 #[async_trait]
 impl Kind for Groups {
     fn rules(&self) -> Rules {
@@ -71,7 +85,7 @@ impl Kind for Groups {
                 ids: &["autoScalingGroupName", "AutoScalingGroupName", "resourceId"],
                 marker: "",
             },
-            ..Rules::new(KIND, Layer::Compute)
+            ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::AutoScaling::AutoScalingGroup"]).needs(PERMISSIONS)
         }
     }
 

@@ -6,6 +6,7 @@
 //! a spec naming another group is BLOCKED.
 
 use crate::engine::focus::EventMatch;
+use crate::engine::permissions::{Grant, Permissions};
 use async_trait::async_trait;
 use aws_sdk_ecs::types::{
     AutoScalingGroupProvider, AutoScalingGroupProviderUpdate, CapacityProviderField, ManagedScaling, ManagedScalingStatus, ManagedTerminationProtection,
@@ -71,6 +72,16 @@ fn desired_provider(env: &EnvSpec, id: &str, cluster: &Cluster) -> Desired {
         .with(MAX_STEP, scaling.maximum_scaling_step_size.to_string())
 }
 
+/// What the kind's calls need of IAM.
+#[rustfmt::skip]
+const PERMISSIONS: Permissions = Permissions {
+    reads: &["ecs:DescribeCapacityProviders"],
+    grants: &[
+        Grant::allow("ComputeWrites", &["ecs:TagResource"], &["*"]),
+        Grant::allow("CapacityProviderWrites", &["ecs:CreateCapacityProvider", "ecs:UpdateCapacityProvider", "ecs:DeleteCapacityProvider"], &["arn:aws:ecs:*:*:capacity-provider/sentry-*", "arn:aws:ecs:*:*:cluster/sentry-*"]),
+    ],
+};
+
 #[async_trait]
 impl Kind for CapacityProviders {
     fn rules(&self) -> Rules {
@@ -82,7 +93,7 @@ impl Kind for CapacityProviders {
                 ids: &["name", "capacityProvider", "capacityProviderArn"],
                 marker: "capacity-provider/",
             },
-            ..Rules::new(KIND, Layer::Compute)
+            ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ECS::CapacityProvider"]).needs(PERMISSIONS)
         }
     }
 

@@ -2,6 +2,7 @@
 //! capacity providers are [`super::cluster_capacity`]'s.
 
 use crate::engine::focus::EventMatch;
+use crate::engine::permissions::{Grant, Permissions};
 use async_trait::async_trait;
 use std::sync::Arc;
 
@@ -63,12 +64,22 @@ fn live_cluster(c: &aws_sdk_ecs::types::Cluster) -> Option<Live> {
     )
 }
 
+/// What the kind's calls need of IAM.
+#[rustfmt::skip]
+const PERMISSIONS: Permissions = Permissions {
+    reads: &["ecs:DescribeClusters"],
+    grants: &[
+        Grant::allow("ComputeWrites", &["ecs:CreateCluster", "ecs:UpdateClusterSettings", "ecs:DeleteCluster", "ecs:TagResource"], &["*"]),
+        Grant::allow("TheServiceLinkedRolesOfAutoScalingEcsAndElb", &["iam:CreateServiceLinkedRole"], &["*"]).when(r#"{"StringEquals": {"iam:AWSServiceName": ["autoscaling.amazonaws.com", "ecs.amazonaws.com", "ecs.application-autoscaling.amazonaws.com", "elasticloadbalancing.amazonaws.com"]}}"#),
+    ],
+};
+
 #[async_trait]
 impl Kind for Clusters {
     fn rules(&self) -> Rules {
         Rules {
             events: EventMatch { source: "ecs.amazonaws.com", calls: &["Cluster"], ids: &["cluster", "clusterName", "clusterArn"], marker: "cluster/" },
-            ..Rules::new(KIND, Layer::Compute)
+            ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ECS::Cluster"]).needs(PERMISSIONS)
         }
     }
 

@@ -8,6 +8,7 @@
 //! to whoever owns the cluster.
 
 use crate::engine::focus::EventMatch;
+use crate::engine::permissions::{Grant, Permissions};
 use async_trait::async_trait;
 use aws_sdk_ecs::types::CapacityProviderStrategyItem;
 use aws_sdk_ecs::Client;
@@ -46,12 +47,22 @@ fn handle(cluster_name: &str) -> String {
     format!("{cluster_name}/capacity-providers")
 }
 
+/// What the kind's calls need of IAM.
+#[rustfmt::skip]
+const PERMISSIONS: Permissions = Permissions {
+    reads: &[],
+    grants: &[
+        Grant::allow("ComputeWrites", &["ecs:TagResource"], &["*"]),
+        Grant::allow("CapacityProviderWrites", &["ecs:PutClusterCapacityProviders"], &["arn:aws:ecs:*:*:capacity-provider/sentry-*", "arn:aws:ecs:*:*:cluster/sentry-*"]),
+    ],
+};
+
 #[async_trait]
 impl Kind for ClusterCapacityProviders {
     fn rules(&self) -> Rules {
         Rules {
             events: EventMatch { source: "ecs.amazonaws.com", calls: &["ClusterCapacityProviders"], ids: &["cluster"], marker: "" },
-            ..Rules::new(KIND, Layer::Compute)
+            ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ECS::ClusterCapacityProviderAssociations"]).needs(PERMISSIONS)
         }
     }
 

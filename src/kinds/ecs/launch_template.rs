@@ -9,6 +9,7 @@
 //! comes after its cluster: a cluster the operator does not own gets none.
 
 use crate::engine::focus::EventMatch;
+use crate::engine::permissions::{Grant, Permissions};
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{
     InstanceType, LaunchTemplateBlockDeviceMappingRequest, LaunchTemplateEbsBlockDeviceRequest, LaunchTemplateHttpTokensState,
@@ -117,6 +118,17 @@ fn launch_data(desired: &Desired) -> RequestLaunchTemplateData {
         .build()
 }
 
+/// What the kind's calls need of IAM.
+#[rustfmt::skip]
+const PERMISSIONS: Permissions = Permissions {
+    reads: &["ec2:DescribeLaunchTemplates", "ec2:DescribeLaunchTemplateVersions"],
+    grants: &[
+        Grant::allow("ComputeWrites", &["ecs:TagResource"], &["*"]),
+        Grant::allow("CreateLaunchTemplatesTaggedAsTheOperators", &["ec2:CreateLaunchTemplate"], &["*"]).when(r#"{"StringEquals": {"aws:RequestTag/sentry:managed-by": "sentry-operator"}}"#),
+        Grant::allow("ChangeOnlyTheOperatorsLaunchTemplates", &["ec2:CreateLaunchTemplateVersion", "ec2:ModifyLaunchTemplate", "ec2:DeleteLaunchTemplate"], &["arn:aws:ec2:*:*:launch-template/*"]).when(r#"{"StringEquals": {"aws:ResourceTag/sentry:managed-by": "sentry-operator"}}"#),
+    ],
+};
+
 #[async_trait]
 impl Kind for LaunchTemplates {
     fn rules(&self) -> Rules {
@@ -127,7 +139,7 @@ impl Kind for LaunchTemplates {
                 ids: &["launchTemplateId", "LaunchTemplateId", "launchTemplateName", "LaunchTemplateName"],
                 marker: "lt-",
             },
-            ..Rules::new(KIND, Layer::Compute)
+            ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::EC2::LaunchTemplate"]).needs(PERMISSIONS)
         }
     }
 

@@ -5,6 +5,7 @@
 //! to zero first.
 
 use crate::engine::focus::EventMatch;
+use crate::engine::permissions::{Grant, Permissions};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -140,13 +141,20 @@ pub fn service_name(name: Option<&str>, id: &str, env: &str) -> String {
     physical_name(name, &format!("{id}-service"), env)
 }
 
+/// What the kind's calls need of IAM.
+#[rustfmt::skip]
+const PERMISSIONS: Permissions = Permissions {
+    reads: &["ecs:ListServices", "ecs:DescribeServices"],
+    grants: &[Grant::allow("ComputeWrites", &["ecs:CreateService", "ecs:UpdateService", "ecs:DeleteService", "ecs:TagResource"], &["*"])],
+};
+
 #[async_trait]
 impl Kind for Services {
     fn rules(&self) -> Rules {
         Rules {
             immutable: &[CLUSTER, LAUNCH],
             events: EventMatch { source: "ecs.amazonaws.com", calls: &["Service"], ids: &["service", "serviceName", "serviceArn"], marker: "service/" },
-            ..Rules::new(KIND, Layer::Compute)
+            ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ECS::Service"]).needs(PERMISSIONS)
         }
     }
 

@@ -7,6 +7,7 @@
 //! new revision (old ones stay, for rollback), and the services follow it.
 
 use crate::engine::focus::EventMatch;
+use crate::engine::permissions::{Grant, Permissions};
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
@@ -98,6 +99,13 @@ fn revision_fields(td: &TaskDefinition) -> Fields {
     f
 }
 
+/// What the kind's calls need of IAM.
+#[rustfmt::skip]
+const PERMISSIONS: Permissions = Permissions {
+    reads: &["ecs:DescribeTaskDefinition"],
+    grants: &[Grant::allow("ComputeWrites", &["ecs:RegisterTaskDefinition", "ecs:DeregisterTaskDefinition", "ecs:TagResource"], &["*"])],
+};
+
 #[async_trait]
 impl Kind for TaskDefinitions {
     fn rules(&self) -> Rules {
@@ -110,7 +118,7 @@ impl Kind for TaskDefinitions {
                 ids: &["family", "taskDefinition", "taskDefinitionArn"],
                 marker: "task-definition/",
             },
-            ..Rules::new(KIND, Layer::Compute)
+            ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ECS::TaskDefinition"]).needs(PERMISSIONS)
         }
     }
 

@@ -15,6 +15,7 @@
 //! are set at creation and not compared.
 
 use crate::engine::focus::EventMatch;
+use crate::engine::permissions::{Grant, Permissions};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -77,6 +78,13 @@ impl ReplicationGroups {
     }
 }
 
+/// What the kind's calls need of IAM.
+#[rustfmt::skip]
+const PERMISSIONS: Permissions = Permissions {
+    reads: &["elasticache:DescribeReplicationGroups", "tag:GetResources"],
+    grants: &[Grant::allow("RedisWrites", &["elasticache:ListTagsForResource", "elasticache:AddTagsToResource", "elasticache:CreateReplicationGroup", "elasticache:ModifyReplicationGroup", "elasticache:IncreaseReplicaCount", "elasticache:DecreaseReplicaCount", "elasticache:DeleteReplicationGroup"], &["arn:aws:elasticache:*:*:subnetgroup:sentry-*", "arn:aws:elasticache:*:*:replicationgroup:sentry-*", "arn:aws:elasticache:*:*:cluster:sentry-*", "arn:aws:elasticache:*:*:parametergroup:*", "arn:aws:elasticache:*:*:securitygroup:*", "arn:aws:elasticache:*:*:user:*", "arn:aws:elasticache:*:*:usergroup:*"])],
+};
+
 #[async_trait]
 impl Kind for ReplicationGroups {
     fn rules(&self) -> Rules {
@@ -89,7 +97,7 @@ impl Kind for ReplicationGroups {
                 ids: &["replicationGroupId", "ReplicationGroupId"],
                 marker: "replicationgroup:",
             },
-            ..Rules::new(KIND, Layer::DataMessaging)
+            ..Rules::new(KIND, Layer::DataMessaging).stands_for(&["AWS::ElastiCache::ReplicationGroup"]).needs(PERMISSIONS)
         }
     }
 

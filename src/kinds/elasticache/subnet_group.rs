@@ -1,6 +1,7 @@
 //! The cache subnet group: the private subnets Redis lives in.
 
 use crate::engine::focus::EventMatch;
+use crate::engine::permissions::{Grant, Permissions};
 use async_trait::async_trait;
 use aws_sdk_elasticache::Client;
 
@@ -27,6 +28,13 @@ pub struct SubnetGroups {
     pub tags: crate::kinds::read::TagIndex,
 }
 
+/// What the kind's calls need of IAM.
+#[rustfmt::skip]
+const PERMISSIONS: Permissions = Permissions {
+    reads: &["elasticache:DescribeCacheSubnetGroups", "tag:GetResources"],
+    grants: &[Grant::allow("RedisWrites", &["elasticache:ListTagsForResource", "elasticache:AddTagsToResource", "elasticache:CreateCacheSubnetGroup", "elasticache:ModifyCacheSubnetGroup", "elasticache:DeleteCacheSubnetGroup"], &["arn:aws:elasticache:*:*:subnetgroup:sentry-*", "arn:aws:elasticache:*:*:replicationgroup:sentry-*", "arn:aws:elasticache:*:*:cluster:sentry-*", "arn:aws:elasticache:*:*:parametergroup:*", "arn:aws:elasticache:*:*:securitygroup:*", "arn:aws:elasticache:*:*:user:*", "arn:aws:elasticache:*:*:usergroup:*"])],
+};
+
 #[async_trait]
 impl Kind for SubnetGroups {
     fn rules(&self) -> Rules {
@@ -37,7 +45,7 @@ impl Kind for SubnetGroups {
                 ids: &["cacheSubnetGroupName", "CacheSubnetGroupName"],
                 marker: "subnetgroup:",
             },
-            ..Rules::new(KIND, Layer::DataMessaging)
+            ..Rules::new(KIND, Layer::DataMessaging).stands_for(&["AWS::ElastiCache::SubnetGroup"]).needs(PERMISSIONS)
         }
     }
 

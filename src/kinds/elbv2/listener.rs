@@ -6,6 +6,7 @@
 //! routing configuration: removed from the spec, it is deleted.
 
 use crate::engine::focus::EventMatch;
+use crate::engine::permissions::{Grant, Permissions};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -81,6 +82,13 @@ pub async fn live_listeners(client: &Client, env: &EnvSpec, reads: &ReadCache) -
         .await
 }
 
+/// What the kind's calls need of IAM.
+#[rustfmt::skip]
+const PERMISSIONS: Permissions = Permissions {
+    reads: &["elasticloadbalancing:DescribeListeners", "elasticloadbalancing:DescribeTags"],
+    grants: &[Grant::allow("LoadBalancingWrites", &["elasticloadbalancing:CreateListener", "elasticloadbalancing:ModifyListener", "elasticloadbalancing:DeleteListener", "elasticloadbalancing:AddTags"], &["arn:aws:elasticloadbalancing:*:*:targetgroup/sentry-*/*", "arn:aws:elasticloadbalancing:*:*:loadbalancer/app/sentry-*/*", "arn:aws:elasticloadbalancing:*:*:listener/app/sentry-*/*/*", "arn:aws:elasticloadbalancing:*:*:listener-rule/app/sentry-*/*/*/*"])],
+};
+
 #[async_trait]
 impl Kind for Listeners {
     fn rules(&self) -> Rules {
@@ -94,7 +102,7 @@ impl Kind for Listeners {
                 ids: &["listenerArn", "ListenerArn"],
                 marker: "listener/",
             },
-            ..Rules::new(KIND, Layer::Compute)
+            ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ElasticLoadBalancingV2::Listener"]).needs(PERMISSIONS)
         }
     }
 

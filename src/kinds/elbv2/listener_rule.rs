@@ -6,6 +6,7 @@
 //! deleted. Rules someone added by hand (untagged) are left alone.
 
 use crate::engine::focus::EventMatch;
+use crate::engine::permissions::{Grant, Permissions};
 use std::collections::HashMap;
 
 use async_trait::async_trait;
@@ -112,6 +113,13 @@ fn rule_live(on: &Live, r: &Rule, tags: &mut HashMap<String, Tags>) -> Result<Op
     Ok(Some(live))
 }
 
+/// What the kind's calls need of IAM.
+#[rustfmt::skip]
+const PERMISSIONS: Permissions = Permissions {
+    reads: &["elasticloadbalancing:DescribeRules", "elasticloadbalancing:DescribeTags"],
+    grants: &[Grant::allow("LoadBalancingWrites", &["elasticloadbalancing:CreateRule", "elasticloadbalancing:ModifyRule", "elasticloadbalancing:SetRulePriorities", "elasticloadbalancing:DeleteRule", "elasticloadbalancing:AddTags"], &["arn:aws:elasticloadbalancing:*:*:targetgroup/sentry-*/*", "arn:aws:elasticloadbalancing:*:*:loadbalancer/app/sentry-*/*", "arn:aws:elasticloadbalancing:*:*:listener/app/sentry-*/*/*", "arn:aws:elasticloadbalancing:*:*:listener-rule/app/sentry-*/*/*/*"])],
+};
+
 #[async_trait]
 impl Kind for ListenerRules {
     fn rules(&self) -> Rules {
@@ -120,7 +128,7 @@ impl Kind for ListenerRules {
             immutable: &[LISTENER],
             on_immutable_change: OnImmutableChange::Replace,
             events: EventMatch { source: "elasticloadbalancing.amazonaws.com", calls: &["Rule"], ids: &["ruleArn", "RuleArn"], marker: "listener-rule/" },
-            ..Rules::new(KIND, Layer::Compute)
+            ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ElasticLoadBalancingV2::ListenerRule"]).needs(PERMISSIONS)
         }
     }
 

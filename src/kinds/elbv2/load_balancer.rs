@@ -6,6 +6,7 @@
 //! protection off first, as the table kind does.
 
 use crate::engine::focus::EventMatch;
+use crate::engine::permissions::{Grant, Permissions};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -124,6 +125,16 @@ fn resolved_list(desired: &Desired, name: &str, operation: &'static str) -> Resu
     }
 }
 
+/// What the kind's calls need of IAM.
+#[rustfmt::skip]
+const PERMISSIONS: Permissions = Permissions {
+    reads: &["elasticloadbalancing:DescribeLoadBalancers", "elasticloadbalancing:DescribeLoadBalancerAttributes", "elasticloadbalancing:DescribeTags"],
+    grants: &[
+        Grant::allow("TheServiceLinkedRolesOfAutoScalingEcsAndElb", &["iam:CreateServiceLinkedRole"], &["*"]).when(r#"{"StringEquals": {"iam:AWSServiceName": ["autoscaling.amazonaws.com", "ecs.amazonaws.com", "ecs.application-autoscaling.amazonaws.com", "elasticloadbalancing.amazonaws.com"]}}"#),
+        Grant::allow("LoadBalancingWrites", &["elasticloadbalancing:CreateLoadBalancer", "elasticloadbalancing:ModifyLoadBalancerAttributes", "elasticloadbalancing:SetSubnets", "elasticloadbalancing:SetSecurityGroups", "elasticloadbalancing:SetIpAddressType", "elasticloadbalancing:DeleteLoadBalancer", "elasticloadbalancing:AddTags"], &["arn:aws:elasticloadbalancing:*:*:targetgroup/sentry-*/*", "arn:aws:elasticloadbalancing:*:*:loadbalancer/app/sentry-*/*", "arn:aws:elasticloadbalancing:*:*:listener/app/sentry-*/*/*", "arn:aws:elasticloadbalancing:*:*:listener-rule/app/sentry-*/*/*/*"]),
+    ],
+};
+
 #[async_trait]
 impl Kind for LoadBalancers {
     fn rules(&self) -> Rules {
@@ -135,7 +146,7 @@ impl Kind for LoadBalancers {
                 ids: &["loadBalancerArn", "LoadBalancerArn", "loadBalancerName", "name"],
                 marker: "loadbalancer/",
             },
-            ..Rules::new(KIND, Layer::Compute)
+            ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ElasticLoadBalancingV2::LoadBalancer"]).needs(PERMISSIONS)
         }
     }
 

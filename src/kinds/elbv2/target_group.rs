@@ -6,6 +6,7 @@
 //! is BLOCKED rather than replaced.
 
 use crate::engine::focus::EventMatch;
+use crate::engine::permissions::{Grant, Permissions};
 use async_trait::async_trait;
 use aws_sdk_elasticloadbalancingv2::types::{Matcher, ProtocolEnum, TargetGroup, TargetGroupAttribute, TargetTypeEnum};
 use aws_sdk_elasticloadbalancingv2::Client;
@@ -75,6 +76,13 @@ fn live_stickiness(attribute: impl Fn(&str) -> Option<String>) -> String {
     format!("{kind} {}", attribute(STICKY_DURATION).unwrap_or_else(|| "86400".into()))
 }
 
+/// What the kind's calls need of IAM.
+#[rustfmt::skip]
+const PERMISSIONS: Permissions = Permissions {
+    reads: &["elasticloadbalancing:DescribeTargetGroups", "elasticloadbalancing:DescribeTargetGroupAttributes", "elasticloadbalancing:DescribeTags"],
+    grants: &[Grant::allow("LoadBalancingWrites", &["elasticloadbalancing:CreateTargetGroup", "elasticloadbalancing:ModifyTargetGroup", "elasticloadbalancing:ModifyTargetGroupAttributes", "elasticloadbalancing:DeleteTargetGroup", "elasticloadbalancing:AddTags"], &["arn:aws:elasticloadbalancing:*:*:targetgroup/sentry-*/*", "arn:aws:elasticloadbalancing:*:*:loadbalancer/app/sentry-*/*", "arn:aws:elasticloadbalancing:*:*:listener/app/sentry-*/*/*", "arn:aws:elasticloadbalancing:*:*:listener-rule/app/sentry-*/*/*/*"])],
+};
+
 #[async_trait]
 impl Kind for TargetGroups {
     fn rules(&self) -> Rules {
@@ -86,7 +94,7 @@ impl Kind for TargetGroups {
                 ids: &["targetGroupArn", "TargetGroupArn", "name"],
                 marker: "targetgroup/",
             },
-            ..Rules::new(KIND, Layer::Compute)
+            ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ElasticLoadBalancingV2::TargetGroup"]).needs(PERMISSIONS)
         }
     }
 

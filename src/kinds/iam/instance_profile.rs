@@ -2,6 +2,7 @@
 //! one, named like the role (`instanceProfile: true` on a role of the spec).
 
 use crate::engine::focus::EventMatch;
+use crate::engine::permissions::{Grant, Permissions};
 use async_trait::async_trait;
 use aws_sdk_iam::Client;
 
@@ -27,6 +28,13 @@ fn role_name(arn: &str) -> &str {
     arn.rsplit('/').next().unwrap_or(arn)
 }
 
+/// What the kind's calls need of IAM.
+#[rustfmt::skip]
+const PERMISSIONS: Permissions = Permissions {
+    reads: &["iam:GetAccountAuthorizationDetails"],
+    grants: &[Grant::allow("InstanceProfileWrites", &["iam:GetInstanceProfile", "iam:CreateInstanceProfile", "iam:DeleteInstanceProfile", "iam:AddRoleToInstanceProfile", "iam:RemoveRoleFromInstanceProfile", "iam:TagInstanceProfile"], &["arn:aws:iam::*:instance-profile/sentry-*"])],
+};
+
 #[async_trait]
 impl Kind for InstanceProfiles {
     fn rules(&self) -> Rules {
@@ -37,7 +45,7 @@ impl Kind for InstanceProfiles {
                 ids: &["instanceProfileName", "InstanceProfileName"],
                 marker: "instance-profile/",
             },
-            ..Rules::new(KIND, Layer::SecurityMonitoring)
+            ..Rules::new(KIND, Layer::SecurityMonitoring).stands_for(&["AWS::IAM::InstanceProfile"]).needs(PERMISSIONS)
         }
     }
 

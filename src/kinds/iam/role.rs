@@ -19,6 +19,7 @@
 //!   resource that action takes.
 
 use crate::engine::focus::EventMatch;
+use crate::engine::permissions::{Grant, Permissions};
 use std::collections::BTreeSet;
 
 use async_trait::async_trait;
@@ -254,12 +255,28 @@ fn secret_arns(value_from: &str) -> Vec<String> {
     vec![format!("{secret}-??????"), secret]
 }
 
+/// What the kind's calls need of IAM.
+#[rustfmt::skip]
+const PERMISSIONS: Permissions = Permissions {
+    reads: &["iam:GetAccountAuthorizationDetails"],
+    grants: &[
+        Grant::allow("RoleWrites", &["iam:CreateRole", "iam:DeleteRole", "iam:PutRolePolicy", "iam:DeleteRolePolicy", "iam:DetachRolePolicy", "iam:UpdateAssumeRolePolicy", "iam:TagRole"], &["arn:aws:iam::*:role/sentry-*"]),
+        Grant::allow("AttachOnlyServiceRoleOrSentryPolicies", &["iam:AttachRolePolicy"], &["arn:aws:iam::*:role/sentry-*"]).when(r#"{"ArnLike": {"iam:PolicyARN": ["arn:aws:iam::aws:policy/service-role/*", "arn:aws:iam::*:policy/sentry-*"]}}"#),
+        Grant::allow("InstanceProfileWrites", &["iam:RemoveRoleFromInstanceProfile"], &["arn:aws:iam::*:instance-profile/sentry-*"]),
+        Grant::allow("PassTheRolesItManages", &["iam:PassRole"], &["arn:aws:iam::*:role/sentry-*"]).when(r#"{"StringEquals": {"iam:PassedToService": ["ecs-tasks.amazonaws.com", "ec2.amazonaws.com", "vpc-flow-logs.amazonaws.com"]}}"#),
+        Grant::deny("NeverTheOperatorsOwnRole", &["iam:PutRolePolicy", "iam:DeleteRolePolicy", "iam:AttachRolePolicy", "iam:DetachRolePolicy", "iam:UpdateAssumeRolePolicy", "iam:DeleteRole", "iam:TagRole", "iam:PassRole"], &["arn:aws:iam::*:role/sentry-operator*"]),
+    ],
+};
+
 #[async_trait]
 impl Kind for Roles {
     fn rules(&self) -> Rules {
         Rules {
             events: EventMatch { source: "iam.amazonaws.com", calls: &["Role"], ids: &["roleName", "RoleName"], marker: "role/" },
             ..Rules::new(KIND, Layer::SecurityMonitoring)
+                .stands_for(&["AWS::IAM::Role"])
+                .with_parts(&[("AWS::IAM::Policy", "an inline policy of its role")])
+                .needs(PERMISSIONS)
         }
     }
 
