@@ -32,13 +32,13 @@
 pub mod http;
 pub mod leases;
 pub mod page;
+pub mod schedule;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::{watch, Semaphore};
 
 use crate::alerts::{self, AlertSink};
@@ -58,6 +58,7 @@ use crate::source::{DirStamp, Location, Source};
 use crate::spec::EnvSpec;
 use http::{label, SharedStatus, Status};
 use leases::{Leases, Permit};
+use schedule::Schedule;
 
 /// How the daemon runs.
 #[derive(Debug, Clone)]
@@ -439,12 +440,6 @@ enum Trigger {
     Event,
 }
 
-/// `base` plus up to 10% of it, varying between passes and replicas.
-fn jittered(base: Duration) -> Duration {
-    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    base + base.mul_f64(f64::from((nanos ^ std::process::id()) % 1000) / 10_000.0)
-}
-
 impl EnvLoop {
     fn interval(&self) -> Duration {
         match self.scope {
@@ -502,23 +497,16 @@ impl EnvLoop {
 
     async fn run(self, mut stop: watch::Receiver<bool>) {
         let interval = self.interval();
-        // After a failed pass, the next comes sooner than an interval at first,
-        // then later and later up to a full interval.
-        let after_failures = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_secs(2).min(interval))
-            .with_max_delay(self.options.interval)
-            .with_jitter()
-            .without_max_times();
-        let mut failures = after_failures.build();
-        let mut next = match self.scope {
+        let first = match self.scope {
             Scope::Full => tokio::time::Instant::now(),
             Scope::Fast | Scope::Whitelist => tokio::time::Instant::now() + interval,
         };
+        let mut schedule = Schedule::new(first, interval, self.options.interval, self.options.fast_interval);
         let mut runtime: Option<Runtime> = None;
         let mut budget = Budget::new(self.options.event_budget);
         loop {
             let trigger = tokio::select! {
-                _ = tokio::time::sleep_until(next) => Trigger::Interval,
+                _ = tokio::time::sleep_until(schedule.next()) => Trigger::Interval,
                 _ = self.reload.notified(), if self.scope == Scope::Full => {
                     self.specs.invalidate().await;
                     Trigger::Interval
@@ -541,7 +529,7 @@ impl EnvLoop {
                 }
             }
             let Some((env_spec, revision)) = self.specs.current(&self.env, &self.status).await else {
-                next = tokio::time::Instant::now() + interval;
+                schedule.without_spec(tokio::time::Instant::now());
                 continue;
             };
             let region = self.options.region.as_deref();
@@ -583,13 +571,7 @@ impl EnvLoop {
                 // The periodic schedule goes on as it was.
                 continue;
             }
-            let now = tokio::time::Instant::now();
-            if ok {
-                failures = after_failures.build();
-                next = now + jittered(interval);
-            } else {
-                next = now + failures.next().unwrap_or(interval).max(interval.min(self.options.fast_interval));
-            }
+            schedule.passed(ok, tokio::time::Instant::now());
         }
     }
 

@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 use backon::{ExponentialBuilder, Retryable};
 use futures::stream::{self, StreamExt};
 
-use super::focus::Focus;
-use super::order::{skip_dependents_of_skipped, waves};
-use super::plan::{decide, match_kind, Action, Outcome, Pair, Step};
-use super::policy::apply_policies;
-use super::references::{KnownHandles, ReferenceMap};
+pub use super::narrowing::{Narrowing, Writes};
+use super::order::waves;
+use super::plan::{Action, Outcome, Step};
+use super::planning::{plan_pass, Planned, PlannedStep, Remembered};
+use super::references::ReferenceMap;
 use super::report::Report;
-use super::{is_unresolved, reference, Adoption, Desired, Finding, Kind, Matching, OnImmutableChange, ReadCache, ResourceKey, Scope};
+use super::{is_unresolved, reference, Desired, Kind, OnImmutableChange, ReadCache, ResourceKey};
 use crate::aws::{AwsError, CallCounter, ErrorClass};
 use crate::spec::EnvSpec;
 
@@ -39,52 +39,6 @@ impl Default for RetryPolicy {
     }
 }
 
-/// Which kinds a pass writes; the others it observes (their resources still
-/// resolve references) and reports as [`Outcome::Deferred`], left to the pass
-/// that writes them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Writes {
-    /// Every kind.
-    #[default]
-    All,
-    /// The kinds of a wider scope than this (the daemon's full pass leaves the
-    /// narrower ones to its fast loop).
-    Above(Scope),
-    /// The kinds of this scope and narrower (the fast loop).
-    UpTo(Scope),
-}
-
-impl Writes {
-    /// Whether the pass writes the kinds of `scope`.
-    pub fn covers(self, scope: Scope) -> bool {
-        match self {
-            Writes::All => true,
-            Writes::Above(s) => scope > s,
-            Writes::UpTo(s) => scope <= s,
-        }
-    }
-}
-
-/// How one pass is narrowed: the kinds it writes, the resources it covers
-/// (and who changed them), the handles earlier passes learnt.
-#[derive(Clone, Debug, Default)]
-pub struct Narrowing {
-    /// The kinds the pass writes.
-    pub writes: Writes,
-    /// The kinds and resources the pass covers; the causes of their drift.
-    pub focus: Focus,
-    /// The handles earlier passes learnt, seeding this one's (and updated by
-    /// it), so that a pass over some kinds resolves references to the others.
-    pub known: Option<KnownHandles>,
-}
-
-impl Narrowing {
-    /// A pass over every kind, writing those `writes` covers.
-    pub fn writing(writes: Writes) -> Self {
-        Narrowing { writes, ..Narrowing::default() }
-    }
-}
-
 /// Runs one pass for `env` over `kinds` (registered in dependency order).
 /// When a resource had to be replaced, or a create retry found the resource
 /// an earlier attempt had made, a second round re-observes and applies what is
@@ -102,20 +56,20 @@ pub async fn reconcile(env: &EnvSpec, kinds: &[Box<dyn Kind>], counter: &CallCou
     let findings = std::mem::take(&mut planned.review.findings);
     if mode == Mode::Apply && planned.review.errors.is_empty() {
         let second_round = apply(&mut planned, env, kinds, retry, defer, &mut violations).await;
-        steps.append(&mut planned.steps);
+        steps.extend(planned.steps.drain(..).map(|p| p.step));
         remember(narrowing, &planned.remembered, &planned.handles);
         if let Some(why) = second_round {
             let mut again = plan_pass(env, kinds, narrowing).await;
             apply(&mut again, env, kinds, retry, defer, &mut violations).await;
             remember(narrowing, &again.remembered, &again.handles);
             errors.append(&mut again.errors);
-            steps.extend(again.steps.into_iter().filter(|s| s.action != Action::Noop).map(|mut s| {
+            steps.extend(again.steps.into_iter().map(|p| p.step).filter(|s| s.action != Action::Noop).map(|mut s| {
                 s.note = Some(format!("{}{}", why.as_note(), s.note.map(|n| format!("; {n}")).unwrap_or_default()));
                 s
             }));
         }
     } else {
-        steps.append(&mut planned.steps);
+        steps.extend(planned.steps.drain(..).map(|p| p.step));
         remember(narrowing, &planned.remembered, &planned.handles);
     }
     if !planned.review.errors.is_empty() {
@@ -129,165 +83,18 @@ pub async fn reconcile(env: &EnvSpec, kinds: &[Box<dyn Kind>], counter: &CallCou
     report
 }
 
-/// The names a step's resource goes by: its live handle and name, its
-/// desired name, the handle earlier passes knew it by.
-fn identities(step: &Step, known: &ReferenceMap) -> Vec<String> {
-    let live = step.live.iter().flat_map(|l| [l.handle.clone(), l.name.clone()]);
-    live.chain(step.desired.iter().map(|d| d.name.clone())).chain([step.name.clone()]).chain(known.handle_of(&step.key)).collect()
-}
-
 /// Keeps what a pass learnt of the handles for the passes after it: for
 /// `kinds` (those it writes and read without error), what it holds now — what
 /// it saw and made, a deleted resource's handle forgotten. Other kinds' handles
 /// are left to the loop that writes them (another loop may be changing them).
 /// Of the kinds it read but another loop writes, it adds only what nothing told yet.
-fn remember(narrowing: &Narrowing, (kinds, seen): &(BTreeSet<&'static str>, BTreeSet<&'static str>), handles: &ReferenceMap) {
+fn remember(narrowing: &Narrowing, remembered: &Remembered, handles: &ReferenceMap) {
     if let Some(Ok(mut known)) = narrowing.known.as_ref().map(|k| k.lock()) {
-        let mut kept = known.without_kinds(kinds);
-        kept.merge(&handles.only_kinds(kinds));
-        kept.merge_missing(&handles.only_kinds(seen));
+        let mut kept = known.without_kinds(&remembered.written);
+        kept.merge(&handles.only_kinds(&remembered.written));
+        kept.merge_missing(&handles.only_kinds(&remembered.seen));
         *known = kept;
     }
-}
-
-/// The merged reviews of every kind.
-#[derive(Debug, Default)]
-struct Reviews {
-    errors: Vec<String>,
-    violations: Vec<String>,
-    findings: Vec<Finding>,
-}
-
-/// A planned pass: steps, the kind of each step, and the handle map.
-struct Planned {
-    steps: Vec<Step>,
-    owners: Vec<usize>,
-    handles: ReferenceMap,
-    errors: Vec<String>,
-    review: Reviews,
-    /// The shared reads of the observation, which reviews and writes may consult.
-    reads: ReadCache,
-    /// The kinds whose handles the pass keeps for the next ones: those it
-    /// writes and read without error, and those it read that another pass writes.
-    remembered: (BTreeSet<&'static str>, BTreeSet<&'static str>),
-}
-
-/// Observes every kind the pass covers concurrently and plans.
-async fn plan_pass(env: &EnvSpec, kinds: &[Box<dyn Kind>], narrowing: &Narrowing) -> Planned {
-    let focus = &narrowing.focus;
-    let shared_reads = ReadCache::for_pass(focus);
-    let reads = &shared_reads;
-    let covered: Vec<usize> = (0..kinds.len()).filter(|&k| focus.covers_kind(kinds[k].name())).collect();
-    let kind_names: BTreeSet<&'static str> = covered.iter().map(|&k| kinds[k].name()).collect();
-    // Kinds covered whole are observed whole; one covered in part may read only the named resources.
-    let observed_whole: BTreeSet<&'static str> = kind_names.iter().copied().filter(|k| !focus.resources.contains_key(k)).collect();
-    let (all_desired, mut adoption_errors) = adopting(env, &kind_names, covered.iter().map(|&k| kinds[k].desired(env)).collect());
-    let observed = futures::future::join_all(covered.iter().zip(all_desired).map(|(&k, desired)| async move {
-        let live = kinds[k].observe(env, &desired, reads).await;
-        (k, desired, live)
-    }))
-    .await;
-
-    let mut matched: Vec<(usize, Vec<Pair>)> = Vec::new();
-    let mut errors = Vec::new();
-    let mut remembered = (BTreeSet::new(), BTreeSet::new());
-    for (k, desired, live) in observed {
-        let kind = &kinds[k];
-        match live {
-            Ok(live) => {
-                if narrowing.writes.covers(kind.rules().scope) {
-                    remembered.0.insert(kind.name());
-                } else if !focus.resources.contains_key(kind.name()) {
-                    remembered.1.insert(kind.name());
-                }
-                matched.push((k, match_kind(kind.name(), &env.env, desired, live, |d, l| kind.matches(&env.env, d, l))));
-            }
-            Err(e) => errors.push(format!("observe {}: {e}", kind.name())),
-        }
-    }
-    // Earlier passes' handles resolve references to what this pass does not
-    // read; for the kinds it reads whole, only what it sees counts (else a deleted
-    // resource's old handle would still resolve, and a route to it look in sync).
-    let known = narrowing.known.as_ref().and_then(|k| k.lock().ok().map(|k| k.clone())).unwrap_or_default();
-    let named = |kind: &str, handle: &str| focus.resources.get(kind).is_some_and(|ids| ids.iter().any(|id| super::focus::names(id, handle)));
-    let mut handles = known.without_kinds(&observed_whole).without_handles(named);
-    for (_, pairs) in &matched {
-        handles.learn_pairs(pairs.iter());
-    }
-    let mut steps = Vec::new();
-    let mut owners = Vec::new();
-    for (k, pairs) in matched {
-        let kind = &kinds[k];
-        let rules = kind.rules();
-        for mut pair in pairs {
-            if let Some(l) = &mut pair.live {
-                l.fields = ReferenceMap::rewrite(&l.fields, |t| handles.to_references(t));
-            }
-            if let Some(d) = &mut pair.desired {
-                d.fields = ReferenceMap::rewrite(&d.fields, |t| handles.to_references(t));
-            }
-            if let Some(mut step) = decide(&rules, &env.env, pair).filter(|s| focus.covers(s.key.kind, &identities(s, &known))) {
-                apply_policies(&mut step, &env.spec.policies);
-                steps.push(step);
-                owners.push(k);
-            }
-        }
-    }
-    skip_dependents_of_skipped(&mut steps);
-    for step in steps.iter_mut().filter(|s| !matches!(s.action, Action::Noop | Action::Skip | Action::Orphan)) {
-        step.cause = focus.cause_of(step.key.kind, &identities(step, &known));
-    }
-    let mut review = Reviews::default();
-    for (step, kind) in steps.iter_mut().zip(&owners).map(|(s, k)| (s, &kinds[*k])) {
-        let Some(id) = step.desired.as_ref().and_then(Desired::adopted_id).map(str::to_string) else { continue };
-        // Kinds that match on their own (the whitelist's pins and ledger) judge a missing resource themselves.
-        if step.action != Action::Create || kind.rules().matching == Matching::Custom {
-            continue;
-        }
-        if kind.rules().on_immutable_change == OnImmutableChange::Replace {
-            step.note = Some(format!("the adopted {id} no longer exists: created anew (a stateless resource; drop its adopt entry once adopted)"));
-        } else {
-            adoption_errors.push(format!(
-                "adopt.{}: {id} does not exist (or is not visible with these credentials); nothing is created in its place. \
-                 Fix the id, or remove the entry to let the operator create the resource",
-                step.key.to_string().replacen(' ', "/", 1)
-            ));
-        }
-    }
-    review.errors.append(&mut adoption_errors);
-    for (k, kind) in kinds.iter().enumerate().filter(|(k, _)| covered.contains(k)) {
-        let mine: Vec<&Step> = steps.iter().zip(&owners).filter(|(_, o)| **o == k).map(|(s, _)| s).collect();
-        let r = kind.review(env, &mine, reads);
-        review.errors.extend(r.errors);
-        review.violations.extend(r.violations);
-        review.findings.extend(r.findings);
-    }
-    Planned { steps, owners, handles, errors, review, reads: shared_reads, remembered }
-}
-
-/// Marks the desired resources the spec's `adopt` entries name (by name, or
-/// by identifier); every entry must name one. Returns the desired resources
-/// and the problems, which stop the pass before any write.
-fn adopting(env: &EnvSpec, kinds: &BTreeSet<&str>, mut desired: Vec<Vec<Desired>>) -> (Vec<Vec<Desired>>, Vec<String>) {
-    let mut errors = Vec::new();
-    // A pass over some kinds (the daemon's fast loop) checks the entries of its own kinds only.
-    let ours = |key: &str| key.split_once('/').map_or(true, |(kind, _)| kinds.contains(kind));
-    for (key, target) in env.spec.adopt.iter().filter(|(key, _)| ours(key)) {
-        let found = desired.iter_mut().flatten().find(|d| format!("{}/{}", d.key.kind, d.key.id) == *key);
-        let Some(d) = found else {
-            errors.push(format!("adopt.{key}: names no resource of the spec (write kind/id of a resource the spec defines, e.g. ec2.subnet/private-a)"));
-            continue;
-        };
-        d.adopt = match (&target.id, &target.stack) {
-            (Some(id), _) => Some(Adoption::ById(id.clone())),
-            (None, None) => Some(Adoption::ByName),
-            (None, Some(stack)) => {
-                errors.push(format!("adopt.{key}: the stack reference {stack} was not resolved to a resource id"));
-                continue;
-            }
-        };
-    }
-    (desired, errors)
 }
 
 /// Why a pass needs a second round.
@@ -317,8 +124,8 @@ async fn apply(
     writes: Writes,
     violations: &mut Vec<String>,
 ) -> Option<SecondRound> {
-    let Planned { steps, owners, handles, reads, .. } = planned;
-    let deferred = |i: usize| !writes.covers(kinds[owners[i]].rules().scope);
+    let Planned { steps, handles, reads, .. } = planned;
+    let deferred = |step: &PlannedStep| !writes.covers(kinds[step.kind].rules().scope);
     let mut failed: BTreeSet<ResourceKey> = BTreeSet::new();
     // Resources another pass is to create: what depends on them waits for it.
     let mut awaited: BTreeSet<ResourceKey> = BTreeSet::new();
@@ -326,12 +133,13 @@ async fn apply(
     for wave in waves(steps) {
         let mut runnable = Vec::new();
         for &i in &wave {
-            let step = &mut steps[i];
+            let left_to_another_pass = deferred(&steps[i]);
+            let step = &mut steps[i].step;
             if !matches!(step.action, Action::Create | Action::Adopt | Action::Update | Action::Replace) {
                 continue;
             }
             let awaits = step.desired.iter().flat_map(|d| d.depends_on.iter()).any(|k| awaited.contains(k));
-            if awaits || deferred(i) {
+            if awaits || left_to_another_pass {
                 step.outcome = Some(Outcome::Deferred);
                 if awaits || matches!(step.action, Action::Create | Action::Replace) {
                     awaited.insert(step.key.clone());
@@ -353,8 +161,8 @@ async fn apply(
             let (steps, handles, reads) = (&*steps, &*handles, &*reads);
             stream::iter(runnable)
                 .map(|i| {
-                    let kind = &kinds[owners[i]];
-                    let step = resolved(&steps[i], handles);
+                    let kind = &kinds[steps[i].kind];
+                    let step = resolved(&steps[i].step, handles);
                     // One token per create, the same across its retries.
                     let token = if matches!(step.action, Action::Create | Action::Replace) { idempotency_token() } else { String::new() };
                     async move { (i, write_with_retries(kind.as_ref(), env, &step, &token, reads, retry).await) }
@@ -364,30 +172,32 @@ async fn apply(
                 .await
         };
         for (i, result) in results {
+            let step = &mut steps[i].step;
             if let Ok(written) = &result {
                 if let Some(handle) = &written.handle {
-                    handles.learn(&steps[i].key, handle);
+                    handles.learn(&step.key, handle);
                 }
                 if written.found_earlier_create {
                     second_round = Some(SecondRound::FoundEarlierCreate);
-                } else if steps[i].action == Action::Replace {
+                } else if step.action == Action::Replace {
                     second_round = second_round.or(Some(SecondRound::Replaced));
                 }
             }
-            record(&mut steps[i], result.map(|_| ()), &mut failed, violations);
+            record(step, result.map(|_| ()), &mut failed, violations);
         }
     }
     // Deletes last, in reverse registration order (dependents before what they depend on).
-    let (left, mut deletes): (Vec<usize>, Vec<usize>) = (0..steps.len()).filter(|&i| steps[i].action == Action::Delete).partition(|&i| deferred(i));
+    let (left, mut deletes): (Vec<usize>, Vec<usize>) =
+        (0..steps.len()).filter(|&i| steps[i].step.action == Action::Delete).partition(|&i| deferred(&steps[i]));
     for i in left {
-        steps[i].outcome = Some(Outcome::Deferred);
+        steps[i].step.outcome = Some(Outcome::Deferred);
     }
-    deletes.sort_by_key(|&i| std::cmp::Reverse(owners[i]));
+    deletes.sort_by_key(|&i| std::cmp::Reverse(steps[i].kind));
     for i in deletes {
-        let kind = &kinds[owners[i]];
-        let step = resolved(&steps[i], handles);
+        let kind = &kinds[steps[i].kind];
+        let step = resolved(&steps[i].step, handles);
         let result = write_with_retries(kind.as_ref(), env, &step, "", reads, retry).await;
-        record(&mut steps[i], result.map(|_| ()), &mut failed, violations);
+        record(&mut steps[i].step, result.map(|_| ()), &mut failed, violations);
     }
     second_round
 }
@@ -540,7 +350,7 @@ where
 mod tests {
     use super::*;
     use crate::aws::ErrorClass;
-    use crate::engine::{ownership_tags, Delta, Desired, Layer, Live, Review, Rules};
+    use crate::engine::{ownership_tags, Delta, Desired, Layer, Live, Review, Rules, Scope};
     use crate::spec::model::{DeletionPolicy, Tags};
     use async_trait::async_trait;
     use std::sync::atomic::{AtomicU32, Ordering};

@@ -7,9 +7,11 @@
 
 pub mod apply;
 pub mod focus;
+pub mod narrowing;
 pub mod order;
 pub mod permissions;
 pub mod plan;
+mod planning;
 pub mod policy;
 pub mod references;
 pub mod report;

@@ -2,6 +2,7 @@
 //! earlier waves, and writes left out because what they depend on is not the
 //! operator's to change.
 
+use std::borrow::{Borrow, BorrowMut};
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::plan::{Action, Step};
@@ -10,11 +11,11 @@ use super::ResourceKey;
 /// Skips every write that depends, directly or through other steps, on a
 /// resource the operator skipped as not its own: a group is not added to a
 /// foreign user pool, a service not created in a foreign cluster.
-pub fn skip_dependents_of_skipped(steps: &mut [Step]) {
+pub fn skip_dependents_of_skipped<S: BorrowMut<Step>>(steps: &mut [S]) {
     loop {
-        let skipped: BTreeSet<ResourceKey> = steps.iter().filter(|s| s.action == Action::Skip).map(|s| s.key.clone()).collect();
+        let skipped: BTreeSet<ResourceKey> = steps.iter().map(Borrow::borrow).filter(|s| s.action == Action::Skip).map(|s| s.key.clone()).collect();
         let mut changed = false;
-        for step in steps.iter_mut().filter(|s| s.action.writes()) {
+        for step in steps.iter_mut().map(BorrowMut::borrow_mut).filter(|s| s.action.writes()) {
             let Some(dep) = step.desired.as_ref().and_then(|d| d.depends_on.iter().find(|k| skipped.contains(*k))) else { continue };
             step.note = Some(format!("skipped: depends on {dep}, which is not the operator's to change"));
             step.action = Action::Skip;
@@ -28,10 +29,11 @@ pub fn skip_dependents_of_skipped(steps: &mut [Step]) {
 
 /// Groups step indexes into waves: every step's dependencies are in earlier
 /// waves. Creates and updates run wave by wave; deletes run in reverse.
-pub fn waves(steps: &[Step]) -> Vec<Vec<usize>> {
+pub fn waves<S: Borrow<Step>>(steps: &[S]) -> Vec<Vec<usize>> {
+    let steps: Vec<&Step> = steps.iter().map(Borrow::borrow).collect();
     let index: BTreeMap<&ResourceKey, usize> = steps.iter().enumerate().map(|(i, s)| (&s.key, i)).collect();
     let mut depth: Vec<Option<usize>> = vec![None; steps.len()];
-    fn depth_of(i: usize, steps: &[Step], index: &BTreeMap<&ResourceKey, usize>, depth: &mut [Option<usize>], seen: &mut BTreeSet<usize>) -> usize {
+    fn depth_of(i: usize, steps: &[&Step], index: &BTreeMap<&ResourceKey, usize>, depth: &mut [Option<usize>], seen: &mut BTreeSet<usize>) -> usize {
         if let Some(d) = depth[i] {
             return d;
         }
@@ -46,7 +48,7 @@ pub fn waves(steps: &[Step]) -> Vec<Vec<usize>> {
     let mut seen = BTreeSet::new();
     let mut waves: Vec<Vec<usize>> = Vec::new();
     for i in 0..steps.len() {
-        let d = depth_of(i, steps, &index, &mut depth, &mut seen);
+        let d = depth_of(i, &steps, &index, &mut depth, &mut seen);
         if waves.len() <= d {
             waves.resize(d + 1, Vec::new());
         }
