@@ -66,7 +66,18 @@ pub struct EventMatch {
 
 impl EventMatch {
     /// No call maps to the kind.
-    pub const NONE: EventMatch = EventMatch { source: "", calls: &[], ids: &[], marker: "" };
+    pub const NONE: EventMatch = EventMatch::of("", &[], &[]);
+
+    /// The calls of `source` whose names contain one of `calls`, naming the
+    /// kind's resources in the parameters `ids`.
+    pub const fn of(source: &'static str, calls: &'static [&'static str], ids: &'static [&'static str]) -> Self {
+        EventMatch { source, calls, ids, marker: "" }
+    }
+
+    /// The same for a kind whose ids start with `marker`, or whose ARNs hold it after a colon.
+    pub const fn marked(self, marker: &'static str) -> Self {
+        EventMatch { marker, ..self }
+    }
 }
 
 /// Parameters that name the resources of a tagging call, whatever the service.
@@ -182,9 +193,9 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const NAT: EventMatch = EventMatch { source: "ec2.amazonaws.com", calls: &["NatGateway"], ids: &["natGatewayId", "NatGatewayId"], marker: "nat-" };
-    const SG: EventMatch = EventMatch { source: "ec2.amazonaws.com", calls: &["SecurityGroup"], ids: &["groupId", "GroupId"], marker: "sg-" };
-    const QUEUE: EventMatch = EventMatch { source: "sqs.amazonaws.com", calls: &[], ids: &["queueUrl", "queueName"], marker: "" };
+    const NAT: EventMatch = EventMatch::of("ec2.amazonaws.com", &["NatGateway"], &["natGatewayId", "NatGatewayId"]).marked("nat-");
+    const SG: EventMatch = EventMatch::of("ec2.amazonaws.com", &["SecurityGroup"], &["groupId", "GroupId"]).marked("sg-");
+    const QUEUE: EventMatch = EventMatch::of("sqs.amazonaws.com", &[], &["queueUrl", "queueName"]);
 
     fn call(source: &str, name: &str, request: Value) -> ApiCall {
         ApiCall { source: source.into(), name: name.into(), request, response: Value::Null }

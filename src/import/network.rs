@@ -54,6 +54,7 @@ pub async fn build(ctx: &mut Context, ec2: &Client) -> Result<Option<Network>, I
         whitelist: Whitelist { pool: BTreeMap::new() },
         security_groups: BTreeMap::new(),
         endpoints: BTreeMap::new(),
+        network_acls: BTreeMap::new(),
     };
     ctx.adopt(vpc::KIND, vpc::ID, &vpc_id, by_id(&vpc_id));
 

@@ -31,21 +31,15 @@ use crate::spec::{physical_name, EnvSpec};
 /// Kind name.
 pub const KIND: &str = "cloudwatch.alarm";
 
-const DESCRIPTION: &str = "Description";
-const METRICS: &str = "Metrics";
-const COMPARISON: &str = "Comparison";
-const THRESHOLD: &str = "Threshold";
-const THRESHOLD_METRIC: &str = "ThresholdMetricId";
-const PERIODS: &str = "EvaluationPeriods";
-const DATAPOINTS: &str = "DatapointsToAlarm";
-const MISSING_DATA: &str = "TreatMissingData";
-const ACTIONS: &str = "AlarmActions";
+fields! {
+    DESCRIPTION = "Description", METRICS = "Metrics", COMPARISON = "Comparison", THRESHOLD = "Threshold", THRESHOLD_METRIC = "ThresholdMetricId",
+    PERIODS = "EvaluationPeriods", DATAPOINTS = "DatapointsToAlarm", MISSING_DATA = "TreatMissingData", ACTIONS = "AlarmActions",
+}
 /// Separates the queries of the `Metrics` field.
 const QUERY_SEPARATOR: &str = " ; ";
 /// The id of the single metric of a metric or band alarm, and of the band.
 const METRIC_ID: &str = "m1";
-const BAND_ID: &str = "band";
-const EXPRESSION_ID: &str = "e1";
+fields! { BAND_ID = "band", EXPRESSION_ID = "e1" }
 
 /// The alarm kind.
 pub struct Alarms {
@@ -266,12 +260,7 @@ const PERMISSIONS: Permissions = Permissions {
 impl Kind for Alarms {
     fn rules(&self) -> Rules {
         Rules {
-            events: EventMatch {
-                source: "monitoring.amazonaws.com",
-                calls: &["Alarm"],
-                ids: &["alarmName", "alarmNames", "AlarmName", "AlarmNames", "resourceARN"],
-                marker: "",
-            },
+            events: EventMatch::of("monitoring.amazonaws.com", &["Alarm"], &["alarmName", "alarmNames", "AlarmName", "AlarmNames", "resourceARN"]),
             ..Rules::new(KIND, Layer::SecurityMonitoring).stands_for(&["AWS::CloudWatch::Alarm"]).needs(PERMISSIONS)
         }
     }

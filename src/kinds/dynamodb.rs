@@ -31,16 +31,10 @@ use crate::spec::{physical_name, EnvSpec};
 /// Kind name.
 pub const KIND: &str = "dynamodb.table";
 
-const KEY: &str = "KeySchema";
-const BILLING: &str = "BillingMode";
-const GSI: &str = "gsi ";
-const SSE: &str = "Encryption";
+fields! { KEY = "KeySchema", BILLING = "BillingMode", GSI = "gsi ", SSE = "Encryption" }
 /// The customer-managed key, when the spec names one (a reference to a `kms.key`, or an ARN).
 const KMS_KEY: &str = "KmsKey";
-const PITR: &str = "PointInTimeRecovery";
-const PROTECTION: &str = "DeletionProtection";
-const TTL: &str = "TimeToLive";
-const TTL_OFF: &str = "disabled";
+fields! { PITR = "PointInTimeRecovery", PROTECTION = "DeletionProtection", TTL = "TimeToLive", TTL_OFF = "disabled" }
 /// How long a table may stay CREATING or UPDATING.
 const WAIT: Duration = Duration::from_secs(900);
 const DESCRIBE_CONCURRENCY: usize = 4;
@@ -295,7 +289,7 @@ impl Kind for Tables {
         Rules {
             immutable: &[KEY],
             exclusive: &[GSI],
-            events: EventMatch { source: "dynamodb.amazonaws.com", calls: &[], ids: &["tableName", "TableName", "resourceArn", "tableArn"], marker: "" },
+            events: EventMatch::of("dynamodb.amazonaws.com", &[], &["tableName", "TableName", "resourceArn", "tableArn"]),
             ..Rules::new(KIND, Layer::DataMessaging).stands_for(&["AWS::DynamoDB::Table"]).needs(PERMISSIONS)
         }
     }

@@ -19,10 +19,7 @@ use crate::spec::EnvSpec;
 /// Kind name.
 pub const KIND: &str = "ecr.repository";
 
-const SCAN: &str = "ScanOnPush";
-const MUTABILITY: &str = "ImageTagMutability";
-const KEEP: &str = "KeepLastImages";
-const ENCRYPTION: &str = "Encryption";
+fields! { SCAN = "ScanOnPush", MUTABILITY = "ImageTagMutability", KEEP = "KeepLastImages", ENCRYPTION = "Encryption" }
 
 /// The repository kind.
 pub struct Repositories {
@@ -83,12 +80,11 @@ impl Kind for Repositories {
     fn rules(&self) -> Rules {
         Rules {
             immutable: &[ENCRYPTION],
-            events: EventMatch {
-                source: "ecr.amazonaws.com",
-                calls: &["Repository", "Lifecycle", "ImageScanning", "ImageTagMutability"],
-                ids: &["repositoryName", "RepositoryName", "resourceArn"],
-                marker: "",
-            },
+            events: EventMatch::of(
+                "ecr.amazonaws.com",
+                &["Repository", "Lifecycle", "ImageScanning", "ImageTagMutability"],
+                &["repositoryName", "RepositoryName", "resourceArn"],
+            ),
             ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ECR::Repository"]).needs(PERMISSIONS)
         }
     }

@@ -18,10 +18,7 @@ use crate::spec::{EnvSpec, EVENT_QUEUE_ID, EVENT_RULE_ID};
 /// Kind name.
 pub const KIND: &str = "events.rule";
 
-const PATTERN: &str = "EventPattern";
-const STATE: &str = "State";
-const TARGET: &str = "Target";
-const DEAD_LETTER: &str = "TargetDeadLetter";
+fields! { PATTERN = "EventPattern", STATE = "State", TARGET = "Target", DEAD_LETTER = "TargetDeadLetter" }
 /// The id of the rule's one target.
 const TARGET_ID: &str = "sentry-operator-queue";
 /// Names of the operator's rules start with this.
@@ -48,7 +45,7 @@ const PERMISSIONS: Permissions = Permissions {
 impl Kind for EventRules {
     fn rules(&self) -> Rules {
         Rules {
-            events: EventMatch { source: "events.amazonaws.com", calls: &["Rule", "Targets"], ids: &["name", "rule", "resourceARN"], marker: "rule/" },
+            events: EventMatch::of("events.amazonaws.com", &["Rule", "Targets"], &["name", "rule", "resourceARN"]).marked("rule/"),
             ..Rules::new(KIND, Layer::SecurityMonitoring).stands_for(&["AWS::Events::Rule"]).needs(PERMISSIONS)
         }
     }

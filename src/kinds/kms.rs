@@ -18,10 +18,7 @@ use crate::spec::EnvSpec;
 /// Kind name.
 pub const KIND: &str = "kms.key";
 
-const DESCRIPTION: &str = "Description";
-const ROTATION: &str = "Rotation";
-const STATE: &str = "KeyState";
-const ALIAS: &str = "Alias";
+fields! { DESCRIPTION = "Description", ROTATION = "Rotation", STATE = "KeyState", ALIAS = "Alias" }
 /// The meta key of the key's id (the calls that change a key take it; an ARN works on AWS, not on the emulator).
 const KEY_ID: &str = "key id";
 /// The longest waiting period KMS allows before a scheduled deletion.
@@ -54,7 +51,7 @@ impl Kind for Keys {
     fn rules(&self) -> Rules {
         Rules {
             matching: Matching::Custom,
-            events: EventMatch { source: "kms.amazonaws.com", calls: &[], ids: &["keyId", "KeyId", "targetKeyId"], marker: "" },
+            events: EventMatch::of("kms.amazonaws.com", &[], &["keyId", "KeyId", "targetKeyId"]),
             ..Rules::new(KIND, Layer::SecurityMonitoring)
                 .stands_for(&["AWS::KMS::Key"])
                 .with_parts(&[("AWS::KMS::Alias", "its key's alias")])

@@ -44,12 +44,7 @@ const PERMISSIONS: Permissions = Permissions {
 impl Kind for LogGroups {
     fn rules(&self) -> Rules {
         Rules {
-            events: EventMatch {
-                source: "logs.amazonaws.com",
-                calls: &["LogGroup", "RetentionPolicy", "KmsKey"],
-                ids: &["logGroupName", "logGroupIdentifier", "resourceArn"],
-                marker: "",
-            },
+            events: EventMatch::of("logs.amazonaws.com", &["LogGroup", "RetentionPolicy", "KmsKey"], &["logGroupName", "logGroupIdentifier", "resourceArn"]),
             ..Rules::new(KIND, Layer::SecurityMonitoring).stands_for(&["AWS::Logs::LogGroup"]).needs(PERMISSIONS)
         }
     }

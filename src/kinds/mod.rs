@@ -1,6 +1,14 @@
 //! The AWS resource kinds, one module each. Adding a kind is one new module
 //! plus one line in [`registry`].
 
+/// Declares a kind's field names, each a `&str` constant named after what
+/// it holds: `fields! { VPC = "VpcId", CIDR = "CidrBlock" }`.
+macro_rules! fields {
+    ($($name:ident = $value:literal),+ $(,)?) => {
+        $(const $name: &str = $value;)+
+    };
+}
+
 pub mod application_autoscaling;
 pub mod cloudwatch;
 pub mod cognito;
@@ -48,6 +56,7 @@ pub fn registry(config: &SdkConfig, counter: &CallCounter, tag_reads: TagReads) 
         Box::new(ec2::elastic_ip::ElasticIps { client: ec2.clone() }),
         Box::new(ec2::nat_gateway::NatGateways { client: ec2.clone() }),
         Box::new(ec2::route_table::RouteTables { client: ec2.clone() }),
+        Box::new(ec2::network_acl::NetworkAcls { client: ec2.clone() }),
         Box::new(ec2::security_group::SecurityGroups { client: ec2.clone() }),
         Box::new(ec2::security_group_rules::SecurityGroupRules { client: ec2.clone() }),
         Box::new(ec2::vpc_endpoint::VpcEndpoints { client: ec2.clone() }),

@@ -22,10 +22,7 @@ use crate::spec::EnvSpec;
 /// Kind name.
 pub const KIND: &str = "secretsmanager.secret";
 
-const DESCRIPTION: &str = "Description";
-const KMS_KEY: &str = "KmsKey";
-const ROTATION: &str = "Rotation";
-const DELETED: &str = "ScheduledForDeletion";
+fields! { DESCRIPTION = "Description", KMS_KEY = "KmsKey", ROTATION = "Rotation", DELETED = "ScheduledForDeletion" }
 /// Kept on the secret, so that a deletion (which sees only the live secret) uses the spec's window.
 const TAG_RECOVERY_WINDOW: &str = "sentry:recovery-window-days";
 /// The placeholder's text for each key.
@@ -90,7 +87,7 @@ impl Kind for Secrets {
     fn rules(&self) -> Rules {
         Rules {
             create_only: &[PLACEHOLDER_KEYS],
-            events: EventMatch { source: "secretsmanager.amazonaws.com", calls: &[], ids: &["secretId", "SecretId", "name", "arn"], marker: "" },
+            events: EventMatch::of("secretsmanager.amazonaws.com", &[], &["secretId", "SecretId", "name", "arn"]),
             ..Rules::new(KIND, Layer::SecurityMonitoring).stands_for(&["AWS::SecretsManager::Secret"]).needs(PERMISSIONS)
         }
     }

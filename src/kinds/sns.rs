@@ -64,7 +64,7 @@ const PERMISSIONS: Permissions = Permissions {
 impl Kind for Topics {
     fn rules(&self) -> Rules {
         Rules {
-            events: EventMatch { source: "sns.amazonaws.com", calls: &[], ids: &["topicArn", "TopicArn", "resourceArn", "name"], marker: "" },
+            events: EventMatch::of("sns.amazonaws.com", &[], &["topicArn", "TopicArn", "resourceArn", "name"]),
             ..Rules::new(KIND, Layer::SecurityMonitoring)
                 .stands_for(&["AWS::SNS::Topic"])
                 .with_parts(&[("AWS::SNS::Subscription", "a subscription of its topic")])

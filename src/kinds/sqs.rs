@@ -21,16 +21,11 @@ use crate::spec::EnvSpec;
 /// Kind name.
 pub const KIND: &str = "sqs.queue";
 
-const VISIBILITY_TIMEOUT: &str = "VisibilityTimeout";
-const RETENTION: &str = "MessageRetentionPeriod";
-const DELAY: &str = "DelaySeconds";
-const WAIT_TIME: &str = "ReceiveMessageWaitTimeSeconds";
-const MAX_SIZE: &str = "MaximumMessageSize";
-const FIFO: &str = "FifoQueue";
-const DEDUPLICATION: &str = "ContentBasedDeduplication";
-const REDRIVE: &str = "RedrivePolicy";
-const POLICY: &str = "Policy";
-const ENCRYPTION: &str = "SqsManagedSseEnabled";
+fields! {
+    VISIBILITY_TIMEOUT = "VisibilityTimeout", RETENTION = "MessageRetentionPeriod", DELAY = "DelaySeconds",
+    WAIT_TIME = "ReceiveMessageWaitTimeSeconds", MAX_SIZE = "MaximumMessageSize", FIFO = "FifoQueue",
+    DEDUPLICATION = "ContentBasedDeduplication", REDRIVE = "RedrivePolicy", POLICY = "Policy", ENCRYPTION = "SqsManagedSseEnabled",
+}
 /// Desired value of [`REDRIVE`] for a queue without a dead-letter queue.
 const NO_REDRIVE: &str = "none";
 
@@ -151,12 +146,7 @@ impl Kind for Queues {
     fn rules(&self) -> Rules {
         Rules {
             immutable: &[FIFO],
-            events: EventMatch {
-                source: "sqs.amazonaws.com",
-                calls: &["Queue", "Permission"],
-                ids: &["queueUrl", "QueueUrl", "queueName", "QueueName"],
-                marker: "",
-            },
+            events: EventMatch::of("sqs.amazonaws.com", &["Queue", "Permission"], &["queueUrl", "QueueUrl", "queueName", "QueueName"]),
             ..Rules::new(KIND, Layer::DataMessaging).stands_for(&["AWS::SQS::Queue"]).needs(PERMISSIONS)
         }
     }

@@ -33,6 +33,10 @@ pub struct Network {
     /// VPC gateway endpoints by logical id.
     #[serde(default)]
     pub endpoints: BTreeMap<String, Endpoint>,
+    /// Network ACLs by logical id: stateless rules for the subnets each names
+    /// (a subnet none names stays on the VPC's default ACL).
+    #[serde(default)]
+    pub network_acls: BTreeMap<String, NetworkAcl>,
 }
 
 /// The VPC.
@@ -193,6 +197,45 @@ impl<'de> Deserialize<'de> for Ports {
     }
 }
 
+/// A network ACL: stateless rules, evaluated by rule number (lowest first),
+/// for the subnets it names. The operator owns its rules and its subnets:
+/// a rule or an association added by hand is removed.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NetworkAcl {
+    /// Physical name (Name tag); default `sentry-<id>-<env>`.
+    pub name: Option<String>,
+    /// The subnets (logical ids) it applies to; a subnet may be in one ACL only.
+    pub subnets: Vec<String>,
+    /// Inbound rules.
+    #[serde(default)]
+    pub ingress: Vec<AclRule>,
+    /// Outbound rules.
+    #[serde(default)]
+    pub egress: Vec<AclRule>,
+}
+
+/// One rule of a network ACL.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AclRule {
+    /// Rule number, 1-32766: the lowest matching rule decides.
+    pub rule: u32,
+    /// `tcp`, `udp` or `all`.
+    pub protocol: String,
+    /// One port (`443`) or a range (`"1024-65535"`); required for tcp and udp, none for `all`.
+    pub ports: Option<Ports>,
+    /// The CIDR it matches (the source inbound, the destination outbound), or `vpc` for the VPC's own.
+    pub cidr: String,
+    /// `allow` (the default) or `deny`.
+    #[serde(default = "allow")]
+    pub action: String,
+}
+
+fn allow() -> String {
+    "allow".into()
+}
+
 /// A VPC gateway endpoint.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -327,6 +370,51 @@ impl Checker {
         }
         for (id, e) in &n.endpoints {
             self.one_of(&["network", "endpoints", id, "service"], &e.service, &["dynamodb", "s3"]);
+        }
+        self.network_acls(n);
+    }
+
+    /// Network ACLs: known subnets, each in one ACL; rule numbers in range
+    /// and unique per direction; valid protocols, ports, CIDRs and actions.
+    fn network_acls(&mut self, n: &Network) {
+        let mut subnet_acl: HashMap<&str, &str> = HashMap::new();
+        for (id, acl) in &n.network_acls {
+            for (i, subnet) in acl.subnets.iter().enumerate() {
+                let p = ["network", "networkAcls", id.as_str(), "subnets", &i.to_string()].map(str::to_string);
+                let p: Vec<&str> = p.iter().map(String::as_str).collect();
+                if !n.subnets.contains_key(subnet) {
+                    self.reference(&p, subnet, n.subnets.keys().map(String::as_str), "subnet");
+                } else if let Some(other) = subnet_acl.insert(subnet, id) {
+                    self.err(&p, format!("subnet {subnet:?} is already in network ACL {other:?}; a subnet has one ACL"));
+                }
+            }
+            for (direction, rules) in [("ingress", &acl.ingress), ("egress", &acl.egress)] {
+                let mut numbers = BTreeSet::new();
+                for (i, rule) in rules.iter().enumerate() {
+                    let index = i.to_string();
+                    let at = |field: &'static str| ["network", "networkAcls", id.as_str(), direction, index.as_str(), field];
+                    self.range(&at("rule"), Some(rule.rule), 1, 32766);
+                    if !numbers.insert(rule.rule) {
+                        self.err(&at("rule"), format!("rule number {} is used twice in {direction}", rule.rule));
+                    }
+                    self.one_of(&at("protocol"), &rule.protocol, &["tcp", "udp", "all"]);
+                    self.one_of(&at("action"), &rule.action, &["allow", "deny"]);
+                    match (&rule.ports, rule.protocol.as_str()) {
+                        (None, "tcp" | "udp") => self.err(&at("protocol"), format!("a {} rule needs `ports`", rule.protocol)),
+                        (Some(_), "all") => self.err(&at("ports"), "a rule for all protocols covers all ports; remove `ports`"),
+                        (Some(Ports::One(0)), _) => self.err(&at("ports"), "port 0 is not a valid port"),
+                        (Some(Ports::Range(r)), _) if parse_port_range(r).is_none() => {
+                            self.err(&at("ports"), format!("{r:?} is not a port or a range like \"1024-65535\""));
+                        }
+                        _ => {}
+                    }
+                    if rule.cidr != "vpc" {
+                        if let Err(message) = parse_cidr(&rule.cidr) {
+                            self.err(&at("cidr"), message);
+                        }
+                    }
+                }
+            }
         }
     }
 

@@ -369,6 +369,8 @@ pub async fn account_inventory(moto: &Moto) -> Vec<(&'static str, usize)> {
     let nats = nats.nat_gateways().iter().filter(|n| !matches!(n.state().map(|s| s.as_str()), Some("deleted" | "deleting"))).count();
     let endpoints = ec2.describe_vpc_endpoints().send().await.expect("endpoints").vpc_endpoints().len();
     let flow_logs = ec2.describe_flow_logs().send().await.expect("flow logs").flow_logs().len();
+    let acls = ec2.describe_network_acls().send().await.expect("network ACLs");
+    let acls = acls.network_acls().iter().filter(|a| a.is_default() != Some(true)).count();
     let queues = aws_sdk_sqs::Client::new(&config).list_queues().send().await.expect("queues").queue_urls().len();
     let tables = aws_sdk_dynamodb::Client::new(&config).list_tables().send().await.expect("tables").table_names().len();
     let cache = aws_sdk_elasticache::Client::new(&config);
@@ -458,6 +460,7 @@ pub async fn account_inventory(moto: &Moto) -> Vec<(&'static str, usize)> {
         ("nat gateways", nats),
         ("vpc endpoints", endpoints),
         ("flow logs", flow_logs),
+        ("network acls", acls),
         ("queues", queues),
         ("tables", tables),
         ("redis groups", redis),

@@ -444,12 +444,103 @@ async fn resources_the_operator_does_not_own_are_untouched() {
     let ssh = IpPermission::builder().ip_protocol("tcp").from_port(22).to_port(22).ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build()).build();
     ec2.authorize_security_group_ingress().group_id(&foreign_sg).ip_permissions(ssh).send().await.expect("rule");
     let before = ingress(&ec2, &foreign_sg).await;
+    // A network ACL under the spec's ACL name, with a rule of its own.
+    let name = aws_sdk_ec2::types::Tag::builder().key("Name").value("sentry-private-dev").build();
+    let spec = aws_sdk_ec2::types::TagSpecification::builder().resource_type(aws_sdk_ec2::types::ResourceType::NetworkAcl).tags(name).build();
+    let created = ec2.create_network_acl().vpc_id(&foreign_vpc).tag_specifications(spec).send().await.expect("acl");
+    let foreign_acl = created.network_acl().and_then(|a| a.network_acl_id()).expect("id").to_string();
+    let request = ec2.create_network_acl_entry().network_acl_id(&foreign_acl).egress(false).rule_number(50).protocol("-1").cidr_block("10.0.0.0/8");
+    request.rule_action(aws_sdk_ec2::types::RuleAction::Deny).send().await.expect("rule");
+    let entries = |ec2: Client, id: String| async move {
+        let out = ec2.describe_network_acls().network_acl_ids(id).send().await.expect("foreign acl");
+        out.network_acls()[0].entries().iter().map(|e| (e.rule_number(), e.egress(), e.rule_action().cloned())).collect::<Vec<_>>()
+    };
+    let acl_before = entries(ec2.clone(), foreign_acl.clone()).await;
 
     let run = moto.reconcile(&repo_specs(), "dev");
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert_ne!(vpc_id(&ec2, "dev").await, foreign_vpc, "the operator built its own VPC");
     assert_eq!(ingress(&ec2, &foreign_sg).await, before, "foreign rules untouched");
+    assert_eq!(entries(ec2.clone(), foreign_acl.clone()).await, acl_before, "the foreign ACL's rules untouched");
+    let acl = ec2.describe_network_acls().network_acl_ids(&foreign_acl).send().await.expect("foreign acl");
+    assert!(acl.network_acls()[0].tags().iter().all(|t| !t.key().unwrap_or_default().starts_with("sentry:")), "the foreign ACL is never tagged");
     let vpcs = ec2.describe_vpcs().vpc_ids(&foreign_vpc).send().await.expect("foreign vpc still there");
     assert!(vpcs.vpcs()[0].tags().iter().all(|t| !t.key().unwrap_or_default().starts_with("sentry:")), "never tagged");
     assert_eq!(plan(&moto, &repo_specs(), "dev").code, 0);
+}
+
+/// One rule of a network ACL as AWS holds it: egress, number, protocol, CIDR, ports.
+type AclRule = (bool, i32, String, String, Option<(i32, i32)>);
+
+/// The private subnets' network ACL: its rules and subnets as the spec
+/// writes them (the VPC's CIDR for `vpc`), a rule and an association changed
+/// by hand put back with only the writes they need, then a pass with none.
+#[tokio::test]
+async fn the_private_network_acl_holds_the_spec_rules_and_subnets_and_drift_is_repaired() {
+    let moto = Moto::start();
+    let specs = repo_specs();
+    assert_eq!(moto.reconcile(&specs, "dev").code, 2);
+    let ec2 = ec2(&moto).await;
+    let acl_of = |ec2: Client| async move {
+        let out = ec2.describe_network_acls().set_filters(Some(owned("dev", "private"))).send().await.expect("acls");
+        assert_eq!(out.network_acls().len(), 1, "one ACL for the private subnets");
+        out.network_acls()[0].clone()
+    };
+    let rules = |acl: &aws_sdk_ec2::types::NetworkAcl| -> Vec<AclRule> {
+        let mut r: Vec<_> = acl
+            .entries()
+            .iter()
+            .filter(|e| e.rule_number() != Some(32767))
+            .map(|e| {
+                let ports = e.port_range().and_then(|p| Some((p.from()?, p.to()?)));
+                (
+                    e.egress().unwrap_or_default(),
+                    e.rule_number().unwrap_or_default(),
+                    e.protocol().unwrap_or_default().to_string(),
+                    e.cidr_block().unwrap_or_default().to_string(),
+                    ports,
+                )
+            })
+            .collect();
+        r.sort();
+        r
+    };
+    let subnet_id = |id: &'static str| {
+        let ec2 = ec2.clone();
+        async move { ec2.describe_subnets().set_filters(Some(owned("dev", id))).send().await.expect("subnet").subnets()[0].subnet_id().expect("id").to_string() }
+    };
+    let (private_a, private_b, public_a) = (subnet_id("private-a").await, subnet_id("private-b").await, subnet_id("public-a").await);
+    let acl = acl_of(ec2.clone()).await;
+    let expected = vec![
+        (false, 100, "-1".to_string(), "172.22.0.0/16".to_string(), None),
+        (false, 110, "6".to_string(), "0.0.0.0/0".to_string(), Some((1024, 65535))),
+        (true, 100, "-1".to_string(), "0.0.0.0/0".to_string(), None),
+    ];
+    assert_eq!(rules(&acl), expected);
+    let mut subnets: Vec<&str> = acl.associations().iter().filter_map(|a| a.subnet_id()).collect();
+    subnets.sort();
+    let mut wanted = vec![private_a.as_str(), private_b.as_str()];
+    wanted.sort();
+    assert_eq!(subnets, wanted, "the private subnets, not the public ones ({public_a})");
+
+    // By hand: SSH let in from anywhere, and private-b moved back to the VPC's default ACL.
+    let acl_id = acl.network_acl_id().expect("id").to_string();
+    let ssh = aws_sdk_ec2::types::PortRange::builder().from(22).to(22).build();
+    let request = ec2.create_network_acl_entry().network_acl_id(&acl_id).egress(false).rule_number(90).protocol("6").cidr_block("0.0.0.0/0");
+    request.rule_action(aws_sdk_ec2::types::RuleAction::Allow).port_range(ssh).send().await.expect("ssh rule");
+    let defaults = ec2.describe_network_acls().filters(Filter::builder().name("default").values("true").build()).send().await.expect("default acl");
+    let vpc = vpc_id(&ec2, "dev").await;
+    let default = defaults.network_acls().iter().find(|a| a.vpc_id() == Some(vpc.as_str())).and_then(|a| a.network_acl_id()).expect("default").to_string();
+    let association = acl.associations().iter().find(|a| a.subnet_id() == Some(private_b.as_str())).and_then(|a| a.network_acl_association_id());
+    ec2.replace_network_acl_association().association_id(association.expect("private-b's")).network_acl_id(&default).send().await.expect("move");
+
+    let (run, writes) = moto.writes_of(|| moto.reconcile(&specs, "dev"));
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let mut writes = writes;
+    writes.sort();
+    assert_eq!(writes, ["DeleteNetworkAclEntry", "ReplaceNetworkAclAssociation"], "the stray rule deleted, private-b moved back; nothing else");
+    let acl = acl_of(ec2.clone()).await;
+    assert_eq!(rules(&acl), expected);
+    assert!(acl.associations().iter().any(|a| a.subnet_id() == Some(private_b.as_str())), "private-b is back");
+    moto.assert_converged(&specs, "dev");
 }

@@ -16,8 +16,7 @@ use crate::spec::EnvSpec;
 /// Kind name.
 pub const KIND: &str = "application-autoscaling.scalable-target";
 
-const MIN: &str = "MinCapacity";
-const MAX: &str = "MaxCapacity";
+fields! { MIN = "MinCapacity", MAX = "MaxCapacity" }
 
 /// The scalable-target kind.
 pub struct ScalableTargets {
@@ -59,7 +58,7 @@ const PERMISSIONS: Permissions = Permissions {
 impl Kind for ScalableTargets {
     fn rules(&self) -> Rules {
         Rules {
-            events: EventMatch { source: "application-autoscaling.amazonaws.com", calls: &["ScalableTarget"], ids: &["resourceId", "ResourceId"], marker: "" },
+            events: EventMatch::of("application-autoscaling.amazonaws.com", &["ScalableTarget"], &["resourceId", "ResourceId"]),
             ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ApplicationAutoScaling::ScalableTarget"]).needs(PERMISSIONS)
         }
     }

@@ -18,11 +18,7 @@ use crate::spec::EnvSpec;
 /// Kind name.
 pub const KIND: &str = "application-autoscaling.scaling-policy";
 
-const TARGET: &str = "ScalableTarget";
-const METRIC: &str = "PredefinedMetric";
-const VALUE: &str = "TargetValue";
-const OUT: &str = "ScaleOutCooldown";
-const IN: &str = "ScaleInCooldown";
+fields! { TARGET = "ScalableTarget", METRIC = "PredefinedMetric", VALUE = "TargetValue", OUT = "ScaleOutCooldown", IN = "ScaleInCooldown" }
 
 const PUT: &str = "ApplicationAutoScaling.PutScalingPolicy";
 
@@ -50,7 +46,7 @@ impl Kind for ScalingPolicies {
         Rules {
             immutable: &[TARGET],
             on_immutable_change: crate::engine::OnImmutableChange::Replace,
-            events: EventMatch { source: "application-autoscaling.amazonaws.com", calls: &["ScalingPolicy"], ids: &["policyName", "PolicyName"], marker: "" },
+            events: EventMatch::of("application-autoscaling.amazonaws.com", &["ScalingPolicy"], &["policyName", "PolicyName"]),
             ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ApplicationAutoScaling::ScalingPolicy"]).needs(PERMISSIONS)
         }
     }

@@ -16,8 +16,7 @@ use crate::spec::{physical_name, EnvSpec};
 /// Kind name.
 pub const KIND: &str = "cognito.app-client";
 
-const SECRET: &str = "GenerateSecret";
-const FLOWS: &str = "ExplicitAuthFlows";
+fields! { SECRET = "GenerateSecret", FLOWS = "ExplicitAuthFlows" }
 /// Meta key of the client id, which the client's API calls take.
 const CLIENT_ID: &str = "client-id";
 
@@ -43,12 +42,7 @@ impl Kind for AppClients {
     fn rules(&self) -> Rules {
         Rules {
             immutable: &[POOL, SECRET],
-            events: EventMatch {
-                source: "cognito-idp.amazonaws.com",
-                calls: &["UserPoolClient"],
-                ids: &["clientId", "ClientId", "clientName", "ClientName"],
-                marker: "",
-            },
+            events: EventMatch::of("cognito-idp.amazonaws.com", &["UserPoolClient"], &["clientId", "ClientId", "clientName", "ClientName"]),
             ..Rules::new(KIND, Layer::SecurityMonitoring).stands_for(&["AWS::Cognito::UserPoolClient"]).needs(PERMISSIONS)
         }
     }

@@ -15,8 +15,7 @@ use crate::spec::EnvSpec;
 /// Kind name.
 pub const KIND: &str = "cognito.group";
 
-const DESCRIPTION: &str = "Description";
-const PRECEDENCE: &str = "Precedence";
+fields! { DESCRIPTION = "Description", PRECEDENCE = "Precedence" }
 
 /// The group kind.
 pub struct Groups {
@@ -36,7 +35,7 @@ impl Kind for Groups {
     fn rules(&self) -> Rules {
         Rules {
             immutable: &[POOL],
-            events: EventMatch { source: "cognito-idp.amazonaws.com", calls: &["Group"], ids: &["groupName", "GroupName"], marker: "" },
+            events: EventMatch::of("cognito-idp.amazonaws.com", &["Group"], &["groupName", "GroupName"]),
             ..Rules::new(KIND, Layer::SecurityMonitoring).stands_for(&["AWS::Cognito::UserPoolGroup"]).needs(PERMISSIONS)
         }
     }

@@ -20,10 +20,7 @@ pub const KIND: &str = "cognito.user-pool";
 /// The logical id of the environment's user pool.
 pub const ID: &str = "user-pool";
 
-const MFA: &str = "MfaConfiguration";
-const TOTP: &str = "SoftwareTokenMfa";
-const ADMIN_ONLY: &str = "AdminCreateUserOnly";
-const PASSWORD: &str = "PasswordPolicy";
+fields! { MFA = "MfaConfiguration", TOTP = "SoftwareTokenMfa", ADMIN_ONLY = "AdminCreateUserOnly", PASSWORD = "PasswordPolicy" }
 /// Meta key of the pool's ARN, which TagResource takes.
 const ARN: &str = "arn";
 
@@ -86,7 +83,7 @@ const PERMISSIONS: Permissions = Permissions {
 impl Kind for UserPools {
     fn rules(&self) -> Rules {
         Rules {
-            events: EventMatch { source: "cognito-idp.amazonaws.com", calls: &["UserPool"], ids: &["userPoolId", "UserPoolId"], marker: "userpool/" },
+            events: EventMatch::of("cognito-idp.amazonaws.com", &["UserPool"], &["userPoolId", "UserPoolId"]).marked("userpool/"),
             ..Rules::new(KIND, Layer::SecurityMonitoring).stands_for(&["AWS::Cognito::UserPool"]).needs(PERMISSIONS)
         }
     }

@@ -52,8 +52,7 @@ pub const LEDGER_TAG_PREFIX: &str = "sentry:whitelist-ledger/";
 /// The ledger's first form, one VPC tag `entry=address ...` (pins only): still read.
 const LEGACY_LEDGER_TAG: &str = "sentry:whitelist-ledger";
 
-const ATTACHED_TO: &str = "AttachedTo";
-const PINNED: &str = "Pinned";
+fields! { ATTACHED_TO = "AttachedTo", PINNED = "Pinned" }
 /// Whether the live address is the one the ledger records for its entry.
 const RECORDED: &str = "RecordedInLedger";
 /// Present when this run may give the entry a fresh address for a lost one
@@ -64,8 +63,7 @@ const LEDGER_VPC: &str = "LedgerVpc";
 const NOTHING: &str = "nothing";
 /// The field a missing address's finding names.
 const PUBLIC_IP: &str = "PublicIp";
-const META_PUBLIC_IP: &str = "public-ip";
-const META_ASSOCIATION: &str = "association-id";
+fields! { META_PUBLIC_IP = "public-ip", META_ASSOCIATION = "association-id" }
 /// The pool entry whose ledger record names this address (an EIP found by its
 /// address alone: its ownership tags were stripped).
 const META_LEDGER_ENTRY: &str = "ledger-entry";
@@ -230,7 +228,7 @@ impl Kind for ElasticIps {
         Rules {
             matching: Matching::Custom,
             create_only: &[LEDGER_VPC, REALLOCATE],
-            events: EventMatch { source: "ec2.amazonaws.com", calls: &["Address"], ids: &["allocationId", "AllocationId"], marker: "eipalloc-" },
+            events: EventMatch::of("ec2.amazonaws.com", &["Address"], &["allocationId", "AllocationId"]).marked("eipalloc-"),
             scope: Scope::Whitelist,
             ..rules(KIND).stands_for(&["AWS::EC2::EIP"]).with_parts(&[("AWS::EC2::EIPAssociation", "the whitelist address's attachment")]).needs(PERMISSIONS)
         }

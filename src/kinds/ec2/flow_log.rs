@@ -18,10 +18,7 @@ use crate::spec::EnvSpec;
 /// Kind name.
 pub const KIND: &str = "ec2.flow-log";
 
-const RESOURCE: &str = "ResourceId";
-const TRAFFIC: &str = "TrafficType";
-const LOG_GROUP: &str = "LogGroupName";
-const ROLE: &str = "DeliverLogsPermissionArn";
+fields! { RESOURCE = "ResourceId", TRAFFIC = "TrafficType", LOG_GROUP = "LogGroupName", ROLE = "DeliverLogsPermissionArn" }
 
 /// The flow-log kind.
 pub struct FlowLogs {
@@ -45,7 +42,7 @@ impl Kind for FlowLogs {
             immutable: &[RESOURCE, TRAFFIC, LOG_GROUP, ROLE],
             on_immutable_change: OnImmutableChange::Replace,
             scope: Scope::Full,
-            events: EventMatch { source: "ec2.amazonaws.com", calls: &["FlowLog"], ids: &["flowLogId", "FlowLogId", "FlowLogIds"], marker: "fl-" },
+            events: EventMatch::of("ec2.amazonaws.com", &["FlowLog"], &["flowLogId", "FlowLogId", "FlowLogIds"]).marked("fl-"),
             ..rules(KIND).stands_for(&["AWS::EC2::FlowLog"]).needs(PERMISSIONS)
         }
     }

@@ -17,8 +17,7 @@ pub const KIND: &str = "ec2.internet-gateway";
 /// The logical id of the environment's internet gateway.
 pub const ID: &str = "igw";
 
-const ATTACHMENT: &str = "Attachment";
-const DETACHED: &str = "none";
+fields! { ATTACHMENT = "Attachment", DETACHED = "none" }
 
 /// The internet-gateway kind.
 pub struct InternetGateways {
@@ -62,7 +61,7 @@ const PERMISSIONS: Permissions = Permissions {
 impl Kind for InternetGateways {
     fn rules(&self) -> Rules {
         Rules {
-            events: EventMatch { source: "ec2.amazonaws.com", calls: &["InternetGateway"], ids: &["internetGatewayId", "InternetGatewayId"], marker: "igw-" },
+            events: EventMatch::of("ec2.amazonaws.com", &["InternetGateway"], &["internetGatewayId", "InternetGatewayId"]).marked("igw-"),
             ..rules(KIND)
                 .stands_for(&["AWS::EC2::InternetGateway"])
                 .with_parts(&[("AWS::EC2::VPCGatewayAttachment", "the internet gateway's attachment")])

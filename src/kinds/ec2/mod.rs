@@ -9,6 +9,7 @@ pub mod elastic_ip;
 pub mod flow_log;
 pub mod internet_gateway;
 pub mod nat_gateway;
+pub mod network_acl;
 pub mod route_table;
 pub mod security_group;
 pub mod security_group_rules;

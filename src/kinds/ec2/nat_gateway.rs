@@ -20,8 +20,7 @@ use crate::spec::EnvSpec;
 /// Kind name.
 pub const KIND: &str = super::NAT_GATEWAY;
 
-const SUBNET: &str = "SubnetId";
-const ALLOCATION: &str = "AllocationId";
+fields! { SUBNET = "SubnetId", ALLOCATION = "AllocationId" }
 /// How long to wait for a NAT gateway to become available or deleted.
 const WAIT: Duration = Duration::from_secs(600);
 
@@ -51,7 +50,7 @@ impl Kind for NatGateways {
         Rules {
             immutable: &[SUBNET, ALLOCATION],
             on_immutable_change: OnImmutableChange::Replace,
-            events: EventMatch { source: "ec2.amazonaws.com", calls: &["NatGateway"], ids: &["natGatewayId", "NatGatewayId"], marker: "nat-" },
+            events: EventMatch::of("ec2.amazonaws.com", &["NatGateway"], &["natGatewayId", "NatGatewayId"]).marked("nat-"),
             scope: Scope::Whitelist,
             ..rules(KIND).stands_for(&["AWS::EC2::NatGateway"]).needs(PERMISSIONS)
         }

@@ -22,11 +22,7 @@ pub const KIND: &str = "ec2.route-table";
 /// The logical id of the public route table (private ones are named after their subnet).
 pub const PUBLIC: &str = "public";
 
-const VPC: &str = "VpcId";
-const ROUTE: &str = "route ";
-const ASSOCIATION: &str = "association ";
-const ASSOCIATED: &str = "associated";
-const DEFAULT_ROUTE: &str = "0.0.0.0/0";
+fields! { VPC = "VpcId", ROUTE = "route ", ASSOCIATION = "association ", ASSOCIATED = "associated", DEFAULT_ROUTE = "0.0.0.0/0" }
 
 /// The route-table kind.
 pub struct RouteTables {
@@ -140,7 +136,7 @@ impl Kind for RouteTables {
         Rules {
             immutable: &[VPC],
             exclusive: &[ROUTE, ASSOCIATION],
-            events: EventMatch { source: "ec2.amazonaws.com", calls: &["Route"], ids: &["routeTableId", "RouteTableId"], marker: "rtb-" },
+            events: EventMatch::of("ec2.amazonaws.com", &["Route"], &["routeTableId", "RouteTableId"]).marked("rtb-"),
             scope: Scope::Whitelist,
             ..rules(KIND)
                 .stands_for(&["AWS::EC2::RouteTable"])

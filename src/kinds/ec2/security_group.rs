@@ -17,8 +17,7 @@ use crate::spec::{physical_name, EnvSpec};
 /// Kind name.
 pub const KIND: &str = "ec2.security-group";
 
-const VPC: &str = "VpcId";
-const DESCRIPTION: &str = "Description";
+fields! { VPC = "VpcId", DESCRIPTION = "Description" }
 
 /// The security-group kind.
 pub struct SecurityGroups {
@@ -44,7 +43,7 @@ impl Kind for SecurityGroups {
     fn rules(&self) -> Rules {
         Rules {
             immutable: &[VPC, DESCRIPTION],
-            events: EventMatch { source: "ec2.amazonaws.com", calls: &["SecurityGroup"], ids: &["groupId", "GroupId"], marker: "sg-" },
+            events: EventMatch::of("ec2.amazonaws.com", &["SecurityGroup"], &["groupId", "GroupId"]).marked("sg-"),
             ..rules(KIND).stands_for(&["AWS::EC2::SecurityGroup"]).needs(PERMISSIONS)
         }
     }

@@ -21,10 +21,7 @@ use crate::spec::{physical_name, EnvSpec};
 /// Kind name.
 pub const KIND: &str = "ec2.security-group-rules";
 
-const GROUP: &str = "GroupId";
-const INGRESS: &str = "ingress ";
-const EGRESS: &str = "egress ";
-const ALLOW: &str = "allow";
+fields! { GROUP = "GroupId", INGRESS = "ingress ", EGRESS = "egress ", ALLOW = "allow" }
 /// The egress rule AWS gives every new group.
 const DEFAULT_EGRESS: &str = "egress all all 0.0.0.0/0";
 /// Handles of this kind are the group id behind this prefix, so they never
@@ -174,7 +171,7 @@ impl Kind for SecurityGroupRules {
             matching: Matching::Custom,
             immutable: &[GROUP],
             exclusive: &[INGRESS, EGRESS],
-            events: EventMatch { source: "ec2.amazonaws.com", calls: &["SecurityGroup"], ids: &["groupId", "GroupId"], marker: "sg-" },
+            events: EventMatch::of("ec2.amazonaws.com", &["SecurityGroup"], &["groupId", "GroupId"]).marked("sg-"),
             ..rules(KIND)
                 .with_parts(&[
                     ("AWS::EC2::SecurityGroupIngress", "a rule of its security group"),

@@ -15,9 +15,7 @@ use crate::spec::EnvSpec;
 /// Kind name.
 pub const KIND: &str = "ec2.subnet";
 
-const VPC: &str = "VpcId";
-const CIDR: &str = "CidrBlock";
-const AZ: &str = "AvailabilityZone";
+fields! { VPC = "VpcId", CIDR = "CidrBlock", AZ = "AvailabilityZone" }
 
 /// The subnet kind.
 pub struct Subnets {
@@ -37,7 +35,7 @@ impl Kind for Subnets {
     fn rules(&self) -> Rules {
         Rules {
             immutable: &[VPC, CIDR, AZ],
-            events: EventMatch { source: "ec2.amazonaws.com", calls: &["Subnet"], ids: &["subnetId", "SubnetId"], marker: "subnet-" },
+            events: EventMatch::of("ec2.amazonaws.com", &["Subnet"], &["subnetId", "SubnetId"]).marked("subnet-"),
             ..rules(KIND).stands_for(&["AWS::EC2::Subnet"]).needs(PERMISSIONS)
         }
     }

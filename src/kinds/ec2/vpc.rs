@@ -19,9 +19,7 @@ pub const KIND: &str = "ec2.vpc";
 /// The logical id of the one VPC of an environment.
 pub const ID: &str = "vpc";
 
-const CIDR: &str = "CidrBlock";
-const DNS_SUPPORT: &str = "EnableDnsSupport";
-const DNS_HOSTNAMES: &str = "EnableDnsHostnames";
+fields! { CIDR = "CidrBlock", DNS_SUPPORT = "EnableDnsSupport", DNS_HOSTNAMES = "EnableDnsHostnames" }
 
 /// The VPC kind.
 pub struct Vpcs {
@@ -60,7 +58,7 @@ impl Kind for Vpcs {
     fn rules(&self) -> Rules {
         Rules {
             immutable: &[CIDR],
-            events: EventMatch { source: "ec2.amazonaws.com", calls: &["Vpc"], ids: &["vpcId", "VpcId"], marker: "vpc-" },
+            events: EventMatch::of("ec2.amazonaws.com", &["Vpc"], &["vpcId", "VpcId"]).marked("vpc-"),
             ..rules(KIND).stands_for(&["AWS::EC2::VPC"]).needs(PERMISSIONS)
         }
     }

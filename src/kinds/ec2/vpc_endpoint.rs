@@ -15,9 +15,7 @@ use crate::spec::EnvSpec;
 /// Kind name.
 pub const KIND: &str = "ec2.vpc-endpoint";
 
-const VPC: &str = "VpcId";
-const SERVICE: &str = "ServiceName";
-const ROUTE_TABLES: &str = "RouteTableIds";
+fields! { VPC = "VpcId", SERVICE = "ServiceName", ROUTE_TABLES = "RouteTableIds" }
 
 /// The VPC endpoint kind.
 pub struct VpcEndpoints {
@@ -44,7 +42,7 @@ impl Kind for VpcEndpoints {
         Rules {
             immutable: &[VPC, SERVICE],
             on_immutable_change: OnImmutableChange::Replace,
-            events: EventMatch { source: "ec2.amazonaws.com", calls: &["VpcEndpoint"], ids: &["vpcEndpointId", "VpcEndpointId"], marker: "vpce-" },
+            events: EventMatch::of("ec2.amazonaws.com", &["VpcEndpoint"], &["vpcEndpointId", "VpcEndpointId"]).marked("vpce-"),
             ..rules(KIND).stands_for(&["AWS::EC2::VPCEndpoint"]).needs(PERMISSIONS)
         }
     }

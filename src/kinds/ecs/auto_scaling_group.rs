@@ -22,16 +22,12 @@ use crate::spec::{physical_name, EnvSpec};
 /// Kind name.
 pub const KIND: &str = "autoscaling.group";
 
-const MIN: &str = "MinSize";
-const MAX: &str = "MaxSize";
-const DESIRED: &str = "DesiredCapacity";
-const TEMPLATE: &str = "LaunchTemplate";
-const VERSION: &str = "LaunchTemplateVersion";
-const SUBNETS: &str = "Subnets";
-const PROTECTED: &str = "NewInstancesProtectedFromScaleIn";
+fields! {
+    MIN = "MinSize", MAX = "MaxSize", DESIRED = "DesiredCapacity", TEMPLATE = "LaunchTemplate", VERSION = "LaunchTemplateVersion",
+    SUBNETS = "Subnets", PROTECTED = "NewInstancesProtectedFromScaleIn",
+}
 
-const CREATE: &str = "AutoScaling.CreateAutoScalingGroup";
-const UPDATE: &str = "AutoScaling.UpdateAutoScalingGroup";
+fields! { CREATE = "AutoScaling.CreateAutoScalingGroup", UPDATE = "AutoScaling.UpdateAutoScalingGroup" }
 
 /// Who owns the desired capacity under ECS managed scaling.
 const ECS_MANAGED_SCALING: &str = "the autoscaler (ECS managed scaling of the capacity provider)";
@@ -79,12 +75,7 @@ const PERMISSIONS: Permissions = Permissions {
 impl Kind for Groups {
     fn rules(&self) -> Rules {
         Rules {
-            events: EventMatch {
-                source: "autoscaling.amazonaws.com",
-                calls: &[],
-                ids: &["autoScalingGroupName", "AutoScalingGroupName", "resourceId"],
-                marker: "",
-            },
+            events: EventMatch::of("autoscaling.amazonaws.com", &[], &["autoScalingGroupName", "AutoScalingGroupName", "resourceId"]),
             ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::AutoScaling::AutoScalingGroup"]).needs(PERMISSIONS)
         }
     }

@@ -24,12 +24,10 @@ use crate::spec::EnvSpec;
 /// Kind name.
 pub const KIND: &str = "ecs.capacity-provider";
 
-const GROUP: &str = "AutoScalingGroup";
-const SCALING: &str = "ManagedScaling";
-const TARGET: &str = "TargetCapacity";
-const MIN_STEP: &str = "MinimumScalingStepSize";
-const MAX_STEP: &str = "MaximumScalingStepSize";
-const PROTECTION: &str = "ManagedTerminationProtection";
+fields! {
+    GROUP = "AutoScalingGroup", SCALING = "ManagedScaling", TARGET = "TargetCapacity", MIN_STEP = "MinimumScalingStepSize",
+    MAX_STEP = "MaximumScalingStepSize", PROTECTION = "ManagedTerminationProtection",
+}
 
 /// The capacity-provider kind.
 pub struct CapacityProviders {
@@ -87,12 +85,8 @@ impl Kind for CapacityProviders {
     fn rules(&self) -> Rules {
         Rules {
             immutable: &[GROUP],
-            events: EventMatch {
-                source: "ecs.amazonaws.com",
-                calls: &["CapacityProvider"],
-                ids: &["name", "capacityProvider", "capacityProviderArn"],
-                marker: "capacity-provider/",
-            },
+            events: EventMatch::of("ecs.amazonaws.com", &["CapacityProvider"], &["name", "capacityProvider", "capacityProviderArn"])
+                .marked("capacity-provider/"),
             ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ECS::CapacityProvider"]).needs(PERMISSIONS)
         }
     }

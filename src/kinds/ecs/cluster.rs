@@ -78,7 +78,7 @@ const PERMISSIONS: Permissions = Permissions {
 impl Kind for Clusters {
     fn rules(&self) -> Rules {
         Rules {
-            events: EventMatch { source: "ecs.amazonaws.com", calls: &["Cluster"], ids: &["cluster", "clusterName", "clusterArn"], marker: "cluster/" },
+            events: EventMatch::of("ecs.amazonaws.com", &["Cluster"], &["cluster", "clusterName", "clusterArn"]).marked("cluster/"),
             ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ECS::Cluster"]).needs(PERMISSIONS)
         }
     }

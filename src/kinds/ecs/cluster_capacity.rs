@@ -61,7 +61,7 @@ const PERMISSIONS: Permissions = Permissions {
 impl Kind for ClusterCapacityProviders {
     fn rules(&self) -> Rules {
         Rules {
-            events: EventMatch { source: "ecs.amazonaws.com", calls: &["ClusterCapacityProviders"], ids: &["cluster"], marker: "" },
+            events: EventMatch::of("ecs.amazonaws.com", &["ClusterCapacityProviders"], &["cluster"]),
             ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ECS::ClusterCapacityProviderAssociations"]).needs(PERMISSIONS)
         }
     }

@@ -32,13 +32,10 @@ pub const KIND: &str = "ec2.launch-template";
 /// AWS's public parameter naming the current ECS-optimized Amazon Linux 2023 ARM64 AMI.
 pub const ECS_ARM64_AMI: &str = "/aws/service/ecs/optimized-ami/amazon-linux-2023/arm64/recommended/image_id";
 
-const IMAGE: &str = "ImageId";
-const INSTANCE_TYPE: &str = "InstanceType";
-const PROFILE: &str = "IamInstanceProfile";
-const USER_DATA: &str = "UserData";
-const METADATA: &str = "MetadataHttpTokens";
-const GROUPS: &str = "SecurityGroups";
-const ROOT_VOLUME: &str = "RootVolume";
+fields! {
+    IMAGE = "ImageId", INSTANCE_TYPE = "InstanceType", PROFILE = "IamInstanceProfile", USER_DATA = "UserData", METADATA = "MetadataHttpTokens",
+    GROUPS = "SecurityGroups", ROOT_VOLUME = "RootVolume",
+}
 
 /// The root device of the ECS-optimized AMI, and the volume it gets.
 const ROOT_DEVICE: &str = "/dev/xvda";
@@ -133,12 +130,12 @@ const PERMISSIONS: Permissions = Permissions {
 impl Kind for LaunchTemplates {
     fn rules(&self) -> Rules {
         Rules {
-            events: EventMatch {
-                source: "ec2.amazonaws.com",
-                calls: &["LaunchTemplate"],
-                ids: &["launchTemplateId", "LaunchTemplateId", "launchTemplateName", "LaunchTemplateName"],
-                marker: "lt-",
-            },
+            events: EventMatch::of(
+                "ec2.amazonaws.com",
+                &["LaunchTemplate"],
+                &["launchTemplateId", "LaunchTemplateId", "launchTemplateName", "LaunchTemplateName"],
+            )
+            .marked("lt-"),
             ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::EC2::LaunchTemplate"]).needs(PERMISSIONS)
         }
     }

@@ -23,14 +23,10 @@ use crate::spec::{physical_name, EnvSpec};
 /// Kind name.
 pub const KIND: &str = "ecs.service";
 
-const CLUSTER: &str = "Cluster";
-const TASK: &str = "TaskDefinition";
-const COUNT: &str = "DesiredCount";
-const SUBNETS: &str = "Subnets";
-const GROUPS: &str = "SecurityGroups";
-const MIN_HEALTHY: &str = "MinimumHealthyPercent";
-const MAX_PERCENT: &str = "MaximumPercent";
-const LAUNCH: &str = "LaunchType";
+fields! {
+    CLUSTER = "Cluster", TASK = "TaskDefinition", COUNT = "DesiredCount", SUBNETS = "Subnets", GROUPS = "SecurityGroups",
+    MIN_HEALTHY = "MinimumHealthyPercent", MAX_PERCENT = "MaximumPercent", LAUNCH = "LaunchType",
+}
 /// The target groups the tasks are registered in: `<target group> <container> <port>`
 /// items joined with `;` (empty for none).
 const LOAD_BALANCERS: &str = "LoadBalancers";
@@ -153,7 +149,7 @@ impl Kind for Services {
     fn rules(&self) -> Rules {
         Rules {
             immutable: &[CLUSTER, LAUNCH],
-            events: EventMatch { source: "ecs.amazonaws.com", calls: &["Service"], ids: &["service", "serviceName", "serviceArn"], marker: "service/" },
+            events: EventMatch::of("ecs.amazonaws.com", &["Service"], &["service", "serviceName", "serviceArn"]).marked("service/"),
             ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ECS::Service"]).needs(PERMISSIONS)
         }
     }

@@ -27,20 +27,11 @@ use crate::spec::{physical_name, EnvSpec};
 /// Kind name.
 pub const KIND: &str = "ecs.task-definition";
 
-const CONTAINER: &str = "ContainerName";
-const IMAGE: &str = "Image";
-const CPU: &str = "Cpu";
-const MEMORY: &str = "Memory";
-const PORTS: &str = "Ports";
-const ENVIRONMENT: &str = "Environment";
-const SECRETS: &str = "Secrets";
-const LOG_GROUP: &str = "LogGroup";
-const LOG_REGION: &str = "LogRegion";
-const NETWORK: &str = "NetworkMode";
-const COMPATIBILITY: &str = "Compatibility";
-const ARCHITECTURE: &str = "CpuArchitecture";
-const EXECUTION_ROLE: &str = "ExecutionRoleArn";
-const TASK_ROLE: &str = "TaskRoleArn";
+fields! {
+    CONTAINER = "ContainerName", IMAGE = "Image", CPU = "Cpu", MEMORY = "Memory", PORTS = "Ports", ENVIRONMENT = "Environment",
+    SECRETS = "Secrets", LOG_GROUP = "LogGroup", LOG_REGION = "LogRegion", NETWORK = "NetworkMode", COMPATIBILITY = "Compatibility",
+    ARCHITECTURE = "CpuArchitecture", EXECUTION_ROLE = "ExecutionRoleArn", TASK_ROLE = "TaskRoleArn",
+}
 
 /// Every field: any change means a new revision.
 const FIELDS: &[&str] =
@@ -112,12 +103,7 @@ impl Kind for TaskDefinitions {
         Rules {
             immutable: FIELDS,
             on_immutable_change: OnImmutableChange::NewVersion,
-            events: EventMatch {
-                source: "ecs.amazonaws.com",
-                calls: &["TaskDefinition"],
-                ids: &["family", "taskDefinition", "taskDefinitionArn"],
-                marker: "task-definition/",
-            },
+            events: EventMatch::of("ecs.amazonaws.com", &["TaskDefinition"], &["family", "taskDefinition", "taskDefinitionArn"]).marked("task-definition/"),
             ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ECS::TaskDefinition"]).needs(PERMISSIONS)
         }
     }

@@ -33,17 +33,11 @@ pub const KIND: &str = "elasticache.replication-group";
 /// The logical id of the environment's Redis.
 pub const ID: &str = "redis";
 
-const ENGINE: &str = "Engine";
-const NODE_TYPE: &str = "CacheNodeType";
-const NODES: &str = "NumCacheClusters";
-const FAILOVER: &str = "AutomaticFailover";
-const MULTI_AZ: &str = "MultiAZ";
-const AT_REST: &str = "AtRestEncryption";
-const IN_TRANSIT: &str = "TransitEncryption";
-const SNAPSHOTS: &str = "SnapshotRetentionLimit";
-const SUBNET_GROUP: &str = "CacheSubnetGroupName";
-const SECURITY_GROUPS: &str = "SecurityGroupIds";
-const VERSION: &str = "EngineVersion";
+fields! {
+    ENGINE = "Engine", NODE_TYPE = "CacheNodeType", NODES = "NumCacheClusters", FAILOVER = "AutomaticFailover", MULTI_AZ = "MultiAZ",
+    AT_REST = "AtRestEncryption", IN_TRANSIT = "TransitEncryption", SNAPSHOTS = "SnapshotRetentionLimit", SUBNET_GROUP = "CacheSubnetGroupName",
+    SECURITY_GROUPS = "SecurityGroupIds", VERSION = "EngineVersion",
+}
 /// How long a replication group may take to become available.
 const WAIT: Duration = Duration::from_secs(3600);
 
@@ -91,12 +85,8 @@ impl Kind for ReplicationGroups {
         Rules {
             immutable: &[ENGINE, AT_REST, IN_TRANSIT],
             create_only: &[SUBNET_GROUP, SECURITY_GROUPS, VERSION],
-            events: EventMatch {
-                source: "elasticache.amazonaws.com",
-                calls: &["ReplicationGroup", "ReplicaCount"],
-                ids: &["replicationGroupId", "ReplicationGroupId"],
-                marker: "replicationgroup:",
-            },
+            events: EventMatch::of("elasticache.amazonaws.com", &["ReplicationGroup", "ReplicaCount"], &["replicationGroupId", "ReplicationGroupId"])
+                .marked("replicationgroup:"),
             ..Rules::new(KIND, Layer::DataMessaging).stands_for(&["AWS::ElastiCache::ReplicationGroup"]).needs(PERMISSIONS)
         }
     }

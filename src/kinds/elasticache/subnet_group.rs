@@ -17,8 +17,7 @@ pub const KIND: &str = "elasticache.subnet-group";
 /// The logical id of the Redis subnet group.
 pub const ID: &str = "redis";
 
-const SUBNETS: &str = "SubnetIds";
-const ARN: &str = "arn";
+fields! { SUBNETS = "SubnetIds", ARN = "arn" }
 
 /// The cache-subnet-group kind.
 pub struct SubnetGroups {
@@ -39,12 +38,8 @@ const PERMISSIONS: Permissions = Permissions {
 impl Kind for SubnetGroups {
     fn rules(&self) -> Rules {
         Rules {
-            events: EventMatch {
-                source: "elasticache.amazonaws.com",
-                calls: &["CacheSubnetGroup"],
-                ids: &["cacheSubnetGroupName", "CacheSubnetGroupName"],
-                marker: "subnetgroup:",
-            },
+            events: EventMatch::of("elasticache.amazonaws.com", &["CacheSubnetGroup"], &["cacheSubnetGroupName", "CacheSubnetGroupName"])
+                .marked("subnetgroup:"),
             ..Rules::new(KIND, Layer::DataMessaging).stands_for(&["AWS::ElastiCache::SubnetGroup"]).needs(PERMISSIONS)
         }
     }

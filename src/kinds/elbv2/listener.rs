@@ -25,12 +25,10 @@ use crate::spec::EnvSpec;
 /// Kind name.
 pub const KIND: &str = "elbv2.listener";
 
-const LOAD_BALANCER: &str = "LoadBalancer";
-const PORT: &str = "Port";
-const PROTOCOL: &str = "Protocol";
-const CERTIFICATE: &str = "Certificate";
-const SSL_POLICY: &str = "SslPolicy";
-const DEFAULT_ACTION: &str = "DefaultAction";
+fields! {
+    LOAD_BALANCER = "LoadBalancer", PORT = "Port", PROTOCOL = "Protocol", CERTIFICATE = "Certificate", SSL_POLICY = "SslPolicy",
+    DEFAULT_ACTION = "DefaultAction",
+}
 
 /// The listener kind.
 pub struct Listeners {
@@ -96,12 +94,7 @@ impl Kind for Listeners {
             matching: Matching::OwnershipTag,
             immutable: &[LOAD_BALANCER],
             on_immutable_change: OnImmutableChange::Replace,
-            events: EventMatch {
-                source: "elasticloadbalancing.amazonaws.com",
-                calls: &["Listener"],
-                ids: &["listenerArn", "ListenerArn"],
-                marker: "listener/",
-            },
+            events: EventMatch::of("elasticloadbalancing.amazonaws.com", &["Listener"], &["listenerArn", "ListenerArn"]).marked("listener/"),
             ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ElasticLoadBalancingV2::Listener"]).needs(PERMISSIONS)
         }
     }

@@ -23,13 +23,9 @@ use crate::spec::EnvSpec;
 /// Kind name.
 pub const KIND: &str = "elbv2.listener-rule";
 
-const LISTENER: &str = "Listener";
-const PRIORITY: &str = "Priority";
-const CONDITIONS: &str = "Conditions";
-const ACTION: &str = "Action";
+fields! { LISTENER = "Listener", PRIORITY = "Priority", CONDITIONS = "Conditions", ACTION = "Action" }
 
-const HOST: &str = "host-header";
-const PATH: &str = "path-pattern";
+fields! { HOST = "host-header", PATH = "path-pattern" }
 
 /// The listener rule kind.
 pub struct ListenerRules {
@@ -127,7 +123,7 @@ impl Kind for ListenerRules {
             matching: Matching::OwnershipTag,
             immutable: &[LISTENER],
             on_immutable_change: OnImmutableChange::Replace,
-            events: EventMatch { source: "elasticloadbalancing.amazonaws.com", calls: &["Rule"], ids: &["ruleArn", "RuleArn"], marker: "listener-rule/" },
+            events: EventMatch::of("elasticloadbalancing.amazonaws.com", &["Rule"], &["ruleArn", "RuleArn"]).marked("listener-rule/"),
             ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ElasticLoadBalancingV2::ListenerRule"]).needs(PERMISSIONS)
         }
     }

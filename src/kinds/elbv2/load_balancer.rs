@@ -24,22 +24,17 @@ use crate::spec::EnvSpec;
 /// Kind name.
 pub const KIND: &str = "elbv2.load-balancer";
 
-const SCHEME: &str = "Scheme";
-const TYPE: &str = "Type";
-const IP_TYPE: &str = "IpAddressType";
-const SUBNETS: &str = "Subnets";
-const GROUPS: &str = "SecurityGroups";
-const PROTECTION: &str = "DeletionProtection";
-const IDLE: &str = "IdleTimeoutSeconds";
-const ACCESS_LOGS: &str = "AccessLogs";
+fields! {
+    SCHEME = "Scheme", TYPE = "Type", IP_TYPE = "IpAddressType", SUBNETS = "Subnets", GROUPS = "SecurityGroups",
+    PROTECTION = "DeletionProtection", IDLE = "IdleTimeoutSeconds", ACCESS_LOGS = "AccessLogs",
+}
 /// The fields that are load balancer attributes.
 const ATTRIBUTES: &[&str] = &[PROTECTION, IDLE, ACCESS_LOGS];
 
-const PROTECTION_KEY: &str = "deletion_protection.enabled";
-const IDLE_KEY: &str = "idle_timeout.timeout_seconds";
-const LOGS_ENABLED: &str = "access_logs.s3.enabled";
-const LOGS_BUCKET: &str = "access_logs.s3.bucket";
-const LOGS_PREFIX: &str = "access_logs.s3.prefix";
+fields! {
+    PROTECTION_KEY = "deletion_protection.enabled", IDLE_KEY = "idle_timeout.timeout_seconds", LOGS_ENABLED = "access_logs.s3.enabled",
+    LOGS_BUCKET = "access_logs.s3.bucket", LOGS_PREFIX = "access_logs.s3.prefix",
+}
 
 /// The load balancer kind.
 pub struct LoadBalancers {
@@ -140,12 +135,12 @@ impl Kind for LoadBalancers {
     fn rules(&self) -> Rules {
         Rules {
             immutable: &[SCHEME, TYPE],
-            events: EventMatch {
-                source: "elasticloadbalancing.amazonaws.com",
-                calls: &["LoadBalancer", "SecurityGroups", "Subnets"],
-                ids: &["loadBalancerArn", "LoadBalancerArn", "loadBalancerName", "name"],
-                marker: "loadbalancer/",
-            },
+            events: EventMatch::of(
+                "elasticloadbalancing.amazonaws.com",
+                &["LoadBalancer", "SecurityGroups", "Subnets"],
+                &["loadBalancerArn", "LoadBalancerArn", "loadBalancerName", "name"],
+            )
+            .marked("loadbalancer/"),
             ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ElasticLoadBalancingV2::LoadBalancer"]).needs(PERMISSIONS)
         }
     }

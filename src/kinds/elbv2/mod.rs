@@ -31,8 +31,7 @@ const CONCURRENCY: usize = 4;
 
 /// A redirect's host, path and query when it keeps the request's own.
 const KEEP_HOST: &str = "#{host}";
-const KEEP_PATH: &str = "/#{path}";
-const KEEP_QUERY: &str = "#{query}";
+fields! { KEEP_PATH = "/#{path}", KEEP_QUERY = "#{query}" }
 
 /// The `loadBalancing` section, when the spec has one.
 pub fn load_balancing(env: &EnvSpec) -> Option<&LoadBalancing> {

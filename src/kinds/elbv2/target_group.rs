@@ -22,26 +22,17 @@ use crate::spec::EnvSpec;
 /// Kind name.
 pub const KIND: &str = "elbv2.target-group";
 
-const PORT: &str = "Port";
-const PROTOCOL: &str = "Protocol";
-const TARGET_TYPE: &str = "TargetType";
-const VPC: &str = "VpcId";
-const HC_PATH: &str = "HealthCheckPath";
-const HC_INTERVAL: &str = "HealthCheckIntervalSeconds";
-const HC_TIMEOUT: &str = "HealthCheckTimeoutSeconds";
-const HC_HEALTHY: &str = "HealthyThresholdCount";
-const HC_UNHEALTHY: &str = "UnhealthyThresholdCount";
-const HC_MATCHER: &str = "Matcher";
-const STICKINESS: &str = "Stickiness";
-const DEREGISTRATION: &str = "DeregistrationDelaySeconds";
+fields! {
+    PORT = "Port", PROTOCOL = "Protocol", TARGET_TYPE = "TargetType", VPC = "VpcId", HC_PATH = "HealthCheckPath",
+    HC_INTERVAL = "HealthCheckIntervalSeconds", HC_TIMEOUT = "HealthCheckTimeoutSeconds", HC_HEALTHY = "HealthyThresholdCount",
+    HC_UNHEALTHY = "UnhealthyThresholdCount", HC_MATCHER = "Matcher", STICKINESS = "Stickiness", DEREGISTRATION = "DeregistrationDelaySeconds",
+}
 /// The fields ModifyTargetGroup sets.
 const HEALTH_CHECK: &[&str] = &[HC_PATH, HC_INTERVAL, HC_TIMEOUT, HC_HEALTHY, HC_UNHEALTHY, HC_MATCHER];
 
 /// The attribute keys behind [`STICKINESS`] and [`DEREGISTRATION`].
 const STICKY_ENABLED: &str = "stickiness.enabled";
-const STICKY_TYPE: &str = "stickiness.type";
-const STICKY_DURATION: &str = "stickiness.lb_cookie.duration_seconds";
-const DELAY: &str = "deregistration_delay.timeout_seconds";
+fields! { STICKY_TYPE = "stickiness.type", STICKY_DURATION = "stickiness.lb_cookie.duration_seconds", DELAY = "deregistration_delay.timeout_seconds" }
 
 /// The target group kind.
 pub struct TargetGroups {
@@ -88,12 +79,8 @@ impl Kind for TargetGroups {
     fn rules(&self) -> Rules {
         Rules {
             immutable: &[PORT, PROTOCOL, TARGET_TYPE, VPC],
-            events: EventMatch {
-                source: "elasticloadbalancing.amazonaws.com",
-                calls: &["TargetGroup", "Targets"],
-                ids: &["targetGroupArn", "TargetGroupArn", "name"],
-                marker: "targetgroup/",
-            },
+            events: EventMatch::of("elasticloadbalancing.amazonaws.com", &["TargetGroup", "Targets"], &["targetGroupArn", "TargetGroupArn", "name"])
+                .marked("targetgroup/"),
             ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ElasticLoadBalancingV2::TargetGroup"]).needs(PERMISSIONS)
         }
     }

@@ -39,12 +39,7 @@ const PERMISSIONS: Permissions = Permissions {
 impl Kind for InstanceProfiles {
     fn rules(&self) -> Rules {
         Rules {
-            events: EventMatch {
-                source: "iam.amazonaws.com",
-                calls: &["InstanceProfile"],
-                ids: &["instanceProfileName", "InstanceProfileName"],
-                marker: "instance-profile/",
-            },
+            events: EventMatch::of("iam.amazonaws.com", &["InstanceProfile"], &["instanceProfileName", "InstanceProfileName"]).marked("instance-profile/"),
             ..Rules::new(KIND, Layer::SecurityMonitoring).stands_for(&["AWS::IAM::InstanceProfile"]).needs(PERMISSIONS)
         }
     }

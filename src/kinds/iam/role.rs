@@ -39,10 +39,7 @@ pub const KIND: &str = "iam.role";
 /// The one inline policy the operator writes on each role.
 pub const POLICY_NAME: &str = "sentry-operator";
 
-const TRUST: &str = "TrustedService";
-const POLICY: &str = "Policy";
-const INLINE: &str = "InlinePolicies";
-const MANAGED: &str = "ManagedPolicies";
+fields! { TRUST = "TrustedService", POLICY = "Policy", INLINE = "InlinePolicies", MANAGED = "ManagedPolicies" }
 
 /// The role kind.
 pub struct Roles {
@@ -272,7 +269,7 @@ const PERMISSIONS: Permissions = Permissions {
 impl Kind for Roles {
     fn rules(&self) -> Rules {
         Rules {
-            events: EventMatch { source: "iam.amazonaws.com", calls: &["Role"], ids: &["roleName", "RoleName"], marker: "role/" },
+            events: EventMatch::of("iam.amazonaws.com", &["Role"], &["roleName", "RoleName"]).marked("role/"),
             ..Rules::new(KIND, Layer::SecurityMonitoring)
                 .stands_for(&["AWS::IAM::Role"])
                 .with_parts(&[("AWS::IAM::Policy", "an inline policy of its role")])
