@@ -155,8 +155,8 @@ pub enum Command {
     },
     /// Print the least-privilege IAM policy of the operator's role in an environment's account, made
     /// from what each kind declares beside its calls (`deploy/iam-policy.json` is its output for every
-    /// kind). With --env, only the kinds that environment's spec uses, and the daemon's event plumbing.
-    /// Exit 0; 1 invalid spec.
+    /// kind). With --env, writes only for the kinds that environment's spec uses (and the daemon's event
+    /// plumbing); every kind's reads stay, as every pass reads every kind. Exit 0; 1 invalid spec.
     IamPolicy {
         /// Only what this environment's spec needs.
         #[arg(long)]
@@ -413,17 +413,18 @@ async fn iam_policy(cli: &Cli, env: Option<&str>) -> anyhow::Result<u8> {
     // No request is sent: the clients only carry the kinds' rules and desired state.
     let kinds = crate::kinds::registry(&aws_config::SdkConfig::builder().build(), &CallCounter::default(), cli.tag_reads);
     let rules: Vec<crate::engine::Rules> = kinds.iter().map(|k| k.rules()).collect();
-    let used = match env {
-        None => rules,
+    let (used, observed) = match env {
+        None => (rules, Vec::new()),
         Some(name) => {
             let (loaded, _) = read_spec(cli, name).await?;
             let Some(mut env) = report_invalid(loaded, name, cli.output)? else { return Ok(EXIT_ERROR) };
             crate::events::plumbing::install(&mut env, &rules);
             // The event rule's desired state needs the account a pass resolves: it is the daemon's, always included.
-            kinds.iter().filter(|k| k.name() == crate::kinds::events::KIND || !k.desired(&env).is_empty()).map(|k| k.rules()).collect()
+            let (used, observed): (Vec<_>, Vec<_>) = kinds.iter().partition(|k| k.name() == crate::kinds::events::KIND || !k.desired(&env).is_empty());
+            (used.iter().map(|k| k.rules()).collect(), observed.iter().map(|k| k.rules()).collect())
         }
     };
-    print!("{}", crate::iam_policy::render(&crate::iam_policy::environment_policy(&used, true)?)?);
+    print!("{}", crate::iam_policy::render(&crate::iam_policy::environment_policy(&used, &observed, true)?)?);
     Ok(EXIT_IN_SYNC)
 }
 

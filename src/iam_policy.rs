@@ -14,15 +14,18 @@ const RUNTIME: [Permissions; 2] = [crate::runtime::PERMISSIONS, crate::import::P
 /// The event feed (`run --events`) and the drift alerts.
 const DAEMON: [Permissions; 2] = [crate::events::feed::PERMISSIONS, crate::alerts::PERMISSIONS];
 
-/// The policy granting the runtime, the kinds `kinds` (in registry order) and,
-/// with `daemon`, the event feed and the alerts.
-pub fn environment_policy(kinds: &[Rules], daemon: bool) -> Result<PolicyDocument, PolicyError> {
+/// The policy granting the runtime, the kinds `used` (in registry order) and,
+/// with `daemon`, the event feed and the alerts in full, and of the kinds
+/// `observed` only their reads: every pass reads every kind (to find what a
+/// spec no longer names), so a narrowed policy keeps those reads.
+pub fn environment_policy(used: &[Rules], observed: &[Rules], daemon: bool) -> Result<PolicyDocument, PolicyError> {
     let mut sources: Vec<Permissions> = RUNTIME.to_vec();
-    sources.extend(kinds.iter().map(|k| k.permissions));
+    sources.extend(used.iter().map(|k| k.permissions));
     if daemon {
         sources.extend(DAEMON);
     }
-    policy(&sources)
+    let reads: Vec<Permissions> = observed.iter().map(|k| k.permissions).collect();
+    policy(&sources, &reads)
 }
 
 /// The policy as `deploy/iam-policy.json` holds it: pretty JSON, two spaces, a final newline.

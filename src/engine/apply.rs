@@ -266,7 +266,11 @@ async fn write_with_retries(kind: &dyn Kind, env: &EnvSpec, step: &Step, token: 
     let may_have_acted = AtomicBool::new(false);
     with_retries(retry, || async {
         let result = write(kind, env, step, token, reads, may_have_acted.load(Ordering::SeqCst)).await;
-        if result.as_ref().is_err_and(|e| matches!(e.class, ErrorClass::Transient | ErrorClass::Conflict)) {
+        // Any retryable failure may follow a call that acted: a lost reply, a
+        // conflict with what an earlier attempt made, or a later call of a
+        // create made of several (a key, then its alias) throttled after the
+        // first one made the resource.
+        if result.as_ref().is_err_and(|e| e.class.is_retryable()) {
             may_have_acted.store(true, Ordering::SeqCst);
         }
         result
@@ -562,12 +566,14 @@ mod tests {
         assert_eq!((second.exit_code(), second.summary.unchanged), (0, 3));
     }
 
-    /// A create whose reply was lost (transient), or one refused because the
+    /// A create whose reply was lost (transient), one refused because the
     /// resource exists already (an earlier run's create still in flight when
-    /// it died, as the crash test found): found by its tags, not repeated.
+    /// it died, as the crash test found), or one whose later call was
+    /// throttled after the first made the resource (a KMS key, then its
+    /// alias: the fault test once found two keys): found by its tags, not repeated.
     #[tokio::test(start_paused = true)]
     async fn a_create_whose_reply_was_lost_or_that_exists_already_is_found_not_repeated() {
-        for class in [ErrorClass::Transient, ErrorClass::Conflict] {
+        for class in [ErrorClass::Transient, ErrorClass::Conflict, ErrorClass::Throttled] {
             let kind = Fake::new(None, false);
             *kind.lose_reply.lock().expect("lock") = Some(("b", class));
             let creates = kind.creates.clone();

@@ -111,20 +111,24 @@ pub struct Statement {
     pub condition: Option<Value>,
 }
 
-/// The policy document granting `sources` (in order: statements appear where
-/// their first grant does, the reads first), each action once per statement.
-pub fn policy(sources: &[Permissions]) -> Result<PolicyDocument, PolicyError> {
+/// The policy document granting `whole` (every action of each) and, of
+/// `reads_only`, the reads alone (their `reads`, the read actions of their
+/// grants, and their denies): statements appear where their first grant
+/// does, the reads first, each action once per statement.
+pub fn policy(whole: &[Permissions], reads_only: &[Permissions]) -> Result<PolicyDocument, PolicyError> {
     let mut reads: Vec<&'static str> = Vec::new();
     let mut merged: Vec<(Grant, Vec<&'static str>)> = Vec::new();
-    for source in sources {
+    for (source, writes) in whole.iter().map(|p| (p, true)).chain(reads_only.iter().map(|p| (p, false))) {
         push_new(&mut reads, source.reads);
         for grant in source.grants {
+            let kept: Vec<&'static str> = grant.actions.iter().copied().filter(|a| writes || grant.effect == Effect::Deny || is_read(a)).collect();
+            if kept.is_empty() {
+                continue;
+            }
             match merged.iter_mut().find(|(g, _)| g.sid == grant.sid) {
-                Some((g, actions)) if (g.effect, g.resources, g.condition) == (grant.effect, grant.resources, grant.condition) => {
-                    push_new(actions, grant.actions)
-                }
+                Some((g, actions)) if (g.effect, g.resources, g.condition) == (grant.effect, grant.resources, grant.condition) => push_new(actions, &kept),
                 Some(_) => return Err(PolicyError::SidClash(grant.sid)),
-                None => merged.push((*grant, grant.actions.to_vec())),
+                None => merged.push((*grant, kept)),
             }
         }
     }
@@ -140,6 +144,12 @@ pub fn policy(sources: &[Permissions]) -> Result<PolicyDocument, PolicyError> {
         statement.push(Statement { sid: grant.sid, effect: grant.effect, action, resource: resource(grant.resources), condition });
     }
     Ok(PolicyDocument { version: "2012-10-17", statement })
+}
+
+/// Whether an IAM action only reads (`Describe*`, `List*`, `Get*`).
+fn is_read(action: &str) -> bool {
+    let name = action.split_once(':').map_or(action, |(_, name)| name);
+    ["Describe", "List", "Get"].iter().any(|p| name.starts_with(p))
 }
 
 /// A grant's condition, parsed: a JSON object.
@@ -212,7 +222,7 @@ mod tests {
 
     #[test]
     fn grants_of_one_statement_merge_and_reads_gather_first() {
-        let policy = serde_json::to_value(policy(&[QUEUES, DEAD_LETTERS]).expect("valid")).expect("JSON");
+        let policy = serde_json::to_value(policy(&[QUEUES, DEAD_LETTERS], &[]).expect("valid")).expect("JSON");
         let statements = policy["Statement"].as_array().expect("statements");
         assert_eq!(statements.len(), 3);
         assert_eq!(statements[0]["Sid"], READ_SID);
@@ -228,13 +238,26 @@ mod tests {
     const BROKEN: Permissions = Permissions { reads: &[], grants: &[Grant::allow("Broken", &["kms:TagResource"], &["*"]).when("{not json")] };
 
     #[test]
+    fn a_source_for_reads_only_keeps_its_reads_read_actions_and_denies() {
+        let policy = serde_json::to_value(policy(&[], &[DEAD_LETTERS]).expect("valid")).expect("JSON");
+        let statements = policy["Statement"].as_array().expect("statements");
+        assert_eq!(statements.len(), 2, "{policy}");
+        assert_eq!(statements[0]["Action"], serde_json::json!(["sqs:ListQueues", "sqs:ListDeadLetterSourceQueues"]));
+        assert_eq!(statements[1]["Sid"], "NeverPurge", "a deny is kept whole; QueueWrites holds no read, so it is gone");
+        const SCOPED_READS: Permissions =
+            Permissions { reads: &[], grants: &[Grant::allow("QueueWrites", &["sqs:GetQueueAttributes", "sqs:DeleteQueue"], &["arn:aws:sqs:*:*:sentry-*"])] };
+        let policy = serde_json::to_value(super::policy(&[], &[SCOPED_READS]).expect("valid")).expect("JSON");
+        assert_eq!(policy["Statement"][0]["Action"], serde_json::json!(["sqs:GetQueueAttributes"]), "scoped reads stay, writes go");
+    }
+
+    #[test]
     fn a_document_prints_its_keys_in_iams_order_and_a_conditions_keys_sorted() {
         const UNSORTED: Permissions = Permissions {
             reads: &[],
             grants: &[Grant::allow("Scoped", &["s3:ListBucket"], &["*"])
                 .when(r#"{"StringLike": {"s3:prefix": ["specs/*"]}, "Bool": {"aws:SecureTransport": "true"}}"#)],
         };
-        let text = serde_json::to_string(&policy(&[QUEUES, UNSORTED]).expect("valid")).expect("JSON");
+        let text = serde_json::to_string(&policy(&[QUEUES, UNSORTED], &[]).expect("valid")).expect("JSON");
         assert!(
             text.starts_with(r#"{"Version":"2012-10-17","Statement":[{"Sid":"ReadTheEstate","Effect":"Allow","Action":["sqs:ListQueues"],"Resource":"*"}"#),
             "{text}"
@@ -244,10 +267,10 @@ mod tests {
 
     #[test]
     fn a_condition_is_kept_as_json_and_a_clash_of_sids_is_an_error() {
-        let policy = serde_json::to_value(policy(&[Permissions { reads: &[], grants: &[TAGGED] }]).expect("valid")).expect("JSON");
+        let policy = serde_json::to_value(policy(&[Permissions { reads: &[], grants: &[TAGGED] }], &[]).expect("valid")).expect("JSON");
         assert_eq!(policy["Statement"][0]["Condition"]["StringEquals"]["aws:RequestTag/sentry:managed-by"], "sentry-operator");
         assert_eq!(policy["Statement"][0]["Resource"], serde_json::json!(["*", "arn:aws:kms:*:*:key/*"]));
-        assert_eq!(super::policy(&[CLASH]).err(), Some(PolicyError::SidClash("Tagged")));
-        assert!(matches!(super::policy(&[BROKEN]), Err(PolicyError::Condition { sid: "Broken", .. })));
+        assert_eq!(super::policy(&[CLASH], &[]).err(), Some(PolicyError::SidClash("Tagged")));
+        assert!(matches!(super::policy(&[BROKEN], &[]), Err(PolicyError::Condition { sid: "Broken", .. })));
     }
 }

@@ -385,7 +385,12 @@ impl Checker {
                 if !n.subnets.contains_key(subnet) {
                     self.reference(&p, subnet, n.subnets.keys().map(String::as_str), "subnet");
                 } else if let Some(other) = subnet_acl.insert(subnet, id) {
-                    self.err(&p, format!("subnet {subnet:?} is already in network ACL {other:?}; a subnet has one ACL"));
+                    let message = if other == id.as_str() {
+                        format!("subnet {subnet:?} is listed twice")
+                    } else {
+                        format!("subnet {subnet:?} is already in network ACL {other:?}; a subnet has one ACL")
+                    };
+                    self.err(&p, message);
                 }
             }
             for (direction, rules) in [("ingress", &acl.ingress), ("egress", &acl.egress)] {

@@ -57,7 +57,7 @@ fn iam_actions(operations: &BTreeSet<String>, granted: &BTreeSet<String>) -> BTr
 /// The policy `sentry-operator iam-policy` prints: every kind's and every
 /// part of the runtime's declared permissions.
 fn generated_policy() -> String {
-    let policy = sentry_operator::iam_policy::environment_policy(&sentry_operator::kinds::rules(), true).expect("the kinds' grants make one policy");
+    let policy = sentry_operator::iam_policy::environment_policy(&sentry_operator::kinds::rules(), &[], true).expect("the kinds' grants make one policy");
     sentry_operator::iam_policy::render(&policy).expect("JSON")
 }
 
@@ -217,6 +217,11 @@ fn iam_policy_prints_the_checked_in_policy_and_narrows_it_to_an_environment() {
     let sids: BTreeSet<&str> = narrowed.iter().map(|(s, _)| s.as_str()).collect();
     // dev runs no service scaling; the daemon's event rule is always there.
     assert!(!sids.contains("ServiceAutoScalingWrites") && sids.contains("TheOperatorsEventRule") && sids.contains("NetworkWrites"), "{sids:?}");
+    // Every pass reads every kind, the unused ones too (else it could not run, nor see what a spec no longer names).
+    let reads = &narrowed.iter().find(|(s, _)| s == "ReadTheEstate").expect("reads").1;
+    let every_read = &every.iter().find(|(s, _)| s == "ReadTheEstate").expect("reads").1;
+    assert_eq!(reads, every_read, "the narrowed policy keeps every read");
+    assert!(reads.contains("application-autoscaling:DescribeScalableTargets"));
 
     let invalid = tempfile::tempdir().expect("tempdir");
     std::fs::write(invalid.path().join("dev.yaml"), "region: eu-west-1\nnot-a-section: 1\n").expect("spec");

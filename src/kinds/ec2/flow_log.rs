@@ -5,10 +5,10 @@
 use crate::engine::focus::EventMatch;
 use crate::engine::permissions::{Grant, Permissions};
 use async_trait::async_trait;
-use aws_sdk_ec2::types::{FlowLogsResourceType, LogDestinationType, ResourceType, TrafficType};
+use aws_sdk_ec2::types::{FlowLog, FlowLogsResourceType, LogDestinationType, ResourceType, TrafficType};
 use aws_sdk_ec2::Client;
 
-use super::{adopted, desired, gone_is_ok, live, network, owned_by, put_tags, rules, tag_map, tag_spec, vpc};
+use super::{desired, gone_is_ok, live, network, owned_and_adopted, put_tags, rules, tag_map, tag_spec, vpc};
 use crate::aws::{required, AwsError, AwsResult};
 use crate::engine::{Delta, Desired, Kind, Live, OnImmutableChange, ReadCache, Rules, Scope};
 use crate::kinds::iam;
@@ -61,16 +61,13 @@ impl Kind for FlowLogs {
     }
 
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
-        let out = self.client.describe_flow_logs().set_filter(Some(owned_by(&env.env))).send().await.aws("EC2.DescribeFlowLogs")?;
-        let known: Vec<&str> = out.flow_logs().iter().filter_map(|f| f.flow_log_id()).collect();
-        let adopted = adopted(desired, &known, |id| async move {
-            Ok(self.client.describe_flow_logs().flow_log_ids(id).send().await.aws("EC2.DescribeFlowLogs")?.flow_logs.unwrap_or_default())
+        let flow_logs = owned_and_adopted(&env.env, desired, FlowLog::flow_log_id, |lookup| async move {
+            let request = self.client.describe_flow_logs().set_filter(lookup.filters).set_flow_log_ids(lookup.ids);
+            Ok(request.send().await.aws("EC2.DescribeFlowLogs")?.flow_logs.unwrap_or_default())
         })
         .await?;
-        Ok(out
-            .flow_logs()
+        Ok(flow_logs
             .iter()
-            .chain(&adopted)
             .filter_map(|f| {
                 Some(
                     live(f.flow_log_id()?, tag_map(f.tags()))

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::{InternetGateway, ResourceType};
 use aws_sdk_ec2::Client;
 
-use super::{adopted, desired, gone_is_ok, live, network, owned_by, put_tags, rules, tag_map, tag_spec, vpc};
+use super::{desired, gone_is_ok, live, network, owned_and_adopted, put_tags, rules, tag_map, tag_spec, vpc};
 use crate::aws::{required, AwsError, AwsResult};
 use crate::engine::{is_unresolved, Delta, Desired, Kind, Live, ReadCache, Rules};
 use crate::spec::model::DeletionPolicy;
@@ -77,17 +77,13 @@ impl Kind for InternetGateways {
     }
 
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
-        let out = self.client.describe_internet_gateways().set_filters(Some(owned_by(&env.env))).send().await.aws("EC2.DescribeInternetGateways")?;
-        let known: Vec<&str> = out.internet_gateways().iter().filter_map(|g| g.internet_gateway_id()).collect();
-        let adopted = adopted(desired, &known, |id| async move {
-            let out = self.client.describe_internet_gateways().internet_gateway_ids(id).send().await.aws("EC2.DescribeInternetGateways")?;
-            Ok(out.internet_gateways.unwrap_or_default())
+        let gateways = owned_and_adopted(&env.env, desired, InternetGateway::internet_gateway_id, |lookup| async move {
+            let request = self.client.describe_internet_gateways().set_filters(lookup.filters).set_internet_gateway_ids(lookup.ids);
+            Ok(request.send().await.aws("EC2.DescribeInternetGateways")?.internet_gateways.unwrap_or_default())
         })
         .await?;
-        Ok(out
-            .internet_gateways()
+        Ok(gateways
             .iter()
-            .chain(&adopted)
             .filter_map(|g| Some(live(g.internet_gateway_id()?, tag_map(g.tags())).with(ATTACHMENT, attachment(g).unwrap_or(DETACHED))))
             .collect())
     }

@@ -107,6 +107,31 @@ where
     Ok(found)
 }
 
+/// One `Describe*` request of [`owned_and_adopted`]: by filters (this
+/// environment's ownership tags), or by ids (what the spec adopts).
+pub struct Lookup {
+    /// The filters, when it asks by filters.
+    pub filters: Option<Vec<Filter>>,
+    /// The ids, when it asks by ids.
+    pub ids: Option<Vec<String>>,
+}
+
+/// The resources of an EC2 kind a pass reads: those tagged as environment
+/// `env`'s, in one `describe` by filters, then each one `desired` adopts by
+/// id that lacks the tags yet (`describe(Lookup::Id(..))`, see
+/// [`adopted`]); `id_of` gives a resource's id.
+pub async fn owned_and_adopted<T, F, Fut>(env: &str, desired: &[Desired], id_of: fn(&T) -> Option<&str>, describe: F) -> Result<Vec<T>, AwsError>
+where
+    F: Fn(Lookup) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<T>, AwsError>>,
+{
+    let mut found = describe(Lookup { filters: Some(owned_by(env)), ids: None }).await?;
+    let known: Vec<String> = found.iter().filter_map(id_of).map(str::to_string).collect();
+    let known: Vec<&str> = known.iter().map(String::as_str).collect();
+    found.extend(adopted(desired, &known, |id| describe(Lookup { filters: None, ids: Some(vec![id]) })).await?);
+    Ok(found)
+}
+
 /// Whether `desired` adopts the resource `id`.
 pub fn adopts(desired: &[Desired], id: &str) -> bool {
     desired.iter().any(|d| d.adopted_id() == Some(id))

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::{Filter, NetworkAcl, PortRange, ResourceType, RuleAction};
 use aws_sdk_ec2::Client;
 
-use super::{adopted, desired, gone_is_ok, live, network, owned_by, put_tags, rules, subnet, tag_map, tag_spec, vpc};
+use super::{desired, gone_is_ok, live, network, owned_and_adopted, put_tags, rules, subnet, tag_map, tag_spec, vpc};
 use crate::aws::{required, AwsError, AwsResult};
 use crate::engine::focus::EventMatch;
 use crate::engine::permissions::{Grant, Permissions};
@@ -22,7 +22,7 @@ pub const KIND: &str = "ec2.network-acl";
 
 fields! { VPC = "VpcId", INGRESS = "ingress ", EGRESS = "egress ", ASSOCIATION = "association ", ASSOCIATED = "associated" }
 
-/// The rule AWS puts last in every ACL (deny all); not the operator's.
+/// The rules AWS puts last in every ACL (deny all, IPv4 32767 and IPv6 32768); not the operator's.
 const AWS_LAST_RULE: i32 = 32767;
 
 /// The network ACL kind.
@@ -81,8 +81,9 @@ fn normalize(acl: &NetworkAcl) -> Option<Live> {
     let mut l = live(acl.network_acl_id()?, tag_map(acl.tags()));
     l.fields.insert(VPC.into(), acl.vpc_id().unwrap_or_default().into());
     for e in acl.entries() {
-        let (Some(number), Some(cidr)) = (e.rule_number(), e.cidr_block()) else { continue }; // IPv6 rules are not the spec's
-        if number == AWS_LAST_RULE {
+        // IPv6 rules are shown too (the spec writes none, so one added by hand is removed).
+        let (Some(number), Some(cidr)) = (e.rule_number(), e.cidr_block().or(e.ipv6_cidr_block())) else { continue };
+        if number >= AWS_LAST_RULE {
             continue;
         }
         let prefix = if e.egress() == Some(true) { EGRESS } else { INGRESS };
@@ -156,7 +157,8 @@ impl NetworkAcls {
         let out = self.client.describe_network_acls().set_filters(Some(filters.to_vec())).send().await.aws("EC2.DescribeNetworkAcls")?;
         let default = required("EC2.DescribeNetworkAcls", "default network ACL", out.network_acls().first().and_then(|a| a.network_acl_id()))?;
         for id in ids {
-            self.move_association(id, &default).await?;
+            // An id observed earlier is gone once another ACL took the subnet (or an earlier attempt moved it).
+            gone_is_ok(self.move_association(id, &default).await)?;
         }
         Ok(())
     }
@@ -220,13 +222,12 @@ impl Kind for NetworkAcls {
     }
 
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
-        let out = self.client.describe_network_acls().set_filters(Some(owned_by(&env.env))).send().await.aws("EC2.DescribeNetworkAcls")?;
-        let known: Vec<&str> = out.network_acls().iter().filter_map(|a| a.network_acl_id()).collect();
-        let adopted = adopted(desired, &known, |id| async move {
-            Ok(self.client.describe_network_acls().network_acl_ids(id).send().await.aws("EC2.DescribeNetworkAcls")?.network_acls.unwrap_or_default())
+        let acls = owned_and_adopted(&env.env, desired, NetworkAcl::network_acl_id, |lookup| async move {
+            let request = self.client.describe_network_acls().set_filters(lookup.filters).set_network_acl_ids(lookup.ids);
+            Ok(request.send().await.aws("EC2.DescribeNetworkAcls")?.network_acls.unwrap_or_default())
         })
         .await?;
-        Ok(out.network_acls().iter().chain(&adopted).filter_map(normalize).collect())
+        Ok(acls.iter().filter_map(normalize).collect())
     }
 
     async fn create(&self, desired: &Desired, token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
@@ -277,13 +278,24 @@ mod tests {
             .entries(entry(110, false, "17", Some((1024, 65535))))
             .entries(entry(100, true, "-1", None))
             .entries(entry(AWS_LAST_RULE, true, "-1", None))
+            .entries(NetworkAclEntry::builder().rule_number(120).egress(false).protocol("-1").rule_action(RuleAction::Allow).ipv6_cidr_block("::/0").build())
+            .entries(
+                NetworkAclEntry::builder()
+                    .rule_number(AWS_LAST_RULE + 1)
+                    .egress(false)
+                    .protocol("-1")
+                    .rule_action(RuleAction::Deny)
+                    .ipv6_cidr_block("::/0")
+                    .build(),
+            )
             .associations(NetworkAclAssociation::builder().subnet_id("subnet-1").network_acl_association_id("aclassoc-1").build())
             .build();
         let live = normalize(&acl).expect("an ACL");
         assert_eq!(live.field("ingress 100"), "allow tcp 443-443 0.0.0.0/0");
         assert_eq!(live.field("ingress 110"), "allow udp 1024-65535 0.0.0.0/0");
         assert_eq!(live.field("egress 100"), "allow all 0.0.0.0/0");
-        assert!(!live.fields.contains_key("egress 32767"), "AWS's own last rule is not the operator's");
+        assert!(!live.fields.contains_key("egress 32767") && !live.fields.contains_key("ingress 32768"), "AWS's own last rules are not the operator's");
+        assert_eq!(live.field("ingress 120"), "allow all ::/0", "an IPv6 rule is shown, so one added by hand is removed");
         assert_eq!((live.field("association subnet-1"), live.meta.get("subnet-1").map(String::as_str)), ("associated", Some("aclassoc-1")));
 
         let spec = |ports: Option<Ports>, cidr: &str| AclRule { rule: 100, protocol: "tcp".into(), ports, cidr: cidr.into(), action: "allow".into() };

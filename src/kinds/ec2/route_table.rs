@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::{Filter, ResourceType, RouteTable};
 use aws_sdk_ec2::Client;
 
-use super::{adopted, desired, gone_is_ok, internet_gateway, live, nat_gateway, network, owned_by, put_tags, rules, subnet, tag_map, tag_spec, vpc};
+use super::{desired, gone_is_ok, internet_gateway, live, nat_gateway, network, owned_and_adopted, put_tags, rules, subnet, tag_map, tag_spec, vpc};
 use crate::aws::{required, AwsError, AwsResult};
 use crate::engine::{is_unresolved, reference, Delta, Desired, FieldChange, Kind, Live, ReadCache, Rules};
 use crate::spec::model::{DeletionPolicy, Tier};
@@ -168,13 +168,12 @@ impl Kind for RouteTables {
     }
 
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
-        let out = self.client.describe_route_tables().set_filters(Some(owned_by(&env.env))).send().await.aws("EC2.DescribeRouteTables")?;
-        let known: Vec<&str> = out.route_tables().iter().filter_map(|t| t.route_table_id()).collect();
-        let adopted = adopted(desired, &known, |id| async move {
-            Ok(self.client.describe_route_tables().route_table_ids(id).send().await.aws("EC2.DescribeRouteTables")?.route_tables.unwrap_or_default())
+        let tables = owned_and_adopted(&env.env, desired, RouteTable::route_table_id, |lookup| async move {
+            let request = self.client.describe_route_tables().set_filters(lookup.filters).set_route_table_ids(lookup.ids);
+            Ok(request.send().await.aws("EC2.DescribeRouteTables")?.route_tables.unwrap_or_default())
         })
         .await?;
-        Ok(out.route_tables().iter().chain(&adopted).filter_map(normalize).collect())
+        Ok(tables.iter().filter_map(normalize).collect())
     }
 
     async fn create(&self, desired: &Desired, token: &str, _reads: &ReadCache) -> Result<String, AwsError> {

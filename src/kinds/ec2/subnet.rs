@@ -3,10 +3,10 @@
 use crate::engine::focus::EventMatch;
 use crate::engine::permissions::{Grant, Permissions};
 use async_trait::async_trait;
-use aws_sdk_ec2::types::ResourceType;
+use aws_sdk_ec2::types::{ResourceType, Subnet};
 use aws_sdk_ec2::Client;
 
-use super::{adopted, desired, gone_is_ok, live, network, owned_by, put_tags, rules, tag_map, tag_spec, vpc};
+use super::{desired, gone_is_ok, live, network, owned_and_adopted, put_tags, rules, tag_map, tag_spec, vpc};
 use crate::aws::{required, AwsError, AwsResult};
 use crate::engine::{Delta, Desired, Kind, Live, ReadCache, Rules};
 use crate::spec::model::DeletionPolicy;
@@ -54,16 +54,13 @@ impl Kind for Subnets {
     }
 
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
-        let out = self.client.describe_subnets().set_filters(Some(owned_by(&env.env))).send().await.aws("EC2.DescribeSubnets")?;
-        let known: Vec<&str> = out.subnets().iter().filter_map(|s| s.subnet_id()).collect();
-        let adopted = adopted(desired, &known, |id| async move {
-            Ok(self.client.describe_subnets().subnet_ids(id).send().await.aws("EC2.DescribeSubnets")?.subnets.unwrap_or_default())
+        let subnets = owned_and_adopted(&env.env, desired, Subnet::subnet_id, |lookup| async move {
+            let request = self.client.describe_subnets().set_filters(lookup.filters).set_subnet_ids(lookup.ids);
+            Ok(request.send().await.aws("EC2.DescribeSubnets")?.subnets.unwrap_or_default())
         })
         .await?;
-        Ok(out
-            .subnets()
+        Ok(subnets
             .iter()
-            .chain(&adopted)
             .filter_map(|s| {
                 Some(
                     live(s.subnet_id()?, tag_map(s.tags()))

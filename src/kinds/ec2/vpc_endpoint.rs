@@ -3,10 +3,10 @@
 use crate::engine::focus::EventMatch;
 use crate::engine::permissions::{Grant, Permissions};
 use async_trait::async_trait;
-use aws_sdk_ec2::types::{ResourceType, VpcEndpointType};
+use aws_sdk_ec2::types::{ResourceType, VpcEndpoint, VpcEndpointType};
 use aws_sdk_ec2::Client;
 
-use super::{adopted, desired, gone_is_ok, live, network, owned_by, put_tags, route_table, rules, tag_map, tag_spec, vpc};
+use super::{desired, gone_is_ok, live, network, owned_and_adopted, put_tags, route_table, rules, tag_map, tag_spec, vpc};
 use crate::aws::{required, AwsError, AwsResult};
 use crate::engine::{list_field, list_items, Delta, Desired, Kind, Live, OnImmutableChange, ReadCache, Rules};
 use crate::spec::model::{DeletionPolicy, Tier};
@@ -67,16 +67,13 @@ impl Kind for VpcEndpoints {
     }
 
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
-        let out = self.client.describe_vpc_endpoints().set_filters(Some(owned_by(&env.env))).send().await.aws("EC2.DescribeVpcEndpoints")?;
-        let known: Vec<&str> = out.vpc_endpoints().iter().filter_map(|e| e.vpc_endpoint_id()).collect();
-        let adopted = adopted(desired, &known, |id| async move {
-            Ok(self.client.describe_vpc_endpoints().vpc_endpoint_ids(id).send().await.aws("EC2.DescribeVpcEndpoints")?.vpc_endpoints.unwrap_or_default())
+        let endpoints = owned_and_adopted(&env.env, desired, VpcEndpoint::vpc_endpoint_id, |lookup| async move {
+            let request = self.client.describe_vpc_endpoints().set_filters(lookup.filters).set_vpc_endpoint_ids(lookup.ids);
+            Ok(request.send().await.aws("EC2.DescribeVpcEndpoints")?.vpc_endpoints.unwrap_or_default())
         })
         .await?;
-        Ok(out
-            .vpc_endpoints()
+        Ok(endpoints
             .iter()
-            .chain(&adopted)
             .filter(|e| !matches!(e.state().map(|s| s.as_str()), Some("deleted" | "deleting")))
             .filter_map(|e| {
                 Some(
