@@ -40,7 +40,7 @@ pub struct Schedule {
 }
 
 /// `base` plus up to 10% of it, varying between passes and replicas.
-pub fn jittered(base: Duration) -> Duration {
+fn jittered(base: Duration) -> Duration {
     let nanos = std::time::SystemTime::now().duration_since(std::time::SystemTime::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     base + base.mul_f64(f64::from((nanos ^ std::process::id()) % 1000) / 10_000.0)
 }
@@ -59,8 +59,9 @@ impl Schedule {
         }
     }
 
-    /// The state now.
-    pub fn state(&self) -> State {
+    /// The state now (for the transition tests).
+    #[cfg(test)]
+    fn state(&self) -> State {
         self.state
     }
 

@@ -380,8 +380,8 @@ impl Checker {
         let mut subnet_acl: HashMap<&str, &str> = HashMap::new();
         for (id, acl) in &n.network_acls {
             for (i, subnet) in acl.subnets.iter().enumerate() {
-                let p = ["network", "networkAcls", id.as_str(), "subnets", &i.to_string()].map(str::to_string);
-                let p: Vec<&str> = p.iter().map(String::as_str).collect();
+                let index = i.to_string();
+                let p = ["network", "networkAcls", id.as_str(), "subnets", index.as_str()];
                 if !n.subnets.contains_key(subnet) {
                     self.reference(&p, subnet, n.subnets.keys().map(String::as_str), "subnet");
                 } else if let Some(other) = subnet_acl.insert(subnet, id) {
@@ -404,15 +404,7 @@ impl Checker {
                     }
                     self.one_of(&at("protocol"), &rule.protocol, &["tcp", "udp", "all"]);
                     self.one_of(&at("action"), &rule.action, &["allow", "deny"]);
-                    match (&rule.ports, rule.protocol.as_str()) {
-                        (None, "tcp" | "udp") => self.err(&at("protocol"), format!("a {} rule needs `ports`", rule.protocol)),
-                        (Some(_), "all") => self.err(&at("ports"), "a rule for all protocols covers all ports; remove `ports`"),
-                        (Some(Ports::One(0)), _) => self.err(&at("ports"), "port 0 is not a valid port"),
-                        (Some(Ports::Range(r)), _) if parse_port_range(r).is_none() => {
-                            self.err(&at("ports"), format!("{r:?} is not a port or a range like \"1024-65535\""));
-                        }
-                        _ => {}
-                    }
+                    self.ports(&at("protocol"), &at("ports"), &rule.protocol, rule.ports.as_ref(), "1024-65535");
                     if rule.cidr != "vpc" {
                         if let Err(message) = parse_cidr(&rule.cidr) {
                             self.err(&at("cidr"), message);
@@ -423,6 +415,20 @@ impl Checker {
         }
     }
 
+    /// The ports of a security-group or ACL rule for `protocol`: required for
+    /// tcp and udp, none for all, a valid port or range (`example` shows one).
+    fn ports(&mut self, at_protocol: &[&str], at_ports: &[&str], protocol: &str, ports: Option<&Ports>, example: &str) {
+        match (ports, protocol) {
+            (None, "tcp" | "udp") => self.err(at_protocol, format!("a {protocol} rule needs `ports`")),
+            (Some(_), "all") => self.err(at_ports, "a rule for all protocols covers all ports; remove `ports`"),
+            (Some(Ports::One(0)), _) => self.err(at_ports, "port 0 is not a valid port"),
+            (Some(Ports::Range(r)), _) if parse_port_range(r).is_none() => {
+                self.err(at_ports, format!("{r:?} is not a port or a range like \"{example}\""));
+            }
+            _ => {}
+        }
+    }
+
     pub(super) fn rule(&mut self, base: &[&str; 5], rule: &Rule, groups: &[&str]) {
         let at = |field: &'static str| -> Vec<&str> {
             let mut p = base.to_vec();
@@ -430,15 +436,7 @@ impl Checker {
             p
         };
         self.one_of(&at("protocol"), &rule.protocol, &["tcp", "udp", "icmp", "all"]);
-        match (&rule.ports, rule.protocol.as_str()) {
-            (None, "tcp" | "udp") => self.err(&at("protocol"), format!("a {} rule needs `ports`", rule.protocol)),
-            (Some(_), "all") => self.err(&at("ports"), "a rule for all protocols covers all ports; remove `ports`"),
-            (Some(Ports::One(0)), _) => self.err(&at("ports"), "port 0 is not a valid port"),
-            (Some(Ports::Range(r)), _) if parse_port_range(r).is_none() => {
-                self.err(&at("ports"), format!("{r:?} is not a port or a range like \"8000-8010\""));
-            }
-            _ => {}
-        }
+        self.ports(&at("protocol"), &at("ports"), &rule.protocol, rule.ports.as_ref(), "8000-8010");
         match (&rule.cidr, &rule.source_group) {
             (Some(_), Some(_)) => self.err(&at("sourceGroup"), "set either `cidr` or `sourceGroup`, not both"),
             (None, None) => self.err(&at("protocol"), "a rule needs a peer: `cidr` or `sourceGroup`"),

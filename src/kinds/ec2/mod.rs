@@ -28,7 +28,7 @@ use aws_sdk_ec2::types::{Filter, ResourceType, SecurityGroup, Tag, TagSpecificat
 use aws_sdk_ec2::Client;
 
 use crate::aws::{AwsError, AwsResult};
-use crate::engine::{ownership_tags, Desired, Layer, Live, Matching, ReadCache, Rules, Scope, MANAGED_BY, TAG_ENV, TAG_MANAGED_BY};
+use crate::engine::{ownership_tags, Desired, FieldChange, Layer, Live, Matching, ReadCache, Rules, Scope, MANAGED_BY, TAG_ENV, TAG_MANAGED_BY};
 use crate::spec::model::{DeletionPolicy, Network, Tags};
 use crate::spec::EnvSpec;
 
@@ -130,6 +130,20 @@ where
     let known: Vec<&str> = known.iter().map(String::as_str).collect();
     found.extend(adopted(desired, &known, |id| describe(Lookup { filters: None, ids: Some(vec![id]) })).await?);
     Ok(found)
+}
+
+/// What a kind that owns families of fields (`exclusive` prefixes: routes,
+/// rules, associations) sets on a resource it just created: every desired
+/// field of those families, as changes from nothing.
+pub fn created_fields(desired: &Desired, exclusive: &[&str]) -> Vec<FieldChange> {
+    let owned = |k: &str| exclusive.iter().any(|p| k.starts_with(p));
+    desired.fields.iter().filter(|(k, _)| owned(k)).map(|(k, v)| FieldChange { field: k.clone(), live: None, desired: Some(v.clone()) }).collect()
+}
+
+/// `changes` with additions first and removals last: make before break.
+pub fn additions_first(changes: &[FieldChange]) -> impl Iterator<Item = &FieldChange> {
+    let (adds, removals): (Vec<&FieldChange>, Vec<&FieldChange>) = changes.iter().partition(|c| c.desired.is_some());
+    adds.into_iter().chain(removals)
 }
 
 /// Whether `desired` adopts the resource `id`.

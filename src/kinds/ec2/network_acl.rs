@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::{Filter, NetworkAcl, PortRange, ResourceType, RuleAction};
 use aws_sdk_ec2::Client;
 
-use super::{desired, gone_is_ok, live, network, owned_and_adopted, put_tags, rules, subnet, tag_map, tag_spec, vpc};
+use super::{additions_first, created_fields, desired, gone_is_ok, live, network, owned_and_adopted, put_tags, rules, subnet, tag_map, tag_spec, vpc};
 use crate::aws::{required, AwsError, AwsResult};
 use crate::engine::focus::EventMatch;
 use crate::engine::permissions::{Grant, Permissions};
@@ -171,9 +171,8 @@ impl NetworkAcls {
 
     /// Applies field changes: additions first, removals last (make before break).
     async fn apply(&self, acl: &str, live: Option<&Live>, changes: &[FieldChange]) -> Result<(), AwsError> {
-        let (adds, removals): (Vec<&FieldChange>, Vec<&FieldChange>) = changes.iter().partition(|c| c.desired.is_some());
         let mut released = Vec::new();
-        for change in adds.into_iter().chain(removals) {
+        for change in additions_first(changes) {
             if change.field.starts_with(INGRESS) || change.field.starts_with(EGRESS) {
                 self.set_rule(acl, change).await?;
             } else if let Some(subnet) = change.field.strip_prefix(ASSOCIATION) {
@@ -234,10 +233,7 @@ impl Kind for NetworkAcls {
         let request = self.client.create_network_acl().vpc_id(desired.field(VPC)).client_token(token);
         let out = request.tag_specifications(tag_spec(ResourceType::NetworkAcl, &desired.tags)).send().await.aws("EC2.CreateNetworkAcl")?;
         let id = required("EC2.CreateNetworkAcl", "network ACL id", out.network_acl().and_then(|a| a.network_acl_id()))?;
-        let owned = |k: &str| k.starts_with(INGRESS) || k.starts_with(EGRESS) || k.starts_with(ASSOCIATION);
-        let changes: Vec<FieldChange> =
-            desired.fields.iter().filter(|(k, _)| owned(k)).map(|(k, v)| FieldChange { field: k.clone(), live: None, desired: Some(v.clone()) }).collect();
-        self.apply(&id, None, &changes).await?;
+        self.apply(&id, None, &created_fields(desired, self.rules().exclusive)).await?;
         Ok(id)
     }
 

@@ -11,7 +11,10 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::{Filter, ResourceType, RouteTable};
 use aws_sdk_ec2::Client;
 
-use super::{desired, gone_is_ok, internet_gateway, live, nat_gateway, network, owned_and_adopted, put_tags, rules, subnet, tag_map, tag_spec, vpc};
+use super::{
+    additions_first, created_fields, desired, gone_is_ok, internet_gateway, live, nat_gateway, network, owned_and_adopted, put_tags, rules, subnet, tag_map,
+    tag_spec, vpc,
+};
 use crate::aws::{required, AwsError, AwsResult};
 use crate::engine::{is_unresolved, reference, Delta, Desired, FieldChange, Kind, Live, ReadCache, Rules};
 use crate::spec::model::{DeletionPolicy, Tier};
@@ -80,8 +83,7 @@ impl RouteTables {
 
     /// Applies field changes: additions first, removals last (make before break).
     async fn apply(&self, table: &str, live: Option<&Live>, changes: &[FieldChange]) -> Result<(), AwsError> {
-        let (adds, removals): (Vec<&FieldChange>, Vec<&FieldChange>) = changes.iter().partition(|c| c.desired.is_some());
-        for change in adds.into_iter().chain(removals) {
+        for change in additions_first(changes) {
             if change.field.starts_with(ROUTE) {
                 self.set_route(table, change).await?;
             } else if let Some(subnet) = change.field.strip_prefix(ASSOCIATION) {
@@ -180,13 +182,7 @@ impl Kind for RouteTables {
         let request = self.client.create_route_table().vpc_id(desired.field(VPC)).client_token(token);
         let out = request.tag_specifications(tag_spec(ResourceType::RouteTable, &desired.tags)).send().await.aws("EC2.CreateRouteTable")?;
         let id = required("EC2.CreateRouteTable", "route table id", out.route_table().and_then(|t| t.route_table_id()))?;
-        let changes: Vec<FieldChange> = desired
-            .fields
-            .iter()
-            .filter(|(k, _)| k.starts_with(ROUTE) || k.starts_with(ASSOCIATION))
-            .map(|(k, v)| FieldChange { field: k.clone(), live: None, desired: Some(v.clone()) })
-            .collect();
-        self.apply(&id, None, &changes).await?;
+        self.apply(&id, None, &created_fields(desired, self.rules().exclusive)).await?;
         Ok(id)
     }
 
