@@ -388,7 +388,7 @@ mod tests {
             key: ResourceKey { kind: "ec2.route-table", id: "private-b".into() },
             name: "sentry-rt-private-b-prod".into(),
             action: Action::Update,
-            changes: vec![FieldChange { field: "route 0.0.0.0/0".into(), live: Some("igw-1".into()), desired: Some("nat-1".into()) }],
+            changes: vec![FieldChange::of("route 0.0.0.0/0", Some("igw-1".into()), Some("nat-1".into()))],
             note: None,
             desired: None,
             live: None,

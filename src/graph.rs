@@ -146,15 +146,15 @@ impl Graph {
             for d in resources {
                 nodes.push((*layer, *order, Node { key: d.key.clone(), layer: *layer, status: None, detail: None }));
                 for to in &d.depends_on {
-                    // The fields that name it: by reference in their value or their name (a
-                    // security-group rule's source), or by its physical name (a redrive policy's queue).
+                    // The fields that name it: by reference anywhere in their value (a security-group
+                    // rule's source), or by its physical name (a redrive policy's queue).
                     let wanted = reference(to.kind, &to.id);
                     let name = names.get(to).copied().filter(|n| !n.is_empty());
                     let fields: Vec<&str> = d
                         .fields
                         .iter()
-                        .filter(|(f, v)| refers(v, &wanted) || refers(f, &wanted) || name.is_some_and(|n| refers(v, n)))
-                        .map(|(f, _)| f.split(' ').next().unwrap_or(f))
+                        .filter(|(_, v)| v.refers_to(&wanted) || name.is_some_and(|n| refers(&v.to_string(), n)))
+                        .map(|(f, _)| f.trim_end())
                         .collect::<BTreeSet<&str>>()
                         .into_iter()
                         .collect();

@@ -376,7 +376,7 @@ mod tests {
     fn hostile_report() -> Report {
         let env = crate::spec::EnvSpec::new("dev", Default::default());
         let mut step = Step::of(Desired::new("sqs.queue", "orders", "sentry-orders-dev", Default::default()), Action::Alert);
-        step.changes = vec![FieldChange { field: "tags.team".into(), live: Some("<script>alert(1)</script>".into()), desired: Some("oms\"'&".into()) }];
+        step.changes = vec![FieldChange::of("tags.team", Some("<script>alert(1)</script>".into()), Some("oms\"'&".into()))];
         step.note = Some("drift reported only (policy: alert)".into());
         let mut report = Report::new(&env, Mode::Apply, vec![step], vec!["<img src=x onerror=alert(2)>".into()], Default::default(), Default::default());
         report.set_findings(vec![Finding {

@@ -14,7 +14,7 @@ use super::plan::{Action, Outcome, Step};
 use super::planning::{plan_pass, Planned, PlannedStep, Remembered};
 use super::references::ReferenceMap;
 use super::report::Report;
-use super::{is_unresolved, reference, Desired, Kind, OnImmutableChange, ReadCache, ResourceKey};
+use super::{Desired, Kind, OnImmutableChange, ReadCache, ResourceKey, Value};
 use crate::aws::{AwsError, CallCounter, ErrorClass};
 use crate::spec::EnvSpec;
 
@@ -149,7 +149,7 @@ async fn apply(
             let deps = step.desired.iter().flat_map(|d| d.depends_on.iter());
             // A dependency that failed, or that no observation found (its kind's
             // read failed): writing now would send AWS an unresolved reference.
-            let unknown = |k: &ResourceKey| is_unresolved(&handles.to_handles(&reference(k.kind, &k.id)));
+            let unknown = |k: &ResourceKey| handles.handle_of(k).is_none();
             if let Some(dep) = deps.into_iter().find(|k| failed.contains(*k) || unknown(k)) {
                 step.outcome = Some(Outcome::DependencyFailed(dep.to_string()));
                 failed.insert(step.key.clone());
@@ -214,7 +214,7 @@ fn idempotency_token() -> String {
 /// A copy of `step` with every reference turned into a physical id.
 fn resolved(step: &Step, handles: &ReferenceMap) -> Step {
     let mut s = step.clone();
-    let to = |t: &str| handles.to_handles(t);
+    let to = |v: &Value| handles.to_handles(v);
     if let Some(d) = &mut s.desired {
         d.fields = ReferenceMap::rewrite(&d.fields, to);
     }
@@ -222,9 +222,9 @@ fn resolved(step: &Step, handles: &ReferenceMap) -> Step {
         l.fields = ReferenceMap::rewrite(&l.fields, to);
     }
     for c in &mut s.delta.fields {
-        c.field = to(&c.field);
-        c.live = c.live.as_deref().map(to);
-        c.desired = c.desired.as_deref().map(to);
+        c.entry = c.entry.as_ref().map(to);
+        c.live = c.live.as_ref().map(to);
+        c.desired = c.desired.as_ref().map(to);
     }
     s
 }

@@ -2,7 +2,7 @@
 //! registered [`Kind`], in dependency order.
 //!
 //! Kinds translate between the spec / AWS and a uniform model ([`Desired`],
-//! [`Live`], string-valued fields); the engine owns ownership rules, diffing,
+//! [`Live`], fields of typed [`Value`]s); the engine owns ownership rules, diffing,
 //! ordering, retries and the report.
 
 pub mod apply;
@@ -15,6 +15,7 @@ mod planning;
 pub mod policy;
 pub mod references;
 pub mod report;
+pub mod value;
 
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
@@ -39,8 +40,10 @@ pub const TAG_ID: &str = "sentry:id";
 /// Tag recording the deletion policy, so it still applies once the spec forgets the resource.
 pub const TAG_DELETION_POLICY: &str = "sentry:deletion-policy";
 
-/// Normalized field values of a resource, compared as strings.
-pub type Fields = BTreeMap<String, String>;
+pub use value::Value;
+
+/// Normalized field values of a resource, compared as [`Value`]s.
+pub type Fields = BTreeMap<String, Value>;
 
 /// Identifies a resource in the spec: its kind and logical id.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -121,22 +124,28 @@ impl Desired {
     }
 
     /// Sets field `name` to `value`.
-    pub fn with(mut self, name: &str, value: impl Into<String>) -> Self {
+    pub fn with(mut self, name: &str, value: impl Into<Value>) -> Self {
         self.fields.insert(name.into(), value.into());
+        self
+    }
+
+    /// Adds the entry `key` = `value` to the family `name` (see [`Value::Map`]).
+    pub fn with_entry(mut self, name: &str, key: impl Into<Value>, value: impl Into<Value>) -> Self {
+        with_entry(&mut self.fields, name, key.into(), value.into());
         self
     }
 
     /// Sets field `name` to a [`reference`] to `id` of `kind`, which must
     /// therefore exist first.
     pub fn with_reference(self, name: &str, kind: &'static str, id: &str) -> Self {
-        self.with(name, reference(kind, id)).after(kind, id)
+        self.with(name, Value::Ref(reference(kind, id))).after(kind, id)
     }
 
-    /// Sets field `name` to the [`list_field`] of references to `ids` of
-    /// `kind`, which must therefore exist first.
+    /// Sets field `name` to the set of references to `ids` of `kind`, which
+    /// must therefore exist first.
     pub fn with_references<'a>(self, name: &str, kind: &'static str, ids: impl IntoIterator<Item = &'a str>) -> Self {
         let ids: Vec<&str> = ids.into_iter().collect();
-        let d = self.with(name, list_field(ids.iter().map(|id| reference(kind, id))));
+        let d = self.with(name, Value::set_of(ids.iter().map(|id| Value::Ref(reference(kind, id)))));
         ids.into_iter().fold(d, |d, id| d.after(kind, id))
     }
 
@@ -161,9 +170,20 @@ impl Desired {
         self.adopt.as_ref().and_then(Adoption::id)
     }
 
-    /// The desired value of field `name` (empty when the kind sets none).
+    /// Field `name` as the plan shows it (empty when absent).
+    #[cfg(test)]
+    pub fn shown(&self, name: &str) -> String {
+        self.fields.get(name).map(Value::to_string).unwrap_or_default()
+    }
+
+    /// The desired text of field `name` (empty when the kind sets none or the value is not a single one).
     pub fn field(&self, name: &str) -> &str {
-        self.fields.get(name).map_or("", String::as_str)
+        field_text(&self.fields, name)
+    }
+
+    /// The text items of field `name` (a set's or list's; none when absent).
+    pub fn items(&self, name: &str) -> Vec<String> {
+        field_items(&self.fields, name)
     }
 
     /// Field `name` as the number the call `operation` sends (the spec's
@@ -199,17 +219,20 @@ pub fn reference(kind: &str, id: &str) -> String {
     format!("@{kind}/{id}")
 }
 
-/// A list as one field value: its items sorted and comma-joined, so that the
-/// order AWS reports them in never shows as drift.
-pub fn list_field<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> String {
-    let mut items: Vec<String> = items.into_iter().map(|s| s.as_ref().to_string()).collect();
-    items.sort_unstable();
-    items.join(",")
+/// The text of field `name` of `fields`: empty when absent or not a single value.
+fn field_text<'a>(fields: &'a Fields, name: &str) -> &'a str {
+    fields.get(name).and_then(Value::as_text).unwrap_or("")
 }
 
-/// The items of a field value written by [`list_field`].
-pub fn list_items(value: &str) -> Vec<String> {
-    value.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect()
+/// The text items of field `name` of `fields`.
+fn field_items(fields: &Fields, name: &str) -> Vec<String> {
+    fields.get(name).map(|v| v.items().into_iter().filter_map(Value::as_text).map(str::to_string).collect()).unwrap_or_default()
+}
+
+/// Adds `key` = `value` to the family `name` of `fields`.
+fn with_entry(fields: &mut Fields, name: &str, key: Value, value: Value) {
+    let entries = fields.remove(name).map(|v| v.entries().to_vec()).unwrap_or_default();
+    fields.insert(name.into(), Value::map_of(entries.into_iter().chain([(key, value)])));
 }
 
 /// Whether a (resolved) value still holds a reference nobody could resolve.
@@ -237,8 +260,19 @@ pub enum Ownership {
 
 impl Live {
     /// Sets field `name` to what AWS reported.
-    pub fn with(mut self, name: &str, value: impl Into<String>) -> Self {
+    pub fn with(mut self, name: &str, value: impl Into<Value>) -> Self {
         self.fields.insert(name.into(), value.into());
+        self
+    }
+
+    /// Sets field `name` to a physical id of another resource (see [`Value::Handle`]).
+    pub fn with_handle(self, name: &str, handle: impl Into<String>) -> Self {
+        self.with(name, Value::handle(handle))
+    }
+
+    /// Adds the entry `key` = `value` to the family `name` (see [`Value::Map`]).
+    pub fn with_entry(mut self, name: &str, key: impl Into<Value>, value: impl Into<Value>) -> Self {
+        with_entry(&mut self.fields, name, key.into(), value.into());
         self
     }
 
@@ -248,9 +282,20 @@ impl Live {
         self.meta.get(key).map(String::as_str).ok_or_else(|| AwsError::unexpected(operation, format!("{} was observed without its {key}", self.name)))
     }
 
-    /// The live value of field `name` (empty when the kind reported none).
+    /// Field `name` as the plan shows it (empty when absent).
+    #[cfg(test)]
+    pub fn shown(&self, name: &str) -> String {
+        self.fields.get(name).map(Value::to_string).unwrap_or_default()
+    }
+
+    /// The live text of field `name` (empty when the kind reported none or the value is not a single one).
     pub fn field(&self, name: &str) -> &str {
-        self.fields.get(name).map_or("", String::as_str)
+        field_text(&self.fields, name)
+    }
+
+    /// The text items of field `name` (a set's or list's; none when absent).
+    pub fn items(&self, name: &str) -> Vec<String> {
+        field_items(&self.fields, name)
     }
 
     /// Whether the tags say this resource is `id` of environment `env`.
@@ -486,12 +531,63 @@ pub struct Review {
 /// One field that differs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct FieldChange {
-    /// Field (or `tags.<key>`).
+    /// Field (or `tags.<key>`; for an entry of a family, the family's name and the entry's key).
     pub field: String,
+    /// For an entry of a family ([`Value::Map`]), its key.
+    #[serde(skip)]
+    pub entry: Option<Value>,
     /// Live value; `None` when absent.
-    pub live: Option<String>,
+    pub live: Option<Value>,
     /// Desired value; `None` when it should be absent.
-    pub desired: Option<String>,
+    pub desired: Option<Value>,
+}
+
+impl FieldChange {
+    /// A change of field `field` from `live` to `desired`.
+    pub fn of(field: &str, live: Option<Value>, desired: Option<Value>) -> FieldChange {
+        FieldChange { field: field.into(), entry: None, live, desired }
+    }
+
+    /// The live text (`None` when absent or not a single value).
+    pub fn live_text(&self) -> Option<&str> {
+        self.live.as_ref().and_then(Value::as_text)
+    }
+
+    /// The desired text (`None` when absent or not a single value).
+    pub fn desired_text(&self) -> Option<&str> {
+        self.desired.as_ref().and_then(Value::as_text)
+    }
+
+    /// The text of the entry of a family this change is to, which the call
+    /// `operation` needs: an error for a change of a whole field.
+    pub fn entry_text(&self, operation: &'static str) -> Result<&str, AwsError> {
+        self.entry.as_ref().and_then(Value::as_text).ok_or_else(|| AwsError::unexpected(operation, format!("{} is no entry of a family", self.field)))
+    }
+
+    /// The words of the entry of a family this change is to (a rule's), which the call `operation` needs.
+    pub fn entry_words(&self, operation: &'static str) -> Result<Vec<&str>, AwsError> {
+        match &self.entry {
+            Some(Value::Phrase(words)) => Ok(words.iter().filter_map(Value::as_text).collect()),
+            _ => Err(AwsError::unexpected(operation, format!("{} is no rule", self.field))),
+        }
+    }
+
+    /// The changes of `field` from `live` to `desired`: one per entry that
+    /// differs for a family, else one.
+    pub fn between(field: &str, live: Option<&Value>, desired: Option<&Value>) -> Vec<FieldChange> {
+        let family = |v: Option<&Value>| v.is_some_and(|v| matches!(v, Value::Map(_)));
+        if !family(live) && !family(desired) {
+            return if live == desired { Vec::new() } else { vec![FieldChange::of(field, live.cloned(), desired.cloned())] };
+        }
+        let (live, desired) = (live.map_or(&[][..], Value::entries), desired.map_or(&[][..], Value::entries));
+        let find = |entries: &[(Value, Value)], key: &Value| entries.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+        let keys = desired.iter().map(|(k, _)| k).chain(live.iter().map(|(k, _)| k).filter(|k| find(desired, k).is_none()));
+        keys.filter_map(|key| {
+            let (l, d) = (find(live, key), find(desired, key));
+            (l != d).then(|| FieldChange { field: format!("{field}{key}"), entry: Some(key.clone()), live: l, desired: d })
+        })
+        .collect()
+    }
 }
 
 /// What differs between desired and live: fields, and tags to add or change.

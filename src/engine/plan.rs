@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use super::{Delta, Desired, FieldChange, Live, OnImmutableChange, Ownership, ResourceKey, Rules, TAG_MANAGED_BY};
+use super::{Delta, Desired, FieldChange, Live, OnImmutableChange, Ownership, ResourceKey, Rules, Value, TAG_MANAGED_BY};
 use crate::spec::model::DeletionPolicy;
 use crate::spec::validate::is_reserved_tag;
 
@@ -125,25 +125,19 @@ pub fn match_kind(kind: &'static str, env: &str, desired: Vec<Desired>, live: Ve
 }
 
 /// Compares the managed fields and tags of `desired` with `live`. Live fields
-/// the spec does not manage and extra live tags are ignored, except fields
-/// under an exclusive prefix, which are removed. Tags reserved by AWS
+/// the spec does not manage and extra live tags are ignored, except families
+/// ([`Value::Map`]) named `exclusive`, whose entries the spec does not list
+/// are removed. Changes come first, removals last. Tags reserved by AWS
 /// (`aws:…`, such as CloudFormation's) are never compared: nobody may change them.
 pub fn diff(desired: &Desired, live: &Live, exclusive: &[&str], create_only: &[&str]) -> Delta {
-    let mut fields: Vec<FieldChange> = desired
-        .fields
-        .iter()
-        .filter(|(k, v)| live.fields.get(*k) != Some(*v) && !create_only.contains(&k.as_str()) && !desired.delegated.contains_key(*k))
-        .map(|(k, v)| FieldChange { field: k.clone(), live: live.fields.get(k).cloned(), desired: Some(v.clone()) })
-        .collect();
-    fields.extend(
-        live.fields.iter().filter(|(k, _)| exclusive.iter().any(|p| k.starts_with(p)) && !desired.fields.contains_key(*k)).map(|(k, v)| FieldChange {
-            field: k.clone(),
-            live: Some(v.clone()),
-            desired: None,
-        }),
-    );
+    let managed = |k: &str| !create_only.contains(&k) && !desired.delegated.contains_key(k);
+    let desired_side = desired.fields.iter().filter(|(k, _)| managed(k)).flat_map(|(k, v)| FieldChange::between(k, live.fields.get(k), Some(v)));
+    let families_only_live = live.fields.iter().filter(|(k, _)| exclusive.contains(&k.as_str()) && !desired.fields.contains_key(*k));
+    let mut fields: Vec<FieldChange> = desired_side.chain(families_only_live.flat_map(|(k, v)| FieldChange::between(k, Some(v), None))).collect();
+    let (mut changes, removals): (Vec<FieldChange>, Vec<FieldChange>) = fields.drain(..).partition(|c| c.desired.is_some());
+    changes.extend(removals);
     let tags = desired.tags.iter().filter(|(k, v)| !is_reserved_tag(k) && live.tags.get(*k) != Some(*v)).map(|(k, v)| (k.clone(), v.clone())).collect();
-    Delta { fields, tags }
+    Delta { fields: changes, tags }
 }
 
 /// What the plan says of the fields `d` delegates to an autoscaler: at
@@ -181,7 +175,7 @@ pub fn decide(rules: &Rules, env: &str, pair: Pair) -> Option<Step> {
     match (pair.desired, pair.live) {
         (Some(d), None) => {
             let mut s = step(d.key.clone(), d.name.clone(), Action::Create, delegation_note(&d, None), None, None);
-            s.changes = d.fields.iter().map(|(k, v)| FieldChange { field: k.clone(), live: None, desired: Some(v.clone()) }).collect();
+            s.changes = d.fields.iter().flat_map(|(k, v)| FieldChange::between(k, None, Some(v))).collect();
             s.desired = Some(d);
             Some(s)
         }
@@ -216,7 +210,7 @@ fn decide_existing(rules: &Rules, env: &str, d: Desired, l: Live) -> Step {
     }
     let delta = diff(&d, &l, rules.exclusive, rules.create_only);
     let mut changes = delta.fields.clone();
-    changes.extend(delta.tags.iter().map(|(k, v)| FieldChange { field: format!("tags.{k}"), live: l.tags.get(k).cloned(), desired: Some(v.clone()) }));
+    changes.extend(delta.tags.iter().map(|(k, v)| FieldChange::of(&format!("tags.{k}"), l.tags.get(k).map(Value::text), Some(Value::text(v)))));
     let immutable: Vec<&str> = delta.fields.iter().map(|c| c.field.as_str()).filter(|f| rules.immutable.contains(f)).collect();
     let adopting = ownership == Ownership::Unmanaged;
     let (action, note) = if adopting && !immutable.is_empty() {
@@ -261,8 +255,14 @@ mod tests {
             .collect()
     }
 
+    /// Fields from pairs; `rule <key>` is an entry of the family `rule `.
     fn fields(pairs: &[(&str, &str)]) -> Fields {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        let (entries, single): (Vec<_>, Vec<_>) = pairs.iter().partition(|(k, _)| k.starts_with("rule "));
+        let mut fields: Fields = single.iter().map(|(k, v)| (k.to_string(), Value::text(*v))).collect();
+        if !entries.is_empty() {
+            fields.insert("rule ".into(), Value::map_of(entries.iter().map(|(k, v)| (Value::text(k.trim_start_matches("rule ")), Value::text(*v)))));
+        }
+        fields
     }
 
     fn desired(id: &str, f: &[(&str, &str)], deps: &[&str]) -> Desired {
@@ -379,7 +379,7 @@ mod tests {
     #[test]
     fn extra_exclusive_fields_are_removals() {
         let steps = plan(RULES, vec![desired("a", &[("rule a", "1")], &[])], vec![live("a", &[("rule a", "1"), ("rule b", "1")], tags("dev", "a", "retain"))]);
-        assert_eq!(steps[0].delta.fields, vec![FieldChange { field: "rule b".into(), live: Some("1".into()), desired: None }]);
+        assert_eq!(steps[0].delta.fields, vec![FieldChange { field: "rule b".into(), entry: Some("b".into()), live: Some("1".into()), desired: None }]);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use super::plan::Pair;
-use super::{reference, Fields, Ownership, ResourceKey};
+use super::{reference, Fields, Ownership, ResourceKey, Value};
 
 /// The handles the passes of one environment learnt, shared by its loops: a
 /// pass over a few kinds resolves references to the others through them.
@@ -97,19 +97,26 @@ impl ReferenceMap {
         self.to_handle.is_empty()
     }
 
-    /// Live form → spec form: known handles become references; lists are sorted.
-    pub fn to_references(&self, text: &str) -> String {
-        canonical(text, |token| self.to_ref.get(token).cloned())
+    /// Live form → spec form: known handles become references, the others
+    /// plain text (they name nothing of the spec, such as `FARGATE`).
+    pub fn to_references(&self, value: &Value) -> Value {
+        value.translated(&|v| match v {
+            Value::Handle(h) => Some(self.to_ref.get(h).map_or_else(|| Value::text(h), |r| Value::Ref(r.clone()))),
+            _ => None,
+        })
     }
 
     /// Spec form → live form: references become handles (unknown ones stay references).
-    pub fn to_handles(&self, text: &str) -> String {
-        canonical(text, |token| self.to_handle.get(token).cloned())
+    pub fn to_handles(&self, value: &Value) -> Value {
+        value.translated(&|v| match v {
+            Value::Ref(r) => self.to_handle.get(r).map(|h| Value::Handle(h.clone())),
+            _ => None,
+        })
     }
 
-    /// Rewrites every field key and value with `f`.
-    pub fn rewrite(fields: &Fields, f: impl Fn(&str) -> String) -> Fields {
-        fields.iter().map(|(k, v)| (f(k), f(v))).collect()
+    /// Every field value passed through `f`.
+    pub fn rewrite(fields: &Fields, f: impl Fn(&Value) -> Value) -> Fields {
+        fields.iter().map(|(k, v)| (k.clone(), f(v))).collect()
     }
 }
 
@@ -118,35 +125,21 @@ fn kind_of(reference: &str) -> &str {
     reference.strip_prefix('@').and_then(|r| r.split_once('/')).map_or("", |(kind, _)| kind)
 }
 
-/// Maps each token (separated by spaces or commas) with `lookup`; a
-/// comma-separated list is a set, so its items are sorted.
-fn canonical(text: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
-    let map = |t: &str| lookup(t).unwrap_or_else(|| t.to_string());
-    if text.contains(',') && !text.contains(' ') && !text.starts_with('{') {
-        let mut items: Vec<String> = text.split(',').map(map).collect();
-        items.sort();
-        return items.join(",");
-    }
-    if !text.contains(' ') {
-        return map(text);
-    }
-    text.split(' ').map(map).collect::<Vec<_>>().join(" ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn handles_and_references_translate_both_ways_and_sets_are_sorted() {
+    fn handles_and_references_translate_both_ways_by_structure() {
         let mut h = ReferenceMap::default();
         h.learn(&ResourceKey { kind: "ec2.subnet", id: "a".into() }, "subnet-2");
         h.learn(&ResourceKey { kind: "ec2.subnet", id: "b".into() }, "subnet-1");
-        assert_eq!(h.to_references("subnet-1,subnet-2"), "@ec2.subnet/a,@ec2.subnet/b");
-        assert_eq!(h.to_references("ingress tcp 443 subnet-1"), "ingress tcp 443 @ec2.subnet/b");
-        assert_eq!(h.to_references("sg-unknown"), "sg-unknown");
-        assert_eq!(h.to_handles("@ec2.subnet/a"), "subnet-2");
-        assert_eq!(h.to_handles("@ec2.vpc/missing"), "@ec2.vpc/missing");
-        assert_eq!(h.to_references(r#"{"a":1,"b":2}"#), r#"{"a":1,"b":2}"#, "JSON values are left alone");
+        assert_eq!(h.to_references(&Value::handles(["subnet-1", "subnet-2"])).to_string(), "@ec2.subnet/a,@ec2.subnet/b");
+        let rule = Value::Phrase(vec!["ingress".into(), "tcp".into(), "443".into(), Value::handle("subnet-1")]);
+        assert_eq!(h.to_references(&rule).to_string(), "ingress tcp 443 @ec2.subnet/b");
+        assert_eq!(h.to_references(&Value::handle("sg-unknown")), Value::text("sg-unknown"), "an unknown handle names nothing of the spec");
+        assert_eq!(h.to_references(&Value::text("subnet-1")), Value::text("subnet-1"), "text that looks like a handle stays text");
+        assert_eq!(h.to_handles(&Value::Ref("@ec2.subnet/a".into())), Value::handle("subnet-2"));
+        assert_eq!(h.to_handles(&Value::Ref("@ec2.vpc/missing".into())), Value::Ref("@ec2.vpc/missing".into()));
     }
 }

@@ -48,7 +48,7 @@ fn the_graph_shows_the_references_the_engine_resolves() {
 
 fn step(kind: &'static str, id: &str, action: Action) -> Step {
     let mut step = Step::of(Desired::new(kind, id, id, Default::default()), action);
-    step.changes = vec![FieldChange { field: "DelaySeconds".into(), live: Some("9".into()), desired: Some("0".into()) }];
+    step.changes = vec![FieldChange::of("DelaySeconds", Some("9".into()), Some("0".into()))];
     step
 }
 
@@ -100,10 +100,7 @@ fn prods_live_graph_at_its_wordiest_fits_mermaids_default_text_limit() {
         .iter()
         .map(|n| {
             let mut s = Step::of(Desired::new(n.key.kind, &n.key.id, &n.key.id, Default::default()), Action::Update);
-            s.changes = ["FieldNumberOne", "FieldNumberTwo", "FieldNumberThree", "FieldNumberFour"]
-                .iter()
-                .map(|f| FieldChange { field: f.to_string(), live: None, desired: None })
-                .collect();
+            s.changes = ["FieldNumberOne", "FieldNumberTwo", "FieldNumberThree", "FieldNumberFour"].iter().map(|f| FieldChange::of(f, None, None)).collect();
             s
         })
         .collect();

@@ -20,7 +20,7 @@ use aws_sdk_cloudwatch::types::{AlarmType, ComparisonOperator, Dimension, Metric
 use aws_sdk_cloudwatch::Client;
 
 use crate::aws::{gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{list_field, list_items, ownership_tags, reference, Delta, Desired, Kind, Layer, Live, ReadCache, Rules};
+use crate::engine::{ownership_tags, reference, Delta, Desired, Kind, Layer, Live, ReadCache, Rules, Value};
 use crate::kinds::elasticache::replication_group;
 use crate::kinds::elbv2::{load_balancer, target_group};
 use crate::kinds::read::{common_prefix, describe_each};
@@ -35,8 +35,8 @@ fields! {
     DESCRIPTION = "Description", METRICS = "Metrics", COMPARISON = "Comparison", THRESHOLD = "Threshold", THRESHOLD_METRIC = "ThresholdMetricId",
     PERIODS = "EvaluationPeriods", DATAPOINTS = "DatapointsToAlarm", MISSING_DATA = "TreatMissingData", ACTIONS = "AlarmActions",
 }
-/// Separates the queries of the `Metrics` field.
-const QUERY_SEPARATOR: &str = " ; ";
+/// The word between two queries of the `Metrics` field.
+const QUERY_SEPARATOR: &str = ";";
 /// The id of the single metric of a metric or band alarm, and of the band.
 const METRIC_ID: &str = "m1";
 fields! { BAND_ID = "band", EXPRESSION_ID = "e1" }
@@ -49,61 +49,69 @@ pub struct Alarms {
     pub tags: crate::kinds::read::TagIndex,
 }
 
-/// One metric data query as one line of tokens:
+/// One metric data query in words:
 /// `<id> <returnData> metric <namespace> <name> <stat> <period> [<dimension> <value>]...`
-/// or `<id> <returnData> expr <expression>`.
-fn metric_query(id: &str, returned: bool, namespace: &str, name: &str, stat: &str, period: i64, dimensions: &[(String, String)]) -> String {
-    let mut dims: Vec<String> = dimensions.iter().map(|(k, v)| format!("{k} {v}")).collect();
-    dims.sort();
-    let tail = if dims.is_empty() { String::new() } else { format!(" {}", dims.join(" ")) };
-    format!("{id} {returned} metric {namespace} {name} {stat} {period}{tail}")
+/// or `<id> <returnData> expr <expression>`; a dimension's value may be a reference.
+fn metric_query(id: &str, returned: bool, namespace: &str, name: &str, stat: &str, period: i64, dimensions: &[(String, Value)]) -> Value {
+    let mut dims: Vec<&(String, Value)> = dimensions.iter().collect();
+    dims.sort_by_cached_key(|(k, v)| format!("{k} {v}"));
+    let head = [id, &returned.to_string(), "metric", namespace, name, stat, &period.to_string()].map(Value::text);
+    Value::Phrase(head.into_iter().chain(dims.into_iter().flat_map(|(k, v)| [Value::text(k), v.clone()])).collect())
 }
 
-fn expression_query(id: &str, returned: bool, expression: &str) -> String {
-    format!("{id} {returned} expr {}", expression.split_whitespace().collect::<Vec<_>>().join(" "))
+fn expression_query(id: &str, returned: bool, expression: &str) -> Value {
+    let head = [id, &returned.to_string(), "expr"].map(Value::text);
+    Value::Phrase(head.into_iter().chain(expression.split_whitespace().map(Value::text)).collect())
 }
 
-/// The queries as one field value, ordered by id.
-fn queries_field(mut queries: Vec<String>) -> String {
-    queries.sort();
-    queries.join(QUERY_SEPARATOR)
+/// The queries as one field value: ordered by their words, the separator word between two.
+fn queries_field(mut queries: Vec<Value>) -> Value {
+    queries.sort_by_cached_key(Value::to_string);
+    let mut words = Vec::new();
+    for q in queries {
+        if !words.is_empty() {
+            words.push(Value::text(QUERY_SEPARATOR));
+        }
+        words.push(q);
+    }
+    Value::Phrase(words)
 }
 
 /// A dimension value of the spec as the field holds it (a spec resource's
 /// name, or a reference the engine resolves; anything else as written), and
 /// the resource it names, which the alarm waits for.
-fn dimension_value(env: &EnvSpec, value: &str) -> (String, Option<(&'static str, String)>) {
-    let Some((what, id)) = value.split_once(':') else { return (env.substitute(value), None) };
+fn dimension_value(env: &EnvSpec, value: &str) -> (Value, Option<(&'static str, String)>) {
+    let Some((what, id)) = value.split_once(':') else { return (Value::text(env.substitute(value)), None) };
     let on = |kind: &'static str, id: &str| Some((kind, id.to_string()));
-    let referred = |kind: &'static str| (reference(kind, id), on(kind, id));
+    let referred = |kind: &'static str| (Value::Ref(reference(kind, id)), on(kind, id));
     match what {
         "queue" => {
             let queue = env.spec.messaging.as_ref().and_then(|m| m.queues.get(id));
-            (queue.map_or_else(|| id.to_string(), |q| q.physical_name(id, &env.env)), on(sqs::KIND, id))
+            (Value::text(queue.map_or_else(|| id.to_string(), |q| q.physical_name(id, &env.env))), on(sqs::KIND, id))
         }
         "cluster" => {
             let cluster = env.spec.compute.as_ref().and_then(|c| c.clusters.get(id));
-            (physical_name(cluster.and_then(|c| c.name.as_deref()), id, &env.env), on(ecs::cluster::KIND, id))
+            (Value::text(physical_name(cluster.and_then(|c| c.name.as_deref()), id, &env.env)), on(ecs::cluster::KIND, id))
         }
         "service" => {
             let service = env.spec.compute.as_ref().and_then(|c| c.services.get(id));
-            (ecs::service::service_name(service.and_then(|s| s.name.as_deref()), id, &env.env), on(ecs::service::KIND, id))
+            (Value::text(ecs::service::service_name(service.and_then(|s| s.name.as_deref()), id, &env.env)), on(ecs::service::KIND, id))
         }
         "redis" => {
             let group = elasticache::redis(env).map(|(_, name)| name).unwrap_or_default();
-            (format!("{group}-{:0>3}", id), on(replication_group::KIND, replication_group::ID))
+            (Value::text(format!("{group}-{:0>3}", id)), on(replication_group::KIND, replication_group::ID))
         }
         "natGateway" => referred(ec2::NAT_GATEWAY),
         "loadBalancer" => referred(load_balancer::KIND),
         "targetGroup" => referred(target_group::KIND),
-        _ => (env.substitute(value), None),
+        _ => (Value::text(env.substitute(value)), None),
     }
 }
 
 /// The query of a spec metric, and the resources it refers to.
-fn spec_query(env: &EnvSpec, id: &str, returned: bool, m: &AlarmMetric) -> (String, Vec<(&'static str, String)>) {
+fn spec_query(env: &EnvSpec, id: &str, returned: bool, m: &AlarmMetric) -> (Value, Vec<(&'static str, String)>) {
     let mut refs = Vec::new();
-    let dims: Vec<(String, String)> = m
+    let dims: Vec<(String, Value)> = m
         .dimensions
         .iter()
         .map(|(k, v)| {
@@ -169,19 +177,21 @@ fn cloudwatch_dimension(value: &str) -> &str {
     value.split_once(":loadbalancer/").map(|(_, tail)| tail).or_else(|| value.rsplit_once(':').map(|(_, tail)| tail)).unwrap_or(value)
 }
 
-/// The ARN of the load balancer or target group a dimension names by the
-/// tail of its ARN, in this pass's account and region; any other value as it is.
-fn dimension_arn(env: &EnvSpec, name: &str, value: &str) -> String {
+/// A live dimension's value: the ARN of the load balancer or target group
+/// it names by the tail of its ARN (in this pass's account and region) and a
+/// NAT gateway's id, as handles; any other value as text.
+fn dimension_arn(env: &EnvSpec, name: &str, value: &str) -> Value {
     match name {
-        "LoadBalancer" => env.arn("elasticloadbalancing", true, &format!("loadbalancer/{value}")),
-        "TargetGroup" => env.arn("elasticloadbalancing", true, value),
-        _ => value.to_string(),
+        "LoadBalancer" => Value::handle(env.arn("elasticloadbalancing", true, &format!("loadbalancer/{value}"))),
+        "TargetGroup" => Value::handle(env.arn("elasticloadbalancing", true, value)),
+        "NatGatewayId" => Value::handle(value),
+        _ => Value::text(value),
     }
 }
 
 /// The live `Metrics` field of alarm `a` (either form).
-fn live_queries(env: &EnvSpec, a: &MetricAlarm) -> Result<String, AwsError> {
-    let dims = |d: &[Dimension]| -> Vec<(String, String)> {
+fn live_queries(env: &EnvSpec, a: &MetricAlarm) -> Result<Value, AwsError> {
+    let dims = |d: &[Dimension]| -> Vec<(String, Value)> {
         d.iter().filter_map(|d| Some((d.name()?.to_string(), dimension_arn(env, d.name()?, d.value()?)))).collect()
     };
     if a.metrics().is_empty() {
@@ -216,19 +226,21 @@ fn live_queries(env: &EnvSpec, a: &MetricAlarm) -> Result<String, AwsError> {
                     &dims(m.map(|m| m.dimensions()).unwrap_or_default()),
                 )
             }
-            (None, None) => format!("{id} {returned} unknown"),
+            (None, None) => Value::Phrase([id, &returned.to_string(), "unknown"].map(Value::text).to_vec()),
         })
     });
     Ok(queries_field(queries.collect::<Result<_, AwsError>>()?))
 }
 
 /// The metric data queries of a `Metrics` field, for PutMetricAlarm.
-fn parse_queries(field: &str, alarm: &str) -> Result<Vec<MetricDataQuery>, AwsError> {
-    let bad = |q: &str| AwsError::unexpected("CloudWatch.PutMetricAlarm", format!("{alarm}: query {q:?} is not `<id> <returned> metric|expr ...`"));
+fn parse_queries(field: &Value, alarm: &str) -> Result<Vec<MetricDataQuery>, AwsError> {
+    let bad = |q: &Value| AwsError::unexpected("CloudWatch.PutMetricAlarm", format!("{alarm}: query \"{q}\" is not `<id> <returned> metric|expr ...`"));
     field
-        .split(QUERY_SEPARATOR)
+        .items()
+        .into_iter()
+        .filter(|q| **q != QUERY_SEPARATOR)
         .map(|q| {
-            let tokens: Vec<&str> = q.split(' ').collect();
+            let tokens: Vec<&str> = q.items().into_iter().filter_map(Value::as_text).collect();
             let [id, returned, shape, rest @ ..] = tokens.as_slice() else { return Err(bad(q)) };
             let query = MetricDataQuery::builder().id(*id).return_data(*returned == "true");
             let query = match (*shape, rest) {
@@ -304,7 +316,7 @@ impl Kind for Alarms {
                 .with(PERIODS, a.evaluation_periods().unwrap_or_default().to_string())
                 .with(DATAPOINTS, a.datapoints_to_alarm().or(a.evaluation_periods()).unwrap_or_default().to_string())
                 .with(MISSING_DATA, a.treat_missing_data().unwrap_or("missing"))
-                .with(ACTIONS, list_field(a.alarm_actions()));
+                .with(ACTIONS, Value::handles(a.alarm_actions()));
             Ok(Some(live))
         })
         .await?;
@@ -346,8 +358,8 @@ impl Alarms {
             .alarm_name(&desired.name)
             .alarm_description(desired.field(DESCRIPTION))
             .actions_enabled(true)
-            .set_alarm_actions(Some(list_items(desired.field(ACTIONS))))
-            .set_metrics(Some(parse_queries(desired.field(METRICS), &desired.name)?))
+            .set_alarm_actions(Some(desired.items(ACTIONS)))
+            .set_metrics(Some(parse_queries(desired.fields.get(METRICS).unwrap_or(&Value::Phrase(Vec::new())), &desired.name)?))
             .comparison_operator(ComparisonOperator::from(desired.field(COMPARISON)))
             .set_threshold(threshold)
             .set_threshold_metric_id(Some(desired.field(THRESHOLD_METRIC)).filter(|t| !t.is_empty()).map(str::to_string))
@@ -369,10 +381,10 @@ mod tests {
         let lb = "arn:aws:elasticloadbalancing:us-east-1:1:loadbalancer/app/sentry-public-dev/50dc6c495c0c9188";
         let field = queries_field(vec![
             expression_query(EXPRESSION_ID, true, "100  *  errors / requests"),
-            metric_query("errors", false, "AWS/ApplicationELB", "HTTPCode_Target_5XX_Count", "Sum", 300, &[("LoadBalancer".into(), lb.into())]),
+            metric_query("errors", false, "AWS/ApplicationELB", "HTTPCode_Target_5XX_Count", "Sum", 300, &[("LoadBalancer".into(), Value::handle(lb))]),
         ]);
         assert_eq!(
-            field,
+            field.to_string(),
             format!("e1 true expr 100 * errors / requests ; errors false metric AWS/ApplicationELB HTTPCode_Target_5XX_Count Sum 300 LoadBalancer {lb}")
         );
         let queries = parse_queries(&field, "a").unwrap_or_default();
@@ -385,7 +397,8 @@ mod tests {
             "targetgroup/sentry-ws-dev/6d0ecf831eec9f09"
         );
         assert_eq!(cloudwatch_dimension("sentry-master-order-dev.fifo"), "sentry-master-order-dev.fifo");
-        assert!(parse_queries("m1 true metric AWS/SQS Visible Maximum", "a").is_err(), "a query without its period is refused");
+        let short = Value::Phrase(["m1", "true", "metric", "AWS/SQS", "Visible", "Maximum"].map(Value::text).to_vec());
+        assert!(parse_queries(&Value::Phrase(vec![short]), "a").is_err(), "a query without its period is refused");
         assert_eq!(number(5.0), "5");
         assert_eq!(number(0.8), "0.8");
     }

@@ -23,7 +23,7 @@ use aws_sdk_dynamodb::Client;
 
 use super::read::describe_each;
 use crate::aws::{found, gone_is_ok, required, wait_for, AwsError, AwsResult, Built};
-use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Layer, Live, ReadCache, Rules};
+use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Layer, Live, ReadCache, Rules, Value};
 use crate::kinds::kms;
 use crate::spec::model::{KeySchema, Table};
 use crate::spec::{physical_name, EnvSpec};
@@ -129,9 +129,10 @@ fn table_fields(t: &TableDescription) -> Fields {
         }
     };
     let mut f = Fields::new();
-    f.insert(KEY.into(), text_of(t.key_schema()));
+    f.insert(KEY.into(), Value::from(text_of(t.key_schema())));
     let billing = t.billing_mode_summary().and_then(|b| b.billing_mode()).map(|b| b.as_str().to_string()).unwrap_or_else(|| "PROVISIONED".into());
-    f.insert(BILLING.into(), billing);
+    f.insert(BILLING.into(), Value::from(billing));
+    let mut indexes = Vec::new();
     for g in t.global_secondary_indexes() {
         let Some(name) = g.index_name() else { continue };
         let p = g.projection();
@@ -142,14 +143,17 @@ fn table_fields(t: &TableDescription) -> Fields {
             include.sort();
             text.push_str(&format!(" include={}", include.join("|")));
         }
-        f.insert(format!("{GSI}{name}"), text);
+        indexes.push((Value::text(name), Value::text(text)));
+    }
+    if !indexes.is_empty() {
+        f.insert(GSI.into(), Value::map_of(indexes));
     }
     let kms = t.sse_description().is_some_and(|s| s.sse_type() == Some(&SseType::Kms) && s.status().map(|s| s.as_str()) == Some("ENABLED"));
-    f.insert(SSE.into(), if kms { "KMS" } else { "AWS_OWNED" }.into());
+    f.insert(SSE.into(), Value::from(if kms { "KMS" } else { "AWS_OWNED" }));
     if let Some(key) = t.sse_description().and_then(|s| s.kms_master_key_arn()).filter(|_| kms) {
-        f.insert(KMS_KEY.into(), key.to_string());
+        f.insert(KMS_KEY.into(), Value::handle(key.to_string()));
     }
-    f.insert(PROTECTION.into(), t.deletion_protection_enabled().unwrap_or(false).to_string());
+    f.insert(PROTECTION.into(), Value::from(t.deletion_protection_enabled().unwrap_or(false).to_string()));
     f
 }
 
@@ -178,9 +182,9 @@ impl Tables {
             .and_then(|c| c.point_in_time_recovery_description())
             .and_then(|p| p.point_in_time_recovery_status())
             .is_some_and(|s| s.as_str() == "ENABLED");
-        fields.insert(PITR.into(), pitr.to_string());
+        fields.insert(PITR.into(), Value::from(pitr.to_string()));
         let ttl = ttl.time_to_live_description().filter(|t| t.time_to_live_status().map(|s| s.as_str()) == Some("ENABLED")).and_then(|t| t.attribute_name());
-        fields.insert(TTL.into(), ttl.unwrap_or(TTL_OFF).to_string());
+        fields.insert(TTL.into(), Value::from(ttl.unwrap_or(TTL_OFF).to_string()));
         Ok(Some(Live { name: name.clone(), handle: arn, fields, tags, ..Live::default() }))
     }
 
@@ -271,7 +275,7 @@ fn desired_table(env: &EnvSpec, id: &str, t: &Table) -> Desired {
         None => {}
     }
     for (name, g) in &t.global_secondary_indexes {
-        d = d.with(&format!("{GSI}{name}"), gsi_text(&g.key, &g.projection, &g.non_key_attributes, &t.attributes));
+        d = d.with_entry(GSI, name.as_str(), gsi_text(&g.key, &g.projection, &g.non_key_attributes, &t.attributes));
     }
     d
 }
@@ -311,8 +315,13 @@ impl Kind for Tables {
 
     async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
         let key = parse_key_text(desired.field(KEY));
-        let indexes: Vec<(String, KeyText)> =
-            desired.fields.iter().filter_map(|(k, v)| k.strip_prefix(GSI).map(|n| (n.to_string(), parse_key_text(v)))).collect();
+        let indexes: Vec<(String, KeyText)> = desired
+            .fields
+            .get(GSI)
+            .map_or(&[][..], Value::entries)
+            .iter()
+            .filter_map(|(n, v)| Some((n.as_text()?.to_string(), parse_key_text(v.as_text()?))))
+            .collect();
         let gsis: Vec<GlobalSecondaryIndex> = indexes
             .iter()
             .filter_map(|(name, k)| {
@@ -348,7 +357,7 @@ impl Kind for Tables {
         let name = &desired.name;
         let mut sse_updated = false;
         for change in &delta.fields {
-            let new = change.desired.as_deref();
+            let new = change.desired_text();
             match change.field.as_str() {
                 BILLING => {
                     let mode = BillingMode::from(new.unwrap_or("PAY_PER_REQUEST"));
@@ -368,18 +377,17 @@ impl Kind for Tables {
                 }
                 PITR => self.set_pitr(name, new == Some("true")).await?,
                 TTL => {
-                    if let Some(old) = change.live.as_deref().filter(|o| *o != TTL_OFF) {
+                    if let Some(old) = change.live_text().filter(|o| *o != TTL_OFF) {
                         self.set_ttl(name, old, false).await?;
                     }
                     if let Some(attribute) = new.filter(|n| *n != TTL_OFF) {
                         self.set_ttl(name, attribute, true).await?;
                     }
                 }
-                field => {
-                    if let Some(index) = field.strip_prefix(GSI) {
-                        self.change_index(name, index, change.live.as_deref(), new).await?;
-                    }
+                field if field.starts_with(GSI) => {
+                    self.change_index(name, change.entry_text("DynamoDB.UpdateTable")?, change.live_text(), new).await?;
                 }
+                _ => {}
             }
         }
         if !delta.tags.is_empty() {
@@ -390,7 +398,7 @@ impl Kind for Tables {
     }
 
     async fn delete(&self, live: &Live, _reads: &ReadCache) -> Result<(), AwsError> {
-        if live.fields.get(PROTECTION).map(String::as_str) == Some("true") {
+        if live.fields.get(PROTECTION).and_then(Value::as_text) == Some("true") {
             self.client.update_table().table_name(&live.name).deletion_protection_enabled(false).send().await.aws("DynamoDB.UpdateTable")?;
         }
         gone_is_ok(self.client.delete_table().table_name(&live.name).send().await.map(|_| ()).aws("DynamoDB.DeleteTable"))

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use aws_sdk_cloudwatchlogs::Client;
 
 use crate::aws::{gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules};
+use crate::engine::{ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules, Value};
 use crate::kinds::read::common_prefix;
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::EnvSpec;
@@ -94,14 +94,14 @@ impl Kind for LogGroups {
             Err(e) if e.code.as_deref() != Some("ResourceAlreadyExistsException") => return Err(e),
             _ => {}
         }
-        if let Some(days) = desired.fields.get(RETENTION) {
+        if let Some(days) = desired.fields.get(RETENTION).and_then(Value::as_text) {
             self.set_retention(&desired.name, days).await?;
         }
         Ok(desired.name.clone())
     }
 
     async fn update(&self, desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {
-        if let Some(days) = delta.fields.iter().find(|c| c.field == RETENTION).and_then(|c| c.desired.as_deref()) {
+        if let Some(days) = delta.fields.iter().find(|c| c.field == RETENTION).and_then(|c| c.desired_text()) {
             self.set_retention(&desired.name, days).await?;
         }
         if !delta.tags.is_empty() {

@@ -215,7 +215,7 @@ fn live_secret(s: SecretListEntry) -> Result<Live, AwsError> {
     };
     Ok(Live { name, handle: arn, tags, ..Live::default() }
         .with(DESCRIPTION, s.description().unwrap_or_default())
-        .with(KMS_KEY, s.kms_key_id().filter(|k| !k.ends_with(AWS_MANAGED_KEY)).unwrap_or_default())
+        .with_handle(KMS_KEY, s.kms_key_id().filter(|k| !k.ends_with(AWS_MANAGED_KEY)).unwrap_or_default())
         .with(ROTATION, rotation)
         .with(DELETED, s.deleted_date().is_some().to_string()))
 }

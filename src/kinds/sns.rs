@@ -11,7 +11,7 @@ use aws_sdk_sns::types::{Subscription, Tag};
 use aws_sdk_sns::Client;
 
 use crate::aws::{gone_is_ok, required, AwsError, AwsResult, Built};
-use crate::engine::{list_field, list_items, ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules};
+use crate::engine::{ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules, Value};
 use crate::kinds::read::describe_each;
 use crate::spec::model::Tags;
 use crate::spec::{physical_name, EnvSpec};
@@ -48,7 +48,7 @@ fn subscriptions(live: Live, listed: &[Subscription]) -> Live {
         listed.iter().filter_map(|s| Some((format!("{}:{}", s.protocol()?, s.endpoint()?), s.subscription_arn().unwrap_or(PENDING)))).collect();
     let pending: Vec<&str> = entries.iter().filter(|(_, arn)| *arn == PENDING).map(|(e, _)| e.as_str()).collect();
     let status = (!pending.is_empty()).then(|| format!("pending confirmation by the endpoint: {}", pending.join(", ")));
-    let mut live = live.with(SUBSCRIPTIONS, list_field(entries.iter().map(|(e, _)| e)));
+    let mut live = live.with(SUBSCRIPTIONS, Value::set(entries.iter().map(|(e, _)| e)));
     live.meta.extend(entries.iter().filter(|(_, arn)| *arn != PENDING).map(|(e, arn)| (subscription_meta(e), arn.to_string())));
     Live { status, ..live }
 }
@@ -78,7 +78,7 @@ impl Kind for Topics {
             .iter()
             .map(|(id, t)| {
                 Desired::new(KIND, id, physical_name(t.name.as_deref(), id, &env.env), ownership_tags(env, id, t.deletion_policy, &t.tags))
-                    .with(SUBSCRIPTIONS, list_field(t.subscriptions.iter().map(|s| format!("{}:{}", s.protocol, env.substitute(&s.endpoint)))))
+                    .with(SUBSCRIPTIONS, Value::set(t.subscriptions.iter().map(|s| format!("{}:{}", s.protocol, env.substitute(&s.endpoint)))))
             })
             .collect()
     }
@@ -109,7 +109,7 @@ impl Kind for Topics {
         // CreateTopic returns the existing topic when called again with the same name and tags.
         let out = self.client.create_topic().name(&desired.name).set_tags(Some(tag_list(&desired.tags)?)).send().await.aws("SNS.CreateTopic")?;
         let arn = required("SNS.CreateTopic", "topic ARN", out.topic_arn())?;
-        for entry in list_items(desired.field(SUBSCRIPTIONS)) {
+        for entry in desired.items(SUBSCRIPTIONS) {
             self.subscribe(&arn, &entry).await?;
         }
         Ok(arn)
@@ -117,8 +117,8 @@ impl Kind for Topics {
 
     async fn update(&self, desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {
         if delta.fields.iter().any(|c| c.field == SUBSCRIPTIONS) {
-            let wanted = list_items(desired.field(SUBSCRIPTIONS));
-            let present = list_items(live.field(SUBSCRIPTIONS));
+            let wanted = desired.items(SUBSCRIPTIONS);
+            let present = live.items(SUBSCRIPTIONS);
             for entry in wanted.iter().filter(|e| !present.contains(e)) {
                 self.subscribe(&live.handle, entry).await?;
             }
@@ -152,11 +152,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_endpoint_with_commas_and_spaces_is_one_subscription() {
+        let endpoint = "https://hooks.example/alerts?to=a,b&note=x y";
+        let listed = Subscription::builder().protocol("https").endpoint(endpoint).subscription_arn("arn:aws:sns:r:1:t:abc").build();
+        let live = subscriptions(Live::default(), &[listed]);
+        assert_eq!(live.items(SUBSCRIPTIONS), [format!("https:{endpoint}")]);
+    }
+
+    #[test]
     fn a_pending_subscription_counts_as_present_and_is_reported() {
         let confirmed = Subscription::builder().protocol("https").endpoint("https://hooks.example/alerts").subscription_arn("arn:aws:sns:r:1:t:abc").build();
         let pending = Subscription::builder().protocol("email").endpoint("oncall@example.com").subscription_arn(PENDING).build();
         let live = subscriptions(Live::default(), &[confirmed, pending]);
-        assert_eq!(live.field(SUBSCRIPTIONS), "email:oncall@example.com,https:https://hooks.example/alerts");
+        assert_eq!(live.shown(SUBSCRIPTIONS), "email:oncall@example.com,https:https://hooks.example/alerts");
         assert_eq!(live.status.as_deref(), Some("pending confirmation by the endpoint: email:oncall@example.com"));
         assert_eq!(live.meta.len(), 1, "only a confirmed subscription can be removed");
     }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::read::{canonical_json, common_prefix, describe_each, named_desired, TagIndex};
 use crate::aws::{found, gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{ownership_tags, Adoption, Delta, Desired, Fields, Kind, Layer, Live, ReadCache, Rules};
+use crate::engine::{ownership_tags, Adoption, Delta, Desired, Fields, Kind, Layer, Live, ReadCache, Rules, Value};
 use crate::spec::EnvSpec;
 
 /// Kind name.
@@ -115,10 +115,10 @@ impl Queues {
 fn normalize(raw: &BTreeMap<String, String>) -> Fields {
     let mut fields: Fields = [VISIBILITY_TIMEOUT, RETENTION, DELAY, WAIT_TIME, MAX_SIZE, FIFO, DEDUPLICATION, ENCRYPTION]
         .into_iter()
-        .filter_map(|k| raw.get(k).map(|v| (k.to_string(), v.clone())))
+        .filter_map(|k| raw.get(k).map(|v| (k.to_string(), Value::text(v))))
         .collect();
     if let Some(policy) = raw.get(POLICY).filter(|p| !p.is_empty()) {
-        fields.insert(POLICY.into(), canonical_json(policy));
+        fields.insert(POLICY.into(), Value::from(canonical_json(policy)));
     }
     let redrive = raw.get(REDRIVE).filter(|v| !v.is_empty()).and_then(|v| serde_json::from_str::<serde_json::Value>(v).ok()).and_then(|v| {
         let arn = v.get("deadLetterTargetArn")?.as_str()?;
@@ -130,7 +130,7 @@ fn normalize(raw: &BTreeMap<String, String>) -> Fields {
         let target = arn.rsplit(':').next()?.to_string();
         serde_json::to_string(&Redrive { dead_letter_target: target, max_receive_count: u32::try_from(count).ok()? }).ok()
     });
-    fields.insert(REDRIVE.into(), redrive.unwrap_or_else(|| NO_REDRIVE.into()));
+    fields.insert(REDRIVE.into(), Value::from(redrive.unwrap_or_else(|| NO_REDRIVE.into())));
     fields
 }
 
@@ -216,7 +216,7 @@ impl Kind for Queues {
     }
 
     async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
-        let attributes = self.attributes(desired.fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))).await?;
+        let attributes = self.attributes(desired.fields.iter().filter_map(|(k, v)| Some((k.as_str(), v.as_text()?)))).await?;
         let attributes = attributes.into_iter().filter(|(k, v)| !(*k == QueueAttributeName::RedrivePolicy && v.is_empty())).collect();
         let request = self.client.create_queue().queue_name(&desired.name).set_attributes(Some(attributes));
         let created = request.set_tags(Some(desired.tags.clone().into_iter().collect())).send().await.aws("SQS.CreateQueue")?;
@@ -225,7 +225,7 @@ impl Kind for Queues {
 
     async fn update(&self, _desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {
         if !delta.fields.is_empty() {
-            let changed = delta.fields.iter().filter_map(|c| c.desired.as_deref().map(|v| (c.field.as_str(), v)));
+            let changed = delta.fields.iter().filter_map(|c| c.desired_text().map(|v| (c.field.as_str(), v)));
             let attributes = self.attributes(changed).await?;
             self.client.set_queue_attributes().queue_url(&live.handle).set_attributes(Some(attributes)).send().await.aws("SQS.SetQueueAttributes")?;
         }
@@ -254,9 +254,9 @@ mod tests {
         .into_iter()
         .collect();
         let f = normalize(&raw);
-        assert_eq!(f.get(REDRIVE).map(String::as_str), Some(r#"{"deadLetterTarget":"q-dlq","maxReceiveCount":5}"#));
-        assert_eq!(f.get(VISIBILITY_TIMEOUT).map(String::as_str), Some("30"));
+        assert_eq!(f.get(REDRIVE).and_then(Value::as_text), Some(r#"{"deadLetterTarget":"q-dlq","maxReceiveCount":5}"#));
+        assert_eq!(f.get(VISIBILITY_TIMEOUT).and_then(Value::as_text), Some("30"));
         assert!(!f.contains_key("QueueArn"));
-        assert_eq!(normalize(&BTreeMap::new()).get(REDRIVE).map(String::as_str), Some(NO_REDRIVE));
+        assert_eq!(normalize(&BTreeMap::new()).get(REDRIVE).and_then(Value::as_text), Some(NO_REDRIVE));
     }
 }

@@ -74,7 +74,7 @@ impl Kind for ScalingPolicies {
             .filter_map(|p| {
                 let (name, resource) = (p.policy_name(), p.resource_id());
                 let tags = owners.get(resource).cloned().unwrap_or_default();
-                let mut live = Live { name: name.into(), handle: p.policy_arn().into(), tags, ..Live::default() }.with(TARGET, resource);
+                let mut live = Live { name: name.into(), handle: p.policy_arn().into(), tags, ..Live::default() }.with_handle(TARGET, resource);
                 if !live.is_named_or_owned(&env.env, desired) {
                     return None;
                 }

@@ -10,7 +10,7 @@ use aws_sdk_cognitoidentityprovider::Client;
 
 use super::{member, member_tags, pool, pool_of, pool_of_members, POOL};
 use crate::aws::{gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{list_field, list_items, Delta, Desired, Kind, Layer, Live, ReadCache, Rules};
+use crate::engine::{Delta, Desired, Kind, Layer, Live, ReadCache, Rules, Value};
 use crate::spec::{physical_name, EnvSpec};
 
 /// Kind name.
@@ -27,7 +27,7 @@ pub struct AppClients {
 }
 
 fn flows(desired: &Desired) -> Vec<ExplicitAuthFlowsType> {
-    list_items(desired.field(FLOWS)).iter().map(|f| ExplicitAuthFlowsType::from(f.as_str())).collect()
+    desired.items(FLOWS).iter().map(|f| ExplicitAuthFlowsType::from(f.as_str())).collect()
 }
 
 /// What the kind's calls need of IAM.
@@ -54,7 +54,7 @@ impl Kind for AppClients {
             .map(|(id, c)| {
                 member(KIND, id, physical_name(c.name.as_deref(), id, &env.env))
                     .with(SECRET, c.generate_secret.to_string())
-                    .with(FLOWS, list_field(&c.auth_flows))
+                    .with(FLOWS, Value::set(&c.auth_flows))
             })
             .collect()
     }
@@ -72,9 +72,9 @@ impl Kind for AppClients {
             let id = desired.iter().find(|d| d.name == client_name).map_or(client_name, |d| d.key.id.as_str());
             let l = Live { name: client_name.into(), handle: format!("{pool_id}/{client_id}"), tags: member_tags(&tags, id), ..Live::default() };
             let mut l = l
-                .with(POOL, &pool_id)
+                .with_handle(POOL, &pool_id)
                 .with(SECRET, detail.client_secret().is_some().to_string())
-                .with(FLOWS, list_field(detail.explicit_auth_flows().iter().map(|f| f.as_str())));
+                .with(FLOWS, Value::set(detail.explicit_auth_flows().iter().map(|f| f.as_str())));
             l.meta.insert(CLIENT_ID.into(), client_id.into());
             found.push(l);
         }

@@ -54,7 +54,7 @@ impl Kind for Groups {
                 let group = g.group_name()?;
                 let l = Live { name: group.into(), handle: format!("{id}/{group}"), tags: member_tags(&tags, group), ..Live::default() };
                 Some(
-                    l.with(POOL, &id)
+                    l.with_handle(POOL, &id)
                         .with(DESCRIPTION, g.description().unwrap_or_default())
                         .with(PRECEDENCE, g.precedence().map(|p| p.to_string()).unwrap_or_default()),
                 )

@@ -11,7 +11,7 @@ use aws_sdk_cognitoidentityprovider::Client;
 use super::{live_pool, pool, pool_tags};
 use crate::aws::{gone_is_ok, required, AwsError, AwsResult};
 use crate::engine::plan::{Action, Step};
-use crate::engine::{ownership_tags, Delta, Desired, Fields, Finding, FindingClass, Kind, Layer, Live, ReadCache, Review, Rules};
+use crate::engine::{ownership_tags, Delta, Desired, Fields, Finding, FindingClass, Kind, Layer, Live, ReadCache, Review, Rules, Value};
 use crate::spec::model::{Tags, UserPool};
 use crate::spec::EnvSpec;
 
@@ -50,12 +50,12 @@ fn password_policy(text: &str) -> PasswordPolicyType {
 
 impl UserPools {
     async fn set_mfa(&self, pool: &str, fields: &Fields) -> Result<(), AwsError> {
-        let totp = fields.get(TOTP).map(String::as_str) == Some("true");
+        let totp = fields.get(TOTP).and_then(Value::as_text) == Some("true");
         self.client
             .set_user_pool_mfa_config()
             .user_pool_id(pool)
             .software_token_mfa_configuration(SoftwareTokenMfaConfigType::builder().enabled(totp).build())
-            .mfa_configuration(UserPoolMfaType::from(fields.get(MFA).map(String::as_str).unwrap_or("OFF")))
+            .mfa_configuration(UserPoolMfaType::from(fields.get(MFA).and_then(Value::as_text).unwrap_or("OFF")))
             .send()
             .await
             .aws("Cognito.SetUserPoolMfaConfig")?;
@@ -163,16 +163,16 @@ impl Kind for UserPools {
                 class: FindingClass::SecurityDrift,
                 resource: s.key.clone(),
                 field: Some(c.field.clone()),
-                desired: c.desired.clone(),
-                live: c.live.clone(),
+                desired: c.desired.as_ref().map(Value::to_string),
+                live: c.live.as_ref().map(Value::to_string),
                 violation: true,
                 message: format!(
                     "{} ({}): {} is {} instead of {}",
                     s.key,
                     s.name,
                     c.field,
-                    c.live.as_deref().unwrap_or("unset"),
-                    c.desired.as_deref().unwrap_or("unset")
+                    c.live_text().unwrap_or("unset"),
+                    c.desired_text().unwrap_or("unset")
                 ),
                 facts: Default::default(),
             })

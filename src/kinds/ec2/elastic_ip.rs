@@ -37,7 +37,7 @@ use crate::aws::{required, AwsError, AwsResult, ErrorClass};
 use crate::engine::apply::{with_retries, RetryPolicy};
 use crate::engine::plan::{Action, Step};
 use crate::engine::{
-    is_unresolved, reference, Adoption, Delta, Desired, Finding, FindingClass, Kind, Live, Matching, Ownership, ReadCache, Review, Rules, TAG_ENV, TAG_ID,
+    reference, Adoption, Delta, Desired, Finding, FindingClass, Kind, Live, Matching, Ownership, ReadCache, Review, Rules, Value, TAG_ENV, TAG_ID,
 };
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::EnvSpec;
@@ -207,8 +207,8 @@ fn ledger_vpc(desired: &Desired) -> Result<&str, AwsError> {
     desired
         .fields
         .get(LEDGER_VPC)
-        .map(String::as_str)
-        .filter(|v| !is_unresolved(v))
+        .filter(|v| !v.is_unresolved())
+        .and_then(Value::as_text)
         .ok_or_else(|| AwsError::unexpected("EC2.CreateTags", format!("no VPC to record whitelist entry {} in", desired.key.id)))
 }
 
@@ -254,9 +254,9 @@ impl Kind for ElasticIps {
             .iter()
             .map(|(id, entry)| {
                 let policy = if entry.releasable { DeletionPolicy::Delete } else { DeletionPolicy::Retain };
-                let nat = n.nat_gateways.iter().find(|(_, nat)| nat.elastic_ip == *id).map(|(nat_id, _)| reference(super::NAT_GATEWAY, nat_id));
+                let nat = n.nat_gateways.iter().find(|(_, nat)| nat.elastic_ip == *id).map(|(nat_id, _)| Value::Ref(reference(super::NAT_GATEWAY, nat_id)));
                 let mut d = desired(env, KIND, id, format!("sentry-{id}-{}", env.env), policy)
-                    .with(ATTACHED_TO, nat.unwrap_or_else(|| NOTHING.into()))
+                    .with(ATTACHED_TO, nat.unwrap_or_else(|| Value::text(NOTHING)))
                     .with(RECORDED, "true")
                     .with_reference(LEDGER_VPC, vpc::KIND, vpc::ID);
                 d.tags.insert(WHITELIST_TAG.into(), "true".into());
@@ -275,7 +275,7 @@ impl Kind for ElasticIps {
     }
 
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
-        let pins: Vec<(&str, &str)> = desired.iter().filter_map(|d| Some((d.key.id.as_str(), d.fields.get(PINNED)?.as_str()))).collect();
+        let pins: Vec<(&str, &str)> = desired.iter().filter_map(|d| Some((d.key.id.as_str(), d.fields.get(PINNED)?.as_text()?))).collect();
         let unpinned: Vec<&str> = desired.iter().filter(|d| !d.fields.contains_key(PINNED)).map(|d| d.key.id.as_str()).collect();
         let adopted: Vec<(&str, &str)> = desired.iter().filter_map(|d| Some((d.key.id.as_str(), d.adopted_id()?))).collect();
         let (addresses, nats, ledger) =
@@ -294,7 +294,7 @@ impl Kind for ElasticIps {
                 .or_else(|| adopted.iter().find(|(_, a)| *a == ip || *a == allocation).map(|(id, _)| id));
             let entry = match (pin, ours, recorded_for) {
                 (Some((id, pin)), _, _) => {
-                    l.fields.insert(PINNED.into(), pin.to_string());
+                    l.fields.insert(PINNED.into(), Value::from(pin.to_string()));
                     id.to_string()
                 }
                 (None, true, _) => l.tags.get(TAG_ID).cloned().unwrap_or_default(),
@@ -304,11 +304,11 @@ impl Kind for ElasticIps {
                 }
                 (None, false, None) => continue, // neither pinned, ours nor recorded: not the operator's business
             };
-            l.fields.insert(RECORDED.into(), (ledger.entries.get(&entry).map(String::as_str) == Some(ip)).to_string());
+            l.fields.insert(RECORDED.into(), Value::from((ledger.entries.get(&entry).map(String::as_str) == Some(ip)).to_string()));
             let attached = match (a.network_interface_id().filter(|s| !s.is_empty()), a.instance_id().filter(|s| !s.is_empty())) {
-                (Some(eni), _) => nats.get(eni).cloned().unwrap_or_else(|| eni.to_string()),
-                (None, Some(instance)) => instance.to_string(),
-                (None, None) => NOTHING.to_string(),
+                (Some(eni), _) => Value::handle(nats.get(eni).cloned().unwrap_or_else(|| eni.to_string())),
+                (None, Some(instance)) => Value::handle(instance),
+                (None, None) => Value::text(NOTHING),
             };
             l.fields.insert(ATTACHED_TO.into(), attached);
             l.meta.insert(META_PUBLIC_IP.into(), ip.into());
@@ -327,7 +327,7 @@ impl Kind for ElasticIps {
         let id = &desired.key.id;
         let vpc = ledger_vpc(desired)?.to_string();
         let recorded = self.read_ledger(&desired.tags, reads).await?.entries.get(id).cloned();
-        let (allocation, ip) = match (desired.fields.get(PINNED), recorded) {
+        let (allocation, ip) = match (desired.fields.get(PINNED).and_then(Value::as_text), recorded) {
             (Some(pin), Some(ip)) if pin.starts_with("eipalloc-") => {
                 alert(id, pin, "pinned whitelist address is missing from the account");
                 return Err(AwsError {
@@ -376,7 +376,7 @@ impl Kind for ElasticIps {
         let ip = live.meta(META_PUBLIC_IP, "EC2.DescribeAddresses")?.to_string();
         // The attachment first: a failing ledger write must not hold back the repair.
         if let Some(change) = delta.fields.iter().find(|c| c.field == ATTACHED_TO) {
-            self.reattach(live, &ip, change.live.as_deref(), change.desired.as_deref()).await?;
+            self.reattach(live, &ip, change.live_text(), change.desired_text()).await?;
         }
         if delta.fields.iter().any(|c| c.field == RECORDED) {
             self.record(ledger_vpc(desired)?, &desired.key.id, &ip).await?;
@@ -423,8 +423,12 @@ impl Kind for ElasticIps {
         for (id, entry) in &n.whitelist.pool {
             let Some(step) = steps.iter().find(|s| s.key.id == *id && s.desired.is_some()) else { continue };
             let ip = step.live.as_ref().and_then(|l| l.meta.get(META_PUBLIC_IP)).cloned().unwrap_or_else(|| "-".into());
-            let attached =
-                step.live.as_ref().and_then(|l| l.fields.get(ATTACHED_TO)).map(|a| a.trim_start_matches('@').to_string()).unwrap_or_else(|| NOTHING.into());
+            let attached = step
+                .live
+                .as_ref()
+                .and_then(|l| l.fields.get(ATTACHED_TO))
+                .map(|a| a.to_string().trim_start_matches('@').to_string())
+                .unwrap_or_else(|| NOTHING.into());
             let recorded = ledger.get(id);
             let missing = |address: &str| (Some(PUBLIC_IP), Some(address.to_string()), None);
             let ((field, desired, live), violation, status) = match (step.action, &entry.address) {
@@ -456,7 +460,12 @@ impl Kind for ElasticIps {
                     None => ((None, None, None), false, "not allocated yet: will allocate a new address (bootstrap)".into()),
                 },
                 (Action::Update | Action::Adopt, _) if step.delta.fields.iter().any(|c| c.field == ATTACHED_TO) => {
-                    let want = step.desired.as_ref().and_then(|d| d.fields.get(ATTACHED_TO)).map(|a| a.trim_start_matches('@').to_string()).unwrap_or_default();
+                    let want = step
+                        .desired
+                        .as_ref()
+                        .and_then(|d| d.fields.get(ATTACHED_TO))
+                        .map(|a| a.to_string().trim_start_matches('@').to_string())
+                        .unwrap_or_default();
                     alert(id, &ip, &format!("whitelist address attached to {attached} instead of {want}"));
                     let status = format!("VIOLATED: attached to {attached}, should be {want}; will restore");
                     ((Some(ATTACHED_TO), Some(want), Some(attached.clone())), true, status)
@@ -515,9 +524,9 @@ mod tests {
     /// Entry whitelist-1, pinned to `address` when given, with its ledger VPC resolved.
     fn entry(address: Option<&str>) -> Desired {
         let mut fields: crate::engine::Fields =
-            [(ATTACHED_TO.to_string(), "nat-1".to_string()), (LEDGER_VPC.to_string(), "vpc-1".to_string())].into_iter().collect();
+            [(ATTACHED_TO.to_string(), Value::handle("nat-1")), (LEDGER_VPC.to_string(), Value::handle("vpc-1"))].into_iter().collect();
         if let Some(address) = address {
-            fields.insert(PINNED.into(), address.into());
+            fields.insert(PINNED.into(), Value::from(address));
         }
         let tags = [(TAG_ENV.to_string(), "prod".to_string())].into();
         Desired { fields, adopt: address.map(|_| Adoption::ByName), ..Desired::new(KIND, "whitelist-1", "sentry-whitelist-1-prod", tags) }

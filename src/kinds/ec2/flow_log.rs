@@ -71,10 +71,10 @@ impl Kind for FlowLogs {
             .filter_map(|f| {
                 Some(
                     live(f.flow_log_id()?, tag_map(f.tags()))
-                        .with(RESOURCE, f.resource_id().unwrap_or_default())
+                        .with_handle(RESOURCE, f.resource_id().unwrap_or_default())
                         .with(TRAFFIC, f.traffic_type().map_or("", |t| t.as_str()))
                         .with(LOG_GROUP, f.log_group_name().unwrap_or_default())
-                        .with(ROLE, f.deliver_logs_permission_arn().unwrap_or_default()),
+                        .with_handle(ROLE, f.deliver_logs_permission_arn().unwrap_or_default()),
                 )
             })
             .collect())

@@ -8,7 +8,7 @@ use aws_sdk_ec2::Client;
 
 use super::{desired, gone_is_ok, live, network, owned_and_adopted, put_tags, rules, tag_map, tag_spec, vpc};
 use crate::aws::{required, AwsError, AwsResult};
-use crate::engine::{is_unresolved, Delta, Desired, Kind, Live, ReadCache, Rules};
+use crate::engine::{is_unresolved, Delta, Desired, Kind, Live, ReadCache, Rules, Value};
 use crate::spec::model::DeletionPolicy;
 use crate::spec::EnvSpec;
 
@@ -84,7 +84,9 @@ impl Kind for InternetGateways {
         .await?;
         Ok(gateways
             .iter()
-            .filter_map(|g| Some(live(g.internet_gateway_id()?, tag_map(g.tags())).with(ATTACHMENT, attachment(g).unwrap_or(DETACHED))))
+            .filter_map(|g| {
+                Some(live(g.internet_gateway_id()?, tag_map(g.tags())).with(ATTACHMENT, attachment(g).map_or(Value::text(DETACHED), Value::handle)))
+            })
             .collect())
     }
 
@@ -92,22 +94,22 @@ impl Kind for InternetGateways {
         let request = self.client.create_internet_gateway();
         let out = request.tag_specifications(tag_spec(ResourceType::InternetGateway, &desired.tags)).send().await.aws("EC2.CreateInternetGateway")?;
         let id = required("EC2.CreateInternetGateway", "internet gateway id", out.internet_gateway().and_then(|g| g.internet_gateway_id()))?;
-        self.attach(&id, desired.fields.get(ATTACHMENT).map_or(DETACHED, String::as_str)).await?;
+        self.attach(&id, desired.fields.get(ATTACHMENT).and_then(Value::as_text).unwrap_or(DETACHED)).await?;
         Ok(id)
     }
 
     async fn update(&self, _desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {
         for change in delta.fields.iter().filter(|c| c.field == ATTACHMENT) {
-            if let Some(old) = change.live.as_deref().filter(|v| *v != DETACHED) {
+            if let Some(old) = change.live_text().filter(|v| *v != DETACHED) {
                 self.client.detach_internet_gateway().internet_gateway_id(&live.handle).vpc_id(old).send().await.aws("EC2.DetachInternetGateway")?;
             }
-            self.attach(&live.handle, change.desired.as_deref().unwrap_or(DETACHED)).await?;
+            self.attach(&live.handle, change.desired_text().unwrap_or(DETACHED)).await?;
         }
         put_tags(&self.client, &live.handle, &delta.tags).await
     }
 
     async fn delete(&self, live: &Live, _reads: &ReadCache) -> Result<(), AwsError> {
-        if let Some(vpc) = live.fields.get(ATTACHMENT).filter(|v| *v != DETACHED) {
+        if let Some(vpc) = live.fields.get(ATTACHMENT).and_then(Value::as_text).filter(|v| *v != DETACHED) {
             let detached = self.client.detach_internet_gateway().internet_gateway_id(&live.handle).vpc_id(vpc).send().await;
             gone_is_ok(detached.map(|_| ()).aws("EC2.DetachInternetGateway"))?;
         }

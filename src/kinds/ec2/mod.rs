@@ -132,12 +132,11 @@ where
     Ok(found)
 }
 
-/// What a kind that owns families of fields (`exclusive` prefixes: routes,
-/// rules, associations) sets on a resource it just created: every desired
-/// field of those families, as changes from nothing.
+/// What a kind that owns families of fields (`exclusive` families: routes,
+/// rules, associations) sets on a resource it just created: every entry of
+/// those families, as changes from nothing.
 pub fn created_fields(desired: &Desired, exclusive: &[&str]) -> Vec<FieldChange> {
-    let owned = |k: &str| exclusive.iter().any(|p| k.starts_with(p));
-    desired.fields.iter().filter(|(k, _)| owned(k)).map(|(k, v)| FieldChange { field: k.clone(), live: None, desired: Some(v.clone()) }).collect()
+    desired.fields.iter().filter(|(k, _)| exclusive.contains(&k.as_str())).flat_map(|(k, v)| FieldChange::between(k, None, Some(v))).collect()
 }
 
 /// `changes` with additions first and removals last: make before break.

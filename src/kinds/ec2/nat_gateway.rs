@@ -77,8 +77,8 @@ impl Kind for NatGateways {
             .filter_map(|n| {
                 let primary = n.nat_gateway_addresses().iter().find(|a| a.is_primary() != Some(false));
                 let l = live(n.nat_gateway_id()?, tag_map(n.tags()))
-                    .with(SUBNET, n.subnet_id().unwrap_or_default())
-                    .with(ALLOCATION, primary.and_then(|a| a.allocation_id()).unwrap_or_default());
+                    .with_handle(SUBNET, n.subnet_id().unwrap_or_default())
+                    .with_handle(ALLOCATION, primary.and_then(|a| a.allocation_id()).unwrap_or_default());
                 // The shared read lists every owner's NAT gateways.
                 (l.is_owned_by(&env.env) || adopts(desired, &l.handle)).then_some(l)
             })

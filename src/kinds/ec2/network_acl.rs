@@ -12,7 +12,7 @@ use super::{additions_first, created_fields, desired, gone_is_ok, live, network,
 use crate::aws::{required, AwsError, AwsResult};
 use crate::engine::focus::EventMatch;
 use crate::engine::permissions::{Grant, Permissions};
-use crate::engine::{reference, Delta, Desired, FieldChange, Kind, Live, ReadCache, Rules, Scope};
+use crate::engine::{reference, Delta, Desired, FieldChange, Kind, Live, ReadCache, Rules, Scope, Value};
 use crate::spec::model::DeletionPolicy;
 use crate::spec::network::{parse_port_range, AclRule, Ports};
 use crate::spec::{physical_name, EnvSpec};
@@ -38,16 +38,14 @@ const PERMISSIONS: Permissions = Permissions {
     grants: &[Grant::allow("NetworkWrites", &["ec2:CreateNetworkAcl", "ec2:DeleteNetworkAcl", "ec2:CreateNetworkAclEntry", "ec2:ReplaceNetworkAclEntry", "ec2:DeleteNetworkAclEntry", "ec2:ReplaceNetworkAclAssociation", "ec2:CreateTags"], &["*"])],
 };
 
-/// A rule as a field value: `allow tcp 443-443 10.0.0.0/16`, `deny all 0.0.0.0/0`.
-fn rule_value(action: &str, protocol: &str, ports: Option<(u16, u16)>, cidr: &str) -> String {
-    match ports {
-        Some((from, to)) => format!("{action} {protocol} {from}-{to} {cidr}"),
-        None => format!("{action} {protocol} {cidr}"),
-    }
+/// A rule as a field value, in words: `allow tcp 443-443 10.0.0.0/16`, `deny all 0.0.0.0/0`.
+fn rule_value(action: &str, protocol: &str, ports: Option<(u16, u16)>, cidr: &str) -> Value {
+    let ports = ports.map(|(from, to)| Value::text(format!("{from}-{to}")));
+    Value::Phrase([action.into(), protocol.into()].into_iter().chain(ports).chain([cidr.into()]).collect())
 }
 
 /// The spec's rule as a field value, `vpc` standing for the VPC's CIDR.
-fn desired_rule(rule: &AclRule, vpc_cidr: &str) -> String {
+fn desired_rule(rule: &AclRule, vpc_cidr: &str) -> Value {
     let ports = match &rule.ports {
         Some(Ports::One(p)) => Some((*p, *p)),
         Some(Ports::Range(r)) => parse_port_range(r),
@@ -78,8 +76,7 @@ fn protocol_number(name: &str) -> &str {
 }
 
 fn normalize(acl: &NetworkAcl) -> Option<Live> {
-    let mut l = live(acl.network_acl_id()?, tag_map(acl.tags()));
-    l.fields.insert(VPC.into(), acl.vpc_id().unwrap_or_default().into());
+    let mut l = live(acl.network_acl_id()?, tag_map(acl.tags())).with_handle(VPC, acl.vpc_id().unwrap_or_default());
     for e in acl.entries() {
         // IPv6 rules are shown too (the spec writes none, so one added by hand is removed).
         let (Some(number), Some(cidr)) = (e.rule_number(), e.cidr_block().or(e.ipv6_cidr_block())) else { continue };
@@ -90,11 +87,11 @@ fn normalize(acl: &NetworkAcl) -> Option<Live> {
         let ports = e.port_range().and_then(|r| Some((u16::try_from(r.from()?).ok()?, u16::try_from(r.to()?).ok()?)));
         let action = e.rule_action().map_or("", |a| a.as_str());
         let value = rule_value(action, protocol_name(e.protocol().unwrap_or_default()), ports, cidr);
-        l.fields.insert(format!("{prefix}{number}"), value);
+        l = l.with_entry(prefix, number.to_string(), value);
     }
     for a in acl.associations() {
         if let (Some(subnet), Some(id)) = (a.subnet_id(), a.network_acl_association_id()) {
-            l.fields.insert(format!("{ASSOCIATION}{subnet}"), ASSOCIATED.into());
+            l = l.with_entry(ASSOCIATION, Value::handle(subnet), ASSOCIATED);
             l.meta.insert(subnet.into(), id.into());
         }
     }
@@ -104,20 +101,18 @@ fn normalize(acl: &NetworkAcl) -> Option<Live> {
 impl NetworkAcls {
     /// Creates, replaces or deletes the rule a change names.
     async fn set_rule(&self, acl: &str, change: &FieldChange) -> Result<(), AwsError> {
-        let (egress, number) = match change.field.strip_prefix(EGRESS) {
-            Some(n) => (true, n),
-            None => (false, change.field.trim_start_matches(INGRESS)),
-        };
+        let egress = change.field.starts_with(EGRESS);
+        let number = change.entry_text("EC2.CreateNetworkAclEntry")?;
         let number: i32 = number.parse().map_err(|_| AwsError::unexpected("EC2.CreateNetworkAclEntry", format!("{:?} names no rule number", change.field)))?;
-        let Some(value) = change.desired.as_deref() else {
+        let Some(value) = &change.desired else {
             let result = self.client.delete_network_acl_entry().network_acl_id(acl).egress(egress).rule_number(number).send().await;
             return gone_is_ok(result.map(|_| ()).aws("EC2.DeleteNetworkAclEntry"));
         };
-        let parts: Vec<&str> = value.split(' ').collect();
+        let parts: Vec<&str> = value.items().into_iter().filter_map(Value::as_text).collect();
         let (action, protocol, ports, cidr) = match parts.as_slice() {
             [action, protocol, cidr] => (*action, *protocol, None, *cidr),
             [action, protocol, ports, cidr] => (*action, *protocol, parse_port_range(ports), *cidr),
-            _ => return Err(AwsError::unexpected("EC2.CreateNetworkAclEntry", format!("{value:?} is not `action protocol [ports] cidr`"))),
+            _ => return Err(AwsError::unexpected("EC2.CreateNetworkAclEntry", format!("{value} is not `action protocol [ports] cidr`"))),
         };
         let range = ports.map(|(from, to)| PortRange::builder().from(i32::from(from)).to(i32::from(to)).build());
         let action = RuleAction::from(action);
@@ -175,7 +170,8 @@ impl NetworkAcls {
         for change in additions_first(changes) {
             if change.field.starts_with(INGRESS) || change.field.starts_with(EGRESS) {
                 self.set_rule(acl, change).await?;
-            } else if let Some(subnet) = change.field.strip_prefix(ASSOCIATION) {
+            } else if change.field.starts_with(ASSOCIATION) {
+                let subnet = change.entry_text("EC2.ReplaceNetworkAclAssociation")?;
                 match (&change.desired, live.and_then(|l| l.meta.get(subnet))) {
                     (Some(_), _) => self.associate(acl, subnet).await?,
                     (None, Some(association)) => released.push(association),
@@ -214,8 +210,8 @@ impl Kind for NetworkAcls {
                 let d =
                     desired(env, KIND, id, physical_name(acl.name.as_deref(), id, &env.env), DeletionPolicy::Delete).with_reference(VPC, vpc::KIND, vpc::ID);
                 let rules = acl.ingress.iter().map(|r| (INGRESS, r)).chain(acl.egress.iter().map(|r| (EGRESS, r)));
-                let d = rules.fold(d, |d, (prefix, r)| d.with(&format!("{prefix}{}", r.rule), desired_rule(r, &n.vpc.cidr)));
-                acl.subnets.iter().fold(d, |d, s| d.with(&format!("{ASSOCIATION}{}", reference(subnet::KIND, s)), ASSOCIATED).after(subnet::KIND, s))
+                let d = rules.fold(d, |d, (prefix, r)| d.with_entry(prefix, r.rule.to_string(), desired_rule(r, &n.vpc.cidr)));
+                acl.subnets.iter().fold(d, |d, s| d.with_entry(ASSOCIATION, Value::Ref(reference(subnet::KIND, s)), ASSOCIATED).after(subnet::KIND, s))
             })
             .collect()
     }
@@ -287,15 +283,19 @@ mod tests {
             .associations(NetworkAclAssociation::builder().subnet_id("subnet-1").network_acl_association_id("aclassoc-1").build())
             .build();
         let live = normalize(&acl).expect("an ACL");
-        assert_eq!(live.field("ingress 100"), "allow tcp 443-443 0.0.0.0/0");
-        assert_eq!(live.field("ingress 110"), "allow udp 1024-65535 0.0.0.0/0");
-        assert_eq!(live.field("egress 100"), "allow all 0.0.0.0/0");
-        assert!(!live.fields.contains_key("egress 32767") && !live.fields.contains_key("ingress 32768"), "AWS's own last rules are not the operator's");
-        assert_eq!(live.field("ingress 120"), "allow all ::/0", "an IPv6 rule is shown, so one added by hand is removed");
-        assert_eq!((live.field("association subnet-1"), live.meta.get("subnet-1").map(String::as_str)), ("associated", Some("aclassoc-1")));
+        let rule = |family: &str, number: &str| {
+            let entries = live.fields.get(family).map_or(&[][..], Value::entries);
+            entries.iter().find(|(k, _)| *k == number).map(|(_, v)| v.to_string()).unwrap_or_default()
+        };
+        assert_eq!(rule(INGRESS, "100"), "allow tcp 443-443 0.0.0.0/0");
+        assert_eq!(rule(INGRESS, "110"), "allow udp 1024-65535 0.0.0.0/0");
+        assert_eq!(rule(EGRESS, "100"), "allow all 0.0.0.0/0");
+        assert!(rule(EGRESS, "32767").is_empty() && rule(INGRESS, "32768").is_empty(), "AWS's own last rules are not the operator's");
+        assert_eq!(rule(INGRESS, "120"), "allow all ::/0", "an IPv6 rule is shown, so one added by hand is removed");
+        assert_eq!((rule(ASSOCIATION, "subnet-1"), live.meta.get("subnet-1").map(String::as_str)), ("associated".to_string(), Some("aclassoc-1")));
 
         let spec = |ports: Option<Ports>, cidr: &str| AclRule { rule: 100, protocol: "tcp".into(), ports, cidr: cidr.into(), action: "allow".into() };
-        assert_eq!(desired_rule(&spec(Some(Ports::One(443)), "0.0.0.0/0"), "10.0.0.0/16"), "allow tcp 443-443 0.0.0.0/0");
-        assert_eq!(desired_rule(&spec(Some(Ports::Range("1024-65535".into())), "vpc"), "10.0.0.0/16"), "allow tcp 1024-65535 10.0.0.0/16");
+        assert_eq!(desired_rule(&spec(Some(Ports::One(443)), "0.0.0.0/0"), "10.0.0.0/16").to_string(), "allow tcp 443-443 0.0.0.0/0");
+        assert_eq!(desired_rule(&spec(Some(Ports::Range("1024-65535".into())), "vpc"), "10.0.0.0/16").to_string(), "allow tcp 1024-65535 10.0.0.0/16");
     }
 }

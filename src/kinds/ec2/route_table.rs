@@ -16,7 +16,7 @@ use super::{
     tag_spec, vpc,
 };
 use crate::aws::{required, AwsError, AwsResult};
-use crate::engine::{is_unresolved, reference, Delta, Desired, FieldChange, Kind, Live, ReadCache, Rules};
+use crate::engine::{is_unresolved, reference, Delta, Desired, FieldChange, Kind, Live, ReadCache, Rules, Value};
 use crate::spec::model::{DeletionPolicy, Tier};
 use crate::spec::EnvSpec;
 
@@ -35,8 +35,8 @@ pub struct RouteTables {
 
 impl RouteTables {
     async fn set_route(&self, table: &str, change: &FieldChange) -> Result<(), AwsError> {
-        let destination = change.field.trim_start_matches(ROUTE);
-        let Some(target) = change.desired.as_deref() else {
+        let destination = change.entry_text("EC2.CreateRoute")?;
+        let Some(target) = change.desired.as_ref().and_then(Value::as_text) else {
             let result = self.client.delete_route().route_table_id(table).destination_cidr_block(destination).send().await;
             return gone_is_ok(result.map(|_| ()).aws("EC2.DeleteRoute"));
         };
@@ -86,7 +86,8 @@ impl RouteTables {
         for change in additions_first(changes) {
             if change.field.starts_with(ROUTE) {
                 self.set_route(table, change).await?;
-            } else if let Some(subnet) = change.field.strip_prefix(ASSOCIATION) {
+            } else if change.field.starts_with(ASSOCIATION) {
+                let subnet = change.entry_text("EC2.AssociateRouteTable")?;
                 if change.desired.is_some() {
                     self.associate(table, subnet).await?;
                 } else if let Some(association) = live.and_then(|l| l.meta.get(subnet)) {
@@ -100,8 +101,8 @@ impl RouteTables {
 }
 
 fn normalize(table: &RouteTable) -> Option<Live> {
-    let mut l = live(table.route_table_id()?, tag_map(table.tags()));
-    l.fields.insert(VPC.into(), table.vpc_id().unwrap_or_default().into());
+    let l = live(table.route_table_id()?, tag_map(table.tags()));
+    let mut l = l.with_handle(VPC, table.vpc_id().unwrap_or_default());
     for r in table.routes() {
         let Some(destination) = r.destination_cidr_block() else { continue }; // prefix-list routes belong to endpoints
         let target = r
@@ -113,12 +114,12 @@ fn normalize(table: &RouteTable) -> Option<Live> {
             .or(r.transit_gateway_id())
             .unwrap_or("blackhole");
         if target != "local" {
-            l.fields.insert(format!("{ROUTE}{destination}"), target.into());
+            l = l.with_entry(ROUTE, destination, Value::handle(target));
         }
     }
     for a in table.associations() {
         if let (Some(subnet), Some(id)) = (a.subnet_id(), a.route_table_association_id()) {
-            l.fields.insert(format!("{ASSOCIATION}{subnet}"), ASSOCIATED.into());
+            l = l.with_entry(ASSOCIATION, Value::handle(subnet), ASSOCIATED);
             l.meta.insert(subnet.into(), id.into());
         }
     }
@@ -153,16 +154,17 @@ impl Kind for RouteTables {
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
         let Some(n) = network(env) else { return Vec::new() };
         let table = |id: &str, name: String| desired(env, KIND, id, name, DeletionPolicy::Delete).with_reference(VPC, vpc::KIND, vpc::ID);
-        let associate = |d: Desired, subnet: &str| d.with(&format!("{ASSOCIATION}{}", reference(subnet::KIND, subnet)), ASSOCIATED).after(subnet::KIND, subnet);
-        let default_route = format!("{ROUTE}{DEFAULT_ROUTE}");
-        let public = table(PUBLIC, format!("sentry-rt-public-{}", env.env)).with_reference(&default_route, internet_gateway::KIND, internet_gateway::ID);
+        let associate =
+            |d: Desired, subnet: &str| d.with_entry(ASSOCIATION, Value::Ref(reference(subnet::KIND, subnet)), ASSOCIATED).after(subnet::KIND, subnet);
+        let default_route = |d: Desired, kind: &'static str, id: &str| d.with_entry(ROUTE, DEFAULT_ROUTE, Value::Ref(reference(kind, id))).after(kind, id);
+        let public = default_route(table(PUBLIC, format!("sentry-rt-public-{}", env.env)), internet_gateway::KIND, internet_gateway::ID);
         let public = n.subnets.iter().filter(|(_, s)| s.tier == Tier::Public).fold(public, |d, (id, _)| associate(d, id));
         let private = n.subnets.iter().filter(|(_, s)| s.tier == Tier::Private).map(|(id, s)| {
             let d = associate(table(id, format!("sentry-rt-{id}-{}", env.env)), id);
             // Egress through the NAT gateway of the same AZ, else the first one.
             let same_az = n.nat_gateways.iter().find(|(_, nat)| n.subnets.get(&nat.subnet).is_some_and(|ns| ns.az == s.az));
             match same_az.or_else(|| n.nat_gateways.iter().next()) {
-                Some((nat_id, _)) => d.with_reference(&default_route, nat_gateway::KIND, nat_id),
+                Some((nat_id, _)) => default_route(d, nat_gateway::KIND, nat_id),
                 None => d,
             }
         });

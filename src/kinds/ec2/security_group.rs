@@ -27,7 +27,7 @@ pub struct SecurityGroups {
 
 /// A live group: its VPC and description, named by its group name.
 fn group_live(g: &SecurityGroup) -> Option<Live> {
-    let l = live(g.group_id()?, tag_map(g.tags())).with(VPC, g.vpc_id().unwrap_or_default()).with(DESCRIPTION, g.description().unwrap_or_default());
+    let l = live(g.group_id()?, tag_map(g.tags())).with_handle(VPC, g.vpc_id().unwrap_or_default()).with(DESCRIPTION, g.description().unwrap_or_default());
     Some(Live { name: g.group_name().unwrap_or_default().into(), ..l })
 }
 

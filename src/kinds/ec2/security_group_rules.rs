@@ -2,8 +2,9 @@
 //! revoked, a missing one authorized, new rules before stale ones are revoked
 //! (make before break), and only the delta is touched.
 //!
-//! A rule is one field: `<ingress|egress> <tcp|udp|icmp|all> <ports|all> <peer>`,
-//! the peer being a CIDR or a security-group reference.
+//! The rules are two families, `ingress ` and `egress `, of entries keyed by
+//! the words `<tcp|udp|icmp|all> <ports|all> <peer>`, the peer being a CIDR
+//! or a security-group reference.
 
 use crate::engine::focus::EventMatch;
 use crate::engine::permissions::{Grant, Permissions};
@@ -11,9 +12,9 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::{IpPermission, IpRange, SecurityGroup, UserIdGroupPair};
 use aws_sdk_ec2::Client;
 
-use super::{desired, live, network, rules, security_group, tag_map};
+use super::{created_fields, desired, live, network, rules, security_group, tag_map};
 use crate::aws::{AwsError, AwsResult, ErrorClass};
-use crate::engine::{is_unresolved, reference, Delta, Desired, Kind, Live, Matching, ReadCache, Rules};
+use crate::engine::{is_unresolved, reference, Delta, Desired, Kind, Live, Matching, ReadCache, Rules, Value};
 use crate::spec::model::{DeletionPolicy, Ports, Rule};
 use crate::spec::network::parse_port_range;
 use crate::spec::{physical_name, EnvSpec};
@@ -23,7 +24,11 @@ pub const KIND: &str = "ec2.security-group-rules";
 
 fields! { GROUP = "GroupId", INGRESS = "ingress ", EGRESS = "egress ", ALLOW = "allow" }
 /// The egress rule AWS gives every new group.
-const DEFAULT_EGRESS: &str = "egress all all 0.0.0.0/0";
+const DEFAULT_EGRESS: [&str; 3] = ["all", "all", "0.0.0.0/0"];
+/// The words of [`DEFAULT_EGRESS`] as an entry.
+fn default_egress() -> Value {
+    Value::Phrase(DEFAULT_EGRESS.iter().map(|w| Value::text(*w)).collect())
+}
 /// Handles of this kind are the group id behind this prefix, so they never
 /// collide with the group's own handle in the reference map.
 const HANDLE_PREFIX: &str = "rules:";
@@ -43,8 +48,8 @@ enum Change {
 
 impl SecurityGroupRules {
     /// Authorizes or revokes one rule; a change already made is not an error.
-    async fn change(&self, group: &str, rule: &str, change: Change) -> Result<(), AwsError> {
-        let (egress, p) = permission(rule)?;
+    async fn change(&self, group: &str, egress: bool, rule: &[&str], change: Change) -> Result<(), AwsError> {
+        let p = permission(rule)?;
         let c = &self.client;
         let result = match (change, egress) {
             (Change::Authorize, true) => {
@@ -71,8 +76,8 @@ impl SecurityGroupRules {
     }
 }
 
-/// The field name of a spec rule.
-fn rule_field(direction: &str, rule: &Rule, vpc_cidr: &str) -> String {
+/// The entry of a spec rule in its family: its words.
+fn rule_entry(rule: &Rule, vpc_cidr: &str) -> Value {
     let ports = match &rule.ports {
         None => "all".to_string(),
         Some(Ports::One(p)) => p.to_string(),
@@ -83,18 +88,18 @@ fn rule_field(direction: &str, rule: &Rule, vpc_cidr: &str) -> String {
         },
     };
     let peer = match (&rule.cidr, &rule.source_group) {
-        (Some(c), _) if c == "vpc" => vpc_cidr.to_string(),
-        (Some(c), _) => c.clone(),
-        (None, Some(g)) => reference(security_group::KIND, g),
-        (None, None) => String::new(),
+        (Some(c), _) if c == "vpc" => Value::text(vpc_cidr),
+        (Some(c), _) => Value::text(c),
+        (None, Some(g)) => Value::Ref(reference(security_group::KIND, g)),
+        (None, None) => Value::text(""),
     };
-    format!("{direction} {} {ports} {peer}", rule.protocol)
+    Value::Phrase(vec![Value::text(&rule.protocol), Value::text(ports), peer])
 }
 
-/// The field names of a live group's rules.
-fn live_rules(group: &SecurityGroup) -> Vec<String> {
+/// The rules of a live group: each with its family.
+fn live_rules(group: &SecurityGroup) -> Vec<(&'static str, Value)> {
     let mut rules = Vec::new();
-    for (direction, permissions) in [("ingress", group.ip_permissions()), ("egress", group.ip_permissions_egress())] {
+    for (family, permissions) in [(INGRESS, group.ip_permissions()), (EGRESS, group.ip_permissions_egress())] {
         for p in permissions {
             let protocol = match p.ip_protocol().unwrap_or("-1") {
                 "-1" => "all",
@@ -112,21 +117,20 @@ fn live_rules(group: &SecurityGroup) -> Vec<String> {
             let peers = p
                 .ip_ranges()
                 .iter()
-                .filter_map(|r| r.cidr_ip().map(str::to_string))
-                .chain(p.user_id_group_pairs().iter().filter_map(|g| g.group_id().map(str::to_string)))
-                .chain(p.ipv6_ranges().iter().filter_map(|r| r.cidr_ipv6().map(|c| format!("ipv6:{c}"))))
-                .chain(p.prefix_list_ids().iter().filter_map(|l| l.prefix_list_id().map(|c| format!("pl:{c}"))));
-            rules.extend(peers.map(|peer| format!("{direction} {protocol} {ports} {peer}")));
+                .filter_map(|r| r.cidr_ip().map(Value::text))
+                .chain(p.user_id_group_pairs().iter().filter_map(|g| g.group_id().map(Value::handle)))
+                .chain(p.ipv6_ranges().iter().filter_map(|r| r.cidr_ipv6().map(|c| Value::text(format!("ipv6:{c}")))))
+                .chain(p.prefix_list_ids().iter().filter_map(|l| l.prefix_list_id().map(|c| Value::text(format!("pl:{c}")))));
+            rules.extend(peers.map(|peer| (family, Value::Phrase(vec![Value::text(protocol), Value::text(&ports), peer]))));
         }
     }
     rules
 }
 
-/// The EC2 permission of a rule field; `true` for egress.
-fn permission(rule: &str) -> Result<(bool, IpPermission), AwsError> {
+/// The EC2 permission of a rule's words.
+fn permission(rule: &[&str]) -> Result<IpPermission, AwsError> {
     let bad = || AwsError::unexpected("EC2.AuthorizeSecurityGroupIngress", format!("cannot express rule {rule:?}"));
-    let parts: Vec<&str> = rule.split(' ').collect();
-    let [direction, protocol, ports, peer] = parts[..] else { return Err(bad()) };
+    let [protocol, ports, peer] = rule[..] else { return Err(bad()) };
     if is_unresolved(peer) {
         return Err(AwsError::unexpected("EC2.AuthorizeSecurityGroupIngress", format!("peer group {peer} does not exist")));
     }
@@ -144,7 +148,7 @@ fn permission(rule: &str) -> Result<(bool, IpPermission), AwsError> {
     } else {
         p.ip_ranges(IpRange::builder().cidr_ip(peer).build())
     };
-    Ok((direction == "egress", p.build()))
+    Ok(p.build())
 }
 
 /// The rules of a live group, under a handle of their own, named like the group.
@@ -152,8 +156,8 @@ fn rules_live(g: &SecurityGroup) -> Option<Live> {
     let id = g.group_id()?;
     let mut tags = tag_map(g.tags());
     tags.remove("Name");
-    let mut l = live(&format!("{HANDLE_PREFIX}{id}"), tags).with(GROUP, id);
-    l.fields.extend(live_rules(g).into_iter().map(|r| (r, ALLOW.to_string())));
+    let l = live(&format!("{HANDLE_PREFIX}{id}"), tags).with_handle(GROUP, id);
+    let l = live_rules(g).into_iter().fold(l, |l, (family, rule)| l.with_entry(family, rule, ALLOW));
     Some(Live { name: g.group_name().unwrap_or_default().into(), ..l })
 }
 
@@ -192,12 +196,12 @@ impl Kind for SecurityGroupRules {
                     id,
                 );
                 d.tags.clear(); // the tags belong to the group, which the group kind keeps
-                let ingress = sg.ingress.iter().map(|rule| rule_field("ingress", rule, &n.vpc.cidr));
-                let egress: Vec<String> = match &sg.egress {
-                    Some(rules) => rules.iter().map(|rule| rule_field("egress", rule, &n.vpc.cidr)).collect(),
-                    None => vec![DEFAULT_EGRESS.into()],
+                let ingress = sg.ingress.iter().map(|rule| (INGRESS, rule_entry(rule, &n.vpc.cidr)));
+                let egress: Vec<(&str, Value)> = match &sg.egress {
+                    Some(rules) => rules.iter().map(|rule| (EGRESS, rule_entry(rule, &n.vpc.cidr))).collect(),
+                    None => vec![(EGRESS, default_egress())],
                 };
-                d.fields.extend(ingress.chain(egress).map(|rule| (rule, ALLOW.to_string())));
+                let d = ingress.chain(egress).fold(d, |d, (family, rule)| d.with_entry(family, rule, ALLOW));
                 let peers = sg.ingress.iter().chain(sg.egress.iter().flatten()).filter_map(|r| r.source_group.as_deref());
                 peers.fold(d, |d, peer| d.after(security_group::KIND, peer))
             })
@@ -218,24 +222,23 @@ impl Kind for SecurityGroupRules {
 
     async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
         let group = desired.field(GROUP);
-        let rules: Vec<&String> = desired.fields.keys().filter(|k| k.starts_with(INGRESS) || k.starts_with(EGRESS)).collect();
-        for rule in &rules {
-            self.change(group, rule, Change::Authorize).await?;
+        for rule in created_fields(desired, self.rules().exclusive) {
+            self.change(group, rule.field.starts_with(EGRESS), &rule.entry_words("EC2.AuthorizeSecurityGroupIngress")?, Change::Authorize).await?;
         }
-        if !desired.fields.contains_key(DEFAULT_EGRESS) {
-            self.change(group, DEFAULT_EGRESS, Change::Revoke).await?;
+        if !desired.fields.get(EGRESS).is_some_and(|e| e.entries().iter().any(|(rule, _)| *rule == default_egress())) {
+            self.change(group, true, &DEFAULT_EGRESS, Change::Revoke).await?;
         }
         Ok(format!("{HANDLE_PREFIX}{group}"))
     }
 
     async fn update(&self, desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {
-        let group = desired.fields.get(GROUP).cloned().unwrap_or_else(|| live.handle.trim_start_matches(HANDLE_PREFIX).to_string());
+        let group = desired.fields.get(GROUP).and_then(Value::as_text).unwrap_or_else(|| live.handle.trim_start_matches(HANDLE_PREFIX));
         for add in delta.fields.iter().filter(|c| c.desired.is_some() && c.field != GROUP) {
-            self.change(&group, &add.field, Change::Authorize).await?;
+            self.change(group, add.field.starts_with(EGRESS), &add.entry_words("EC2.AuthorizeSecurityGroupIngress")?, Change::Authorize).await?;
         }
         for stale in delta.fields.iter().filter(|c| c.desired.is_none()) {
             tracing::warn!(group = %desired.name, rule = %stale.field, "revoking a security-group rule that is not in the spec");
-            self.change(&group, &stale.field, Change::Revoke).await?;
+            self.change(group, stale.field.starts_with(EGRESS), &stale.entry_words("EC2.RevokeSecurityGroupIngress")?, Change::Revoke).await?;
         }
         Ok(()) // tags live on the group; the group kind keeps them
     }
@@ -251,22 +254,20 @@ mod tests {
 
     #[test]
     fn rule_fields_round_trip_to_permissions() {
-        let (egress, p) = permission("ingress tcp 6379 sg-123").expect("rule");
-        assert!(!egress);
+        let p = permission(&["tcp", "6379", "sg-123"]).expect("rule");
         assert_eq!((p.ip_protocol(), p.from_port(), p.to_port()), (Some("tcp"), Some(6379), Some(6379)));
         assert_eq!(p.user_id_group_pairs()[0].group_id(), Some("sg-123"));
-        let (egress, p) = permission(DEFAULT_EGRESS).expect("rule");
-        assert!(egress);
+        let p = permission(&DEFAULT_EGRESS).expect("rule");
         assert_eq!((p.ip_protocol(), p.from_port()), (Some("-1"), None));
-        assert!(permission("ingress tcp 80 @ec2.security-group/alb").is_err(), "unresolved peers are refused");
+        assert!(permission(&["tcp", "80", "@ec2.security-group/alb"]).is_err(), "unresolved peers are refused");
     }
 
     #[test]
     fn spec_rules_become_fields() {
         let rule =
             Rule { protocol: "tcp".into(), ports: Some(Ports::Range("8000-8010".into())), cidr: Some("vpc".into()), source_group: None, description: None };
-        assert_eq!(rule_field("ingress", &rule, "10.0.0.0/16"), "ingress tcp 8000-8010 10.0.0.0/16");
+        assert_eq!(rule_entry(&rule, "10.0.0.0/16").to_string(), "tcp 8000-8010 10.0.0.0/16");
         let rule = Rule { protocol: "all".into(), ports: None, cidr: None, source_group: Some("alb".into()), description: None };
-        assert_eq!(rule_field("egress", &rule, ""), "egress all all @ec2.security-group/alb");
+        assert_eq!(rule_entry(&rule, ""), Value::Phrase(vec!["all".into(), "all".into(), Value::Ref("@ec2.security-group/alb".into())]));
     }
 }

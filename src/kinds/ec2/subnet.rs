@@ -64,7 +64,7 @@ impl Kind for Subnets {
             .filter_map(|s| {
                 Some(
                     live(s.subnet_id()?, tag_map(s.tags()))
-                        .with(VPC, s.vpc_id().unwrap_or_default())
+                        .with_handle(VPC, s.vpc_id().unwrap_or_default())
                         .with(CIDR, s.cidr_block().unwrap_or_default())
                         .with(AZ, s.availability_zone().unwrap_or_default()),
                 )

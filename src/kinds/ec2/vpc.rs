@@ -10,7 +10,7 @@ use aws_sdk_ec2::Client;
 
 use super::{adopted, desired, gone_is_ok, live, network, put_tags, rules, tag_map, tag_spec};
 use crate::aws::{required, AwsError, AwsResult};
-use crate::engine::{Delta, Desired, Kind, Live, ReadCache, Rules};
+use crate::engine::{Delta, Desired, Kind, Live, ReadCache, Rules, Value};
 use crate::spec::model::DeletionPolicy;
 use crate::spec::{physical_name, EnvSpec};
 
@@ -100,7 +100,7 @@ impl Kind for Vpcs {
         let id = required("EC2.CreateVpc", "VPC id", out.vpc().and_then(|v| v.vpc_id()))?;
         // Hostnames need DNS support, so support goes first.
         for field in [DNS_SUPPORT, DNS_HOSTNAMES] {
-            if let Some(value) = desired.fields.get(field) {
+            if let Some(value) = desired.fields.get(field).and_then(Value::as_text) {
                 self.set_attribute(&id, field, value).await?;
             }
         }
@@ -109,7 +109,7 @@ impl Kind for Vpcs {
 
     async fn update(&self, _desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {
         for change in &delta.fields {
-            if let Some(value) = &change.desired {
+            if let Some(value) = change.desired_text() {
                 self.set_attribute(&live.handle, &change.field, value).await?;
             }
         }

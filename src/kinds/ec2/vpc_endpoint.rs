@@ -8,7 +8,7 @@ use aws_sdk_ec2::Client;
 
 use super::{desired, gone_is_ok, live, network, owned_and_adopted, put_tags, route_table, rules, tag_map, tag_spec, vpc};
 use crate::aws::{required, AwsError, AwsResult};
-use crate::engine::{list_field, list_items, Delta, Desired, Kind, Live, OnImmutableChange, ReadCache, Rules};
+use crate::engine::{Delta, Desired, Kind, Live, OnImmutableChange, ReadCache, Rules, Value};
 use crate::spec::model::{DeletionPolicy, Tier};
 use crate::spec::EnvSpec;
 
@@ -78,9 +78,9 @@ impl Kind for VpcEndpoints {
             .filter_map(|e| {
                 Some(
                     live(e.vpc_endpoint_id()?, tag_map(e.tags()))
-                        .with(VPC, e.vpc_id().unwrap_or_default())
+                        .with_handle(VPC, e.vpc_id().unwrap_or_default())
                         .with(SERVICE, e.service_name().unwrap_or_default())
-                        .with(ROUTE_TABLES, list_field(e.route_table_ids())),
+                        .with(ROUTE_TABLES, Value::handles(e.route_table_ids())),
                 )
             })
             .collect())
@@ -93,16 +93,15 @@ impl Kind for VpcEndpoints {
             .vpc_id(desired.field(VPC))
             .service_name(desired.field(SERVICE))
             .vpc_endpoint_type(VpcEndpointType::Gateway)
-            .set_route_table_ids(Some(list_items(desired.field(ROUTE_TABLES))))
+            .set_route_table_ids(Some(desired.items(ROUTE_TABLES)))
             .client_token(token);
         let out = request.tag_specifications(tag_spec(ResourceType::VpcEndpoint, &desired.tags)).send().await.aws("EC2.CreateVpcEndpoint")?;
         required("EC2.CreateVpcEndpoint", "VPC endpoint id", out.vpc_endpoint().and_then(|e| e.vpc_endpoint_id()))
     }
 
-    async fn update(&self, _desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {
-        if let Some(change) = delta.fields.iter().find(|c| c.field == ROUTE_TABLES) {
-            let want = list_items(change.desired.as_deref().unwrap_or_default());
-            let have = list_items(change.live.as_deref().unwrap_or_default());
+    async fn update(&self, desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {
+        if delta.fields.iter().any(|c| c.field == ROUTE_TABLES) {
+            let (want, have) = (desired.items(ROUTE_TABLES), live.items(ROUTE_TABLES));
             let add: Vec<String> = want.iter().filter(|t| !have.contains(t)).cloned().collect();
             let remove: Vec<String> = have.iter().filter(|t| !want.contains(t)).cloned().collect();
             self.client

@@ -14,7 +14,7 @@ use aws_sdk_autoscaling::Client;
 
 use super::launch_template;
 use crate::aws::{gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{list_field, list_items, ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules};
+use crate::engine::{ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules, Value};
 use crate::kinds::ec2::subnet;
 use crate::spec::model::{DeletionPolicy, Tags, Tier};
 use crate::spec::{physical_name, EnvSpec};
@@ -51,9 +51,9 @@ fn live_group(g: &AutoScalingGroup) -> Option<Live> {
         live.with(MIN, g.min_size()?.to_string())
             .with(MAX, g.max_size()?.to_string())
             .with(DESIRED, g.desired_capacity()?.to_string())
-            .with(TEMPLATE, template.and_then(|t| t.launch_template_id()).unwrap_or_default())
+            .with_handle(TEMPLATE, template.and_then(|t| t.launch_template_id()).unwrap_or_default())
             .with(VERSION, template.and_then(|t| t.version()).unwrap_or_default())
-            .with(SUBNETS, list_field(g.vpc_zone_identifier().unwrap_or_default().split(',').filter(|s| !s.is_empty())))
+            .with(SUBNETS, Value::handles(g.vpc_zone_identifier().unwrap_or_default().split(',').filter(|s| !s.is_empty())))
             .with(PROTECTED, g.new_instances_protected_from_scale_in().unwrap_or(false).to_string()),
     )
 }
@@ -124,7 +124,7 @@ impl Kind for Groups {
             .max_size(desired.number(MAX, CREATE)?)
             .desired_capacity(desired.number(DESIRED, CREATE)?)
             .launch_template(template)
-            .vpc_zone_identifier(list_items(desired.field(SUBNETS)).join(","))
+            .vpc_zone_identifier(desired.items(SUBNETS).join(","))
             .new_instances_protected_from_scale_in(desired.field(PROTECTED) == "true")
             .set_tags(Some(tags(&desired.name, &desired.tags)));
         match request.send().await.aws("AutoScaling.CreateAutoScalingGroup") {
@@ -157,7 +157,7 @@ impl Kind for Groups {
                 request = request.launch_template(template);
             }
             if changed(SUBNETS) {
-                request = request.vpc_zone_identifier(list_items(desired.field(SUBNETS)).join(","));
+                request = request.vpc_zone_identifier(desired.items(SUBNETS).join(","));
             }
             if changed(PROTECTED) {
                 request = request.new_instances_protected_from_scale_in(desired.field(PROTECTED) == "true");

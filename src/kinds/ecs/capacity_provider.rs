@@ -17,7 +17,7 @@ use super::auto_scaling_group as autoscaling;
 use super::cluster::{live_clusters, PROVIDERS};
 use super::{add_tags, tag_list, tag_map};
 use crate::aws::{gone_is_ok, AwsError, AwsResult, Built};
-use crate::engine::{list_items, ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules};
+use crate::engine::{ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules};
 use crate::spec::model::{Cluster, DeletionPolicy, Tags};
 use crate::spec::EnvSpec;
 
@@ -101,7 +101,7 @@ impl Kind for CapacityProviders {
         // spec's, and those attached to its clusters, so that the provider of a
         // cluster whose capacity left the spec is seen (and deleted).
         let clusters = live_clusters(&self.client, env, reads).await?;
-        let attached = clusters.iter().flat_map(|c| list_items(c.field(PROVIDERS)));
+        let attached = clusters.iter().flat_map(|c| c.items(PROVIDERS));
         let mut names: Vec<String> = desired.iter().map(|d| d.name.clone()).chain(attached).collect();
         names.sort();
         names.dedup();
@@ -118,7 +118,7 @@ impl Kind for CapacityProviders {
                 let group = p.auto_scaling_group_provider()?;
                 let scaling = group.managed_scaling();
                 let mut live = Live { name: p.name()?.into(), handle: p.name()?.into(), tags: tag_map(p.tags()), ..Live::default() }
-                    .with(GROUP, group.auto_scaling_group_arn())
+                    .with_handle(GROUP, group.auto_scaling_group_arn())
                     .with(SCALING, scaling.and_then(|s| s.status()).map_or("DISABLED", |s| s.as_str()))
                     .with(PROTECTION, group.managed_termination_protection().map_or("DISABLED", |s| s.as_str()));
                 if let Some(s) = scaling {

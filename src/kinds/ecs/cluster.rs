@@ -11,7 +11,7 @@ use aws_sdk_ecs::Client;
 
 use super::{add_tags, tag_list, tag_map};
 use crate::aws::{gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{list_field, ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules};
+use crate::engine::{ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules, Value};
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::{physical_name, EnvSpec};
 
@@ -54,13 +54,14 @@ fn live_cluster(c: &aws_sdk_ecs::types::Cluster) -> Option<Live> {
     let insights = c.settings().iter().find(|s| s.name() == Some(&ClusterSettingName::ContainerInsights)).and_then(|s| s.value()).unwrap_or("disabled");
     let l = Live { name: c.cluster_name()?.into(), handle: c.cluster_arn()?.into(), tags: tag_map(c.tags()), ..Live::default() };
     let strategy = c.default_capacity_provider_strategy().iter().map(|s| match (s.weight(), s.base()) {
-        (1, 0) => s.capacity_provider().to_string(),
-        (weight, base) => format!("{}:{weight}:{base}", s.capacity_provider()),
+        (1, 0) => Value::handle(s.capacity_provider()),
+        // A weighted item names its provider inside its text: it matches no item the spec writes.
+        (weight, base) => Value::text(format!("{}:{weight}:{base}", s.capacity_provider())),
     });
     Some(
         l.with(INSIGHTS, if insights == "enhanced" { "enabled" } else { insights })
-            .with(PROVIDERS, list_field(c.capacity_providers()))
-            .with(STRATEGY, list_field(strategy)),
+            .with(PROVIDERS, Value::handles(c.capacity_providers()))
+            .with(STRATEGY, Value::set_of(strategy)),
     )
 }
 

@@ -16,7 +16,7 @@ use aws_sdk_ecs::Client;
 use super::capacity_provider;
 use super::cluster::{self, live_clusters, PROVIDERS, STRATEGY};
 use crate::aws::{AwsError, AwsResult, Built};
-use crate::engine::{list_field, list_items, ownership_tags, reference, Adoption, Delta, Desired, Kind, Layer, Live, ReadCache, Rules};
+use crate::engine::{ownership_tags, reference, Adoption, Delta, Desired, Kind, Layer, Live, ReadCache, Rules, Value};
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::{physical_name, EnvSpec};
 
@@ -79,11 +79,12 @@ impl Kind for ClusterCapacityProviders {
                     d.adopt = Some(Adoption::ByName);
                 }
                 if cluster.has_capacity() {
-                    let own = reference(capacity_provider::KIND, id);
-                    d.with(PROVIDERS, list_field(cluster.capacity_providers.iter().chain([&own]))).with(STRATEGY, own).after(capacity_provider::KIND, id)
+                    let own = Value::Ref(reference(capacity_provider::KIND, id));
+                    let providers = Value::set_of(cluster.capacity_providers.iter().map(Value::text).chain([own.clone()]));
+                    d.with(PROVIDERS, providers).with(STRATEGY, Value::set_of([own])).after(capacity_provider::KIND, id)
                 } else {
                     // Without capacity of its own, its default strategy is left as it is.
-                    d.with(PROVIDERS, list_field(&cluster.capacity_providers))
+                    d.with(PROVIDERS, Value::set(&cluster.capacity_providers))
                 }
             })
             .collect()
@@ -95,19 +96,22 @@ impl Kind for ClusterCapacityProviders {
             .iter()
             .map(|c| {
                 let live = Live { name: c.name.clone(), handle: handle(&c.name), tags: c.tags.clone(), ..Live::default() };
-                live.with(PROVIDERS, c.field(PROVIDERS)).with(STRATEGY, c.field(STRATEGY))
+                [PROVIDERS, STRATEGY].into_iter().fold(live, |l, f| match c.fields.get(f) {
+                    Some(v) => l.with(f, v.clone()),
+                    None => l,
+                })
             })
             .collect())
     }
 
     async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
         // A new cluster has no strategy to keep; an update passes the live one when the spec sets none.
-        let strategy = list_items(desired.field(STRATEGY)).into_iter().map(|item| strategy_item(&item)).collect::<Result<Vec<_>, _>>()?;
+        let strategy = desired.items(STRATEGY).into_iter().map(|item| strategy_item(&item)).collect::<Result<Vec<_>, _>>()?;
         let request = self
             .client
             .put_cluster_capacity_providers()
             .cluster(&desired.name)
-            .set_capacity_providers(Some(list_items(desired.field(PROVIDERS))))
+            .set_capacity_providers(Some(desired.items(PROVIDERS)))
             .set_default_capacity_provider_strategy(Some(strategy));
         request.send().await.aws("ECS.PutClusterCapacityProviders")?;
         Ok(handle(&desired.name))
@@ -120,9 +124,9 @@ impl Kind for ClusterCapacityProviders {
             let mut desired = desired.clone();
             if !desired.fields.contains_key(STRATEGY) {
                 // Kept, but only over providers that stay attached.
-                let providers = list_items(desired.field(PROVIDERS));
-                let kept = list_items(live.field(STRATEGY)).into_iter().filter(|item| providers.iter().any(|p| item.split(':').next() == Some(p.as_str())));
-                desired.fields.insert(STRATEGY.into(), list_field(kept));
+                let providers = desired.items(PROVIDERS);
+                let kept = live.items(STRATEGY).into_iter().filter(|item| providers.iter().any(|p| item.split(':').next() == Some(p.as_str())));
+                desired.fields.insert(STRATEGY.into(), Value::set(kept));
             }
             self.create(&desired, "", &ReadCache::default()).await?;
         }

@@ -20,7 +20,7 @@ use aws_sdk_ec2::Client;
 use base64::Engine;
 
 use crate::aws::{required, AwsError, AwsResult};
-use crate::engine::{list_field, list_items, ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules};
+use crate::engine::{ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules, Value};
 use crate::kinds::ec2::{gone_is_ok, security_group, tag_map, tag_spec};
 use crate::kinds::iam::instance_profile;
 use crate::spec::model::{DeletionPolicy, Tags};
@@ -89,10 +89,10 @@ fn version_fields(live: Live, v: &LaunchTemplateVersion) -> Live {
     });
     live.with(IMAGE, data.image_id().unwrap_or_default())
         .with(INSTANCE_TYPE, data.instance_type().map_or("", |t| t.as_str()))
-        .with(PROFILE, data.iam_instance_profile().and_then(|p| p.arn()).unwrap_or_default())
+        .with_handle(PROFILE, data.iam_instance_profile().and_then(|p| p.arn()).unwrap_or_default())
         .with(USER_DATA, decoded.map(|d| one_line(&String::from_utf8_lossy(&d))).unwrap_or_default())
         .with(METADATA, data.metadata_options().and_then(|m| m.http_tokens()).map_or("optional", |t| t.as_str()))
-        .with(GROUPS, list_field(data.security_group_ids()))
+        .with(GROUPS, Value::handles(data.security_group_ids()))
         .with(ROOT_VOLUME, root)
 }
 
@@ -110,7 +110,7 @@ fn launch_data(desired: &Desired) -> RequestLaunchTemplateData {
         .iam_instance_profile(LaunchTemplateIamInstanceProfileSpecificationRequest::builder().arn(desired.field(PROFILE)).build())
         .user_data(base64::engine::general_purpose::STANDARD.encode(from_one_line(desired.field(USER_DATA))))
         .metadata_options(metadata)
-        .set_security_group_ids(Some(list_items(desired.field(GROUPS))))
+        .set_security_group_ids(Some(desired.items(GROUPS)))
         .block_device_mappings(LaunchTemplateBlockDeviceMappingRequest::builder().device_name(ROOT_DEVICE).ebs(ebs).build())
         .build()
 }

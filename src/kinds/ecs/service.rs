@@ -14,7 +14,7 @@ use aws_sdk_ecs::Client;
 
 use super::{add_tags, cluster, tag_list, tag_map, task_definition};
 use crate::aws::{required, AwsError, AwsResult, Built, ErrorClass};
-use crate::engine::{is_unresolved, list_field, list_items, ownership_tags, reference, Delta, Desired, Kind, Layer, Live, ReadCache, Rules};
+use crate::engine::{is_unresolved, ownership_tags, reference, Delta, Desired, Kind, Layer, Live, ReadCache, Rules, Value};
 use crate::kinds::ec2::{security_group, subnet};
 use crate::kinds::elbv2;
 use crate::spec::model::Tags;
@@ -42,7 +42,7 @@ pub struct Services {
 }
 
 fn network(desired: &Desired) -> Result<NetworkConfiguration, AwsError> {
-    let (subnets, groups) = (list_items(desired.field(SUBNETS)), list_items(desired.field(GROUPS)));
+    let (subnets, groups) = (desired.items(SUBNETS), desired.items(GROUPS));
     if let Some(missing) = subnets.iter().chain(&groups).find(|v| is_unresolved(v)) {
         return Err(AwsError::unexpected("ECS.CreateService", format!("{missing} does not exist")));
     }
@@ -56,33 +56,31 @@ fn network(desired: &Desired) -> Result<NetworkConfiguration, AwsError> {
 }
 
 fn deployment(desired: &Desired) -> DeploymentConfiguration {
-    let number = |f: &str| desired.fields.get(f).and_then(|v| v.parse().ok());
+    let number = |f: &str| desired.fields.get(f).and_then(Value::as_text).and_then(|v| v.parse().ok());
     DeploymentConfiguration::builder().set_minimum_healthy_percent(number(MIN_HEALTHY)).set_maximum_percent(number(MAX_PERCENT)).build()
 }
 
 /// Load balancer registrations as the [`LOAD_BALANCERS`] field value (sorted, so AWS's order never shows).
-fn load_balancers_text(registrations: &[LoadBalancer]) -> String {
-    let mut items: Vec<String> = registrations
-        .iter()
-        .map(|r| format!("{} {} {}", r.target_group_arn().unwrap_or_default(), r.container_name().unwrap_or_default(), r.container_port().unwrap_or_default()))
-        .collect();
-    items.sort();
-    items.join(";")
+fn load_balancers_text(registrations: &[LoadBalancer]) -> Value {
+    Value::set_of(registrations.iter().map(|r| {
+        let (container, port) = (r.container_name().unwrap_or_default(), r.container_port().unwrap_or_default());
+        Value::Phrase(vec![Value::handle(r.target_group_arn().unwrap_or_default()), Value::text(container), Value::text(port.to_string())])
+    }))
 }
 
 /// The registrations a (resolved) [`LOAD_BALANCERS`] value stands for, for
 /// the call `operation`: an error for a target group never created.
 fn load_balancers(desired: &Desired, operation: &'static str) -> Result<Vec<LoadBalancer>, AwsError> {
-    let text = desired.field(LOAD_BALANCERS);
-    text.split(';')
-        .filter(|item| !item.is_empty())
-        .map(|item| match item.split(' ').collect::<Vec<_>>().as_slice() {
+    let registrations = desired.fields.get(LOAD_BALANCERS).map(Value::items).unwrap_or_default();
+    registrations
+        .into_iter()
+        .map(|item| match item.items().into_iter().filter_map(Value::as_text).collect::<Vec<_>>().as_slice() {
             [group, ..] if is_unresolved(group) => Err(AwsError::unexpected(operation, format!("{group} does not exist"))),
             [group, container, port] => {
                 let port = port.parse().map_err(|_| AwsError::unexpected(operation, format!("{}: container port {port:?} is not a number", desired.name)))?;
                 Ok(LoadBalancer::builder().target_group_arn(*group).container_name(*container).container_port(port).build())
             }
-            _ => Err(AwsError::unexpected(operation, format!("{}: {item:?} is not `<target group> <container> <port>`", desired.name))),
+            _ => Err(AwsError::unexpected(operation, format!("{}: \"{item}\" is not `<target group> <container> <port>`", desired.name))),
         })
         .collect()
 }
@@ -109,11 +107,11 @@ pub async fn live_services(client: &Client, env: &EnvSpec, reads: &ReadCache) ->
                         let meta = [(CLUSTER.to_string(), cluster_name.clone())].into();
                         let l = Live { name: name.into(), handle: arn.into(), tags: tag_map(s.tags()), meta, ..Live::default() };
                         found.push(
-                            l.with(CLUSTER, s.cluster_arn().unwrap_or_default())
-                                .with(TASK, s.task_definition().unwrap_or_default())
+                            l.with_handle(CLUSTER, s.cluster_arn().unwrap_or_default())
+                                .with_handle(TASK, s.task_definition().unwrap_or_default())
                                 .with(COUNT, s.desired_count().to_string())
-                                .with(SUBNETS, list_field(vpc.map(|v| v.subnets()).unwrap_or_default()))
-                                .with(GROUPS, list_field(vpc.map(|v| v.security_groups()).unwrap_or_default()))
+                                .with(SUBNETS, Value::handles(vpc.map(|v| v.subnets()).unwrap_or_default()))
+                                .with(GROUPS, Value::handles(vpc.map(|v| v.security_groups()).unwrap_or_default()))
                                 .with(MIN_HEALTHY, deployment.and_then(|d| d.minimum_healthy_percent()).unwrap_or(100).to_string())
                                 .with(MAX_PERCENT, deployment.and_then(|d| d.maximum_percent()).unwrap_or(200).to_string())
                                 .with(LAUNCH, s.launch_type().map_or("EC2", |t| t.as_str()))
@@ -173,11 +171,12 @@ impl Kind for Services {
                 // Registered in a target group: it must exist, and ECS takes
                 // only one a load balancer already forwards to.
                 let d = match &s.load_balancer {
-                    None => d.with(LOAD_BALANCERS, ""),
+                    None => d.with(LOAD_BALANCERS, Value::set_of([])),
                     Some(lb) => {
                         let container = lb.container.as_deref().unwrap_or(&s.task_definition);
-                        let registration = format!("{} {container} {}", reference(elbv2::target_group::KIND, &lb.target_group), lb.port);
-                        let d = d.with(LOAD_BALANCERS, registration).after(elbv2::target_group::KIND, &lb.target_group);
+                        let group = Value::Ref(reference(elbv2::target_group::KIND, &lb.target_group));
+                        let registration = Value::Phrase(vec![group, Value::text(container), Value::text(lb.port.to_string())]);
+                        let d = d.with(LOAD_BALANCERS, Value::set_of([registration])).after(elbv2::target_group::KIND, &lb.target_group);
                         elbv2::forwarders(env, &lb.target_group).into_iter().fold(d, |d, k| d.after(k.kind, &k.id))
                     }
                 };

@@ -19,7 +19,7 @@ use aws_sdk_ecs::Client;
 
 use super::{tag_list, tag_map};
 use crate::aws::{required, AwsError, AwsResult, Built, ErrorClass};
-use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Layer, Live, OnImmutableChange, ReadCache, Rules};
+use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Layer, Live, OnImmutableChange, ReadCache, Rules, Value};
 use crate::kinds::{ecr, iam::role, logs, secretsmanager};
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::{physical_name, EnvSpec};
@@ -53,40 +53,40 @@ fn json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 
-fn map_of(json_text: Option<&String>) -> BTreeMap<String, String> {
-    json_text.and_then(|t| serde_json::from_str(t).ok()).unwrap_or_default()
+fn map_of(json_text: Option<&Value>) -> BTreeMap<String, String> {
+    json_text.and_then(Value::as_text).and_then(|t| serde_json::from_str(t).ok()).unwrap_or_default()
 }
 
-/// Container ports as one field, numerically sorted.
-fn ports_field<P: Ord + ToString>(ports: impl Iterator<Item = P>) -> String {
+/// Container ports as one field: a list, numerically sorted.
+fn ports_field<P: Ord + ToString>(ports: impl Iterator<Item = P>) -> Value {
     let mut ports: Vec<P> = ports.collect();
     ports.sort_unstable();
-    ports.iter().map(P::to_string).collect::<Vec<_>>().join(",")
+    Value::List(ports.iter().map(|p| Value::text(p.to_string())).collect())
 }
 
 /// The fields of a registered revision, AWS defaults normalized.
 fn revision_fields(td: &TaskDefinition) -> Fields {
     let mut f = Fields::new();
     let Some(c) = td.container_definitions().first() else { return f };
-    f.insert(CONTAINER.into(), c.name().unwrap_or_default().into());
-    f.insert(IMAGE.into(), c.image().unwrap_or_default().into());
-    f.insert(CPU.into(), td.cpu().unwrap_or_default().into());
-    f.insert(MEMORY.into(), td.memory().unwrap_or_default().into());
+    f.insert(CONTAINER.into(), Value::from(c.name().unwrap_or_default()));
+    f.insert(IMAGE.into(), Value::from(c.image().unwrap_or_default()));
+    f.insert(CPU.into(), Value::from(td.cpu().unwrap_or_default()));
+    f.insert(MEMORY.into(), Value::from(td.memory().unwrap_or_default()));
     f.insert(PORTS.into(), ports_field(c.port_mappings().iter().filter_map(|p| p.container_port())));
     let env: BTreeMap<&str, &str> = c.environment().iter().filter_map(|kv| Some((kv.name()?, kv.value().unwrap_or_default()))).collect();
-    f.insert(ENVIRONMENT.into(), json(&env));
+    f.insert(ENVIRONMENT.into(), Value::from(json(&env)));
     let secrets: BTreeMap<&str, &str> = c.secrets().iter().map(|s| (s.name(), s.value_from())).collect();
-    f.insert(SECRETS.into(), json(&secrets));
+    f.insert(SECRETS.into(), Value::from(json(&secrets)));
     let options = c.log_configuration().and_then(|l| l.options());
     let option = |k: &str| options.and_then(|o| o.get(k)).cloned().unwrap_or_default();
-    f.insert(LOG_GROUP.into(), option("awslogs-group"));
-    f.insert(LOG_REGION.into(), option("awslogs-region"));
-    f.insert(NETWORK.into(), td.network_mode().map(|n| n.as_str()).unwrap_or("bridge").into());
-    f.insert(COMPATIBILITY.into(), if td.requires_compatibilities().contains(&Compatibility::Ec2) { "EC2" } else { "" }.into());
+    f.insert(LOG_GROUP.into(), Value::from(option("awslogs-group")));
+    f.insert(LOG_REGION.into(), Value::from(option("awslogs-region")));
+    f.insert(NETWORK.into(), Value::from(td.network_mode().map(|n| n.as_str()).unwrap_or("bridge")));
+    f.insert(COMPATIBILITY.into(), Value::from(if td.requires_compatibilities().contains(&Compatibility::Ec2) { "EC2" } else { "" }));
     // AWS leaves the runtime platform out when it is the default (x86_64 Linux).
-    f.insert(ARCHITECTURE.into(), td.runtime_platform().and_then(|r| r.cpu_architecture()).map(|a| a.as_str()).unwrap_or("X86_64").into());
-    f.insert(EXECUTION_ROLE.into(), td.execution_role_arn().unwrap_or_default().into());
-    f.insert(TASK_ROLE.into(), td.task_role_arn().unwrap_or_default().into());
+    f.insert(ARCHITECTURE.into(), Value::from(td.runtime_platform().and_then(|r| r.cpu_architecture()).map(|a| a.as_str()).unwrap_or("X86_64")));
+    f.insert(EXECUTION_ROLE.into(), Value::handle(td.execution_role_arn().unwrap_or_default()));
+    f.insert(TASK_ROLE.into(), Value::handle(td.task_role_arn().unwrap_or_default()));
     f
 }
 
@@ -183,10 +183,10 @@ impl Kind for TaskDefinitions {
     }
 
     async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
-        let field = |f: &str| desired.fields.get(f).cloned().unwrap_or_default();
-        let ports = field(PORTS);
-        let port_mappings: Vec<PortMapping> = ports
-            .split(',')
+        let field = |f: &str| desired.field(f).to_string();
+        let port_mappings: Vec<PortMapping> = desired
+            .items(PORTS)
+            .iter()
             .filter_map(|p| p.parse().ok())
             .map(|p| PortMapping::builder().container_port(p).protocol(TransportProtocol::Tcp).build())
             .collect();

@@ -23,7 +23,7 @@ use aws_sdk_elasticache::Client;
 
 use super::{add_tags, redis, subnet_group, tag_list, tags_of};
 use crate::aws::{found, gone_is_ok, required, wait_for, AwsError, AwsResult};
-use crate::engine::{list_items, ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules};
+use crate::engine::{ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules, Value};
 use crate::kinds::ec2::security_group;
 use crate::spec::model::Tags;
 use crate::spec::EnvSpec;
@@ -145,7 +145,7 @@ impl Kind for ReplicationGroups {
             .replication_group_id(&desired.name)
             .replication_group_description("Sentry OMS cache")
             .engine("redis")
-            .set_engine_version(desired.fields.get(VERSION).cloned())
+            .set_engine_version(desired.fields.get(VERSION).and_then(Value::as_text).map(str::to_string))
             .cache_node_type(field(NODE_TYPE))
             // One shard of a primary and its replicas (see the module doc).
             .num_node_groups(1)
@@ -156,7 +156,7 @@ impl Kind for ReplicationGroups {
             .transit_encryption_enabled(field(IN_TRANSIT) == "true")
             .snapshot_retention_limit(field(SNAPSHOTS).parse().unwrap_or(0))
             .cache_subnet_group_name(field(SUBNET_GROUP))
-            .set_security_group_ids(Some(list_items(field(SECURITY_GROUPS))))
+            .set_security_group_ids(Some(desired.items(SECURITY_GROUPS)))
             .set_tags(Some(tag_list(&desired.tags)))
             .send()
             .await
@@ -166,7 +166,7 @@ impl Kind for ReplicationGroups {
     }
 
     async fn update(&self, desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {
-        let changed = |f: &str| delta.fields.iter().find(|c| c.field == f).and_then(|c| c.desired.clone());
+        let changed = |f: &str| delta.fields.iter().find(|c| c.field == f).and_then(|c| c.desired_text().map(str::to_string));
         let (node_type, failover, multi_az, snapshots) = (changed(NODE_TYPE), changed(FAILOVER), changed(MULTI_AZ), changed(SNAPSHOTS));
         if node_type.is_some() || failover.is_some() || multi_az.is_some() || snapshots.is_some() {
             self.client
@@ -183,8 +183,8 @@ impl Kind for ReplicationGroups {
             self.wait_available(&desired.name).await?;
         }
         if let Some(change) = delta.fields.iter().find(|c| c.field == NODES) {
-            let want: i32 = change.desired.as_deref().and_then(|n| n.parse().ok()).unwrap_or(1);
-            let have: i32 = change.live.as_deref().and_then(|n| n.parse().ok()).unwrap_or(1);
+            let want: i32 = change.desired_text().and_then(|n| n.parse().ok()).unwrap_or(1);
+            let have: i32 = change.live_text().and_then(|n| n.parse().ok()).unwrap_or(1);
             let (group, replicas) = (&desired.name, want - 1); // the replica count excludes the primary
             if want > have {
                 let request = self.client.increase_replica_count().replication_group_id(group).new_replica_count(replicas);
@@ -215,7 +215,7 @@ mod tests {
     use aws_smithy_mocks::{mock, mock_client, RuleMode};
 
     fn change(field: &str, live: &str, desired: &str) -> FieldChange {
-        FieldChange { field: field.into(), live: Some(live.into()), desired: Some(desired.into()) }
+        FieldChange::of(field, Some(live.into()), Some(desired.into()))
     }
 
     fn redis_desired() -> Desired {

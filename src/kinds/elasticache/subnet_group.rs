@@ -7,7 +7,7 @@ use aws_sdk_elasticache::Client;
 
 use super::{add_tags, redis, tag_list, tags_of};
 use crate::aws::{found, gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{list_field, list_items, ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules};
+use crate::engine::{ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules, Value};
 use crate::kinds::ec2::subnet;
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::EnvSpec;
@@ -62,7 +62,7 @@ impl Kind for SubnetGroups {
         let mut groups = Vec::new();
         for g in out.cache_subnet_groups() {
             let (Some(name), Some(arn)) = (g.cache_subnet_group_name(), g.arn()) else { continue };
-            let subnets = list_field(g.subnets().iter().filter_map(|s| s.subnet_identifier()));
+            let subnets = Value::handles(g.subnets().iter().filter_map(|s| s.subnet_identifier()));
             let meta = [(ARN.to_string(), arn.to_string())].into();
             groups.push(
                 Live { name: name.into(), handle: name.into(), tags: tags_of(&self.client, &self.tags, &env.env, reads, arn).await?, meta, ..Live::default() }
@@ -78,7 +78,7 @@ impl Kind for SubnetGroups {
             .create_cache_subnet_group()
             .cache_subnet_group_name(&desired.name)
             .cache_subnet_group_description("Sentry Redis (private subnets)")
-            .set_subnet_ids(Some(list_items(desired.field(SUBNETS))));
+            .set_subnet_ids(Some(desired.items(SUBNETS)));
         let out = request.set_tags(Some(tag_list(&desired.tags))).send().await.aws("ElastiCache.CreateCacheSubnetGroup")?;
         required("ElastiCache.CreateCacheSubnetGroup", "subnet group name", out.cache_subnet_group().and_then(|g| g.cache_subnet_group_name()))
     }
@@ -88,7 +88,7 @@ impl Kind for SubnetGroups {
             self.client
                 .modify_cache_subnet_group()
                 .cache_subnet_group_name(&live.name)
-                .set_subnet_ids(Some(list_items(desired.field(SUBNETS))))
+                .set_subnet_ids(Some(desired.items(SUBNETS)))
                 .send()
                 .await
                 .aws("ElastiCache.ModifyCacheSubnetGroup")?;

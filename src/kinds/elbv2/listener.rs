@@ -47,7 +47,7 @@ fn listener_live(lb: &(String, String), x: &Listener, tags: &mut HashMap<String,
     let certificate = if https { x.certificates().first().and_then(|c| c.certificate_arn()).unwrap_or_default() } else { "" };
     let policy = if https { x.ssl_policy().unwrap_or_default() } else { "" };
     Ok(Live { name: format!("{lb_name}:{port}"), tags: tags.remove(&arn).unwrap_or_default(), handle: arn, ..Live::default() }
-        .with(LOAD_BALANCER, x.load_balancer_arn().unwrap_or(lb_arn))
+        .with_handle(LOAD_BALANCER, x.load_balancer_arn().unwrap_or(lb_arn))
         .with(PORT, port)
         .with(PROTOCOL, protocol)
         .with(CERTIFICATE, certificate)
@@ -138,7 +138,7 @@ impl Kind for Listeners {
             .load_balancer_arn(balancer)
             .protocol(ProtocolEnum::from(desired.field(PROTOCOL)))
             .port(desired.number(PORT, OP)?)
-            .set_default_actions(Some(actions_of(desired.field(DEFAULT_ACTION), OP)?))
+            .set_default_actions(Some(actions_of(desired.fields.get(DEFAULT_ACTION), OP)?))
             .set_tags(Some(tag_list(&desired.tags)));
         if !desired.field(CERTIFICATE).is_empty() {
             request = request.certificates(Certificate::builder().certificate_arn(desired.field(CERTIFICATE)).build()).ssl_policy(desired.field(SSL_POLICY));
@@ -157,7 +157,7 @@ impl Kind for Listeners {
                 .listener_arn(&live.handle)
                 .port(desired.number(PORT, OP)?)
                 .protocol(ProtocolEnum::from(desired.field(PROTOCOL)))
-                .set_default_actions(Some(actions_of(desired.field(DEFAULT_ACTION), OP)?));
+                .set_default_actions(Some(actions_of(desired.fields.get(DEFAULT_ACTION), OP)?));
             if !desired.field(CERTIFICATE).is_empty() {
                 request =
                     request.certificates(Certificate::builder().certificate_arn(desired.field(CERTIFICATE)).build()).ssl_policy(desired.field(SSL_POLICY));

@@ -15,7 +15,7 @@ use aws_sdk_elasticloadbalancingv2::Client;
 
 use super::{add_tags, load_balancing, tag_list, tags_of, CONCURRENCY};
 use crate::aws::{found, gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{is_unresolved, list_field, list_items, ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules};
+use crate::engine::{is_unresolved, ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules, Value};
 use crate::kinds::ec2::{internet_gateway, security_group, subnet};
 use crate::kinds::read::describe_each;
 use crate::spec::model::AccessLogs;
@@ -99,8 +99,8 @@ pub async fn live_load_balancers(client: &Client, env: &EnvSpec, reads: &ReadCac
                     .with(SCHEME, b.scheme().map_or("", |s| s.as_str()))
                     .with(TYPE, b.r#type().map_or("", |t| t.as_str()))
                     .with(IP_TYPE, b.ip_address_type().map_or("", |t| t.as_str()))
-                    .with(SUBNETS, list_field(subnets))
-                    .with(GROUPS, list_field(b.security_groups()));
+                    .with(SUBNETS, Value::handles(subnets))
+                    .with(GROUPS, Value::handles(b.security_groups()));
                 if names.contains(&l.name) || l.is_owned_by(&env.env) {
                     found.push(l);
                 }
@@ -113,7 +113,7 @@ pub async fn live_load_balancers(client: &Client, env: &EnvSpec, reads: &ReadCac
 /// The (resolved) references of list field `name`: an error naming the first
 /// that was never created, for the call `operation`.
 fn resolved_list(desired: &Desired, name: &str, operation: &'static str) -> Result<Vec<String>, AwsError> {
-    let items = list_items(desired.field(name));
+    let items = desired.items(name);
     match items.iter().find(|i| is_unresolved(i)) {
         Some(missing) => Err(AwsError::unexpected(operation, format!("{missing} does not exist"))),
         None => Ok(items),

@@ -20,7 +20,7 @@ use aws_sdk_elasticloadbalancingv2::Client;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use crate::aws::{found, AwsError, AwsResult};
-use crate::engine::{is_unresolved, reference, ResourceKey};
+use crate::engine::{is_unresolved, reference, ResourceKey, Value};
 use crate::spec::model::{DefaultAction, LoadBalancing, Tags};
 use crate::spec::EnvSpec;
 
@@ -111,21 +111,26 @@ pub async fn add_tags(client: &Client, arn: &str, tags: &Tags) -> Result<(), Aws
 }
 
 /// The forward action to target group `target_group` (logical id), as a
-/// field value: `forward @elbv2.target-group/<id>`.
-pub fn forward_to(target_group: &str) -> String {
-    format!("forward {}", reference(target_group::KIND, target_group))
+/// field value: the words `forward @elbv2.target-group/<id>`.
+pub fn forward_to(target_group: &str) -> Value {
+    Value::Phrase(vec![Value::text("forward"), Value::Ref(reference(target_group::KIND, target_group))])
 }
 
 /// The redirect of plain HTTP to HTTPS on `port`, as a field value.
-pub fn redirect_to_https(port: u32) -> String {
-    format!("redirect HTTPS {port} HTTP_301")
+pub fn redirect_to_https(port: u32) -> Value {
+    words(&format!("redirect HTTPS {port} HTTP_301"))
+}
+
+/// Text of the kind's own making (no reference in it) as words.
+fn words(text: &str) -> Value {
+    Value::Phrase(text.split_whitespace().map(Value::text).collect())
 }
 
 /// Actions as one field value, in their order: `forward <target group ARN>`,
 /// `redirect HTTPS 443 HTTP_301` (a host, path or query other than the
 /// request's own is appended, so it shows as drift), or the action's type
-/// for anything else; several are joined with ` + `.
-pub fn actions_text(actions: &[Action]) -> String {
+/// for anything else; several are joined with the word `+`. Target groups are handles.
+pub fn actions_text(actions: &[Action]) -> Value {
     let mut ordered: Vec<&Action> = actions.iter().collect();
     ordered.sort_by_key(|a| a.order().unwrap_or(i32::MAX));
     let text = |a: &Action| match a.r#type() {
@@ -135,10 +140,10 @@ pub fn actions_text(actions: &[Action]) -> String {
                 None => a.forward_config().map(|f| f.target_groups().iter().filter_map(|t| t.target_group_arn()).collect()).unwrap_or_default(),
             };
             groups.sort_unstable();
-            format!("forward {}", groups.join(" "))
+            [Value::text("forward")].into_iter().chain(groups.into_iter().map(Value::handle)).collect()
         }
         Some(ActionTypeEnum::Redirect) => {
-            let Some(r) = a.redirect_config() else { return "redirect".to_string() };
+            let Some(r) = a.redirect_config() else { return vec![Value::text("redirect")] };
             let mut text =
                 format!("redirect {} {} {}", r.protocol().unwrap_or("#{protocol}"), r.port().unwrap_or("#{port}"), r.status_code().map_or("", |s| s.as_str()));
             for (what, value, keep) in [("host", r.host(), KEEP_HOST), ("path", r.path(), KEEP_PATH), ("query", r.query(), KEEP_QUERY)] {
@@ -146,19 +151,21 @@ pub fn actions_text(actions: &[Action]) -> String {
                     text.push_str(&format!(" {what}={v}"));
                 }
             }
-            text
+            words(&text).items().into_iter().cloned().collect()
         }
-        Some(other) => other.as_str().to_string(),
-        None => "unknown".to_string(),
+        Some(other) => vec![Value::text(other.as_str())],
+        None => vec![Value::text("unknown")],
     };
-    ordered.into_iter().map(text).collect::<Vec<_>>().join(" + ")
+    let actions: Vec<Vec<Value>> = ordered.into_iter().map(text).collect();
+    Value::Phrase(actions.join(&Value::text("+")))
 }
 
 /// The actions a field value written by [`forward_to`] or
 /// [`redirect_to_https`] stands for (its references resolved), for the call
 /// `operation`: an error when a target group was never created.
-pub fn actions_of(text: &str, operation: &'static str) -> Result<Vec<Action>, AwsError> {
-    let words: Vec<&str> = text.split_whitespace().collect();
+pub fn actions_of(value: Option<&Value>, operation: &'static str) -> Result<Vec<Action>, AwsError> {
+    let value = value.ok_or_else(|| AwsError::unexpected(operation, "no action to write".to_string()))?;
+    let words: Vec<&str> = value.items().into_iter().filter_map(Value::as_text).collect();
     match words.as_slice() {
         ["forward", group] if is_unresolved(group) => Err(AwsError::unexpected(operation, format!("{group} does not exist"))),
         ["forward", group] => Ok(vec![Action::builder().r#type(ActionTypeEnum::Forward).target_group_arn(*group).build()]),
@@ -173,7 +180,7 @@ pub fn actions_of(text: &str, operation: &'static str) -> Result<Vec<Action>, Aw
                 .build();
             Ok(vec![Action::builder().r#type(ActionTypeEnum::Redirect).redirect_config(redirect).build()])
         }
-        _ => Err(AwsError::unexpected(operation, format!("{text:?} is not an action the operator writes"))),
+        _ => Err(AwsError::unexpected(operation, format!("\"{value}\" is not an action the operator writes"))),
     }
 }
 
@@ -208,25 +215,25 @@ mod tests {
         let listeners = listener::Listeners { client: client() }.desired(&dev);
         let http = by_id(&listeners, "public/http");
         assert_eq!(
-            (http.name.as_str(), http.field("DefaultAction"), http.field("Protocol")),
+            (http.name.as_str(), http.shown("DefaultAction").as_str(), http.field("Protocol")),
             ("sentry-public-dev:80", "forward @elbv2.target-group/frontend-admin", "HTTP")
         );
         assert_eq!((http.field("Certificate"), http.field("SslPolicy")), ("", ""));
         let rules = listener_rule::ListenerRules { client: client() }.desired(&dev);
         let ws = by_id(&rules, "public/http/websocket");
         assert_eq!(
-            [ws.field("Listener"), ws.field("Priority"), ws.field("Conditions"), ws.field("Action")],
+            [ws.field("Listener"), ws.field("Priority"), ws.field("Conditions"), ws.shown("Action").as_str()],
             ["@elbv2.listener/public/http", "10", "path-pattern=/ws|/ws/*", "forward @elbv2.target-group/websocket"]
         );
 
         let ecs = aws_sdk_ecs::Config::builder().behavior_version(aws_sdk_ecs::config::BehaviorVersion::latest()).build();
         let services = crate::kinds::ecs::service::Services { client: aws_sdk_ecs::Client::from_conf(ecs) }.desired(&dev);
         let websocket = by_id(&services, "websocket");
-        assert_eq!(websocket.field("LoadBalancers"), "@elbv2.target-group/websocket websocket 8080");
+        assert_eq!(websocket.shown("LoadBalancers").as_str(), "@elbv2.target-group/websocket websocket 8080");
         for dependency in [ResourceKey::new(target_group::KIND, "websocket"), ResourceKey::new(listener_rule::KIND, "public/http/websocket")] {
             assert!(websocket.depends_on.contains(&dependency), "{dependency} in {:?}", websocket.depends_on);
         }
-        assert_eq!(by_id(&services, "oms").field("LoadBalancers"), "", "no load balancer: an empty registration list");
+        assert_eq!(by_id(&services, "oms").shown("LoadBalancers").as_str(), "", "no load balancer: an empty registration list");
     }
 
     #[test]
@@ -236,10 +243,10 @@ mod tests {
         let certificate = "arn:aws:acm:${region}:${account}:certificate/sentry";
         public.listeners.insert("https".into(), Listener { port: 443, certificate_arn: Some(certificate.into()), ssl_policy: None });
         let listeners = listener::Listeners { client: client() }.desired(&env);
-        assert_eq!(by_id(&listeners, "public/http").field("DefaultAction"), "redirect HTTPS 443 HTTP_301");
+        assert_eq!(by_id(&listeners, "public/http").shown("DefaultAction").as_str(), "redirect HTTPS 443 HTTP_301");
         let https = by_id(&listeners, "public/https");
         assert_eq!(
-            [https.field("Protocol"), https.field("Certificate"), https.field("SslPolicy"), https.field("DefaultAction")],
+            [https.field("Protocol"), https.field("Certificate"), https.field("SslPolicy"), https.shown("DefaultAction").as_str()],
             ["HTTPS", certificate, "ELBSecurityPolicy-TLS13-1-2-2021-06", "forward @elbv2.target-group/frontend-admin"]
         );
         let rules = listener_rule::ListenerRules { client: client() }.desired(&env);
@@ -253,21 +260,21 @@ mod tests {
         let balancers = load_balancer::LoadBalancers { client: client() }.desired(&prod);
         let public = by_id(&balancers, "public");
         assert_eq!((public.name.as_str(), public.field("DeletionProtection")), ("sentry-public-prod", "true"));
-        assert_eq!(public.field("Subnets"), "@ec2.subnet/public-a,@ec2.subnet/public-b,@ec2.subnet/public-c");
+        assert_eq!(public.shown("Subnets").as_str(), "@ec2.subnet/public-a,@ec2.subnet/public-b,@ec2.subnet/public-c");
         assert!(spec("staging").spec.load_balancing.is_some());
     }
 
     #[test]
     fn actions_round_trip_through_their_field_value() {
-        for text in [format!("forward {TG}"), "redirect HTTPS 443 HTTP_301".to_string()] {
-            let actions = actions_of(&text, "ELBv2.CreateListener").expect("an action");
-            assert_eq!(actions_text(&actions), text);
+        for value in [Value::Phrase(vec![Value::text("forward"), Value::handle(TG)]), redirect_to_https(443)] {
+            let actions = actions_of(Some(&value), "ELBv2.CreateListener").expect("an action");
+            assert_eq!(actions_text(&actions), value);
         }
-        assert_eq!(forward_to("websocket"), "forward @elbv2.target-group/websocket");
-        assert_eq!(redirect_to_https(443), "redirect HTTPS 443 HTTP_301");
-        let unresolved = actions_of("forward @elbv2.target-group/websocket", "ELBv2.CreateRule").expect_err("never sent");
+        assert_eq!(forward_to("websocket").to_string(), "forward @elbv2.target-group/websocket");
+        assert_eq!(redirect_to_https(443).to_string(), "redirect HTTPS 443 HTTP_301");
+        let unresolved = actions_of(Some(&forward_to("websocket")), "ELBv2.CreateRule").expect_err("never sent");
         assert!(unresolved.message.contains("does not exist"), "{unresolved}");
-        assert!(actions_of("fixed-response 404", "ELBv2.CreateRule").is_err());
+        assert!(actions_of(Some(&words("fixed-response 404")), "ELBv2.CreateRule").is_err());
     }
 
     #[test]
@@ -280,8 +287,8 @@ mod tests {
             .forward_config(ForwardActionConfig::builder().target_groups(tuple.clone()).build())
             .build();
         let config_only = Action::builder().r#type(ActionTypeEnum::Forward).forward_config(ForwardActionConfig::builder().target_groups(tuple).build()).build();
-        assert_eq!(actions_text(&[both]), format!("forward {TG}"));
-        assert_eq!(actions_text(&[config_only]), format!("forward {TG}"));
+        assert_eq!(actions_text(&[both]).to_string(), format!("forward {TG}"));
+        assert_eq!(actions_text(&[config_only]).to_string(), format!("forward {TG}"));
         // A redirect keeping the request's host, path and query, as AWS fills them in; one changed by hand shows.
         let redirect = |path: &str, order: i32| {
             let config = RedirectActionConfig::builder()
@@ -294,9 +301,9 @@ mod tests {
                 .build();
             Action::builder().r#type(ActionTypeEnum::Redirect).redirect_config(config).order(order).build()
         };
-        assert_eq!(actions_text(&[redirect(KEEP_PATH, 1)]), "redirect HTTPS 443 HTTP_301");
-        assert_eq!(actions_text(&[redirect("/maintenance", 1)]), "redirect HTTPS 443 HTTP_301 path=/maintenance");
+        assert_eq!(actions_text(&[redirect(KEEP_PATH, 1)]).to_string(), "redirect HTTPS 443 HTTP_301");
+        assert_eq!(actions_text(&[redirect("/maintenance", 1)]).to_string(), "redirect HTTPS 443 HTTP_301 path=/maintenance");
         let fixed = Action::builder().r#type(ActionTypeEnum::FixedResponse).order(1).build();
-        assert_eq!(actions_text(&[redirect(KEEP_PATH, 2), fixed]), "fixed-response + redirect HTTPS 443 HTTP_301", "in their order");
+        assert_eq!(actions_text(&[redirect(KEEP_PATH, 2), fixed]).to_string(), "fixed-response + redirect HTTPS 443 HTTP_301", "in their order");
     }
 }

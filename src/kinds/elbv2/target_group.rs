@@ -197,7 +197,7 @@ impl TargetGroups {
             l.with(PORT, number(t.port()))
                 .with(PROTOCOL, t.protocol().map_or("", |p| p.as_str()))
                 .with(TARGET_TYPE, t.target_type().map_or("", |p| p.as_str()))
-                .with(VPC, t.vpc_id().unwrap_or_default())
+                .with_handle(VPC, t.vpc_id().unwrap_or_default())
                 .with(HC_PATH, t.health_check_path().unwrap_or_default())
                 .with(HC_INTERVAL, number(t.health_check_interval_seconds()))
                 .with(HC_TIMEOUT, number(t.health_check_timeout_seconds()))

@@ -65,7 +65,7 @@ impl Kind for InstanceProfiles {
             let Some(p) = out.instance_profile() else { return Ok(None) };
             let role = p.roles().first().map(|r| r.arn().to_string()).unwrap_or_default();
             let live = Live { name: p.instance_profile_name().into(), handle: p.arn().into(), tags: tag_map(p.tags()), ..Live::default() };
-            Ok(Some(live.with(ROLE, role)))
+            Ok(Some(live.with_handle(ROLE, role)))
         })
         .await
     }

@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 
 use super::{decode_document, named, roles, tag_list, tag_map};
 use crate::aws::{gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{list_field, list_items, Delta, Desired, Kind, Layer, Live, ReadCache, Rules};
+use crate::engine::{Delta, Desired, Kind, Layer, Live, ReadCache, Rules, Value as FieldValue};
 use crate::kinds::secretsmanager;
 use crate::spec::model::Role;
 use crate::spec::{physical_name, EnvSpec};
@@ -40,6 +40,8 @@ pub const KIND: &str = "iam.role";
 pub const POLICY_NAME: &str = "sentry-operator";
 
 fields! { TRUST = "TrustedService", POLICY = "Policy", INLINE = "InlinePolicies", MANAGED = "ManagedPolicies" }
+/// Meta key: the instance profiles that hold the role, one per line.
+const PROFILES: &str = "profiles";
 
 /// The role kind.
 pub struct Roles {
@@ -48,16 +50,20 @@ pub struct Roles {
 }
 
 /// The trust policy letting `service` assume a role.
-fn trust_document(service: &str) -> String {
+fn trust_document(services: &[String]) -> String {
+    let service = match services {
+        [one] => json!(one),
+        many => json!(many),
+    };
     json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}]}).to_string()
 }
 
 /// What a live trust policy trusts: the service principals when it is the
 /// plain form [`trust_document`] writes, else the whole (canonical) document,
 /// which then differs from any desired value and is rewritten.
-fn trusted_services(document: &str) -> String {
+fn trusted_services(document: &str) -> FieldValue {
     let canonical = canonical(document);
-    let Ok(Value::Object(doc)) = serde_json::from_str::<Value>(&canonical) else { return canonical };
+    let Ok(Value::Object(doc)) = serde_json::from_str::<Value>(&canonical) else { return FieldValue::Text(canonical) };
     let statements = doc.get("Statement").and_then(Value::as_array).cloned().unwrap_or_default();
     let mut services = Vec::new();
     for s in &statements {
@@ -68,10 +74,10 @@ fn trusted_services(document: &str) -> String {
         match (plain, principal) {
             (true, Some(Value::String(one))) => services.push(one.clone()),
             (true, Some(Value::Array(many))) => services.extend(many.iter().filter_map(|v| v.as_str().map(str::to_string))),
-            _ => return canonical,
+            _ => return FieldValue::Text(canonical),
         }
     }
-    list_field(services)
+    FieldValue::set(services)
 }
 
 /// A policy document in one canonical form, so that the order AWS (or a
@@ -284,10 +290,10 @@ impl Kind for Roles {
             .map(|(id, role)| {
                 let policy = policy(env, id, role);
                 named(env, KIND, id, role)
-                    .with(TRUST, &role.service)
-                    .with(INLINE, if policy.is_some() { POLICY_NAME } else { "" })
+                    .with(TRUST, FieldValue::set([&role.service]))
+                    .with(INLINE, FieldValue::set(policy.is_some().then_some(POLICY_NAME)))
                     .with(POLICY, policy.unwrap_or_default())
-                    .with(MANAGED, list_field(&role.managed_policies))
+                    .with(MANAGED, FieldValue::set(&role.managed_policies))
             })
             .collect()
     }
@@ -306,23 +312,24 @@ impl Kind for Roles {
             let ours = inline.iter().find(|p| p.policy_name() == Some(POLICY_NAME)).and_then(|p| p.policy_document()).map(canonical);
             let mut live = live
                 .with(TRUST, trusted_services(r.assume_role_policy_document().unwrap_or_default()))
-                .with(INLINE, list_field(inline.iter().filter_map(|p| p.policy_name())))
+                .with(INLINE, FieldValue::set(inline.iter().filter_map(|p| p.policy_name())))
                 .with(POLICY, ours.unwrap_or_default())
-                .with(MANAGED, list_field(r.attached_managed_policies().iter().filter_map(|p| p.policy_arn())));
-            live.meta.insert("profiles".into(), list_field(r.instance_profile_list().iter().map(|p| p.instance_profile_name())));
+                .with(MANAGED, FieldValue::set(r.attached_managed_policies().iter().filter_map(|p| p.policy_arn())));
+            let profiles: Vec<&str> = r.instance_profile_list().iter().map(|p| p.instance_profile_name()).collect();
+            live.meta.insert(PROFILES.into(), profiles.join("\n"));
             found.push(live);
         }
         Ok(found)
     }
 
     async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
-        let request = self.client.create_role().role_name(&desired.name).assume_role_policy_document(trust_document(desired.field(TRUST)));
+        let request = self.client.create_role().role_name(&desired.name).assume_role_policy_document(trust_document(&desired.items(TRUST)));
         let out = request.set_tags(Some(tag_list(&desired.tags)?)).send().await.aws("IAM.CreateRole")?;
         let arn = required("IAM.CreateRole", "role ARN", out.role().map(|r| r.arn()))?;
         if !desired.field(POLICY).is_empty() {
             self.put_policy(&desired.name, desired.field(POLICY)).await?;
         }
-        for arn in list_items(desired.field(MANAGED)) {
+        for arn in desired.items(MANAGED) {
             self.client.attach_role_policy().role_name(&desired.name).policy_arn(arn).send().await.aws("IAM.AttachRolePolicy")?;
         }
         Ok(arn)
@@ -331,22 +338,22 @@ impl Kind for Roles {
     async fn update(&self, desired: &Desired, live: &Live, delta: &Delta) -> Result<(), AwsError> {
         let role = desired.name.as_str();
         for change in &delta.fields {
-            let wanted = change.desired.as_deref().unwrap_or_default();
+            let wanted = change.desired_text().unwrap_or_default();
             match change.field.as_str() {
                 TRUST => {
-                    let request = self.client.update_assume_role_policy().role_name(role).policy_document(trust_document(wanted));
+                    let request = self.client.update_assume_role_policy().role_name(role).policy_document(trust_document(&desired.items(TRUST)));
                     request.send().await.aws("IAM.UpdateAssumeRolePolicy")?;
                 }
                 POLICY if !wanted.is_empty() => self.put_policy(role, wanted).await?,
                 INLINE => {
-                    let keep = list_items(wanted);
-                    for name in list_items(live.field(INLINE)).into_iter().filter(|n| !keep.contains(n)) {
+                    let keep = desired.items(INLINE);
+                    for name in live.items(INLINE).into_iter().filter(|n| !keep.contains(n)) {
                         let deleted = self.client.delete_role_policy().role_name(role).policy_name(name).send().await;
                         gone_is_ok(deleted.map(|_| ()).aws("IAM.DeleteRolePolicy"))?;
                     }
                 }
                 MANAGED => {
-                    let (want, have) = (list_items(wanted), list_items(live.field(MANAGED)));
+                    let (want, have) = (desired.items(MANAGED), live.items(MANAGED));
                     for arn in want.iter().filter(|a| !have.contains(a)) {
                         self.client.attach_role_policy().role_name(role).policy_arn(arn).send().await.aws("IAM.AttachRolePolicy")?;
                     }
@@ -366,14 +373,14 @@ impl Kind for Roles {
 
     async fn delete(&self, live: &Live, _reads: &ReadCache) -> Result<(), AwsError> {
         let role = live.name.as_str();
-        for profile in list_items(live.meta.get("profiles").map_or("", String::as_str)) {
+        for profile in live.meta.get(PROFILES).iter().flat_map(|p| p.lines()) {
             let removed = self.client.remove_role_from_instance_profile().instance_profile_name(profile).role_name(role).send().await;
             gone_is_ok(removed.map(|_| ()).aws("IAM.RemoveRoleFromInstanceProfile"))?;
         }
-        for name in list_items(live.field(INLINE)) {
+        for name in live.items(INLINE) {
             gone_is_ok(self.client.delete_role_policy().role_name(role).policy_name(name).send().await.map(|_| ()).aws("IAM.DeleteRolePolicy"))?;
         }
-        for arn in list_items(live.field(MANAGED)) {
+        for arn in live.items(MANAGED) {
             gone_is_ok(self.client.detach_role_policy().role_name(role).policy_arn(arn).send().await.map(|_| ()).aws("IAM.DetachRolePolicy"))?;
         }
         gone_is_ok(self.client.delete_role().role_name(role).send().await.map(|_| ()).aws("IAM.DeleteRole"))
@@ -404,11 +411,11 @@ mod tests {
 
     #[test]
     fn a_plain_trust_policy_reads_as_its_service_and_anything_else_as_itself() {
-        assert_eq!(trusted_services(&trust_document("ecs-tasks.amazonaws.com")), "ecs-tasks.amazonaws.com");
+        assert_eq!(trusted_services(&trust_document(&["ecs-tasks.amazonaws.com".into()])), FieldValue::set(["ecs-tasks.amazonaws.com"]));
         let with_condition = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole","Condition":{"StringEquals":{"aws:SourceAccount":"1"}}}]}"#;
-        assert!(trusted_services(with_condition).starts_with('{'));
+        assert!(trusted_services(with_condition).to_string().starts_with('{'));
         let anyone = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"*"},"Action":"sts:AssumeRole"}]}"#;
-        assert!(trusted_services(anyone).contains("\"AWS\""), "a widened trust is drift");
+        assert!(trusted_services(anyone).to_string().contains("\"AWS\""), "a widened trust is drift");
     }
 
     #[test]
