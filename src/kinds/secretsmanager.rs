@@ -41,8 +41,8 @@ pub struct Secrets {
 }
 
 /// The value a new secret holds: a JSON object with a placeholder under each of `keys`.
-fn placeholder(keys: &str) -> String {
-    let entries: Map<String, Value> = keys.split(',').filter(|k| !k.is_empty()).map(|k| (k.to_string(), Value::from(PLACEHOLDER))).collect();
+fn placeholder(keys: &[String]) -> String {
+    let entries: Map<String, Value> = keys.iter().map(|k| (k.clone(), Value::from(PLACEHOLDER))).collect();
     Value::Object(entries).to_string()
 }
 
@@ -105,7 +105,7 @@ impl Kind for Secrets {
                     .with(DESCRIPTION, &s.description)
                     .with(ROTATION, rotation)
                     .with(DELETED, "false")
-                    .with(PLACEHOLDER_KEYS, s.keys.join(","));
+                    .with(PLACEHOLDER_KEYS, crate::engine::Value::set(&s.keys));
                 match s.kms_key.as_deref() {
                     Some(arn) if arn.starts_with("arn:") => d.with(KMS_KEY, arn),
                     Some(key) => d.with_reference(KMS_KEY, kms::KIND, key),
@@ -137,7 +137,7 @@ impl Kind for Secrets {
             .name(&desired.name)
             .description(desired.field(DESCRIPTION))
             .set_kms_key_id(key.map(str::to_string))
-            .secret_string(placeholder(desired.field(PLACEHOLDER_KEYS)))
+            .secret_string(placeholder(&desired.items(PLACEHOLDER_KEYS)))
             .set_tags(Some(tag_list(&desired.tags)));
         let out = request.send().await.aws("SecretsManager.CreateSecret")?;
         let arn = required("SecretsManager.CreateSecret", "secret ARN", out.arn())?;
@@ -226,8 +226,8 @@ mod tests {
 
     #[test]
     fn the_placeholder_holds_each_key_and_nothing_else() {
-        let value: Value = serde_json::from_str(&placeholder("api_key,api_secret")).unwrap_or_default();
+        let value: Value = serde_json::from_str(&placeholder(&["api_key".into(), "api_secret".into()])).unwrap_or_default();
         assert_eq!(value.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()), Some(vec!["api_key".to_string(), "api_secret".to_string()]));
-        assert_eq!(placeholder(""), "{}");
+        assert_eq!(placeholder(&[]), "{}");
     }
 }
