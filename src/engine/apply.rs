@@ -354,6 +354,7 @@ where
 mod tests {
     use super::*;
     use crate::aws::ErrorClass;
+    use crate::engine::FieldReader;
     use crate::engine::{ownership_tags, Delta, Desired, Layer, Live, Review, Rules, Scope};
     use crate::spec::model::{DeletionPolicy, Tags};
     use async_trait::async_trait;

@@ -170,22 +170,6 @@ impl Desired {
         self.adopt.as_ref().and_then(Adoption::id)
     }
 
-    /// Field `name` as the plan shows it (empty when absent).
-    #[cfg(test)]
-    pub fn shown(&self, name: &str) -> String {
-        self.fields.get(name).map(Value::to_string).unwrap_or_default()
-    }
-
-    /// The desired text of field `name` (empty when the kind sets none or the value is not a single one).
-    pub fn field(&self, name: &str) -> &str {
-        field_text(&self.fields, name)
-    }
-
-    /// The text items of field `name` (a set's or list's; none when absent).
-    pub fn items(&self, name: &str) -> Vec<String> {
-        field_items(&self.fields, name)
-    }
-
     /// Field `name` as the number the call `operation` sends (the spec's
     /// types keep it one): an error, never a default, when it is not.
     pub fn number<T: std::str::FromStr>(&self, name: &str, operation: &'static str) -> Result<T, AwsError> {
@@ -219,14 +203,38 @@ pub fn reference(kind: &str, id: &str) -> String {
     format!("@{kind}/{id}")
 }
 
-/// The text of field `name` of `fields`: empty when absent or not a single value.
-fn field_text<'a>(fields: &'a Fields, name: &str) -> &'a str {
-    fields.get(name).and_then(Value::as_text).unwrap_or("")
+/// Reading the fields of a resource, desired or live.
+pub trait FieldReader {
+    /// The resource's fields.
+    fn fields(&self) -> &Fields;
+
+    /// The text of field `name`: empty when absent or not a single value.
+    fn field(&self, name: &str) -> &str {
+        self.fields().get(name).and_then(Value::as_text).unwrap_or("")
+    }
+
+    /// The text items of field `name` (a set's or list's; none when absent).
+    fn items(&self, name: &str) -> Vec<String> {
+        self.fields().get(name).map(|v| v.items().into_iter().filter_map(Value::as_text).map(str::to_string).collect()).unwrap_or_default()
+    }
+
+    /// Field `name` as the plan shows it (empty when absent).
+    #[cfg(test)]
+    fn shown(&self, name: &str) -> String {
+        self.fields().get(name).map(Value::to_string).unwrap_or_default()
+    }
 }
 
-/// The text items of field `name` of `fields`.
-fn field_items(fields: &Fields, name: &str) -> Vec<String> {
-    fields.get(name).map(|v| v.items().into_iter().filter_map(Value::as_text).map(str::to_string).collect()).unwrap_or_default()
+impl FieldReader for Desired {
+    fn fields(&self) -> &Fields {
+        &self.fields
+    }
+}
+
+impl FieldReader for Live {
+    fn fields(&self) -> &Fields {
+        &self.fields
+    }
 }
 
 /// Adds `key` = `value` to the family `name` of `fields`.
@@ -280,22 +288,6 @@ impl Live {
     /// which the call `operation` needs: an error when it is missing.
     pub fn meta(&self, key: &str, operation: &'static str) -> Result<&str, AwsError> {
         self.meta.get(key).map(String::as_str).ok_or_else(|| AwsError::unexpected(operation, format!("{} was observed without its {key}", self.name)))
-    }
-
-    /// Field `name` as the plan shows it (empty when absent).
-    #[cfg(test)]
-    pub fn shown(&self, name: &str) -> String {
-        self.fields.get(name).map(Value::to_string).unwrap_or_default()
-    }
-
-    /// The live text of field `name` (empty when the kind reported none or the value is not a single one).
-    pub fn field(&self, name: &str) -> &str {
-        field_text(&self.fields, name)
-    }
-
-    /// The text items of field `name` (a set's or list's; none when absent).
-    pub fn items(&self, name: &str) -> Vec<String> {
-        field_items(&self.fields, name)
     }
 
     /// Whether the tags say this resource is `id` of environment `env`.

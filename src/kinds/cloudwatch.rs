@@ -20,7 +20,7 @@ use aws_sdk_cloudwatch::types::{AlarmType, ComparisonOperator, Dimension, Metric
 use aws_sdk_cloudwatch::Client;
 
 use crate::aws::{gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{ownership_tags, reference, Delta, Desired, Kind, Layer, Live, ReadCache, Rules, Value};
+use crate::engine::{ownership_tags, reference, Delta, Desired, FieldReader, Kind, Layer, Live, ReadCache, Rules, Value};
 use crate::kinds::elasticache::replication_group;
 use crate::kinds::elbv2::{load_balancer, target_group};
 use crate::kinds::read::{common_prefix, describe_each};

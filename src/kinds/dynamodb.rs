@@ -23,7 +23,7 @@ use aws_sdk_dynamodb::Client;
 
 use super::read::describe_each;
 use crate::aws::{found, gone_is_ok, required, wait_for, AwsError, AwsResult, Built};
-use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Layer, Live, ReadCache, Rules, Value};
+use crate::engine::{ownership_tags, Delta, Desired, FieldReader, Fields, Kind, Layer, Live, ReadCache, Rules, Value};
 use crate::kinds::kms;
 use crate::spec::model::{KeySchema, Table};
 use crate::spec::{physical_name, EnvSpec};

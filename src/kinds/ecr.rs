@@ -6,13 +6,14 @@
 
 use crate::engine::focus::EventMatch;
 use crate::engine::permissions::{Grant, Permissions};
+use crate::kinds::each;
 use async_trait::async_trait;
 use aws_sdk_ecr::types::{EncryptionConfiguration, EncryptionType, ImageScanningConfiguration, ImageTagMutability, Repository, Tag};
 use aws_sdk_ecr::Client;
 use serde_json::{json, Value};
 
 use crate::aws::{found, gone_is_ok, required, AwsError, AwsResult, Built};
-use crate::engine::{ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules};
+use crate::engine::{ownership_tags, Delta, Desired, FieldReader, Kind, Layer, Live, ReadCache, Rules};
 use crate::kinds::read::describe_each;
 use crate::spec::EnvSpec;
 
@@ -90,18 +91,13 @@ impl Kind for Repositories {
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
-        let Some(images) = &env.spec.images else { return Vec::new() };
-        images
-            .repositories
-            .iter()
-            .map(|(id, r)| {
-                Desired::new(KIND, id, r.physical_name(id, &env.env), ownership_tags(env, id, r.deletion_policy, &r.tags))
-                    .with(SCAN, r.scan_on_push.to_string())
-                    .with(MUTABILITY, if r.immutable_tags { "IMMUTABLE" } else { "MUTABLE" })
-                    .with(KEEP, r.keep_last_images.to_string())
-                    .with(ENCRYPTION, &r.encryption)
-            })
-            .collect()
+        each(env.spec.images.as_ref().map(|images| &images.repositories), |(id, r)| {
+            Desired::new(KIND, id, r.physical_name(id, &env.env), ownership_tags(env, id, r.deletion_policy, &r.tags))
+                .with(SCAN, r.scan_on_push.to_string())
+                .with(MUTABILITY, if r.immutable_tags { "IMMUTABLE" } else { "MUTABLE" })
+                .with(KEEP, r.keep_last_images.to_string())
+                .with(ENCRYPTION, &r.encryption)
+        })
     }
 
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {

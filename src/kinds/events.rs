@@ -10,7 +10,7 @@ use aws_sdk_eventbridge::Client;
 use crate::aws::{found, gone_is_ok, AwsError, AwsResult, Built};
 use crate::engine::focus::EventMatch;
 use crate::engine::permissions::{Grant, Permissions};
-use crate::engine::{ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules};
+use crate::engine::{ownership_tags, Delta, Desired, FieldReader, Kind, Layer, Live, ReadCache, Rules};
 use crate::kinds::read::{canonical_json, describe_each};
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::{EnvSpec, EVENT_QUEUE_ID, EVENT_RULE_ID};

@@ -6,12 +6,13 @@
 
 use crate::engine::focus::EventMatch;
 use crate::engine::permissions::{Grant, Permissions};
+use crate::kinds::each;
 use async_trait::async_trait;
 use aws_sdk_kms::types::{KeyManagerType, KeyState, Tag};
 use aws_sdk_kms::Client;
 
 use crate::aws::{required, AwsError, AwsResult, Built, ErrorClass};
-use crate::engine::{ownership_tags, Delta, Desired, Kind, Layer, Live, Matching, ReadCache, Rules};
+use crate::engine::{ownership_tags, Delta, Desired, FieldReader, Kind, Layer, Live, Matching, ReadCache, Rules};
 use crate::kinds::read::describe_each;
 use crate::spec::EnvSpec;
 
@@ -66,19 +67,14 @@ impl Kind for Keys {
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
-        let Some(security) = &env.spec.security else { return Vec::new() };
-        security
-            .keys
-            .iter()
-            .map(|(id, k)| {
-                let alias = k.alias_name(id, &env.env);
-                Desired::new(KIND, id, &alias, ownership_tags(env, id, k.deletion_policy, &k.tags))
-                    .with(DESCRIPTION, &k.description)
-                    .with(ROTATION, k.rotation.to_string())
-                    .with(STATE, KeyState::Enabled.as_str())
-                    .with(ALIAS, alias)
-            })
-            .collect()
+        each(env.spec.security.as_ref().map(|security| &security.keys), |(id, k)| {
+            let alias = k.alias_name(id, &env.env);
+            Desired::new(KIND, id, &alias, ownership_tags(env, id, k.deletion_policy, &k.tags))
+                .with(DESCRIPTION, &k.description)
+                .with(ROTATION, k.rotation.to_string())
+                .with(STATE, KeyState::Enabled.as_str())
+                .with(ALIAS, alias)
+        })
     }
 
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {

@@ -30,7 +30,7 @@ pub mod sqs;
 use aws_config::SdkConfig;
 
 use crate::aws::CallCounter;
-use crate::engine::{Kind, Rules};
+use crate::engine::{Desired, Kind, Rules};
 use crate::sdk_client;
 use read::{TagIndex, TagReads};
 
@@ -93,4 +93,10 @@ pub fn registry(config: &SdkConfig, counter: &CallCounter, tag_reads: TagReads) 
 /// built over an empty configuration: nothing is ever sent through it.
 pub fn rules() -> Vec<Rules> {
     registry(&SdkConfig::builder().build(), &CallCounter::default(), TagReads::default()).iter().map(|k| k.rules()).collect()
+}
+
+/// One desired resource per entry of a spec section's map, made by
+/// `desired` of the entry's id and spec; none when the section is absent.
+pub fn each<'a, T: 'a>(entries: Option<&'a std::collections::BTreeMap<String, T>>, desired: impl FnMut((&'a String, &'a T)) -> Desired) -> Vec<Desired> {
+    entries.into_iter().flatten().map(desired).collect()
 }

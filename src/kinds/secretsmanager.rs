@@ -8,13 +8,14 @@
 
 use crate::engine::focus::EventMatch;
 use crate::engine::permissions::{Grant, Permissions};
+use crate::kinds::each;
 use async_trait::async_trait;
 use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType, RotationRulesType, SecretListEntry, Tag};
 use aws_sdk_secretsmanager::Client;
 use serde_json::{Map, Value};
 
 use crate::aws::{gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules};
+use crate::engine::{ownership_tags, Delta, Desired, FieldReader, Kind, Layer, Live, ReadCache, Rules};
 use crate::kinds::kms;
 use crate::spec::model::Tags;
 use crate::spec::EnvSpec;
@@ -93,26 +94,21 @@ impl Kind for Secrets {
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
-        let Some(security) = &env.spec.security else { return Vec::new() };
-        security
-            .secrets
-            .iter()
-            .map(|(id, s)| {
-                let mut tags = s.tags.clone();
-                tags.insert(TAG_RECOVERY_WINDOW.into(), s.recovery_window_days.to_string());
-                let rotation = s.rotation.as_ref().map_or_else(|| NO_ROTATION.to_string(), |r| rotation_field(&r.lambda_arn, r.after_days.into()));
-                let d = Desired::new(KIND, id, s.physical_name(id, &env.env), ownership_tags(env, id, s.deletion_policy, &tags))
-                    .with(DESCRIPTION, &s.description)
-                    .with(ROTATION, rotation)
-                    .with(DELETED, "false")
-                    .with(PLACEHOLDER_KEYS, crate::engine::Value::set(&s.keys));
-                match s.kms_key.as_deref() {
-                    Some(arn) if arn.starts_with("arn:") => d.with(KMS_KEY, arn),
-                    Some(key) => d.with_reference(KMS_KEY, kms::KIND, key),
-                    None => d.with(KMS_KEY, ""),
-                }
-            })
-            .collect()
+        each(env.spec.security.as_ref().map(|security| &security.secrets), |(id, s)| {
+            let mut tags = s.tags.clone();
+            tags.insert(TAG_RECOVERY_WINDOW.into(), s.recovery_window_days.to_string());
+            let rotation = s.rotation.as_ref().map_or_else(|| NO_ROTATION.to_string(), |r| rotation_field(&r.lambda_arn, r.after_days.into()));
+            let d = Desired::new(KIND, id, s.physical_name(id, &env.env), ownership_tags(env, id, s.deletion_policy, &tags))
+                .with(DESCRIPTION, &s.description)
+                .with(ROTATION, rotation)
+                .with(DELETED, "false")
+                .with(PLACEHOLDER_KEYS, crate::engine::Value::set(&s.keys));
+            match s.kms_key.as_deref() {
+                Some(arn) if arn.starts_with("arn:") => d.with(KMS_KEY, arn),
+                Some(key) => d.with_reference(KMS_KEY, kms::KIND, key),
+                None => d.with(KMS_KEY, ""),
+            }
+        })
     }
 
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {

@@ -6,12 +6,13 @@
 
 use crate::engine::focus::EventMatch;
 use crate::engine::permissions::{Grant, Permissions};
+use crate::kinds::each;
 use async_trait::async_trait;
 use aws_sdk_sns::types::{Subscription, Tag};
 use aws_sdk_sns::Client;
 
 use crate::aws::{gone_is_ok, required, AwsError, AwsResult, Built};
-use crate::engine::{ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules, Value};
+use crate::engine::{ownership_tags, Delta, Desired, FieldReader, Kind, Layer, Live, ReadCache, Rules, Value};
 use crate::kinds::read::describe_each;
 use crate::spec::model::Tags;
 use crate::spec::{physical_name, EnvSpec};
@@ -73,14 +74,10 @@ impl Kind for Topics {
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
-        let Some(o) = &env.spec.observability else { return Vec::new() };
-        o.topics
-            .iter()
-            .map(|(id, t)| {
-                Desired::new(KIND, id, physical_name(t.name.as_deref(), id, &env.env), ownership_tags(env, id, t.deletion_policy, &t.tags))
-                    .with(SUBSCRIPTIONS, Value::set(t.subscriptions.iter().map(|s| format!("{}:{}", s.protocol, env.substitute(&s.endpoint)))))
-            })
-            .collect()
+        each(env.spec.observability.as_ref().map(|o| &o.topics), |(id, t)| {
+            Desired::new(KIND, id, physical_name(t.name.as_deref(), id, &env.env), ownership_tags(env, id, t.deletion_policy, &t.tags))
+                .with(SUBSCRIPTIONS, Value::set(t.subscriptions.iter().map(|s| format!("{}:{}", s.protocol, env.substitute(&s.endpoint)))))
+        })
     }
 
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {

@@ -11,7 +11,7 @@ use aws_sdk_applicationautoscaling::Client;
 
 use super::{owners, scalable_target, scaled_services};
 use crate::aws::{gone_is_ok, AwsError, AwsResult, Built};
-use crate::engine::{ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules};
+use crate::engine::{ownership_tags, Delta, Desired, FieldReader, Kind, Layer, Live, ReadCache, Rules};
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::EnvSpec;
 

@@ -10,7 +10,7 @@ use aws_sdk_cognitoidentityprovider::Client;
 
 use super::{member, member_tags, pool, pool_of, pool_of_members, POOL};
 use crate::aws::{gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{Delta, Desired, Kind, Layer, Live, ReadCache, Rules, Value};
+use crate::engine::{Delta, Desired, FieldReader, Kind, Layer, Live, ReadCache, Rules, Value};
 use crate::spec::{physical_name, EnvSpec};
 
 /// Kind name.

@@ -9,7 +9,7 @@ use aws_sdk_cognitoidentityprovider::Client;
 
 use super::{member, member_tags, pool, pool_of, pool_of_members, POOL};
 use crate::aws::{gone_is_ok, AwsError, AwsResult};
-use crate::engine::{Delta, Desired, Kind, Layer, Live, ReadCache, Rules};
+use crate::engine::{Delta, Desired, FieldReader, Kind, Layer, Live, ReadCache, Rules};
 use crate::spec::EnvSpec;
 
 /// Kind name.

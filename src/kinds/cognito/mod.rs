@@ -13,7 +13,7 @@ use aws_sdk_cognitoidentityprovider::Client;
 use std::sync::Arc;
 
 use crate::aws::{required, AwsError, AwsResult};
-use crate::engine::{is_unresolved, Desired, ReadCache, TAG_DELETION_POLICY, TAG_ID};
+use crate::engine::{is_unresolved, Desired, FieldReader, ReadCache, TAG_DELETION_POLICY, TAG_ID};
 use crate::spec::model::{DeletionPolicy, Tags, UserPool};
 use crate::spec::EnvSpec;
 

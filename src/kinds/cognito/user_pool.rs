@@ -11,7 +11,7 @@ use aws_sdk_cognitoidentityprovider::Client;
 use super::{live_pool, pool, pool_tags};
 use crate::aws::{gone_is_ok, required, AwsError, AwsResult};
 use crate::engine::plan::{Action, Step};
-use crate::engine::{ownership_tags, Delta, Desired, Fields, Finding, FindingClass, Kind, Layer, Live, ReadCache, Review, Rules, Value};
+use crate::engine::{ownership_tags, Delta, Desired, FieldReader, Fields, Finding, FindingClass, Kind, Layer, Live, ReadCache, Review, Rules, Value};
 use crate::spec::model::{Tags, UserPool};
 use crate::spec::EnvSpec;
 

@@ -8,9 +8,9 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::{FlowLog, FlowLogsResourceType, LogDestinationType, ResourceType, TrafficType};
 use aws_sdk_ec2::Client;
 
-use super::{desired, gone_is_ok, live, network, owned_and_adopted, put_tags, rules, tag_map, tag_spec, vpc};
+use super::{desired, gone_is_ok, lives, network, owned_and_adopted, put_tags, rules, tag_spec, vpc};
 use crate::aws::{required, AwsError, AwsResult};
-use crate::engine::{Delta, Desired, Kind, Live, OnImmutableChange, ReadCache, Rules, Scope};
+use crate::engine::{Delta, Desired, FieldReader, Kind, Live, OnImmutableChange, ReadCache, Rules, Scope};
 use crate::kinds::iam;
 use crate::spec::model::DeletionPolicy;
 use crate::spec::EnvSpec;
@@ -66,18 +66,12 @@ impl Kind for FlowLogs {
             Ok(request.send().await.aws("EC2.DescribeFlowLogs")?.flow_logs.unwrap_or_default())
         })
         .await?;
-        Ok(flow_logs
-            .iter()
-            .filter_map(|f| {
-                Some(
-                    live(f.flow_log_id()?, tag_map(f.tags()))
-                        .with_handle(RESOURCE, f.resource_id().unwrap_or_default())
-                        .with(TRAFFIC, f.traffic_type().map_or("", |t| t.as_str()))
-                        .with(LOG_GROUP, f.log_group_name().unwrap_or_default())
-                        .with_handle(ROLE, f.deliver_logs_permission_arn().unwrap_or_default()),
-                )
-            })
-            .collect())
+        Ok(lives(&flow_logs, FlowLog::flow_log_id, FlowLog::tags, |f, l| {
+            l.with_handle(RESOURCE, f.resource_id().unwrap_or_default())
+                .with(TRAFFIC, f.traffic_type().map_or("", |t| t.as_str()))
+                .with(LOG_GROUP, f.log_group_name().unwrap_or_default())
+                .with_handle(ROLE, f.deliver_logs_permission_arn().unwrap_or_default())
+        }))
     }
 
     async fn create(&self, desired: &Desired, token: &str, _reads: &ReadCache) -> Result<String, AwsError> {

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::{InternetGateway, ResourceType};
 use aws_sdk_ec2::Client;
 
-use super::{desired, gone_is_ok, live, network, owned_and_adopted, put_tags, rules, tag_map, tag_spec, vpc};
+use super::{desired, gone_is_ok, lives, network, owned_and_adopted, put_tags, rules, tag_spec, vpc};
 use crate::aws::{required, AwsError, AwsResult};
 use crate::engine::{is_unresolved, Delta, Desired, Kind, Live, ReadCache, Rules, Value};
 use crate::spec::model::DeletionPolicy;
@@ -82,12 +82,9 @@ impl Kind for InternetGateways {
             Ok(request.send().await.aws("EC2.DescribeInternetGateways")?.internet_gateways.unwrap_or_default())
         })
         .await?;
-        Ok(gateways
-            .iter()
-            .filter_map(|g| {
-                Some(live(g.internet_gateway_id()?, tag_map(g.tags())).with(ATTACHMENT, attachment(g).map_or(Value::text(DETACHED), Value::handle)))
-            })
-            .collect())
+        Ok(lives(&gateways, InternetGateway::internet_gateway_id, InternetGateway::tags, |g, l| {
+            l.with(ATTACHMENT, attachment(g).map_or(Value::text(DETACHED), Value::handle))
+        }))
     }
 
     async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {

@@ -132,6 +132,12 @@ where
     Ok(found)
 }
 
+/// The live form of each resource of `found` (an EC2 description): its id
+/// as the handle, its tags, and the fields `fields` reads of it.
+pub fn lives<T>(found: &[T], id_of: fn(&T) -> Option<&str>, tags_of: fn(&T) -> &[Tag], fields: impl Fn(&T, Live) -> Live) -> Vec<Live> {
+    found.iter().filter_map(|r| Some(fields(r, live(id_of(r)?, tag_map(tags_of(r)))))).collect()
+}
+
 /// What a kind that owns families of fields (`exclusive` families: routes,
 /// rules, associations) sets on a resource it just created: every entry of
 /// those families, as changes from nothing.

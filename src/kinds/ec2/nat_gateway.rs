@@ -5,6 +5,7 @@
 use crate::engine::focus::EventMatch;
 use crate::engine::permissions::{Grant, Permissions};
 use crate::engine::Scope;
+use crate::kinds::each;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,7 +14,7 @@ use aws_sdk_ec2::Client;
 
 use super::{adopts, desired, elastic_ip, gone_is_ok, internet_gateway, live, network, put_tags, rules, subnet, tag_map, tag_spec, wait_for};
 use crate::aws::{required, AwsError, AwsResult};
-use crate::engine::{Delta, Desired, Kind, Live, OnImmutableChange, ReadCache, Rules};
+use crate::engine::{Delta, Desired, FieldReader, Kind, Live, OnImmutableChange, ReadCache, Rules};
 use crate::spec::model::DeletionPolicy;
 use crate::spec::EnvSpec;
 
@@ -57,16 +58,12 @@ impl Kind for NatGateways {
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
-        let Some(n) = network(env) else { return Vec::new() };
-        n.nat_gateways
-            .iter()
-            .map(|(id, nat)| {
-                desired(env, KIND, id, format!("sentry-{id}-{}", env.env), DeletionPolicy::Delete)
-                    .with_reference(SUBNET, subnet::KIND, &nat.subnet)
-                    .with_reference(ALLOCATION, elastic_ip::KIND, &nat.elastic_ip)
-                    .after(internet_gateway::KIND, internet_gateway::ID)
-            })
-            .collect()
+        each(network(env).map(|n| &n.nat_gateways), |(id, nat)| {
+            desired(env, KIND, id, format!("sentry-{id}-{}", env.env), DeletionPolicy::Delete)
+                .with_reference(SUBNET, subnet::KIND, &nat.subnet)
+                .with_reference(ALLOCATION, elastic_ip::KIND, &nat.elastic_ip)
+                .after(internet_gateway::KIND, internet_gateway::ID)
+        })
     }
 
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {

@@ -12,7 +12,7 @@ use super::{additions_first, created_fields, desired, gone_is_ok, live, network,
 use crate::aws::{required, AwsError, AwsResult};
 use crate::engine::focus::EventMatch;
 use crate::engine::permissions::{Grant, Permissions};
-use crate::engine::{reference, Delta, Desired, FieldChange, Kind, Live, ReadCache, Rules, Scope, Value};
+use crate::engine::{reference, Delta, Desired, FieldChange, FieldReader, Kind, Live, ReadCache, Rules, Scope, Value};
 use crate::spec::model::DeletionPolicy;
 use crate::spec::network::{parse_port_range, AclRule, Ports};
 use crate::spec::{physical_name, EnvSpec};

@@ -16,7 +16,7 @@ use super::{
     tag_spec, vpc,
 };
 use crate::aws::{required, AwsError, AwsResult};
-use crate::engine::{is_unresolved, reference, Delta, Desired, FieldChange, Kind, Live, ReadCache, Rules, Value};
+use crate::engine::{is_unresolved, reference, Delta, Desired, FieldChange, FieldReader, Kind, Live, ReadCache, Rules, Value};
 use crate::spec::model::{DeletionPolicy, Tier};
 use crate::spec::EnvSpec;
 

@@ -4,13 +4,14 @@
 
 use crate::engine::focus::EventMatch;
 use crate::engine::permissions::{Grant, Permissions};
+use crate::kinds::each;
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{ResourceType, SecurityGroup};
 use aws_sdk_ec2::Client;
 
 use super::{desired, gone_is_ok, live, network, put_tags, rules, tag_map, tag_spec, vpc};
 use crate::aws::{required, AwsError, AwsResult};
-use crate::engine::{Delta, Desired, Kind, Live, ReadCache, Rules};
+use crate::engine::{Delta, Desired, FieldReader, Kind, Live, ReadCache, Rules};
 use crate::spec::model::DeletionPolicy;
 use crate::spec::{physical_name, EnvSpec};
 
@@ -49,15 +50,11 @@ impl Kind for SecurityGroups {
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
-        let Some(n) = network(env) else { return Vec::new() };
-        n.security_groups
-            .iter()
-            .map(|(id, sg)| {
-                desired(env, KIND, id, physical_name(sg.name.as_deref(), id, &env.env), DeletionPolicy::Delete)
-                    .with_reference(VPC, vpc::KIND, vpc::ID)
-                    .with(DESCRIPTION, &sg.description)
-            })
-            .collect()
+        each(network(env).map(|n| &n.security_groups), |(id, sg)| {
+            desired(env, KIND, id, physical_name(sg.name.as_deref(), id, &env.env), DeletionPolicy::Delete)
+                .with_reference(VPC, vpc::KIND, vpc::ID)
+                .with(DESCRIPTION, &sg.description)
+        })
     }
 
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {

@@ -14,7 +14,7 @@ use aws_sdk_ec2::Client;
 
 use super::{created_fields, desired, live, network, rules, security_group, tag_map};
 use crate::aws::{AwsError, AwsResult, ErrorClass};
-use crate::engine::{is_unresolved, reference, Delta, Desired, Kind, Live, Matching, ReadCache, Rules, Value};
+use crate::engine::{is_unresolved, reference, Delta, Desired, FieldReader, Kind, Live, Matching, ReadCache, Rules, Value};
 use crate::spec::model::{DeletionPolicy, Ports, Rule};
 use crate::spec::network::parse_port_range;
 use crate::spec::{physical_name, EnvSpec};

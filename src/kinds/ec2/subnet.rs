@@ -2,13 +2,14 @@
 
 use crate::engine::focus::EventMatch;
 use crate::engine::permissions::{Grant, Permissions};
+use crate::kinds::each;
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{ResourceType, Subnet};
 use aws_sdk_ec2::Client;
 
-use super::{desired, gone_is_ok, live, network, owned_and_adopted, put_tags, rules, tag_map, tag_spec, vpc};
+use super::{desired, gone_is_ok, lives, network, owned_and_adopted, put_tags, rules, tag_spec, vpc};
 use crate::aws::{required, AwsError, AwsResult};
-use crate::engine::{Delta, Desired, Kind, Live, ReadCache, Rules};
+use crate::engine::{Delta, Desired, FieldReader, Kind, Live, ReadCache, Rules};
 use crate::spec::model::DeletionPolicy;
 use crate::spec::EnvSpec;
 
@@ -41,16 +42,12 @@ impl Kind for Subnets {
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
-        let Some(n) = network(env) else { return Vec::new() };
-        n.subnets
-            .iter()
-            .map(|(id, s)| {
-                desired(env, KIND, id, format!("sentry-{id}-{}", env.env), DeletionPolicy::Delete)
-                    .with_reference(VPC, vpc::KIND, vpc::ID)
-                    .with(CIDR, &s.cidr)
-                    .with(AZ, &s.az)
-            })
-            .collect()
+        each(network(env).map(|n| &n.subnets), |(id, s)| {
+            desired(env, KIND, id, format!("sentry-{id}-{}", env.env), DeletionPolicy::Delete)
+                .with_reference(VPC, vpc::KIND, vpc::ID)
+                .with(CIDR, &s.cidr)
+                .with(AZ, &s.az)
+        })
     }
 
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
@@ -59,17 +56,11 @@ impl Kind for Subnets {
             Ok(request.send().await.aws("EC2.DescribeSubnets")?.subnets.unwrap_or_default())
         })
         .await?;
-        Ok(subnets
-            .iter()
-            .filter_map(|s| {
-                Some(
-                    live(s.subnet_id()?, tag_map(s.tags()))
-                        .with_handle(VPC, s.vpc_id().unwrap_or_default())
-                        .with(CIDR, s.cidr_block().unwrap_or_default())
-                        .with(AZ, s.availability_zone().unwrap_or_default()),
-                )
-            })
-            .collect())
+        Ok(lives(&subnets, Subnet::subnet_id, Subnet::tags, |s, l| {
+            l.with_handle(VPC, s.vpc_id().unwrap_or_default())
+                .with(CIDR, s.cidr_block().unwrap_or_default())
+                .with(AZ, s.availability_zone().unwrap_or_default())
+        }))
     }
 
     async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {

@@ -10,7 +10,7 @@ use aws_sdk_ec2::Client;
 
 use super::{adopted, desired, gone_is_ok, live, network, put_tags, rules, tag_map, tag_spec};
 use crate::aws::{required, AwsError, AwsResult};
-use crate::engine::{Delta, Desired, Kind, Live, ReadCache, Rules, Value};
+use crate::engine::{Delta, Desired, FieldReader, Kind, Live, ReadCache, Rules, Value};
 use crate::spec::model::DeletionPolicy;
 use crate::spec::{physical_name, EnvSpec};
 

@@ -6,9 +6,9 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::{ResourceType, VpcEndpoint, VpcEndpointType};
 use aws_sdk_ec2::Client;
 
-use super::{desired, gone_is_ok, live, network, owned_and_adopted, put_tags, route_table, rules, tag_map, tag_spec, vpc};
+use super::{desired, gone_is_ok, lives, network, owned_and_adopted, put_tags, route_table, rules, tag_spec, vpc};
 use crate::aws::{required, AwsError, AwsResult};
-use crate::engine::{Delta, Desired, Kind, Live, OnImmutableChange, ReadCache, Rules, Value};
+use crate::engine::{Delta, Desired, FieldReader, Kind, Live, OnImmutableChange, ReadCache, Rules, Value};
 use crate::spec::model::{DeletionPolicy, Tier};
 use crate::spec::EnvSpec;
 
@@ -67,23 +67,17 @@ impl Kind for VpcEndpoints {
     }
 
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
-        let endpoints = owned_and_adopted(&env.env, desired, VpcEndpoint::vpc_endpoint_id, |lookup| async move {
+        let mut endpoints = owned_and_adopted(&env.env, desired, VpcEndpoint::vpc_endpoint_id, |lookup| async move {
             let request = self.client.describe_vpc_endpoints().set_filters(lookup.filters).set_vpc_endpoint_ids(lookup.ids);
             Ok(request.send().await.aws("EC2.DescribeVpcEndpoints")?.vpc_endpoints.unwrap_or_default())
         })
         .await?;
-        Ok(endpoints
-            .iter()
-            .filter(|e| !matches!(e.state().map(|s| s.as_str()), Some("deleted" | "deleting")))
-            .filter_map(|e| {
-                Some(
-                    live(e.vpc_endpoint_id()?, tag_map(e.tags()))
-                        .with_handle(VPC, e.vpc_id().unwrap_or_default())
-                        .with(SERVICE, e.service_name().unwrap_or_default())
-                        .with(ROUTE_TABLES, Value::handles(e.route_table_ids())),
-                )
-            })
-            .collect())
+        endpoints.retain(|e| !matches!(e.state().map(|s| s.as_str()), Some("deleted" | "deleting")));
+        Ok(lives(&endpoints, VpcEndpoint::vpc_endpoint_id, VpcEndpoint::tags, |e, l| {
+            l.with_handle(VPC, e.vpc_id().unwrap_or_default())
+                .with(SERVICE, e.service_name().unwrap_or_default())
+                .with(ROUTE_TABLES, Value::handles(e.route_table_ids()))
+        }))
     }
 
     async fn create(&self, desired: &Desired, token: &str, _reads: &ReadCache) -> Result<String, AwsError> {

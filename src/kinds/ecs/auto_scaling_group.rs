@@ -14,7 +14,7 @@ use aws_sdk_autoscaling::Client;
 
 use super::launch_template;
 use crate::aws::{gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules, Value};
+use crate::engine::{ownership_tags, Delta, Desired, FieldReader, Kind, Layer, Live, ReadCache, Rules, Value};
 use crate::kinds::ec2::subnet;
 use crate::spec::model::{DeletionPolicy, Tags, Tier};
 use crate::spec::{physical_name, EnvSpec};

@@ -17,7 +17,7 @@ use super::auto_scaling_group as autoscaling;
 use super::cluster::{live_clusters, PROVIDERS};
 use super::{add_tags, tag_list, tag_map};
 use crate::aws::{gone_is_ok, AwsError, AwsResult, Built};
-use crate::engine::{ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules};
+use crate::engine::{ownership_tags, Delta, Desired, FieldReader, Kind, Layer, Live, ReadCache, Rules};
 use crate::spec::model::{Cluster, DeletionPolicy, Tags};
 use crate::spec::EnvSpec;
 

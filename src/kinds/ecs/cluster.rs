@@ -3,6 +3,7 @@
 
 use crate::engine::focus::EventMatch;
 use crate::engine::permissions::{Grant, Permissions};
+use crate::kinds::each;
 use async_trait::async_trait;
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use aws_sdk_ecs::Client;
 
 use super::{add_tags, tag_list, tag_map};
 use crate::aws::{gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules, Value};
+use crate::engine::{ownership_tags, Delta, Desired, FieldReader, Kind, Layer, Live, ReadCache, Rules, Value};
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::{physical_name, EnvSpec};
 
@@ -85,15 +86,11 @@ impl Kind for Clusters {
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
-        let Some(c) = &env.spec.compute else { return Vec::new() };
-        c.clusters
-            .iter()
-            .map(|(id, cluster)| {
-                let tags = ownership_tags(env, id, DeletionPolicy::Delete, &Tags::new());
-                Desired::new(KIND, id, physical_name(cluster.name.as_deref(), id, &env.env), tags)
-                    .with(INSIGHTS, if cluster.container_insights { "enabled" } else { "disabled" })
-            })
-            .collect()
+        each(env.spec.compute.as_ref().map(|c| &c.clusters), |(id, cluster)| {
+            let tags = ownership_tags(env, id, DeletionPolicy::Delete, &Tags::new());
+            Desired::new(KIND, id, physical_name(cluster.name.as_deref(), id, &env.env), tags)
+                .with(INSIGHTS, if cluster.container_insights { "enabled" } else { "disabled" })
+        })
     }
 
     async fn observe(&self, env: &EnvSpec, _desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {

@@ -9,6 +9,7 @@
 
 use crate::engine::focus::EventMatch;
 use crate::engine::permissions::{Grant, Permissions};
+use crate::kinds::each;
 use async_trait::async_trait;
 use aws_sdk_ecs::types::CapacityProviderStrategyItem;
 use aws_sdk_ecs::Client;
@@ -16,7 +17,7 @@ use aws_sdk_ecs::Client;
 use super::capacity_provider;
 use super::cluster::{self, live_clusters, PROVIDERS, STRATEGY};
 use crate::aws::{AwsError, AwsResult, Built};
-use crate::engine::{ownership_tags, reference, Adoption, Delta, Desired, Kind, Layer, Live, ReadCache, Rules, Value};
+use crate::engine::{ownership_tags, reference, Adoption, Delta, Desired, FieldReader, Kind, Layer, Live, ReadCache, Rules, Value};
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::{physical_name, EnvSpec};
 
@@ -67,27 +68,23 @@ impl Kind for ClusterCapacityProviders {
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
-        let Some(c) = &env.spec.compute else { return Vec::new() };
-        c.clusters
-            .iter()
-            .map(|(id, cluster)| {
-                let mut d =
-                    Desired::new(KIND, id, physical_name(cluster.name.as_deref(), id, &env.env), ownership_tags(env, id, DeletionPolicy::Delete, &Tags::new()))
-                        .after(cluster::KIND, id);
-                // Adopting a cluster adopts its providers: they have no tags of their own.
-                if env.spec.adopt.contains_key(&format!("{}/{id}", cluster::KIND)) {
-                    d.adopt = Some(Adoption::ByName);
-                }
-                if cluster.has_capacity() {
-                    let own = Value::Ref(reference(capacity_provider::KIND, id));
-                    let providers = Value::set_of(cluster.capacity_providers.iter().map(Value::text).chain([own.clone()]));
-                    d.with(PROVIDERS, providers).with(STRATEGY, Value::set_of([own])).after(capacity_provider::KIND, id)
-                } else {
-                    // Without capacity of its own, its default strategy is left as it is.
-                    d.with(PROVIDERS, Value::set(&cluster.capacity_providers))
-                }
-            })
-            .collect()
+        each(env.spec.compute.as_ref().map(|c| &c.clusters), |(id, cluster)| {
+            let mut d =
+                Desired::new(KIND, id, physical_name(cluster.name.as_deref(), id, &env.env), ownership_tags(env, id, DeletionPolicy::Delete, &Tags::new()))
+                    .after(cluster::KIND, id);
+            // Adopting a cluster adopts its providers: they have no tags of their own.
+            if env.spec.adopt.contains_key(&format!("{}/{id}", cluster::KIND)) {
+                d.adopt = Some(Adoption::ByName);
+            }
+            if cluster.has_capacity() {
+                let own = Value::Ref(reference(capacity_provider::KIND, id));
+                let providers = Value::set_of(cluster.capacity_providers.iter().map(Value::text).chain([own.clone()]));
+                d.with(PROVIDERS, providers).with(STRATEGY, Value::set_of([own])).after(capacity_provider::KIND, id)
+            } else {
+                // Without capacity of its own, its default strategy is left as it is.
+                d.with(PROVIDERS, Value::set(&cluster.capacity_providers))
+            }
+        })
     }
 
     async fn observe(&self, env: &EnvSpec, _desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {

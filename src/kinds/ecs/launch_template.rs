@@ -20,7 +20,7 @@ use aws_sdk_ec2::Client;
 use base64::Engine;
 
 use crate::aws::{required, AwsError, AwsResult};
-use crate::engine::{ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules, Value};
+use crate::engine::{ownership_tags, Delta, Desired, FieldReader, Kind, Layer, Live, ReadCache, Rules, Value};
 use crate::kinds::ec2::{gone_is_ok, security_group, tag_map, tag_spec};
 use crate::kinds::iam::instance_profile;
 use crate::spec::model::{DeletionPolicy, Tags};

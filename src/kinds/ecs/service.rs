@@ -14,7 +14,7 @@ use aws_sdk_ecs::Client;
 
 use super::{add_tags, cluster, tag_list, tag_map, task_definition};
 use crate::aws::{required, AwsError, AwsResult, Built, ErrorClass};
-use crate::engine::{is_unresolved, ownership_tags, reference, Delta, Desired, Kind, Layer, Live, ReadCache, Rules, Value};
+use crate::engine::{is_unresolved, ownership_tags, reference, Delta, Desired, FieldReader, Kind, Layer, Live, ReadCache, Rules, Value};
 use crate::kinds::ec2::{security_group, subnet};
 use crate::kinds::elbv2;
 use crate::spec::model::Tags;

@@ -19,7 +19,7 @@ use aws_sdk_ecs::Client;
 
 use super::{tag_list, tag_map};
 use crate::aws::{required, AwsError, AwsResult, Built, ErrorClass};
-use crate::engine::{ownership_tags, Delta, Desired, Fields, Kind, Layer, Live, OnImmutableChange, ReadCache, Rules, Value};
+use crate::engine::{ownership_tags, Delta, Desired, FieldReader, Fields, Kind, Layer, Live, OnImmutableChange, ReadCache, Rules, Value};
 use crate::kinds::{ecr, iam::role, logs, secretsmanager};
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::{physical_name, EnvSpec};

@@ -23,7 +23,7 @@ use aws_sdk_elasticache::Client;
 
 use super::{add_tags, redis, subnet_group, tag_list, tags_of};
 use crate::aws::{found, gone_is_ok, required, wait_for, AwsError, AwsResult};
-use crate::engine::{ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules, Value};
+use crate::engine::{ownership_tags, Delta, Desired, FieldReader, Kind, Layer, Live, ReadCache, Rules, Value};
 use crate::kinds::ec2::security_group;
 use crate::spec::model::Tags;
 use crate::spec::EnvSpec;

@@ -7,7 +7,7 @@ use aws_sdk_elasticache::Client;
 
 use super::{add_tags, redis, tag_list, tags_of};
 use crate::aws::{found, gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules, Value};
+use crate::engine::{ownership_tags, Delta, Desired, FieldReader, Kind, Layer, Live, ReadCache, Rules, Value};
 use crate::kinds::ec2::subnet;
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::EnvSpec;

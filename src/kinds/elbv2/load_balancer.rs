@@ -7,6 +7,7 @@
 
 use crate::engine::focus::EventMatch;
 use crate::engine::permissions::{Grant, Permissions};
+use crate::kinds::each;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -15,7 +16,7 @@ use aws_sdk_elasticloadbalancingv2::Client;
 
 use super::{add_tags, load_balancing, tag_list, tags_of, CONCURRENCY};
 use crate::aws::{found, gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{is_unresolved, ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules, Value};
+use crate::engine::{is_unresolved, ownership_tags, Delta, Desired, FieldReader, Kind, Layer, Live, ReadCache, Rules, Value};
 use crate::kinds::ec2::{internet_gateway, security_group, subnet};
 use crate::kinds::read::describe_each;
 use crate::spec::model::AccessLogs;
@@ -146,23 +147,19 @@ impl Kind for LoadBalancers {
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
-        let Some(lbs) = load_balancing(env) else { return Vec::new() };
-        lbs.load_balancers
-            .iter()
-            .map(|(id, b)| {
-                Desired::new(KIND, id, b.physical_name(id, &env.env), ownership_tags(env, id, b.deletion_policy, &b.tags))
-                    .with(SCHEME, "internet-facing")
-                    .with(TYPE, "application")
-                    .with(IP_TYPE, "ipv4")
-                    .with_references(SUBNETS, subnet::KIND, b.subnets.iter().map(String::as_str))
-                    .with_references(GROUPS, security_group::KIND, b.security_groups.iter().map(String::as_str))
-                    .with(PROTECTION, b.deletion_protection.to_string())
-                    .with(IDLE, b.idle_timeout_seconds.to_string())
-                    .with(ACCESS_LOGS, access_logs_text(b.access_logs.as_ref()))
-                    // An internet-facing load balancer needs the VPC's internet gateway.
-                    .after(internet_gateway::KIND, internet_gateway::ID)
-            })
-            .collect()
+        each(load_balancing(env).map(|lbs| &lbs.load_balancers), |(id, b)| {
+            Desired::new(KIND, id, b.physical_name(id, &env.env), ownership_tags(env, id, b.deletion_policy, &b.tags))
+                .with(SCHEME, "internet-facing")
+                .with(TYPE, "application")
+                .with(IP_TYPE, "ipv4")
+                .with_references(SUBNETS, subnet::KIND, b.subnets.iter().map(String::as_str))
+                .with_references(GROUPS, security_group::KIND, b.security_groups.iter().map(String::as_str))
+                .with(PROTECTION, b.deletion_protection.to_string())
+                .with(IDLE, b.idle_timeout_seconds.to_string())
+                .with(ACCESS_LOGS, access_logs_text(b.access_logs.as_ref()))
+                // An internet-facing load balancer needs the VPC's internet gateway.
+                .after(internet_gateway::KIND, internet_gateway::ID)
+        })
     }
 
     async fn observe(&self, env: &EnvSpec, _desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {

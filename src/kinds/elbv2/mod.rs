@@ -187,6 +187,7 @@ pub fn actions_of(value: Option<&Value>, operation: &'static str) -> Result<Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::FieldReader;
     use aws_sdk_elasticloadbalancingv2::types::{ForwardActionConfig, TargetGroupTuple};
 
     use crate::engine::{Desired, Kind};

@@ -7,13 +7,14 @@
 
 use crate::engine::focus::EventMatch;
 use crate::engine::permissions::{Grant, Permissions};
+use crate::kinds::each;
 use async_trait::async_trait;
 use aws_sdk_elasticloadbalancingv2::types::{Matcher, ProtocolEnum, TargetGroup, TargetGroupAttribute, TargetTypeEnum};
 use aws_sdk_elasticloadbalancingv2::Client;
 
 use super::{add_tags, load_balancing, tag_list, tags_of, CONCURRENCY};
 use crate::aws::{found, gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{is_unresolved, ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules};
+use crate::engine::{is_unresolved, ownership_tags, Delta, Desired, FieldReader, Kind, Layer, Live, ReadCache, Rules};
 use crate::kinds::ec2::vpc;
 use crate::kinds::read::describe_each;
 use crate::spec::model::Stickiness;
@@ -86,26 +87,22 @@ impl Kind for TargetGroups {
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
-        let Some(lbs) = load_balancing(env) else { return Vec::new() };
-        lbs.target_groups
-            .iter()
-            .map(|(id, tg)| {
-                let h = &tg.health_check;
-                Desired::new(KIND, id, tg.physical_name(id, &env.env), ownership_tags(env, id, tg.deletion_policy, &tg.tags))
-                    .with(PORT, tg.port.to_string())
-                    .with(PROTOCOL, &tg.protocol)
-                    .with(TARGET_TYPE, "ip")
-                    .with_reference(VPC, vpc::KIND, vpc::ID)
-                    .with(HC_PATH, &h.path)
-                    .with(HC_INTERVAL, h.interval_seconds.to_string())
-                    .with(HC_TIMEOUT, h.timeout_seconds.to_string())
-                    .with(HC_HEALTHY, h.healthy_threshold.to_string())
-                    .with(HC_UNHEALTHY, h.unhealthy_threshold.to_string())
-                    .with(HC_MATCHER, &h.matcher)
-                    .with(STICKINESS, stickiness_text(&tg.stickiness))
-                    .with(DEREGISTRATION, tg.deregistration_delay_seconds.to_string())
-            })
-            .collect()
+        each(load_balancing(env).map(|lbs| &lbs.target_groups), |(id, tg)| {
+            let h = &tg.health_check;
+            Desired::new(KIND, id, tg.physical_name(id, &env.env), ownership_tags(env, id, tg.deletion_policy, &tg.tags))
+                .with(PORT, tg.port.to_string())
+                .with(PROTOCOL, &tg.protocol)
+                .with(TARGET_TYPE, "ip")
+                .with_reference(VPC, vpc::KIND, vpc::ID)
+                .with(HC_PATH, &h.path)
+                .with(HC_INTERVAL, h.interval_seconds.to_string())
+                .with(HC_TIMEOUT, h.timeout_seconds.to_string())
+                .with(HC_HEALTHY, h.healthy_threshold.to_string())
+                .with(HC_UNHEALTHY, h.unhealthy_threshold.to_string())
+                .with(HC_MATCHER, &h.matcher)
+                .with(STICKINESS, stickiness_text(&tg.stickiness))
+                .with(DEREGISTRATION, tg.deregistration_delay_seconds.to_string())
+        })
     }
 
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {

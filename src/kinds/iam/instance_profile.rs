@@ -8,7 +8,7 @@ use aws_sdk_iam::Client;
 
 use super::{named, role, roles, tag_list, tag_map};
 use crate::aws::{gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{Delta, Desired, Kind, Layer, Live, ReadCache, Rules};
+use crate::engine::{Delta, Desired, FieldReader, Kind, Layer, Live, ReadCache, Rules};
 use crate::kinds::read::describe_each;
 use crate::spec::EnvSpec;
 

@@ -20,6 +20,7 @@
 
 use crate::engine::focus::EventMatch;
 use crate::engine::permissions::{Grant, Permissions};
+use crate::kinds::each;
 use std::collections::BTreeSet;
 
 use async_trait::async_trait;
@@ -28,7 +29,7 @@ use serde_json::{json, Value};
 
 use super::{decode_document, named, roles, tag_list, tag_map};
 use crate::aws::{gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{Delta, Desired, Kind, Layer, Live, ReadCache, Rules, Value as FieldValue};
+use crate::engine::{Delta, Desired, FieldReader, Kind, Layer, Live, ReadCache, Rules, Value as FieldValue};
 use crate::kinds::secretsmanager;
 use crate::spec::model::Role;
 use crate::spec::{physical_name, EnvSpec};
@@ -284,18 +285,14 @@ impl Kind for Roles {
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
-        let Some(iam) = &env.spec.iam else { return Vec::new() };
-        iam.roles
-            .iter()
-            .map(|(id, role)| {
-                let policy = policy(env, id, role);
-                named(env, KIND, id, role)
-                    .with(TRUST, FieldValue::set([&role.service]))
-                    .with(INLINE, FieldValue::set(policy.is_some().then_some(POLICY_NAME)))
-                    .with(POLICY, policy.unwrap_or_default())
-                    .with(MANAGED, FieldValue::set(&role.managed_policies))
-            })
-            .collect()
+        each(env.spec.iam.as_ref().map(|iam| &iam.roles), |(id, role)| {
+            let policy = policy(env, id, role);
+            named(env, KIND, id, role)
+                .with(TRUST, FieldValue::set([&role.service]))
+                .with(INLINE, FieldValue::set(policy.is_some().then_some(POLICY_NAME)))
+                .with(POLICY, policy.unwrap_or_default())
+                .with(MANAGED, FieldValue::set(&role.managed_policies))
+        })
     }
 
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
