@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::{FlowLog, FlowLogsResourceType, LogDestinationType, ResourceType, TrafficType};
 use aws_sdk_ec2::Client;
 
-use super::{desired, gone_is_ok, lives, network, owned_and_adopted, put_tags, rules, tag_spec, vpc};
+use super::{desired, gone_is_ok, network, observed, put_tags, rules, tag_spec, vpc};
 use crate::aws::{required, AwsError, AwsResult};
 use crate::engine::{Delta, Desired, FieldReader, Kind, Live, OnImmutableChange, ReadCache, Rules, Scope};
 use crate::kinds::iam;
@@ -61,17 +61,15 @@ impl Kind for FlowLogs {
     }
 
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
-        let flow_logs = owned_and_adopted(&env.env, desired, FlowLog::flow_log_id, |lookup| async move {
-            let request = self.client.describe_flow_logs().set_filter(lookup.filters).set_flow_log_ids(lookup.ids);
-            Ok(request.send().await.aws("EC2.DescribeFlowLogs")?.flow_logs.unwrap_or_default())
+        observed(&self.client, &env.env, desired, |f: &FlowLog, l| {
+            Some(
+                l.with_handle(RESOURCE, f.resource_id().unwrap_or_default())
+                    .with(TRAFFIC, f.traffic_type().map_or("", |t| t.as_str()))
+                    .with(LOG_GROUP, f.log_group_name().unwrap_or_default())
+                    .with_handle(ROLE, f.deliver_logs_permission_arn().unwrap_or_default()),
+            )
         })
-        .await?;
-        Ok(lives(&flow_logs, FlowLog::flow_log_id, FlowLog::tags, |f, l| {
-            l.with_handle(RESOURCE, f.resource_id().unwrap_or_default())
-                .with(TRAFFIC, f.traffic_type().map_or("", |t| t.as_str()))
-                .with(LOG_GROUP, f.log_group_name().unwrap_or_default())
-                .with_handle(ROLE, f.deliver_logs_permission_arn().unwrap_or_default())
-        }))
+        .await
     }
 
     async fn create(&self, desired: &Desired, token: &str, _reads: &ReadCache) -> Result<String, AwsError> {

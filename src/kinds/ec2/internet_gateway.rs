@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::{InternetGateway, ResourceType};
 use aws_sdk_ec2::Client;
 
-use super::{desired, gone_is_ok, lives, network, owned_and_adopted, put_tags, rules, tag_spec, vpc};
+use super::{desired, gone_is_ok, network, observed, put_tags, rules, tag_spec, vpc};
 use crate::aws::{required, AwsError, AwsResult};
 use crate::engine::{is_unresolved, Delta, Desired, Kind, Live, ReadCache, Rules, Value};
 use crate::spec::model::DeletionPolicy;
@@ -77,14 +77,7 @@ impl Kind for InternetGateways {
     }
 
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
-        let gateways = owned_and_adopted(&env.env, desired, InternetGateway::internet_gateway_id, |lookup| async move {
-            let request = self.client.describe_internet_gateways().set_filters(lookup.filters).set_internet_gateway_ids(lookup.ids);
-            Ok(request.send().await.aws("EC2.DescribeInternetGateways")?.internet_gateways.unwrap_or_default())
-        })
-        .await?;
-        Ok(lives(&gateways, InternetGateway::internet_gateway_id, InternetGateway::tags, |g, l| {
-            l.with(ATTACHMENT, attachment(g).map_or(Value::text(DETACHED), Value::handle))
-        }))
+        observed(&self.client, &env.env, desired, |g, l| Some(l.with(ATTACHMENT, attachment(g).map_or(Value::text(DETACHED), Value::handle)))).await
     }
 
     async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use aws_sdk_ec2::operation::describe_nat_gateways::DescribeNatGatewaysOutput;
 use aws_sdk_ec2::operation::describe_security_groups::DescribeSecurityGroupsOutput;
 use aws_sdk_ec2::operation::describe_vpcs::DescribeVpcsOutput;
-use aws_sdk_ec2::types::{Filter, ResourceType, SecurityGroup, Tag, TagSpecification};
+use aws_sdk_ec2::types::{Filter, FlowLog, InternetGateway, NetworkAcl, ResourceType, RouteTable, SecurityGroup, Subnet, Tag, TagSpecification, VpcEndpoint};
 use aws_sdk_ec2::Client;
 
 use crate::aws::{AwsError, AwsResult};
@@ -120,7 +120,7 @@ pub struct Lookup {
 /// `env`'s, in one `describe` by filters, then each one `desired` adopts by
 /// id that lacks the tags yet (`describe(Lookup::Id(..))`, see
 /// [`adopted`]); `id_of` gives a resource's id.
-pub async fn owned_and_adopted<T, F, Fut>(env: &str, desired: &[Desired], id_of: fn(&T) -> Option<&str>, describe: F) -> Result<Vec<T>, AwsError>
+async fn owned_and_adopted<T, F, Fut>(env: &str, desired: &[Desired], id_of: fn(&T) -> Option<&str>, describe: F) -> Result<Vec<T>, AwsError>
 where
     F: Fn(Lookup) -> Fut,
     Fut: std::future::Future<Output = Result<Vec<T>, AwsError>>,
@@ -132,10 +132,51 @@ where
     Ok(found)
 }
 
-/// The live form of each resource of `found` (an EC2 description): its id
-/// as the handle, its tags, and the fields `fields` reads of it.
-pub fn lives<T>(found: &[T], id_of: fn(&T) -> Option<&str>, tags_of: fn(&T) -> &[Tag], fields: impl Fn(&T, Live) -> Live) -> Vec<Live> {
-    found.iter().filter_map(|r| Some(fields(r, live(id_of(r)?, tag_map(tags_of(r)))))).collect()
+/// An EC2 description a kind reads: its id (the kind's handle), its tags,
+/// and the `Describe*` call that lists it by filters or by ids.
+pub trait Described: Sized {
+    /// Its id.
+    fn id(&self) -> Option<&str>;
+    /// Its tags.
+    fn tag_list(&self) -> &[Tag];
+    /// The descriptions `lookup` asks for.
+    fn describe(client: &Client, lookup: Lookup) -> impl std::future::Future<Output = Result<Vec<Self>, AwsError>> + Send;
+}
+
+/// Implements [`Described`]: the description, its id's getter, then the
+/// call, its filters and ids setters, the operation's name and the output's list.
+macro_rules! described {
+    ($($description:ty => $id:ident, $call:ident($filters:ident, $ids:ident) $operation:literal $out:ident;)*) => {
+        $(impl Described for $description {
+            fn id(&self) -> Option<&str> {
+                self.$id()
+            }
+            fn tag_list(&self) -> &[Tag] {
+                self.tags()
+            }
+            async fn describe(client: &Client, lookup: Lookup) -> Result<Vec<Self>, AwsError> {
+                let request = client.$call().$filters(lookup.filters).$ids(lookup.ids);
+                Ok(request.send().await.aws($operation)?.$out.unwrap_or_default())
+            }
+        })*
+    };
+}
+
+described! {
+    Subnet => subnet_id, describe_subnets(set_filters, set_subnet_ids) "EC2.DescribeSubnets" subnets;
+    FlowLog => flow_log_id, describe_flow_logs(set_filter, set_flow_log_ids) "EC2.DescribeFlowLogs" flow_logs;
+    InternetGateway => internet_gateway_id, describe_internet_gateways(set_filters, set_internet_gateway_ids) "EC2.DescribeInternetGateways" internet_gateways;
+    VpcEndpoint => vpc_endpoint_id, describe_vpc_endpoints(set_filters, set_vpc_endpoint_ids) "EC2.DescribeVpcEndpoints" vpc_endpoints;
+    RouteTable => route_table_id, describe_route_tables(set_filters, set_route_table_ids) "EC2.DescribeRouteTables" route_tables;
+    NetworkAcl => network_acl_id, describe_network_acls(set_filters, set_network_acl_ids) "EC2.DescribeNetworkAcls" network_acls;
+}
+
+/// The live resources of an EC2 kind: those [`owned_and_adopted`] finds,
+/// each its id and tags plus the fields `fields` reads of it (`None` leaves
+/// it out: a resource on its way out).
+pub async fn observed<T: Described>(client: &Client, env: &str, desired: &[Desired], fields: impl Fn(&T, Live) -> Option<Live>) -> Result<Vec<Live>, AwsError> {
+    let found = owned_and_adopted(env, desired, T::id, |lookup| T::describe(client, lookup)).await?;
+    Ok(found.iter().filter_map(|r| fields(r, live(r.id()?, tag_map(r.tag_list())))).collect())
 }
 
 /// What a kind that owns families of fields (`exclusive` families: routes,

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::{Filter, NetworkAcl, PortRange, ResourceType, RuleAction};
 use aws_sdk_ec2::Client;
 
-use super::{additions_first, created_fields, desired, gone_is_ok, live, network, owned_and_adopted, put_tags, rules, subnet, tag_map, tag_spec, vpc};
+use super::{additions_first, created_fields, desired, gone_is_ok, network, observed, put_tags, rules, subnet, tag_spec, vpc};
 use crate::aws::{required, AwsError, AwsResult};
 use crate::engine::focus::EventMatch;
 use crate::engine::permissions::{Grant, Permissions};
@@ -75,8 +75,9 @@ fn protocol_number(name: &str) -> &str {
     }
 }
 
-fn normalize(acl: &NetworkAcl) -> Option<Live> {
-    let mut l = live(acl.network_acl_id()?, tag_map(acl.tags())).with_handle(VPC, acl.vpc_id().unwrap_or_default());
+/// A network ACL's rules and associations (`l` holds its id and tags).
+fn normalize(acl: &NetworkAcl, l: Live) -> Option<Live> {
+    let mut l = l.with_handle(VPC, acl.vpc_id().unwrap_or_default());
     for e in acl.entries() {
         // IPv6 rules are shown too (the spec writes none, so one added by hand is removed).
         let (Some(number), Some(cidr)) = (e.rule_number(), e.cidr_block().or(e.ipv6_cidr_block())) else { continue };
@@ -217,12 +218,7 @@ impl Kind for NetworkAcls {
     }
 
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
-        let acls = owned_and_adopted(&env.env, desired, NetworkAcl::network_acl_id, |lookup| async move {
-            let request = self.client.describe_network_acls().set_filters(lookup.filters).set_network_acl_ids(lookup.ids);
-            Ok(request.send().await.aws("EC2.DescribeNetworkAcls")?.network_acls.unwrap_or_default())
-        })
-        .await?;
-        Ok(acls.iter().filter_map(normalize).collect())
+        observed(&self.client, &env.env, desired, normalize).await
     }
 
     async fn create(&self, desired: &Desired, token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
@@ -282,7 +278,7 @@ mod tests {
             )
             .associations(NetworkAclAssociation::builder().subnet_id("subnet-1").network_acl_association_id("aclassoc-1").build())
             .build();
-        let live = normalize(&acl).expect("an ACL");
+        let live = normalize(&acl, Live::default()).expect("an ACL");
         let rule = |family: &str, number: &str| {
             let entries = live.fields.get(family).map_or(&[][..], Value::entries);
             entries.iter().find(|(k, _)| *k == number).map(|(_, v)| v.to_string()).unwrap_or_default()

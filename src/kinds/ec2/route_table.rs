@@ -11,10 +11,7 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::{Filter, ResourceType, RouteTable};
 use aws_sdk_ec2::Client;
 
-use super::{
-    additions_first, created_fields, desired, gone_is_ok, internet_gateway, live, nat_gateway, network, owned_and_adopted, put_tags, rules, subnet, tag_map,
-    tag_spec, vpc,
-};
+use super::{additions_first, created_fields, desired, gone_is_ok, internet_gateway, nat_gateway, network, observed, put_tags, rules, subnet, tag_spec, vpc};
 use crate::aws::{required, AwsError, AwsResult};
 use crate::engine::{is_unresolved, reference, Delta, Desired, FieldChange, FieldReader, Kind, Live, ReadCache, Rules, Value};
 use crate::spec::model::{DeletionPolicy, Tier};
@@ -100,8 +97,8 @@ impl RouteTables {
     }
 }
 
-fn normalize(table: &RouteTable) -> Option<Live> {
-    let l = live(table.route_table_id()?, tag_map(table.tags()));
+/// A route table's routes and associations (`l` holds its id and tags).
+fn normalize(table: &RouteTable, l: Live) -> Option<Live> {
     let mut l = l.with_handle(VPC, table.vpc_id().unwrap_or_default());
     for r in table.routes() {
         let Some(destination) = r.destination_cidr_block() else { continue }; // prefix-list routes belong to endpoints
@@ -172,12 +169,7 @@ impl Kind for RouteTables {
     }
 
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
-        let tables = owned_and_adopted(&env.env, desired, RouteTable::route_table_id, |lookup| async move {
-            let request = self.client.describe_route_tables().set_filters(lookup.filters).set_route_table_ids(lookup.ids);
-            Ok(request.send().await.aws("EC2.DescribeRouteTables")?.route_tables.unwrap_or_default())
-        })
-        .await?;
-        Ok(tables.iter().filter_map(normalize).collect())
+        observed(&self.client, &env.env, desired, normalize).await
     }
 
     async fn create(&self, desired: &Desired, token: &str, _reads: &ReadCache) -> Result<String, AwsError> {

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::{ResourceType, Subnet};
 use aws_sdk_ec2::Client;
 
-use super::{desired, gone_is_ok, lives, network, owned_and_adopted, put_tags, rules, tag_spec, vpc};
+use super::{desired, gone_is_ok, network, observed, put_tags, rules, tag_spec, vpc};
 use crate::aws::{required, AwsError, AwsResult};
 use crate::engine::{Delta, Desired, FieldReader, Kind, Live, ReadCache, Rules};
 use crate::spec::model::DeletionPolicy;
@@ -51,16 +51,14 @@ impl Kind for Subnets {
     }
 
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
-        let subnets = owned_and_adopted(&env.env, desired, Subnet::subnet_id, |lookup| async move {
-            let request = self.client.describe_subnets().set_filters(lookup.filters).set_subnet_ids(lookup.ids);
-            Ok(request.send().await.aws("EC2.DescribeSubnets")?.subnets.unwrap_or_default())
+        observed(&self.client, &env.env, desired, |s: &Subnet, l| {
+            Some(
+                l.with_handle(VPC, s.vpc_id().unwrap_or_default())
+                    .with(CIDR, s.cidr_block().unwrap_or_default())
+                    .with(AZ, s.availability_zone().unwrap_or_default()),
+            )
         })
-        .await?;
-        Ok(lives(&subnets, Subnet::subnet_id, Subnet::tags, |s, l| {
-            l.with_handle(VPC, s.vpc_id().unwrap_or_default())
-                .with(CIDR, s.cidr_block().unwrap_or_default())
-                .with(AZ, s.availability_zone().unwrap_or_default())
-        }))
+        .await
     }
 
     async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {

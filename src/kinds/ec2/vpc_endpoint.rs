@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::{ResourceType, VpcEndpoint, VpcEndpointType};
 use aws_sdk_ec2::Client;
 
-use super::{desired, gone_is_ok, lives, network, owned_and_adopted, put_tags, route_table, rules, tag_spec, vpc};
+use super::{desired, gone_is_ok, network, observed, put_tags, route_table, rules, tag_spec, vpc};
 use crate::aws::{required, AwsError, AwsResult};
 use crate::engine::{Delta, Desired, FieldReader, Kind, Live, OnImmutableChange, ReadCache, Rules, Value};
 use crate::spec::model::{DeletionPolicy, Tier};
@@ -67,17 +67,15 @@ impl Kind for VpcEndpoints {
     }
 
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
-        let mut endpoints = owned_and_adopted(&env.env, desired, VpcEndpoint::vpc_endpoint_id, |lookup| async move {
-            let request = self.client.describe_vpc_endpoints().set_filters(lookup.filters).set_vpc_endpoint_ids(lookup.ids);
-            Ok(request.send().await.aws("EC2.DescribeVpcEndpoints")?.vpc_endpoints.unwrap_or_default())
+        observed(&self.client, &env.env, desired, |e: &VpcEndpoint, l| {
+            let gone = matches!(e.state().map(|s| s.as_str()), Some("deleted" | "deleting"));
+            (!gone).then(|| {
+                l.with_handle(VPC, e.vpc_id().unwrap_or_default())
+                    .with(SERVICE, e.service_name().unwrap_or_default())
+                    .with(ROUTE_TABLES, Value::handles(e.route_table_ids()))
+            })
         })
-        .await?;
-        endpoints.retain(|e| !matches!(e.state().map(|s| s.as_str()), Some("deleted" | "deleting")));
-        Ok(lives(&endpoints, VpcEndpoint::vpc_endpoint_id, VpcEndpoint::tags, |e, l| {
-            l.with_handle(VPC, e.vpc_id().unwrap_or_default())
-                .with(SERVICE, e.service_name().unwrap_or_default())
-                .with(ROUTE_TABLES, Value::handles(e.route_table_ids()))
-        }))
+        .await
     }
 
     async fn create(&self, desired: &Desired, token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
