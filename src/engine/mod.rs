@@ -248,6 +248,11 @@ pub fn is_unresolved(value: &str) -> bool {
     value.starts_with('@')
 }
 
+/// The tags of `tags` a spec may set: neither AWS's own (`aws:…`) nor the operator's.
+pub fn user_tags(tags: impl IntoIterator<Item = (String, String)>) -> Tags {
+    tags.into_iter().filter(|(k, _)| !crate::spec::validate::is_reserved_tag(k) && !k.starts_with("sentry:") && k != TAG_MANAGED_BY).collect()
+}
+
 /// Who owns a live resource, according to its tags.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Ownership {
@@ -637,8 +642,8 @@ pub struct Rules {
     pub on_immutable_change: OnImmutableChange,
     /// Fields set at creation but never compared (AWS does not report them back).
     pub create_only: &'static [&'static str],
-    /// Field-name prefixes the kind owns exhaustively: a live field with one of
-    /// them that the spec does not list is removed (e.g. security-group rules).
+    /// The families ([`Value::Map`] fields) the kind owns exhaustively: a live
+    /// entry the spec does not list is removed (e.g. security-group rules).
     pub exclusive: &'static [&'static str],
     /// Which API calls touch the kind's resources, and where they name them.
     pub events: focus::EventMatch,
@@ -649,6 +654,8 @@ pub struct Rules {
     pub cloudformation_parts: &'static [(&'static str, &'static str)],
     /// What the kind's calls need of IAM.
     pub permissions: permissions::Permissions,
+    /// Whether `import` renders the kind's resources as spec entries ([`Kind::to_spec`]).
+    pub imported: bool,
 }
 
 impl Rules {
@@ -669,6 +676,7 @@ impl Rules {
             cloudformation: &[],
             cloudformation_parts: &[],
             permissions: permissions::Permissions::NONE,
+            imported: false,
         }
     }
 
@@ -686,6 +694,28 @@ impl Rules {
     /// The same rules for a kind whose calls need `permissions`.
     pub const fn needs(self, permissions: permissions::Permissions) -> Self {
         Rules { permissions, ..self }
+    }
+
+    /// The same rules for a kind `import` renders as spec entries.
+    pub const fn imported(self) -> Self {
+        Rules { imported: true, ..self }
+    }
+}
+
+/// What `import` knows when a kind renders a resource it observed as the
+/// spec entry that adopts it ([`Kind::to_spec`]).
+pub struct Importing<'a> {
+    /// The environment.
+    pub env: &'a str,
+    /// The id each imported resource got, by kind and live name (a redrive
+    /// policy names its dead-letter queue by name).
+    pub named: &'a BTreeMap<(&'static str, String), String>,
+}
+
+impl Importing<'_> {
+    /// The id of the imported resource of `kind` named `name`.
+    pub fn id_named(&self, kind: &'static str, name: &str) -> Option<&str> {
+        self.named.get(&(kind, name.to_string())).map(String::as_str)
     }
 }
 
@@ -732,6 +762,16 @@ pub trait Kind: Send + Sync {
 
     /// The resources of this kind the spec wants.
     fn desired(&self, env: &EnvSpec) -> Vec<Desired>;
+
+    /// `import`: renders `live` (observed for import, its references in spec
+    /// form) as spec entry `id`, written into `spec`, so that the plan over it
+    /// adopts the resource with no change but the ownership tags. `Ok` holds
+    /// what the entry does not say of the resource; `Err` why the spec cannot
+    /// describe it at all. Kinds that implement it say so in their rules
+    /// ([`Rules::imported`]).
+    fn to_spec(&self, _id: &str, _live: &Live, _spec: &mut crate::spec::model::Spec, _importing: &Importing) -> Result<Vec<String>, String> {
+        Err(format!("{} is not imported yet: write it in the spec, with an adopt entry", self.name()))
+    }
 
     /// Reads every live resource of this kind that could be the operator's
     /// (batched: one list pass, not one call per desired resource where the

@@ -94,6 +94,14 @@ impl Value {
         }
     }
 
+    /// The id this value refers to, when it is a reference to a resource of `kind`.
+    pub fn id_of(&self, kind: &str) -> Option<&str> {
+        match self {
+            Value::Ref(r) => r.strip_prefix('@')?.strip_prefix(kind)?.strip_prefix('/'),
+            _ => None,
+        }
+    }
+
     /// Whether this value holds the reference `reference` (`@kind/id`) anywhere.
     pub fn refers_to(&self, reference: &str) -> bool {
         match self {
@@ -217,5 +225,7 @@ mod tests {
         assert_eq!(family.translated(&to_ref).entries()[0].0.to_string(), "tcp @ec2.subnet/a");
         assert!(!family.is_unresolved() && family.translated(&to_ref).is_unresolved());
         assert_eq!(Value::text("subnet-2").translated(&to_ref), Value::text("subnet-2"), "text is never taken for a handle");
+        assert_eq!(Value::Ref("@ec2.subnet/a".into()).id_of("ec2.subnet"), Some("a"));
+        assert_eq!(Value::Ref("@ec2.subnet-group/a".into()).id_of("ec2.subnet"), None);
     }
 }

@@ -21,10 +21,13 @@ use serde::Serialize;
 
 use crate::aws::{AwsError, AwsResult, CallCounter};
 use crate::engine::permissions::{Grant, Permissions};
-use crate::engine::Rules;
-use crate::kinds::{cognito, dynamodb, ec2, ecs, elasticache, logs, sqs};
+use crate::engine::references::ReferenceMap;
+use crate::engine::{Adoption, Desired, Importing, Kind, Matching, ReadCache, Rules};
+use crate::kinds::read::TagReads;
+use crate::kinds::{cognito, ec2, elasticache};
 use crate::sdk_client;
-use crate::spec::model::{AdoptTarget, Spec};
+use crate::spec::model::{AdoptTarget, Spec, Tags};
+use crate::spec::EnvSpec;
 
 /// What this module's calls need of IAM (`sentry-operator iam-policy` gathers it).
 #[rustfmt::skip]
@@ -98,9 +101,10 @@ pub enum Mapping {
     NotRepresentable(String),
 }
 
-/// The kinds `import` builds spec entries for; every other kind's resources
-/// are listed as not imported yet.
-const IMPORTED: &[&str] = &[
+/// The kinds whose sections `import` still builds by hand (the network,
+/// Redis and the user pool); every other kind whose rules say it is
+/// [`Rules::imported`] renders its own entries ([`Kind::to_spec`]).
+const BY_HAND: &[&str] = &[
     ec2::vpc::KIND,
     ec2::subnet::KIND,
     ec2::internet_gateway::KIND,
@@ -110,22 +114,18 @@ const IMPORTED: &[&str] = &[
     ec2::security_group::KIND,
     ec2::vpc_endpoint::KIND,
     ec2::flow_log::KIND,
-    sqs::KIND,
-    dynamodb::KIND,
     elasticache::replication_group::KIND,
     elasticache::subnet_group::KIND,
     cognito::user_pool::KIND,
     cognito::group::KIND,
     cognito::app_client::KIND,
-    ecs::cluster::KIND,
-    logs::KIND,
 ];
 
 /// The operator's mapping of CloudFormation resource type `resource_type`,
 /// from what the kinds (`kinds`, their rules) declare they stand for.
 pub fn mapping(resource_type: &str, kinds: &[Rules]) -> Mapping {
     if let Some(kind) = kinds.iter().find(|k| k.cloudformation.contains(&resource_type)) {
-        return if IMPORTED.contains(&kind.kind) {
+        return if kind.imported || BY_HAND.contains(&kind.kind) {
             Mapping::Kind(kind.kind)
         } else {
             Mapping::NotRepresentable(format!("{} is not imported yet: write it in the spec, with an adopt entry", kind.kind))
@@ -214,11 +214,6 @@ impl Context {
         self.by_kind.get(kind).cloned().unwrap_or_default()
     }
 
-    /// The stack resources of `kind`, `None` when there are none.
-    fn some_of(&self, kind: &str) -> Option<Vec<StackResource>> {
-        Some(self.of(kind)).filter(|found| !found.is_empty())
-    }
-
     /// Records that spec resource `kind/id` adopts `physical` (by `target`).
     fn adopt(&mut self, kind: &str, id: &str, physical: &str, target: AdoptTarget) {
         self.summary.mapped.push(format!("{kind}/{id} <- {physical}"));
@@ -258,6 +253,110 @@ fn sort(ctx: &mut Context, resources: Vec<StackResource>) -> Result<(), ImportEr
 /// Adoption by identifier.
 fn by_id(id: &str) -> AdoptTarget {
     AdoptTarget { id: Some(id.to_string()), ..AdoptTarget::default() }
+}
+
+/// The words of a CloudFormation type a logical id need not repeat
+/// (`AWS::DynamoDB::Table`: `dynamodb`, `table`).
+fn type_words(resource_type: &str) -> Vec<String> {
+    let mut parts = resource_type.split("::").skip(1);
+    let service = parts.next().unwrap_or_default().to_ascii_lowercase();
+    let resource = spec_id(parts.next().unwrap_or_default(), &[]);
+    std::iter::once(service).chain(resource.split('-').map(str::to_string)).collect()
+}
+
+/// The name a physical id stands for: the last part of a URL (a queue's)
+/// or of an ARN, else the id itself.
+fn physical_name_of(physical_id: &str) -> &str {
+    if physical_id.starts_with("https://") || physical_id.starts_with("http://") || physical_id.starts_with("arn:") {
+        physical_id.rsplit('/').next().unwrap_or(physical_id)
+    } else {
+        physical_id
+    }
+}
+
+/// A name without what it shares with every name of environment `env`:
+/// its path, `sentry-`, the environment and `.fifo`.
+fn name_stem(name: &str, env: &str) -> String {
+    let stem = name.strip_suffix(".fifo").unwrap_or(name);
+    let stem = stem.strip_suffix(&format!("-{env}")).or_else(|| stem.strip_suffix(&format!("_{env}"))).unwrap_or(stem);
+    let stem = stem.rsplit(['/', ':']).next().unwrap_or(stem);
+    stem.strip_prefix("sentry-").unwrap_or(stem).to_string()
+}
+
+/// The spec id of a stack resource: its logical id in words, without its
+/// type's words, or its name's stem when the logical id is only those.
+fn import_id(r: &StackResource, env: &str) -> String {
+    let words = type_words(&r.resource_type);
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    let id = spec_id(&r.logical_id, &words);
+    if id.split('-').all(|w| words.contains(&w)) {
+        spec_id(&name_stem(physical_name_of(&r.physical_id), env), &[])
+    } else {
+        id
+    }
+}
+
+/// The entries of the kinds that render their own ([`Kind::to_spec`]): each
+/// stack resource of such a kind becomes a desired resource adopting it; the
+/// kind observes them, and each one found, its references in spec form (to
+/// the ids the others got), becomes its entry in `spec`.
+async fn rendered(ctx: &mut Context, kinds: &[Box<dyn Kind>], spec: &mut Spec) -> Result<(), ImportError> {
+    let env = EnvSpec::new(&ctx.env, Spec::default());
+    let reads = ReadCache::default();
+    let mut handles = ReferenceMap::default();
+    let mut named = BTreeMap::new();
+    let mut observed = Vec::new();
+    for kind in kinds.iter().filter(|k| k.rules().imported && !BY_HAND.contains(&k.name())) {
+        let mut taken = BTreeSet::new();
+        let stubs: Vec<(StackResource, Desired)> = ctx
+            .of(kind.name())
+            .into_iter()
+            .map(|r| {
+                let id = unique(import_id(&r, &ctx.env), &mut taken);
+                let d = Desired::new(kind.name(), &id, physical_name_of(&r.physical_id), Tags::new());
+                (r.clone(), Desired { adopt: Some(Adoption::ById(r.physical_id)), ..d })
+            })
+            .collect();
+        if stubs.is_empty() {
+            continue;
+        }
+        let desired: Vec<Desired> = stubs.iter().map(|(_, d)| d.clone()).collect();
+        let live = kind.observe(&env, &desired, &reads).await?;
+        let mut found = Vec::new();
+        for (r, d) in stubs {
+            match live.iter().find(|l| kind.matches(&ctx.env, &d, l)) {
+                Some(l) => {
+                    handles.learn(&d.key, &l.handle);
+                    named.insert((kind.name(), l.name.clone()), d.key.id.clone());
+                    found.push((r, d.key.id, l.clone()));
+                }
+                None => ctx.not_representable(format!("{} {} ({}): {} does not exist", r.resource_type, r.logical_id, r.stack, r.physical_id)),
+            }
+        }
+        observed.push((kind, found));
+    }
+    let env_name = ctx.env.clone();
+    let importing = Importing { env: &env_name, named: &named };
+    for (kind, found) in observed {
+        for (r, id, mut live) in found {
+            let at = format!("{} {} ({})", r.resource_type, r.logical_id, r.stack);
+            live.fields = ReferenceMap::rewrite(&live.fields, |v| handles.to_references(v));
+            match kind.to_spec(&id, &live, spec, &importing) {
+                Ok(unsaid) => {
+                    for u in unsaid {
+                        ctx.not_representable(format!("{at}: {u}"));
+                    }
+                    let (physical, target) = match kind.rules().matching {
+                        Matching::Name => (live.name.as_str(), AdoptTarget::default()),
+                        _ => (live.handle.as_str(), by_id(&live.handle)),
+                    };
+                    ctx.adopt(kind.name(), &id, physical, target);
+                }
+                Err(why) => ctx.not_representable(format!("{at}: {why}")),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Imports environment `env` from the stacks matching `stack_glob`
@@ -319,13 +418,11 @@ pub async fn import(config: &SdkConfig, env: &str, stack_glob: &str) -> Result<I
     services::found_by_name(&mut ctx, &sqs, &dynamodb, &logs, &ecs).await?;
     let mut spec = Spec { region: config.region().map(|r| r.to_string()), ..Spec::default() };
     spec.network = network::build(&mut ctx, &sdk_client!(aws_sdk_ec2, config, counter)).await?;
-    spec.messaging = services::messaging(&mut ctx, &sqs).await?;
-    let mut data = services::tables(&mut ctx, &dynamodb).await?;
-    data.redis = services::redis(&mut ctx, &sdk_client!(aws_sdk_elasticache, config, counter)).await?;
-    spec.data = (!data.tables.is_empty() || data.redis.is_some()).then_some(data);
+    rendered(&mut ctx, &crate::kinds::registry(config, &counter, TagReads::default()), &mut spec).await?;
+    if let Some(redis) = services::redis(&mut ctx, &sdk_client!(aws_sdk_elasticache, config, counter)).await? {
+        spec.data.get_or_insert_with(Default::default).redis = Some(redis);
+    }
     spec.identity = services::identity(&mut ctx, &sdk_client!(aws_sdk_cognitoidentityprovider, config, counter)).await?;
-    spec.observability = services::log_groups(&mut ctx, &logs).await?;
-    spec.compute = services::clusters(&mut ctx, &ecs).await?;
     spec.adopt = ctx.adopt;
     Ok(Imported { spec, summary: ctx.summary })
 }

@@ -3,28 +3,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use aws_sdk_sqs::types::QueueAttributeName;
-
-use super::{by_id, spec_id, unique, Context, ImportError, StackResource};
+use super::{by_id, name_stem, spec_id, unique, Context, ImportError, StackResource};
 use crate::aws::{found, required, AwsResult};
-use crate::engine::TAG_MANAGED_BY;
 use crate::kinds::cognito;
 use crate::kinds::dynamodb;
 use crate::kinds::ecs;
 use crate::kinds::elasticache;
 use crate::kinds::logs;
 use crate::kinds::sqs;
-use crate::spec::model::{
-    AdoptTarget, AppClient, Cluster, Compute, Data, DeadLetter, DeletionPolicy, Group, Gsi, Identity, KeySchema, LogGroup, Messaging, Observability,
-    PasswordPolicy, Queue, Redis, Table, Tags, Tier, UserPool,
-};
+use crate::spec::model::{AdoptTarget, AppClient, DeletionPolicy, Group, Identity, PasswordPolicy, Redis, Tier, UserPool};
 use crate::spec::physical_name;
-use crate::spec::validate::is_reserved_tag;
-
-/// The tags a spec may set: neither AWS's own nor the operator's.
-fn user_tags(tags: impl IntoIterator<Item = (String, String)>) -> Tags {
-    tags.into_iter().filter(|(k, _)| !is_reserved_tag(k) && !k.starts_with("sentry:") && k != TAG_MANAGED_BY).collect()
-}
 
 /// Whether `name` is named for environment `env` (`…-dev`, `…_dev`, `…-dev.fifo`).
 fn named_for(name: &str, env: &str) -> bool {
@@ -57,134 +45,12 @@ pub async fn found_by_name(
         let known: BTreeSet<String> = ctx.of(kind).iter().map(|r| last(&r.physical_id)).collect();
         for name in names.into_iter().filter(|n| named_for(n, &ctx.env) && !known.contains(&last(n))) {
             ctx.summary.found += 1;
-            let stem = name.strip_suffix(".fifo").unwrap_or(&name);
-            let stem = stem.strip_suffix(&format!("-{}", ctx.env)).or_else(|| stem.strip_suffix(&format!("_{}", ctx.env))).unwrap_or(stem);
-            let logical_id = last(stem).replace("sentry-", "");
+            let logical_id = name_stem(&name, &ctx.env);
             let found = StackResource { stack: "(found by name)".into(), logical_id, physical_id: name, resource_type: resource_type.into() };
             ctx.by_kind.entry(kind).or_default().push(found);
         }
     }
     Ok(())
-}
-
-/// The queues of the stacks, each with its dead-letter queue.
-pub async fn messaging(ctx: &mut Context, client: &aws_sdk_sqs::Client) -> Result<Option<Messaging>, ImportError> {
-    let Some(stack_queues) = ctx.some_of(sqs::KIND) else { return Ok(None) };
-    let mut taken = BTreeSet::new();
-    let mut read = Vec::new();
-    for r in &stack_queues {
-        // The physical id is the queue's URL on AWS's host; the emulator answers with its own.
-        let name = r.physical_id.rsplit('/').next().unwrap_or(&r.physical_id).to_string();
-        let url = client.get_queue_url().queue_name(&name).send().await.aws("SQS.GetQueueUrl")?;
-        let url = required("SQS.GetQueueUrl", "queue URL", url.queue_url())?;
-        let attributes = client.get_queue_attributes().queue_url(&url).attribute_names(QueueAttributeName::All).send().await.aws("SQS.GetQueueAttributes")?;
-        let attributes: BTreeMap<String, String> = attributes.attributes.unwrap_or_default().into_iter().map(|(k, v)| (k.as_str().to_string(), v)).collect();
-        let tags = client.list_queue_tags().queue_url(&url).send().await.aws("SQS.ListQueueTags")?.tags.unwrap_or_default();
-        let id = unique(spec_id(&r.logical_id, &["queue"]), &mut taken);
-        read.push((r.clone(), id, name, attributes, tags));
-    }
-    let id_of_arn: BTreeMap<String, String> = read.iter().filter_map(|(_, id, _, a, _)| Some((a.get("QueueArn")?.clone(), id.clone()))).collect();
-    let mut queues = BTreeMap::new();
-    for (r, id, name, a, tags) in read {
-        let number = |key: &str| a.get(key).and_then(|v| v.parse().ok());
-        let fifo = a.get("FifoQueue").is_some_and(|v| v == "true");
-        let dead_letter = match a.get("RedrivePolicy").map(|p| serde_json::from_str::<serde_json::Value>(p)) {
-            Some(Ok(policy)) => {
-                let target = policy["deadLetterTargetArn"].as_str().unwrap_or_default();
-                let count = policy["maxReceiveCount"].as_u64().or_else(|| policy["maxReceiveCount"].as_str().and_then(|c| c.parse().ok()));
-                match (id_of_arn.get(target), count.and_then(|c| u32::try_from(c).ok())) {
-                    (Some(queue), Some(max_receive_count)) => Some(DeadLetter { queue: queue.clone(), max_receive_count }),
-                    _ => {
-                        ctx.not_representable(format!(
-                            "{} {} ({}): its dead-letter queue {target} is not in the stacks",
-                            r.resource_type, r.logical_id, r.stack
-                        ));
-                        None
-                    }
-                }
-            }
-            _ => None,
-        };
-        let mut queue = Queue {
-            fifo,
-            content_based_deduplication: fifo.then(|| a.get("ContentBasedDeduplication").is_some_and(|v| v == "true")),
-            visibility_timeout_seconds: number("VisibilityTimeout"),
-            message_retention_seconds: number("MessageRetentionPeriod"),
-            delay_seconds: number("DelaySeconds"),
-            receive_wait_time_seconds: number("ReceiveMessageWaitTimeSeconds"),
-            max_message_size_bytes: number("MaximumMessageSize"),
-            dead_letter,
-            tags: user_tags(tags),
-            deletion_policy: DeletionPolicy::Retain,
-            ..Queue::default()
-        };
-        if queue.physical_name(&id, &ctx.env) != name {
-            queue.name = Some(name.clone());
-        }
-        queues.insert(id.clone(), queue);
-        ctx.adopt(sqs::KIND, &id, &name, AdoptTarget::default());
-    }
-    Ok(Some(Messaging { queues, ..Messaging::default() }))
-}
-
-/// The tables of the stacks.
-pub async fn tables(ctx: &mut Context, client: &aws_sdk_dynamodb::Client) -> Result<Data, ImportError> {
-    let mut data = Data { tables: BTreeMap::new(), redis: None };
-    let mut taken = BTreeSet::new();
-    for r in ctx.of(dynamodb::KIND) {
-        let described = client.describe_table().table_name(&r.physical_id).send().await.aws("DynamoDB.DescribeTable")?;
-        let Some(t) = described.table else { continue };
-        let arn = required("DynamoDB.DescribeTable", "table ARN", t.table_arn())?;
-        let (backups, ttl, tags) = tokio::try_join!(
-            async { client.describe_continuous_backups().table_name(&r.physical_id).send().await.aws("DynamoDB.DescribeContinuousBackups") },
-            async { client.describe_time_to_live().table_name(&r.physical_id).send().await.aws("DynamoDB.DescribeTimeToLive") },
-            async { client.list_tags_of_resource().resource_arn(&arn).send().await.aws("DynamoDB.ListTagsOfResource") },
-        )?;
-        let key = |elements: &[aws_sdk_dynamodb::types::KeySchemaElement]| {
-            let part = |ty: aws_sdk_dynamodb::types::KeyType| elements.iter().find(|e| *e.key_type() == ty).map(|e| e.attribute_name().to_string());
-            KeySchema { partition: part(aws_sdk_dynamodb::types::KeyType::Hash).unwrap_or_default(), sort: part(aws_sdk_dynamodb::types::KeyType::Range) }
-        };
-        let indexes = t
-            .global_secondary_indexes()
-            .iter()
-            .filter_map(|g| {
-                let p = g.projection();
-                let gsi = Gsi {
-                    key: key(g.key_schema()),
-                    projection: p.and_then(|p| p.projection_type()).map_or("ALL", |p| p.as_str()).to_string(),
-                    non_key_attributes: p.map(|p| p.non_key_attributes().to_vec()).unwrap_or_default(),
-                };
-                Some((g.index_name()?.to_string(), gsi))
-            })
-            .collect();
-        let sse = t.sse_description().is_some_and(|s| s.sse_type().is_some_and(|t| t.as_str() == "KMS") && s.status().is_some_and(|s| s.as_str() == "ENABLED"));
-        let id = unique(spec_id(&r.logical_id, &["table", "dynamo", "db", "dynamodb"]), &mut taken);
-        let table = Table {
-            name: (physical_name(None, &id, &ctx.env) != r.physical_id).then(|| r.physical_id.clone()),
-            billing_mode: t.billing_mode_summary().and_then(|b| b.billing_mode()).map_or("PROVISIONED", |b| b.as_str()).to_string(),
-            attributes: t.attribute_definitions().iter().map(|a| (a.attribute_name().to_string(), a.attribute_type().as_str().to_string())).collect(),
-            key: key(t.key_schema()),
-            global_secondary_indexes: indexes,
-            kms_encryption: sse,
-            kms_key: None,
-            point_in_time_recovery: backups
-                .continuous_backups_description()
-                .and_then(|c| c.point_in_time_recovery_description())
-                .and_then(|p| p.point_in_time_recovery_status())
-                .is_some_and(|s| s.as_str() == "ENABLED"),
-            deletion_protection: t.deletion_protection_enabled().unwrap_or(false),
-            ttl_attribute: ttl
-                .time_to_live_description()
-                .filter(|d| d.time_to_live_status().is_some_and(|s| s.as_str() == "ENABLED"))
-                .and_then(|d| d.attribute_name())
-                .map(str::to_string),
-            tags: user_tags(tags.tags().iter().map(|t| (t.key().to_string(), t.value().to_string()))),
-            deletion_policy: DeletionPolicy::Retain,
-        };
-        data.tables.insert(id.clone(), table);
-        ctx.adopt(dynamodb::KIND, &id, &r.physical_id, AdoptTarget::default());
-    }
-    Ok(data)
 }
 
 /// The environment's Redis: the stacks' replication group, else the one
@@ -353,70 +219,10 @@ pub async fn identity(ctx: &mut Context, client: &aws_sdk_cognitoidentityprovide
     Ok(Some(Identity { user_pool }))
 }
 
-/// The log groups of the stacks.
-pub async fn log_groups(ctx: &mut Context, client: &aws_sdk_cloudwatchlogs::Client) -> Result<Option<Observability>, ImportError> {
-    let Some(stack_groups) = ctx.some_of(logs::KIND) else { return Ok(None) };
-    let mut groups = BTreeMap::new();
-    let mut taken = BTreeSet::new();
-    for r in &stack_groups {
-        let listed = client.describe_log_groups().log_group_name_prefix(&r.physical_id).send().await.aws("Logs.DescribeLogGroups")?;
-        let Some(g) = listed.log_groups().iter().find(|g| g.log_group_name() == Some(r.physical_id.as_str())) else { continue };
-        let Some(retention) = g.retention_in_days().and_then(|d| u32::try_from(d).ok()) else {
-            // The spec gives every group a retention; adopting would start deleting its old events.
-            ctx.not_representable(format!("{} {} ({}): it keeps its events forever, which the spec cannot say", r.resource_type, r.logical_id, r.stack));
-            continue;
-        };
-        let id = unique(spec_id(&r.logical_id, &["log", "group", "logs"]), &mut taken);
-        groups.insert(id.clone(), LogGroup { name: r.physical_id.clone(), retention_days: Some(retention) });
-        ctx.adopt(logs::KIND, &id, &r.physical_id, AdoptTarget::default());
-    }
-    if groups.is_empty() {
-        return Ok(None);
-    }
-    // Every group says its retention, so the default is only a fallback for new ones.
-    let default = groups.values().filter_map(|g| g.retention_days).min().unwrap_or(30);
-    Ok(Some(Observability { log_retention_days: default, log_groups: groups, topics: BTreeMap::new(), alarm_topic: None, alarms: BTreeMap::new() }))
-}
-
-/// The clusters of the stacks (their EC2 capacity is not imported yet).
-pub async fn clusters(ctx: &mut Context, client: &aws_sdk_ecs::Client) -> Result<Option<Compute>, ImportError> {
-    let Some(stack_clusters) = ctx.some_of(ecs::cluster::KIND) else { return Ok(None) };
-    let names: Vec<String> = stack_clusters.iter().map(|c| c.physical_id.rsplit('/').next().unwrap_or(&c.physical_id).to_string()).collect();
-    let described = client
-        .describe_clusters()
-        .set_clusters(Some(names.clone()))
-        .include(aws_sdk_ecs::types::ClusterField::Settings)
-        .send()
-        .await
-        .aws("ECS.DescribeClusters")?;
-    let mut clusters = BTreeMap::new();
-    let mut taken = BTreeSet::new();
-    for (r, name) in stack_clusters.iter().zip(&names) {
-        let Some(c) = described.clusters().iter().find(|c| c.cluster_name() == Some(name.as_str())) else { continue };
-        let insights = c.settings().iter().find(|s| s.name().is_some_and(|n| n.as_str() == "containerInsights")).and_then(|s| s.value()).unwrap_or("disabled");
-        let mut id = spec_id(&r.logical_id, &["cluster", "ecs"]);
-        if id == "cluster" {
-            id = name.strip_prefix("sentry-").unwrap_or(name).trim_end_matches(&format!("-{}", ctx.env)).to_string();
-        }
-        let id = unique(id, &mut taken);
-        let mut providers: Vec<String> = c.capacity_providers().to_vec();
-        providers.sort();
-        let cluster = Cluster {
-            name: (physical_name(None, &id, &ctx.env) != *name).then(|| name.clone()),
-            container_insights: insights != "disabled",
-            capacity_providers: providers,
-            ..Cluster::default()
-        };
-        clusters.insert(id.clone(), cluster);
-        ctx.adopt(ecs::cluster::KIND, &id, name, AdoptTarget::default());
-        ctx.summary.skipped.push(format!("{} {} ({}): its EC2 capacity (launch template, Auto Scaling group, capacity provider) is left out of the spec: add instanceType, the sizes and instanceRole, and adopt its launch template, group and capacity provider by id", r.resource_type, r.logical_id, r.stack));
-    }
-    Ok(Some(Compute { clusters, ..Compute::default() }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::user_tags;
 
     #[test]
     fn names_for_an_environment() {

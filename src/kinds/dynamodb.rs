@@ -23,9 +23,9 @@ use aws_sdk_dynamodb::Client;
 
 use super::read::describe_each;
 use crate::aws::{found, gone_is_ok, required, wait_for, AwsError, AwsResult, Built};
-use crate::engine::{ownership_tags, Delta, Desired, FieldReader, Fields, Kind, Layer, Live, ReadCache, Rules, Value};
+use crate::engine::{ownership_tags, user_tags, Delta, Desired, FieldReader, Fields, Importing, Kind, Layer, Live, ReadCache, Rules, Value};
 use crate::kinds::kms;
-use crate::spec::model::{KeySchema, Table};
+use crate::spec::model::{Data, DeletionPolicy, Gsi, KeySchema, Spec, Table};
 use crate::spec::{physical_name, EnvSpec};
 
 /// Kind name.
@@ -80,6 +80,17 @@ fn parse_key_text(text: &str) -> KeyText {
         }
     }
     k
+}
+
+impl KeyText {
+    /// The key as the spec writes it, its attributes' types added to `attributes`.
+    fn schema(&self, attributes: &mut BTreeMap<String, String>) -> KeySchema {
+        attributes.insert(self.hash.0.clone(), self.hash.1.clone());
+        if let Some((name, ty)) = &self.range {
+            attributes.insert(name.clone(), ty.clone());
+        }
+        KeySchema { partition: self.hash.0.clone(), sort: self.range.as_ref().map(|(name, _)| name.clone()) }
+    }
 }
 
 fn key_elements(k: &KeyText) -> Vec<KeySchemaElement> {
@@ -294,7 +305,7 @@ impl Kind for Tables {
             immutable: &[KEY],
             exclusive: &[GSI],
             events: EventMatch::of("dynamodb.amazonaws.com", &[], &["tableName", "TableName", "resourceArn", "tableArn"]),
-            ..Rules::new(KIND, Layer::DataMessaging).stands_for(&["AWS::DynamoDB::Table"]).needs(PERMISSIONS)
+            ..Rules::new(KIND, Layer::DataMessaging).stands_for(&["AWS::DynamoDB::Table"]).needs(PERMISSIONS).imported()
         }
     }
 
@@ -311,6 +322,34 @@ impl Kind for Tables {
         let listed = self.client.list_tables().into_paginator().items().send().try_collect().await.aws("DynamoDB.ListTables")?;
         let names = listed.into_iter().filter(|n| n.starts_with("sentry-") || desired.iter().any(|d| d.name == *n)).collect();
         describe_each(names, DESCRIBE_CONCURRENCY, |n| self.describe(&env.env, reads, desired, n)).await
+    }
+
+    fn to_spec(&self, id: &str, live: &Live, spec: &mut Spec, importing: &Importing) -> Result<Vec<String>, String> {
+        let mut attributes = BTreeMap::new();
+        let key = parse_key_text(live.field(KEY)).schema(&mut attributes);
+        let entries = live.fields.get(GSI).map_or(&[][..], Value::entries);
+        let indexes = entries.iter().filter_map(|(name, text)| {
+            let k = parse_key_text(text.as_text()?);
+            Some((name.as_text()?.to_string(), Gsi { key: k.schema(&mut attributes), projection: k.projection.clone(), non_key_attributes: k.include }))
+        });
+        let global_secondary_indexes = indexes.collect();
+        let table = Table {
+            name: (physical_name(None, id, importing.env) != live.name).then(|| live.name.clone()),
+            billing_mode: live.field(BILLING).to_string(),
+            attributes,
+            key,
+            global_secondary_indexes,
+            kms_encryption: live.field(SSE) == "KMS",
+            // A key of the imported spec by id; any other (AWS's own) is left to its default.
+            kms_key: live.fields.get(KMS_KEY).and_then(|k| k.id_of(kms::KIND)).map(str::to_string),
+            point_in_time_recovery: live.field(PITR) == "true",
+            deletion_protection: live.field(PROTECTION) == "true",
+            ttl_attribute: Some(live.field(TTL)).filter(|t| *t != TTL_OFF).map(str::to_string),
+            tags: user_tags(live.tags.clone()),
+            deletion_policy: DeletionPolicy::Retain,
+        };
+        spec.data.get_or_insert_with(Data::default).tables.insert(id.to_string(), table);
+        Ok(Vec::new())
     }
 
     async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {

@@ -8,9 +8,9 @@ use async_trait::async_trait;
 use aws_sdk_cloudwatchlogs::Client;
 
 use crate::aws::{gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{ownership_tags, Delta, Desired, Kind, Layer, Live, ReadCache, Rules, Value};
+use crate::engine::{ownership_tags, Delta, Desired, FieldReader, Importing, Kind, Layer, Live, ReadCache, Rules, Value};
 use crate::kinds::read::common_prefix;
-use crate::spec::model::{DeletionPolicy, Tags};
+use crate::spec::model::{DeletionPolicy, LogGroup, Observability, Spec, Tags};
 use crate::spec::EnvSpec;
 
 /// Kind name.
@@ -45,7 +45,7 @@ impl Kind for LogGroups {
     fn rules(&self) -> Rules {
         Rules {
             events: EventMatch::of("logs.amazonaws.com", &["LogGroup", "RetentionPolicy", "KmsKey"], &["logGroupName", "logGroupIdentifier", "resourceArn"]),
-            ..Rules::new(KIND, Layer::SecurityMonitoring).stands_for(&["AWS::Logs::LogGroup"]).needs(PERMISSIONS)
+            ..Rules::new(KIND, Layer::SecurityMonitoring).stands_for(&["AWS::Logs::LogGroup"]).needs(PERMISSIONS).imported()
         }
     }
 
@@ -58,6 +58,23 @@ impl Kind for LogGroups {
                     .with(RETENTION, g.retention_days.unwrap_or(o.log_retention_days).to_string())
             })
             .collect()
+    }
+
+    /// Every imported group says its retention; the section's default (for
+    /// groups added later) is the shortest of them.
+    fn to_spec(&self, id: &str, live: &Live, spec: &mut Spec, _importing: &Importing) -> Result<Vec<String>, String> {
+        // The spec gives every group a retention: adopting one that keeps its events forever would start deleting them.
+        let days: u32 = live.field(RETENTION).parse().map_err(|_| "it keeps its events forever, which the spec cannot say".to_string())?;
+        let o = spec.observability.get_or_insert_with(|| Observability {
+            log_retention_days: days,
+            log_groups: Default::default(),
+            topics: Default::default(),
+            alarm_topic: None,
+            alarms: Default::default(),
+        });
+        o.log_retention_days = o.log_retention_days.min(days);
+        o.log_groups.insert(id.to_string(), LogGroup { name: live.name.clone(), retention_days: Some(days) });
+        Ok(Vec::new())
     }
 
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {

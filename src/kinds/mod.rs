@@ -100,3 +100,39 @@ pub fn rules() -> Vec<Rules> {
 pub fn each<'a, T: 'a>(entries: Option<&'a std::collections::BTreeMap<String, T>>, desired: impl FnMut((&'a String, &'a T)) -> Desired) -> Vec<Desired> {
     entries.into_iter().flatten().map(desired).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use crate::engine::{Importing, Live};
+    use crate::spec::model::Spec;
+    use crate::spec::EnvSpec;
+
+    /// Every kind `import` renders gives back its own resources: what a
+    /// kind wants, observed as it is and rendered as spec entries, is wanted
+    /// again field for field (an imported estate plans no change).
+    #[test]
+    fn what_a_kind_renders_it_wants_again() {
+        let kinds = super::registry(&aws_config::SdkConfig::builder().build(), &Default::default(), Default::default());
+        let specs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("specs");
+        for env in ["dev", "staging", "prod"] {
+            let env = crate::spec::load(&specs, env).expect("a valid spec");
+            for kind in kinds.iter().filter(|k| k.rules().imported) {
+                let desired = kind.desired(&env);
+                let named: BTreeMap<(&'static str, String), String> = desired.iter().map(|d| ((kind.name(), d.name.clone()), d.key.id.clone())).collect();
+                let importing = Importing { env: &env.env, named: &named };
+                let mut spec = Spec::default();
+                for d in &desired {
+                    let live = Live { name: d.name.clone(), handle: d.name.clone(), fields: d.fields.clone(), tags: d.tags.clone(), ..Live::default() };
+                    kind.to_spec(&d.key.id, &live, &mut spec, &importing).unwrap_or_else(|e| panic!("{} {}: {e}", kind.name(), d.key.id));
+                }
+                let again = kind.desired(&EnvSpec::new(&env.env, spec));
+                for d in &desired {
+                    let back = again.iter().find(|a| a.key == d.key).unwrap_or_else(|| panic!("{} {} is not wanted again", kind.name(), d.key.id));
+                    assert_eq!((&back.name, &back.fields), (&d.name, &d.fields), "{} {} in {}", kind.name(), d.key.id, env.env);
+                }
+            }
+        }
+    }
+}

@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use super::read::{canonical_json, common_prefix, describe_each, named_desired, TagIndex};
 use crate::aws::{found, gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{ownership_tags, Adoption, Delta, Desired, Fields, Kind, Layer, Live, ReadCache, Rules, Value};
+use crate::engine::{ownership_tags, user_tags, Adoption, Delta, Desired, FieldReader, Fields, Importing, Kind, Layer, Live, ReadCache, Rules, Value};
+use crate::spec::model::{DeadLetter, DeletionPolicy, Queue, Spec};
 use crate::spec::EnvSpec;
 
 /// Kind name.
@@ -147,7 +148,7 @@ impl Kind for Queues {
         Rules {
             immutable: &[FIFO],
             events: EventMatch::of("sqs.amazonaws.com", &["Queue", "Permission"], &["queueUrl", "QueueUrl", "queueName", "QueueName"]),
-            ..Rules::new(KIND, Layer::DataMessaging).stands_for(&["AWS::SQS::Queue"]).needs(PERMISSIONS)
+            ..Rules::new(KIND, Layer::DataMessaging).stands_for(&["AWS::SQS::Queue"]).needs(PERMISSIONS).imported()
         }
     }
 
@@ -193,6 +194,37 @@ impl Kind for Queues {
                 }
             })
             .collect()
+    }
+
+    fn to_spec(&self, id: &str, live: &Live, spec: &mut Spec, importing: &Importing) -> Result<Vec<String>, String> {
+        let number = |field: &str| live.field(field).parse().ok();
+        let fifo = live.field(FIFO) == "true";
+        let mut unsaid = Vec::new();
+        let dead_letter = serde_json::from_str::<Redrive>(live.field(REDRIVE)).ok().and_then(|r| match importing.id_named(KIND, &r.dead_letter_target) {
+            Some(queue) => Some(DeadLetter { queue: queue.to_string(), max_receive_count: r.max_receive_count }),
+            None => {
+                unsaid.push(format!("its dead-letter queue {} is not imported", r.dead_letter_target));
+                None
+            }
+        });
+        let mut queue = Queue {
+            fifo,
+            content_based_deduplication: fifo.then(|| live.field(DEDUPLICATION) == "true"),
+            visibility_timeout_seconds: number(VISIBILITY_TIMEOUT),
+            message_retention_seconds: number(RETENTION),
+            delay_seconds: number(DELAY),
+            receive_wait_time_seconds: number(WAIT_TIME),
+            max_message_size_bytes: number(MAX_SIZE),
+            dead_letter,
+            tags: user_tags(live.tags.clone()),
+            deletion_policy: DeletionPolicy::Retain,
+            ..Queue::default()
+        };
+        if queue.physical_name(id, importing.env) != live.name {
+            queue.name = Some(live.name.clone());
+        }
+        spec.messaging.get_or_insert_with(Default::default).queues.insert(id.to_string(), queue);
+        Ok(unsaid)
     }
 
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {

@@ -146,6 +146,19 @@ async fn a_cloudformation_estate_is_imported_and_adopted_in_place() {
     let replaced: Vec<&serde_json::Value> =
         report["resources"].as_array().into_iter().flatten().filter(|r| r["action"] == "replace" || r["action"] == "skip").collect();
     assert!(replaced.is_empty(), "{replaced:?}");
+    // The kinds that render their own entries adopt with no change but the ownership tags.
+    let rendered = ["sqs.queue", "dynamodb.table", "logs.log-group", "ecs.cluster"];
+    let adopted: Vec<&serde_json::Value> =
+        report["resources"].as_array().into_iter().flatten().filter(|r| rendered.contains(&r["kind"].as_str().unwrap_or_default())).collect();
+    assert!(adopted.len() >= 11 && adopted.iter().all(|r| r["action"] == "adopt"), "7 queues, 2 tables, 2 clusters and their log groups: {adopted:?}");
+    let tagged = adopted.iter().flat_map(|r| r["changes"].as_array().into_iter().flatten()).filter(|c| c["field"] == "tags.sentry:env").count();
+    assert_eq!(tagged, adopted.len(), "each adoption adds the ownership tags");
+    let changed: Vec<String> = adopted
+        .iter()
+        .flat_map(|r| r["changes"].as_array().into_iter().flatten().map(move |c| format!("{} {}: {}", r["kind"], r["id"], c["field"])))
+        .filter(|c| !c.contains(": \"tags.sentry:"))
+        .collect();
+    assert!(changed.is_empty(), "an import adopts as it is: {changed:?}");
 
     // Binding to a spec that exists (`--write`): the same spec without its
     // adopt entries gets them back, and plans the same adoptions.

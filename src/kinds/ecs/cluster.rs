@@ -12,8 +12,8 @@ use aws_sdk_ecs::Client;
 
 use super::{add_tags, tag_list, tag_map};
 use crate::aws::{gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{ownership_tags, Delta, Desired, FieldReader, Kind, Layer, Live, ReadCache, Rules, Value};
-use crate::spec::model::{DeletionPolicy, Tags};
+use crate::engine::{ownership_tags, Delta, Desired, FieldReader, Importing, Kind, Layer, Live, ReadCache, Rules, Value};
+use crate::spec::model::{Cluster, Compute, DeletionPolicy, Spec, Tags};
 use crate::spec::{physical_name, EnvSpec};
 
 /// Kind name.
@@ -41,14 +41,19 @@ pub async fn live_clusters(client: &Client, env: &EnvSpec, reads: &ReadCache) ->
     reads
         .get("ECS.DescribeClusters(spec)", || async {
             let names: Vec<String> = env.spec.compute.iter().flat_map(|c| &c.clusters).map(|(id, c)| physical_name(c.name.as_deref(), id, &env.env)).collect();
-            if names.is_empty() {
-                return Ok(Vec::new());
-            }
-            let request = client.describe_clusters().set_clusters(Some(names)).include(ClusterField::Settings);
-            let out = request.include(ClusterField::Tags).send().await.aws("ECS.DescribeClusters")?;
-            Ok(out.clusters().iter().filter(|c| c.status() == Some("ACTIVE")).filter_map(live_cluster).collect())
+            described(client, names).await
         })
         .await
+}
+
+/// The active clusters of `names`, as they are.
+async fn described(client: &Client, names: Vec<String>) -> Result<Vec<Live>, AwsError> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let request = client.describe_clusters().set_clusters(Some(names)).include(ClusterField::Settings);
+    let out = request.include(ClusterField::Tags).send().await.aws("ECS.DescribeClusters")?;
+    Ok(out.clusters().iter().filter(|c| c.status() == Some("ACTIVE")).filter_map(live_cluster).collect())
 }
 
 fn live_cluster(c: &aws_sdk_ecs::types::Cluster) -> Option<Live> {
@@ -81,7 +86,7 @@ impl Kind for Clusters {
     fn rules(&self) -> Rules {
         Rules {
             events: EventMatch::of("ecs.amazonaws.com", &["Cluster"], &["cluster", "clusterName", "clusterArn"]).marked("cluster/"),
-            ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ECS::Cluster"]).needs(PERMISSIONS)
+            ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ECS::Cluster"]).needs(PERMISSIONS).imported()
         }
     }
 
@@ -93,8 +98,36 @@ impl Kind for Clusters {
         })
     }
 
-    async fn observe(&self, env: &EnvSpec, _desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
-        Ok(live_clusters(&self.client, env, reads).await?.as_ref().clone())
+    /// Its EC2 capacity (launch template, Auto Scaling group, capacity
+    /// provider) is not imported yet: the entry lists the providers as they are.
+    fn to_spec(&self, id: &str, live: &Live, spec: &mut Spec, importing: &Importing) -> Result<Vec<String>, String> {
+        let providers = live.items(PROVIDERS);
+        let cluster = Cluster {
+            name: (physical_name(None, id, importing.env) != live.name).then(|| live.name.clone()),
+            container_insights: live.field(INSIGHTS) != "disabled",
+            capacity_providers: providers.clone(),
+            ..Cluster::default()
+        };
+        spec.compute.get_or_insert_with(Compute::default).clusters.insert(id.to_string(), cluster);
+        let own_capacity = providers.iter().any(|p| !p.starts_with("FARGATE"));
+        Ok(own_capacity
+            .then(|| {
+                "its EC2 capacity (launch template, Auto Scaling group, capacity provider) is left out of the spec: add instanceType, the sizes and \
+                 instanceRole, and adopt its launch template, group and capacity provider by id"
+                    .to_string()
+            })
+            .into_iter()
+            .collect())
+    }
+
+    /// The spec's clusters (one read a pass, shared), and those only the
+    /// desired resources name (`import`'s).
+    async fn observe(&self, env: &EnvSpec, desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
+        let mut found = live_clusters(&self.client, env, reads).await?.as_ref().clone();
+        let in_spec = |name: &str| env.spec.compute.iter().flat_map(|c| &c.clusters).any(|(id, c)| physical_name(c.name.as_deref(), id, &env.env) == name);
+        let others: Vec<String> = desired.iter().map(|d| d.name.clone()).filter(|n| !in_spec(n)).collect();
+        found.extend(described(&self.client, others).await?);
+        Ok(found)
     }
 
     async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
