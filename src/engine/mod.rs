@@ -656,6 +656,9 @@ pub struct Rules {
     pub permissions: permissions::Permissions,
     /// Whether `import` renders the kind's resources as spec entries ([`Kind::to_spec`]).
     pub imported: bool,
+    /// The kind whose CloudFormation resources `import` reads this kind's
+    /// from, under the same ids (a security group's rules: the group).
+    pub imported_with: Option<&'static str>,
 }
 
 impl Rules {
@@ -677,6 +680,7 @@ impl Rules {
             cloudformation_parts: &[],
             permissions: permissions::Permissions::NONE,
             imported: false,
+            imported_with: None,
         }
     }
 
@@ -700,15 +704,21 @@ impl Rules {
     pub const fn imported(self) -> Self {
         Rules { imported: true, ..self }
     }
+
+    /// The same rules for a kind `import` renders from the CloudFormation
+    /// resources of kind `leader` (a security group's rules from the group).
+    pub const fn imported_with(self, leader: &'static str) -> Self {
+        Rules { imported: true, imported_with: Some(leader), ..self }
+    }
 }
 
-/// What `import` knows when a kind renders a resource it observed as the
-/// spec entry that adopts it ([`Kind::to_spec`]).
+/// What `import` knows when a kind names or renders a resource it observed
+/// ([`Kind::import_id`], [`Kind::to_spec`]).
 pub struct Importing<'a> {
     /// The environment.
     pub env: &'a str,
-    /// The id each imported resource got, by kind and live name (a redrive
-    /// policy names its dead-letter queue by name).
+    /// The id each imported resource got so far, by kind and live name (a
+    /// redrive policy names its dead-letter queue by name).
     pub named: &'a BTreeMap<(&'static str, String), String>,
 }
 
@@ -716,6 +726,28 @@ impl Importing<'_> {
     /// The id of the imported resource of `kind` named `name`.
     pub fn id_named(&self, kind: &'static str, name: &str) -> Option<&str> {
         self.named.get(&(kind, name.to_string())).map(String::as_str)
+    }
+}
+
+/// What [`Kind::to_spec`] made of a resource.
+#[derive(Debug, Default)]
+pub struct Rendering {
+    /// What the entry does not say of the resource.
+    pub unsaid: Vec<String>,
+    /// Whether the entry itself names the resource (a pinned whitelist
+    /// address), so that it needs no `adopt` entry.
+    pub named_by_entry: bool,
+}
+
+impl Rendering {
+    /// An entry that says everything, adopted through an `adopt` entry.
+    pub fn whole() -> Rendering {
+        Rendering::default()
+    }
+
+    /// An entry that does not say `unsaid` (if any).
+    pub fn without(unsaid: impl IntoIterator<Item = String>) -> Rendering {
+        Rendering { unsaid: unsaid.into_iter().collect(), ..Rendering::default() }
     }
 }
 
@@ -769,8 +801,15 @@ pub trait Kind: Send + Sync {
     /// what the entry does not say of the resource; `Err` why the spec cannot
     /// describe it at all. Kinds that implement it say so in their rules
     /// ([`Rules::imported`]).
-    fn to_spec(&self, _id: &str, _live: &Live, _spec: &mut crate::spec::model::Spec, _importing: &Importing) -> Result<Vec<String>, String> {
+    fn to_spec(&self, _id: &str, _live: &Live, _spec: &mut crate::spec::model::Spec, _importing: &Importing) -> Result<Rendering, String> {
         Err(format!("{} is not imported yet: write it in the spec, with an adopt entry", self.name()))
+    }
+
+    /// `import`: the id the resource `live` gets in the spec, `proposed`
+    /// made of its logical id (kinds with fixed ids, or ids their resource
+    /// decides, such as a route table's, say otherwise).
+    fn import_id(&self, _live: &Live, proposed: &str, _importing: &Importing) -> String {
+        proposed.to_string()
     }
 
     /// Reads every live resource of this kind that could be the operator's

@@ -11,7 +11,6 @@
 //! groups under `/ecs/`, Redis replication groups and Cognito user pools.
 
 pub mod bind;
-mod network;
 mod services;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,7 +21,7 @@ use serde::Serialize;
 use crate::aws::{AwsError, AwsResult, CallCounter};
 use crate::engine::permissions::{Grant, Permissions};
 use crate::engine::references::ReferenceMap;
-use crate::engine::{Adoption, Desired, Importing, Kind, Matching, ReadCache, Rules};
+use crate::engine::{Adoption, Desired, Importing, Kind, Matching, ReadCache, ResourceKey, Rules};
 use crate::kinds::read::TagReads;
 use crate::kinds::{cognito, ec2, elasticache};
 use crate::sdk_client;
@@ -101,25 +100,11 @@ pub enum Mapping {
     NotRepresentable(String),
 }
 
-/// The kinds whose sections `import` still builds by hand (the network,
-/// Redis and the user pool); every other kind whose rules say it is
+/// The kinds whose sections `import` still builds by hand (Redis and the
+/// user pool, found by name); every other kind whose rules say it is
 /// [`Rules::imported`] renders its own entries ([`Kind::to_spec`]).
-const BY_HAND: &[&str] = &[
-    ec2::vpc::KIND,
-    ec2::subnet::KIND,
-    ec2::internet_gateway::KIND,
-    ec2::elastic_ip::KIND,
-    ec2::nat_gateway::KIND,
-    ec2::route_table::KIND,
-    ec2::security_group::KIND,
-    ec2::vpc_endpoint::KIND,
-    ec2::flow_log::KIND,
-    elasticache::replication_group::KIND,
-    elasticache::subnet_group::KIND,
-    cognito::user_pool::KIND,
-    cognito::group::KIND,
-    cognito::app_client::KIND,
-];
+const BY_HAND: &[&str] =
+    &[elasticache::replication_group::KIND, elasticache::subnet_group::KIND, cognito::user_pool::KIND, cognito::group::KIND, cognito::app_client::KIND];
 
 /// The operator's mapping of CloudFormation resource type `resource_type`,
 /// from what the kinds (`kinds`, their rules) declare they stand for.
@@ -290,31 +275,41 @@ fn import_id(r: &StackResource, env: &str) -> String {
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
     let id = spec_id(&r.logical_id, &words);
     if id.split('-').all(|w| words.contains(&w)) {
-        spec_id(&name_stem(physical_name_of(&r.physical_id), env), &[])
-    } else {
-        id
+        return spec_id(&name_stem(physical_name_of(&r.physical_id), env), &[]);
+    }
+    // A letter or a digit alone reads better with the type's first word it followed (`NatGatewayA`: `nat-a`).
+    let all = spec_id(&r.logical_id, &[]);
+    match all.split('-').find(|w| words.contains(w)) {
+        Some(first) if id.len() <= 2 && all.ends_with(&format!("-{id}")) => format!("{first}-{id}"),
+        _ => id,
     }
 }
 
-/// The entries of the kinds that render their own ([`Kind::to_spec`]): each
-/// stack resource of such a kind becomes a desired resource adopting it; the
-/// kind observes them, and each one found, its references in spec form (to
-/// the ids the others got), becomes its entry in `spec`.
+/// The entries of the kinds that render their own ([`Kind::to_spec`]), in
+/// the registry's order: each stack resource of such a kind (or of the kind
+/// it is imported with) becomes a desired resource adopting it; the kind
+/// observes them, and each one found gets its id ([`Kind::import_id`]) and,
+/// its references in spec form (to the ids the kinds before it gave), its
+/// entry in `spec`.
 async fn rendered(ctx: &mut Context, kinds: &[Box<dyn Kind>], spec: &mut Spec) -> Result<(), ImportError> {
     let env = EnvSpec::new(&ctx.env, Spec::default());
     let reads = ReadCache::default();
     let mut handles = ReferenceMap::default();
     let mut named = BTreeMap::new();
+    let mut ids: BTreeMap<(&'static str, String), String> = BTreeMap::new(); // (kind, physical id) -> id
     let mut observed = Vec::new();
     for kind in kinds.iter().filter(|k| k.rules().imported && !BY_HAND.contains(&k.name())) {
+        let leader = kind.rules().imported_with;
         let mut taken = BTreeSet::new();
-        let stubs: Vec<(StackResource, Desired)> = ctx
-            .of(kind.name())
-            .into_iter()
-            .map(|r| {
-                let id = unique(import_id(&r, &ctx.env), &mut taken);
+        let resources = ctx.of(leader.unwrap_or(kind.name())).into_iter();
+        let stubs: Vec<(StackResource, Desired)> = resources
+            .filter_map(|r| {
+                let id = match leader {
+                    Some(leader) => ids.get(&(leader, r.physical_id.clone()))?.clone(),
+                    None => unique(import_id(&r, &ctx.env), &mut taken),
+                };
                 let d = Desired::new(kind.name(), &id, physical_name_of(&r.physical_id), Tags::new());
-                (r.clone(), Desired { adopt: Some(Adoption::ById(r.physical_id)), ..d })
+                Some((r.clone(), Desired { adopt: Some(Adoption::ById(r.physical_id)), ..d }))
             })
             .collect();
         if stubs.is_empty() {
@@ -322,35 +317,43 @@ async fn rendered(ctx: &mut Context, kinds: &[Box<dyn Kind>], spec: &mut Spec) -
         }
         let desired: Vec<Desired> = stubs.iter().map(|(_, d)| d.clone()).collect();
         let live = kind.observe(&env, &desired, &reads).await?;
+        let mut taken = BTreeSet::new();
         let mut found = Vec::new();
         for (r, d) in stubs {
-            match live.iter().find(|l| kind.matches(&ctx.env, &d, l)) {
-                Some(l) => {
-                    handles.learn(&d.key, &l.handle);
-                    named.insert((kind.name(), l.name.clone()), d.key.id.clone());
-                    found.push((r, d.key.id, l.clone()));
-                }
-                None => ctx.not_representable(format!("{} {} ({}): {} does not exist", r.resource_type, r.logical_id, r.stack, r.physical_id)),
-            }
+            let Some(l) = live.iter().find(|l| kind.matches(&ctx.env, &d, l)) else {
+                ctx.not_representable(format!("{} {} ({}): {} does not exist", r.resource_type, r.logical_id, r.stack, r.physical_id));
+                continue;
+            };
+            let mut l = l.clone();
+            l.fields = ReferenceMap::rewrite(&l.fields, |v| handles.to_references(v));
+            let id = match leader {
+                Some(_) => d.key.id,
+                None => unique(kind.import_id(&l, &d.key.id, &Importing { env: &ctx.env, named: &named }), &mut taken),
+            };
+            handles.learn(&ResourceKey::new(kind.name(), &id), &l.handle);
+            named.insert((kind.name(), l.name.clone()), id.clone());
+            ids.insert((kind.name(), r.physical_id.clone()), id.clone());
+            found.push((r, id, l));
         }
         observed.push((kind, found));
     }
     let env_name = ctx.env.clone();
     let importing = Importing { env: &env_name, named: &named };
     for (kind, found) in observed {
-        for (r, id, mut live) in found {
+        for (r, id, live) in found {
             let at = format!("{} {} ({})", r.resource_type, r.logical_id, r.stack);
-            live.fields = ReferenceMap::rewrite(&live.fields, |v| handles.to_references(v));
             match kind.to_spec(&id, &live, spec, &importing) {
-                Ok(unsaid) => {
-                    for u in unsaid {
-                        ctx.not_representable(format!("{at}: {u}"));
+                Ok(rendering) => {
+                    for unsaid in rendering.unsaid {
+                        ctx.not_representable(format!("{at}: {unsaid}"));
                     }
-                    let (physical, target) = match kind.rules().matching {
-                        Matching::Name => (live.name.as_str(), AdoptTarget::default()),
-                        _ => (live.handle.as_str(), by_id(&live.handle)),
-                    };
-                    ctx.adopt(kind.name(), &id, physical, target);
+                    if rendering.named_by_entry {
+                        ctx.summary.mapped.push(format!("{}/{id} <- {} (pinned: the guard keeps it)", kind.name(), r.physical_id));
+                    } else if kind.rules().matching == Matching::Name {
+                        ctx.adopt(kind.name(), &id, &live.name, AdoptTarget::default());
+                    } else {
+                        ctx.adopt(kind.name(), &id, &r.physical_id, by_id(&r.physical_id));
+                    }
                 }
                 Err(why) => ctx.not_representable(format!("{at}: {why}")),
             }
@@ -417,8 +420,9 @@ pub async fn import(config: &SdkConfig, env: &str, stack_glob: &str) -> Result<I
     let ecs = sdk_client!(aws_sdk_ecs, config, counter);
     services::found_by_name(&mut ctx, &sqs, &dynamodb, &logs, &ecs).await?;
     let mut spec = Spec { region: config.region().map(|r| r.to_string()), ..Spec::default() };
-    spec.network = network::build(&mut ctx, &sdk_client!(aws_sdk_ec2, config, counter)).await?;
     rendered(&mut ctx, &crate::kinds::registry(config, &counter, TagReads::default()), &mut spec).await?;
+    let adopted = |id: &String| ctx.adopt.get(&format!("{}/{id}", ec2::subnet::KIND)).and_then(|t| t.id.clone());
+    ctx.tiers = spec.network.as_ref().map(|n| n.subnets.iter().filter_map(|(id, s)| Some((adopted(id)?, s.tier))).collect());
     if let Some(redis) = services::redis(&mut ctx, &sdk_client!(aws_sdk_elasticache, config, counter)).await? {
         spec.data.get_or_insert_with(Default::default).redis = Some(redis);
     }
@@ -490,6 +494,22 @@ mod tests {
         let twice = vec![resource("sentry-vpc-dev", "Vpc", "vpc-1", "AWS::EC2::VPC"), resource("sentry-net-dev", "Network", "vpc-1", "AWS::EC2::VPC")];
         let e = sort(&mut ctx, twice).expect_err("claimed twice");
         assert!(e.to_string().contains("AWS::EC2::VPC vpc-1 is claimed by two stacks: sentry-vpc-dev Vpc and sentry-net-dev Network"), "{e}");
+    }
+
+    #[test]
+    fn import_ids_drop_the_words_of_their_type() {
+        let id = |logical_id: &str, physical_id: &str, resource_type: &str| {
+            import_id(
+                &StackResource { stack: "s".into(), logical_id: logical_id.into(), physical_id: physical_id.into(), resource_type: resource_type.into() },
+                "dev",
+            )
+        };
+        assert_eq!(id("NatGatewayA", "nat-1", "AWS::EC2::NatGateway"), "nat-a");
+        assert_eq!(id("PublicSubnetA", "subnet-1", "AWS::EC2::Subnet"), "public-a");
+        assert_eq!(id("AlbSecurityGroup", "sg-1", "AWS::EC2::SecurityGroup"), "alb");
+        assert_eq!(id("OmsConfigTable", "oms-config-dev", "AWS::DynamoDB::Table"), "oms-config");
+        assert_eq!(id("Cluster", "sentry-oms-dev", "AWS::ECS::Cluster"), "oms", "a logical id of type words only: the name's stem");
+        assert_eq!(id("Queue", "https://sqs.us-east-1.amazonaws.com/1/sentry-orders-dev.fifo", "AWS::SQS::Queue"), "orders");
     }
 
     #[test]

@@ -23,7 +23,7 @@ use aws_sdk_dynamodb::Client;
 
 use super::read::describe_each;
 use crate::aws::{found, gone_is_ok, required, wait_for, AwsError, AwsResult, Built};
-use crate::engine::{ownership_tags, user_tags, Delta, Desired, FieldReader, Fields, Importing, Kind, Layer, Live, ReadCache, Rules, Value};
+use crate::engine::{ownership_tags, user_tags, Delta, Desired, FieldReader, Fields, Importing, Kind, Layer, Live, ReadCache, Rendering, Rules, Value};
 use crate::kinds::kms;
 use crate::spec::model::{Data, DeletionPolicy, Gsi, KeySchema, Spec, Table};
 use crate::spec::{physical_name, EnvSpec};
@@ -324,7 +324,7 @@ impl Kind for Tables {
         describe_each(names, DESCRIBE_CONCURRENCY, |n| self.describe(&env.env, reads, desired, n)).await
     }
 
-    fn to_spec(&self, id: &str, live: &Live, spec: &mut Spec, importing: &Importing) -> Result<Vec<String>, String> {
+    fn to_spec(&self, id: &str, live: &Live, spec: &mut Spec, importing: &Importing) -> Result<Rendering, String> {
         let mut attributes = BTreeMap::new();
         let key = parse_key_text(live.field(KEY)).schema(&mut attributes);
         let entries = live.fields.get(GSI).map_or(&[][..], Value::entries);
@@ -349,7 +349,7 @@ impl Kind for Tables {
             deletion_policy: DeletionPolicy::Retain,
         };
         spec.data.get_or_insert_with(Data::default).tables.insert(id.to_string(), table);
-        Ok(Vec::new())
+        Ok(Rendering::whole())
     }
 
     async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {

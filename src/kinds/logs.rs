@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use aws_sdk_cloudwatchlogs::Client;
 
 use crate::aws::{gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{ownership_tags, Delta, Desired, FieldReader, Importing, Kind, Layer, Live, ReadCache, Rules, Value};
+use crate::engine::{ownership_tags, Delta, Desired, FieldReader, Importing, Kind, Layer, Live, ReadCache, Rendering, Rules, Value};
 use crate::kinds::read::common_prefix;
 use crate::spec::model::{DeletionPolicy, LogGroup, Observability, Spec, Tags};
 use crate::spec::EnvSpec;
@@ -62,7 +62,7 @@ impl Kind for LogGroups {
 
     /// Every imported group says its retention; the section's default (for
     /// groups added later) is the shortest of them.
-    fn to_spec(&self, id: &str, live: &Live, spec: &mut Spec, _importing: &Importing) -> Result<Vec<String>, String> {
+    fn to_spec(&self, id: &str, live: &Live, spec: &mut Spec, _importing: &Importing) -> Result<Rendering, String> {
         // The spec gives every group a retention: adopting one that keeps its events forever would start deleting them.
         let days: u32 = live.field(RETENTION).parse().map_err(|_| "it keeps its events forever, which the spec cannot say".to_string())?;
         let o = spec.observability.get_or_insert_with(|| Observability {
@@ -74,7 +74,7 @@ impl Kind for LogGroups {
         });
         o.log_retention_days = o.log_retention_days.min(days);
         o.log_groups.insert(id.to_string(), LogGroup { name: live.name.clone(), retention_days: Some(days) });
-        Ok(Vec::new())
+        Ok(Rendering::whole())
     }
 
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {

@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use super::read::{canonical_json, common_prefix, describe_each, named_desired, TagIndex};
 use crate::aws::{found, gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{ownership_tags, user_tags, Adoption, Delta, Desired, FieldReader, Fields, Importing, Kind, Layer, Live, ReadCache, Rules, Value};
+use crate::engine::{
+    ownership_tags, user_tags, Adoption, Delta, Desired, FieldReader, Fields, Importing, Kind, Layer, Live, ReadCache, Rendering, Rules, Value,
+};
 use crate::spec::model::{DeadLetter, DeletionPolicy, Queue, Spec};
 use crate::spec::EnvSpec;
 
@@ -196,7 +198,7 @@ impl Kind for Queues {
             .collect()
     }
 
-    fn to_spec(&self, id: &str, live: &Live, spec: &mut Spec, importing: &Importing) -> Result<Vec<String>, String> {
+    fn to_spec(&self, id: &str, live: &Live, spec: &mut Spec, importing: &Importing) -> Result<Rendering, String> {
         let number = |field: &str| live.field(field).parse().ok();
         let fifo = live.field(FIFO) == "true";
         let mut unsaid = Vec::new();
@@ -224,7 +226,7 @@ impl Kind for Queues {
             queue.name = Some(live.name.clone());
         }
         spec.messaging.get_or_insert_with(Default::default).queues.insert(id.to_string(), queue);
-        Ok(unsaid)
+        Ok(Rendering::without(unsaid))
     }
 
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {

@@ -37,9 +37,11 @@ use crate::aws::{required, AwsError, AwsResult, ErrorClass};
 use crate::engine::apply::{with_retries, RetryPolicy};
 use crate::engine::plan::{Action, Step};
 use crate::engine::{
-    reference, Adoption, Delta, Desired, Finding, FindingClass, Kind, Live, Matching, Ownership, ReadCache, Review, Rules, Value, TAG_ENV, TAG_ID,
+    reference, Adoption, Delta, Desired, Finding, FindingClass, Importing, Kind, Live, Matching, Ownership, ReadCache, Rendering, Review, Rules, Value,
+    TAG_ENV, TAG_ID,
 };
-use crate::spec::model::{DeletionPolicy, Tags};
+use crate::spec::model::{DeletionPolicy, Spec, Tags, WhitelistAddress};
+use crate::spec::network::check_pin;
 use crate::spec::EnvSpec;
 
 /// Kind name.
@@ -230,8 +232,28 @@ impl Kind for ElasticIps {
             create_only: &[LEDGER_VPC, REALLOCATE],
             events: EventMatch::of("ec2.amazonaws.com", &["Address"], &["allocationId", "AllocationId"]).marked("eipalloc-"),
             scope: Scope::Whitelist,
-            ..rules(KIND).stands_for(&["AWS::EC2::EIP"]).with_parts(&[("AWS::EC2::EIPAssociation", "the whitelist address's attachment")]).needs(PERMISSIONS)
+            ..rules(KIND)
+                .stands_for(&["AWS::EC2::EIP"])
+                .with_parts(&[("AWS::EC2::EIPAssociation", "the whitelist address's attachment")])
+                .needs(PERMISSIONS)
+                .imported()
         }
+    }
+
+    /// A pool entry pinned to the address (its IP, else its allocation id):
+    /// the guard keeps it from then on, so it needs no `adopt` entry. The pool
+    /// holds the NAT gateways' addresses and spares: one attached to anything
+    /// else (an instance) would be detached by the guard, so it is refused.
+    fn to_spec(&self, id: &str, live: &Live, spec: &mut Spec, _importing: &Importing) -> Result<Rendering, String> {
+        let n = super::imported_network(spec, live, None)?;
+        let attached = live.fields.get(ATTACHED_TO);
+        let on_nat = attached.is_some_and(|a| a.id_of(super::NAT_GATEWAY).is_some() || a.as_text().is_some_and(|t| t.starts_with("nat-")));
+        if !on_nat && attached.and_then(Value::as_text) != Some(NOTHING) {
+            return Err(format!("address {} is attached to something other than a NAT gateway; the whitelist pool holds NAT addresses and spares", live.name));
+        }
+        let address = live.meta.get(META_PUBLIC_IP).filter(|ip| check_pin(ip).is_ok()).unwrap_or(&live.handle);
+        n.whitelist.pool.insert(id.to_string(), WhitelistAddress { address: Some(address.clone()), releasable: false });
+        Ok(Rendering { named_by_entry: true, ..Rendering::default() })
     }
 
     fn matches(&self, env: &str, desired: &Desired, live: &Live) -> bool {

@@ -10,9 +10,9 @@ use aws_sdk_ec2::Client;
 
 use super::{desired, gone_is_ok, network, observed, put_tags, rules, tag_spec, vpc};
 use crate::aws::{required, AwsError, AwsResult};
-use crate::engine::{Delta, Desired, FieldReader, Kind, Live, OnImmutableChange, ReadCache, Rules, Scope};
+use crate::engine::{Delta, Desired, FieldReader, Importing, Kind, Live, OnImmutableChange, ReadCache, Rendering, Rules, Scope, Value};
 use crate::kinds::iam;
-use crate::spec::model::DeletionPolicy;
+use crate::spec::model::{self, DeletionPolicy, Spec};
 use crate::spec::EnvSpec;
 
 /// Kind name.
@@ -43,7 +43,7 @@ impl Kind for FlowLogs {
             on_immutable_change: OnImmutableChange::Replace,
             scope: Scope::Full,
             events: EventMatch::of("ec2.amazonaws.com", &["FlowLog"], &["flowLogId", "FlowLogId", "FlowLogIds"]).marked("fl-"),
-            ..rules(KIND).stands_for(&["AWS::EC2::FlowLog"]).needs(PERMISSIONS)
+            ..rules(KIND).stands_for(&["AWS::EC2::FlowLog"]).needs(PERMISSIONS).imported()
         }
     }
 
@@ -58,6 +58,24 @@ impl Kind for FlowLogs {
             Some(role) => flow_log.with_reference(ROLE, iam::role::KIND, role),
             None => flow_log.with(ROLE, f.role_arn.clone().unwrap_or_default()),
         }]
+    }
+
+    fn import_id(&self, _live: &Live, _proposed: &str, _importing: &Importing) -> String {
+        vpc::ID.to_string()
+    }
+
+    /// The VPC's flow logs, with their role by id when the spec has it, else by ARN.
+    fn to_spec(&self, _id: &str, live: &Live, spec: &mut Spec, _importing: &Importing) -> Result<Rendering, String> {
+        let n = super::imported_network(spec, live, Some(RESOURCE))?;
+        let role = live.fields.get(ROLE);
+        n.vpc.flow_logs = model::FlowLogs {
+            enabled: true,
+            traffic_type: Some(live.field(TRAFFIC).to_string()),
+            log_group: Some(live.field(LOG_GROUP).to_string()),
+            role: role.and_then(|r| r.id_of(iam::role::KIND)).map(str::to_string),
+            role_arn: role.and_then(Value::as_text).filter(|r| r.starts_with("arn:")).map(str::to_string),
+        };
+        Ok(Rendering::whole())
     }
 
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {

@@ -6,10 +6,11 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::{InternetGateway, ResourceType};
 use aws_sdk_ec2::Client;
 
-use super::{desired, gone_is_ok, network, observed, put_tags, rules, tag_spec, vpc};
+use super::{desired, gone_is_ok, imported_network, network, observed, put_tags, rules, tag_spec, vpc};
 use crate::aws::{required, AwsError, AwsResult};
-use crate::engine::{is_unresolved, Delta, Desired, Kind, Live, ReadCache, Rules, Value};
+use crate::engine::{is_unresolved, Delta, Desired, Importing, Kind, Live, ReadCache, Rendering, Rules, Value};
 use crate::spec::model::DeletionPolicy;
+use crate::spec::model::Spec;
 use crate::spec::EnvSpec;
 
 /// Kind name.
@@ -64,6 +65,7 @@ impl Kind for InternetGateways {
             events: EventMatch::of("ec2.amazonaws.com", &["InternetGateway"], &["internetGatewayId", "InternetGatewayId"]).marked("igw-"),
             ..rules(KIND)
                 .stands_for(&["AWS::EC2::InternetGateway"])
+                .imported()
                 .with_parts(&[("AWS::EC2::VPCGatewayAttachment", "the internet gateway's attachment")])
                 .needs(PERMISSIONS)
         }
@@ -74,6 +76,15 @@ impl Kind for InternetGateways {
             return Vec::new();
         }
         vec![desired(env, KIND, ID, format!("sentry-igw-{}", env.env), DeletionPolicy::Delete).with_reference(ATTACHMENT, vpc::KIND, vpc::ID)]
+    }
+
+    fn import_id(&self, _live: &Live, _proposed: &str, _importing: &Importing) -> String {
+        ID.to_string()
+    }
+
+    /// The network section implies it.
+    fn to_spec(&self, _id: &str, live: &Live, spec: &mut Spec, _importing: &Importing) -> Result<Rendering, String> {
+        imported_network(spec, live, Some(ATTACHMENT)).map(|_| Rendering::whole())
     }
 
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {

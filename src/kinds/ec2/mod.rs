@@ -29,7 +29,7 @@ use aws_sdk_ec2::Client;
 
 use crate::aws::{AwsError, AwsResult};
 use crate::engine::{ownership_tags, Desired, FieldChange, Layer, Live, Matching, ReadCache, Rules, Scope, MANAGED_BY, TAG_ENV, TAG_MANAGED_BY};
-use crate::spec::model::{DeletionPolicy, Network, Tags};
+use crate::spec::model::{DeletionPolicy, Network, Spec, Tags};
 use crate::spec::EnvSpec;
 
 /// The whitelist EIPs' kind name (here, not in its module: the NAT gateways
@@ -177,6 +177,23 @@ described! {
 pub async fn observed<T: Described>(client: &Client, env: &str, desired: &[Desired], fields: impl Fn(&T, Live) -> Option<Live>) -> Result<Vec<Live>, AwsError> {
     let found = owned_and_adopted(env, desired, T::id, |lookup| T::describe(client, lookup)).await?;
     Ok(found.iter().filter_map(|r| fields(r, live(r.id()?, tag_map(r.tag_list())))).collect())
+}
+
+/// `import`: the network section an imported VPC opened, for the entry of
+/// `live`; an error when no VPC was imported, or when `live`'s `vpc_field`
+/// (if any) names another VPC.
+pub fn imported_network<'a>(spec: &'a mut Spec, live: &Live, vpc_field: Option<&str>) -> Result<&'a mut Network, String> {
+    let network = spec.network.as_mut().ok_or("no VPC in the stacks to hold it")?;
+    match vpc_field.map(|f| live.fields.get(f).and_then(|v| v.id_of(vpc::KIND))) {
+        Some(in_vpc) if in_vpc != Some(vpc::ID) => Err("it lies in another VPC than the environment's".into()),
+        _ => Ok(network),
+    }
+}
+
+/// `import`: the spec's `name` of a resource whose Name tag is not its
+/// default name (`None` without a Name tag: the default one is then added).
+pub fn explicit_name(live: &Live, default: &str) -> Option<String> {
+    live.tags.get("Name").filter(|n| *n != default).cloned()
 }
 
 /// What a kind that owns families of fields (`exclusive` families: routes,

@@ -14,8 +14,8 @@ use aws_sdk_ec2::Client;
 
 use super::{adopts, desired, elastic_ip, gone_is_ok, internet_gateway, live, network, put_tags, rules, subnet, tag_map, tag_spec, wait_for};
 use crate::aws::{required, AwsError, AwsResult};
-use crate::engine::{Delta, Desired, FieldReader, Kind, Live, OnImmutableChange, ReadCache, Rules};
-use crate::spec::model::DeletionPolicy;
+use crate::engine::{Delta, Desired, FieldReader, Importing, Kind, Live, OnImmutableChange, ReadCache, Rendering, Rules, Value};
+use crate::spec::model::{DeletionPolicy, NatGateway, Spec, Tier, WhitelistAddress};
 use crate::spec::EnvSpec;
 
 /// Kind name.
@@ -53,7 +53,7 @@ impl Kind for NatGateways {
             on_immutable_change: OnImmutableChange::Replace,
             events: EventMatch::of("ec2.amazonaws.com", &["NatGateway"], &["natGatewayId", "NatGatewayId"]).marked("nat-"),
             scope: Scope::Whitelist,
-            ..rules(KIND).stands_for(&["AWS::EC2::NatGateway"]).needs(PERMISSIONS)
+            ..rules(KIND).stands_for(&["AWS::EC2::NatGateway"]).needs(PERMISSIONS).imported()
         }
     }
 
@@ -64,6 +64,31 @@ impl Kind for NatGateways {
                 .with_reference(ALLOCATION, elastic_ip::KIND, &nat.elastic_ip)
                 .after(internet_gateway::KIND, internet_gateway::ID)
         })
+    }
+
+    /// Its subnet is public (unless its route table says otherwise); an
+    /// address from outside the stacks joins the whitelist pool, pinned.
+    fn to_spec(&self, id: &str, live: &Live, spec: &mut Spec, _importing: &Importing) -> Result<Rendering, String> {
+        let n = super::imported_network(spec, live, None)?;
+        let subnet = live.fields.get(SUBNET).and_then(|s| s.id_of(subnet::KIND)).ok_or("its subnet is not in the stacks")?.to_string();
+        let allocation = live.fields.get(ALLOCATION);
+        let elastic_ip = match allocation.and_then(|a| a.id_of(elastic_ip::KIND)) {
+            Some(entry) => entry.to_string(),
+            None => {
+                let address = allocation.and_then(Value::as_text).filter(|a| !a.is_empty()).ok_or("it has no address")?;
+                let mut entry = format!("{id}-address");
+                while n.whitelist.pool.contains_key(&entry) {
+                    entry.push('-');
+                }
+                n.whitelist.pool.insert(entry.clone(), WhitelistAddress { address: Some(address.to_string()), releasable: false });
+                entry
+            }
+        };
+        if let Some(s) = n.subnets.get_mut(&subnet) {
+            s.tier = Tier::Public;
+        }
+        n.nat_gateways.insert(id.to_string(), NatGateway { subnet, elastic_ip });
+        Ok(Rendering::whole())
     }
 
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {

@@ -13,8 +13,8 @@ use aws_sdk_ec2::Client;
 
 use super::{additions_first, created_fields, desired, gone_is_ok, internet_gateway, nat_gateway, network, observed, put_tags, rules, subnet, tag_spec, vpc};
 use crate::aws::{required, AwsError, AwsResult};
-use crate::engine::{is_unresolved, reference, Delta, Desired, FieldChange, FieldReader, Kind, Live, ReadCache, Rules, Value};
-use crate::spec::model::{DeletionPolicy, Tier};
+use crate::engine::{is_unresolved, reference, Delta, Desired, FieldChange, FieldReader, Importing, Kind, Live, ReadCache, Rendering, Rules, Value};
+use crate::spec::model::{DeletionPolicy, Spec, Tier};
 use crate::spec::EnvSpec;
 
 /// Kind name.
@@ -123,6 +123,16 @@ fn normalize(table: &RouteTable, l: Live) -> Option<Live> {
     Some(l)
 }
 
+/// The target of a (spec-form) live table's default route.
+fn default_target(live: &Live) -> Option<&Value> {
+    live.fields.get(ROUTE)?.entries().iter().find(|(destination, _)| *destination == DEFAULT_ROUTE).map(|(_, target)| target)
+}
+
+/// The ids of the imported subnets a (spec-form) live table is associated with.
+fn associated(live: &Live) -> impl Iterator<Item = &str> {
+    live.fields.get(ASSOCIATION).map_or(&[][..], Value::entries).iter().filter_map(|(subnet, _)| subnet.id_of(subnet::KIND))
+}
+
 /// What the kind's calls need of IAM.
 #[rustfmt::skip]
 const PERMISSIONS: Permissions = Permissions {
@@ -140,6 +150,7 @@ impl Kind for RouteTables {
             scope: Scope::Whitelist,
             ..rules(KIND)
                 .stands_for(&["AWS::EC2::RouteTable"])
+                .imported()
                 .with_parts(&[
                     ("AWS::EC2::Route", "a route of its route table"),
                     ("AWS::EC2::SubnetRouteTableAssociation", "an association of its route table"),
@@ -166,6 +177,46 @@ impl Kind for RouteTables {
             }
         });
         std::iter::once(public).chain(private).collect()
+    }
+
+    /// The spec has one public table (routing through the internet gateway)
+    /// and one per private subnet, named after it: the table associated with
+    /// a single subnet takes its id; one associated with none, the id of the
+    /// subnet its own name repeats.
+    fn import_id(&self, live: &Live, proposed: &str, importing: &Importing) -> String {
+        if default_target(live).is_some_and(|t| t.id_of(internet_gateway::KIND).is_some() || t.as_text().is_some_and(|t| t.starts_with("igw-"))) {
+            return PUBLIC.to_string();
+        }
+        let subnets: Vec<&str> = associated(live).collect();
+        let named = |id: &&String| **id == proposed || proposed.ends_with(&format!("-{}", id.rsplit('-').next().unwrap_or_default()));
+        match subnets.as_slice() {
+            [one] => one.to_string(),
+            [] => importing
+                .named
+                .iter()
+                .filter(|((kind, _), _)| *kind == subnet::KIND)
+                .map(|(_, id)| id)
+                .find(named)
+                .cloned()
+                .unwrap_or_else(|| proposed.to_string()),
+            _ => proposed.to_string(),
+        }
+    }
+
+    /// Writes no entry of its own: it says the tiers of the subnets it serves.
+    fn to_spec(&self, id: &str, live: &Live, spec: &mut Spec, _importing: &Importing) -> Result<Rendering, String> {
+        let n = super::imported_network(spec, live, Some(VPC))?;
+        let served: Vec<String> = if id == PUBLIC { associated(live).map(str::to_string).collect() } else { vec![id.to_string()] };
+        if id != PUBLIC && (!n.subnets.contains_key(id) || associated(live).any(|a| a != id)) {
+            return Err("the spec has one public route table and one per private subnet; this one is neither (or a second one)".into());
+        }
+        let tier = if id == PUBLIC { Tier::Public } else { Tier::Private };
+        for s in served {
+            if let Some(subnet) = n.subnets.get_mut(&s) {
+                subnet.tier = tier;
+            }
+        }
+        Ok(Rendering::whole())
     }
 
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {

@@ -11,8 +11,8 @@ use aws_sdk_ec2::Client;
 
 use super::{desired, gone_is_ok, live, network, put_tags, rules, tag_map, tag_spec, vpc};
 use crate::aws::{required, AwsError, AwsResult};
-use crate::engine::{Delta, Desired, FieldReader, Kind, Live, ReadCache, Rules};
-use crate::spec::model::DeletionPolicy;
+use crate::engine::{Delta, Desired, FieldReader, Importing, Kind, Live, ReadCache, Rendering, Rules};
+use crate::spec::model::{self, DeletionPolicy, Spec};
 use crate::spec::{physical_name, EnvSpec};
 
 /// Kind name.
@@ -45,7 +45,7 @@ impl Kind for SecurityGroups {
         Rules {
             immutable: &[VPC, DESCRIPTION],
             events: EventMatch::of("ec2.amazonaws.com", &["SecurityGroup"], &["groupId", "GroupId"]).marked("sg-"),
-            ..rules(KIND).stands_for(&["AWS::EC2::SecurityGroup"]).needs(PERMISSIONS)
+            ..rules(KIND).stands_for(&["AWS::EC2::SecurityGroup"]).needs(PERMISSIONS).imported()
         }
     }
 
@@ -55,6 +55,19 @@ impl Kind for SecurityGroups {
                 .with_reference(VPC, vpc::KIND, vpc::ID)
                 .with(DESCRIPTION, &sg.description)
         })
+    }
+
+    /// The group without its rules, which its rules' kind adds.
+    fn to_spec(&self, id: &str, live: &Live, spec: &mut Spec, importing: &Importing) -> Result<Rendering, String> {
+        let n = super::imported_network(spec, live, Some(VPC))?;
+        let group = model::SecurityGroup {
+            name: Some(live.name.clone()).filter(|n| *n != physical_name(None, id, importing.env)),
+            description: live.field(DESCRIPTION).to_string(),
+            ingress: Vec::new(),
+            egress: None,
+        };
+        n.security_groups.insert(id.to_string(), group);
+        Ok(Rendering::whole())
     }
 
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {

@@ -14,8 +14,8 @@ use aws_sdk_ec2::Client;
 
 use super::{created_fields, desired, live, network, rules, security_group, tag_map};
 use crate::aws::{AwsError, AwsResult, ErrorClass};
-use crate::engine::{is_unresolved, reference, Delta, Desired, FieldReader, Kind, Live, Matching, ReadCache, Rules, Value};
-use crate::spec::model::{DeletionPolicy, Ports, Rule};
+use crate::engine::{is_unresolved, reference, Delta, Desired, FieldReader, Importing, Kind, Live, Matching, ReadCache, Rendering, Rules, Value};
+use crate::spec::model::{DeletionPolicy, Ports, Rule, Spec};
 use crate::spec::network::parse_port_range;
 use crate::spec::{physical_name, EnvSpec};
 
@@ -151,6 +151,26 @@ fn permission(rule: &[&str]) -> Result<IpPermission, AwsError> {
     Ok(p.build())
 }
 
+/// The spec's rule of a live rule's words (its peer in spec form).
+fn spec_rule(rule: &Value) -> Result<Rule, String> {
+    let words = rule.items();
+    let [protocol, ports, peer] = words.as_slice() else { return Err(format!("rule {rule} is not `protocol ports peer`")) };
+    let ports = match ports.as_text().unwrap_or_default() {
+        "all" => None,
+        range if range.contains('-') => Some(Ports::Range(range.to_string())),
+        one => Some(Ports::One(one.parse().map_err(|_| format!("rule {rule} has no ports"))?)),
+    };
+    let (cidr, source_group) = match (peer.id_of(security_group::KIND), peer.as_text().unwrap_or_default()) {
+        (Some(group), _) => (None, Some(group.to_string())),
+        (None, text) if text.starts_with("ipv6:") || text.starts_with("pl:") => {
+            return Err("IPv6 and prefix-list rules are not in the spec language; they would be revoked".into());
+        }
+        (None, text) if text.starts_with("sg-") => return Err(format!("a rule names group {text}, which is not in the stacks")),
+        (None, text) => (Some(text.to_string()), None),
+    };
+    Ok(Rule { protocol: protocol.as_text().unwrap_or_default().to_string(), ports, cidr, source_group, description: None })
+}
+
 /// The rules of a live group, under a handle of their own, named like the group.
 fn rules_live(g: &SecurityGroup) -> Option<Live> {
     let id = g.group_id()?;
@@ -182,6 +202,7 @@ impl Kind for SecurityGroupRules {
                     ("AWS::EC2::SecurityGroupEgress", "a rule of its security group"),
                 ])
                 .needs(PERMISSIONS)
+                .imported_with(security_group::KIND)
         }
     }
 
@@ -206,6 +227,22 @@ impl Kind for SecurityGroupRules {
                 peers.fold(d, |d, peer| d.after(security_group::KIND, peer))
             })
             .collect()
+    }
+
+    /// The rules of the group its group's kind wrote; a peer group outside
+    /// the stacks, IPv6 and prefix-list rules are not in the spec language.
+    fn to_spec(&self, id: &str, live: &Live, spec: &mut Spec, _importing: &Importing) -> Result<Rendering, String> {
+        let group = spec.network.as_mut().and_then(|n| n.security_groups.get_mut(id)).ok_or("its group is not imported")?;
+        let mut unsaid = Vec::new();
+        let mut rules = |family: &str| -> Vec<Rule> {
+            let entries = live.fields.get(family).map_or(&[][..], Value::entries);
+            entries.iter().filter_map(|(rule, _)| spec_rule(rule).map_err(|why| unsaid.push(why)).ok()).collect()
+        };
+        let (ingress, egress) = (rules(INGRESS), rules(EGRESS));
+        let default_egress = matches!(egress.as_slice(), [r] if r.protocol == "all" && r.ports.is_none() && r.cidr.as_deref() == Some("0.0.0.0/0"));
+        group.ingress = ingress;
+        group.egress = (!default_egress).then_some(egress);
+        Ok(Rendering::without(unsaid))
     }
 
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {

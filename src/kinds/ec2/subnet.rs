@@ -7,10 +7,11 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::{ResourceType, Subnet};
 use aws_sdk_ec2::Client;
 
-use super::{desired, gone_is_ok, network, observed, put_tags, rules, tag_spec, vpc};
+use super::{desired, gone_is_ok, imported_network, network, observed, put_tags, rules, tag_spec, vpc};
 use crate::aws::{required, AwsError, AwsResult};
-use crate::engine::{Delta, Desired, FieldReader, Kind, Live, ReadCache, Rules};
+use crate::engine::{Delta, Desired, FieldReader, Importing, Kind, Live, ReadCache, Rendering, Rules};
 use crate::spec::model::DeletionPolicy;
+use crate::spec::model::{self, Spec, Tier};
 use crate::spec::EnvSpec;
 
 /// Kind name.
@@ -37,7 +38,7 @@ impl Kind for Subnets {
         Rules {
             immutable: &[VPC, CIDR, AZ],
             events: EventMatch::of("ec2.amazonaws.com", &["Subnet"], &["subnetId", "SubnetId"]).marked("subnet-"),
-            ..rules(KIND).stands_for(&["AWS::EC2::Subnet"]).needs(PERMISSIONS)
+            ..rules(KIND).stands_for(&["AWS::EC2::Subnet"]).needs(PERMISSIONS).imported()
         }
     }
 
@@ -48,6 +49,20 @@ impl Kind for Subnets {
                 .with(CIDR, &s.cidr)
                 .with(AZ, &s.az)
         })
+    }
+
+    /// Its tier from its words (`public` in its id or name), until its route
+    /// table or a NAT gateway in it says better.
+    fn to_spec(&self, id: &str, live: &Live, spec: &mut Spec, _importing: &Importing) -> Result<Rendering, String> {
+        let n = imported_network(spec, live, Some(VPC))?;
+        let tier = if format!("{id} {}", live.name).to_ascii_lowercase().contains("public") { Tier::Public } else { Tier::Private };
+        let az = live.field(AZ).to_string();
+        if !n.availability_zones.contains(&az) {
+            n.availability_zones.push(az.clone());
+            n.availability_zones.sort();
+        }
+        n.subnets.insert(id.to_string(), model::Subnet { tier, az, cidr: live.field(CIDR).to_string() });
+        Ok(Rendering::whole())
     }
 
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {

@@ -8,10 +8,11 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType, VpcAttributeName};
 use aws_sdk_ec2::Client;
 
-use super::{adopted, desired, gone_is_ok, live, network, put_tags, rules, tag_map, tag_spec};
+use super::{adopted, desired, explicit_name, gone_is_ok, live, network, put_tags, rules, tag_map, tag_spec};
 use crate::aws::{required, AwsError, AwsResult};
-use crate::engine::{Delta, Desired, FieldReader, Kind, Live, ReadCache, Rules, Value};
+use crate::engine::{Delta, Desired, FieldReader, Importing, Kind, Live, ReadCache, Rendering, Rules, Value};
 use crate::spec::model::DeletionPolicy;
+use crate::spec::model::{FlowLogs, Network, Spec, Vpc, Whitelist};
 use crate::spec::{physical_name, EnvSpec};
 
 /// Kind name.
@@ -59,7 +60,7 @@ impl Kind for Vpcs {
         Rules {
             immutable: &[CIDR],
             events: EventMatch::of("ec2.amazonaws.com", &["Vpc"], &["vpcId", "VpcId"]).marked("vpc-"),
-            ..rules(KIND).stands_for(&["AWS::EC2::VPC"]).needs(PERMISSIONS)
+            ..rules(KIND).stands_for(&["AWS::EC2::VPC"]).needs(PERMISSIONS).imported()
         }
     }
 
@@ -69,6 +70,36 @@ impl Kind for Vpcs {
             .with(CIDR, &n.vpc.cidr)
             .with(DNS_SUPPORT, n.vpc.enable_dns_support.to_string())
             .with(DNS_HOSTNAMES, n.vpc.enable_dns_hostnames.to_string())]
+    }
+
+    fn import_id(&self, _live: &Live, _proposed: &str, _importing: &Importing) -> String {
+        ID.to_string()
+    }
+
+    /// Opens the network section, which the other networking kinds fill.
+    fn to_spec(&self, id: &str, live: &Live, spec: &mut Spec, importing: &Importing) -> Result<Rendering, String> {
+        if id != ID || spec.network.is_some() {
+            return Err("a second VPC: an environment has one (narrow --stacks)".into());
+        }
+        let vpc = Vpc {
+            name: explicit_name(live, &physical_name(None, ID, importing.env)),
+            cidr: live.field(CIDR).to_string(),
+            enable_dns_support: live.field(DNS_SUPPORT) == "true",
+            enable_dns_hostnames: live.field(DNS_HOSTNAMES) == "true",
+            flow_logs: FlowLogs::default(),
+        };
+        let network = Network {
+            vpc,
+            availability_zones: Vec::new(),
+            subnets: Default::default(),
+            nat_gateways: Default::default(),
+            whitelist: Whitelist { pool: Default::default() },
+            security_groups: Default::default(),
+            endpoints: Default::default(),
+            network_acls: Default::default(),
+        };
+        spec.network = Some(network);
+        Ok(Rendering::whole())
     }
 
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {

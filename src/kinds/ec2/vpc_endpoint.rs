@@ -8,8 +8,8 @@ use aws_sdk_ec2::Client;
 
 use super::{desired, gone_is_ok, network, observed, put_tags, route_table, rules, tag_spec, vpc};
 use crate::aws::{required, AwsError, AwsResult};
-use crate::engine::{Delta, Desired, FieldReader, Kind, Live, OnImmutableChange, ReadCache, Rules, Value};
-use crate::spec::model::{DeletionPolicy, Tier};
+use crate::engine::{Delta, Desired, FieldReader, Importing, Kind, Live, OnImmutableChange, ReadCache, Rendering, Rules, Value};
+use crate::spec::model::{DeletionPolicy, Endpoint, Spec, Tier};
 use crate::spec::EnvSpec;
 
 /// Kind name.
@@ -43,7 +43,7 @@ impl Kind for VpcEndpoints {
             immutable: &[VPC, SERVICE],
             on_immutable_change: OnImmutableChange::Replace,
             events: EventMatch::of("ec2.amazonaws.com", &["VpcEndpoint"], &["vpcEndpointId", "VpcEndpointId"]).marked("vpce-"),
-            ..rules(KIND).stands_for(&["AWS::EC2::VPCEndpoint"]).needs(PERMISSIONS)
+            ..rules(KIND).stands_for(&["AWS::EC2::VPCEndpoint"]).needs(PERMISSIONS).imported()
         }
     }
 
@@ -64,6 +64,22 @@ impl Kind for VpcEndpoints {
                     .with_references(ROUTE_TABLES, route_table::KIND, tables)
             })
             .collect()
+    }
+
+    /// Named after its service (`s3`).
+    fn import_id(&self, live: &Live, _proposed: &str, _importing: &Importing) -> String {
+        live.field(SERVICE).rsplit('.').next().unwrap_or_default().to_string()
+    }
+
+    /// On the public route table alone, or on the private ones.
+    fn to_spec(&self, id: &str, live: &Live, spec: &mut Spec, _importing: &Importing) -> Result<Rendering, String> {
+        let n = super::imported_network(spec, live, Some(VPC))?;
+        let tables: Vec<&str> =
+            live.fields.get(ROUTE_TABLES).map(Value::items).unwrap_or_default().into_iter().filter_map(|t| t.id_of(route_table::KIND)).collect();
+        let route_tables = if tables == [route_table::PUBLIC] { Tier::Public } else { Tier::Private };
+        let service = live.field(SERVICE).rsplit('.').next().unwrap_or_default().to_string();
+        n.endpoints.insert(id.to_string(), Endpoint { service, route_tables });
+        Ok(Rendering::whole())
     }
 
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {

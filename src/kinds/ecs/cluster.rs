@@ -12,7 +12,7 @@ use aws_sdk_ecs::Client;
 
 use super::{add_tags, tag_list, tag_map};
 use crate::aws::{gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{ownership_tags, Delta, Desired, FieldReader, Importing, Kind, Layer, Live, ReadCache, Rules, Value};
+use crate::engine::{ownership_tags, Delta, Desired, FieldReader, Importing, Kind, Layer, Live, ReadCache, Rendering, Rules, Value};
 use crate::spec::model::{Cluster, Compute, DeletionPolicy, Spec, Tags};
 use crate::spec::{physical_name, EnvSpec};
 
@@ -100,7 +100,7 @@ impl Kind for Clusters {
 
     /// Its EC2 capacity (launch template, Auto Scaling group, capacity
     /// provider) is not imported yet: the entry lists the providers as they are.
-    fn to_spec(&self, id: &str, live: &Live, spec: &mut Spec, importing: &Importing) -> Result<Vec<String>, String> {
+    fn to_spec(&self, id: &str, live: &Live, spec: &mut Spec, importing: &Importing) -> Result<Rendering, String> {
         let providers = live.items(PROVIDERS);
         let cluster = Cluster {
             name: (physical_name(None, id, importing.env) != live.name).then(|| live.name.clone()),
@@ -110,14 +110,11 @@ impl Kind for Clusters {
         };
         spec.compute.get_or_insert_with(Compute::default).clusters.insert(id.to_string(), cluster);
         let own_capacity = providers.iter().any(|p| !p.starts_with("FARGATE"));
-        Ok(own_capacity
-            .then(|| {
-                "its EC2 capacity (launch template, Auto Scaling group, capacity provider) is left out of the spec: add instanceType, the sizes and \
-                 instanceRole, and adopt its launch template, group and capacity provider by id"
-                    .to_string()
-            })
-            .into_iter()
-            .collect())
+        Ok(Rendering::without(own_capacity.then(|| {
+            "its EC2 capacity (launch template, Auto Scaling group, capacity provider) is left out of the spec: add instanceType, the sizes and \
+             instanceRole, and adopt its launch template, group and capacity provider by id"
+                .to_string()
+        })))
     }
 
     /// The spec's clusters (one read a pass, shared), and those only the
