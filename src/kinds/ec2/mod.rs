@@ -144,9 +144,10 @@ pub trait Described: Sized {
 }
 
 /// Implements [`Described`]: the description, its id's getter, then the
-/// call, its filters and ids setters, the operation's name and the output's list.
+/// call with its filters and ids setters, the operation's name (in the `.aws` form
+/// every call writes, which the IAM test reads) and the output's list.
 macro_rules! described {
-    ($($description:ty => $id:ident, $call:ident($filters:ident, $ids:ident) $operation:literal $out:ident;)*) => {
+    ($($description:ty => $id:ident, $call:ident($filters:ident, $ids:ident).aws($operation:literal).$out:ident;)*) => {
         $(impl Described for $description {
             fn id(&self) -> Option<&str> {
                 self.$id()
@@ -163,12 +164,12 @@ macro_rules! described {
 }
 
 described! {
-    Subnet => subnet_id, describe_subnets(set_filters, set_subnet_ids) "EC2.DescribeSubnets" subnets;
-    FlowLog => flow_log_id, describe_flow_logs(set_filter, set_flow_log_ids) "EC2.DescribeFlowLogs" flow_logs;
-    InternetGateway => internet_gateway_id, describe_internet_gateways(set_filters, set_internet_gateway_ids) "EC2.DescribeInternetGateways" internet_gateways;
-    VpcEndpoint => vpc_endpoint_id, describe_vpc_endpoints(set_filters, set_vpc_endpoint_ids) "EC2.DescribeVpcEndpoints" vpc_endpoints;
-    RouteTable => route_table_id, describe_route_tables(set_filters, set_route_table_ids) "EC2.DescribeRouteTables" route_tables;
-    NetworkAcl => network_acl_id, describe_network_acls(set_filters, set_network_acl_ids) "EC2.DescribeNetworkAcls" network_acls;
+    Subnet => subnet_id, describe_subnets(set_filters, set_subnet_ids).aws("EC2.DescribeSubnets").subnets;
+    FlowLog => flow_log_id, describe_flow_logs(set_filter, set_flow_log_ids).aws("EC2.DescribeFlowLogs").flow_logs;
+    InternetGateway => internet_gateway_id, describe_internet_gateways(set_filters, set_internet_gateway_ids).aws("EC2.DescribeInternetGateways").internet_gateways;
+    VpcEndpoint => vpc_endpoint_id, describe_vpc_endpoints(set_filters, set_vpc_endpoint_ids).aws("EC2.DescribeVpcEndpoints").vpc_endpoints;
+    RouteTable => route_table_id, describe_route_tables(set_filters, set_route_table_ids).aws("EC2.DescribeRouteTables").route_tables;
+    NetworkAcl => network_acl_id, describe_network_acls(set_filters, set_network_acl_ids).aws("EC2.DescribeNetworkAcls").network_acls;
 }
 
 /// The live resources of an EC2 kind: those [`owned_and_adopted`] finds,
