@@ -80,8 +80,7 @@ fn dev_with_oms_tag(tag: &str) -> tempfile::TempDir {
 
 #[tokio::test]
 async fn an_image_tag_change_registers_exactly_one_revision_and_rolls_the_service() {
-    let moto = Moto::start();
-    assert_eq!(moto.reconcile(&repo_specs(), "dev").code, 2);
+    let (moto, _) = Moto::built("dev");
     let dir = dev_with_oms_tag("v2");
     let (run, writes) = moto.writes_of(|| moto.reconcile(dir.path(), "dev"));
     assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);

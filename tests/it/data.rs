@@ -103,9 +103,7 @@ async fn prod_redis_converges_with_two_nodes_then_makes_no_writes() {
 
 #[tokio::test]
 async fn stateful_drift_is_repaired_and_mfa_off_is_a_security_drift() {
-    let moto = Moto::start();
-    let specs = repo_specs();
-    assert_eq!(moto.reconcile(&specs, "prod").code, 2);
+    let (moto, specs) = Moto::built("prod");
     let ddb = dynamodb(&moto).await;
     assert!(pitr(&ddb, "sentry-config-prod").await && pitr(&ddb, "sentry-trading-prod").await, "PITR on in prod");
 
@@ -142,8 +140,7 @@ async fn stateful_drift_is_repaired_and_mfa_off_is_a_security_drift() {
 
 #[tokio::test]
 async fn a_table_removed_from_the_spec_survives() {
-    let moto = Moto::start();
-    assert_eq!(moto.reconcile(&repo_specs(), "dev").code, 2);
+    let (moto, _) = Moto::built("dev");
     let base = std::fs::read_to_string(repo_specs().join("base.yaml")).expect("base");
     // The task roles' access names the table too: they keep `config` only.
     let roles: String =
@@ -166,8 +163,7 @@ async fn a_table_removed_from_the_spec_survives() {
 
 #[tokio::test]
 async fn a_key_schema_change_is_blocked_and_nothing_is_written() {
-    let moto = Moto::start();
-    assert_eq!(moto.reconcile(&repo_specs(), "dev").code, 2);
+    let (moto, _) = Moto::built("dev");
     let dev = format!(
         "{}data:\n  tables:\n    config:\n      attributes: {{ PK: null, id: S }}\n      key: {{ partition: id, sort: SK }}\n",
         std::fs::read_to_string(repo_specs().join("dev.yaml")).expect("dev")

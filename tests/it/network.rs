@@ -157,9 +157,7 @@ async fn prod_network_converges_with_three_zones_two_nat_gateways_and_flow_logs(
 
 #[tokio::test]
 async fn network_drift_is_repaired_touching_only_the_delta() {
-    let moto = Moto::start();
-    let specs = repo_specs();
-    assert_eq!(moto.reconcile(&specs, "dev").code, 2);
+    let (moto, specs) = Moto::built("dev");
     let ec2 = ec2(&moto).await;
     let oms = group(&ec2, "dev", "oms").await;
     let before = ingress(&ec2, &oms).await;
@@ -312,9 +310,7 @@ async fn a_pinned_nat_address_released_after_its_nat_was_deleted_is_recovered() 
 
 #[tokio::test]
 async fn a_whitelist_address_that_lost_its_tags_is_adopted_back_never_replaced() {
-    let moto = Moto::start();
-    let specs = repo_specs();
-    assert_eq!(moto.reconcile(&specs, "dev").code, 2);
+    let (moto, specs) = Moto::built("dev");
     let ec2 = ec2(&moto).await;
     let (allocation, ip, _) = whitelist(&ec2, "dev", "whitelist-2").await.expect("w2");
     let keys: Vec<aws_sdk_ec2::types::Tag> =
@@ -338,9 +334,7 @@ async fn a_whitelist_address_that_lost_its_tags_is_adopted_back_never_replaced()
 
 #[tokio::test]
 async fn a_lost_address_is_replaced_by_a_new_one_only_when_asked() {
-    let moto = Moto::start();
-    let specs = repo_specs();
-    assert_eq!(moto.reconcile(&specs, "dev").code, 2);
+    let (moto, specs) = Moto::built("dev");
     let ec2 = ec2(&moto).await;
     let (allocation, old_ip, _) = whitelist(&ec2, "dev", "whitelist-2").await.expect("w2");
     // While the address exists, the switch is refused before any write.
@@ -477,9 +471,7 @@ type AclRule = (bool, i32, String, String, Option<(i32, i32)>);
 /// by hand put back with only the writes they need, then a pass with none.
 #[tokio::test]
 async fn the_private_network_acl_holds_the_spec_rules_and_subnets_and_drift_is_repaired() {
-    let moto = Moto::start();
-    let specs = repo_specs();
-    assert_eq!(moto.reconcile(&specs, "dev").code, 2);
+    let (moto, specs) = Moto::built("dev");
     let ec2 = ec2(&moto).await;
     let acl_of = |ec2: Client| async move {
         let out = ec2.describe_network_acls().set_filters(Some(owned("dev", "private"))).send().await.expect("acls");
