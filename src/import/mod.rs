@@ -324,24 +324,26 @@ async fn rendered(ctx: &mut Context, kinds: &[Box<dyn Kind>], spec: &mut Spec) -
                 ctx.not_representable(format!("{} {} ({}): {} does not exist", r.resource_type, r.logical_id, r.stack, r.physical_id));
                 continue;
             };
-            let mut l = l.clone();
-            l.fields = ReferenceMap::rewrite(&l.fields, |v| handles.to_references(v));
+            // Named with what the kinds before it gave; rendered below, once every id is known.
+            let mut seen = l.clone();
+            seen.fields = ReferenceMap::rewrite(&l.fields, |v| handles.to_references(v));
             let id = match leader {
                 Some(_) => d.key.id,
-                None => unique(kind.import_id(&l, &d.key.id, &Importing { env: &ctx.env, named: &named }), &mut taken),
+                None => unique(kind.import_id(&seen, &d.key.id, &Importing { env: &ctx.env, named: &named }), &mut taken),
             };
             handles.learn(&ResourceKey::new(kind.name(), &id), &l.handle);
             named.insert((kind.name(), l.name.clone()), id.clone());
             ids.insert((kind.name(), r.physical_id.clone()), id.clone());
-            found.push((r, id, l));
+            found.push((r, id, l.clone()));
         }
         observed.push((kind, found));
     }
     let env_name = ctx.env.clone();
     let importing = Importing { env: &env_name, named: &named };
     for (kind, found) in observed {
-        for (r, id, live) in found {
+        for (r, id, mut live) in found {
             let at = format!("{} {} ({})", r.resource_type, r.logical_id, r.stack);
+            live.fields = ReferenceMap::rewrite(&live.fields, |v| handles.to_references(v));
             match kind.to_spec(&id, &live, spec, &importing) {
                 Ok(rendering) => {
                     for unsaid in rendering.unsaid {
@@ -420,6 +422,11 @@ pub async fn import(config: &SdkConfig, env: &str, stack_glob: &str) -> Result<I
     let ecs = sdk_client!(aws_sdk_ecs, config, counter);
     services::found_by_name(&mut ctx, &sqs, &dynamodb, &logs, &ecs).await?;
     let mut spec = Spec { region: config.region().map(|r| r.to_string()), ..Spec::default() };
+    let vpcs = ctx.of(ec2::vpc::KIND);
+    if vpcs.len() > 1 {
+        let all: Vec<String> = vpcs.iter().map(|v| format!("{} ({} {})", v.physical_id, v.stack, v.logical_id)).collect();
+        return Err(ImportError::Input(format!("the stacks hold {} VPCs ({}); an environment has one: narrow --stacks", vpcs.len(), all.join(", "))));
+    }
     rendered(&mut ctx, &crate::kinds::registry(config, &counter, TagReads::default()), &mut spec).await?;
     let adopted = |id: &String| ctx.adopt.get(&format!("{}/{id}", ec2::subnet::KIND)).and_then(|t| t.id.clone());
     ctx.tiers = spec.network.as_ref().map(|n| n.subnets.iter().filter_map(|(id, s)| Some((adopted(id)?, s.tier))).collect());

@@ -109,6 +109,36 @@ mod tests {
     use crate::spec::model::Spec;
     use crate::spec::EnvSpec;
 
+    /// What the spec cannot say is refused or listed, never written wrong: an
+    /// address on a NAT gateway outside the stacks, a NAT gateway whose subnet
+    /// is not imported, a second flow log or one not delivered to CloudWatch
+    /// Logs; a route the spec has no words for is listed (adopting removes it).
+    #[test]
+    fn import_refuses_or_lists_what_the_spec_cannot_say() {
+        use super::ec2::{elastic_ip, flow_log, nat_gateway, route_table, vpc};
+        use crate::engine::Value;
+        let kinds = super::registry(&aws_config::SdkConfig::builder().build(), &Default::default(), Default::default());
+        let kind = |name: &str| kinds.iter().find(|k| k.name() == name).expect("registered");
+        let named = BTreeMap::new();
+        let importing = Importing { env: "dev", named: &named };
+        let mut spec = Spec::default();
+        let vpc_live = Live { name: "v".into(), handle: "vpc-1".into(), ..Live::default() }.with("CidrBlock", "10.0.0.0/16");
+        kind(vpc::KIND).to_spec(vpc::ID, &vpc_live, &mut spec, &importing).expect("the VPC opens the network");
+        let refused = |kind_name: &str, id: &str, live: Live, spec: &mut Spec| kind(kind_name).to_spec(id, &live, spec, &importing).expect_err("refused");
+        let address = Live { name: "203.0.113.9".into(), handle: "eipalloc-1".into(), ..Live::default() }.with("AttachedTo", Value::text("nat-outside"));
+        assert!(refused(elastic_ip::KIND, "w1", address, &mut spec).contains("NAT gateway of the stacks"));
+        let nat = Live { handle: "nat-1".into(), ..Live::default() }.with("SubnetId", Value::Ref("@ec2.subnet/elsewhere".into()));
+        assert!(refused(nat_gateway::KIND, "nat-a", nat, &mut spec).contains("not in the stacks"));
+        let to_s3 = Live { handle: "fl-1".into(), ..Live::default() }.with("ResourceId", Value::Ref("@ec2.vpc/vpc".into()));
+        assert!(refused(flow_log::KIND, vpc::ID, to_s3, &mut spec).contains("CloudWatch Logs"));
+        let table = Live { handle: "rtb-1".into(), ..Live::default() }
+            .with("VpcId", Value::Ref("@ec2.vpc/vpc".into()))
+            .with_entry("route ", "0.0.0.0/0", Value::Ref("@ec2.internet-gateway/igw".into()))
+            .with_entry("route ", "10.1.0.0/16", Value::text("pcx-1"));
+        let rendering = kind(route_table::KIND).to_spec(route_table::PUBLIC, &table, &mut spec, &importing).expect("the public table");
+        assert_eq!(rendering.unsaid, ["its route to 10.1.0.0/16 (through pcx-1) is not in the spec language: adopting the table removes it"]);
+    }
+
     /// Every kind `import` renders gives back its own resources: what the
     /// kinds want, observed as it is and rendered as spec entries (in the
     /// registry's order, as `import` does), is wanted again field for field

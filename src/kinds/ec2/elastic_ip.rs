@@ -247,9 +247,12 @@ impl Kind for ElasticIps {
     fn to_spec(&self, id: &str, live: &Live, spec: &mut Spec, _importing: &Importing) -> Result<Rendering, String> {
         let n = super::imported_network(spec, live, None)?;
         let attached = live.fields.get(ATTACHED_TO);
-        let on_nat = attached.is_some_and(|a| a.id_of(super::NAT_GATEWAY).is_some() || a.as_text().is_some_and(|t| t.starts_with("nat-")));
+        let on_nat = attached.is_some_and(|a| a.id_of(super::NAT_GATEWAY).is_some());
         if !on_nat && attached.and_then(Value::as_text) != Some(NOTHING) {
-            return Err(format!("address {} is attached to something other than a NAT gateway; the whitelist pool holds NAT addresses and spares", live.name));
+            return Err(format!(
+                "address {} is attached to something other than a NAT gateway of the stacks; the whitelist pool holds their addresses and spares",
+                live.name
+            ));
         }
         let address = live.meta.get(META_PUBLIC_IP).filter(|ip| check_pin(ip).is_ok()).unwrap_or(&live.handle);
         n.whitelist.pool.insert(id.to_string(), WhitelistAddress { address: Some(address.clone()), releasable: false });

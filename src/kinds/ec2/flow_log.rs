@@ -65,8 +65,14 @@ impl Kind for FlowLogs {
     }
 
     /// The VPC's flow logs, with their role by id when the spec has it, else by ARN.
-    fn to_spec(&self, _id: &str, live: &Live, spec: &mut Spec, _importing: &Importing) -> Result<Rendering, String> {
+    fn to_spec(&self, id: &str, live: &Live, spec: &mut Spec, _importing: &Importing) -> Result<Rendering, String> {
         let n = super::imported_network(spec, live, Some(RESOURCE))?;
+        if id != vpc::ID || n.vpc.flow_logs.enabled {
+            return Err("a second flow log of the VPC: the spec has one".into());
+        }
+        if live.field(LOG_GROUP).is_empty() || live.field(ROLE).is_empty() {
+            return Err("it does not deliver to CloudWatch Logs through a role, the only flow log the spec describes".into());
+        }
         let role = live.fields.get(ROLE);
         n.vpc.flow_logs = model::FlowLogs {
             enabled: true,

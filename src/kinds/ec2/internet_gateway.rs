@@ -84,7 +84,12 @@ impl Kind for InternetGateways {
 
     /// The network section implies it.
     fn to_spec(&self, _id: &str, live: &Live, spec: &mut Spec, _importing: &Importing) -> Result<Rendering, String> {
-        imported_network(spec, live, Some(ATTACHMENT)).map(|_| Rendering::whole())
+        let attached = live.fields.get(ATTACHMENT).and_then(Value::as_text);
+        let elsewhere = attached.is_some_and(|a| a != DETACHED) && live.fields.get(ATTACHMENT).and_then(|a| a.id_of(vpc::KIND)) != Some(vpc::ID);
+        if elsewhere {
+            return Err("it is attached to another VPC than the environment's".into());
+        }
+        imported_network(spec, live, None).map(|_| Rendering::whole())
     }
 
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {

@@ -16,6 +16,7 @@ use super::{adopts, desired, elastic_ip, gone_is_ok, internet_gateway, live, net
 use crate::aws::{required, AwsError, AwsResult};
 use crate::engine::{Delta, Desired, FieldReader, Importing, Kind, Live, OnImmutableChange, ReadCache, Rendering, Rules, Value};
 use crate::spec::model::{DeletionPolicy, NatGateway, Spec, Tier, WhitelistAddress};
+use crate::spec::network::check_pin;
 use crate::spec::EnvSpec;
 
 /// Kind name.
@@ -24,6 +25,8 @@ pub const KIND: &str = super::NAT_GATEWAY;
 fields! { SUBNET = "SubnetId", ALLOCATION = "AllocationId" }
 /// How long to wait for a NAT gateway to become available or deleted.
 const WAIT: Duration = Duration::from_secs(600);
+/// Meta key: the public IP of the gateway's primary address.
+const PUBLIC_IP: &str = "public-ip";
 
 /// The NAT gateway kind.
 pub struct NatGateways {
@@ -70,12 +73,14 @@ impl Kind for NatGateways {
     /// address from outside the stacks joins the whitelist pool, pinned.
     fn to_spec(&self, id: &str, live: &Live, spec: &mut Spec, _importing: &Importing) -> Result<Rendering, String> {
         let n = super::imported_network(spec, live, None)?;
-        let subnet = live.fields.get(SUBNET).and_then(|s| s.id_of(subnet::KIND)).ok_or("its subnet is not in the stacks")?.to_string();
+        let subnet = live.fields.get(SUBNET).and_then(|s| s.id_of(subnet::KIND)).filter(|s| n.subnets.contains_key(*s));
+        let subnet = subnet.ok_or("its subnet is not in the stacks")?.to_string();
         let allocation = live.fields.get(ALLOCATION);
         let elastic_ip = match allocation.and_then(|a| a.id_of(elastic_ip::KIND)) {
             Some(entry) => entry.to_string(),
             None => {
-                let address = allocation.and_then(Value::as_text).filter(|a| !a.is_empty()).ok_or("it has no address")?;
+                let allocation = allocation.and_then(Value::as_text).filter(|a| !a.is_empty()).ok_or("it has no address")?;
+                let address = live.meta.get(PUBLIC_IP).filter(|ip| check_pin(ip).is_ok()).map_or(allocation, String::as_str);
                 let mut entry = format!("{id}-address");
                 while n.whitelist.pool.contains_key(&entry) {
                     entry.push('-');
@@ -98,9 +103,12 @@ impl Kind for NatGateways {
             .iter()
             .filter_map(|n| {
                 let primary = n.nat_gateway_addresses().iter().find(|a| a.is_primary() != Some(false));
-                let l = live(n.nat_gateway_id()?, tag_map(n.tags()))
+                let mut l = live(n.nat_gateway_id()?, tag_map(n.tags()))
                     .with_handle(SUBNET, n.subnet_id().unwrap_or_default())
                     .with_handle(ALLOCATION, primary.and_then(|a| a.allocation_id()).unwrap_or_default());
+                if let Some(ip) = primary.and_then(|a| a.public_ip()) {
+                    l.meta.insert(PUBLIC_IP.into(), ip.into());
+                }
                 // The shared read lists every owner's NAT gateways.
                 (l.is_owned_by(&env.env) || adopts(desired, &l.handle)).then_some(l)
             })

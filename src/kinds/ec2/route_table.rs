@@ -188,35 +188,49 @@ impl Kind for RouteTables {
             return PUBLIC.to_string();
         }
         let subnets: Vec<&str> = associated(live).collect();
-        let named = |id: &&String| **id == proposed || proposed.ends_with(&format!("-{}", id.rsplit('-').next().unwrap_or_default()));
+        let candidates: Vec<&String> =
+            importing.named.iter().filter(|((kind, _), id)| *kind == subnet::KIND && !id.contains("public")).map(|(_, id)| id).collect();
+        let suffix = |id: &&&String| proposed.ends_with(&format!("-{}", id.rsplit('-').next().unwrap_or_default()));
         match subnets.as_slice() {
             [one] => one.to_string(),
-            [] => importing
-                .named
+            // Associations not reported: the private subnet its own name repeats, exactly, else by its last word.
+            [] => candidates
                 .iter()
-                .filter(|((kind, _), _)| *kind == subnet::KIND)
-                .map(|(_, id)| id)
-                .find(named)
-                .cloned()
-                .unwrap_or_else(|| proposed.to_string()),
+                .find(|id| ***id == proposed)
+                .or_else(|| candidates.iter().find(suffix))
+                .map_or_else(|| proposed.to_string(), |id| id.to_string()),
             _ => proposed.to_string(),
         }
     }
 
-    /// Writes no entry of its own: it says the tiers of the subnets it serves.
+    /// Writes no entry of its own: it says the tiers of the subnets it serves
+    /// (public through the internet gateway, private through a NAT gateway);
+    /// a route the spec cannot write (peering, transit) is listed, since
+    /// adopting the table removes it.
     fn to_spec(&self, id: &str, live: &Live, spec: &mut Spec, _importing: &Importing) -> Result<Rendering, String> {
         let n = super::imported_network(spec, live, Some(VPC))?;
-        let served: Vec<String> = if id == PUBLIC { associated(live).map(str::to_string).collect() } else { vec![id.to_string()] };
-        if id != PUBLIC && (!n.subnets.contains_key(id) || associated(live).any(|a| a != id)) {
-            return Err("the spec has one public route table and one per private subnet; this one is neither (or a second one)".into());
-        }
-        let tier = if id == PUBLIC { Tier::Public } else { Tier::Private };
+        let associated: Vec<&str> = associated(live).collect();
+        let refused = || Err("the spec has one public route table and one per private subnet; this one is neither (or a second one)".to_string());
+        let tier = match n.subnets.get(id) {
+            _ if id == PUBLIC => Some(Tier::Public),
+            Some(s) if associated.iter().all(|a| *a == id) && (!associated.is_empty() || s.tier == Tier::Private) => {
+                let via_nat = default_target(live).is_some_and(|t| t.id_of(nat_gateway::KIND).is_some() || t.as_text().is_some_and(|t| t.starts_with("nat-")));
+                via_nat.then_some(Tier::Private)
+            }
+            _ => return refused(),
+        };
+        let served = if id == PUBLIC { associated } else { vec![id] };
         for s in served {
-            if let Some(subnet) = n.subnets.get_mut(&s) {
+            if let (Some(subnet), Some(tier)) = (n.subnets.get_mut(s), tier) {
                 subnet.tier = tier;
             }
         }
-        Ok(Rendering::whole())
+        let routes = live.fields.get(ROUTE).map_or(&[][..], Value::entries);
+        let unsaid = routes
+            .iter()
+            .filter(|(destination, _)| *destination != DEFAULT_ROUTE)
+            .map(|(destination, target)| format!("its route to {destination} (through {target}) is not in the spec language: adopting the table removes it"));
+        Ok(Rendering::without(unsaid))
     }
 
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
