@@ -81,10 +81,8 @@ impl Kind for NatGateways {
             None => {
                 let allocation = allocation.and_then(Value::as_text).filter(|a| !a.is_empty()).ok_or("it has no address")?;
                 let address = live.meta.get(PUBLIC_IP).filter(|ip| check_pin(ip).is_ok()).map_or(allocation, String::as_str);
-                let mut entry = format!("{id}-address");
-                while n.whitelist.pool.contains_key(&entry) {
-                    entry.push('-');
-                }
+                let entry = (1..).map(|k| if k == 1 { format!("{id}-address") } else { format!("{id}-address-{k}") });
+                let entry = entry.into_iter().find(|e| !n.whitelist.pool.contains_key(e)).unwrap_or_else(|| format!("{id}-address"));
                 n.whitelist.pool.insert(entry.clone(), WhitelistAddress { address: Some(address.to_string()), releasable: false });
                 entry
             }
