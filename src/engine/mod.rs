@@ -723,6 +723,12 @@ pub struct Importing<'a> {
 }
 
 impl Importing<'_> {
+    /// The spec's `name` of resource `id` that lives as `live_name`: none
+    /// when that is its default name (`sentry-<id>-<env>`).
+    pub fn explicit_name(&self, id: &str, live_name: &str) -> Option<String> {
+        (crate::spec::physical_name(None, id, self.env) != live_name).then(|| live_name.to_string())
+    }
+
     /// The id of the imported resource of `kind` named `name`.
     pub fn id_named(&self, kind: &'static str, name: &str) -> Option<&str> {
         self.named.get(&(kind, name.to_string())).map(String::as_str)

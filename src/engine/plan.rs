@@ -133,8 +133,8 @@ pub fn diff(desired: &Desired, live: &Live, exclusive: &[&str], create_only: &[&
     let managed = |k: &str| !create_only.contains(&k) && !desired.delegated.contains_key(k);
     let desired_side = desired.fields.iter().filter(|(k, _)| managed(k)).flat_map(|(k, v)| FieldChange::between(k, live.fields.get(k), Some(v)));
     let families_only_live = live.fields.iter().filter(|(k, _)| exclusive.contains(&k.as_str()) && !desired.fields.contains_key(*k));
-    let mut fields: Vec<FieldChange> = desired_side.chain(families_only_live.flat_map(|(k, v)| FieldChange::between(k, Some(v), None))).collect();
-    let (mut changes, removals): (Vec<FieldChange>, Vec<FieldChange>) = fields.drain(..).partition(|c| c.desired.is_some());
+    let all = desired_side.chain(families_only_live.flat_map(|(k, v)| FieldChange::between(k, Some(v), None)));
+    let (mut changes, removals): (Vec<FieldChange>, Vec<FieldChange>) = all.partition(|c| c.desired.is_some());
     changes.extend(removals);
     let tags = desired.tags.iter().filter(|(k, v)| !is_reserved_tag(k) && live.tags.get(*k) != Some(*v)).map(|(k, v)| (k.clone(), v.clone())).collect();
     Delta { fields: changes, tags }

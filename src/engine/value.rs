@@ -102,24 +102,24 @@ impl Value {
         }
     }
 
+    /// Whether any reference in this value, at any depth, satisfies `found`.
+    fn any_reference(&self, found: &impl Fn(&str) -> bool) -> bool {
+        match self {
+            Value::Ref(r) => found(r),
+            Value::Text(_) | Value::Handle(_) => false,
+            Value::Set(items) | Value::List(items) | Value::Phrase(items) => items.iter().any(|v| v.any_reference(found)),
+            Value::Map(entries) => entries.iter().any(|(k, v)| k.any_reference(found) || v.any_reference(found)),
+        }
+    }
+
     /// Whether this value holds the reference `reference` (`@kind/id`) anywhere.
     pub fn refers_to(&self, reference: &str) -> bool {
-        match self {
-            Value::Ref(r) => r == reference,
-            Value::Text(_) | Value::Handle(_) => false,
-            Value::Set(items) | Value::List(items) | Value::Phrase(items) => items.iter().any(|v| v.refers_to(reference)),
-            Value::Map(entries) => entries.iter().any(|(k, v)| k.refers_to(reference) || v.refers_to(reference)),
-        }
+        self.any_reference(&|r| r == reference)
     }
 
     /// Whether a reference nobody could resolve is left in this value.
     pub fn is_unresolved(&self) -> bool {
-        match self {
-            Value::Ref(_) => true,
-            Value::Text(_) | Value::Handle(_) => false,
-            Value::Set(items) | Value::List(items) | Value::Phrase(items) => items.iter().any(Value::is_unresolved),
-            Value::Map(entries) => entries.iter().any(|(k, v)| k.is_unresolved() || v.is_unresolved()),
-        }
+        self.any_reference(&|_| true)
     }
 
     /// This value with every reference and handle passed through `f`

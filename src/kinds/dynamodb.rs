@@ -334,7 +334,7 @@ impl Kind for Tables {
         });
         let global_secondary_indexes = indexes.collect();
         let table = Table {
-            name: (physical_name(None, id, importing.env) != live.name).then(|| live.name.clone()),
+            name: importing.explicit_name(id, &live.name),
             billing_mode: live.field(BILLING).to_string(),
             attributes,
             key,

@@ -61,7 +61,7 @@ impl Kind for SecurityGroups {
     fn to_spec(&self, id: &str, live: &Live, spec: &mut Spec, importing: &Importing) -> Result<Rendering, String> {
         let n = super::imported_network(spec, live, Some(VPC))?;
         let group = model::SecurityGroup {
-            name: Some(live.name.clone()).filter(|n| *n != physical_name(None, id, importing.env)),
+            name: importing.explicit_name(id, &live.name),
             description: live.field(DESCRIPTION).to_string(),
             ingress: Vec::new(),
             egress: None,

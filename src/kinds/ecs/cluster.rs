@@ -103,7 +103,7 @@ impl Kind for Clusters {
     fn to_spec(&self, id: &str, live: &Live, spec: &mut Spec, importing: &Importing) -> Result<Rendering, String> {
         let providers = live.items(PROVIDERS);
         let cluster = Cluster {
-            name: (physical_name(None, id, importing.env) != live.name).then(|| live.name.clone()),
+            name: importing.explicit_name(id, &live.name),
             container_insights: live.field(INSIGHTS) != "disabled",
             capacity_providers: providers.clone(),
             ..Cluster::default()
