@@ -30,6 +30,7 @@ pub mod sqs;
 use aws_config::SdkConfig;
 
 use crate::aws::CallCounter;
+use crate::engine::permissions::Grant;
 use crate::engine::{Desired, Kind, Rules};
 use crate::sdk_client;
 use read::{TagIndex, TagReads};
@@ -94,6 +95,12 @@ pub fn registry(config: &SdkConfig, counter: &CallCounter, tag_reads: TagReads) 
 pub fn rules() -> Vec<Rules> {
     registry(&SdkConfig::builder().build(), &CallCounter::default(), TagReads::default()).iter().map(|k| k.rules()).collect()
 }
+
+/// The service-linked roles that Auto Scaling, ECS, Application Auto Scaling
+/// and Elastic Load Balancing create on their first use in an account: every
+/// kind whose create may be that first use needs the grant.
+#[rustfmt::skip]
+pub const SERVICE_LINKED_ROLES: Grant = Grant::allow("TheServiceLinkedRolesOfAutoScalingEcsAndElb", &["iam:CreateServiceLinkedRole"], &["*"]).when(r#"{"StringEquals": {"iam:AWSServiceName": ["autoscaling.amazonaws.com", "ecs.amazonaws.com", "ecs.application-autoscaling.amazonaws.com", "elasticloadbalancing.amazonaws.com"]}}"#);
 
 /// One desired resource per entry of a spec section's map, made by
 /// `desired` of the entry's id and spec; none when the section is absent.

@@ -188,30 +188,28 @@ mod tests {
         items: BTreeMap<String, Inner>,
     }
 
+    /// Asserts that `yaml` is refused at `path`, line and column `at`, with
+    /// a message containing `message`.
+    fn assert_refused(yaml: &str, path: &[&str], at: (usize, usize), message: &str) {
+        let node = parse("f.yaml", yaml).expect("yaml");
+        let e = from_node::<Outer>(&node).expect_err("refused");
+        assert_eq!(e.path, path);
+        assert_eq!(e.loc.map(|l| (l.line, l.col)), Some(at));
+        assert!(e.message.contains(message), "{}", e.message);
+    }
+
     #[test]
     fn unknown_field_points_at_the_key() {
-        let node = parse("f.yaml", "vpc:\n  cidr: x\n  cidrr: y\n").expect("yaml");
-        let e = from_node::<Outer>(&node).expect_err("unknown");
-        assert_eq!(e.path, vec!["vpc", "cidrr"]);
-        assert_eq!(e.loc.map(|l| (l.line, l.col)), Some((3, 3)));
-        assert!(e.message.starts_with("unknown field `cidrr`"), "{}", e.message);
+        assert_refused("vpc:\n  cidr: x\n  cidrr: y\n", &["vpc", "cidrr"], (3, 3), "unknown field `cidrr`");
     }
 
     #[test]
     fn wrong_type_points_at_the_value() {
-        let node = parse("f.yaml", "vpc:\n  cidr: x\nitems:\n  a:\n    cidr: y\n    count: many\n").expect("yaml");
-        let e = from_node::<Outer>(&node).expect_err("type");
-        assert_eq!(e.path, vec!["items", "a", "count"]);
-        assert_eq!(e.loc.map(|l| (l.line, l.col)), Some((6, 12)));
-        assert!(e.message.contains("invalid type: string \"many\""), "{}", e.message);
+        assert_refused("vpc:\n  cidr: x\nitems:\n  a:\n    cidr: y\n    count: many\n", &["items", "a", "count"], (6, 12), "invalid type: string \"many\"");
     }
 
     #[test]
     fn missing_field_points_at_the_map() {
-        let node = parse("f.yaml", "vpc:\n  count: 1\n").expect("yaml");
-        let e = from_node::<Outer>(&node).expect_err("missing");
-        assert_eq!(e.path, vec!["vpc"]);
-        assert_eq!(e.loc.map(|l| (l.line, l.col)), Some((1, 1)));
-        assert!(e.message.contains("missing field `cidr`"), "{}", e.message);
+        assert_refused("vpc:\n  count: 1\n", &["vpc"], (1, 1), "missing field `cidr`");
     }
 }

@@ -469,24 +469,26 @@ mod tests {
         assert!(status.success(), "mkfifo {}", path.display());
     }
 
+    /// Asserts that a `dev.yaml` made by `make` (given its path) is refused,
+    /// at its start, as `what` and not a regular file.
+    fn assert_dev_spec_refused_as(make: impl FnOnce(&Path), what: &str) {
+        let dir = spec_dir();
+        let path = dir.path().join("dev.yaml");
+        make(&path);
+        let errors = load_errors(dir.path(), "dev");
+        assert_eq!(errors, vec![format!("{}:1:1: {what}, not a regular file; a spec must be a regular file", path.display())]);
+    }
+
     #[test]
     #[cfg(unix)]
     fn a_spec_linked_to_dev_zero_is_refused_without_reading_it() {
-        let dir = spec_dir();
-        std::os::unix::fs::symlink("/dev/zero", dir.path().join("dev.yaml")).expect("symlink");
-        let errors = load_errors(dir.path(), "dev");
-        let expected = format!("{}:1:1: a character device, not a regular file; a spec must be a regular file", dir.path().join("dev.yaml").display());
-        assert_eq!(errors, vec![expected]);
+        assert_dev_spec_refused_as(|path| std::os::unix::fs::symlink("/dev/zero", path).expect("symlink"), "a character device");
     }
 
     #[test]
     #[cfg(unix)]
     fn a_fifo_spec_is_refused_without_opening_it() {
-        let dir = spec_dir();
-        mkfifo(&dir.path().join("dev.yaml"));
-        let errors = load_errors(dir.path(), "dev");
-        let expected = format!("{}:1:1: a named pipe (FIFO), not a regular file; a spec must be a regular file", dir.path().join("dev.yaml").display());
-        assert_eq!(errors, vec![expected]);
+        assert_dev_spec_refused_as(mkfifo, "a named pipe (FIFO)");
     }
 
     #[test]
@@ -503,10 +505,7 @@ mod tests {
 
     #[test]
     fn a_directory_named_like_a_spec_is_refused() {
-        let dir = spec_dir();
-        std::fs::create_dir(dir.path().join("dev.yaml")).expect("mkdir");
-        let errors = load_errors(dir.path(), "dev");
-        assert_eq!(errors, vec![format!("{}:1:1: a directory, not a regular file; a spec must be a regular file", dir.path().join("dev.yaml").display())]);
+        assert_dev_spec_refused_as(|path| std::fs::create_dir(path).expect("mkdir"), "a directory");
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, Tag};
 
-use crate::harness::{is_write, json_args, operator, repo_specs, sdk_config, Moto, Run};
+use crate::harness::{foreign_network, is_write, json_args, operator, repo_specs, sdk_config, Moto, Run};
 
 /// Applies the dev spec while recording; returns the run and the write requests (operation, text).
 fn apply_dev(moto: &Moto) -> (Run, Vec<(String, String)>) {
@@ -84,16 +84,13 @@ async fn a_foreign_redis_and_its_subnet_group_are_untouched() {
     let moto = Moto::start();
     let config = sdk_config(&moto.endpoint).await;
     let ec2 = aws_sdk_ec2::Client::new(&config);
-    let vpc = ec2.create_vpc().cidr_block("10.9.0.0/16").send().await.expect("vpc");
-    let vpc = vpc.vpc().and_then(|v| v.vpc_id()).expect("vpc id");
-    let subnet = ec2.create_subnet().vpc_id(vpc).cidr_block("10.9.1.0/24").availability_zone("us-east-1a").send().await.expect("subnet");
-    let subnet = subnet.subnet().and_then(|s| s.subnet_id()).expect("subnet id");
+    let subnet = foreign_network(&ec2, &["us-east-1a"]).await.1.remove(0);
     let cache = aws_sdk_elasticache::Client::new(&config);
     cache
         .create_cache_subnet_group()
         .cache_subnet_group_name("sentry-redis-dev")
         .cache_subnet_group_description("someone else's")
-        .subnet_ids(subnet)
+        .subnet_ids(&subnet)
         .send()
         .await
         .expect("foreign subnet group");
@@ -207,9 +204,7 @@ async fn foreign_roles_profiles_templates_groups_and_providers_are_untouched() {
     let ec2 = aws_sdk_ec2::Client::new(&config);
     let data = aws_sdk_ec2::types::RequestLaunchTemplateData::builder().instance_type(aws_sdk_ec2::types::InstanceType::T3Micro).build();
     ec2.create_launch_template().launch_template_name("sentry-gateway-dev").launch_template_data(data).send().await.expect("foreign template");
-    let vpc = ec2.create_vpc().cidr_block("10.9.0.0/16").send().await.expect("their vpc");
-    let subnet = ec2.create_subnet().vpc_id(vpc.vpc().and_then(|v| v.vpc_id()).expect("vpc")).cidr_block("10.9.1.0/24").send().await.expect("their subnet");
-    let subnet = subnet.subnet().and_then(|s| s.subnet_id()).expect("subnet").to_string();
+    let subnet = foreign_network(&ec2, &["us-east-1a"]).await.1.remove(0);
     let autoscaling = aws_sdk_autoscaling::Client::new(&config);
     let template = aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder().launch_template_name("sentry-gateway-dev").build();
     let group = autoscaling.create_auto_scaling_group().auto_scaling_group_name("sentry-gateway-dev").min_size(0).max_size(1).launch_template(template);

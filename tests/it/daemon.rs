@@ -222,14 +222,17 @@ async fn observe_only_reports_drift_and_never_writes() {
     assert!(vpc_drift.unwrap_or(0.0) >= 1.0, "drift is reported: {:?}", daemon.get("/metrics"));
 }
 
+/// The repository's specs with dev in `account`, reached through its
+/// `sentry-operator` role.
+fn dev_in_account(account: &str) -> tempfile::TempDir {
+    let dev = std::fs::read_to_string(repo_specs().join("dev.yaml")).expect("dev");
+    specs_with(&[("dev.yaml", &format!("{dev}account:\n  roleArn: arn:aws:iam::{account}:role/sentry-operator\n"))])
+}
+
 #[tokio::test]
 async fn an_environment_in_another_account_is_reached_through_its_role() {
     let moto = Moto::start();
-    let dev = format!(
-        "{}account:\n  roleArn: arn:aws:iam::123456789012:role/sentry-operator\n",
-        std::fs::read_to_string(repo_specs().join("dev.yaml")).expect("dev")
-    );
-    let dir = specs_with(&[("dev.yaml", &dev)]);
+    let dir = dev_in_account("123456789012");
     moto.start_recording();
     let run = operator(&moto.endpoint, &json_args(dir.path(), &["plan", "--env", "dev"]));
     let recorded = moto.stop_recording();
@@ -243,11 +246,7 @@ async fn an_environment_in_another_account_is_reached_through_its_role() {
 #[tokio::test]
 async fn an_environment_in_another_account_gets_its_alerts_there() {
     let moto = Moto::start();
-    let dev = format!(
-        "{}account:\n  roleArn: arn:aws:iam::111111111111:role/sentry-operator\n",
-        std::fs::read_to_string(repo_specs().join("dev.yaml")).expect("dev")
-    );
-    let dir = specs_with(&[("dev.yaml", &dev)]);
+    let dir = dev_in_account("111111111111");
     let daemon = Daemon::start(&moto, dir.path(), &["--single-replica"]);
     let own = sdk_config(&moto.endpoint).await;
     let role =

@@ -295,6 +295,19 @@ pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
         .await
 }
 
+/// Someone else's network, untagged: VPC 10.9.0.0/16 and one subnet per
+/// zone (`10.9.<n>.0/24` in the n-th zone given); the VPC's and the subnets' ids.
+pub async fn foreign_network(ec2: &aws_sdk_ec2::Client, zones: &[&str]) -> (String, Vec<String>) {
+    let vpc = ec2.create_vpc().cidr_block("10.9.0.0/16").send().await.expect("their vpc");
+    let vpc = vpc.vpc().and_then(|v| v.vpc_id()).expect("vpc id").to_string();
+    let mut subnets = Vec::new();
+    for (n, zone) in zones.iter().enumerate() {
+        let subnet = ec2.create_subnet().vpc_id(&vpc).cidr_block(format!("10.9.{}.0/24", n + 1)).availability_zone(*zone).send().await.expect("their subnet");
+        subnets.push(subnet.subnet().and_then(|s| s.subnet_id()).expect("subnet id").to_string());
+    }
+    (vpc, subnets)
+}
+
 /// Reads one HTTP request (head and body) from `stream`; for test proxies.
 pub fn read_request(stream: &mut std::net::TcpStream) -> Option<Vec<u8>> {
     use std::io::Read;

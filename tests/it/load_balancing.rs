@@ -7,7 +7,7 @@
 use aws_sdk_elasticloadbalancingv2::types::{Listener, LoadBalancer, Rule, TargetGroup};
 use aws_sdk_elasticloadbalancingv2::Client;
 
-use crate::harness::{is_write, json_args, operator, repo_specs, sdk_config, specs_with, Moto};
+use crate::harness::{foreign_network, is_write, json_args, operator, repo_specs, sdk_config, specs_with, Moto};
 
 async fn elb(moto: &Moto) -> Client {
     Client::new(&sdk_config(&moto.endpoint).await)
@@ -173,13 +173,7 @@ async fn a_foreign_target_group_and_load_balancer_under_dev_names_are_untouched(
     let moto = Moto::start();
     let config = sdk_config(&moto.endpoint).await;
     let ec2 = aws_sdk_ec2::Client::new(&config);
-    let vpc = ec2.create_vpc().cidr_block("10.9.0.0/16").send().await.expect("their vpc");
-    let vpc = vpc.vpc().and_then(|v| v.vpc_id()).expect("vpc id").to_string();
-    let mut theirs = Vec::new();
-    for (cidr, zone) in [("10.9.1.0/24", "us-east-1a"), ("10.9.2.0/24", "us-east-1b")] {
-        let subnet = ec2.create_subnet().vpc_id(&vpc).cidr_block(cidr).availability_zone(zone).send().await.expect("their subnet");
-        theirs.push(subnet.subnet().and_then(|s| s.subnet_id()).expect("subnet id").to_string());
-    }
+    let (vpc, theirs) = foreign_network(&ec2, &["us-east-1a", "us-east-1b"]).await;
     let elb = Client::new(&config);
     let group = elb
         .create_target_group()

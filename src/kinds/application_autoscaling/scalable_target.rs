@@ -50,7 +50,7 @@ const PERMISSIONS: Permissions = Permissions {
     grants: &[
         Grant::allow("ServiceAutoScalingWrites", &["application-autoscaling:RegisterScalableTarget", "application-autoscaling:DeregisterScalableTarget"], &["*"]),
         Grant::allow("TheAlarmsOfTargetTrackingPolicies", &["application-autoscaling:TagResource"], &["*"]),
-        Grant::allow("TheServiceLinkedRolesOfAutoScalingEcsAndElb", &["iam:CreateServiceLinkedRole"], &["*"]).when(r#"{"StringEquals": {"iam:AWSServiceName": ["autoscaling.amazonaws.com", "ecs.amazonaws.com", "ecs.application-autoscaling.amazonaws.com", "elasticloadbalancing.amazonaws.com"]}}"#),
+        crate::kinds::SERVICE_LINKED_ROLES,
     ],
 };
 

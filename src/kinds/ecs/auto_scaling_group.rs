@@ -67,7 +67,7 @@ const PERMISSIONS: Permissions = Permissions {
         Grant::allow("LaunchOnlyFromTheOperatorsTemplates", &["ec2:RunInstances"], &["arn:aws:ec2:*:*:launch-template/*"]).when(r#"{"StringEquals": {"aws:ResourceTag/sentry:managed-by": "sentry-operator"}}"#),
         Grant::allow("WhatALaunchFromThoseTemplatesCreates", &["ec2:RunInstances"], &["arn:aws:ec2:*:*:instance/*", "arn:aws:ec2:*:*:volume/*", "arn:aws:ec2:*:*:network-interface/*", "arn:aws:ec2:*:*:subnet/*", "arn:aws:ec2:*:*:security-group/*", "arn:aws:ec2:*::image/*"]).when(r#"{"ArnLike": {"ec2:LaunchTemplate": "arn:aws:ec2:*:*:launch-template/*"}, "Bool": {"ec2:IsLaunchTemplateResource": "true"}}"#),
         Grant::allow("AutoScalingGroupWrites", &["autoscaling:CreateAutoScalingGroup", "autoscaling:UpdateAutoScalingGroup", "autoscaling:DeleteAutoScalingGroup", "autoscaling:CreateOrUpdateTags"], &["arn:aws:autoscaling:*:*:autoScalingGroup:*:autoScalingGroupName/sentry-*"]),
-        Grant::allow("TheServiceLinkedRolesOfAutoScalingEcsAndElb", &["iam:CreateServiceLinkedRole"], &["*"]).when(r#"{"StringEquals": {"iam:AWSServiceName": ["autoscaling.amazonaws.com", "ecs.amazonaws.com", "ecs.application-autoscaling.amazonaws.com", "elasticloadbalancing.amazonaws.com"]}}"#),
+        crate::kinds::SERVICE_LINKED_ROLES,
     ],
 };
 

@@ -77,7 +77,7 @@ const PERMISSIONS: Permissions = Permissions {
     reads: &["ecs:DescribeClusters"],
     grants: &[
         Grant::allow("ComputeWrites", &["ecs:CreateCluster", "ecs:UpdateClusterSettings", "ecs:DeleteCluster", "ecs:TagResource"], &["*"]),
-        Grant::allow("TheServiceLinkedRolesOfAutoScalingEcsAndElb", &["iam:CreateServiceLinkedRole"], &["*"]).when(r#"{"StringEquals": {"iam:AWSServiceName": ["autoscaling.amazonaws.com", "ecs.amazonaws.com", "ecs.application-autoscaling.amazonaws.com", "elasticloadbalancing.amazonaws.com"]}}"#),
+        crate::kinds::SERVICE_LINKED_ROLES,
     ],
 };
 

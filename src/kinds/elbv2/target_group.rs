@@ -31,6 +31,20 @@ fields! {
 /// The fields ModifyTargetGroup sets.
 const HEALTH_CHECK: &[&str] = &[HC_PATH, HC_INTERVAL, HC_TIMEOUT, HC_HEALTHY, HC_UNHEALTHY, HC_MATCHER];
 
+/// `$request` (CreateTargetGroup or ModifyTargetGroup, whose builders share
+/// these setters but no type) with the health check `$desired` asks for.
+macro_rules! with_health_check {
+    ($request:expr, $desired:expr, $op:expr) => {
+        $request
+            .health_check_path($desired.field(HC_PATH))
+            .health_check_interval_seconds($desired.number(HC_INTERVAL, $op)?)
+            .health_check_timeout_seconds($desired.number(HC_TIMEOUT, $op)?)
+            .healthy_threshold_count($desired.number(HC_HEALTHY, $op)?)
+            .unhealthy_threshold_count($desired.number(HC_UNHEALTHY, $op)?)
+            .matcher(Matcher::builder().http_code($desired.field(HC_MATCHER)).build())
+    };
+}
+
 /// The attribute keys behind [`STICKINESS`] and [`DEREGISTRATION`].
 const STICKY_ENABLED: &str = "stickiness.enabled";
 fields! { STICKY_TYPE = "stickiness.type", STICKY_DURATION = "stickiness.lb_cookie.duration_seconds", DELAY = "deregistration_delay.timeout_seconds" }
@@ -141,14 +155,8 @@ impl Kind for TargetGroups {
             .target_type(TargetTypeEnum::from(desired.field(TARGET_TYPE)))
             .health_check_enabled(true)
             .health_check_protocol(protocol)
-            .health_check_path(desired.field(HC_PATH))
-            .health_check_interval_seconds(desired.number(HC_INTERVAL, OP)?)
-            .health_check_timeout_seconds(desired.number(HC_TIMEOUT, OP)?)
-            .healthy_threshold_count(desired.number(HC_HEALTHY, OP)?)
-            .unhealthy_threshold_count(desired.number(HC_UNHEALTHY, OP)?)
-            .matcher(Matcher::builder().http_code(desired.field(HC_MATCHER)).build())
             .set_tags(Some(tag_list(&desired.tags)));
-        let out = request.send().await.aws("ELBv2.CreateTargetGroup")?;
+        let out = with_health_check!(request, desired, OP).send().await.aws("ELBv2.CreateTargetGroup")?;
         let arn = required(OP, "target group ARN", out.target_groups().first().and_then(|t| t.target_group_arn()))?;
         self.put_attributes(&arn, desired, &[STICKINESS, DEREGISTRATION]).await?;
         Ok(arn)
@@ -158,18 +166,8 @@ impl Kind for TargetGroups {
         const OP: &str = "ELBv2.ModifyTargetGroup";
         let changed = |f: &str| delta.fields.iter().any(|c| c.field == f);
         if HEALTH_CHECK.iter().any(|f| changed(f)) {
-            self.client
-                .modify_target_group()
-                .target_group_arn(&live.handle)
-                .health_check_path(desired.field(HC_PATH))
-                .health_check_interval_seconds(desired.number(HC_INTERVAL, OP)?)
-                .health_check_timeout_seconds(desired.number(HC_TIMEOUT, OP)?)
-                .healthy_threshold_count(desired.number(HC_HEALTHY, OP)?)
-                .unhealthy_threshold_count(desired.number(HC_UNHEALTHY, OP)?)
-                .matcher(Matcher::builder().http_code(desired.field(HC_MATCHER)).build())
-                .send()
-                .await
-                .aws("ELBv2.ModifyTargetGroup")?;
+            let request = self.client.modify_target_group().target_group_arn(&live.handle);
+            with_health_check!(request, desired, OP).send().await.aws(OP)?;
         }
         let attributes: Vec<&str> = [STICKINESS, DEREGISTRATION].into_iter().filter(|f| changed(f)).collect();
         self.put_attributes(&live.handle, desired, &attributes).await?;
