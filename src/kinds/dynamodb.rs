@@ -281,7 +281,7 @@ fn desired_table(env: &EnvSpec, id: &str, t: &Table) -> Desired {
         .with(PROTECTION, t.deletion_protection.to_string())
         .with(TTL, t.ttl_attribute.as_deref().unwrap_or(TTL_OFF));
     match t.kms_key.as_deref() {
-        Some(arn) if arn.starts_with("arn:") => d = d.with(KMS_KEY, arn),
+        Some(arn) if arn.starts_with("arn:") => d = d.with(KMS_KEY, Value::handle(arn)),
         Some(key) => d = d.with_reference(KMS_KEY, kms::KIND, key),
         None => {}
     }

@@ -180,4 +180,43 @@ mod tests {
             }
         }
     }
+
+    /// A physical id the spec writes (an ARN) of a resource the spec also
+    /// holds compares with what AWS reports: both sides read as the same
+    /// reference once its handle is known (written as text, the desired side
+    /// stayed an ARN while the live one became a reference: drift forever).
+    #[test]
+    fn a_physical_id_written_in_the_spec_compares_with_the_live_one() {
+        use crate::engine::references::ReferenceMap;
+        use crate::engine::{ResourceKey, Value};
+        let specs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("specs");
+        let mut env = crate::spec::load(&specs, "prod").expect("a valid spec");
+        let (role, key) = ("arn:aws:iam::123456789012:role/sentry-task-execution-prod", "arn:aws:kms:us-east-1:123456789012:key/1");
+        let spec = &mut env.spec;
+        let flow_logs = &mut spec.network.as_mut().expect("network").vpc.flow_logs;
+        (flow_logs.role, flow_logs.role_arn) = (None, Some(role.into()));
+        spec.data.as_mut().expect("data").tables.values_mut().for_each(|t| t.kms_key = Some(key.into()));
+        spec.security.as_mut().expect("security").secrets.values_mut().for_each(|s| s.kms_key = Some(key.into()));
+        spec.compute
+            .as_mut()
+            .expect("compute")
+            .task_definitions
+            .values_mut()
+            .for_each(|t| (t.execution_role, t.execution_role_arn) = (None, Some(role.into())));
+        let mut handles = ReferenceMap::default();
+        handles.learn(&ResourceKey::new(super::iam::role::KIND, "task-execution"), role);
+        handles.learn(&ResourceKey::new(super::kms::KIND, "data"), key);
+        let kinds = super::registry(&aws_config::SdkConfig::builder().build(), &Default::default(), Default::default());
+        let mut compared = 0;
+        for kind in &kinds {
+            for d in kind.desired(&env) {
+                for (field, value) in d.fields.iter().filter(|(_, v)| [role, key].contains(&v.to_string().as_str())) {
+                    let live = Value::handle(value.to_string());
+                    assert_eq!(handles.to_references(value), handles.to_references(&live), "{} {} {field}", kind.name(), d.key.id);
+                    compared += 1;
+                }
+            }
+        }
+        assert!(compared >= 4, "flow log, tables, secrets and task definitions each compared ({compared})");
+    }
 }

@@ -104,7 +104,7 @@ impl Kind for Secrets {
                 .with(DELETED, "false")
                 .with(PLACEHOLDER_KEYS, crate::engine::Value::set(&s.keys));
             match s.kms_key.as_deref() {
-                Some(arn) if arn.starts_with("arn:") => d.with(KMS_KEY, arn),
+                Some(arn) if arn.starts_with("arn:") => d.with(KMS_KEY, crate::engine::Value::handle(arn)),
                 Some(key) => d.with_reference(KMS_KEY, kms::KIND, key),
                 None => d.with(KMS_KEY, ""),
             }

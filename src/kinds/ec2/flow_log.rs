@@ -56,7 +56,7 @@ impl Kind for FlowLogs {
             .with(LOG_GROUP, f.log_group_name(&env.env));
         vec![match &f.role {
             Some(role) => flow_log.with_reference(ROLE, iam::role::KIND, role),
-            None => flow_log.with(ROLE, f.role_arn.clone().unwrap_or_default()),
+            None => flow_log.with(ROLE, Value::handle(f.role_arn.clone().unwrap_or_default())),
         }]
     }
 

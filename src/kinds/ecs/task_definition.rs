@@ -131,7 +131,7 @@ impl Kind for TaskDefinitions {
                     .with(NETWORK, "awsvpc")
                     .with(COMPATIBILITY, "EC2")
                     .with(ARCHITECTURE, &td.cpu_architecture)
-                    .with(EXECUTION_ROLE, td.execution_role_arn.clone().unwrap_or_default())
+                    .with(EXECUTION_ROLE, Value::handle(td.execution_role_arn.clone().unwrap_or_default()))
                     .with(TASK_ROLE, "");
                 let spec_secrets = env.spec.security.as_ref().map(|s| &s.secrets);
                 let used = td.secrets.values().filter_map(|v| v.split(':').next()).filter(|id| spec_secrets.is_some_and(|s| s.contains_key(*id)));
