@@ -218,6 +218,13 @@ pub trait FieldReader {
         self.fields().get(name).map(|v| v.items().into_iter().filter_map(Value::as_text).map(str::to_string).collect()).unwrap_or_default()
     }
 
+    /// Fields `names`, for the call `operation` to write once resolved: an
+    /// error naming the first reference left in them (what it refers to
+    /// was never created).
+    fn resolved(&self, names: &[&str], operation: &'static str) -> Result<(), AwsError> {
+        names.iter().filter_map(|n| self.fields().get(*n)).try_for_each(|v| v.resolved(operation).map(drop))
+    }
+
     /// Field `name` as the plan shows it (empty when absent).
     #[cfg(test)]
     fn shown(&self, name: &str) -> String {
@@ -241,11 +248,6 @@ impl FieldReader for Live {
 fn with_entry(fields: &mut Fields, name: &str, key: Value, value: Value) {
     let entries = fields.remove(name).map(|v| v.entries().to_vec()).unwrap_or_default();
     fields.insert(name.into(), Value::map_of(entries.into_iter().chain([(key, value)])));
-}
-
-/// Whether a (resolved) value still holds a reference nobody could resolve.
-pub fn is_unresolved(value: &str) -> bool {
-    value.starts_with('@')
 }
 
 /// The tags of `tags` a spec may set: neither AWS's own (`aws:…`) nor the operator's.
@@ -558,12 +560,17 @@ impl FieldChange {
     /// The text of the entry of a family this change is to, which the call
     /// `operation` needs: an error for a change of a whole field.
     pub fn entry_text(&self, operation: &'static str) -> Result<&str, AwsError> {
-        self.entry.as_ref().and_then(Value::as_text).ok_or_else(|| AwsError::unexpected(operation, format!("{} is no entry of a family", self.field)))
+        self.entry
+            .as_ref()
+            .map(|e| e.resolved(operation))
+            .transpose()?
+            .and_then(Value::as_text)
+            .ok_or_else(|| AwsError::unexpected(operation, format!("{} is no entry of a family", self.field)))
     }
 
     /// The words of the entry of a family this change is to (a rule's), which the call `operation` needs.
     pub fn entry_words(&self, operation: &'static str) -> Result<Vec<&str>, AwsError> {
-        match &self.entry {
+        match self.entry.as_ref().map(|e| e.resolved(operation)).transpose()? {
             Some(Value::Phrase(words)) => Ok(words.iter().filter_map(Value::as_text).collect()),
             _ => Err(AwsError::unexpected(operation, format!("{} is no rule", self.field))),
         }

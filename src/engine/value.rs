@@ -119,7 +119,27 @@ impl Value {
 
     /// Whether a reference nobody could resolve is left in this value.
     pub fn is_unresolved(&self) -> bool {
-        self.any_reference(&|_| true)
+        self.unresolved().is_some()
+    }
+
+    /// The first reference nobody could resolve left in this value (a
+    /// resource of the spec never created), at any depth.
+    pub fn unresolved(&self) -> Option<&str> {
+        match self {
+            Value::Ref(r) => Some(r),
+            Value::Text(_) | Value::Handle(_) => None,
+            Value::Set(items) | Value::List(items) | Value::Phrase(items) => items.iter().find_map(Value::unresolved),
+            Value::Map(entries) => entries.iter().find_map(|(k, v)| k.unresolved().or_else(|| v.unresolved())),
+        }
+    }
+
+    /// This value, for the call `operation` to write once resolved: an
+    /// error naming a reference left in it (what it refers to does not exist).
+    pub fn resolved(&self, operation: &'static str) -> Result<&Value, crate::aws::AwsError> {
+        match self.unresolved() {
+            Some(r) => Err(crate::aws::AwsError::unexpected(operation, format!("{r} does not exist"))),
+            None => Ok(self),
+        }
     }
 
     /// This value with every reference and handle passed through `f`

@@ -13,7 +13,7 @@ use aws_sdk_cognitoidentityprovider::Client;
 use std::sync::Arc;
 
 use crate::aws::{required, AwsError, AwsResult};
-use crate::engine::{is_unresolved, Desired, FieldReader, ReadCache, TAG_DELETION_POLICY, TAG_ID};
+use crate::engine::{Desired, FieldReader, ReadCache, TAG_DELETION_POLICY, TAG_ID};
 use crate::spec::model::{DeletionPolicy, Tags, UserPool};
 use crate::spec::EnvSpec;
 
@@ -69,11 +69,8 @@ pub fn member(kind: &'static str, id: &str, name: String) -> Desired {
 
 /// The resolved user-pool id of a member about to be created.
 pub fn pool_of(desired: &Desired, operation: &'static str) -> Result<String, AwsError> {
-    let pool = desired.field(POOL).to_string();
-    if is_unresolved(&pool) {
-        return Err(AwsError::unexpected(operation, "the user pool does not exist"));
-    }
-    Ok(pool)
+    desired.resolved(&[POOL], operation)?;
+    Ok(desired.field(POOL).to_string())
 }
 
 /// The field naming a member's user pool.

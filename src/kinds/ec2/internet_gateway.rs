@@ -8,7 +8,7 @@ use aws_sdk_ec2::Client;
 
 use super::{desired, gone_is_ok, imported_network, network, observed, put_tags, rules, tag_spec, vpc};
 use crate::aws::{required, AwsError, AwsResult};
-use crate::engine::{is_unresolved, Delta, Desired, Importing, Kind, Live, ReadCache, Rendering, Rules, Value};
+use crate::engine::{Delta, Desired, Importing, Kind, Live, ReadCache, Rendering, Rules, Value};
 use crate::spec::model::DeletionPolicy;
 use crate::spec::model::Spec;
 use crate::spec::EnvSpec;
@@ -27,10 +27,10 @@ pub struct InternetGateways {
 }
 
 impl InternetGateways {
-    async fn attach(&self, igw: &str, vpc: &str) -> Result<(), AwsError> {
-        if is_unresolved(vpc) || vpc == DETACHED {
-            return Ok(());
-        }
+    /// Attaches `igw` to the VPC `attachment` names; nothing when it names
+    /// none or a VPC not created yet.
+    async fn attach(&self, igw: &str, attachment: Option<&Value>) -> Result<(), AwsError> {
+        let Some(vpc) = attachment.filter(|v| !v.is_unresolved()).and_then(Value::as_text).filter(|v| *v != DETACHED) else { return Ok(()) };
         let result = self.client.attach_internet_gateway().internet_gateway_id(igw).vpc_id(vpc).send().await;
         match result.aws("EC2.AttachInternetGateway") {
             // An earlier attempt whose reply was lost may have attached it already.
@@ -100,7 +100,7 @@ impl Kind for InternetGateways {
         let request = self.client.create_internet_gateway();
         let out = request.tag_specifications(tag_spec(ResourceType::InternetGateway, &desired.tags)).send().await.aws("EC2.CreateInternetGateway")?;
         let id = required("EC2.CreateInternetGateway", "internet gateway id", out.internet_gateway().and_then(|g| g.internet_gateway_id()))?;
-        self.attach(&id, desired.fields.get(ATTACHMENT).and_then(Value::as_text).unwrap_or(DETACHED)).await?;
+        self.attach(&id, desired.fields.get(ATTACHMENT)).await?;
         Ok(id)
     }
 
@@ -109,7 +109,7 @@ impl Kind for InternetGateways {
             if let Some(old) = change.live_text().filter(|v| *v != DETACHED) {
                 self.client.detach_internet_gateway().internet_gateway_id(&live.handle).vpc_id(old).send().await.aws("EC2.DetachInternetGateway")?;
             }
-            self.attach(&live.handle, change.desired_text().unwrap_or(DETACHED)).await?;
+            self.attach(&live.handle, change.desired.as_ref()).await?;
         }
         put_tags(&self.client, &live.handle, &delta.tags).await
     }

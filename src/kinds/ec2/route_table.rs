@@ -13,7 +13,7 @@ use aws_sdk_ec2::Client;
 
 use super::{additions_first, created_fields, desired, gone_is_ok, internet_gateway, nat_gateway, network, observed, put_tags, rules, subnet, tag_spec, vpc};
 use crate::aws::{required, AwsError, AwsResult};
-use crate::engine::{is_unresolved, reference, Delta, Desired, FieldChange, FieldReader, Importing, Kind, Live, ReadCache, Rendering, Rules, Value};
+use crate::engine::{reference, Delta, Desired, FieldChange, FieldReader, Importing, Kind, Live, ReadCache, Rendering, Rules, Value};
 use crate::spec::model::{DeletionPolicy, Spec, Tier};
 use crate::spec::EnvSpec;
 
@@ -33,13 +33,10 @@ pub struct RouteTables {
 impl RouteTables {
     async fn set_route(&self, table: &str, change: &FieldChange) -> Result<(), AwsError> {
         let destination = change.entry_text("EC2.CreateRoute")?;
-        let Some(target) = change.desired.as_ref().and_then(Value::as_text) else {
+        let Some(target) = change.desired.as_ref().map(|t| t.resolved("EC2.CreateRoute")).transpose()?.and_then(Value::as_text) else {
             let result = self.client.delete_route().route_table_id(table).destination_cidr_block(destination).send().await;
             return gone_is_ok(result.map(|_| ()).aws("EC2.DeleteRoute"));
         };
-        if is_unresolved(target) {
-            return Err(AwsError::unexpected("EC2.CreateRoute", format!("route target {target} does not exist")));
-        }
         if change.live.is_none() {
             let request = self.client.create_route().route_table_id(table).destination_cidr_block(destination);
             let request = if target.starts_with("nat-") { request.nat_gateway_id(target) } else { request.gateway_id(target) };

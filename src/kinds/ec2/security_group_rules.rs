@@ -14,7 +14,7 @@ use aws_sdk_ec2::Client;
 
 use super::{created_fields, desired, live, network, rules, security_group, tag_map};
 use crate::aws::{AwsError, AwsResult, ErrorClass};
-use crate::engine::{is_unresolved, reference, Delta, Desired, FieldReader, Importing, Kind, Live, Matching, ReadCache, Rendering, Rules, Value};
+use crate::engine::{reference, Delta, Desired, FieldReader, Importing, Kind, Live, Matching, ReadCache, Rendering, Rules, Value};
 use crate::spec::model::{DeletionPolicy, Ports, Rule, Spec};
 use crate::spec::network::parse_port_range;
 use crate::spec::{physical_name, EnvSpec};
@@ -131,9 +131,6 @@ fn live_rules(group: &SecurityGroup) -> Vec<(&'static str, Value)> {
 fn permission(rule: &[&str]) -> Result<IpPermission, AwsError> {
     let bad = || AwsError::unexpected("EC2.AuthorizeSecurityGroupIngress", format!("cannot express rule {rule:?}"));
     let [protocol, ports, peer] = rule[..] else { return Err(bad()) };
-    if is_unresolved(peer) {
-        return Err(AwsError::unexpected("EC2.AuthorizeSecurityGroupIngress", format!("peer group {peer} does not exist")));
-    }
     let mut p = IpPermission::builder().ip_protocol(if protocol == "all" { "-1" } else { protocol });
     if protocol != "all" {
         let (from, to) = match ports {
@@ -296,7 +293,10 @@ mod tests {
         assert_eq!(p.user_id_group_pairs()[0].group_id(), Some("sg-123"));
         let p = permission(&DEFAULT_EGRESS).expect("rule");
         assert_eq!((p.ip_protocol(), p.from_port()), (Some("-1"), None));
-        assert!(permission(&["tcp", "80", "@ec2.security-group/alb"]).is_err(), "unresolved peers are refused");
+        let peer = Value::Phrase(vec!["tcp".into(), "80".into(), Value::Ref("@ec2.security-group/alb".into())]);
+        let unresolved = crate::engine::FieldChange { field: INGRESS.into(), entry: Some(peer), live: None, desired: Some(Value::text("")) };
+        let refused = unresolved.entry_words("EC2.AuthorizeSecurityGroupIngress").expect_err("unresolved peers are refused");
+        assert!(refused.to_string().contains("@ec2.security-group/alb does not exist"), "{refused}");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use aws_sdk_ecs::Client;
 
 use super::{add_tags, cluster, tag_list, tag_map, task_definition};
 use crate::aws::{required, AwsError, AwsResult, Built, ErrorClass};
-use crate::engine::{is_unresolved, ownership_tags, reference, Delta, Desired, FieldReader, Kind, Layer, Live, ReadCache, Rules, Value};
+use crate::engine::{ownership_tags, reference, Delta, Desired, FieldReader, Kind, Layer, Live, ReadCache, Rules, Value};
 use crate::kinds::ec2::{security_group, subnet};
 use crate::kinds::elbv2;
 use crate::spec::model::Tags;
@@ -42,10 +42,8 @@ pub struct Services {
 }
 
 fn network(desired: &Desired) -> Result<NetworkConfiguration, AwsError> {
+    desired.resolved(&[SUBNETS, GROUPS], "ECS.CreateService")?;
     let (subnets, groups) = (desired.items(SUBNETS), desired.items(GROUPS));
-    if let Some(missing) = subnets.iter().chain(&groups).find(|v| is_unresolved(v)) {
-        return Err(AwsError::unexpected("ECS.CreateService", format!("{missing} does not exist")));
-    }
     let vpc = AwsVpcConfiguration::builder()
         .set_subnets(Some(subnets))
         .set_security_groups(Some(groups))
@@ -74,8 +72,7 @@ fn load_balancers(desired: &Desired, operation: &'static str) -> Result<Vec<Load
     let registrations = desired.fields.get(LOAD_BALANCERS).map(Value::items).unwrap_or_default();
     registrations
         .into_iter()
-        .map(|item| match item.items().into_iter().filter_map(Value::as_text).collect::<Vec<_>>().as_slice() {
-            [group, ..] if is_unresolved(group) => Err(AwsError::unexpected(operation, format!("{group} does not exist"))),
+        .map(|item| match item.resolved(operation)?.items().into_iter().filter_map(Value::as_text).collect::<Vec<_>>().as_slice() {
             [group, container, port] => {
                 let port = port.parse().map_err(|_| AwsError::unexpected(operation, format!("{}: container port {port:?} is not a number", desired.name)))?;
                 Ok(LoadBalancer::builder().target_group_arn(*group).container_name(*container).container_port(port).build())

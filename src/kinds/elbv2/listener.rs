@@ -17,7 +17,7 @@ use aws_sdk_elasticloadbalancingv2::Client;
 use super::CONCURRENCY;
 use super::{actions_of, actions_text, add_tags, forward_to, listener_id, load_balancer, load_balancing, redirect_to_https, tag_list, tags_of, target_group};
 use crate::aws::{found, gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{is_unresolved, ownership_tags, Delta, Desired, FieldReader, Kind, Layer, Live, Matching, OnImmutableChange, ReadCache, Rules};
+use crate::engine::{ownership_tags, Delta, Desired, FieldReader, Kind, Layer, Live, Matching, OnImmutableChange, ReadCache, Rules};
 use crate::kinds::read::describe_each;
 use crate::spec::model::{DefaultAction, DeletionPolicy, Tags};
 use crate::spec::EnvSpec;
@@ -128,10 +128,8 @@ impl Kind for Listeners {
 
     async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
         const OP: &str = "ELBv2.CreateListener";
+        desired.resolved(&[LOAD_BALANCER], OP)?;
         let balancer = desired.field(LOAD_BALANCER);
-        if is_unresolved(balancer) {
-            return Err(AwsError::unexpected(OP, format!("{balancer} does not exist")));
-        }
         let mut request = self
             .client
             .create_listener()

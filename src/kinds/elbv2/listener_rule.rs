@@ -15,7 +15,7 @@ use aws_sdk_elasticloadbalancingv2::Client;
 
 use super::{actions_of, actions_text, add_tags, forward_to, listener, listener_id, load_balancing, rule_id, tag_list, tags_of, target_group, CONCURRENCY};
 use crate::aws::{found, gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{is_unresolved, ownership_tags, Delta, Desired, FieldReader, Kind, Layer, Live, Matching, OnImmutableChange, ReadCache, Rules};
+use crate::engine::{ownership_tags, Delta, Desired, FieldReader, Kind, Layer, Live, Matching, OnImmutableChange, ReadCache, Rules};
 use crate::kinds::read::describe_each;
 use crate::spec::model::{DeletionPolicy, Tags};
 use crate::spec::EnvSpec;
@@ -175,10 +175,8 @@ impl Kind for ListenerRules {
 
     async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
         const OP: &str = "ELBv2.CreateRule";
+        desired.resolved(&[LISTENER], OP)?;
         let on = desired.field(LISTENER);
-        if is_unresolved(on) {
-            return Err(AwsError::unexpected(OP, format!("{on} does not exist")));
-        }
         let request = self
             .client
             .create_rule()

@@ -16,7 +16,7 @@ use aws_sdk_elasticloadbalancingv2::Client;
 
 use super::{add_tags, load_balancing, tag_list, tags_of, CONCURRENCY};
 use crate::aws::{found, gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{is_unresolved, ownership_tags, Delta, Desired, FieldReader, Kind, Layer, Live, ReadCache, Rules, Value};
+use crate::engine::{ownership_tags, Delta, Desired, FieldReader, Kind, Layer, Live, ReadCache, Rules, Value};
 use crate::kinds::ec2::{internet_gateway, security_group, subnet};
 use crate::kinds::read::describe_each;
 use crate::spec::model::AccessLogs;
@@ -114,11 +114,8 @@ pub async fn live_load_balancers(client: &Client, env: &EnvSpec, reads: &ReadCac
 /// The (resolved) references of list field `name`: an error naming the first
 /// that was never created, for the call `operation`.
 fn resolved_list(desired: &Desired, name: &str, operation: &'static str) -> Result<Vec<String>, AwsError> {
-    let items = desired.items(name);
-    match items.iter().find(|i| is_unresolved(i)) {
-        Some(missing) => Err(AwsError::unexpected(operation, format!("{missing} does not exist"))),
-        None => Ok(items),
-    }
+    desired.resolved(&[name], operation)?;
+    Ok(desired.items(name))
 }
 
 /// What the kind's calls need of IAM.

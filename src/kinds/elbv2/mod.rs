@@ -20,7 +20,7 @@ use aws_sdk_elasticloadbalancingv2::Client;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use crate::aws::{found, AwsError, AwsResult};
-use crate::engine::{is_unresolved, reference, ResourceKey, Value};
+use crate::engine::{reference, ResourceKey, Value};
 use crate::spec::model::{DefaultAction, LoadBalancing, Tags};
 use crate::spec::EnvSpec;
 
@@ -165,9 +165,8 @@ pub fn actions_text(actions: &[Action]) -> Value {
 /// `operation`: an error when a target group was never created.
 pub fn actions_of(value: Option<&Value>, operation: &'static str) -> Result<Vec<Action>, AwsError> {
     let value = value.ok_or_else(|| AwsError::unexpected(operation, "no action to write".to_string()))?;
-    let words: Vec<&str> = value.items().into_iter().filter_map(Value::as_text).collect();
+    let words: Vec<&str> = value.resolved(operation)?.items().into_iter().filter_map(Value::as_text).collect();
     match words.as_slice() {
-        ["forward", group] if is_unresolved(group) => Err(AwsError::unexpected(operation, format!("{group} does not exist"))),
         ["forward", group] => Ok(vec![Action::builder().r#type(ActionTypeEnum::Forward).target_group_arn(*group).build()]),
         ["redirect", protocol, port, status] => {
             let redirect = RedirectActionConfig::builder()

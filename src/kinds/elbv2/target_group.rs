@@ -14,7 +14,7 @@ use aws_sdk_elasticloadbalancingv2::Client;
 
 use super::{add_tags, load_balancing, tag_list, tags_of, CONCURRENCY};
 use crate::aws::{found, gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{is_unresolved, ownership_tags, Delta, Desired, FieldReader, Kind, Layer, Live, ReadCache, Rules};
+use crate::engine::{ownership_tags, Delta, Desired, FieldReader, Kind, Layer, Live, ReadCache, Rules};
 use crate::kinds::ec2::vpc;
 use crate::kinds::read::describe_each;
 use crate::spec::model::Stickiness;
@@ -141,9 +141,7 @@ impl Kind for TargetGroups {
 
     async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {
         const OP: &str = "ELBv2.CreateTargetGroup";
-        if is_unresolved(desired.field(VPC)) {
-            return Err(AwsError::unexpected(OP, format!("{} does not exist", desired.field(VPC))));
-        }
+        desired.resolved(&[VPC], OP)?;
         let protocol = ProtocolEnum::from(desired.field(PROTOCOL));
         let request = self
             .client
