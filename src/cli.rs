@@ -122,7 +122,8 @@ pub enum Command {
         no_observe: bool,
     },
     /// Write the spec that adopts an environment's existing estate in place: its CloudFormation stacks'
-    /// resources, plus Redis and the user pool found by name (`*-<env>`). Reads only; exit 0 written, 1 error.
+    /// resources (or a Terraform state's), plus Redis and the user pool found by name (`*-<env>`). Reads
+    /// only; exit 0 written, 1 error.
     Import {
         /// Environment.
         #[arg(long)]
@@ -130,6 +131,10 @@ pub enum Command {
         /// Stacks to read: `*` matches any text, `${env}` is the environment.
         #[arg(long, default_value = "sentry-*-${env}")]
         stacks: String,
+        /// Read the resources from this Terraform state (format version 4, `terraform state pull`)
+        /// instead of CloudFormation stacks.
+        #[arg(long, value_name = "FILE", conflicts_with = "stacks")]
+        from_terraform: Option<PathBuf>,
         /// Directory to write `<env>.yaml` into (a spec that validates on its own,
         /// without a base.yaml); without it the YAML goes to stdout.
         #[arg(long, conflicts_with = "write")]
@@ -279,8 +284,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             status(&cli, env.as_deref(), lease_table.as_deref(), wait_for_revision.as_deref(), Duration::from_secs(*wait), *no_observe).await
         }
         Command::Graph { env, offline, format } => graph(&cli, env, *offline, *format).await,
-        Command::Import { env, stacks, out, write: false } => import(&cli, env, stacks, out.as_deref()).await,
-        Command::Import { env, stacks, write: true, .. } => bind(&cli, env, stacks).await,
+        Command::Import { env, stacks, from_terraform, out, write } => {
+            let source = match from_terraform {
+                Some(state) => crate::import::Source::TerraformState(state.clone()),
+                None => crate::import::Source::Stacks(stacks.clone()),
+            };
+            if *write {
+                bind(&cli, env, &source).await
+            } else {
+                import(&cli, env, &source, out.as_deref()).await
+            }
+        }
         Command::Reconcile { once, env, reallocate_whitelist, lease } => {
             if !once {
                 bail!("reconcile needs --once (use `run` for the long-running daemon)");
@@ -429,9 +443,9 @@ async fn iam_policy(cli: &Cli, env: Option<&str>) -> anyhow::Result<u8> {
 }
 
 /// Reads the live estate of `env` (prints why not, and returns `None`, when it cannot).
-async fn read_estate(cli: &Cli, env: &str, stacks: &str) -> Option<crate::import::Imported> {
+async fn read_estate(cli: &Cli, env: &str, source: &crate::import::Source) -> Option<crate::import::Imported> {
     let config = crate::aws::env_config(cli.region.clone(), None, cli.timeouts()).await;
-    crate::import::import(&config, env, stacks).await.map_err(|e| import_failed(&e)).ok()
+    crate::import::import(&config, env, source).await.map_err(|e| import_failed(&e)).ok()
 }
 
 /// Prints why `import` failed; returns the exit status.
@@ -442,8 +456,8 @@ fn import_failed(e: &dyn std::fmt::Display) -> u8 {
 
 /// `import`: writes the adopting spec of `env` to `out` (or stdout), checked
 /// by loading it back, and prints the summary.
-async fn import(cli: &Cli, env: &str, stacks: &str, out: Option<&Path>) -> anyhow::Result<u8> {
-    let Some(imported) = read_estate(cli, env, stacks).await else { return Ok(EXIT_ERROR) };
+async fn import(cli: &Cli, env: &str, source: &crate::import::Source, out: Option<&Path>) -> anyhow::Result<u8> {
+    let Some(imported) = read_estate(cli, env, source).await else { return Ok(EXIT_ERROR) };
     let header = format!(
         "Imported by `sentry-operator import --env {env}` from: {}.\nReview it, then `plan`: it must show adoptions only (nothing created, replaced or deleted).",
         imported.summary.stacks.join(", ")
@@ -492,7 +506,7 @@ async fn import(cli: &Cli, env: &str, stacks: &str, out: Option<&Path>) -> anyho
 /// `import --write`: binds the estate found to the spec in `--specs` and
 /// appends the adopt entries to `<env>.yaml`, checked by loading it back
 /// (restored when it does not load).
-async fn bind(cli: &Cli, env: &str, stacks: &str) -> anyhow::Result<u8> {
+async fn bind(cli: &Cli, env: &str, source: &crate::import::Source) -> anyhow::Result<u8> {
     if !matches!(Location::parse(&cli.specs)?, Location::Dir(_)) {
         bail!("import --write appends to a spec file: give --specs a directory (a checkout), then publish it");
     }
@@ -502,7 +516,7 @@ async fn bind(cli: &Cli, env: &str, stacks: &str) -> anyhow::Result<u8> {
     if original.lines().any(|l| l.starts_with("adopt:")) {
         bail!("{} has an adopt section already; merge by hand (import --out writes a separate spec to compare with)", file.display());
     }
-    let Some(imported) = read_estate(cli, env, stacks).await else { return Ok(EXIT_ERROR) };
+    let Some(imported) = read_estate(cli, env, source).await else { return Ok(EXIT_ERROR) };
     let binding = match crate::import::bind::bind(&existing, &imported.spec) {
         Ok(binding) => binding,
         Err(e) => return Ok(import_failed(&e)),

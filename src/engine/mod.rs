@@ -654,16 +654,17 @@ pub struct Rules {
     pub exclusive: &'static [&'static str],
     /// Which API calls touch the kind's resources, and where they name them.
     pub events: focus::EventMatch,
-    /// The CloudFormation resource types the kind stands for (`import` maps them to it).
-    pub cloudformation: &'static [&'static str],
-    /// CloudFormation resource types described as part of the kind's
-    /// resources, each with how (`AWS::EC2::Route`: "a route of its route table").
-    pub cloudformation_parts: &'static [(&'static str, &'static str)],
+    /// The resource types the kind stands for, CloudFormation's (`AWS::EC2::VPC`)
+    /// and Terraform's (`aws_vpc`): `import` maps them to it.
+    pub resource_types: &'static [&'static str],
+    /// Resource types described as part of the kind's resources, each with
+    /// how (`AWS::EC2::Route`, `aws_route`: "a route of its route table").
+    pub resource_parts: &'static [(&'static str, &'static str)],
     /// What the kind's calls need of IAM.
     pub permissions: permissions::Permissions,
     /// Whether `import` renders the kind's resources as spec entries ([`Kind::to_spec`]).
     pub imported: bool,
-    /// The kind whose CloudFormation resources `import` reads this kind's
+    /// The kind whose stack (or state) resources `import` reads this kind's
     /// from, under the same ids (a security group's rules: the group).
     pub imported_with: Option<&'static str>,
 }
@@ -671,7 +672,7 @@ pub struct Rules {
 impl Rules {
     /// The defaults for `kind` of `layer`: matched by name, reconciled by full
     /// passes, no immutable, create-only or exclusive fields, no API call
-    /// mapped to the kind, no CloudFormation type and no permission.
+    /// mapped to the kind, no resource type and no permission.
     pub const fn new(kind: &'static str, layer: Layer) -> Self {
         Rules {
             kind,
@@ -683,23 +684,23 @@ impl Rules {
             create_only: &[],
             exclusive: &[],
             events: focus::EventMatch::NONE,
-            cloudformation: &[],
-            cloudformation_parts: &[],
+            resource_types: &[],
+            resource_parts: &[],
             permissions: permissions::Permissions::NONE,
             imported: false,
             imported_with: None,
         }
     }
 
-    /// The same rules for a kind standing for the CloudFormation `types`.
+    /// The same rules for a kind standing for the CloudFormation and Terraform `types`.
     pub const fn stands_for(self, types: &'static [&'static str]) -> Self {
-        Rules { cloudformation: types, ..self }
+        Rules { resource_types: types, ..self }
     }
 
     /// The same rules for a kind whose resources describe the CloudFormation
-    /// types `parts` (each with how).
+    /// and Terraform types `parts` (each with how).
     pub const fn with_parts(self, parts: &'static [(&'static str, &'static str)]) -> Self {
-        Rules { cloudformation_parts: parts, ..self }
+        Rules { resource_parts: parts, ..self }
     }
 
     /// The same rules for a kind whose calls need `permissions`.

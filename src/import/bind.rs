@@ -5,9 +5,8 @@
 //!
 //! The rules, and what is not guessed:
 //! - the VPC, the internet gateway and the flow log: the one of each;
-//! - subnets by CIDR; route tables follow their subnets (the public one, one
-//!   per private subnet); NAT gateways by the subnet they sit in; endpoints by
-//!   service;
+//! - subnets by CIDR; route tables by the subnets they serve; NAT gateways
+//!   by the subnet they sit in; endpoints by service;
 //! - whitelist addresses: a NAT gateway's address binds to the pool entry the
 //!   spec gives that NAT gateway; the others to the entry pinned to the same
 //!   address, else to the spec's unpinned entries in order;
@@ -88,16 +87,24 @@ pub fn bind(existing: &EnvSpec, imported: &Spec) -> Result<Binding, String> {
         }
     }
     if let (Some(mine), Some(found)) = (&existing.spec.network, &imported.network) {
-        for single in
-            [(vpc::KIND, vpc::ID), (internet_gateway::KIND, internet_gateway::ID), (flow_log::KIND, vpc::ID), (route_table::KIND, route_table::PUBLIC)]
-        {
+        for single in [(vpc::KIND, vpc::ID), (internet_gateway::KIND, internet_gateway::ID), (flow_log::KIND, vpc::ID)] {
             by_imported.insert((single.0, single.1.to_string()), single.1.to_string());
         }
         let subnets: BTreeMap<String, String> =
             found.subnets.iter().filter_map(|(fid, f)| Some((fid.clone(), mine.subnets.iter().find(|(_, m)| m.cidr == f.cidr)?.0.clone()))).collect();
         for (fid, mid) in &subnets {
             by_imported.insert((subnet::KIND, fid.clone()), mid.clone());
-            by_imported.insert((route_table::KIND, fid.clone()), mid.clone());
+        }
+        // A route table binds to the spec's table serving the same subnets.
+        let served = |t: &crate::spec::model::TableLayout, map: &dyn Fn(&str) -> Option<String>| -> BTreeSet<String> {
+            t.subnets.iter().filter_map(|s| map(s)).collect()
+        };
+        let mine_tables = mine.route_table_layout(env);
+        for f in found.route_table_layout(env) {
+            let theirs = served(&f, &|s| subnets.get(s).cloned());
+            if let Some(m) = mine_tables.iter().find(|m| !theirs.is_empty() && served(m, &|s| Some(s.to_string())) == theirs) {
+                by_imported.insert((route_table::KIND, f.id.clone()), m.id.clone());
+            }
         }
         let mut pool: BTreeMap<String, String> = BTreeMap::new(); // imported pool entry -> existing entry
         for (fid, f) in &found.nat_gateways {

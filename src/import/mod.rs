@@ -1,5 +1,6 @@
 //! `import`: reads the estate an environment already has (built with
-//! CloudFormation, stacks `sentry-*-<env>` by default, or by hand) and writes
+//! CloudFormation, stacks `sentry-*-<env>` by default; with Terraform, from
+//! its state; or by hand) and writes
 //! the spec that adopts all of it in place: the live names and settings, every
 //! whitelist address pinned, and one `adopt` entry per resource, so that
 //! `plan` over it shows adoptions only: nothing created, replaced or deleted.
@@ -12,6 +13,7 @@
 
 pub mod bind;
 mod services;
+mod terraform;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -53,7 +55,7 @@ pub struct Imported {
 #[derive(Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Summary {
-    /// The stacks read.
+    /// The stacks read (or the Terraform state).
     pub stacks: Vec<String>,
     /// Resources found (stack resources, and those found by name).
     pub found: usize,
@@ -109,14 +111,14 @@ const BY_HAND: &[&str] =
 /// The operator's mapping of CloudFormation resource type `resource_type`,
 /// from what the kinds (`kinds`, their rules) declare they stand for.
 pub fn mapping(resource_type: &str, kinds: &[Rules]) -> Mapping {
-    if let Some(kind) = kinds.iter().find(|k| k.cloudformation.contains(&resource_type)) {
+    if let Some(kind) = kinds.iter().find(|k| k.resource_types.contains(&resource_type)) {
         return if kind.imported || BY_HAND.contains(&kind.kind) {
             Mapping::Kind(kind.kind)
         } else {
             Mapping::NotRepresentable(format!("{} is not imported yet: write it in the spec, with an adopt entry", kind.kind))
         };
     }
-    match kinds.iter().flat_map(|k| k.cloudformation_parts).find(|(t, _)| *t == resource_type) {
+    match kinds.iter().flat_map(|k| k.resource_parts).find(|(t, _)| *t == resource_type) {
         Some((_, part)) => Mapping::PartOf(part),
         None => Mapping::NotRepresentable("no kind of the operator describes this type".into()),
     }
@@ -240,9 +242,13 @@ fn by_id(id: &str) -> AdoptTarget {
     AdoptTarget { id: Some(id.to_string()), ..AdoptTarget::default() }
 }
 
-/// The words of a CloudFormation type a logical id need not repeat
-/// (`AWS::DynamoDB::Table`: `dynamodb`, `table`).
+/// The words of a CloudFormation or Terraform type a logical id need not
+/// repeat (`AWS::DynamoDB::Table`: `dynamodb`, `table`; `aws_route_table`:
+/// `route`, `table`).
 fn type_words(resource_type: &str) -> Vec<String> {
+    if let Some(words) = resource_type.strip_prefix("aws_") {
+        return words.split('_').map(str::to_string).collect();
+    }
     let mut parts = resource_type.split("::").skip(1);
     let service = parts.next().unwrap_or_default().to_ascii_lowercase();
     let resource = spec_id(parts.next().unwrap_or_default(), &[]);
@@ -364,12 +370,59 @@ async fn rendered(ctx: &mut Context, kinds: &[Box<dyn Kind>], spec: &mut Spec) -
     Ok(())
 }
 
-/// Imports environment `env` from the stacks matching `stack_glob`
-/// (`${env}` in it is replaced). Reads only.
-pub async fn import(config: &SdkConfig, env: &str, stack_glob: &str) -> Result<Imported, ImportError> {
+/// Where `import` finds the estate's resources.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// The CloudFormation stacks matching this glob (`*` any text, `${env}` the environment).
+    Stacks(String),
+    /// A Terraform state file (format version 4).
+    TerraformState(std::path::PathBuf),
+}
+
+/// Imports environment `env` from `source`. Reads only.
+pub async fn import(config: &SdkConfig, env: &str, source: &Source) -> Result<Imported, ImportError> {
     let counter = CallCounter::default();
-    let glob = stack_glob.replace("${env}", env);
-    let cfn = sdk_client!(aws_sdk_cloudformation, config, counter);
+    let (sources, resources) = match source {
+        Source::Stacks(glob) => stack_resources(&sdk_client!(aws_sdk_cloudformation, config, counter), &glob.replace("${env}", env)).await?,
+        Source::TerraformState(path) => {
+            let (state, resources) = terraform::resources(path)?;
+            (vec![state], resources)
+        }
+    };
+    let mut ctx = Context {
+        env: env.to_string(),
+        kinds: crate::kinds::rules(),
+        tiers: None,
+        by_kind: BTreeMap::new(),
+        adopt: BTreeMap::new(),
+        summary: Summary { stacks: sources, ..Summary::default() },
+    };
+    ctx.summary.found = resources.len();
+    sort(&mut ctx, resources)?;
+    let sqs = sdk_client!(aws_sdk_sqs, config, counter);
+    let dynamodb = sdk_client!(aws_sdk_dynamodb, config, counter);
+    let logs = sdk_client!(aws_sdk_cloudwatchlogs, config, counter);
+    let ecs = sdk_client!(aws_sdk_ecs, config, counter);
+    services::found_by_name(&mut ctx, &sqs, &dynamodb, &logs, &ecs).await?;
+    let mut spec = Spec { region: config.region().map(|r| r.to_string()), ..Spec::default() };
+    let vpcs = ctx.of(ec2::vpc::KIND);
+    if vpcs.len() > 1 {
+        let all: Vec<String> = vpcs.iter().map(|v| format!("{} ({} {})", v.physical_id, v.stack, v.logical_id)).collect();
+        return Err(ImportError::Input(format!("the source holds {} VPCs ({}); an environment has one: narrow it", vpcs.len(), all.join(", "))));
+    }
+    rendered(&mut ctx, &crate::kinds::registry(config, &counter, TagReads::default()), &mut spec).await?;
+    let adopted = |id: &String| ctx.adopt.get(&format!("{}/{id}", ec2::subnet::KIND)).and_then(|t| t.id.clone());
+    ctx.tiers = spec.network.as_ref().map(|n| n.subnets.iter().filter_map(|(id, s)| Some((adopted(id)?, s.tier))).collect());
+    if let Some(redis) = services::redis(&mut ctx, &sdk_client!(aws_sdk_elasticache, config, counter)).await? {
+        spec.data.get_or_insert_with(Default::default).redis = Some(redis);
+    }
+    spec.identity = services::identity(&mut ctx, &sdk_client!(aws_sdk_cognitoidentityprovider, config, counter)).await?;
+    spec.adopt = ctx.adopt;
+    Ok(Imported { spec, summary: ctx.summary })
+}
+
+/// The stacks matching `glob` (sorted) and their resources.
+async fn stack_resources(cfn: &aws_sdk_cloudformation::Client, glob: &str) -> Result<(Vec<String>, Vec<StackResource>), ImportError> {
     let stacks: Vec<String> = cfn
         .describe_stacks()
         .into_paginator()
@@ -382,7 +435,7 @@ pub async fn import(config: &SdkConfig, env: &str, stack_glob: &str) -> Result<I
         .filter(|s| s.stack_status().is_some_and(|st| !st.as_str().starts_with("DELETE_")))
         .filter_map(|s| s.stack_name().map(str::to_string))
         .collect();
-    let mut matched: Vec<String> = stacks.iter().filter(|s| glob_matches(&glob, s)).cloned().collect();
+    let mut matched: Vec<String> = stacks.iter().filter(|s| glob_matches(glob, s)).cloned().collect();
     matched.sort();
     if matched.is_empty() {
         let known = if stacks.is_empty() { "none".to_string() } else { stacks.join(", ") };
@@ -406,36 +459,7 @@ pub async fn import(config: &SdkConfig, env: &str, stack_glob: &str) -> Result<I
             });
         }
     }
-    let mut ctx = Context {
-        env: env.to_string(),
-        kinds: crate::kinds::rules(),
-        tiers: None,
-        by_kind: BTreeMap::new(),
-        adopt: BTreeMap::new(),
-        summary: Summary { stacks: matched, ..Summary::default() },
-    };
-    ctx.summary.found = resources.len();
-    sort(&mut ctx, resources)?;
-    let sqs = sdk_client!(aws_sdk_sqs, config, counter);
-    let dynamodb = sdk_client!(aws_sdk_dynamodb, config, counter);
-    let logs = sdk_client!(aws_sdk_cloudwatchlogs, config, counter);
-    let ecs = sdk_client!(aws_sdk_ecs, config, counter);
-    services::found_by_name(&mut ctx, &sqs, &dynamodb, &logs, &ecs).await?;
-    let mut spec = Spec { region: config.region().map(|r| r.to_string()), ..Spec::default() };
-    let vpcs = ctx.of(ec2::vpc::KIND);
-    if vpcs.len() > 1 {
-        let all: Vec<String> = vpcs.iter().map(|v| format!("{} ({} {})", v.physical_id, v.stack, v.logical_id)).collect();
-        return Err(ImportError::Input(format!("the stacks hold {} VPCs ({}); an environment has one: narrow --stacks", vpcs.len(), all.join(", "))));
-    }
-    rendered(&mut ctx, &crate::kinds::registry(config, &counter, TagReads::default()), &mut spec).await?;
-    let adopted = |id: &String| ctx.adopt.get(&format!("{}/{id}", ec2::subnet::KIND)).and_then(|t| t.id.clone());
-    ctx.tiers = spec.network.as_ref().map(|n| n.subnets.iter().filter_map(|(id, s)| Some((adopted(id)?, s.tier))).collect());
-    if let Some(redis) = services::redis(&mut ctx, &sdk_client!(aws_sdk_elasticache, config, counter)).await? {
-        spec.data.get_or_insert_with(Default::default).redis = Some(redis);
-    }
-    spec.identity = services::identity(&mut ctx, &sdk_client!(aws_sdk_cognitoidentityprovider, config, counter)).await?;
-    spec.adopt = ctx.adopt;
-    Ok(Imported { spec, summary: ctx.summary })
+    Ok((matched, resources))
 }
 
 #[cfg(test)]
@@ -465,8 +489,17 @@ mod tests {
         // Every kind names at least one type, and no type is claimed twice.
         let mut claimed = BTreeSet::new();
         for k in &kinds {
-            assert!(!k.cloudformation.is_empty() || !k.cloudformation_parts.is_empty(), "{} declares no CloudFormation type", k.kind);
-            for t in k.cloudformation.iter().chain(k.cloudformation_parts.iter().map(|(t, _)| t)) {
+            assert!(
+                k.resource_types.iter().any(|t| t.starts_with("AWS::")) || k.resource_parts.iter().any(|(t, _)| t.starts_with("AWS::")),
+                "{} declares no CloudFormation type",
+                k.kind
+            );
+            assert!(
+                k.resource_types.iter().chain(k.resource_parts.iter().map(|(t, _)| t)).any(|t| t.starts_with("aws_")),
+                "{} declares no Terraform type",
+                k.kind
+            );
+            for t in k.resource_types.iter().chain(k.resource_parts.iter().map(|(t, _)| t)) {
                 assert!(claimed.insert(*t), "{t} is claimed by two kinds");
             }
         }

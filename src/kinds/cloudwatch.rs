@@ -273,7 +273,7 @@ impl Kind for Alarms {
     fn rules(&self) -> Rules {
         Rules {
             events: EventMatch::of("monitoring.amazonaws.com", &["Alarm"], &["alarmName", "alarmNames", "AlarmName", "AlarmNames", "resourceARN"]),
-            ..Rules::new(KIND, Layer::SecurityMonitoring).stands_for(&["AWS::CloudWatch::Alarm"]).needs(PERMISSIONS)
+            ..Rules::new(KIND, Layer::SecurityMonitoring).stands_for(&["AWS::CloudWatch::Alarm", "aws_cloudwatch_metric_alarm"]).needs(PERMISSIONS)
         }
     }
 

@@ -305,7 +305,7 @@ impl Kind for Tables {
             immutable: &[KEY],
             exclusive: &[GSI],
             events: EventMatch::of("dynamodb.amazonaws.com", &[], &["tableName", "TableName", "resourceArn", "tableArn"]),
-            ..Rules::new(KIND, Layer::DataMessaging).stands_for(&["AWS::DynamoDB::Table"]).needs(PERMISSIONS).imported()
+            ..Rules::new(KIND, Layer::DataMessaging).stands_for(&["AWS::DynamoDB::Table", "aws_dynamodb_table"]).needs(PERMISSIONS).imported()
         }
     }
 

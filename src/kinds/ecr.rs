@@ -86,7 +86,7 @@ impl Kind for Repositories {
                 &["Repository", "Lifecycle", "ImageScanning", "ImageTagMutability"],
                 &["repositoryName", "RepositoryName", "resourceArn"],
             ),
-            ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ECR::Repository"]).needs(PERMISSIONS)
+            ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ECR::Repository", "aws_ecr_repository"]).needs(PERMISSIONS)
         }
     }
 

@@ -46,7 +46,7 @@ impl Kind for EventRules {
     fn rules(&self) -> Rules {
         Rules {
             events: EventMatch::of("events.amazonaws.com", &["Rule", "Targets"], &["name", "rule", "resourceARN"]).marked("rule/"),
-            ..Rules::new(KIND, Layer::SecurityMonitoring).stands_for(&["AWS::Events::Rule"]).needs(PERMISSIONS)
+            ..Rules::new(KIND, Layer::SecurityMonitoring).stands_for(&["AWS::Events::Rule", "aws_cloudwatch_event_rule"]).needs(PERMISSIONS)
         }
     }
 

@@ -54,8 +54,8 @@ impl Kind for Keys {
             matching: Matching::Custom,
             events: EventMatch::of("kms.amazonaws.com", &[], &["keyId", "KeyId", "targetKeyId"]),
             ..Rules::new(KIND, Layer::SecurityMonitoring)
-                .stands_for(&["AWS::KMS::Key"])
-                .with_parts(&[("AWS::KMS::Alias", "its key's alias")])
+                .stands_for(&["AWS::KMS::Key", "aws_kms_key"])
+                .with_parts(&[("AWS::KMS::Alias", "its key's alias"), ("aws_kms_alias", "its key's alias")])
                 .needs(PERMISSIONS)
         }
     }

@@ -45,7 +45,7 @@ impl Kind for LogGroups {
     fn rules(&self) -> Rules {
         Rules {
             events: EventMatch::of("logs.amazonaws.com", &["LogGroup", "RetentionPolicy", "KmsKey"], &["logGroupName", "logGroupIdentifier", "resourceArn"]),
-            ..Rules::new(KIND, Layer::SecurityMonitoring).stands_for(&["AWS::Logs::LogGroup"]).needs(PERMISSIONS).imported()
+            ..Rules::new(KIND, Layer::SecurityMonitoring).stands_for(&["AWS::Logs::LogGroup", "aws_cloudwatch_log_group"]).needs(PERMISSIONS).imported()
         }
     }
 

@@ -119,7 +119,8 @@ mod tests {
     /// What the spec cannot say is refused or listed, never written wrong: an
     /// address on a NAT gateway outside the stacks, a NAT gateway whose subnet
     /// is not imported, a second flow log or one not delivered to CloudWatch
-    /// Logs; a route the spec has no words for is listed (adopting removes it).
+    /// Logs; a route the spec has no words for, or a subnet not imported, is
+    /// listed (adopting the table removes it).
     #[test]
     fn import_refuses_or_lists_what_the_spec_cannot_say() {
         use super::ec2::{elastic_ip, flow_log, nat_gateway, route_table, vpc};
@@ -141,9 +142,24 @@ mod tests {
         let table = Live { handle: "rtb-1".into(), ..Live::default() }
             .with("VpcId", Value::Ref("@ec2.vpc/vpc".into()))
             .with_entry("route ", "0.0.0.0/0", Value::Ref("@ec2.internet-gateway/igw".into()))
-            .with_entry("route ", "10.1.0.0/16", Value::text("pcx-1"));
+            .with_entry("route ", "10.1.0.0/16", Value::text("pcx-1"))
+            .with_entry("route ", "10.2.0.0/16", Value::text("blackhole"))
+            .with_entry("association ", Value::Ref("@ec2.subnet/public-a".into()), "associated")
+            .with_entry("association ", Value::text("subnet-elsewhere"), "associated");
         let rendering = kind(route_table::KIND).to_spec(route_table::PUBLIC, &table, &mut spec, &importing).expect("the public table");
-        assert_eq!(rendering.unsaid, ["its route to 10.1.0.0/16 (through pcx-1) is not in the spec language: adopting the table removes it"]);
+        assert_eq!(
+            rendering.unsaid,
+            [
+                "its subnet subnet-elsewhere is not imported: adopting the table disassociates it",
+                "its route to 10.2.0.0/16 (through blackhole) is not in the spec language: adopting the table removes it"
+            ]
+        );
+        let written = &spec.network.as_ref().expect("network").route_tables[route_table::PUBLIC];
+        assert_eq!(
+            (written.internet_gateway, &written.subnets, written.routes.get("10.1.0.0/16").map(String::as_str)),
+            (true, &vec!["public-a".to_string()], Some("pcx-1")),
+            "a peering route is written as it is"
+        );
     }
 
     /// Every kind `import` renders gives back its own resources: what the

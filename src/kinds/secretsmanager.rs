@@ -89,7 +89,7 @@ impl Kind for Secrets {
         Rules {
             create_only: &[PLACEHOLDER_KEYS],
             events: EventMatch::of("secretsmanager.amazonaws.com", &[], &["secretId", "SecretId", "name", "arn"]),
-            ..Rules::new(KIND, Layer::SecurityMonitoring).stands_for(&["AWS::SecretsManager::Secret"]).needs(PERMISSIONS)
+            ..Rules::new(KIND, Layer::SecurityMonitoring).stands_for(&["AWS::SecretsManager::Secret", "aws_secretsmanager_secret"]).needs(PERMISSIONS)
         }
     }
 

@@ -67,8 +67,8 @@ impl Kind for Topics {
         Rules {
             events: EventMatch::of("sns.amazonaws.com", &[], &["topicArn", "TopicArn", "resourceArn", "name"]),
             ..Rules::new(KIND, Layer::SecurityMonitoring)
-                .stands_for(&["AWS::SNS::Topic"])
-                .with_parts(&[("AWS::SNS::Subscription", "a subscription of its topic")])
+                .stands_for(&["AWS::SNS::Topic", "aws_sns_topic"])
+                .with_parts(&[("AWS::SNS::Subscription", "a subscription of its topic"), ("aws_sns_topic_subscription", "a subscription of its topic")])
                 .needs(PERMISSIONS)
         }
     }

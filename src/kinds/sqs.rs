@@ -150,7 +150,7 @@ impl Kind for Queues {
         Rules {
             immutable: &[FIFO],
             events: EventMatch::of("sqs.amazonaws.com", &["Queue", "Permission"], &["queueUrl", "QueueUrl", "queueName", "QueueName"]),
-            ..Rules::new(KIND, Layer::DataMessaging).stands_for(&["AWS::SQS::Queue"]).needs(PERMISSIONS).imported()
+            ..Rules::new(KIND, Layer::DataMessaging).stands_for(&["AWS::SQS::Queue", "aws_sqs_queue"]).needs(PERMISSIONS).imported()
         }
     }
 

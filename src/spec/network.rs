@@ -37,7 +37,119 @@ pub struct Network {
     /// (a subnet none names stays on the VPC's default ACL).
     #[serde(default)]
     pub network_acls: BTreeMap<String, NetworkAcl>,
+    /// Route tables by logical id, when the spec lays them out itself (any
+    /// layout: one private table shared by several subnets, a subnet left on
+    /// the VPC's main table). Without it they follow the tiers: one public
+    /// table through the internet gateway and one per private subnet through
+    /// the NAT gateway of its zone.
+    #[serde(default)]
+    pub route_tables: BTreeMap<String, RouteTable>,
 }
+
+/// A route table the spec lays out. The operator owns its routes and its
+/// subnets: a route or an association added by hand is removed.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RouteTable {
+    /// Physical name (Name tag); default `sentry-rt-<id>-<env>`.
+    pub name: Option<String>,
+    /// The subnets (logical ids) associated with it; a subnet is in one
+    /// table at most, one in none uses the VPC's main table.
+    #[serde(default)]
+    pub subnets: Vec<String>,
+    /// The NAT gateway (logical id) of its default route (0.0.0.0/0).
+    pub nat_gateway: Option<String>,
+    /// Whether its default route goes to the internet gateway.
+    #[serde(default)]
+    pub internet_gateway: bool,
+    /// Other routes: destination CIDR → the id of their target as AWS names
+    /// it (`pcx-…` peering, `tgw-…` transit gateway, `vgw-…` virtual private
+    /// gateway, `eni-…` network interface, `i-…` instance), kept as written.
+    #[serde(default)]
+    pub routes: BTreeMap<String, String>,
+}
+
+/// The prefixes of the route targets a route table's `routes` may name.
+pub const ROUTE_TARGETS: &[&str] = &["pcx-", "tgw-", "vgw-", "eni-", "i-"];
+
+/// Where a route table's default route goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefaultRoute<'a> {
+    /// To the internet gateway.
+    InternetGateway,
+    /// To the NAT gateway of this logical id.
+    NatGateway(&'a str),
+}
+
+/// One route table of the environment, as the spec lays it out or as the
+/// tiers imply it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableLayout<'a> {
+    /// Logical id.
+    pub id: String,
+    /// Physical name.
+    pub name: String,
+    /// The subnets associated with it (logical ids).
+    pub subnets: Vec<&'a str>,
+    /// Its default route, if any.
+    pub default_route: Option<DefaultRoute<'a>>,
+    /// Its other routes (destination, target id).
+    pub routes: Vec<(&'a str, &'a str)>,
+}
+
+impl Network {
+    /// The route tables of environment `env`: `routeTables` as written, else
+    /// one public table (`public`, through the internet gateway, every public
+    /// subnet) and one per private subnet (named after it, through the NAT
+    /// gateway of its zone, else the first one).
+    pub fn route_table_layout(&self, env: &str) -> Vec<TableLayout<'_>> {
+        if !self.route_tables.is_empty() {
+            return self
+                .route_tables
+                .iter()
+                .map(|(id, t)| TableLayout {
+                    id: id.clone(),
+                    name: t.name.as_deref().map_or_else(|| format!("sentry-rt-{id}-{env}"), |n| n.replace("${env}", env)),
+                    subnets: t.subnets.iter().map(String::as_str).collect(),
+                    default_route: match (&t.nat_gateway, t.internet_gateway) {
+                        (Some(nat), _) => Some(DefaultRoute::NatGateway(nat)),
+                        (None, true) => Some(DefaultRoute::InternetGateway),
+                        (None, false) => None,
+                    },
+                    routes: t.routes.iter().map(|(d, t)| (d.as_str(), t.as_str())).collect(),
+                })
+                .collect();
+        }
+        let of_tier = |tier: Tier| self.subnets.iter().filter(move |(_, s)| s.tier == tier);
+        let public = TableLayout {
+            id: PUBLIC_TABLE.into(),
+            name: format!("sentry-rt-{PUBLIC_TABLE}-{env}"),
+            subnets: of_tier(Tier::Public).map(|(id, _)| id.as_str()).collect(),
+            default_route: Some(DefaultRoute::InternetGateway),
+            routes: Vec::new(),
+        };
+        let private = of_tier(Tier::Private).map(|(id, s)| {
+            let same_az = self.nat_gateways.iter().find(|(_, nat)| self.subnets.get(&nat.subnet).is_some_and(|ns| ns.az == s.az));
+            TableLayout {
+                id: id.clone(),
+                name: format!("sentry-rt-{id}-{env}"),
+                subnets: vec![id.as_str()],
+                default_route: same_az.or_else(|| self.nat_gateways.iter().next()).map(|(nat, _)| DefaultRoute::NatGateway(nat)),
+                routes: Vec::new(),
+            }
+        });
+        std::iter::once(public).chain(private).collect()
+    }
+
+    /// The route tables (logical ids) serving subnets of `tier`.
+    pub fn route_tables_of(&self, tier: Tier, env: &str) -> Vec<String> {
+        let of_tier = |s: &&str| self.subnets.get(*s).is_some_and(|s| s.tier == tier);
+        self.route_table_layout(env).into_iter().filter(|t| t.subnets.iter().any(of_tier)).map(|t| t.id).collect()
+    }
+}
+
+/// The logical id of the public route table the tiers imply.
+pub const PUBLIC_TABLE: &str = "public";
 
 /// The VPC.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -56,12 +168,16 @@ pub struct Vpc {
     /// VPC flow logs.
     #[serde(default)]
     pub flow_logs: FlowLogs,
+    /// The internet gateway's physical name (Name tag); default `sentry-igw-<env>`.
+    pub internet_gateway_name: Option<String>,
 }
 
 /// VPC flow logs settings.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct FlowLogs {
+    /// Physical name (Name tag); default `sentry-vpc-flow-logs-<env>`.
+    pub name: Option<String>,
     /// Whether flow logs are on.
     #[serde(default)]
     pub enabled: bool,
@@ -97,6 +213,8 @@ pub enum Tier {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Subnet {
+    /// Physical name (Name tag); default `sentry-<id>-<env>`.
+    pub name: Option<String>,
     /// Public or private.
     pub tier: Tier,
     /// Availability zone (one of `network.availabilityZones`).
@@ -109,6 +227,8 @@ pub struct Subnet {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct NatGateway {
+    /// Physical name (Name tag); default `sentry-<id>-<env>`.
+    pub name: Option<String>,
     /// The public subnet it lives in (logical id).
     pub subnet: String,
     /// The whitelist pool entry whose EIP it uses (logical id).
@@ -127,6 +247,8 @@ pub struct Whitelist {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct WhitelistAddress {
+    /// Physical name (Name tag); default `sentry-<id>-<env>`.
+    pub name: Option<String>,
     /// Pinned public IP (`203.0.113.10`) or allocation id (`eipalloc-...`); empty until bootstrap.
     pub address: Option<String>,
     /// First step of the two-step release: only a releasable address may ever be released.
@@ -240,6 +362,8 @@ fn allow() -> String {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Endpoint {
+    /// Physical name (Name tag); default `sentry-<id>-endpoint-<env>`.
+    pub name: Option<String>,
     /// `dynamodb` or `s3`.
     pub service: String,
     /// Route tables of this tier get the endpoint route.
@@ -372,6 +496,44 @@ impl Checker {
             self.one_of(&["network", "endpoints", id, "service"], &e.service, &["dynamodb", "s3"]);
         }
         self.network_acls(n);
+        self.route_tables(n);
+    }
+
+    /// Route tables: known subnets, each in one table; a default route to a
+    /// known NAT gateway or to the internet gateway, not both; other routes
+    /// to a valid CIDR through a target the operator can write.
+    fn route_tables(&mut self, n: &Network) {
+        let mut subnet_table: HashMap<&str, &str> = HashMap::new();
+        for (id, table) in &n.route_tables {
+            for (i, subnet) in table.subnets.iter().enumerate() {
+                let index = i.to_string();
+                let p = ["network", "routeTables", id.as_str(), "subnets", index.as_str()];
+                if !n.subnets.contains_key(subnet) {
+                    self.reference(&p, subnet, n.subnets.keys().map(String::as_str), "subnet");
+                } else if let Some(other) = subnet_table.insert(subnet, id) {
+                    self.err(&p, format!("subnet {subnet:?} is already in route table {other:?}; a subnet has one route table"));
+                }
+            }
+            let at = |field: &'static str| ["network", "routeTables", id.as_str(), field];
+            match &table.nat_gateway {
+                Some(_) if table.internet_gateway => self.err(&at("natGateway"), "a default route goes to a NAT gateway or to the internet gateway, not both"),
+                Some(nat) if !n.nat_gateways.contains_key(nat) => {
+                    self.reference(&at("natGateway"), nat, n.nat_gateways.keys().map(String::as_str), "NAT gateway")
+                }
+                _ => {}
+            }
+            for (destination, target) in &table.routes {
+                let p = ["network", "routeTables", id.as_str(), "routes", destination.as_str()];
+                match parse_cidr(destination) {
+                    Err(message) => self.err(&p, message),
+                    Ok(net) if net.prefix_len() == 0 => self.err(&p, "the default route is `natGateway` or `internetGateway`"),
+                    Ok(_) if !ROUTE_TARGETS.iter().any(|prefix| target.starts_with(prefix)) => {
+                        self.err(&p, format!("target {target:?} is none of {}", ROUTE_TARGETS.iter().map(|t| format!("{t}…")).collect::<Vec<_>>().join(", ")))
+                    }
+                    Ok(_) => {}
+                }
+            }
+        }
     }
 
     /// Network ACLs: known subnets, each in one ACL; rule numbers in range

@@ -25,6 +25,10 @@ const STACKS: &[(&str, &str)] = &[
     ("sentry-cluster-oms-dev", "cluster-oms.yaml"),
 ];
 
+/// How the imported spec writes the shared private route table.
+const SHARED_TABLE: &str =
+    "\n  routeTables:\n    private:\n      name: sentry-private-rt-dev\n      subnets: [private-a, private-b]\n      natGateway: nat-a\n";
+
 /// What the fixture built, by the ids AWS gave it.
 struct Estate {
     vpc: String,
@@ -60,6 +64,7 @@ async fn build_estate(moto: &Moto) -> Estate {
     let subnets = ec2.describe_subnets().filters(in_vpc.clone()).send().await.expect("subnets");
     let mut subnet_ids: Vec<String> = subnets.subnets().iter().filter_map(|s| s.subnet_id().map(str::to_string)).collect();
     subnet_ids.sort();
+    hold_as_aws_would(&cfn, &ec2, subnets.subnets()).await;
     let nats = ec2.describe_nat_gateways().send().await.expect("nat gateways");
     let nat = &nats.nat_gateways()[0];
     let nat_allocation = nat.nat_gateway_addresses()[0].allocation_id().expect("allocation").to_string();
@@ -109,6 +114,58 @@ async fn build_estate(moto: &Moto) -> Estate {
     Estate { vpc, subnets: subnet_ids, nat: nat.nat_gateway_id().expect("nat id").to_string(), nat_allocation, addresses, user_pool }
 }
 
+/// The Name tags of `vpc.yaml` the emulator's CloudFormation drops (moto 5),
+/// by logical id: several are not the operator's default names, which an
+/// import must keep.
+const NAMES: &[(&str, &str)] = &[
+    ("InternetGateway", "sentry-internet-gateway-dev"),
+    ("WhitelistEip1", "sentry-nat-eip-a-dev"),
+    ("WhitelistEip2", "sentry-whitelist-2-dev"),
+    ("NatGatewayA", "sentry-nat-gateway-a-dev"),
+    ("PublicRouteTable", "sentry-public-rt-dev"),
+    ("PrivateRouteTable", "sentry-private-rt-dev"),
+    ("DynamoDbEndpoint", "sentry-dynamodb-endpoint-dev"),
+    ("S3Endpoint", "sentry-s3-endpoint-dev"),
+];
+
+/// The emulator's CloudFormation drops some tags of `vpc.yaml` ([`NAMES`])
+/// and every subnet association of its route tables (moto 5): they are made
+/// here through EC2, as AWS holds them after the stack.
+async fn hold_as_aws_would(cfn: &aws_sdk_cloudformation::Client, ec2: &aws_sdk_ec2::Client, subnets: &[aws_sdk_ec2::types::Subnet]) {
+    let resources = cfn.list_stack_resources().stack_name("sentry-vpc-dev").send().await.expect("stack resources");
+    let physical = |logical: &str| {
+        let r = resources.stack_resource_summaries().iter().find(|r| r.logical_resource_id() == Some(logical)).expect("in the stack");
+        r.physical_resource_id().expect("physical id").to_string()
+    };
+    let addresses = ec2.describe_addresses().send().await.expect("addresses");
+    for (logical, name) in NAMES {
+        let mut id = physical(logical);
+        if let Some(a) = addresses.addresses().iter().find(|a| a.public_ip() == Some(id.as_str())) {
+            id = a.allocation_id().expect("allocation").to_string(); // an EIP's physical id is its address
+        }
+        let tag = aws_sdk_ec2::types::Tag::builder().key("Name").value(*name).build();
+        ec2.create_tags().resources(id).tags(tag).send().await.expect("Name tag");
+    }
+    for (logical, cidrs) in [("PublicRouteTable", ["10.0.0.0/24", "10.0.1.0/24"]), ("PrivateRouteTable", ["10.0.10.0/24", "10.0.11.0/24"])] {
+        let table = physical(logical);
+        for subnet in subnets.iter().filter(|s| s.cidr_block().is_some_and(|c| cidrs.contains(&c))).filter_map(|s| s.subnet_id()) {
+            ec2.associate_route_table().route_table_id(&table).subnet_id(subnet).send().await.expect("association");
+        }
+    }
+}
+
+/// The changes of `adopted` (plan entries) other than the ownership tags and
+/// the whitelist ledger's record of an adopted address (on the VPC's tags).
+fn changes_beyond_ownership(adopted: &[&serde_json::Value]) -> Vec<String> {
+    adopted
+        .iter()
+        .flat_map(|r| {
+            r["changes"].as_array().into_iter().flatten().map(move |c| format!("{} {}: {} {} -> {}", r["kind"], r["id"], c["field"], c["live"], c["desired"]))
+        })
+        .filter(|c| !c.contains(": \"tags.sentry:") && !c.contains(": \"RecordedInLedger\""))
+        .collect()
+}
+
 fn import(moto: &Moto, out: &Path) -> Run {
     operator(&moto.endpoint, &["--output", "json", "import", "--env", "dev", "--out", out.to_str().expect("utf-8")])
 }
@@ -129,6 +186,8 @@ async fn a_cloudformation_estate_is_imported_and_adopted_in_place() {
     for address in estate.addresses.iter().map(|(allocation, _)| allocation) {
         assert!(spec.contains(address.as_str()), "every whitelist address is pinned ({address}): {spec}");
     }
+    // The seeds' dev layout: one private route table shared by both private subnets, written as it is.
+    assert!(spec.contains(SHARED_TABLE), "{spec}");
 
     // Without --out the spec goes to stdout (the same spec), the summary to stderr.
     let printed = operator(&moto.endpoint, &["import", "--env", "dev"]);
@@ -146,19 +205,33 @@ async fn a_cloudformation_estate_is_imported_and_adopted_in_place() {
     let replaced: Vec<&serde_json::Value> =
         report["resources"].as_array().into_iter().flatten().filter(|r| r["action"] == "replace" || r["action"] == "skip").collect();
     assert!(replaced.is_empty(), "{replaced:?}");
-    // The kinds that render their own entries adopt with no change but the ownership tags.
-    let rendered = ["sqs.queue", "dynamodb.table", "logs.log-group", "ecs.cluster"];
+    // The kinds that render their own entries adopt with no change but the
+    // ownership tags (names, routes, associations and settings as they are).
+    let rendered = [
+        "sqs.queue",
+        "dynamodb.table",
+        "logs.log-group",
+        "ecs.cluster",
+        "ec2.vpc",
+        "ec2.subnet",
+        "ec2.internet-gateway",
+        "ec2.elastic-ip",
+        "ec2.nat-gateway",
+        "ec2.route-table",
+        "ec2.security-group",
+        "ec2.security-group-rules",
+        "ec2.vpc-endpoint",
+    ];
     let adopted: Vec<&serde_json::Value> =
         report["resources"].as_array().into_iter().flatten().filter(|r| rendered.contains(&r["kind"].as_str().unwrap_or_default())).collect();
-    assert!(adopted.len() >= 11 && adopted.iter().all(|r| r["action"] == "adopt"), "7 queues, 2 tables, 2 clusters and their log groups: {adopted:?}");
-    let tagged = adopted.iter().flat_map(|r| r["changes"].as_array().into_iter().flatten()).filter(|c| c["field"] == "tags.sentry:env").count();
-    assert_eq!(tagged, adopted.len(), "each adoption adds the ownership tags");
-    let changed: Vec<String> = adopted
-        .iter()
-        .flat_map(|r| r["changes"].as_array().into_iter().flatten().map(move |c| format!("{} {}: {}", r["kind"], r["id"], c["field"])))
-        .filter(|c| !c.contains(": \"tags.sentry:"))
-        .collect();
-    assert!(changed.is_empty(), "an import adopts as it is: {changed:?}");
+    assert!(
+        adopted.len() >= 30 && adopted.iter().all(|r| r["action"] == "adopt"),
+        "the network, 7 queues, 2 tables, 2 clusters and their log groups: {adopted:?}"
+    );
+    let tagged = adopted.iter().filter(|r| r["changes"].as_array().into_iter().flatten().any(|c| c["field"] == "tags.sentry:env")).count();
+    assert!(tagged >= 30, "each adoption adds the ownership tags (a group's rules are tagged with their group): {tagged}");
+    let changed = changes_beyond_ownership(&adopted);
+    assert!(changed.is_empty(), "an import adopts as it is (the whitelist ledger, on the VPC's tags, records the adopted addresses): {changed:?}");
 
     // Binding to a spec that exists (`--write`): the same spec without its
     // adopt entries gets them back, and plans the same adoptions.
@@ -268,4 +341,126 @@ async fn import_refuses_what_it_cannot_adopt_and_plan_refuses_a_missing_adopt_id
     let plan = operator(&moto.endpoint, &json_args(specs.path(), &["plan", "--env", "dev"]));
     assert_eq!(plan.code, 1, "{}\n{}", plan.stdout, plan.stderr);
     assert!(plan.stdout.contains("adopt.ec2.subnet/nowhere: names no resource of the spec"), "{}", plan.stdout);
+}
+
+/// A small estate a Terraform team built (made here with direct calls, then
+/// described by a state file written like `terraform state pull`'s, format
+/// 4): import reads only, the plan adopts every resource with no change but
+/// the ownership tags (its names and layout kept), reconcile adopts them in
+/// place, and the next pass writes nothing.
+#[tokio::test]
+async fn a_terraform_estate_is_imported_from_its_state_and_adopted_in_place() {
+    let moto = Moto::start();
+    let config = sdk_config(&moto.endpoint).await;
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let named = |name: &str, kind: aws_sdk_ec2::types::ResourceType| {
+        let tag = aws_sdk_ec2::types::Tag::builder().key("Name").value(name).build();
+        aws_sdk_ec2::types::TagSpecification::builder().resource_type(kind).tags(tag).build()
+    };
+    use aws_sdk_ec2::types::ResourceType as T;
+    let vpc = ec2.create_vpc().cidr_block("10.1.0.0/16").tag_specifications(named("shop-vpc", T::Vpc)).send().await.expect("vpc");
+    let vpc = vpc.vpc().and_then(|v| v.vpc_id()).expect("vpc id").to_string();
+    let subnet = |cidr: &'static str, name: &'static str| {
+        let request = ec2.create_subnet().vpc_id(&vpc).cidr_block(cidr).availability_zone("us-east-1a").tag_specifications(named(name, T::Subnet));
+        async move { request.send().await.expect("subnet").subnet().and_then(|s| s.subnet_id()).expect("subnet id").to_string() }
+    };
+    let (public, private) = (subnet("10.1.0.0/24", "shop-public-a").await, subnet("10.1.10.0/24", "shop-private-a").await);
+    let igw = ec2.create_internet_gateway().tag_specifications(named("shop-igw", T::InternetGateway)).send().await.expect("igw");
+    let igw = igw.internet_gateway().and_then(|g| g.internet_gateway_id()).expect("igw id").to_string();
+    ec2.attach_internet_gateway().internet_gateway_id(&igw).vpc_id(&vpc).send().await.expect("attach");
+    let eip =
+        ec2.allocate_address().domain(aws_sdk_ec2::types::DomainType::Vpc).tag_specifications(named("shop-nat-ip", T::ElasticIp)).send().await.expect("eip");
+    let allocation = eip.allocation_id().expect("allocation").to_string();
+    let nat = ec2.create_nat_gateway().subnet_id(&public).allocation_id(&allocation).tag_specifications(named("shop-nat", T::Natgateway)).send().await;
+    let nat = nat.expect("nat").nat_gateway().and_then(|n| n.nat_gateway_id()).expect("nat id").to_string();
+    let table = |name: &'static str| {
+        let request = ec2.create_route_table().vpc_id(&vpc).tag_specifications(named(name, T::RouteTable));
+        async move { request.send().await.expect("table").route_table().and_then(|t| t.route_table_id()).expect("table id").to_string() }
+    };
+    let (public_rt, private_rt) = (table("shop-public").await, table("shop-private").await);
+    ec2.create_route().route_table_id(&public_rt).destination_cidr_block("0.0.0.0/0").gateway_id(&igw).send().await.expect("igw route");
+    ec2.create_route().route_table_id(&private_rt).destination_cidr_block("0.0.0.0/0").nat_gateway_id(&nat).send().await.expect("nat route");
+    ec2.associate_route_table().route_table_id(&public_rt).subnet_id(&public).send().await.expect("association");
+    ec2.associate_route_table().route_table_id(&private_rt).subnet_id(&private).send().await.expect("association");
+    let group = ec2.create_security_group().group_name("shop-app").description("the shop's tasks").vpc_id(&vpc).send().await.expect("group");
+    let group = group.group_id().expect("group id").to_string();
+    let https = aws_sdk_ec2::types::IpPermission::builder().ip_protocol("tcp").from_port(443).to_port(443);
+    let https = https.ip_ranges(aws_sdk_ec2::types::IpRange::builder().cidr_ip("10.1.0.0/16").build()).build();
+    ec2.authorize_security_group_ingress().group_id(&group).ip_permissions(https).send().await.expect("rule");
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let queue = sqs.create_queue().queue_name("shop-orders").send().await.expect("queue").queue_url().expect("url").to_string();
+
+    let resource = |kind: &str, name: &str, id: &str| {
+        format!(
+            r#"{{"mode": "managed", "type": "{kind}", "name": "{name}", "provider": "provider[\"registry.terraform.io/hashicorp/aws\"]", "instances": [{{"schema_version": 1, "attributes": {{"id": "{id}"}}}}]}}"#
+        )
+    };
+    let resources = [
+        r#"{"mode": "data", "type": "aws_availability_zones", "name": "all", "instances": [{"attributes": {"id": "us-east-1"}}]}"#.to_string(),
+        resource("aws_vpc", "main", &vpc),
+        format!(r#"{{"mode": "managed", "type": "aws_subnet", "name": "public", "instances": [{{"index_key": "a", "attributes": {{"id": "{public}"}}}}]}}"#),
+        format!(r#"{{"mode": "managed", "type": "aws_subnet", "name": "private", "instances": [{{"index_key": "a", "attributes": {{"id": "{private}"}}}}]}}"#),
+        resource("aws_internet_gateway", "main", &igw),
+        resource("aws_eip", "nat", &allocation),
+        resource("aws_nat_gateway", "main", &nat),
+        resource("aws_route_table", "public", &public_rt),
+        resource("aws_route_table", "private", &private_rt),
+        resource("aws_route", "private_egress", &format!("r-{private_rt}1080289494")),
+        resource("aws_route_table_association", "private_a", "rtbassoc-1"),
+        resource("aws_security_group", "app", &group),
+        resource("aws_vpc_security_group_ingress_rule", "https", "sgr-1"),
+        resource("aws_sqs_queue", "orders", &queue),
+        resource("random_id", "suffix", "abc"),
+    ];
+    let state =
+        format!(r#"{{"version": 4, "terraform_version": "1.9.5", "serial": 7, "lineage": "x", "outputs": {{}}, "resources": [{}]}}"#, resources.join(",\n"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state_file = dir.path().join("terraform.tfstate");
+    std::fs::write(&state_file, state).expect("state");
+    let out = dir.path().join("spec");
+
+    let args = ["--output", "json", "import", "--env", "dev", "--from-terraform", state_file.to_str().expect("utf-8"), "--out", out.to_str().expect("utf-8")];
+    let (run, writes) = moto.writes_of(|| operator(&moto.endpoint, &args));
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(writes.is_empty(), "import wrote to AWS: {writes:?}");
+    let summary = &run.json()["summary"];
+    assert_eq!(summary["found"], 14, "every managed instance, no data source: {summary}");
+    let listed = summary["notRepresentable"].to_string();
+    assert!(listed.contains("random_id suffix") && listed.contains("no kind of the operator describes this type"), "{summary}");
+    assert!(summary["skipped"].to_string().contains("aws_route private_egress"), "parts are described with their parents: {summary}");
+
+    let plan = operator(&moto.endpoint, &json_args(&out, &["plan", "--env", "dev"]));
+    assert_eq!(plan.code, 2, "{}\n{}", plan.stdout, plan.stderr);
+    let report = plan.json();
+    let s = &report["summary"];
+    assert_eq!(
+        (s["create"].as_u64(), s["delete"].as_u64(), s["blocked"].as_u64(), s["adopt"].as_u64()),
+        (Some(0), Some(0), Some(0), Some(11)),
+        "{}",
+        plan.stdout
+    );
+    let adopted: Vec<&serde_json::Value> = report["resources"].as_array().into_iter().flatten().filter(|r| r["action"] != "noop").collect();
+    assert_eq!(adopted.len(), 11, "the VPC, 2 subnets, the gateway, the address, the NAT gateway, 2 tables, the group and its rules, the queue: {adopted:?}");
+    assert!(adopted.iter().all(|r| r["action"] == "adopt"), "{adopted:?}");
+    // The group has no Name tag (Terraform names it by its group name): adoption gives it one, the only addition.
+    let changed = changes_beyond_ownership(&adopted);
+    assert_eq!(changed, ["\"ec2.security-group\" \"app\": \"tags.Name\" null -> \"shop-app\""], "names, routes and settings as they are");
+
+    let run = moto.reconcile(&out, "dev");
+    assert_eq!((run.code, &run.json()["summary"]["failed"]), (2, &serde_json::json!(0)), "{}", run.stdout);
+    let owned = Filter::builder().name("tag:sentry:env").values("dev").build();
+    let vpcs = ec2.describe_vpcs().filters(owned.clone()).send().await.expect("vpcs");
+    assert_eq!(vpcs.vpcs().iter().filter_map(|v| v.vpc_id()).collect::<Vec<_>>(), [vpc.as_str()], "the same VPC");
+    let tables = ec2.describe_route_tables().filters(owned).send().await.expect("tables");
+    let mut ids: Vec<&str> = tables.route_tables().iter().filter_map(|t| t.route_table_id()).collect();
+    ids.sort();
+    let mut expected = [public_rt.as_str(), private_rt.as_str()];
+    expected.sort();
+    assert_eq!(ids, expected, "the same route tables, no new ones");
+    let names: Vec<&str> = tables.route_tables().iter().flat_map(|t| t.tags()).filter(|t| t.key() == Some("Name")).filter_map(|t| t.value()).collect();
+    assert!(names.contains(&"shop-public") && names.contains(&"shop-private"), "names kept: {names:?}");
+    let nats = ec2.describe_nat_gateways().filter(Filter::builder().name("state").values("available").build()).send().await.expect("nats");
+    assert_eq!(nats.nat_gateways().iter().filter_map(|n| n.nat_gateway_id()).collect::<Vec<_>>(), [nat.as_str()], "the same NAT gateway");
+    assert_eq!(sqs.list_queues().send().await.expect("queues").queue_urls(), std::slice::from_ref(&queue), "the same queue, no other");
+    moto.assert_converged(&out, "dev");
 }

@@ -536,3 +536,74 @@ async fn the_private_network_acl_holds_the_spec_rules_and_subnets_and_drift_is_r
     assert!(acl.associations().iter().any(|a| a.subnet_id() == Some(private_b.as_str())), "private-b is back");
     moto.assert_converged(&specs, "dev");
 }
+
+/// A layout the tiers do not imply, written in `routeTables`: one private
+/// table shared by both private subnets (the seeds' single-NAT dev), with a
+/// peering route. Built as written (the per-subnet tables the tiers implied
+/// before go), the endpoints on the shared table; a subnet moved away by
+/// hand and a stray route are put back with exactly their calls; then
+/// nothing is written.
+#[tokio::test]
+async fn a_shared_private_route_table_written_in_the_spec_is_built_and_kept() {
+    let moto = Moto::start();
+    let ec2 = ec2(&moto).await;
+    let theirs = ec2.create_vpc().cidr_block("10.9.0.0/16").send().await.expect("their vpc");
+    let theirs = theirs.vpc().and_then(|v| v.vpc_id()).expect("vpc id").to_string();
+    let dev = std::fs::read_to_string(repo_specs().join("dev.yaml")).expect("dev");
+    // The peering connection needs the VPC: built first, then peered.
+    let specs = specs_with(&[("dev.yaml", &dev)]);
+    assert_eq!(moto.reconcile(specs.path(), "dev").code, 2);
+    let vpc = vpc_id(&ec2, "dev").await;
+    let peering = ec2.create_vpc_peering_connection().vpc_id(&vpc).peer_vpc_id(&theirs).send().await.expect("peering");
+    let peering = peering.vpc_peering_connection().and_then(|p| p.vpc_peering_connection_id()).expect("pcx id").to_string();
+    let layout = format!(
+        "network:\n  routeTables:\n    public: {{ subnets: [public-a, public-b], internetGateway: true }}\n    shared:\n      name: sentry-private-rt-${{env}}\n      subnets: [private-a, private-b]\n      natGateway: nat-a\n      routes: {{ 10.9.0.0/16: {peering} }}\n"
+    );
+    let specs = specs_with(&[("dev.yaml", &dev.replacen("network:\n", &layout, 1))]);
+    let run = moto.reconcile(specs.path(), "dev");
+    assert_eq!((run.code, &run.json()["summary"]["failed"]), (2, &serde_json::json!(0)), "{}", run.stdout);
+
+    let tables = |ec2: Client| async move {
+        let owned = Filter::builder().name("tag:sentry:env").values("dev").build();
+        ec2.describe_route_tables().filters(owned).send().await.expect("route tables").route_tables().to_vec()
+    };
+    let subnet_id = |id: &'static str| {
+        let ec2 = ec2.clone();
+        async move { ec2.describe_subnets().set_filters(Some(owned("dev", id))).send().await.expect("subnet").subnets()[0].subnet_id().expect("id").to_string() }
+    };
+    let (private_a, private_b) = (subnet_id("private-a").await, subnet_id("private-b").await);
+    let now = tables(ec2.clone()).await;
+    let ids = |t: &aws_sdk_ec2::types::RouteTable, key: &str| t.tags().iter().any(|tag| tag.key() == Some("sentry:id") && tag.value() == Some(key));
+    assert_eq!(now.len(), 2, "the public table and the shared one, no per-subnet tables: {now:?}");
+    let shared = now.iter().find(|t| ids(t, "shared")).expect("the shared table");
+    let mut associated: Vec<&str> = shared.associations().iter().filter_map(|a| a.subnet_id()).collect();
+    associated.sort();
+    let mut expected = [private_a.as_str(), private_b.as_str()];
+    expected.sort();
+    assert_eq!(associated, expected);
+    let name = shared.tags().iter().find(|t| t.key() == Some("Name")).and_then(|t| t.value());
+    assert_eq!(name, Some("sentry-private-rt-dev"));
+    let route = |t: &aws_sdk_ec2::types::RouteTable, to: &str| t.routes().iter().find(|r| r.destination_cidr_block() == Some(to)).cloned();
+    assert!(route(shared, "0.0.0.0/0").and_then(|r| r.nat_gateway_id().map(str::to_string)).is_some_and(|n| n.starts_with("nat-")), "egress through nat-a");
+    assert_eq!(route(shared, "10.9.0.0/16").and_then(|r| r.vpc_peering_connection_id().map(str::to_string)), Some(peering.clone()));
+    let shared_id = shared.route_table_id().expect("id").to_string();
+    let endpoints = ec2.describe_vpc_endpoints().send().await.expect("endpoints");
+    assert!(endpoints.vpc_endpoints().iter().all(|e| e.route_table_ids() == [shared_id.as_str()]), "the endpoints are on the private subnets' table");
+
+    // By hand: private-b moved to the public table, a stray route added to the shared one.
+    let public = now.iter().find(|t| ids(t, "public")).and_then(|t| t.route_table_id()).expect("public").to_string();
+    let association = shared.associations().iter().find(|a| a.subnet_id() == Some(private_b.as_str())).and_then(|a| a.route_table_association_id());
+    ec2.replace_route_table_association().association_id(association.expect("private-b's")).route_table_id(&public).send().await.expect("move");
+    ec2.create_route().route_table_id(&shared_id).destination_cidr_block("10.8.0.0/16").vpc_peering_connection_id(&peering).send().await.expect("stray");
+    let (run, writes) = moto.writes_of(|| moto.reconcile(specs.path(), "dev"));
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let mut writes = writes;
+    writes.sort();
+    // The public table lets private-b go before the shared one takes it back
+    // (two tables, two updates): a moment on the VPC's main table.
+    assert_eq!(writes, ["AssociateRouteTable", "DeleteRoute", "DisassociateRouteTable"], "private-b moved back, the stray route removed; nothing else");
+    let now = tables(ec2.clone()).await;
+    let shared = now.iter().find(|t| ids(t, "shared")).expect("the shared table");
+    assert!(shared.associations().iter().any(|a| a.subnet_id() == Some(private_b.as_str())) && route(shared, "10.8.0.0/16").is_none());
+    moto.assert_converged(specs.path(), "dev");
+}

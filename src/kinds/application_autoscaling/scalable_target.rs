@@ -59,7 +59,7 @@ impl Kind for ScalableTargets {
     fn rules(&self) -> Rules {
         Rules {
             events: EventMatch::of("application-autoscaling.amazonaws.com", &["ScalableTarget"], &["resourceId", "ResourceId"]),
-            ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ApplicationAutoScaling::ScalableTarget"]).needs(PERMISSIONS)
+            ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ApplicationAutoScaling::ScalableTarget", "aws_appautoscaling_target"]).needs(PERMISSIONS)
         }
     }
 

@@ -47,7 +47,7 @@ impl Kind for ScalingPolicies {
             immutable: &[TARGET],
             on_immutable_change: crate::engine::OnImmutableChange::Replace,
             events: EventMatch::of("application-autoscaling.amazonaws.com", &["ScalingPolicy"], &["policyName", "PolicyName"]),
-            ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ApplicationAutoScaling::ScalingPolicy"]).needs(PERMISSIONS)
+            ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ApplicationAutoScaling::ScalingPolicy", "aws_appautoscaling_policy"]).needs(PERMISSIONS)
         }
     }
 

@@ -43,7 +43,7 @@ impl Kind for AppClients {
         Rules {
             immutable: &[POOL, SECRET],
             events: EventMatch::of("cognito-idp.amazonaws.com", &["UserPoolClient"], &["clientId", "ClientId", "clientName", "ClientName"]),
-            ..Rules::new(KIND, Layer::SecurityMonitoring).stands_for(&["AWS::Cognito::UserPoolClient"]).needs(PERMISSIONS)
+            ..Rules::new(KIND, Layer::SecurityMonitoring).stands_for(&["AWS::Cognito::UserPoolClient", "aws_cognito_user_pool_client"]).needs(PERMISSIONS)
         }
     }
 

@@ -36,7 +36,7 @@ impl Kind for Groups {
         Rules {
             immutable: &[POOL],
             events: EventMatch::of("cognito-idp.amazonaws.com", &["Group"], &["groupName", "GroupName"]),
-            ..Rules::new(KIND, Layer::SecurityMonitoring).stands_for(&["AWS::Cognito::UserPoolGroup"]).needs(PERMISSIONS)
+            ..Rules::new(KIND, Layer::SecurityMonitoring).stands_for(&["AWS::Cognito::UserPoolGroup", "aws_cognito_user_group"]).needs(PERMISSIONS)
         }
     }
 

@@ -84,7 +84,7 @@ impl Kind for UserPools {
     fn rules(&self) -> Rules {
         Rules {
             events: EventMatch::of("cognito-idp.amazonaws.com", &["UserPool"], &["userPoolId", "UserPoolId"]).marked("userpool/"),
-            ..Rules::new(KIND, Layer::SecurityMonitoring).stands_for(&["AWS::Cognito::UserPool"]).needs(PERMISSIONS)
+            ..Rules::new(KIND, Layer::SecurityMonitoring).stands_for(&["AWS::Cognito::UserPool", "aws_cognito_user_pool"]).needs(PERMISSIONS)
         }
     }
 

@@ -32,7 +32,7 @@ use aws_sdk_ec2::operation::describe_vpcs::DescribeVpcsOutput;
 use aws_sdk_ec2::types::{DomainType, ResourceType, Tag};
 use aws_sdk_ec2::Client;
 
-use super::{desired, gone_is_ok, live, network, put_tags, rules, tag_map, tag_spec, vpc};
+use super::{desired, explicit_name, gone_is_ok, live, network, put_tags, rules, tag_map, tag_spec, vpc};
 use crate::aws::{required, AwsError, AwsResult, ErrorClass};
 use crate::engine::apply::{with_retries, RetryPolicy};
 use crate::engine::plan::{Action, Step};
@@ -42,6 +42,7 @@ use crate::engine::{
 };
 use crate::spec::model::{DeletionPolicy, Spec, Tags, WhitelistAddress};
 use crate::spec::network::check_pin;
+use crate::spec::physical_name;
 use crate::spec::EnvSpec;
 
 /// Kind name.
@@ -233,8 +234,11 @@ impl Kind for ElasticIps {
             events: EventMatch::of("ec2.amazonaws.com", &["Address"], &["allocationId", "AllocationId"]).marked("eipalloc-"),
             scope: Scope::Whitelist,
             ..rules(KIND)
-                .stands_for(&["AWS::EC2::EIP"])
-                .with_parts(&[("AWS::EC2::EIPAssociation", "the whitelist address's attachment")])
+                .stands_for(&["AWS::EC2::EIP", "aws_eip"])
+                .with_parts(&[
+                    ("AWS::EC2::EIPAssociation", "the whitelist address's attachment"),
+                    ("aws_eip_association", "the whitelist address's attachment"),
+                ])
                 .needs(PERMISSIONS)
                 .imported()
         }
@@ -244,7 +248,7 @@ impl Kind for ElasticIps {
     /// the guard keeps it from then on, so it needs no `adopt` entry. The pool
     /// holds the NAT gateways' addresses and spares: one attached to anything
     /// else (an instance) would be detached by the guard, so it is refused.
-    fn to_spec(&self, id: &str, live: &Live, spec: &mut Spec, _importing: &Importing) -> Result<Rendering, String> {
+    fn to_spec(&self, id: &str, live: &Live, spec: &mut Spec, importing: &Importing) -> Result<Rendering, String> {
         let n = super::imported_network(spec, live, None)?;
         let attached = live.fields.get(ATTACHED_TO);
         let on_nat = attached.is_some_and(|a| a.id_of(super::NAT_GATEWAY).is_some());
@@ -255,7 +259,10 @@ impl Kind for ElasticIps {
             ));
         }
         let address = live.meta.get(META_PUBLIC_IP).filter(|ip| check_pin(ip).is_ok()).unwrap_or(&live.handle);
-        n.whitelist.pool.insert(id.to_string(), WhitelistAddress { address: Some(address.clone()), releasable: false });
+        n.whitelist.pool.insert(
+            id.to_string(),
+            WhitelistAddress { name: explicit_name(live, &format!("sentry-{id}-{}", importing.env)), address: Some(address.clone()), releasable: false },
+        );
         Ok(Rendering { named_by_entry: true, ..Rendering::default() })
     }
 
@@ -280,7 +287,7 @@ impl Kind for ElasticIps {
             .map(|(id, entry)| {
                 let policy = if entry.releasable { DeletionPolicy::Delete } else { DeletionPolicy::Retain };
                 let nat = n.nat_gateways.iter().find(|(_, nat)| nat.elastic_ip == *id).map(|(nat_id, _)| Value::Ref(reference(super::NAT_GATEWAY, nat_id)));
-                let mut d = desired(env, KIND, id, format!("sentry-{id}-{}", env.env), policy)
+                let mut d = desired(env, KIND, id, physical_name(entry.name.as_deref(), id, &env.env), policy)
                     .with(ATTACHED_TO, nat.unwrap_or_else(|| Value::text(NOTHING)))
                     .with(RECORDED, "true")
                     .with_reference(LEDGER_VPC, vpc::KIND, vpc::ID);

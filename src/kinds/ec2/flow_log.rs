@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::{FlowLog, FlowLogsResourceType, LogDestinationType, ResourceType, TrafficType};
 use aws_sdk_ec2::Client;
 
-use super::{desired, gone_is_ok, network, observed, put_tags, rules, tag_spec, vpc};
+use super::{desired, explicit_name, gone_is_ok, network, observed, put_tags, rules, tag_spec, vpc};
 use crate::aws::{required, AwsError, AwsResult};
 use crate::engine::{Delta, Desired, FieldReader, Importing, Kind, Live, OnImmutableChange, ReadCache, Rendering, Rules, Scope, Value};
 use crate::kinds::iam;
@@ -24,6 +24,11 @@ fields! { RESOURCE = "ResourceId", TRAFFIC = "TrafficType", LOG_GROUP = "LogGrou
 pub struct FlowLogs {
     /// The service's client, shared by the kinds of the service.
     pub client: Client,
+}
+
+/// The flow log's name in environment `env` unless the spec gives one.
+fn default_name(env: &str) -> String {
+    format!("sentry-vpc-flow-logs-{env}")
 }
 
 /// What the kind's calls need of IAM.
@@ -43,17 +48,18 @@ impl Kind for FlowLogs {
             on_immutable_change: OnImmutableChange::Replace,
             scope: Scope::Full,
             events: EventMatch::of("ec2.amazonaws.com", &["FlowLog"], &["flowLogId", "FlowLogId", "FlowLogIds"]).marked("fl-"),
-            ..rules(KIND).stands_for(&["AWS::EC2::FlowLog"]).needs(PERMISSIONS).imported()
+            ..rules(KIND).stands_for(&["AWS::EC2::FlowLog", "aws_flow_log"]).needs(PERMISSIONS).imported()
         }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
         let Some(n) = network(env).filter(|n| n.vpc.flow_logs.enabled) else { return Vec::new() };
         let f = &n.vpc.flow_logs;
-        let flow_log = desired(env, KIND, vpc::ID, format!("sentry-vpc-flow-logs-{}", env.env), DeletionPolicy::Delete)
-            .with_reference(RESOURCE, vpc::KIND, vpc::ID)
-            .with(TRAFFIC, f.traffic_type.as_deref().unwrap_or("ALL"))
-            .with(LOG_GROUP, f.log_group_name(&env.env));
+        let flow_log =
+            desired(env, KIND, vpc::ID, f.name.as_deref().map_or_else(|| default_name(&env.env), |n| n.replace("${env}", &env.env)), DeletionPolicy::Delete)
+                .with_reference(RESOURCE, vpc::KIND, vpc::ID)
+                .with(TRAFFIC, f.traffic_type.as_deref().unwrap_or("ALL"))
+                .with(LOG_GROUP, f.log_group_name(&env.env));
         vec![match &f.role {
             Some(role) => flow_log.with_reference(ROLE, iam::role::KIND, role),
             None => flow_log.with(ROLE, Value::handle(f.role_arn.clone().unwrap_or_default())),
@@ -65,7 +71,7 @@ impl Kind for FlowLogs {
     }
 
     /// The VPC's flow logs, with their role by id when the spec has it, else by ARN.
-    fn to_spec(&self, id: &str, live: &Live, spec: &mut Spec, _importing: &Importing) -> Result<Rendering, String> {
+    fn to_spec(&self, id: &str, live: &Live, spec: &mut Spec, importing: &Importing) -> Result<Rendering, String> {
         let n = super::imported_network(spec, live, Some(RESOURCE))?;
         if id != vpc::ID || n.vpc.flow_logs.enabled {
             return Err("a second flow log of the VPC: the spec has one".into());
@@ -75,6 +81,7 @@ impl Kind for FlowLogs {
         }
         let role = live.fields.get(ROLE);
         n.vpc.flow_logs = model::FlowLogs {
+            name: explicit_name(live, &default_name(importing.env)),
             enabled: true,
             traffic_type: Some(live.field(TRAFFIC).to_string()),
             log_group: Some(live.field(LOG_GROUP).to_string()),

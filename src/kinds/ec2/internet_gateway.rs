@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::{InternetGateway, ResourceType};
 use aws_sdk_ec2::Client;
 
-use super::{desired, gone_is_ok, imported_network, network, observed, put_tags, rules, tag_spec, vpc};
+use super::{desired, explicit_name, gone_is_ok, imported_network, network, observed, put_tags, rules, tag_spec, vpc};
 use crate::aws::{required, AwsError, AwsResult};
 use crate::engine::{Delta, Desired, Importing, Kind, Live, ReadCache, Rendering, Rules, Value};
 use crate::spec::model::DeletionPolicy;
@@ -64,18 +64,26 @@ impl Kind for InternetGateways {
         Rules {
             events: EventMatch::of("ec2.amazonaws.com", &["InternetGateway"], &["internetGatewayId", "InternetGatewayId"]).marked("igw-"),
             ..rules(KIND)
-                .stands_for(&["AWS::EC2::InternetGateway"])
+                .stands_for(&["AWS::EC2::InternetGateway", "aws_internet_gateway"])
                 .imported()
-                .with_parts(&[("AWS::EC2::VPCGatewayAttachment", "the internet gateway's attachment")])
+                .with_parts(&[
+                    ("AWS::EC2::VPCGatewayAttachment", "the internet gateway's attachment"),
+                    ("aws_internet_gateway_attachment", "the internet gateway's attachment"),
+                ])
                 .needs(PERMISSIONS)
         }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
-        if network(env).is_none() {
-            return Vec::new();
-        }
-        vec![desired(env, KIND, ID, format!("sentry-igw-{}", env.env), DeletionPolicy::Delete).with_reference(ATTACHMENT, vpc::KIND, vpc::ID)]
+        let Some(n) = network(env) else { return Vec::new() };
+        vec![desired(
+            env,
+            KIND,
+            ID,
+            n.vpc.internet_gateway_name.as_deref().map_or_else(|| format!("sentry-igw-{}", env.env), |name| name.replace("${env}", &env.env)),
+            DeletionPolicy::Delete,
+        )
+        .with_reference(ATTACHMENT, vpc::KIND, vpc::ID)]
     }
 
     fn import_id(&self, _live: &Live, _proposed: &str, _importing: &Importing) -> String {
@@ -83,13 +91,16 @@ impl Kind for InternetGateways {
     }
 
     /// The network section implies it.
-    fn to_spec(&self, _id: &str, live: &Live, spec: &mut Spec, _importing: &Importing) -> Result<Rendering, String> {
+    /// Names itself in the VPC's entry (`internetGatewayName`) when its name is not the default.
+    fn to_spec(&self, _id: &str, live: &Live, spec: &mut Spec, importing: &Importing) -> Result<Rendering, String> {
         let attached = live.fields.get(ATTACHMENT).and_then(Value::as_text);
         let elsewhere = attached.is_some_and(|a| a != DETACHED) && live.fields.get(ATTACHMENT).and_then(|a| a.id_of(vpc::KIND)) != Some(vpc::ID);
         if elsewhere {
             return Err("it is attached to another VPC than the environment's".into());
         }
-        imported_network(spec, live, None).map(|_| Rendering::whole())
+        let n = imported_network(spec, live, None)?;
+        n.vpc.internet_gateway_name = explicit_name(live, &format!("sentry-igw-{}", importing.env));
+        Ok(Rendering::whole())
     }
 
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {

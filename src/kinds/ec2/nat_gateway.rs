@@ -12,11 +12,12 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::{NatGatewayState, ResourceType};
 use aws_sdk_ec2::Client;
 
-use super::{adopts, desired, elastic_ip, gone_is_ok, internet_gateway, live, network, put_tags, rules, subnet, tag_map, tag_spec, wait_for};
+use super::{adopts, desired, elastic_ip, explicit_name, gone_is_ok, internet_gateway, live, network, put_tags, rules, subnet, tag_map, tag_spec, wait_for};
 use crate::aws::{required, AwsError, AwsResult};
 use crate::engine::{Delta, Desired, FieldReader, Importing, Kind, Live, OnImmutableChange, ReadCache, Rendering, Rules, Value};
 use crate::spec::model::{DeletionPolicy, NatGateway, Spec, Tier, WhitelistAddress};
 use crate::spec::network::check_pin;
+use crate::spec::physical_name;
 use crate::spec::EnvSpec;
 
 /// Kind name.
@@ -56,13 +57,13 @@ impl Kind for NatGateways {
             on_immutable_change: OnImmutableChange::Replace,
             events: EventMatch::of("ec2.amazonaws.com", &["NatGateway"], &["natGatewayId", "NatGatewayId"]).marked("nat-"),
             scope: Scope::Whitelist,
-            ..rules(KIND).stands_for(&["AWS::EC2::NatGateway"]).needs(PERMISSIONS).imported()
+            ..rules(KIND).stands_for(&["AWS::EC2::NatGateway", "aws_nat_gateway"]).needs(PERMISSIONS).imported()
         }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
         each(network(env).map(|n| &n.nat_gateways), |(id, nat)| {
-            desired(env, KIND, id, format!("sentry-{id}-{}", env.env), DeletionPolicy::Delete)
+            desired(env, KIND, id, physical_name(nat.name.as_deref(), id, &env.env), DeletionPolicy::Delete)
                 .with_reference(SUBNET, subnet::KIND, &nat.subnet)
                 .with_reference(ALLOCATION, elastic_ip::KIND, &nat.elastic_ip)
                 .after(internet_gateway::KIND, internet_gateway::ID)
@@ -71,7 +72,7 @@ impl Kind for NatGateways {
 
     /// Its subnet is public (unless its route table says otherwise); an
     /// address from outside the stacks joins the whitelist pool, pinned.
-    fn to_spec(&self, id: &str, live: &Live, spec: &mut Spec, _importing: &Importing) -> Result<Rendering, String> {
+    fn to_spec(&self, id: &str, live: &Live, spec: &mut Spec, importing: &Importing) -> Result<Rendering, String> {
         let n = super::imported_network(spec, live, None)?;
         let subnet = live.fields.get(SUBNET).and_then(|s| s.id_of(subnet::KIND)).filter(|s| n.subnets.contains_key(*s));
         let subnet = subnet.ok_or("its subnet is not in the stacks")?.to_string();
@@ -83,14 +84,14 @@ impl Kind for NatGateways {
                 let address = live.meta.get(PUBLIC_IP).filter(|ip| check_pin(ip).is_ok()).map_or(allocation, String::as_str);
                 let entry = (1..).map(|k| if k == 1 { format!("{id}-address") } else { format!("{id}-address-{k}") });
                 let entry = entry.into_iter().find(|e| !n.whitelist.pool.contains_key(e)).unwrap_or_else(|| format!("{id}-address"));
-                n.whitelist.pool.insert(entry.clone(), WhitelistAddress { address: Some(address.to_string()), releasable: false });
+                n.whitelist.pool.insert(entry.clone(), WhitelistAddress { name: None, address: Some(address.to_string()), releasable: false });
                 entry
             }
         };
         if let Some(s) = n.subnets.get_mut(&subnet) {
             s.tier = Tier::Public;
         }
-        n.nat_gateways.insert(id.to_string(), NatGateway { subnet, elastic_ip });
+        n.nat_gateways.insert(id.to_string(), NatGateway { name: explicit_name(live, &physical_name(None, id, importing.env)), subnet, elastic_ip });
         Ok(Rendering::whole())
     }
 

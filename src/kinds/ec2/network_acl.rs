@@ -194,10 +194,12 @@ impl Kind for NetworkAcls {
             // Not the whitelist guard's: full passes only.
             scope: Scope::Full,
             ..rules(KIND)
-                .stands_for(&["AWS::EC2::NetworkAcl"])
+                .stands_for(&["AWS::EC2::NetworkAcl", "aws_network_acl"])
                 .with_parts(&[
                     ("AWS::EC2::NetworkAclEntry", "a rule of its network ACL"),
+                    ("aws_network_acl_rule", "a rule of its network ACL"),
                     ("AWS::EC2::SubnetNetworkAclAssociation", "an association of its network ACL"),
+                    ("aws_network_acl_association", "an association of its network ACL"),
                 ])
                 .needs(PERMISSIONS)
         }

@@ -1,7 +1,9 @@
-//! Route tables: one public (default route to the internet gateway) and one
-//! per private subnet (default route to a NAT gateway, so all egress leaves
-//! through a whitelist EIP), with their subnet associations. Routes and
-//! associations are diffed one by one; gateway-endpoint routes (prefix
+//! Route tables as the spec lays them out (`network.routeTables`: any
+//! layout, such as one private table shared by several subnets), else as
+//! the tiers imply: one public (default route to the internet gateway) and
+//! one per private subnet (default route to a NAT gateway, so all egress
+//! leaves through a whitelist EIP), with their subnet associations. Routes
+//! and associations are diffed one by one; gateway-endpoint routes (prefix
 //! lists) belong to the endpoints and are left alone.
 
 use crate::engine::focus::EventMatch;
@@ -11,16 +13,19 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::{Filter, ResourceType, RouteTable};
 use aws_sdk_ec2::Client;
 
-use super::{additions_first, created_fields, desired, gone_is_ok, internet_gateway, nat_gateway, network, observed, put_tags, rules, subnet, tag_spec, vpc};
+use super::{
+    additions_first, created_fields, desired, explicit_name, gone_is_ok, internet_gateway, nat_gateway, network, observed, put_tags, rules, subnet, tag_spec,
+    vpc,
+};
 use crate::aws::{required, AwsError, AwsResult};
 use crate::engine::{reference, Delta, Desired, FieldChange, FieldReader, Importing, Kind, Live, ReadCache, Rendering, Rules, Value};
-use crate::spec::model::{DeletionPolicy, Spec, Tier};
+use crate::spec::model::{DefaultRoute, DeletionPolicy, RouteTable as TableSpec, Spec, Tier, PUBLIC_TABLE, ROUTE_TARGETS};
 use crate::spec::EnvSpec;
 
 /// Kind name.
 pub const KIND: &str = "ec2.route-table";
-/// The logical id of the public route table (private ones are named after their subnet).
-pub const PUBLIC: &str = "public";
+/// The logical id of the public route table the tiers imply (private ones are named after their subnet).
+pub const PUBLIC: &str = PUBLIC_TABLE;
 
 fields! { VPC = "VpcId", ROUTE = "route ", ASSOCIATION = "association ", ASSOCIATED = "associated", DEFAULT_ROUTE = "0.0.0.0/0" }
 
@@ -28,6 +33,21 @@ fields! { VPC = "VpcId", ROUTE = "route ", ASSOCIATION = "association ", ASSOCIA
 pub struct RouteTables {
     /// The service's client, shared by the kinds of the service.
     pub client: Client,
+}
+
+/// `$request` (CreateRoute or ReplaceRoute, whose builders share these
+/// setters but no type) through `$target`, by the kind of id it is.
+macro_rules! route_target {
+    ($request:expr, $target:expr) => {
+        match $target {
+            t if t.starts_with("nat-") => $request.nat_gateway_id(t),
+            t if t.starts_with("pcx-") => $request.vpc_peering_connection_id(t),
+            t if t.starts_with("tgw-") => $request.transit_gateway_id(t),
+            t if t.starts_with("eni-") => $request.network_interface_id(t),
+            t if t.starts_with("i-") => $request.instance_id(t),
+            t => $request.gateway_id(t), // igw-, vgw-
+        }
+    };
 }
 
 impl RouteTables {
@@ -39,7 +59,7 @@ impl RouteTables {
         };
         if change.live.is_none() {
             let request = self.client.create_route().route_table_id(table).destination_cidr_block(destination);
-            let request = if target.starts_with("nat-") { request.nat_gateway_id(target) } else { request.gateway_id(target) };
+            let request = route_target!(request, target);
             match request.send().await.aws("EC2.CreateRoute") {
                 // An earlier attempt whose reply was lost may have made it: replace it with the same target.
                 Err(e) if e.code.as_deref() == Some("RouteAlreadyExists") => {}
@@ -47,7 +67,7 @@ impl RouteTables {
             }
         }
         let request = self.client.replace_route().route_table_id(table).destination_cidr_block(destination);
-        let request = if target.starts_with("nat-") { request.nat_gateway_id(target) } else { request.gateway_id(target) };
+        let request = route_target!(request, target);
         request.send().await.aws("EC2.ReplaceRoute")?;
         Ok(())
     }
@@ -146,11 +166,13 @@ impl Kind for RouteTables {
             events: EventMatch::of("ec2.amazonaws.com", &["Route"], &["routeTableId", "RouteTableId"]).marked("rtb-"),
             scope: Scope::Whitelist,
             ..rules(KIND)
-                .stands_for(&["AWS::EC2::RouteTable"])
+                .stands_for(&["AWS::EC2::RouteTable", "aws_route_table"])
                 .imported()
                 .with_parts(&[
                     ("AWS::EC2::Route", "a route of its route table"),
+                    ("aws_route", "a route of its route table"),
                     ("AWS::EC2::SubnetRouteTableAssociation", "an association of its route table"),
+                    ("aws_route_table_association", "an association of its route table"),
                 ])
                 .needs(PERMISSIONS)
         }
@@ -158,22 +180,22 @@ impl Kind for RouteTables {
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
         let Some(n) = network(env) else { return Vec::new() };
-        let table = |id: &str, name: String| desired(env, KIND, id, name, DeletionPolicy::Delete).with_reference(VPC, vpc::KIND, vpc::ID);
         let associate =
             |d: Desired, subnet: &str| d.with_entry(ASSOCIATION, Value::Ref(reference(subnet::KIND, subnet)), ASSOCIATED).after(subnet::KIND, subnet);
         let default_route = |d: Desired, kind: &'static str, id: &str| d.with_entry(ROUTE, DEFAULT_ROUTE, Value::Ref(reference(kind, id))).after(kind, id);
-        let public = default_route(table(PUBLIC, format!("sentry-rt-public-{}", env.env)), internet_gateway::KIND, internet_gateway::ID);
-        let public = n.subnets.iter().filter(|(_, s)| s.tier == Tier::Public).fold(public, |d, (id, _)| associate(d, id));
-        let private = n.subnets.iter().filter(|(_, s)| s.tier == Tier::Private).map(|(id, s)| {
-            let d = associate(table(id, format!("sentry-rt-{id}-{}", env.env)), id);
-            // Egress through the NAT gateway of the same AZ, else the first one.
-            let same_az = n.nat_gateways.iter().find(|(_, nat)| n.subnets.get(&nat.subnet).is_some_and(|ns| ns.az == s.az));
-            match same_az.or_else(|| n.nat_gateways.iter().next()) {
-                Some((nat_id, _)) => default_route(d, nat_gateway::KIND, nat_id),
-                None => d,
-            }
-        });
-        std::iter::once(public).chain(private).collect()
+        n.route_table_layout(&env.env)
+            .into_iter()
+            .map(|t| {
+                let d = desired(env, KIND, &t.id, t.name, DeletionPolicy::Delete).with_reference(VPC, vpc::KIND, vpc::ID);
+                let d = t.subnets.iter().fold(d, |d, s| associate(d, s));
+                let d = match t.default_route {
+                    Some(DefaultRoute::InternetGateway) => default_route(d, internet_gateway::KIND, internet_gateway::ID),
+                    Some(DefaultRoute::NatGateway(nat)) => default_route(d, nat_gateway::KIND, nat),
+                    None => d,
+                };
+                t.routes.iter().fold(d, |d, (destination, target)| d.with_entry(ROUTE, *destination, Value::handle(*target)))
+            })
+            .collect()
     }
 
     /// The spec has one public table (routing through the internet gateway)
@@ -200,33 +222,37 @@ impl Kind for RouteTables {
         }
     }
 
-    /// Writes no entry of its own: it says the tiers of the subnets it serves
-    /// (public through the internet gateway, private through a NAT gateway);
-    /// a route the spec cannot write (peering, transit) is listed, since
-    /// adopting the table removes it.
-    fn to_spec(&self, id: &str, live: &Live, spec: &mut Spec, _importing: &Importing) -> Result<Rendering, String> {
+    /// Its entry in `routeTables`, as it is: its subnets, its default route
+    /// (to a NAT gateway or the internet gateway, which also says the tier of
+    /// the subnets it serves), its other routes by target id; a route to
+    /// something the spec cannot name (a blackhole) is listed, since adopting
+    /// the table removes it.
+    fn to_spec(&self, id: &str, live: &Live, spec: &mut Spec, importing: &Importing) -> Result<Rendering, String> {
         let n = super::imported_network(spec, live, Some(VPC))?;
-        let associated: Vec<&str> = associated(live).collect();
-        let refused = || Err("the spec has one public route table and one per private subnet; this one is neither (or a second one)".to_string());
-        let tier = match n.subnets.get(id) {
-            _ if id == PUBLIC => Some(Tier::Public),
-            Some(s) if associated.iter().all(|a| *a == id) && (!associated.is_empty() || s.tier == Tier::Private) => {
-                let via_nat = default_target(live).is_some_and(|t| t.id_of(nat_gateway::KIND).is_some() || t.as_text().is_some_and(|t| t.starts_with("nat-")));
-                via_nat.then_some(Tier::Private)
+        let mut unsaid = Vec::new();
+        let mut table = TableSpec { name: explicit_name(live, &format!("sentry-rt-{id}-{}", importing.env)), ..TableSpec::default() };
+        for (subnet, _) in live.fields.get(ASSOCIATION).map_or(&[][..], Value::entries) {
+            match subnet.id_of(subnet::KIND) {
+                Some(s) => table.subnets.push(s.to_string()),
+                None => unsaid.push(format!("its subnet {subnet} is not imported: adopting the table disassociates it")),
             }
-            _ => return refused(),
-        };
-        let served = if id == PUBLIC { associated } else { vec![id] };
-        for s in served {
+        }
+        let mut tier = None;
+        for (destination, target) in live.fields.get(ROUTE).map_or(&[][..], Value::entries) {
+            let destination = destination.to_string();
+            match (destination == DEFAULT_ROUTE, target.id_of(nat_gateway::KIND), target.id_of(internet_gateway::KIND), target.as_text()) {
+                (true, Some(nat), _, _) => (table.nat_gateway, tier) = (Some(nat.to_string()), Some(Tier::Private)),
+                (true, None, Some(_), _) => (table.internet_gateway, tier) = (true, Some(Tier::Public)),
+                (false, None, None, Some(t)) if ROUTE_TARGETS.iter().any(|p| t.starts_with(p)) => _ = table.routes.insert(destination, t.to_string()),
+                _ => unsaid.push(format!("its route to {destination} (through {target}) is not in the spec language: adopting the table removes it")),
+            }
+        }
+        for s in &table.subnets {
             if let (Some(subnet), Some(tier)) = (n.subnets.get_mut(s), tier) {
                 subnet.tier = tier;
             }
         }
-        let routes = live.fields.get(ROUTE).map_or(&[][..], Value::entries);
-        let unsaid = routes
-            .iter()
-            .filter(|(destination, _)| *destination != DEFAULT_ROUTE)
-            .map(|(destination, target)| format!("its route to {destination} (through {target}) is not in the spec language: adopting the table removes it"));
+        n.route_tables.insert(id.to_string(), table);
         Ok(Rendering::without(unsaid))
     }
 

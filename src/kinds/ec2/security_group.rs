@@ -45,7 +45,7 @@ impl Kind for SecurityGroups {
         Rules {
             immutable: &[VPC, DESCRIPTION],
             events: EventMatch::of("ec2.amazonaws.com", &["SecurityGroup"], &["groupId", "GroupId"]).marked("sg-"),
-            ..rules(KIND).stands_for(&["AWS::EC2::SecurityGroup"]).needs(PERMISSIONS).imported()
+            ..rules(KIND).stands_for(&["AWS::EC2::SecurityGroup", "aws_security_group"]).needs(PERMISSIONS).imported()
         }
     }
 

@@ -196,7 +196,10 @@ impl Kind for SecurityGroupRules {
             ..rules(KIND)
                 .with_parts(&[
                     ("AWS::EC2::SecurityGroupIngress", "a rule of its security group"),
+                    ("aws_security_group_rule", "a rule of its security group"),
+                    ("aws_vpc_security_group_ingress_rule", "a rule of its security group"),
                     ("AWS::EC2::SecurityGroupEgress", "a rule of its security group"),
+                    ("aws_vpc_security_group_egress_rule", "a rule of its security group"),
                 ])
                 .needs(PERMISSIONS)
                 .imported_with(security_group::KIND)

@@ -7,11 +7,12 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::{ResourceType, Subnet};
 use aws_sdk_ec2::Client;
 
-use super::{desired, gone_is_ok, imported_network, network, observed, put_tags, rules, tag_spec, vpc};
+use super::{desired, explicit_name, gone_is_ok, imported_network, network, observed, put_tags, rules, tag_spec, vpc};
 use crate::aws::{required, AwsError, AwsResult};
 use crate::engine::{Delta, Desired, FieldReader, Importing, Kind, Live, ReadCache, Rendering, Rules};
 use crate::spec::model::DeletionPolicy;
 use crate::spec::model::{self, Spec, Tier};
+use crate::spec::physical_name;
 use crate::spec::EnvSpec;
 
 /// Kind name.
@@ -38,13 +39,13 @@ impl Kind for Subnets {
         Rules {
             immutable: &[VPC, CIDR, AZ],
             events: EventMatch::of("ec2.amazonaws.com", &["Subnet"], &["subnetId", "SubnetId"]).marked("subnet-"),
-            ..rules(KIND).stands_for(&["AWS::EC2::Subnet"]).needs(PERMISSIONS).imported()
+            ..rules(KIND).stands_for(&["AWS::EC2::Subnet", "aws_subnet"]).needs(PERMISSIONS).imported()
         }
     }
 
     fn desired(&self, env: &EnvSpec) -> Vec<Desired> {
         each(network(env).map(|n| &n.subnets), |(id, s)| {
-            desired(env, KIND, id, format!("sentry-{id}-{}", env.env), DeletionPolicy::Delete)
+            desired(env, KIND, id, physical_name(s.name.as_deref(), id, &env.env), DeletionPolicy::Delete)
                 .with_reference(VPC, vpc::KIND, vpc::ID)
                 .with(CIDR, &s.cidr)
                 .with(AZ, &s.az)
@@ -53,7 +54,7 @@ impl Kind for Subnets {
 
     /// Its tier from its words (`public` in its id or name), until its route
     /// table or a NAT gateway in it says better.
-    fn to_spec(&self, id: &str, live: &Live, spec: &mut Spec, _importing: &Importing) -> Result<Rendering, String> {
+    fn to_spec(&self, id: &str, live: &Live, spec: &mut Spec, importing: &Importing) -> Result<Rendering, String> {
         let n = imported_network(spec, live, Some(VPC))?;
         let tier = if format!("{id} {}", live.name).to_ascii_lowercase().contains("public") { Tier::Public } else { Tier::Private };
         let az = live.field(AZ).to_string();
@@ -61,7 +62,10 @@ impl Kind for Subnets {
             n.availability_zones.push(az.clone());
             n.availability_zones.sort();
         }
-        n.subnets.insert(id.to_string(), model::Subnet { tier, az, cidr: live.field(CIDR).to_string() });
+        n.subnets.insert(
+            id.to_string(),
+            model::Subnet { name: explicit_name(live, &physical_name(None, id, importing.env)), tier, az, cidr: live.field(CIDR).to_string() },
+        );
         Ok(Rendering::whole())
     }
 

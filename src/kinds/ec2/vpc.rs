@@ -60,7 +60,7 @@ impl Kind for Vpcs {
         Rules {
             immutable: &[CIDR],
             events: EventMatch::of("ec2.amazonaws.com", &["Vpc"], &["vpcId", "VpcId"]).marked("vpc-"),
-            ..rules(KIND).stands_for(&["AWS::EC2::VPC"]).needs(PERMISSIONS).imported()
+            ..rules(KIND).stands_for(&["AWS::EC2::VPC", "aws_vpc"]).needs(PERMISSIONS).imported()
         }
     }
 
@@ -87,6 +87,7 @@ impl Kind for Vpcs {
             enable_dns_support: live.field(DNS_SUPPORT) == "true",
             enable_dns_hostnames: live.field(DNS_HOSTNAMES) == "true",
             flow_logs: FlowLogs::default(),
+            internet_gateway_name: None,
         };
         let network = Network {
             vpc,
@@ -97,6 +98,7 @@ impl Kind for Vpcs {
             security_groups: Default::default(),
             endpoints: Default::default(),
             network_acls: Default::default(),
+            route_tables: Default::default(),
         };
         spec.network = Some(network);
         Ok(Rendering::whole())

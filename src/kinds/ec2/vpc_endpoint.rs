@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::{ResourceType, VpcEndpoint, VpcEndpointType};
 use aws_sdk_ec2::Client;
 
-use super::{desired, gone_is_ok, network, observed, put_tags, route_table, rules, tag_spec, vpc};
+use super::{desired, explicit_name, gone_is_ok, network, observed, put_tags, route_table, rules, tag_spec, vpc};
 use crate::aws::{required, AwsError, AwsResult};
 use crate::engine::{Delta, Desired, FieldReader, Importing, Kind, Live, OnImmutableChange, ReadCache, Rendering, Rules, Value};
 use crate::spec::model::{DeletionPolicy, Endpoint, Spec, Tier};
@@ -29,6 +29,11 @@ impl VpcEndpoints {
     }
 }
 
+/// Endpoint `id`'s name in environment `env` unless the spec gives one.
+fn default_name(id: &str, env: &str) -> String {
+    format!("sentry-{id}-endpoint-{env}")
+}
+
 /// What the kind's calls need of IAM.
 #[rustfmt::skip]
 const PERMISSIONS: Permissions = Permissions {
@@ -43,7 +48,7 @@ impl Kind for VpcEndpoints {
             immutable: &[VPC, SERVICE],
             on_immutable_change: OnImmutableChange::Replace,
             events: EventMatch::of("ec2.amazonaws.com", &["VpcEndpoint"], &["vpcEndpointId", "VpcEndpointId"]).marked("vpce-"),
-            ..rules(KIND).stands_for(&["AWS::EC2::VPCEndpoint"]).needs(PERMISSIONS).imported()
+            ..rules(KIND).stands_for(&["AWS::EC2::VPCEndpoint", "aws_vpc_endpoint"]).needs(PERMISSIONS).imported()
         }
     }
 
@@ -53,15 +58,11 @@ impl Kind for VpcEndpoints {
         n.endpoints
             .iter()
             .map(|(id, e)| {
-                let tables: Vec<&str> = if e.route_tables == Tier::Public {
-                    vec![route_table::PUBLIC]
-                } else {
-                    n.subnets.iter().filter(|(_, s)| s.tier == Tier::Private).map(|(sid, _)| sid.as_str()).collect()
-                };
-                desired(env, KIND, id, format!("sentry-{id}-endpoint-{}", env.env), DeletionPolicy::Delete)
+                let tables = n.route_tables_of(e.route_tables, &env.env);
+                desired(env, KIND, id, e.name.as_deref().map_or_else(|| default_name(id, &env.env), |n| n.replace("${env}", &env.env)), DeletionPolicy::Delete)
                     .with_reference(VPC, vpc::KIND, vpc::ID)
                     .with(SERVICE, format!("com.amazonaws.{region}.{}", e.service))
-                    .with_references(ROUTE_TABLES, route_table::KIND, tables)
+                    .with_references(ROUTE_TABLES, route_table::KIND, tables.iter().map(String::as_str))
             })
             .collect()
     }
@@ -71,14 +72,28 @@ impl Kind for VpcEndpoints {
         live.field(SERVICE).rsplit('.').next().unwrap_or_default().to_string()
     }
 
-    /// On the public route table alone, or on the private ones.
-    fn to_spec(&self, id: &str, live: &Live, spec: &mut Spec, _importing: &Importing) -> Result<Rendering, String> {
+    /// On the route tables of the public subnets, or on those of the private
+    /// ones; on any other set of tables, refused.
+    fn to_spec(&self, id: &str, live: &Live, spec: &mut Spec, importing: &Importing) -> Result<Rendering, String> {
         let n = super::imported_network(spec, live, Some(VPC))?;
-        let tables: Vec<&str> =
-            live.fields.get(ROUTE_TABLES).map(Value::items).unwrap_or_default().into_iter().filter_map(|t| t.id_of(route_table::KIND)).collect();
-        let route_tables = if tables == [route_table::PUBLIC] { Tier::Public } else { Tier::Private };
+        let mut tables: Vec<String> = live
+            .fields
+            .get(ROUTE_TABLES)
+            .map(Value::items)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| t.id_of(route_table::KIND).map_or_else(|| t.to_string(), str::to_string))
+            .collect();
+        tables.sort();
+        let Some(route_tables) = [Tier::Private, Tier::Public].into_iter().find(|tier| {
+            let mut of_tier = n.route_tables_of(*tier, importing.env);
+            of_tier.sort();
+            of_tier == tables
+        }) else {
+            return Err(format!("it is on route tables {}, not on those of the public or of the private subnets", tables.join(", ")));
+        };
         let service = live.field(SERVICE).rsplit('.').next().unwrap_or_default().to_string();
-        n.endpoints.insert(id.to_string(), Endpoint { service, route_tables });
+        n.endpoints.insert(id.to_string(), Endpoint { name: explicit_name(live, &default_name(id, importing.env)), service, route_tables });
         Ok(Rendering::whole())
     }
 

@@ -76,7 +76,7 @@ impl Kind for Groups {
     fn rules(&self) -> Rules {
         Rules {
             events: EventMatch::of("autoscaling.amazonaws.com", &[], &["autoScalingGroupName", "AutoScalingGroupName", "resourceId"]),
-            ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::AutoScaling::AutoScalingGroup"]).needs(PERMISSIONS)
+            ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::AutoScaling::AutoScalingGroup", "aws_autoscaling_group"]).needs(PERMISSIONS)
         }
     }
 

@@ -87,7 +87,7 @@ impl Kind for CapacityProviders {
             immutable: &[GROUP],
             events: EventMatch::of("ecs.amazonaws.com", &["CapacityProvider"], &["name", "capacityProvider", "capacityProviderArn"])
                 .marked("capacity-provider/"),
-            ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ECS::CapacityProvider"]).needs(PERMISSIONS)
+            ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ECS::CapacityProvider", "aws_ecs_capacity_provider"]).needs(PERMISSIONS)
         }
     }
 

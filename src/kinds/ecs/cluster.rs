@@ -86,7 +86,7 @@ impl Kind for Clusters {
     fn rules(&self) -> Rules {
         Rules {
             events: EventMatch::of("ecs.amazonaws.com", &["Cluster"], &["cluster", "clusterName", "clusterArn"]).marked("cluster/"),
-            ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ECS::Cluster"]).needs(PERMISSIONS).imported()
+            ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ECS::Cluster", "aws_ecs_cluster"]).needs(PERMISSIONS).imported()
         }
     }
 

@@ -63,7 +63,9 @@ impl Kind for ClusterCapacityProviders {
     fn rules(&self) -> Rules {
         Rules {
             events: EventMatch::of("ecs.amazonaws.com", &["ClusterCapacityProviders"], &["cluster"]),
-            ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ECS::ClusterCapacityProviderAssociations"]).needs(PERMISSIONS)
+            ..Rules::new(KIND, Layer::Compute)
+                .stands_for(&["AWS::ECS::ClusterCapacityProviderAssociations", "aws_ecs_cluster_capacity_providers"])
+                .needs(PERMISSIONS)
         }
     }
 

@@ -136,7 +136,7 @@ impl Kind for LaunchTemplates {
                 &["launchTemplateId", "LaunchTemplateId", "launchTemplateName", "LaunchTemplateName"],
             )
             .marked("lt-"),
-            ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::EC2::LaunchTemplate"]).needs(PERMISSIONS)
+            ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::EC2::LaunchTemplate", "aws_launch_template"]).needs(PERMISSIONS)
         }
     }
 

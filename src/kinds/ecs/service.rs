@@ -145,7 +145,7 @@ impl Kind for Services {
         Rules {
             immutable: &[CLUSTER, LAUNCH],
             events: EventMatch::of("ecs.amazonaws.com", &["Service"], &["service", "serviceName", "serviceArn"]).marked("service/"),
-            ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ECS::Service"]).needs(PERMISSIONS)
+            ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ECS::Service", "aws_ecs_service"]).needs(PERMISSIONS)
         }
     }
 

@@ -104,7 +104,7 @@ impl Kind for TaskDefinitions {
             immutable: FIELDS,
             on_immutable_change: OnImmutableChange::NewVersion,
             events: EventMatch::of("ecs.amazonaws.com", &["TaskDefinition"], &["family", "taskDefinition", "taskDefinitionArn"]).marked("task-definition/"),
-            ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ECS::TaskDefinition"]).needs(PERMISSIONS)
+            ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ECS::TaskDefinition", "aws_ecs_task_definition"]).needs(PERMISSIONS)
         }
     }
 

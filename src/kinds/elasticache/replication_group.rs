@@ -87,7 +87,7 @@ impl Kind for ReplicationGroups {
             create_only: &[SUBNET_GROUP, SECURITY_GROUPS, VERSION],
             events: EventMatch::of("elasticache.amazonaws.com", &["ReplicationGroup", "ReplicaCount"], &["replicationGroupId", "ReplicationGroupId"])
                 .marked("replicationgroup:"),
-            ..Rules::new(KIND, Layer::DataMessaging).stands_for(&["AWS::ElastiCache::ReplicationGroup"]).needs(PERMISSIONS)
+            ..Rules::new(KIND, Layer::DataMessaging).stands_for(&["AWS::ElastiCache::ReplicationGroup", "aws_elasticache_replication_group"]).needs(PERMISSIONS)
         }
     }
 

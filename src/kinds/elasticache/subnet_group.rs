@@ -40,7 +40,7 @@ impl Kind for SubnetGroups {
         Rules {
             events: EventMatch::of("elasticache.amazonaws.com", &["CacheSubnetGroup"], &["cacheSubnetGroupName", "CacheSubnetGroupName"])
                 .marked("subnetgroup:"),
-            ..Rules::new(KIND, Layer::DataMessaging).stands_for(&["AWS::ElastiCache::SubnetGroup"]).needs(PERMISSIONS)
+            ..Rules::new(KIND, Layer::DataMessaging).stands_for(&["AWS::ElastiCache::SubnetGroup", "aws_elasticache_subnet_group"]).needs(PERMISSIONS)
         }
     }
 

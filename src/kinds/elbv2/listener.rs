@@ -95,7 +95,7 @@ impl Kind for Listeners {
             immutable: &[LOAD_BALANCER],
             on_immutable_change: OnImmutableChange::Replace,
             events: EventMatch::of("elasticloadbalancing.amazonaws.com", &["Listener"], &["listenerArn", "ListenerArn"]).marked("listener/"),
-            ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ElasticLoadBalancingV2::Listener"]).needs(PERMISSIONS)
+            ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ElasticLoadBalancingV2::Listener", "aws_lb_listener", "aws_alb_listener"]).needs(PERMISSIONS)
         }
     }
 

@@ -124,7 +124,9 @@ impl Kind for ListenerRules {
             immutable: &[LISTENER],
             on_immutable_change: OnImmutableChange::Replace,
             events: EventMatch::of("elasticloadbalancing.amazonaws.com", &["Rule"], &["ruleArn", "RuleArn"]).marked("listener-rule/"),
-            ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ElasticLoadBalancingV2::ListenerRule"]).needs(PERMISSIONS)
+            ..Rules::new(KIND, Layer::Compute)
+                .stands_for(&["AWS::ElasticLoadBalancingV2::ListenerRule", "aws_lb_listener_rule", "aws_alb_listener_rule"])
+                .needs(PERMISSIONS)
         }
     }
 

@@ -139,7 +139,7 @@ impl Kind for LoadBalancers {
                 &["loadBalancerArn", "LoadBalancerArn", "loadBalancerName", "name"],
             )
             .marked("loadbalancer/"),
-            ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ElasticLoadBalancingV2::LoadBalancer"]).needs(PERMISSIONS)
+            ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ElasticLoadBalancingV2::LoadBalancer", "aws_lb", "aws_alb"]).needs(PERMISSIONS)
         }
     }
 

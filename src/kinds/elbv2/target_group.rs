@@ -96,7 +96,9 @@ impl Kind for TargetGroups {
             immutable: &[PORT, PROTOCOL, TARGET_TYPE, VPC],
             events: EventMatch::of("elasticloadbalancing.amazonaws.com", &["TargetGroup", "Targets"], &["targetGroupArn", "TargetGroupArn", "name"])
                 .marked("targetgroup/"),
-            ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ElasticLoadBalancingV2::TargetGroup"]).needs(PERMISSIONS)
+            ..Rules::new(KIND, Layer::Compute)
+                .stands_for(&["AWS::ElasticLoadBalancingV2::TargetGroup", "aws_lb_target_group", "aws_alb_target_group"])
+                .needs(PERMISSIONS)
         }
     }
 
@@ -165,7 +167,7 @@ impl Kind for TargetGroups {
         let changed = |f: &str| delta.fields.iter().any(|c| c.field == f);
         if HEALTH_CHECK.iter().any(|f| changed(f)) {
             let request = self.client.modify_target_group().target_group_arn(&live.handle);
-            with_health_check!(request, desired, OP).send().await.aws(OP)?;
+            with_health_check!(request, desired, OP).send().await.aws("ELBv2.ModifyTargetGroup")?;
         }
         let attributes: Vec<&str> = [STICKINESS, DEREGISTRATION].into_iter().filter(|f| changed(f)).collect();
         self.put_attributes(&live.handle, desired, &attributes).await?;

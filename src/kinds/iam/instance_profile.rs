@@ -40,7 +40,7 @@ impl Kind for InstanceProfiles {
     fn rules(&self) -> Rules {
         Rules {
             events: EventMatch::of("iam.amazonaws.com", &["InstanceProfile"], &["instanceProfileName", "InstanceProfileName"]).marked("instance-profile/"),
-            ..Rules::new(KIND, Layer::SecurityMonitoring).stands_for(&["AWS::IAM::InstanceProfile"]).needs(PERMISSIONS)
+            ..Rules::new(KIND, Layer::SecurityMonitoring).stands_for(&["AWS::IAM::InstanceProfile", "aws_iam_instance_profile"]).needs(PERMISSIONS)
         }
     }
 

@@ -278,8 +278,8 @@ impl Kind for Roles {
         Rules {
             events: EventMatch::of("iam.amazonaws.com", &["Role"], &["roleName", "RoleName"]).marked("role/"),
             ..Rules::new(KIND, Layer::SecurityMonitoring)
-                .stands_for(&["AWS::IAM::Role"])
-                .with_parts(&[("AWS::IAM::Policy", "an inline policy of its role")])
+                .stands_for(&["AWS::IAM::Role", "aws_iam_role"])
+                .with_parts(&[("AWS::IAM::Policy", "an inline policy of its role"), ("aws_iam_role_policy", "an inline policy of its role")])
                 .needs(PERMISSIONS)
         }
     }
