@@ -133,8 +133,12 @@ pub enum Command {
         stacks: String,
         /// Read the resources from this Terraform state (format version 4, `terraform state pull`)
         /// instead of CloudFormation stacks.
-        #[arg(long, value_name = "FILE", conflicts_with = "stacks")]
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["stacks", "vpc"])]
         from_terraform: Option<PathBuf>,
+        /// Read what lies in this VPC (an estate made by hand: subnets, gateways, route tables,
+        /// security groups, endpoints, flow logs) instead of CloudFormation stacks.
+        #[arg(long, value_name = "ID", conflicts_with = "stacks")]
+        vpc: Option<String>,
         /// Directory to write `<env>.yaml` into (a spec that validates on its own,
         /// without a base.yaml); without it the YAML goes to stdout.
         #[arg(long, conflicts_with = "write")]
@@ -284,10 +288,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             status(&cli, env.as_deref(), lease_table.as_deref(), wait_for_revision.as_deref(), Duration::from_secs(*wait), *no_observe).await
         }
         Command::Graph { env, offline, format } => graph(&cli, env, *offline, *format).await,
-        Command::Import { env, stacks, from_terraform, out, write } => {
-            let source = match from_terraform {
-                Some(state) => crate::import::Source::TerraformState(state.clone()),
-                None => crate::import::Source::Stacks(stacks.clone()),
+        Command::Import { env, stacks, from_terraform, vpc, out, write } => {
+            let source = match (from_terraform, vpc) {
+                (Some(state), _) => crate::import::Source::TerraformState(state.clone()),
+                (None, Some(vpc)) => crate::import::Source::Vpc(vpc.clone()),
+                (None, None) => crate::import::Source::Stacks(stacks.clone()),
             };
             if *write {
                 bind(&cli, env, &source).await

@@ -12,6 +12,7 @@
 //! groups under `/ecs/`, Redis replication groups and Cognito user pools.
 
 pub mod bind;
+mod discover;
 mod services;
 mod terraform;
 
@@ -33,7 +34,7 @@ use crate::spec::EnvSpec;
 /// What this module's calls need of IAM (`sentry-operator iam-policy` gathers it).
 #[rustfmt::skip]
 pub const PERMISSIONS: Permissions = Permissions {
-    reads: &["ec2:DescribeVpcs", "ec2:DescribeVpcAttribute", "ec2:DescribeSubnets", "ec2:DescribeAddresses", "ec2:DescribeNatGateways", "ec2:DescribeRouteTables", "ec2:DescribeSecurityGroups", "ec2:DescribeVpcEndpoints", "ec2:DescribeFlowLogs", "sqs:ListQueues", "dynamodb:ListTables", "elasticache:DescribeReplicationGroups", "elasticache:DescribeCacheSubnetGroups", "cognito-idp:ListUserPools", "ecs:DescribeClusters", "logs:DescribeLogGroups", "elasticache:DescribeCacheClusters", "ecs:ListClusters"],
+    reads: &["ec2:DescribeVpcs", "ec2:DescribeVpcAttribute", "ec2:DescribeSubnets", "ec2:DescribeAddresses", "ec2:DescribeNatGateways", "ec2:DescribeRouteTables", "ec2:DescribeSecurityGroups", "ec2:DescribeVpcEndpoints", "ec2:DescribeFlowLogs", "ec2:DescribeInternetGateways", "ec2:DescribeNetworkAcls", "sqs:ListQueues", "dynamodb:ListTables", "elasticache:DescribeReplicationGroups", "elasticache:DescribeCacheSubnetGroups", "cognito-idp:ListUserPools", "ecs:DescribeClusters", "logs:DescribeLogGroups", "elasticache:DescribeCacheClusters", "ecs:ListClusters"],
     grants: &[
         Grant::allow("ReadCloudFormationStacksForAdoptionAndImport", &["cloudformation:DescribeStacks", "cloudformation:ListStackResources"], &["*"]),
         Grant::allow("QueueWrites", &["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:ListQueueTags"], &["arn:aws:sqs:*:*:sentry-*"]),
@@ -377,6 +378,8 @@ pub enum Source {
     Stacks(String),
     /// A Terraform state file (format version 4).
     TerraformState(std::path::PathBuf),
+    /// What lies in this VPC (an estate made by hand).
+    Vpc(String),
 }
 
 /// Imports environment `env` from `source`. Reads only.
@@ -387,6 +390,10 @@ pub async fn import(config: &SdkConfig, env: &str, source: &Source) -> Result<Im
         Source::TerraformState(path) => {
             let (state, resources) = terraform::resources(path)?;
             (vec![state], resources)
+        }
+        Source::Vpc(vpc) => {
+            let (source, resources) = discover::vpc_resources(&sdk_client!(aws_sdk_ec2, config, counter), vpc, env).await?;
+            (vec![source], resources)
         }
     };
     let mut ctx = Context {

@@ -343,14 +343,24 @@ async fn import_refuses_what_it_cannot_adopt_and_plan_refuses_a_missing_adopt_id
     assert!(plan.stdout.contains("adopt.ec2.subnet/nowhere: names no resource of the spec"), "{}", plan.stdout);
 }
 
-/// A small estate a Terraform team built (made here with direct calls, then
-/// described by a state file written like `terraform state pull`'s, format
-/// 4): import reads only, the plan adopts every resource with no change but
-/// the ownership tags (its names and layout kept), reconcile adopts them in
-/// place, and the next pass writes nothing.
-#[tokio::test]
-async fn a_terraform_estate_is_imported_from_its_state_and_adopted_in_place() {
-    let moto = Moto::start();
+/// A small estate made by hand (or by Terraform): a VPC of one zone with a
+/// public and a private subnet, an internet gateway, a NAT gateway on its
+/// address, a table each, a security group with one rule, and a queue; all
+/// named by their Name tags (`shop-…`, none of the operator's defaults).
+struct HandMade {
+    vpc: String,
+    public: String,
+    private: String,
+    igw: String,
+    allocation: String,
+    nat: String,
+    public_rt: String,
+    private_rt: String,
+    group: String,
+    queue: String,
+}
+
+async fn build_hand_made(moto: &Moto) -> HandMade {
     let config = sdk_config(&moto.endpoint).await;
     let ec2 = aws_sdk_ec2::Client::new(&config);
     let named = |name: &str, kind: aws_sdk_ec2::types::ResourceType| {
@@ -390,6 +400,56 @@ async fn a_terraform_estate_is_imported_from_its_state_and_adopted_in_place() {
     let sqs = aws_sdk_sqs::Client::new(&config);
     let queue = sqs.create_queue().queue_name("shop-orders").send().await.expect("queue").queue_url().expect("url").to_string();
 
+    HandMade { vpc, public, private, igw, allocation, nat, public_rt, private_rt, group, queue }
+}
+
+/// Plans `specs` (an imported spec): adoptions only, `adopted` of them, with
+/// no change but the ownership tags and the security group's first Name tag;
+/// then reconciles, checks the route tables and the NAT gateway are the same
+/// ones, and that the next pass writes nothing.
+async fn assert_adopted_in_place(moto: &Moto, specs: &Path, estate: &HandMade, adopted_count: u64) {
+    let plan = operator(&moto.endpoint, &json_args(specs, &["plan", "--env", "dev"]));
+    assert_eq!(plan.code, 2, "{}\n{}", plan.stdout, plan.stderr);
+    let report = plan.json();
+    let s = &report["summary"];
+    let counts = (s["create"].as_u64(), s["delete"].as_u64(), s["blocked"].as_u64(), s["adopt"].as_u64());
+    assert_eq!(counts, (Some(0), Some(0), Some(0), Some(adopted_count)), "{}", plan.stdout);
+    let adopted: Vec<&serde_json::Value> = report["resources"].as_array().into_iter().flatten().filter(|r| r["action"] != "noop").collect();
+    assert!(adopted.iter().all(|r| r["action"] == "adopt"), "{adopted:?}");
+    // The group has no Name tag (it is named by its group name): adoption gives it one, the only addition.
+    let changed = changes_beyond_ownership(&adopted);
+    let only_the_name = changed.len() == 1 && changed[0].starts_with("\"ec2.security-group\"") && changed[0].ends_with(": \"tags.Name\" null -> \"shop-app\"");
+    assert!(only_the_name, "names, routes and settings as they are: {changed:?}");
+
+    let run = moto.reconcile(specs, "dev");
+    assert_eq!((run.code, &run.json()["summary"]["failed"]), (2, &serde_json::json!(0)), "{}", run.stdout);
+    let config = sdk_config(&moto.endpoint).await;
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let owned = Filter::builder().name("tag:sentry:env").values("dev").build();
+    let vpcs = ec2.describe_vpcs().filters(owned.clone()).send().await.expect("vpcs");
+    assert_eq!(vpcs.vpcs().iter().filter_map(|v| v.vpc_id()).collect::<Vec<_>>(), [estate.vpc.as_str()], "the same VPC");
+    let tables = ec2.describe_route_tables().filters(owned).send().await.expect("tables");
+    let mut ids: Vec<&str> = tables.route_tables().iter().filter_map(|t| t.route_table_id()).collect();
+    ids.sort();
+    let mut expected = [estate.public_rt.as_str(), estate.private_rt.as_str()];
+    expected.sort();
+    assert_eq!(ids, expected, "the same route tables, no new ones");
+    let names: Vec<&str> = tables.route_tables().iter().flat_map(|t| t.tags()).filter(|t| t.key() == Some("Name")).filter_map(|t| t.value()).collect();
+    assert!(names.contains(&"shop-public") && names.contains(&"shop-private"), "names kept: {names:?}");
+    let nats = ec2.describe_nat_gateways().filter(Filter::builder().name("state").values("available").build()).send().await.expect("nats");
+    assert_eq!(nats.nat_gateways().iter().filter_map(|n| n.nat_gateway_id()).collect::<Vec<_>>(), [estate.nat.as_str()], "the same NAT gateway");
+    moto.assert_converged(specs, "dev");
+}
+
+/// A small estate a Terraform team built (made here with direct calls, then
+/// described by a state file written like `terraform state pull`'s, format
+/// 4): import reads only, the plan adopts every resource with no change but
+/// the ownership tags (its names and layout kept), reconcile adopts them in
+/// place, and the next pass writes nothing.
+#[tokio::test]
+async fn a_terraform_estate_is_imported_from_its_state_and_adopted_in_place() {
+    let moto = Moto::start();
+    let HandMade { vpc, public, private, igw, allocation, nat, public_rt, private_rt, group, queue } = build_hand_made(&moto).await;
     let resource = |kind: &str, name: &str, id: &str| {
         format!(
             r#"{{"mode": "managed", "type": "{kind}", "name": "{name}", "provider": "provider[\"registry.terraform.io/hashicorp/aws\"]", "instances": [{{"schema_version": 1, "attributes": {{"id": "{id}"}}}}]}}"#
@@ -429,38 +489,28 @@ async fn a_terraform_estate_is_imported_from_its_state_and_adopted_in_place() {
     assert!(listed.contains("random_id suffix") && listed.contains("no kind of the operator describes this type"), "{summary}");
     assert!(summary["skipped"].to_string().contains("aws_route private_egress"), "parts are described with their parents: {summary}");
 
-    let plan = operator(&moto.endpoint, &json_args(&out, &["plan", "--env", "dev"]));
-    assert_eq!(plan.code, 2, "{}\n{}", plan.stdout, plan.stderr);
-    let report = plan.json();
-    let s = &report["summary"];
-    assert_eq!(
-        (s["create"].as_u64(), s["delete"].as_u64(), s["blocked"].as_u64(), s["adopt"].as_u64()),
-        (Some(0), Some(0), Some(0), Some(11)),
-        "{}",
-        plan.stdout
-    );
-    let adopted: Vec<&serde_json::Value> = report["resources"].as_array().into_iter().flatten().filter(|r| r["action"] != "noop").collect();
-    assert_eq!(adopted.len(), 11, "the VPC, 2 subnets, the gateway, the address, the NAT gateway, 2 tables, the group and its rules, the queue: {adopted:?}");
-    assert!(adopted.iter().all(|r| r["action"] == "adopt"), "{adopted:?}");
-    // The group has no Name tag (Terraform names it by its group name): adoption gives it one, the only addition.
-    let changed = changes_beyond_ownership(&adopted);
-    assert_eq!(changed, ["\"ec2.security-group\" \"app\": \"tags.Name\" null -> \"shop-app\""], "names, routes and settings as they are");
-
-    let run = moto.reconcile(&out, "dev");
-    assert_eq!((run.code, &run.json()["summary"]["failed"]), (2, &serde_json::json!(0)), "{}", run.stdout);
-    let owned = Filter::builder().name("tag:sentry:env").values("dev").build();
-    let vpcs = ec2.describe_vpcs().filters(owned.clone()).send().await.expect("vpcs");
-    assert_eq!(vpcs.vpcs().iter().filter_map(|v| v.vpc_id()).collect::<Vec<_>>(), [vpc.as_str()], "the same VPC");
-    let tables = ec2.describe_route_tables().filters(owned).send().await.expect("tables");
-    let mut ids: Vec<&str> = tables.route_tables().iter().filter_map(|t| t.route_table_id()).collect();
-    ids.sort();
-    let mut expected = [public_rt.as_str(), private_rt.as_str()];
-    expected.sort();
-    assert_eq!(ids, expected, "the same route tables, no new ones");
-    let names: Vec<&str> = tables.route_tables().iter().flat_map(|t| t.tags()).filter(|t| t.key() == Some("Name")).filter_map(|t| t.value()).collect();
-    assert!(names.contains(&"shop-public") && names.contains(&"shop-private"), "names kept: {names:?}");
-    let nats = ec2.describe_nat_gateways().filter(Filter::builder().name("state").values("available").build()).send().await.expect("nats");
-    assert_eq!(nats.nat_gateways().iter().filter_map(|n| n.nat_gateway_id()).collect::<Vec<_>>(), [nat.as_str()], "the same NAT gateway");
+    let estate = HandMade { vpc, public, private, igw, allocation, nat, public_rt, private_rt, group, queue: queue.clone() };
+    assert_adopted_in_place(&moto, &out, &estate, 11).await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk_config(&moto.endpoint).await);
     assert_eq!(sqs.list_queues().send().await.expect("queues").queue_urls(), std::slice::from_ref(&queue), "the same queue, no other");
-    moto.assert_converged(&out, "dev");
+}
+
+/// The same estate made by hand, found through its VPC (`import --vpc`):
+/// the main route table and the default group and ACL stay out, the rest
+/// adopts in place as from a state.
+#[tokio::test]
+async fn an_estate_made_by_hand_is_imported_through_its_vpc_and_adopted_in_place() {
+    let moto = Moto::start();
+    let estate = build_hand_made(&moto).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("spec");
+    let args = ["--output", "json", "import", "--env", "dev", "--vpc", estate.vpc.as_str(), "--out", out.to_str().expect("utf-8")];
+    let (run, writes) = moto.writes_of(|| operator(&moto.endpoint, &args));
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(writes.is_empty(), "import wrote to AWS: {writes:?}");
+    assert_eq!(run.json()["summary"]["found"], 9, "the VPC, 2 subnets, the gateway, the NAT gateway and its address, 2 tables, the group: {}", run.stdout);
+    assert_adopted_in_place(&moto, &out, &estate, 10).await;
+    let missing = operator(&moto.endpoint, &["import", "--env", "dev", "--vpc", "vpc-0000000000"]);
+    assert_eq!(missing.code, 1);
+    assert!(missing.stderr.contains("VPC vpc-0000000000 does not exist"), "{}", missing.stderr);
 }
