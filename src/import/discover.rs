@@ -3,9 +3,9 @@
 //! VPC, its subnets, its internet gateway, its NAT gateways and their
 //! addresses, its route tables (the main one aside: a subnet on it stays
 //! unassociated), its security groups (the default one aside), its network
-//! ACLs (the default one aside), gateway endpoints and flow logs. Each is
-//! named by its Name tag (else its id); the name-keyed kinds are found by
-//! name afterwards, as for stacks.
+//! ACLs (the default one aside), gateway endpoints, flow logs and target
+//! groups. Each is named by its Name tag (else its group name or its id);
+//! the name-keyed kinds are found by name afterwards, as for stacks.
 
 use aws_sdk_ec2::types::{Filter, Tag};
 
@@ -14,7 +14,12 @@ use crate::aws::AwsResult;
 
 /// The resources of VPC `vpc`, and the source they are listed under
 /// (`env` names them: a Name tag's environment suffix is dropped from the id).
-pub async fn vpc_resources(ec2: &aws_sdk_ec2::Client, vpc: &str, env: &str) -> Result<(String, Vec<StackResource>), ImportError> {
+pub async fn vpc_resources(
+    ec2: &aws_sdk_ec2::Client,
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+    vpc: &str,
+    env: &str,
+) -> Result<(String, Vec<StackResource>), ImportError> {
     let source = format!("vpc {vpc}");
     let in_vpc = || Filter::builder().name("vpc-id").values(vpc).build();
     let vpcs = ec2.describe_vpcs().vpc_ids(vpc).send().await.aws("EC2.DescribeVpcs").map_err(|e| match e.code.as_deref() {
@@ -25,7 +30,8 @@ pub async fn vpc_resources(ec2: &aws_sdk_ec2::Client, vpc: &str, env: &str) -> R
     let mut resources = Vec::new();
     let mut add = |resource_type: &str, id: Option<&str>, tags: &[Tag], fallback: Option<&str>| {
         let Some(id) = id else { return };
-        let name = tags.iter().find(|t| t.key() == Some("Name")).and_then(|t| t.value()).or(fallback).map_or_else(|| id.to_string(), |n| super::name_stem(n, env));
+        let name =
+            tags.iter().find(|t| t.key() == Some("Name")).and_then(|t| t.value()).or(fallback).map_or_else(|| id.to_string(), |n| super::name_stem(n, env));
         resources.push(StackResource { stack: source.clone(), logical_id: name, physical_id: id.to_string(), resource_type: resource_type.into() });
     };
     add("AWS::EC2::VPC", found.vpc_id(), found.tags(), None);
@@ -70,6 +76,10 @@ pub async fn vpc_resources(ec2: &aws_sdk_ec2::Client, vpc: &str, env: &str) -> R
     let logs = ec2.describe_flow_logs().filter(of_vpc).send().await.aws("EC2.DescribeFlowLogs")?;
     for f in logs.flow_logs() {
         add("AWS::EC2::FlowLog", f.flow_log_id(), f.tags(), None);
+    }
+    let groups = elb.describe_target_groups().into_paginator().items().send().try_collect().await.aws("ELBv2.DescribeTargetGroups")?;
+    for g in groups.iter().filter(|g| g.vpc_id() == Some(vpc)) {
+        add("AWS::ElasticLoadBalancingV2::TargetGroup", g.target_group_arn(), &[], g.target_group_name());
     }
     Ok((source, resources))
 }

@@ -34,7 +34,7 @@ use crate::spec::EnvSpec;
 /// What this module's calls need of IAM (`sentry-operator iam-policy` gathers it).
 #[rustfmt::skip]
 pub const PERMISSIONS: Permissions = Permissions {
-    reads: &["ec2:DescribeVpcs", "ec2:DescribeVpcAttribute", "ec2:DescribeSubnets", "ec2:DescribeAddresses", "ec2:DescribeNatGateways", "ec2:DescribeRouteTables", "ec2:DescribeSecurityGroups", "ec2:DescribeVpcEndpoints", "ec2:DescribeFlowLogs", "ec2:DescribeInternetGateways", "ec2:DescribeNetworkAcls", "sqs:ListQueues", "dynamodb:ListTables", "elasticache:DescribeReplicationGroups", "elasticache:DescribeCacheSubnetGroups", "cognito-idp:ListUserPools", "ecs:DescribeClusters", "logs:DescribeLogGroups", "elasticache:DescribeCacheClusters", "ecs:ListClusters"],
+    reads: &["ec2:DescribeVpcs", "ec2:DescribeVpcAttribute", "ec2:DescribeSubnets", "ec2:DescribeAddresses", "ec2:DescribeNatGateways", "ec2:DescribeRouteTables", "ec2:DescribeSecurityGroups", "ec2:DescribeVpcEndpoints", "ec2:DescribeFlowLogs", "ec2:DescribeInternetGateways", "ec2:DescribeNetworkAcls", "elasticloadbalancing:DescribeTargetGroups", "sqs:ListQueues", "dynamodb:ListTables", "elasticache:DescribeReplicationGroups", "elasticache:DescribeCacheSubnetGroups", "cognito-idp:ListUserPools", "ecs:DescribeClusters", "logs:DescribeLogGroups", "elasticache:DescribeCacheClusters", "ecs:ListClusters"],
     grants: &[
         Grant::allow("ReadCloudFormationStacksForAdoptionAndImport", &["cloudformation:DescribeStacks", "cloudformation:ListStackResources"], &["*"]),
         Grant::allow("QueueWrites", &["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:ListQueueTags"], &["arn:aws:sqs:*:*:sentry-*"]),
@@ -256,9 +256,14 @@ fn type_words(resource_type: &str) -> Vec<String> {
     std::iter::once(service).chain(resource.split('-').map(str::to_string)).collect()
 }
 
-/// The name a physical id stands for: the last part of a URL (a queue's)
-/// or of an ARN, else the id itself.
+/// The name a physical id stands for: a load balancer's or a target group's
+/// in its ARN, the last part of a URL (a queue's) or of another ARN, else
+/// the id itself.
 fn physical_name_of(physical_id: &str) -> &str {
+    let resource = physical_id.strip_prefix("arn:").and_then(|arn| arn.splitn(5, ':').nth(4)).map(|r| r.split('/').collect::<Vec<_>>());
+    if let Some(["targetgroup", name, _] | ["loadbalancer", "app" | "net", name, _]) = resource.as_deref() {
+        return name;
+    }
     if physical_id.starts_with("https://") || physical_id.starts_with("http://") || physical_id.starts_with("arn:") {
         physical_id.rsplit('/').next().unwrap_or(physical_id)
     } else {
@@ -392,7 +397,9 @@ pub async fn import(config: &SdkConfig, env: &str, source: &Source) -> Result<Im
             (vec![state], resources)
         }
         Source::Vpc(vpc) => {
-            let (source, resources) = discover::vpc_resources(&sdk_client!(aws_sdk_ec2, config, counter), vpc, env).await?;
+            let (source, resources) =
+                discover::vpc_resources(&sdk_client!(aws_sdk_ec2, config, counter), &sdk_client!(aws_sdk_elasticloadbalancingv2, config, counter), vpc, env)
+                    .await?;
             (vec![source], resources)
         }
     };

@@ -25,9 +25,10 @@ pub struct LoadBalancing {
     pub load_balancers: BTreeMap<String, LoadBalancer>,
 }
 
-/// A target group of `ip` targets (the services' awsvpc tasks). Its port,
-/// protocol and VPC are fixed at creation: a change is BLOCKED (a target
-/// group in use by a listener or a service cannot be deleted).
+/// A target group of `ip` targets (the services' awsvpc tasks) or of
+/// `instance` targets (an Auto Scaling fleet's). Its port, protocol, target
+/// type and VPC are fixed at creation: a change is BLOCKED (a target group
+/// in use by a listener or a service cannot be deleted).
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TargetGroup {
@@ -38,6 +39,9 @@ pub struct TargetGroup {
     /// `HTTP` (default) or `HTTPS`.
     #[serde(default = "http")]
     pub protocol: String,
+    /// `ip` (default: awsvpc tasks) or `instance`.
+    #[serde(default = "ip")]
+    pub target_type: String,
     /// The health check.
     #[serde(default)]
     pub health_check: TargetHealthCheck,
@@ -268,6 +272,10 @@ fn http() -> String {
     "HTTP".into()
 }
 
+fn ip() -> String {
+    "ip".into()
+}
+
 fn sixty() -> u32 {
     60
 }
@@ -380,6 +388,7 @@ impl Checker {
         }
         self.range(&at("port"), Some(tg.port), 1, 65_535);
         self.one_of(&at("protocol"), &tg.protocol, &["HTTP", "HTTPS"]);
+        self.one_of(&at("targetType"), &tg.target_type, &["ip", "instance"]);
         self.range(&at("deregistrationDelaySeconds"), Some(tg.deregistration_delay_seconds), 0, 3600);
         let h = &tg.health_check;
         let hc = |field: &'static str| ["loadBalancing", "targetGroups", id, "healthCheck", field];

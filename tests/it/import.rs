@@ -358,6 +358,7 @@ struct HandMade {
     private_rt: String,
     group: String,
     queue: String,
+    target_group: String,
 }
 
 async fn build_hand_made(moto: &Moto) -> HandMade {
@@ -400,7 +401,12 @@ async fn build_hand_made(moto: &Moto) -> HandMade {
     let sqs = aws_sdk_sqs::Client::new(&config);
     let queue = sqs.create_queue().queue_name("shop-orders").send().await.expect("queue").queue_url().expect("url").to_string();
 
-    HandMade { vpc, public, private, igw, allocation, nat, public_rt, private_rt, group, queue }
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&config);
+    let target_group = elb.create_target_group().name("shop-web").protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http).port(8080);
+    let target_group =
+        target_group.vpc_id(&vpc).target_type(aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum::Instance).health_check_path("/health").send().await;
+    let target_group = target_group.expect("target group").target_groups()[0].target_group_arn().expect("arn").to_string();
+    HandMade { vpc, public, private, igw, allocation, nat, public_rt, private_rt, group, queue, target_group }
 }
 
 /// Plans `specs` (an imported spec): adoptions only, `adopted` of them, with
@@ -438,6 +444,9 @@ async fn assert_adopted_in_place(moto: &Moto, specs: &Path, estate: &HandMade, a
     assert!(names.contains(&"shop-public") && names.contains(&"shop-private"), "names kept: {names:?}");
     let nats = ec2.describe_nat_gateways().filter(Filter::builder().name("state").values("available").build()).send().await.expect("nats");
     assert_eq!(nats.nat_gateways().iter().filter_map(|n| n.nat_gateway_id()).collect::<Vec<_>>(), [estate.nat.as_str()], "the same NAT gateway");
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&config);
+    let groups = elb.describe_target_groups().send().await.expect("target groups");
+    assert_eq!(groups.target_groups().iter().filter_map(|t| t.target_group_arn()).collect::<Vec<_>>(), [estate.target_group.as_str()], "the same target group");
     moto.assert_converged(specs, "dev");
 }
 
@@ -449,7 +458,7 @@ async fn assert_adopted_in_place(moto: &Moto, specs: &Path, estate: &HandMade, a
 #[tokio::test]
 async fn a_terraform_estate_is_imported_from_its_state_and_adopted_in_place() {
     let moto = Moto::start();
-    let HandMade { vpc, public, private, igw, allocation, nat, public_rt, private_rt, group, queue } = build_hand_made(&moto).await;
+    let HandMade { vpc, public, private, igw, allocation, nat, public_rt, private_rt, group, queue, target_group } = build_hand_made(&moto).await;
     let resource = |kind: &str, name: &str, id: &str| {
         format!(
             r#"{{"mode": "managed", "type": "{kind}", "name": "{name}", "provider": "provider[\"registry.terraform.io/hashicorp/aws\"]", "instances": [{{"schema_version": 1, "attributes": {{"id": "{id}"}}}}]}}"#
@@ -470,6 +479,7 @@ async fn a_terraform_estate_is_imported_from_its_state_and_adopted_in_place() {
         resource("aws_security_group", "app", &group),
         resource("aws_vpc_security_group_ingress_rule", "https", "sgr-1"),
         resource("aws_sqs_queue", "orders", &queue),
+        resource("aws_lb_target_group", "web", &target_group),
         resource("random_id", "suffix", "abc"),
     ];
     let state =
@@ -484,13 +494,13 @@ async fn a_terraform_estate_is_imported_from_its_state_and_adopted_in_place() {
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert!(writes.is_empty(), "import wrote to AWS: {writes:?}");
     let summary = &run.json()["summary"];
-    assert_eq!(summary["found"], 14, "every managed instance, no data source: {summary}");
+    assert_eq!(summary["found"], 15, "every managed instance, no data source: {summary}");
     let listed = summary["notRepresentable"].to_string();
     assert!(listed.contains("random_id suffix") && listed.contains("no kind of the operator describes this type"), "{summary}");
     assert!(summary["skipped"].to_string().contains("aws_route private_egress"), "parts are described with their parents: {summary}");
 
-    let estate = HandMade { vpc, public, private, igw, allocation, nat, public_rt, private_rt, group, queue: queue.clone() };
-    assert_adopted_in_place(&moto, &out, &estate, 11).await;
+    let estate = HandMade { vpc, public, private, igw, allocation, nat, public_rt, private_rt, group, queue: queue.clone(), target_group };
+    assert_adopted_in_place(&moto, &out, &estate, 12).await;
     let sqs = aws_sdk_sqs::Client::new(&sdk_config(&moto.endpoint).await);
     assert_eq!(sqs.list_queues().send().await.expect("queues").queue_urls(), std::slice::from_ref(&queue), "the same queue, no other");
 }
@@ -508,8 +518,9 @@ async fn an_estate_made_by_hand_is_imported_through_its_vpc_and_adopted_in_place
     let (run, writes) = moto.writes_of(|| operator(&moto.endpoint, &args));
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert!(writes.is_empty(), "import wrote to AWS: {writes:?}");
-    assert_eq!(run.json()["summary"]["found"], 9, "the VPC, 2 subnets, the gateway, the NAT gateway and its address, 2 tables, the group: {}", run.stdout);
-    assert_adopted_in_place(&moto, &out, &estate, 10).await;
+    let found = run.json()["summary"]["found"].clone();
+    assert_eq!(found, 10, "the VPC, 2 subnets, the gateway, the NAT gateway and its address, 2 tables, the group, the target group: {}", run.stdout);
+    assert_adopted_in_place(&moto, &out, &estate, 11).await;
     let missing = operator(&moto.endpoint, &["import", "--env", "dev", "--vpc", "vpc-0000000000"]);
     assert_eq!(missing.code, 1);
     assert!(missing.stderr.contains("VPC vpc-0000000000 does not exist"), "{}", missing.stderr);

@@ -14,10 +14,10 @@ use aws_sdk_elasticloadbalancingv2::Client;
 
 use super::{add_tags, load_balancing, tag_list, tags_of, CONCURRENCY};
 use crate::aws::{found, gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{ownership_tags, Delta, Desired, FieldReader, Kind, Layer, Live, ReadCache, Rules};
+use crate::engine::{ownership_tags, user_tags, Delta, Desired, FieldReader, Importing, Kind, Layer, Live, ReadCache, Rendering, Rules};
 use crate::kinds::ec2::vpc;
 use crate::kinds::read::describe_each;
-use crate::spec::model::Stickiness;
+use crate::spec::model::{self, DeletionPolicy, Spec, Stickiness, TargetHealthCheck};
 use crate::spec::EnvSpec;
 
 /// Kind name.
@@ -99,6 +99,7 @@ impl Kind for TargetGroups {
             ..Rules::new(KIND, Layer::Compute)
                 .stands_for(&["AWS::ElasticLoadBalancingV2::TargetGroup", "aws_lb_target_group", "aws_alb_target_group"])
                 .needs(PERMISSIONS)
+                .imported()
         }
     }
 
@@ -108,7 +109,7 @@ impl Kind for TargetGroups {
             Desired::new(KIND, id, tg.physical_name(id, &env.env), ownership_tags(env, id, tg.deletion_policy, &tg.tags))
                 .with(PORT, tg.port.to_string())
                 .with(PROTOCOL, &tg.protocol)
-                .with(TARGET_TYPE, "ip")
+                .with(TARGET_TYPE, &tg.target_type)
                 .with_reference(VPC, vpc::KIND, vpc::ID)
                 .with(HC_PATH, &h.path)
                 .with(HC_INTERVAL, h.interval_seconds.to_string())
@@ -121,13 +122,49 @@ impl Kind for TargetGroups {
         })
     }
 
+    /// Its entry in `loadBalancing.targetGroups`, as it is (in the environment's VPC only).
+    fn to_spec(&self, id: &str, live: &Live, spec: &mut Spec, importing: &Importing) -> Result<Rendering, String> {
+        if live.fields.get(VPC).and_then(|v| v.id_of(vpc::KIND)) != Some(vpc::ID) {
+            return Err("it lies in another VPC than the environment's (or no VPC was imported)".into());
+        }
+        let number = |f: &str| live.field(f).parse::<u32>().map_err(|_| format!("its {f} {:?} is not a number", live.field(f)));
+        let stickiness = match live.field(STICKINESS).split_once(' ') {
+            Some(("lb_cookie", duration)) => Stickiness { enabled: true, duration_seconds: duration.parse().map_err(|_| format!("stickiness {duration:?}"))? },
+            Some((kind, _)) => return Err(format!("its stickiness is {kind}; the spec has load-balancer cookies only")),
+            None => Stickiness::default(),
+        };
+        let group = model::TargetGroup {
+            name: importing.explicit_name(id, &live.name),
+            port: number(PORT)?,
+            protocol: live.field(PROTOCOL).to_string(),
+            target_type: live.field(TARGET_TYPE).to_string(),
+            health_check: TargetHealthCheck {
+                path: live.field(HC_PATH).to_string(),
+                interval_seconds: number(HC_INTERVAL)?,
+                timeout_seconds: number(HC_TIMEOUT)?,
+                healthy_threshold: number(HC_HEALTHY)?,
+                unhealthy_threshold: number(HC_UNHEALTHY)?,
+                matcher: live.field(HC_MATCHER).to_string(),
+            },
+            stickiness,
+            deregistration_delay_seconds: number(DEREGISTRATION)?,
+            tags: user_tags(live.tags.clone()),
+            deletion_policy: DeletionPolicy::default(),
+        };
+        spec.load_balancing.get_or_insert_with(Default::default).target_groups.insert(id.to_string(), group);
+        Ok(Rendering::whole())
+    }
+
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
         // Every target group of the account in one paginated read (naming a
         // missing one fails the whole call); tags 20 at a time; then the
         // attributes of the ones named by the spec or owned by the environment.
         let all = self.client.describe_target_groups().into_paginator().items().send().try_collect().await.aws("ELBv2.DescribeTargetGroups")?;
         let ours = |n: &str| n.starts_with("sentry") || desired.iter().any(|d| d.name == n);
-        let candidates: Vec<TargetGroup> = all.into_iter().filter(|t| t.target_group_name().is_some_and(ours)).collect();
+        let ours = |t: &TargetGroup| {
+            t.target_group_name().is_some_and(ours) || desired.iter().any(|d| d.adopted_id().is_some() && d.adopted_id() == t.target_group_arn())
+        };
+        let candidates: Vec<TargetGroup> = all.into_iter().filter(ours).collect();
         let mut tags = tags_of(&self.client, candidates.iter().filter_map(|t| t.target_group_arn().map(str::to_string)).collect()).await?;
         let mut listed = Vec::new();
         for t in candidates {
