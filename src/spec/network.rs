@@ -503,17 +503,8 @@ impl Checker {
     /// known NAT gateway or to the internet gateway, not both; other routes
     /// to a valid CIDR through a target the operator can write.
     fn route_tables(&mut self, n: &Network) {
-        let mut subnet_table: HashMap<&str, &str> = HashMap::new();
+        self.subnets_in_one(n, ("routeTables", "route table"), n.route_tables.iter().map(|(id, t)| (id, &t.subnets)));
         for (id, table) in &n.route_tables {
-            for (i, subnet) in table.subnets.iter().enumerate() {
-                let index = i.to_string();
-                let p = ["network", "routeTables", id.as_str(), "subnets", index.as_str()];
-                if !n.subnets.contains_key(subnet) {
-                    self.reference(&p, subnet, n.subnets.keys().map(String::as_str), "subnet");
-                } else if let Some(other) = subnet_table.insert(subnet, id) {
-                    self.err(&p, format!("subnet {subnet:?} is already in route table {other:?}; a subnet has one route table"));
-                }
-            }
             let at = |field: &'static str| ["network", "routeTables", id.as_str(), field];
             match &table.nat_gateway {
                 Some(_) if table.internet_gateway => self.err(&at("natGateway"), "a default route goes to a NAT gateway or to the internet gateway, not both"),
@@ -536,25 +527,33 @@ impl Checker {
         }
     }
 
-    /// Network ACLs: known subnets, each in one ACL; rule numbers in range
-    /// and unique per direction; valid protocols, ports, CIDRs and actions.
-    fn network_acls(&mut self, n: &Network) {
-        let mut subnet_acl: HashMap<&str, &str> = HashMap::new();
-        for (id, acl) in &n.network_acls {
-            for (i, subnet) in acl.subnets.iter().enumerate() {
+    /// The subnets of the entries of `section` (its key, and what one entry
+    /// is called): each a subnet of the spec, each in one entry at most.
+    fn subnets_in_one<'a>(&mut self, n: &Network, (section, what): (&str, &str), entries: impl Iterator<Item = (&'a String, &'a Vec<String>)>) {
+        let mut taken: HashMap<&str, &str> = HashMap::new();
+        for (id, subnets) in entries {
+            for (i, subnet) in subnets.iter().enumerate() {
                 let index = i.to_string();
-                let p = ["network", "networkAcls", id.as_str(), "subnets", index.as_str()];
+                let p = ["network", section, id.as_str(), "subnets", index.as_str()];
                 if !n.subnets.contains_key(subnet) {
                     self.reference(&p, subnet, n.subnets.keys().map(String::as_str), "subnet");
-                } else if let Some(other) = subnet_acl.insert(subnet, id) {
+                } else if let Some(other) = taken.insert(subnet, id) {
                     let message = if other == id.as_str() {
                         format!("subnet {subnet:?} is listed twice")
                     } else {
-                        format!("subnet {subnet:?} is already in network ACL {other:?}; a subnet has one ACL")
+                        format!("subnet {subnet:?} is already in {what} {other:?}; a subnet has one {what}")
                     };
                     self.err(&p, message);
                 }
             }
+        }
+    }
+
+    /// Network ACLs: known subnets, each in one ACL; rule numbers in range
+    /// and unique per direction; valid protocols, ports, CIDRs and actions.
+    fn network_acls(&mut self, n: &Network) {
+        self.subnets_in_one(n, ("networkAcls", "network ACL"), n.network_acls.iter().map(|(id, a)| (id, &a.subnets)));
+        for (id, acl) in &n.network_acls {
             for (direction, rules) in [("ingress", &acl.ingress), ("egress", &acl.egress)] {
                 let mut numbers = BTreeSet::new();
                 for (i, rule) in rules.iter().enumerate() {

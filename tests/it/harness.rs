@@ -444,19 +444,12 @@ pub async fn account_inventory(moto: &Moto) -> Vec<(&'static str, usize)> {
     let alarms = aws_sdk_cloudwatch::Client::new(&config).describe_alarms().send().await.expect("alarms");
     let alarms = alarms.metric_alarms().iter().filter(|a| !a.alarm_name().unwrap_or_default().starts_with("TargetTracking-")).count();
     let elb = aws_sdk_elasticloadbalancingv2::Client::new(&config);
-    let balancers: Vec<String> = elb
-        .describe_load_balancers()
-        .send()
-        .await
-        .expect("load balancers")
-        .load_balancers()
-        .iter()
-        .filter_map(|l| l.load_balancer_arn().map(str::to_string))
-        .collect();
+    let balancers = elb.describe_load_balancers().send().await.expect("load balancers");
+    let balancers: Vec<&str> = balancers.load_balancers().iter().filter_map(|l| l.load_balancer_arn()).collect();
     let target_groups = elb.describe_target_groups().send().await.expect("target groups").target_groups().len();
     let (mut listeners, mut rules) = (0, 0);
     for balancer in &balancers {
-        let described = elb.describe_listeners().load_balancer_arn(balancer).send().await.expect("listeners");
+        let described = elb.describe_listeners().load_balancer_arn(*balancer).send().await.expect("listeners");
         for listener in described.listeners().iter().filter_map(|l| l.listener_arn()) {
             listeners += 1;
             let described = elb.describe_rules().listener_arn(listener).send().await.expect("rules");
