@@ -166,6 +166,19 @@ fn changes_beyond_ownership(adopted: &[&serde_json::Value]) -> Vec<String> {
         .collect()
 }
 
+/// Runs `import` (`pass`) under the recorder: it succeeds and writes
+/// nothing; the calls it made are printed (`--nocapture` shows them).
+fn read_only(moto: &Moto, source: &str, pass: impl FnOnce() -> Run) -> Run {
+    moto.start_recording();
+    let run = pass();
+    let recorded = moto.stop_recording();
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let writes: Vec<&String> = recorded.iter().filter(|op| is_write(op)).collect();
+    assert!(writes.is_empty(), "import wrote to AWS: {writes:?}");
+    eprintln!("import of {source}: {} calls, none a write", recorded.len());
+    run
+}
+
 fn import(moto: &Moto, out: &Path) -> Run {
     operator(&moto.endpoint, &["--output", "json", "import", "--env", "dev", "--out", out.to_str().expect("utf-8")])
 }
@@ -177,9 +190,7 @@ async fn a_cloudformation_estate_is_imported_and_adopted_in_place() {
     let dir = tempfile::tempdir().expect("tempdir");
 
     // Import reads only.
-    let (run, writes) = moto.writes_of(|| import(&moto, dir.path()));
-    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    assert!(writes.is_empty(), "import wrote to AWS: {writes:?}");
+    let run = read_only(&moto, "the CloudFormation estate", || import(&moto, dir.path()));
     let summary = &run.json()["summary"];
     assert_eq!(summary["stacks"].as_array().map(Vec::len), Some(STACKS.len()), "{summary}");
     let spec = std::fs::read_to_string(dir.path().join("dev.yaml")).expect("the spec is written");
@@ -490,9 +501,7 @@ async fn a_terraform_estate_is_imported_from_its_state_and_adopted_in_place() {
     let out = dir.path().join("spec");
 
     let args = ["--output", "json", "import", "--env", "dev", "--from-terraform", state_file.to_str().expect("utf-8"), "--out", out.to_str().expect("utf-8")];
-    let (run, writes) = moto.writes_of(|| operator(&moto.endpoint, &args));
-    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    assert!(writes.is_empty(), "import wrote to AWS: {writes:?}");
+    let run = read_only(&moto, "the Terraform state", || operator(&moto.endpoint, &args));
     let summary = &run.json()["summary"];
     assert_eq!(summary["found"], 15, "every managed instance, no data source: {summary}");
     let listed = summary["notRepresentable"].to_string();
@@ -515,9 +524,7 @@ async fn an_estate_made_by_hand_is_imported_through_its_vpc_and_adopted_in_place
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("spec");
     let args = ["--output", "json", "import", "--env", "dev", "--vpc", estate.vpc.as_str(), "--out", out.to_str().expect("utf-8")];
-    let (run, writes) = moto.writes_of(|| operator(&moto.endpoint, &args));
-    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    assert!(writes.is_empty(), "import wrote to AWS: {writes:?}");
+    let run = read_only(&moto, "the VPC made by hand", || operator(&moto.endpoint, &args));
     let found = run.json()["summary"]["found"].clone();
     assert_eq!(found, 10, "the VPC, 2 subnets, the gateway, the NAT gateway and its address, 2 tables, the group, the target group: {}", run.stdout);
     assert_adopted_in_place(&moto, &out, &estate, 11).await;
