@@ -357,6 +357,7 @@ pub struct ReadCache {
     entries: std::sync::Mutex<HashMap<&'static str, Arc<SharedRead>>>,
     narrowed: bool,
     named: std::collections::BTreeMap<&'static str, std::collections::BTreeSet<String>>,
+    adopting: std::sync::OnceLock<std::collections::BTreeSet<String>>,
 }
 
 impl ReadCache {
@@ -366,6 +367,18 @@ impl ReadCache {
     /// resources named ([`ReadCache::named`]).
     pub fn for_pass(focus: &focus::Focus) -> Self {
         ReadCache { narrowed: focus.kinds.is_some(), named: focus.resources.clone(), ..ReadCache::default() }
+    }
+
+    /// Records the physical ids (or names) the pass adopts: the first call counts.
+    pub fn set_adopting(&self, ids: std::collections::BTreeSet<String>) {
+        // A second call changes nothing: the set is the pass's, known before any read.
+        let _ = self.adopting.set(ids);
+    }
+
+    /// Whether the pass adopts the resource of physical id (or name) `id`:
+    /// a kind that reads only what the environment owns reads it too.
+    pub fn adopts(&self, id: &str) -> bool {
+        self.adopting.get().is_some_and(|ids| ids.contains(id))
     }
 
     /// Whether the pass covers only some kinds.

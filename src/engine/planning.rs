@@ -120,6 +120,8 @@ pub(super) async fn plan_pass(env: &EnvSpec, kinds: &[Box<dyn Kind>], narrowing:
 async fn observe<'k>(env: &EnvSpec, covered: &[Covered<'k>], reads: &ReadCache) -> (Vec<Observation<'k>>, Vec<String>) {
     let names: BTreeSet<&'static str> = covered.iter().map(|c| c.kind.name()).collect();
     let (desired, adoption_errors) = adopting(env, &names, covered.iter().map(|c| c.kind.desired(env)).collect());
+    let adopted = |d: &Desired| d.adopt.as_ref().map(|a| a.id().unwrap_or(&d.name).to_string());
+    reads.set_adopting(desired.iter().flatten().filter_map(adopted).collect());
     let observations = futures::future::join_all(covered.iter().zip(desired).map(|(&kind, desired)| async move {
         let live = kind.kind.observe(env, &desired, reads).await;
         Observation { kind, desired, live }

@@ -3,8 +3,8 @@
 //! VPC, its subnets, its internet gateway, its NAT gateways and their
 //! addresses, its route tables (the main one aside: a subnet on it stays
 //! unassociated), its security groups (the default one aside), its network
-//! ACLs (the default one aside), gateway endpoints, flow logs and target
-//! groups. Each is named by its Name tag (else its group name or its id);
+//! ACLs (the default one aside), gateway endpoints, flow logs, target
+//! groups, load balancers and their listeners. Each is named by its Name tag (else its group name or its id);
 //! the name-keyed kinds are found by name afterwards, as for stacks.
 
 use aws_sdk_ec2::types::{Filter, Tag};
@@ -80,6 +80,16 @@ pub async fn vpc_resources(
     let groups = elb.describe_target_groups().into_paginator().items().send().try_collect().await.aws("ELBv2.DescribeTargetGroups")?;
     for g in groups.iter().filter(|g| g.vpc_id() == Some(vpc)) {
         add("AWS::ElasticLoadBalancingV2::TargetGroup", g.target_group_arn(), &[], g.target_group_name());
+    }
+    let balancers = elb.describe_load_balancers().into_paginator().items().send().try_collect().await.aws("ELBv2.DescribeLoadBalancers")?;
+    for b in balancers.iter().filter(|b| b.vpc_id() == Some(vpc)) {
+        add("AWS::ElasticLoadBalancingV2::LoadBalancer", b.load_balancer_arn(), &[], b.load_balancer_name());
+        let Some(arn) = b.load_balancer_arn() else { continue };
+        let listeners = elb.describe_listeners().load_balancer_arn(arn).into_paginator().items().send().try_collect().await.aws("ELBv2.DescribeListeners")?;
+        for l in &listeners {
+            let name = format!("{}-{}", b.load_balancer_name().unwrap_or_default(), l.port().unwrap_or_default());
+            add("AWS::ElasticLoadBalancingV2::Listener", l.listener_arn(), &[], Some(&name));
+        }
     }
     Ok((source, resources))
 }

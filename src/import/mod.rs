@@ -34,7 +34,7 @@ use crate::spec::EnvSpec;
 /// What this module's calls need of IAM (`sentry-operator iam-policy` gathers it).
 #[rustfmt::skip]
 pub const PERMISSIONS: Permissions = Permissions {
-    reads: &["ec2:DescribeVpcs", "ec2:DescribeVpcAttribute", "ec2:DescribeSubnets", "ec2:DescribeAddresses", "ec2:DescribeNatGateways", "ec2:DescribeRouteTables", "ec2:DescribeSecurityGroups", "ec2:DescribeVpcEndpoints", "ec2:DescribeFlowLogs", "ec2:DescribeInternetGateways", "ec2:DescribeNetworkAcls", "elasticloadbalancing:DescribeTargetGroups", "sqs:ListQueues", "dynamodb:ListTables", "elasticache:DescribeReplicationGroups", "elasticache:DescribeCacheSubnetGroups", "cognito-idp:ListUserPools", "ecs:DescribeClusters", "logs:DescribeLogGroups", "elasticache:DescribeCacheClusters", "ecs:ListClusters"],
+    reads: &["ec2:DescribeVpcs", "ec2:DescribeVpcAttribute", "ec2:DescribeSubnets", "ec2:DescribeAddresses", "ec2:DescribeNatGateways", "ec2:DescribeRouteTables", "ec2:DescribeSecurityGroups", "ec2:DescribeVpcEndpoints", "ec2:DescribeFlowLogs", "ec2:DescribeInternetGateways", "ec2:DescribeNetworkAcls", "elasticloadbalancing:DescribeTargetGroups", "elasticloadbalancing:DescribeLoadBalancers", "elasticloadbalancing:DescribeListeners", "sqs:ListQueues", "dynamodb:ListTables", "elasticache:DescribeReplicationGroups", "elasticache:DescribeCacheSubnetGroups", "cognito-idp:ListUserPools", "ecs:DescribeClusters", "logs:DescribeLogGroups", "elasticache:DescribeCacheClusters", "ecs:ListClusters"],
     grants: &[
         Grant::allow("ReadCloudFormationStacksForAdoptionAndImport", &["cloudformation:DescribeStacks", "cloudformation:ListStackResources"], &["*"]),
         Grant::allow("QueueWrites", &["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:ListQueueTags"], &["arn:aws:sqs:*:*:sentry-*"]),
@@ -306,6 +306,7 @@ fn import_id(r: &StackResource, env: &str) -> String {
 async fn rendered(ctx: &mut Context, kinds: &[Box<dyn Kind>], spec: &mut Spec) -> Result<(), ImportError> {
     let env = EnvSpec::new(&ctx.env, Spec::default());
     let reads = ReadCache::default();
+    reads.set_adopting(ctx.by_kind.values().flatten().map(|r| r.physical_id.clone()).collect());
     let mut handles = ReferenceMap::default();
     let mut named = BTreeMap::new();
     let mut ids: BTreeMap<(&'static str, String), String> = BTreeMap::new(); // (kind, physical id) -> id

@@ -154,6 +154,15 @@ mod tests {
                 "its route to 10.2.0.0/16 (through blackhole) is not in the spec language: adopting the table removes it"
             ]
         );
+        let internal = Live { name: "lb".into(), ..Live::default() }.with("Scheme", "internal").with("Type", "application").with("IpAddressType", "ipv4");
+        assert!(refused(super::elbv2::load_balancer::KIND, "web", internal, &mut spec).contains("internet-facing IPv4 Application Load Balancers"));
+        let listener = Live::default()
+            .with("LoadBalancer", Value::Ref("@elbv2.load-balancer/web".into()))
+            .with("Protocol", "HTTP")
+            .with("Port", "80")
+            .with("DefaultAction", Value::Phrase(vec!["forward".into(), Value::text("arn:elsewhere")]));
+        assert_eq!(kind(super::elbv2::listener::KIND).import_id(&listener, "x", &importing), "web/http");
+        assert!(refused(super::elbv2::listener::KIND, "web/http", listener, &mut spec).contains("load balancer is not imported"));
         let written = &spec.network.as_ref().expect("network").route_tables[route_table::PUBLIC];
         assert_eq!(
             (written.internet_gateway, &written.subnets, written.routes.get("10.1.0.0/16").map(String::as_str)),

@@ -360,8 +360,8 @@ async fn import_refuses_what_it_cannot_adopt_and_plan_refuses_a_missing_adopt_id
 /// named by their Name tags (`shop-…`, none of the operator's defaults).
 struct HandMade {
     vpc: String,
-    public: String,
-    private: String,
+    /// public-a, private-a, public-b, private-b
+    subnets: [String; 4],
     igw: String,
     allocation: String,
     nat: String,
@@ -370,6 +370,8 @@ struct HandMade {
     group: String,
     queue: String,
     target_group: String,
+    balancer: String,
+    listener: String,
 }
 
 async fn build_hand_made(moto: &Moto) -> HandMade {
@@ -383,10 +385,12 @@ async fn build_hand_made(moto: &Moto) -> HandMade {
     let vpc = ec2.create_vpc().cidr_block("10.1.0.0/16").tag_specifications(named("shop-vpc", T::Vpc)).send().await.expect("vpc");
     let vpc = vpc.vpc().and_then(|v| v.vpc_id()).expect("vpc id").to_string();
     let subnet = |cidr: &'static str, name: &'static str| {
-        let request = ec2.create_subnet().vpc_id(&vpc).cidr_block(cidr).availability_zone("us-east-1a").tag_specifications(named(name, T::Subnet));
+        let zone = if name.ends_with("-a") { "us-east-1a" } else { "us-east-1b" };
+        let request = ec2.create_subnet().vpc_id(&vpc).cidr_block(cidr).availability_zone(zone).tag_specifications(named(name, T::Subnet));
         async move { request.send().await.expect("subnet").subnet().and_then(|s| s.subnet_id()).expect("subnet id").to_string() }
     };
     let (public, private) = (subnet("10.1.0.0/24", "shop-public-a").await, subnet("10.1.10.0/24", "shop-private-a").await);
+    let (public_b, private_b) = (subnet("10.1.1.0/24", "shop-public-b").await, subnet("10.1.11.0/24", "shop-private-b").await);
     let igw = ec2.create_internet_gateway().tag_specifications(named("shop-igw", T::InternetGateway)).send().await.expect("igw");
     let igw = igw.internet_gateway().and_then(|g| g.internet_gateway_id()).expect("igw id").to_string();
     ec2.attach_internet_gateway().internet_gateway_id(&igw).vpc_id(&vpc).send().await.expect("attach");
@@ -402,8 +406,9 @@ async fn build_hand_made(moto: &Moto) -> HandMade {
     let (public_rt, private_rt) = (table("shop-public").await, table("shop-private").await);
     ec2.create_route().route_table_id(&public_rt).destination_cidr_block("0.0.0.0/0").gateway_id(&igw).send().await.expect("igw route");
     ec2.create_route().route_table_id(&private_rt).destination_cidr_block("0.0.0.0/0").nat_gateway_id(&nat).send().await.expect("nat route");
-    ec2.associate_route_table().route_table_id(&public_rt).subnet_id(&public).send().await.expect("association");
-    ec2.associate_route_table().route_table_id(&private_rt).subnet_id(&private).send().await.expect("association");
+    for (table, subnet) in [(&public_rt, &public), (&private_rt, &private), (&public_rt, &public_b), (&private_rt, &private_b)] {
+        ec2.associate_route_table().route_table_id(table).subnet_id(subnet).send().await.expect("association");
+    }
     let group = ec2.create_security_group().group_name("shop-app").description("the shop's tasks").vpc_id(&vpc).send().await.expect("group");
     let group = group.group_id().expect("group id").to_string();
     let https = aws_sdk_ec2::types::IpPermission::builder().ip_protocol("tcp").from_port(443).to_port(443);
@@ -417,7 +422,28 @@ async fn build_hand_made(moto: &Moto) -> HandMade {
     let target_group =
         target_group.vpc_id(&vpc).target_type(aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum::Instance).health_check_path("/health").send().await;
     let target_group = target_group.expect("target group").target_groups()[0].target_group_arn().expect("arn").to_string();
-    HandMade { vpc, public, private, igw, allocation, nat, public_rt, private_rt, group, queue, target_group }
+    // The scheme is given as AWS reports it (the emulator reports none when it is left to its default).
+    let balancer = elb.create_load_balancer().name("shop-web").subnets(&public).subnets(&public_b).security_groups(&group);
+    let balancer = balancer.scheme(aws_sdk_elasticloadbalancingv2::types::LoadBalancerSchemeEnum::InternetFacing).send().await;
+    let balancer = balancer.expect("load balancer").load_balancers()[0].load_balancer_arn().expect("arn").to_string();
+    let forward = aws_sdk_elasticloadbalancingv2::types::Action::builder().r#type(aws_sdk_elasticloadbalancingv2::types::ActionTypeEnum::Forward);
+    let listener = elb.create_listener().load_balancer_arn(&balancer).protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http).port(80);
+    let listener = listener.default_actions(forward.target_group_arn(&target_group).build()).send().await;
+    let listener = listener.expect("listener").listeners()[0].listener_arn().expect("arn").to_string();
+    HandMade {
+        vpc,
+        subnets: [public, private, public_b, private_b],
+        igw,
+        allocation,
+        nat,
+        public_rt,
+        private_rt,
+        group,
+        queue,
+        target_group,
+        balancer,
+        listener,
+    }
 }
 
 /// Plans `specs` (an imported spec): adoptions only, `adopted` of them, with
@@ -456,6 +482,14 @@ async fn assert_adopted_in_place(moto: &Moto, specs: &Path, estate: &HandMade, a
     let nats = ec2.describe_nat_gateways().filter(Filter::builder().name("state").values("available").build()).send().await.expect("nats");
     assert_eq!(nats.nat_gateways().iter().filter_map(|n| n.nat_gateway_id()).collect::<Vec<_>>(), [estate.nat.as_str()], "the same NAT gateway");
     let elb = aws_sdk_elasticloadbalancingv2::Client::new(&config);
+    let balancers = elb.describe_load_balancers().send().await.expect("load balancers");
+    assert_eq!(
+        balancers.load_balancers().iter().filter_map(|b| b.load_balancer_arn()).collect::<Vec<_>>(),
+        [estate.balancer.as_str()],
+        "the same load balancer"
+    );
+    let listeners = elb.describe_listeners().load_balancer_arn(&estate.balancer).send().await.expect("listeners");
+    assert_eq!(listeners.listeners().iter().filter_map(|l| l.listener_arn()).collect::<Vec<_>>(), [estate.listener.as_str()], "the same listener");
     let groups = elb.describe_target_groups().send().await.expect("target groups");
     assert_eq!(groups.target_groups().iter().filter_map(|t| t.target_group_arn()).collect::<Vec<_>>(), [estate.target_group.as_str()], "the same target group");
     moto.assert_converged(specs, "dev");
@@ -469,7 +503,21 @@ async fn assert_adopted_in_place(moto: &Moto, specs: &Path, estate: &HandMade, a
 #[tokio::test]
 async fn a_terraform_estate_is_imported_from_its_state_and_adopted_in_place() {
     let moto = Moto::start();
-    let HandMade { vpc, public, private, igw, allocation, nat, public_rt, private_rt, group, queue, target_group } = build_hand_made(&moto).await;
+    let estate = build_hand_made(&moto).await;
+    let HandMade {
+        vpc,
+        subnets: [public_a, private_a, public_b, private_b],
+        igw,
+        allocation,
+        nat,
+        public_rt,
+        private_rt,
+        group,
+        queue,
+        target_group,
+        balancer,
+        listener,
+    } = &estate;
     let resource = |kind: &str, name: &str, id: &str| {
         format!(
             r#"{{"mode": "managed", "type": "{kind}", "name": "{name}", "provider": "provider[\"registry.terraform.io/hashicorp/aws\"]", "instances": [{{"schema_version": 1, "attributes": {{"id": "{id}"}}}}]}}"#
@@ -477,20 +525,26 @@ async fn a_terraform_estate_is_imported_from_its_state_and_adopted_in_place() {
     };
     let resources = [
         r#"{"mode": "data", "type": "aws_availability_zones", "name": "all", "instances": [{"attributes": {"id": "us-east-1"}}]}"#.to_string(),
-        resource("aws_vpc", "main", &vpc),
-        format!(r#"{{"mode": "managed", "type": "aws_subnet", "name": "public", "instances": [{{"index_key": "a", "attributes": {{"id": "{public}"}}}}]}}"#),
-        format!(r#"{{"mode": "managed", "type": "aws_subnet", "name": "private", "instances": [{{"index_key": "a", "attributes": {{"id": "{private}"}}}}]}}"#),
-        resource("aws_internet_gateway", "main", &igw),
-        resource("aws_eip", "nat", &allocation),
-        resource("aws_nat_gateway", "main", &nat),
-        resource("aws_route_table", "public", &public_rt),
-        resource("aws_route_table", "private", &private_rt),
+        resource("aws_vpc", "main", vpc),
+        format!(
+            r#"{{"mode": "managed", "type": "aws_subnet", "name": "public", "instances": [{{"index_key": "a", "attributes": {{"id": "{public_a}"}}}}, {{"index_key": "b", "attributes": {{"id": "{public_b}"}}}}]}}"#
+        ),
+        format!(
+            r#"{{"mode": "managed", "type": "aws_subnet", "name": "private", "instances": [{{"index_key": "a", "attributes": {{"id": "{private_a}"}}}}, {{"index_key": "b", "attributes": {{"id": "{private_b}"}}}}]}}"#
+        ),
+        resource("aws_internet_gateway", "main", igw),
+        resource("aws_eip", "nat", allocation),
+        resource("aws_nat_gateway", "main", nat),
+        resource("aws_route_table", "public", public_rt),
+        resource("aws_route_table", "private", private_rt),
         resource("aws_route", "private_egress", &format!("r-{private_rt}1080289494")),
         resource("aws_route_table_association", "private_a", "rtbassoc-1"),
-        resource("aws_security_group", "app", &group),
+        resource("aws_security_group", "app", group),
         resource("aws_vpc_security_group_ingress_rule", "https", "sgr-1"),
-        resource("aws_sqs_queue", "orders", &queue),
-        resource("aws_lb_target_group", "web", &target_group),
+        resource("aws_sqs_queue", "orders", queue),
+        resource("aws_lb_target_group", "web", target_group),
+        resource("aws_lb", "web", balancer),
+        resource("aws_lb_listener", "http", listener),
         resource("random_id", "suffix", "abc"),
     ];
     let state =
@@ -503,15 +557,14 @@ async fn a_terraform_estate_is_imported_from_its_state_and_adopted_in_place() {
     let args = ["--output", "json", "import", "--env", "dev", "--from-terraform", state_file.to_str().expect("utf-8"), "--out", out.to_str().expect("utf-8")];
     let run = read_only(&moto, "the Terraform state", || operator(&moto.endpoint, &args));
     let summary = &run.json()["summary"];
-    assert_eq!(summary["found"], 15, "every managed instance, no data source: {summary}");
+    assert_eq!(summary["found"], 19, "every managed instance, no data source: {summary}");
     let listed = summary["notRepresentable"].to_string();
     assert!(listed.contains("random_id suffix") && listed.contains("no kind of the operator describes this type"), "{summary}");
     assert!(summary["skipped"].to_string().contains("aws_route private_egress"), "parts are described with their parents: {summary}");
 
-    let estate = HandMade { vpc, public, private, igw, allocation, nat, public_rt, private_rt, group, queue: queue.clone(), target_group };
-    assert_adopted_in_place(&moto, &out, &estate, 12).await;
+    assert_adopted_in_place(&moto, &out, &estate, 16).await;
     let sqs = aws_sdk_sqs::Client::new(&sdk_config(&moto.endpoint).await);
-    assert_eq!(sqs.list_queues().send().await.expect("queues").queue_urls(), std::slice::from_ref(&queue), "the same queue, no other");
+    assert_eq!(sqs.list_queues().send().await.expect("queues").queue_urls(), std::slice::from_ref(queue), "the same queue, no other");
 }
 
 /// The same estate made by hand, found through its VPC (`import --vpc`):
@@ -526,8 +579,12 @@ async fn an_estate_made_by_hand_is_imported_through_its_vpc_and_adopted_in_place
     let args = ["--output", "json", "import", "--env", "dev", "--vpc", estate.vpc.as_str(), "--out", out.to_str().expect("utf-8")];
     let run = read_only(&moto, "the VPC made by hand", || operator(&moto.endpoint, &args));
     let found = run.json()["summary"]["found"].clone();
-    assert_eq!(found, 10, "the VPC, 2 subnets, the gateway, the NAT gateway and its address, 2 tables, the group, the target group: {}", run.stdout);
-    assert_adopted_in_place(&moto, &out, &estate, 11).await;
+    assert_eq!(
+        found, 14,
+        "the VPC, 4 subnets, the gateway, the NAT gateway and its address, 2 tables, the group, the target group, the load balancer and its listener: {}",
+        run.stdout
+    );
+    assert_adopted_in_place(&moto, &out, &estate, 15).await;
     let missing = operator(&moto.endpoint, &["import", "--env", "dev", "--vpc", "vpc-0000000000"]);
     assert_eq!(missing.code, 1);
     assert!(missing.stderr.contains("VPC vpc-0000000000 does not exist"), "{}", missing.stderr);

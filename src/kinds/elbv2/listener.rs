@@ -17,9 +17,11 @@ use aws_sdk_elasticloadbalancingv2::Client;
 use super::CONCURRENCY;
 use super::{actions_of, actions_text, add_tags, forward_to, listener_id, load_balancer, load_balancing, redirect_to_https, tag_list, tags_of, target_group};
 use crate::aws::{found, gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{ownership_tags, Delta, Desired, FieldReader, Kind, Layer, Live, Matching, OnImmutableChange, ReadCache, Rules};
+use crate::engine::{
+    ownership_tags, Delta, Desired, FieldReader, Importing, Kind, Layer, Live, Matching, OnImmutableChange, ReadCache, Rendering, Rules, Value,
+};
 use crate::kinds::read::describe_each;
-use crate::spec::model::{DefaultAction, DeletionPolicy, Tags};
+use crate::spec::model::{self, DefaultAction, DeletionPolicy, Spec, Tags, DEFAULT_SSL_POLICY};
 use crate::spec::EnvSpec;
 
 /// Kind name.
@@ -65,7 +67,8 @@ pub async fn live_listeners(client: &Client, env: &EnvSpec, reads: &ReadCache) -
             // Boxed: nested shared reads make a future too deep for the compiler's layout queries.
             let balancers = Box::pin(load_balancer::live_load_balancers(client, env, reads)).await?;
             // Owned values: the futures must not borrow from the closure's argument.
-            let owned: Vec<(String, String)> = balancers.iter().filter(|b| b.is_owned_by(&env.env)).map(|b| (b.name.clone(), b.handle.clone())).collect();
+            let ours = |b: &&Live| b.is_owned_by(&env.env) || reads.adopts(&b.handle) || reads.adopts(&b.name);
+            let owned: Vec<(String, String)> = balancers.iter().filter(ours).map(|b| (b.name.clone(), b.handle.clone())).collect();
             let per_balancer = describe_each(owned, CONCURRENCY, |lb| async move {
                 let listed = client.describe_listeners().load_balancer_arn(&lb.1).into_paginator().items().send().try_collect().await;
                 // None when the load balancer was deleted since it was listed.
@@ -95,7 +98,10 @@ impl Kind for Listeners {
             immutable: &[LOAD_BALANCER],
             on_immutable_change: OnImmutableChange::Replace,
             events: EventMatch::of("elasticloadbalancing.amazonaws.com", &["Listener"], &["listenerArn", "ListenerArn"]).marked("listener/"),
-            ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ElasticLoadBalancingV2::Listener", "aws_lb_listener", "aws_alb_listener"]).needs(PERMISSIONS)
+            ..Rules::new(KIND, Layer::Compute)
+                .stands_for(&["AWS::ElasticLoadBalancingV2::Listener", "aws_lb_listener", "aws_alb_listener"])
+                .needs(PERMISSIONS)
+                .imported()
         }
     }
 
@@ -121,9 +127,64 @@ impl Kind for Listeners {
         desired
     }
 
+    /// Under its load balancer's id: `http` on port 80, `https` on 443, else
+    /// `<protocol>-<port>`.
+    fn import_id(&self, live: &Live, proposed: &str, _importing: &Importing) -> String {
+        let lb = live.fields.get(LOAD_BALANCER).and_then(|v| v.id_of(load_balancer::KIND)).unwrap_or(proposed);
+        let protocol = live.field(PROTOCOL).to_ascii_lowercase();
+        match (protocol.as_str(), live.field(PORT)) {
+            ("http", "80") | ("https", "443") => listener_id(lb, &protocol),
+            (_, port) => listener_id(lb, &format!("{protocol}-{port}")),
+        }
+    }
+
+    /// Its entry among its load balancer's listeners; a default action
+    /// forwarding to a target group names the load balancer's default target
+    /// group (one for all its listeners), a redirect to HTTPS is what the spec
+    /// writes on an HTTP listener next to an HTTPS one.
+    fn to_spec(&self, id: &str, live: &Live, spec: &mut Spec, _importing: &Importing) -> Result<Rendering, String> {
+        let lb = live.fields.get(LOAD_BALANCER).and_then(|v| v.id_of(load_balancer::KIND)).ok_or("its load balancer is not imported")?;
+        let lid = id.strip_prefix(&format!("{lb}/")).ok_or("its id does not name its load balancer")?;
+        let balancer = spec.load_balancing.as_mut().and_then(|l| l.load_balancers.get_mut(lb)).ok_or("its load balancer is not imported")?;
+        let https = match live.field(PROTOCOL) {
+            "HTTPS" => true,
+            "HTTP" => false,
+            other => return Err(format!("its protocol {other} is not HTTP or HTTPS")),
+        };
+        let policy = live.field(SSL_POLICY);
+        let listener = model::Listener {
+            port: live.field(PORT).parse().map_err(|_| format!("its port {:?} is not a number", live.field(PORT)))?,
+            certificate_arn: https.then(|| live.field(CERTIFICATE).to_string()),
+            ssl_policy: (https && policy != DEFAULT_SSL_POLICY).then(|| policy.to_string()),
+        };
+        let action = live.fields.get(DEFAULT_ACTION).map(Value::items).unwrap_or_default();
+        match action.as_slice() {
+            [forward, group] if forward.as_text() == Some("forward") => {
+                let group = group.id_of(target_group::KIND).ok_or_else(|| format!("it forwards to {group}, a target group not imported"))?;
+                if !balancer.default_target_group.is_empty() && balancer.default_target_group != group {
+                    return Err(format!(
+                        "it forwards to {group}, another listener to {}: the spec has one default target group",
+                        balancer.default_target_group
+                    ));
+                }
+                balancer.default_target_group = group.to_string();
+            }
+            [redirect, https_word, _, code]
+                if !https && redirect.as_text() == Some("redirect") && https_word.as_text() == Some("HTTPS") && code.as_text() == Some("HTTP_301") => {}
+            _ => {
+                return Err(format!(
+                    "its default action ({}) is not in the spec language",
+                    live.fields.get(DEFAULT_ACTION).map(Value::to_string).unwrap_or_default()
+                ))
+            }
+        }
+        balancer.listeners.insert(lid.to_string(), listener);
+        Ok(Rendering::whole())
+    }
+
     async fn observe(&self, env: &EnvSpec, _desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
         let listeners = Box::pin(live_listeners(&self.client, env, reads)).await?;
-        Ok(listeners.iter().filter(|l| l.is_owned_by(&env.env)).cloned().collect())
+        Ok(listeners.iter().filter(|l| l.is_owned_by(&env.env) || reads.adopts(&l.handle)).cloned().collect())
     }
 
     async fn create(&self, desired: &Desired, _token: &str, _reads: &ReadCache) -> Result<String, AwsError> {

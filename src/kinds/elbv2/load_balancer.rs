@@ -16,10 +16,10 @@ use aws_sdk_elasticloadbalancingv2::Client;
 
 use super::{add_tags, load_balancing, tag_list, tags_of, CONCURRENCY};
 use crate::aws::{found, gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{ownership_tags, Delta, Desired, FieldReader, Kind, Layer, Live, ReadCache, Rules, Value};
+use crate::engine::{ownership_tags, user_tags, Delta, Desired, FieldReader, Importing, Kind, Layer, Live, ReadCache, Rendering, Rules, Value};
 use crate::kinds::ec2::{internet_gateway, security_group, subnet};
 use crate::kinds::read::describe_each;
-use crate::spec::model::AccessLogs;
+use crate::spec::model::{self, AccessLogs, DeletionPolicy, Spec};
 use crate::spec::EnvSpec;
 
 /// Kind name.
@@ -89,7 +89,8 @@ pub async fn live_load_balancers(client: &Client, env: &EnvSpec, reads: &ReadCac
                 load_balancing(env).map(|lbs| lbs.load_balancers.iter().map(|(id, b)| b.physical_name(id, &env.env)).collect()).unwrap_or_default();
             let all = client.describe_load_balancers().into_paginator().items().send().try_collect().await.aws("ELBv2.DescribeLoadBalancers")?;
             let ours = |n: &str| n.starts_with("sentry") || names.iter().any(|x| x == n);
-            let candidates: Vec<_> = all.into_iter().filter(|b| b.load_balancer_name().is_some_and(ours)).collect();
+            let adopted = |b: &aws_sdk_elasticloadbalancingv2::types::LoadBalancer| b.load_balancer_arn().is_some_and(|arn| reads.adopts(arn));
+            let candidates: Vec<_> = all.into_iter().filter(|b| b.load_balancer_name().is_some_and(ours) || adopted(b)).collect();
             let mut tags = tags_of(client, candidates.iter().filter_map(|b| b.load_balancer_arn().map(str::to_string)).collect()).await?;
             let mut found = Vec::new();
             for b in candidates {
@@ -102,7 +103,7 @@ pub async fn live_load_balancers(client: &Client, env: &EnvSpec, reads: &ReadCac
                     .with(IP_TYPE, b.ip_address_type().map_or("", |t| t.as_str()))
                     .with(SUBNETS, Value::handles(subnets))
                     .with(GROUPS, Value::handles(b.security_groups()));
-                if names.contains(&l.name) || l.is_owned_by(&env.env) {
+                if names.contains(&l.name) || l.is_owned_by(&env.env) || reads.adopts(&l.handle) {
                     found.push(l);
                 }
             }
@@ -139,7 +140,7 @@ impl Kind for LoadBalancers {
                 &["loadBalancerArn", "LoadBalancerArn", "loadBalancerName", "name"],
             )
             .marked("loadbalancer/"),
-            ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ElasticLoadBalancingV2::LoadBalancer", "aws_lb", "aws_alb"]).needs(PERMISSIONS)
+            ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ElasticLoadBalancingV2::LoadBalancer", "aws_lb", "aws_alb"]).needs(PERMISSIONS).imported()
         }
     }
 
@@ -157,6 +158,43 @@ impl Kind for LoadBalancers {
                 // An internet-facing load balancer needs the VPC's internet gateway.
                 .after(internet_gateway::KIND, internet_gateway::ID)
         })
+    }
+
+    /// Its entry in `loadBalancing.loadBalancers`, its listeners left to the
+    /// listener kind (which also names its default target group): an
+    /// internet-facing IPv4 Application Load Balancer in the environment's
+    /// subnets and security groups only.
+    fn to_spec(&self, id: &str, live: &Live, spec: &mut Spec, importing: &Importing) -> Result<Rendering, String> {
+        let shape = (live.field(SCHEME), live.field(TYPE), live.field(IP_TYPE));
+        if shape != ("internet-facing", "application", "ipv4") {
+            return Err(format!("it is {} {} {}; the spec describes internet-facing IPv4 Application Load Balancers", shape.0, shape.1, shape.2));
+        }
+        let ids = |field: &str, kind: &'static str| -> Result<Vec<String>, String> {
+            let items = live.fields.get(field).map(Value::items).unwrap_or_default();
+            items.into_iter().map(|v| v.id_of(kind).map(str::to_string).ok_or_else(|| format!("its {field} {v} is not imported"))).collect()
+        };
+        let access_logs = match live.field(ACCESS_LOGS).strip_prefix("s3://") {
+            None => None,
+            Some(location) => {
+                let (bucket, prefix) = location.split_once('/').map_or((location, None), |(b, p)| (b, Some(p.to_string())));
+                Some(AccessLogs { bucket: bucket.to_string(), prefix })
+            }
+        };
+        let balancer = model::LoadBalancer {
+            name: importing.explicit_name(id, &live.name),
+            subnets: ids(SUBNETS, subnet::KIND)?,
+            security_groups: ids(GROUPS, security_group::KIND)?,
+            deletion_protection: live.field(PROTECTION) == "true",
+            idle_timeout_seconds: live.field(IDLE).parse().map_err(|_| format!("its idle timeout {:?} is not a number", live.field(IDLE)))?,
+            access_logs,
+            default_target_group: String::new(),
+            routes: Default::default(),
+            listeners: Default::default(),
+            tags: user_tags(live.tags.clone()),
+            deletion_policy: DeletionPolicy::default(),
+        };
+        spec.load_balancing.get_or_insert_with(Default::default).load_balancers.insert(id.to_string(), balancer);
+        Ok(Rendering::whole())
     }
 
     async fn observe(&self, env: &EnvSpec, _desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
