@@ -504,20 +504,7 @@ async fn assert_adopted_in_place(moto: &Moto, specs: &Path, estate: &HandMade, a
 async fn a_terraform_estate_is_imported_from_its_state_and_adopted_in_place() {
     let moto = Moto::start();
     let estate = build_hand_made(&moto).await;
-    let HandMade {
-        vpc,
-        subnets: [public_a, private_a, public_b, private_b],
-        igw,
-        allocation,
-        nat,
-        public_rt,
-        private_rt,
-        group,
-        queue,
-        target_group,
-        balancer,
-        listener,
-    } = &estate;
+    let [public_a, private_a, public_b, private_b] = &estate.subnets;
     let resource = |kind: &str, name: &str, id: &str| {
         format!(
             r#"{{"mode": "managed", "type": "{kind}", "name": "{name}", "provider": "provider[\"registry.terraform.io/hashicorp/aws\"]", "instances": [{{"schema_version": 1, "attributes": {{"id": "{id}"}}}}]}}"#
@@ -525,26 +512,26 @@ async fn a_terraform_estate_is_imported_from_its_state_and_adopted_in_place() {
     };
     let resources = [
         r#"{"mode": "data", "type": "aws_availability_zones", "name": "all", "instances": [{"attributes": {"id": "us-east-1"}}]}"#.to_string(),
-        resource("aws_vpc", "main", vpc),
+        resource("aws_vpc", "main", &estate.vpc),
         format!(
             r#"{{"mode": "managed", "type": "aws_subnet", "name": "public", "instances": [{{"index_key": "a", "attributes": {{"id": "{public_a}"}}}}, {{"index_key": "b", "attributes": {{"id": "{public_b}"}}}}]}}"#
         ),
         format!(
             r#"{{"mode": "managed", "type": "aws_subnet", "name": "private", "instances": [{{"index_key": "a", "attributes": {{"id": "{private_a}"}}}}, {{"index_key": "b", "attributes": {{"id": "{private_b}"}}}}]}}"#
         ),
-        resource("aws_internet_gateway", "main", igw),
-        resource("aws_eip", "nat", allocation),
-        resource("aws_nat_gateway", "main", nat),
-        resource("aws_route_table", "public", public_rt),
-        resource("aws_route_table", "private", private_rt),
-        resource("aws_route", "private_egress", &format!("r-{private_rt}1080289494")),
+        resource("aws_internet_gateway", "main", &estate.igw),
+        resource("aws_eip", "nat", &estate.allocation),
+        resource("aws_nat_gateway", "main", &estate.nat),
+        resource("aws_route_table", "public", &estate.public_rt),
+        resource("aws_route_table", "private", &estate.private_rt),
+        resource("aws_route", "private_egress", &format!("r-{}1080289494", estate.private_rt)),
         resource("aws_route_table_association", "private_a", "rtbassoc-1"),
-        resource("aws_security_group", "app", group),
+        resource("aws_security_group", "app", &estate.group),
         resource("aws_vpc_security_group_ingress_rule", "https", "sgr-1"),
-        resource("aws_sqs_queue", "orders", queue),
-        resource("aws_lb_target_group", "web", target_group),
-        resource("aws_lb", "web", balancer),
-        resource("aws_lb_listener", "http", listener),
+        resource("aws_sqs_queue", "orders", &estate.queue),
+        resource("aws_lb_target_group", "web", &estate.target_group),
+        resource("aws_lb", "web", &estate.balancer),
+        resource("aws_lb_listener", "http", &estate.listener),
         resource("random_id", "suffix", "abc"),
     ];
     let state =
@@ -564,7 +551,7 @@ async fn a_terraform_estate_is_imported_from_its_state_and_adopted_in_place() {
 
     assert_adopted_in_place(&moto, &out, &estate, 16).await;
     let sqs = aws_sdk_sqs::Client::new(&sdk_config(&moto.endpoint).await);
-    assert_eq!(sqs.list_queues().send().await.expect("queues").queue_urls(), std::slice::from_ref(queue), "the same queue, no other");
+    assert_eq!(sqs.list_queues().send().await.expect("queues").queue_urls(), std::slice::from_ref(&estate.queue), "the same queue, no other");
 }
 
 /// The same estate made by hand, found through its VPC (`import --vpc`):
