@@ -137,8 +137,12 @@ pub enum Command {
         from_terraform: Option<PathBuf>,
         /// Read what lies in this VPC (an estate made by hand: subnets, gateways, route tables,
         /// security groups, endpoints, flow logs) instead of CloudFormation stacks.
-        #[arg(long, value_name = "ID", conflicts_with = "stacks")]
+        #[arg(long, value_name = "ID", conflicts_with_all = ["stacks", "tag"])]
         vpc: Option<String>,
+        /// Read what carries this tag (`KEY=VALUE`, through the Resource Groups Tagging API)
+        /// instead of CloudFormation stacks.
+        #[arg(long, value_name = "KEY=VALUE", conflicts_with_all = ["stacks", "from_terraform"])]
+        tag: Option<String>,
         /// Directory to write `<env>.yaml` into (a spec that validates on its own,
         /// without a base.yaml); without it the YAML goes to stdout.
         #[arg(long, conflicts_with = "write")]
@@ -288,11 +292,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             status(&cli, env.as_deref(), lease_table.as_deref(), wait_for_revision.as_deref(), Duration::from_secs(*wait), *no_observe).await
         }
         Command::Graph { env, offline, format } => graph(&cli, env, *offline, *format).await,
-        Command::Import { env, stacks, from_terraform, vpc, out, write } => {
-            let source = match (from_terraform, vpc) {
-                (Some(state), _) => crate::import::Source::TerraformState(state.clone()),
-                (None, Some(vpc)) => crate::import::Source::Vpc(vpc.clone()),
-                (None, None) => crate::import::Source::Stacks(stacks.clone()),
+        Command::Import { env, stacks, from_terraform, vpc, tag, out, write } => {
+            let source = match (from_terraform, vpc, tag.as_deref().map(|t| t.split_once('='))) {
+                (Some(state), _, _) => crate::import::Source::TerraformState(state.clone()),
+                (None, Some(vpc), _) => crate::import::Source::Vpc(vpc.clone()),
+                (None, None, Some(Some((key, value)))) if !key.is_empty() => crate::import::Source::Tag(key.into(), value.into()),
+                (None, None, Some(_)) => {
+                    eprintln!("import: --tag takes KEY=VALUE");
+                    return Ok(EXIT_ERROR);
+                }
+                (None, None, None) => crate::import::Source::Stacks(stacks.clone()),
             };
             if *write {
                 bind(&cli, env, &source).await

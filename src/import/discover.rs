@@ -93,3 +93,111 @@ pub async fn vpc_resources(
     }
     Ok((source, resources))
 }
+
+/// The CloudFormation type and the physical id a resource ARN stands for
+/// (`arn:aws:ec2:…:subnet/subnet-1`: `AWS::EC2::Subnet`, `subnet-1`); `None`
+/// for a type no kind stands for.
+fn of_arn(arn: &str) -> Option<(&'static str, String)> {
+    let mut parts = arn.splitn(6, ':');
+    let (service, resource) = (parts.nth(2)?, parts.nth(2)?);
+    let (kind, rest) = resource.split_once(['/', ':']).unwrap_or((resource, ""));
+    let by_id = |t: &'static str| Some((t, rest.to_string()));
+    match (service, kind) {
+        ("ec2", "vpc") => by_id("AWS::EC2::VPC"),
+        ("ec2", "subnet") => by_id("AWS::EC2::Subnet"),
+        ("ec2", "internet-gateway") => by_id("AWS::EC2::InternetGateway"),
+        ("ec2", "elastic-ip") => by_id("AWS::EC2::EIP"),
+        ("ec2", "natgateway") => by_id("AWS::EC2::NatGateway"),
+        ("ec2", "route-table") => by_id("AWS::EC2::RouteTable"),
+        ("ec2", "network-acl") => by_id("AWS::EC2::NetworkAcl"),
+        ("ec2", "security-group") => by_id("AWS::EC2::SecurityGroup"),
+        ("ec2", "vpc-endpoint") => by_id("AWS::EC2::VPCEndpoint"),
+        ("ec2", "vpc-flow-log") => by_id("AWS::EC2::FlowLog"),
+        ("sqs", name) => Some(("AWS::SQS::Queue", name.to_string())),
+        ("dynamodb", "table") => by_id("AWS::DynamoDB::Table"),
+        ("logs", "log-group") => Some(("AWS::Logs::LogGroup", rest.trim_end_matches(":*").to_string())),
+        ("ecs", "cluster") => Some(("AWS::ECS::Cluster", arn.to_string())),
+        ("elasticloadbalancing", "targetgroup") => Some(("AWS::ElasticLoadBalancingV2::TargetGroup", arn.to_string())),
+        ("elasticloadbalancing", "loadbalancer") => Some(("AWS::ElasticLoadBalancingV2::LoadBalancer", arn.to_string())),
+        ("elasticloadbalancing", "listener") => Some(("AWS::ElasticLoadBalancingV2::Listener", arn.to_string())),
+        ("elasticache", "replicationgroup") => by_id("AWS::ElastiCache::ReplicationGroup"),
+        ("cognito-idp", "userpool") => by_id("AWS::Cognito::UserPool"),
+        _ => None,
+    }
+}
+
+/// The resources tagged `key` = `value` (the Resource Groups Tagging API),
+/// with the listeners of the load balancers among them (a load balancer's
+/// tags do not reach its listeners) and the addresses of the NAT gateways
+/// among them, and the source they are listed under;
+/// an ARN of a type no kind stands for is listed under its ARN's type, which
+/// the caller reports.
+pub async fn tagged_resources(
+    tagging: &aws_sdk_resourcegroupstagging::Client,
+    ec2: &aws_sdk_ec2::Client,
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+    (key, value): (&str, &str),
+    env: &str,
+) -> Result<(String, Vec<StackResource>), ImportError> {
+    let source = format!("tag {key}={value}");
+    let filter = aws_sdk_resourcegroupstagging::types::TagFilter::builder().key(key).values(value).build();
+    let pages = tagging.get_resources().tag_filters(filter).resources_per_page(100).into_paginator().send().try_collect().await.aws("Tagging.GetResources")?;
+    let mut resources = Vec::new();
+    for r in pages.iter().flat_map(|p| p.resource_tag_mapping_list()) {
+        let Some(arn) = r.resource_arn() else { continue };
+        let name = r.tags().iter().find(|t| t.key() == "Name").map(|t| t.value().to_string());
+        let (resource_type, physical_id) = of_arn(arn).map_or_else(|| (format!("ARN {arn}"), arn.to_string()), |(t, id)| (t.to_string(), id));
+        let logical_id = super::name_stem(name.as_deref().unwrap_or_else(|| super::physical_name_of(&physical_id)), env);
+        resources.push(StackResource { stack: source.clone(), logical_id, physical_id, resource_type });
+    }
+    let nats: Vec<String> = resources.iter().filter(|r| r.resource_type == "AWS::EC2::NatGateway").map(|r| r.physical_id.clone()).collect();
+    if !nats.is_empty() {
+        let described = ec2.describe_nat_gateways().set_nat_gateway_ids(Some(nats)).send().await.aws("EC2.DescribeNatGateways")?;
+        let allocations: Vec<String> =
+            described.nat_gateways().iter().flat_map(|n| n.nat_gateway_addresses()).filter_map(|a| a.allocation_id().map(str::to_string)).collect();
+        let addresses = ec2.describe_addresses().set_allocation_ids(Some(allocations)).send().await.aws("EC2.DescribeAddresses")?;
+        for a in addresses.addresses() {
+            let Some(allocation) = a.allocation_id().filter(|id| !resources.iter().any(|r| r.physical_id == *id)) else { continue };
+            let name = a.tags().iter().find(|t| t.key() == Some("Name")).and_then(|t| t.value()).unwrap_or(allocation);
+            let logical_id = super::name_stem(name, env);
+            resources.push(StackResource { stack: source.clone(), logical_id, physical_id: allocation.to_string(), resource_type: "AWS::EC2::EIP".into() });
+        }
+    }
+    let balancers: Vec<(String, String)> = resources
+        .iter()
+        .filter(|r| r.resource_type == "AWS::ElasticLoadBalancingV2::LoadBalancer")
+        .map(|r| (r.physical_id.clone(), r.logical_id.clone()))
+        .collect();
+    for (arn, name) in balancers {
+        let listeners = elb.describe_listeners().load_balancer_arn(&arn).into_paginator().items().send().try_collect().await.aws("ELBv2.DescribeListeners")?;
+        for l in &listeners {
+            let Some(listener) = l.listener_arn().filter(|arn| !resources.iter().any(|r| r.physical_id == *arn)) else { continue };
+            let logical_id = format!("{name}-{}", l.port().unwrap_or_default());
+            resources.push(StackResource {
+                stack: source.clone(),
+                logical_id,
+                physical_id: listener.to_string(),
+                resource_type: "AWS::ElasticLoadBalancingV2::Listener".into(),
+            });
+        }
+    }
+    Ok((source, resources))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_arn_names_its_type_and_physical_id() {
+        assert_eq!(of_arn("arn:aws:ec2:us-east-1:1:subnet/subnet-1"), Some(("AWS::EC2::Subnet", "subnet-1".into())));
+        assert_eq!(of_arn("arn:aws:ec2:us-east-1:1:elastic-ip/eipalloc-1"), Some(("AWS::EC2::EIP", "eipalloc-1".into())));
+        assert_eq!(of_arn("arn:aws:sqs:us-east-1:1:orders-dev.fifo"), Some(("AWS::SQS::Queue", "orders-dev.fifo".into())));
+        assert_eq!(of_arn("arn:aws:logs:us-east-1:1:log-group:/ecs/oms-dev:*"), Some(("AWS::Logs::LogGroup", "/ecs/oms-dev".into())));
+        assert_eq!(of_arn("arn:aws:dynamodb:us-east-1:1:table/oms_config_dev"), Some(("AWS::DynamoDB::Table", "oms_config_dev".into())));
+        let group = "arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/web/0123";
+        assert_eq!(of_arn(group), Some(("AWS::ElasticLoadBalancingV2::TargetGroup", group.into())));
+        assert_eq!(of_arn("arn:aws:elasticache:us-east-1:1:replicationgroup:redis-dev"), Some(("AWS::ElastiCache::ReplicationGroup", "redis-dev".into())));
+        assert_eq!(of_arn("arn:aws:s3:::a-bucket"), None);
+    }
+}

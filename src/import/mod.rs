@@ -34,7 +34,7 @@ use crate::spec::EnvSpec;
 /// What this module's calls need of IAM (`sentry-operator iam-policy` gathers it).
 #[rustfmt::skip]
 pub const PERMISSIONS: Permissions = Permissions {
-    reads: &["ec2:DescribeVpcs", "ec2:DescribeVpcAttribute", "ec2:DescribeSubnets", "ec2:DescribeAddresses", "ec2:DescribeNatGateways", "ec2:DescribeRouteTables", "ec2:DescribeSecurityGroups", "ec2:DescribeVpcEndpoints", "ec2:DescribeFlowLogs", "ec2:DescribeInternetGateways", "ec2:DescribeNetworkAcls", "elasticloadbalancing:DescribeTargetGroups", "elasticloadbalancing:DescribeLoadBalancers", "elasticloadbalancing:DescribeListeners", "sqs:ListQueues", "dynamodb:ListTables", "elasticache:DescribeReplicationGroups", "elasticache:DescribeCacheSubnetGroups", "cognito-idp:ListUserPools", "ecs:DescribeClusters", "logs:DescribeLogGroups", "elasticache:DescribeCacheClusters", "ecs:ListClusters"],
+    reads: &["ec2:DescribeVpcs", "ec2:DescribeVpcAttribute", "ec2:DescribeSubnets", "ec2:DescribeAddresses", "ec2:DescribeNatGateways", "ec2:DescribeRouteTables", "ec2:DescribeSecurityGroups", "ec2:DescribeVpcEndpoints", "ec2:DescribeFlowLogs", "ec2:DescribeInternetGateways", "ec2:DescribeNetworkAcls", "elasticloadbalancing:DescribeTargetGroups", "elasticloadbalancing:DescribeLoadBalancers", "elasticloadbalancing:DescribeListeners", "tag:GetResources", "sqs:ListQueues", "dynamodb:ListTables", "elasticache:DescribeReplicationGroups", "elasticache:DescribeCacheSubnetGroups", "cognito-idp:ListUserPools", "ecs:DescribeClusters", "logs:DescribeLogGroups", "elasticache:DescribeCacheClusters", "ecs:ListClusters"],
     grants: &[
         Grant::allow("ReadCloudFormationStacksForAdoptionAndImport", &["cloudformation:DescribeStacks", "cloudformation:ListStackResources"], &["*"]),
         Grant::allow("QueueWrites", &["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:ListQueueTags"], &["arn:aws:sqs:*:*:sentry-*"]),
@@ -386,6 +386,8 @@ pub enum Source {
     TerraformState(std::path::PathBuf),
     /// What lies in this VPC (an estate made by hand).
     Vpc(String),
+    /// What carries this tag (key, value).
+    Tag(String, String),
 }
 
 /// Imports environment `env` from `source`. Reads only.
@@ -396,6 +398,17 @@ pub async fn import(config: &SdkConfig, env: &str, source: &Source) -> Result<Im
         Source::TerraformState(path) => {
             let (state, resources) = terraform::resources(path)?;
             (vec![state], resources)
+        }
+        Source::Tag(key, value) => {
+            let (source, resources) = discover::tagged_resources(
+                &sdk_client!(aws_sdk_resourcegroupstagging, config, counter),
+                &sdk_client!(aws_sdk_ec2, config, counter),
+                &sdk_client!(aws_sdk_elasticloadbalancingv2, config, counter),
+                (key, value),
+                env,
+            )
+            .await?;
+            (vec![source], resources)
         }
         Source::Vpc(vpc) => {
             let (source, resources) =

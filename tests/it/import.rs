@@ -576,3 +576,46 @@ async fn an_estate_made_by_hand_is_imported_through_its_vpc_and_adopted_in_place
     assert_eq!(missing.code, 1);
     assert!(missing.stderr.contains("VPC vpc-0000000000 does not exist"), "{}", missing.stderr);
 }
+
+/// The same estate found by a tag every resource of it carries (`import
+/// --tag`, the Resource Groups Tagging API): adopted in place as from a state.
+#[tokio::test]
+async fn an_estate_made_by_hand_is_imported_by_its_tag_and_adopted_in_place() {
+    let moto = Moto::start();
+    let estate = build_hand_made(&moto).await;
+    let config = sdk_config(&moto.endpoint).await;
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let project = aws_sdk_ec2::types::Tag::builder().key("Project").value("shop").build();
+    let [public_a, private_a, public_b, private_b] = &estate.subnets;
+    let ids = [
+        &estate.vpc,
+        public_a,
+        private_a,
+        public_b,
+        private_b,
+        &estate.igw,
+        &estate.allocation,
+        &estate.nat,
+        &estate.public_rt,
+        &estate.private_rt,
+        &estate.group,
+    ];
+    ec2.create_tags().set_resources(Some(ids.iter().map(|id| id.to_string()).collect())).tags(project).send().await.expect("tags");
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&config);
+    let tag = aws_sdk_elasticloadbalancingv2::types::Tag::builder().key("Project").value("shop").build();
+    for arn in [&estate.target_group, &estate.balancer, &estate.listener] {
+        elb.add_tags().resource_arns(arn).tags(tag.clone()).send().await.expect("tags");
+    }
+    aws_sdk_sqs::Client::new(&config).tag_queue().queue_url(&estate.queue).tags("Project", "shop").send().await.expect("tags");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("spec");
+    let args = ["--output", "json", "import", "--env", "dev", "--tag", "Project=shop", "--out", out.to_str().expect("utf-8")];
+    let run = read_only(&moto, "the tag Project=shop", || operator(&moto.endpoint, &args));
+    // The emulator's tagging API reports neither Elastic IPs nor listeners (AWS does): they come with
+    // their NAT gateway and their load balancer, as a listener not tagged would.
+    assert_eq!(run.json()["summary"]["found"], 15, "every tagged resource the emulator reports, the address and the listener: {}", run.stdout);
+    assert_adopted_in_place(&moto, &out, &estate, 16).await;
+    let bad = operator(&moto.endpoint, &["import", "--env", "dev", "--tag", "Project"]);
+    assert_eq!((bad.code, bad.stderr.contains("--tag takes KEY=VALUE")), (1, true), "{}", bad.stderr);
+}
