@@ -839,6 +839,14 @@ pub trait Kind: Send + Sync {
         proposed.to_string()
     }
 
+    /// `import`, once every kind rendered: the entries of this kind that
+    /// cannot stand as rendered (a load balancer none of whose listeners was
+    /// found) taken out of `spec`, each with the resources (kind, id) whose
+    /// adoption goes with it and why.
+    fn unfinished(&self, _spec: &mut crate::spec::model::Spec) -> Vec<(Vec<(&'static str, String)>, String)> {
+        Vec::new()
+    }
+
     /// Reads every live resource of this kind that could be the operator's
     /// (batched: one list pass, not one call per desired resource where the
     /// API allows). A read another kind also needs goes through `reads`, so

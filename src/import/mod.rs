@@ -353,6 +353,7 @@ async fn rendered(ctx: &mut Context, kinds: &[Box<dyn Kind>], spec: &mut Spec) -
     }
     let env_name = ctx.env.clone();
     let importing = Importing { env: &env_name, named: &named };
+    let rendering_kinds: Vec<&Box<dyn Kind>> = observed.iter().map(|(kind, _)| *kind).collect();
     for (kind, found) in observed {
         for (r, id, mut live) in found {
             let at = format!("{} {} ({})", r.resource_type, r.logical_id, r.stack);
@@ -371,6 +372,16 @@ async fn rendered(ctx: &mut Context, kinds: &[Box<dyn Kind>], spec: &mut Spec) -
                     }
                 }
                 Err(why) => ctx.not_representable(format!("{at}: {why}")),
+            }
+        }
+    }
+    for kind in rendering_kinds {
+        for (taken, why) in kind.unfinished(spec) {
+            for (kind, id) in taken {
+                let key = format!("{kind}/{id}");
+                ctx.adopt.remove(&key);
+                ctx.summary.mapped.retain(|m| !m.starts_with(&format!("{key} <- ")));
+                ctx.not_representable(format!("{key}: {why}"));
             }
         }
     }

@@ -244,4 +244,23 @@ mod tests {
         }
         assert!(compared >= 4, "flow log, tables, secrets and task definitions each compared ({compared})");
     }
+
+    /// A load balancer whose forwarding listener was not found is taken out
+    /// of an imported spec with its listeners' adoptions (it would not load).
+    #[test]
+    fn a_load_balancer_without_a_forwarding_listener_is_taken_out_of_an_import() {
+        let kinds = super::registry(&aws_config::SdkConfig::builder().build(), &Default::default(), Default::default());
+        let balancers = kinds.iter().find(|k| k.name() == super::elbv2::load_balancer::KIND).expect("registered");
+        let specs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("specs");
+        let mut spec = crate::spec::load(&specs, "dev").expect("a valid spec").spec;
+        assert!(balancers.unfinished(&mut spec).is_empty(), "dev's load balancers forward");
+        let lbs = spec.load_balancing.as_mut().expect("load balancing");
+        let (id, balancer) = lbs.load_balancers.iter_mut().next().expect("a load balancer");
+        let (id, listeners) = (id.clone(), balancer.listeners.len());
+        balancer.default_target_group.clear();
+        let taken = balancers.unfinished(&mut spec);
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].0.len(), 1 + listeners, "the load balancer and each of its listeners: {taken:?}");
+        assert!(!spec.load_balancing.expect("load balancing").load_balancers.contains_key(&id));
+    }
 }

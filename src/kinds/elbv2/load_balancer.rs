@@ -197,6 +197,23 @@ impl Kind for LoadBalancers {
         Ok(Rendering::whole())
     }
 
+    /// A load balancer without a listener that forwards (its listeners not
+    /// in the source, or only redirecting ones) is no spec entry: taken out
+    /// with its listeners.
+    fn unfinished(&self, spec: &mut Spec) -> Vec<(Vec<(&'static str, String)>, String)> {
+        let Some(lbs) = spec.load_balancing.as_mut() else { return Vec::new() };
+        let incomplete: Vec<String> = lbs.load_balancers.iter().filter(|(_, b)| b.default_target_group.is_empty()).map(|(id, _)| id.clone()).collect();
+        incomplete
+            .into_iter()
+            .filter_map(|id| {
+                let balancer = lbs.load_balancers.remove(&id)?;
+                let listeners = balancer.listeners.keys().map(|l| (super::listener::KIND, super::listener_id(&id, l)));
+                let taken = std::iter::once((KIND, id.clone())).chain(listeners).collect();
+                Some((taken, "none of its listeners forwarding to a target group was found: import it with them".to_string()))
+            })
+            .collect()
+    }
+
     async fn observe(&self, env: &EnvSpec, _desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
         let listed = live_load_balancers(&self.client, env, reads).await?.as_ref().clone();
         describe_each(listed, CONCURRENCY, |l| async move { self.describe(l).await }).await
