@@ -82,16 +82,48 @@ pub async fn vpc_resources(
         add("AWS::ElasticLoadBalancingV2::TargetGroup", g.target_group_arn(), &[], g.target_group_name());
     }
     let balancers = elb.describe_load_balancers().into_paginator().items().send().try_collect().await.aws("ELBv2.DescribeLoadBalancers")?;
-    for b in balancers.iter().filter(|b| b.vpc_id() == Some(vpc)) {
-        add("AWS::ElasticLoadBalancingV2::LoadBalancer", b.load_balancer_arn(), &[], b.load_balancer_name());
-        let Some(arn) = b.load_balancer_arn() else { continue };
-        let listeners = elb.describe_listeners().load_balancer_arn(arn).into_paginator().items().send().try_collect().await.aws("ELBv2.DescribeListeners")?;
-        for l in &listeners {
-            let name = format!("{}-{}", b.load_balancer_name().unwrap_or_default(), l.port().unwrap_or_default());
-            add("AWS::ElasticLoadBalancingV2::Listener", l.listener_arn(), &[], Some(&name));
-        }
+    let in_vpc: Vec<(String, String)> = balancers
+        .iter()
+        .filter(|b| b.vpc_id() == Some(vpc))
+        .filter_map(|b| Some((b.load_balancer_arn()?.to_string(), b.load_balancer_name()?.to_string())))
+        .collect();
+    for (arn, name) in &in_vpc {
+        add("AWS::ElasticLoadBalancingV2::LoadBalancer", Some(arn), &[], Some(name));
+    }
+    for (arn, name) in in_vpc {
+        listeners_and_rules(elb, (&arn, &name), &source, &mut resources).await?;
     }
     Ok((source, resources))
+}
+
+/// Adds to `resources` (listed under `source`) the listeners of load
+/// balancer `lb` (its ARN and name) and their rules that are not there yet
+/// (named after the load balancer and the port, the rules after their
+/// priority).
+async fn listeners_and_rules(
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+    (lb, name): (&str, &str),
+    source: &str,
+    resources: &mut Vec<StackResource>,
+) -> Result<(), ImportError> {
+    let listeners = elb.describe_listeners().load_balancer_arn(lb).into_paginator().items().send().try_collect().await.aws("ELBv2.DescribeListeners")?;
+    let mut found = Vec::new();
+    for l in &listeners {
+        let Some(listener) = l.listener_arn() else { continue };
+        let port = l.port().unwrap_or_default();
+        found.push(("AWS::ElasticLoadBalancingV2::Listener", format!("{name}-{port}"), listener.to_string()));
+        let rules = elb.describe_rules().listener_arn(listener).send().await.aws("ELBv2.DescribeRules")?;
+        for r in rules.rules().iter().filter(|r| r.is_default() != Some(true)) {
+            let Some(rule) = r.rule_arn() else { continue };
+            found.push(("AWS::ElasticLoadBalancingV2::ListenerRule", format!("priority-{}", r.priority().unwrap_or_default()), rule.to_string()));
+        }
+    }
+    for (resource_type, logical_id, physical_id) in found {
+        if !resources.iter().any(|r| r.physical_id == physical_id) {
+            resources.push(StackResource { stack: source.to_string(), logical_id, physical_id, resource_type: resource_type.into() });
+        }
+    }
+    Ok(())
 }
 
 /// The CloudFormation type and the physical id a resource ARN stands for
@@ -169,17 +201,7 @@ pub async fn tagged_resources(
         .map(|r| (r.physical_id.clone(), r.logical_id.clone()))
         .collect();
     for (arn, name) in balancers {
-        let listeners = elb.describe_listeners().load_balancer_arn(&arn).into_paginator().items().send().try_collect().await.aws("ELBv2.DescribeListeners")?;
-        for l in &listeners {
-            let Some(listener) = l.listener_arn().filter(|arn| !resources.iter().any(|r| r.physical_id == *arn)) else { continue };
-            let logical_id = format!("{name}-{}", l.port().unwrap_or_default());
-            resources.push(StackResource {
-                stack: source.clone(),
-                logical_id,
-                physical_id: listener.to_string(),
-                resource_type: "AWS::ElasticLoadBalancingV2::Listener".into(),
-            });
-        }
+        listeners_and_rules(elb, (&arn, &name), &source, &mut resources).await?;
     }
     Ok((source, resources))
 }

@@ -156,7 +156,7 @@ pub struct AccessLogs {
 }
 
 /// A listener rule: requests matching the paths and hosts go to a target group.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Route {
     /// Evaluation order, lowest first (1..=50000, unique per load balancer).

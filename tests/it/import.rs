@@ -372,6 +372,7 @@ struct HandMade {
     target_group: String,
     balancer: String,
     listener: String,
+    rule: String,
 }
 
 async fn build_hand_made(moto: &Moto) -> HandMade {
@@ -430,6 +431,10 @@ async fn build_hand_made(moto: &Moto) -> HandMade {
     let listener = elb.create_listener().load_balancer_arn(&balancer).protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http).port(80);
     let listener = listener.default_actions(forward.target_group_arn(&target_group).build()).send().await;
     let listener = listener.expect("listener").listeners()[0].listener_arn().expect("arn").to_string();
+    let api = aws_sdk_elasticloadbalancingv2::types::RuleCondition::builder().field("path-pattern").values("/api/*").build();
+    let forward = aws_sdk_elasticloadbalancingv2::types::Action::builder().r#type(aws_sdk_elasticloadbalancingv2::types::ActionTypeEnum::Forward);
+    let rule = elb.create_rule().listener_arn(&listener).priority(10).conditions(api).actions(forward.target_group_arn(&target_group).build()).send().await;
+    let rule = rule.expect("rule").rules()[0].rule_arn().expect("arn").to_string();
     HandMade {
         vpc,
         subnets: [public, private, public_b, private_b],
@@ -443,6 +448,7 @@ async fn build_hand_made(moto: &Moto) -> HandMade {
         target_group,
         balancer,
         listener,
+        rule,
     }
 }
 
@@ -488,6 +494,9 @@ async fn assert_adopted_in_place(moto: &Moto, specs: &Path, estate: &HandMade, a
         [estate.balancer.as_str()],
         "the same load balancer"
     );
+    let rules = elb.describe_rules().listener_arn(&estate.listener).send().await.expect("rules");
+    let rules: Vec<&str> = rules.rules().iter().filter(|r| r.is_default() != Some(true)).filter_map(|r| r.rule_arn()).collect();
+    assert_eq!(rules, [estate.rule.as_str()], "the same rule");
     let listeners = elb.describe_listeners().load_balancer_arn(&estate.balancer).send().await.expect("listeners");
     assert_eq!(listeners.listeners().iter().filter_map(|l| l.listener_arn()).collect::<Vec<_>>(), [estate.listener.as_str()], "the same listener");
     let groups = elb.describe_target_groups().send().await.expect("target groups");
@@ -532,6 +541,7 @@ async fn a_terraform_estate_is_imported_from_its_state_and_adopted_in_place() {
         resource("aws_lb_target_group", "web", &estate.target_group),
         resource("aws_lb", "web", &estate.balancer),
         resource("aws_lb_listener", "http", &estate.listener),
+        resource("aws_lb_listener_rule", "api", &estate.rule),
         resource("random_id", "suffix", "abc"),
     ];
     let state =
@@ -544,12 +554,12 @@ async fn a_terraform_estate_is_imported_from_its_state_and_adopted_in_place() {
     let args = ["--output", "json", "import", "--env", "dev", "--from-terraform", state_file.to_str().expect("utf-8"), "--out", out.to_str().expect("utf-8")];
     let run = read_only(&moto, "the Terraform state", || operator(&moto.endpoint, &args));
     let summary = &run.json()["summary"];
-    assert_eq!(summary["found"], 19, "every managed instance, no data source: {summary}");
+    assert_eq!(summary["found"], 20, "every managed instance, no data source: {summary}");
     let listed = summary["notRepresentable"].to_string();
     assert!(listed.contains("random_id suffix") && listed.contains("no kind of the operator describes this type"), "{summary}");
     assert!(summary["skipped"].to_string().contains("aws_route private_egress"), "parts are described with their parents: {summary}");
 
-    assert_adopted_in_place(&moto, &out, &estate, 16).await;
+    assert_adopted_in_place(&moto, &out, &estate, 17).await;
     let sqs = aws_sdk_sqs::Client::new(&sdk_config(&moto.endpoint).await);
     assert_eq!(sqs.list_queues().send().await.expect("queues").queue_urls(), std::slice::from_ref(&estate.queue), "the same queue, no other");
 }
@@ -567,11 +577,11 @@ async fn an_estate_made_by_hand_is_imported_through_its_vpc_and_adopted_in_place
     let run = read_only(&moto, "the VPC made by hand", || operator(&moto.endpoint, &args));
     let found = run.json()["summary"]["found"].clone();
     assert_eq!(
-        found, 14,
-        "the VPC, 4 subnets, the gateway, the NAT gateway and its address, 2 tables, the group, the target group, the load balancer and its listener: {}",
+        found, 15,
+        "the VPC, 4 subnets, the gateway, the NAT gateway and its address, 2 tables, the group, the target group, the load balancer, its listener and rule: {}",
         run.stdout
     );
-    assert_adopted_in_place(&moto, &out, &estate, 15).await;
+    assert_adopted_in_place(&moto, &out, &estate, 16).await;
     let missing = operator(&moto.endpoint, &["import", "--env", "dev", "--vpc", "vpc-0000000000"]);
     assert_eq!(missing.code, 1);
     assert!(missing.stderr.contains("VPC vpc-0000000000 does not exist"), "{}", missing.stderr);
@@ -603,7 +613,7 @@ async fn an_estate_made_by_hand_is_imported_by_its_tag_and_adopted_in_place() {
     ec2.create_tags().set_resources(Some(ids.iter().map(|id| id.to_string()).collect())).tags(project).send().await.expect("tags");
     let elb = aws_sdk_elasticloadbalancingv2::Client::new(&config);
     let tag = aws_sdk_elasticloadbalancingv2::types::Tag::builder().key("Project").value("shop").build();
-    for arn in [&estate.target_group, &estate.balancer, &estate.listener] {
+    for arn in [&estate.target_group, &estate.balancer, &estate.listener, &estate.rule] {
         elb.add_tags().resource_arns(arn).tags(tag.clone()).send().await.expect("tags");
     }
     aws_sdk_sqs::Client::new(&config).tag_queue().queue_url(&estate.queue).tags("Project", "shop").send().await.expect("tags");
@@ -614,8 +624,8 @@ async fn an_estate_made_by_hand_is_imported_by_its_tag_and_adopted_in_place() {
     let run = read_only(&moto, "the tag Project=shop", || operator(&moto.endpoint, &args));
     // The emulator's tagging API reports neither Elastic IPs nor listeners (AWS does): they come with
     // their NAT gateway and their load balancer, as a listener not tagged would.
-    assert_eq!(run.json()["summary"]["found"], 15, "every tagged resource the emulator reports, the address and the listener: {}", run.stdout);
-    assert_adopted_in_place(&moto, &out, &estate, 16).await;
+    assert_eq!(run.json()["summary"]["found"], 16, "every tagged resource the emulator reports, the address, the listener and its rule: {}", run.stdout);
+    assert_adopted_in_place(&moto, &out, &estate, 17).await;
     let bad = operator(&moto.endpoint, &["import", "--env", "dev", "--tag", "Project"]);
     assert_eq!((bad.code, bad.stderr.contains("--tag takes KEY=VALUE")), (1, true), "{}", bad.stderr);
 }

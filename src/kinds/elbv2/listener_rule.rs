@@ -15,9 +15,11 @@ use aws_sdk_elasticloadbalancingv2::Client;
 
 use super::{actions_of, actions_text, add_tags, forward_to, listener, listener_id, load_balancing, rule_id, tag_list, tags_of, target_group, CONCURRENCY};
 use crate::aws::{found, gone_is_ok, required, AwsError, AwsResult};
-use crate::engine::{ownership_tags, Delta, Desired, FieldReader, Kind, Layer, Live, Matching, OnImmutableChange, ReadCache, Rules};
+use crate::engine::{
+    ownership_tags, Delta, Desired, FieldReader, Importing, Kind, Layer, Live, Matching, OnImmutableChange, ReadCache, Rendering, Rules, Value,
+};
 use crate::kinds::read::describe_each;
-use crate::spec::model::{DeletionPolicy, Tags};
+use crate::spec::model::{DeletionPolicy, Route, Spec, Tags};
 use crate::spec::EnvSpec;
 
 /// Kind name.
@@ -126,6 +128,7 @@ impl Kind for ListenerRules {
             events: EventMatch::of("elasticloadbalancing.amazonaws.com", &["Rule"], &["ruleArn", "RuleArn"]).marked("listener-rule/"),
             ..Rules::new(KIND, Layer::Compute)
                 .stands_for(&["AWS::ElasticLoadBalancingV2::ListenerRule", "aws_lb_listener_rule", "aws_alb_listener_rule"])
+                .imported()
                 .needs(PERMISSIONS)
         }
     }
@@ -152,11 +155,57 @@ impl Kind for ListenerRules {
         desired
     }
 
+    /// Under its listener's id (`<load balancer>/<listener>/<route>`).
+    fn import_id(&self, live: &Live, proposed: &str, _importing: &Importing) -> String {
+        match live.fields.get(LISTENER).and_then(|v| v.id_of(listener::KIND)) {
+            Some(on) => format!("{on}/{proposed}"),
+            None => proposed.to_string(),
+        }
+    }
+
+    /// A route of its load balancer (host and path conditions forwarding to
+    /// a target group), on a listener the spec routes on (the HTTPS ones
+    /// when there are any).
+    fn to_spec(&self, id: &str, live: &Live, spec: &mut Spec, _importing: &Importing) -> Result<Rendering, String> {
+        let on = live.fields.get(LISTENER).and_then(|v| v.id_of(listener::KIND)).ok_or("its listener is not imported")?;
+        let ((lb, lid), rid) = (on.split_once('/').ok_or("its listener's id names no load balancer")?, id.rsplit('/').next().unwrap_or(id));
+        let balancer = spec.load_balancing.as_mut().and_then(|l| l.load_balancers.get_mut(lb)).ok_or("its load balancer is not imported")?;
+        if !balancer.route_listeners().contains(&lid) {
+            return Err(format!("it is a rule of listener {lid}; the spec routes on the HTTPS listeners of a load balancer that has one"));
+        }
+        let action = live.fields.get(ACTION).map(Value::items).unwrap_or_default();
+        let target_group = match action.as_slice() {
+            [forward, group] if forward.as_text() == Some("forward") => {
+                group.id_of(target_group::KIND).ok_or_else(|| format!("it forwards to {group}, a target group not imported"))?
+            }
+            _ => return Err("its action is not a forward to one target group".into()),
+        };
+        let mut route = Route {
+            priority: live.field(PRIORITY).parse().map_err(|_| format!("its priority {:?}", live.field(PRIORITY)))?,
+            paths: Vec::new(),
+            hosts: Vec::new(),
+            target_group: target_group.to_string(),
+        };
+        for condition in live.field(CONDITIONS).split_whitespace() {
+            match condition.split_once('=') {
+                Some((HOST, values)) => route.hosts = values.split('|').map(str::to_string).collect(),
+                Some((PATH, values)) => route.paths = values.split('|').map(str::to_string).collect(),
+                _ => return Err(format!("its condition {condition} is not a host or path condition")),
+            }
+        }
+        match balancer.routes.get(rid) {
+            Some(same) if *same == route => {}
+            Some(_) => return Err(format!("route {rid} differs on another listener of the load balancer")),
+            None => _ = balancer.routes.insert(rid.to_string(), route),
+        }
+        Ok(Rendering::whole())
+    }
+
     async fn observe(&self, env: &EnvSpec, _desired: &[Desired], reads: &ReadCache) -> Result<Vec<Live>, AwsError> {
         // The rules of this environment's listeners: one DescribeRules per listener, tags 20 at a time.
         let listeners = Box::pin(listener::live_listeners(&self.client, env, reads)).await?;
         // Owned values: the futures must not borrow from the closure's argument.
-        let owned: Vec<Live> = listeners.iter().filter(|l| l.is_owned_by(&env.env)).cloned().collect();
+        let owned: Vec<Live> = listeners.iter().filter(|l| l.is_owned_by(&env.env) || reads.adopts(&l.handle)).cloned().collect();
         let per_listener = describe_each(owned, CONCURRENCY, |on| async move {
             let listed = self.client.describe_rules().listener_arn(&on.handle).into_paginator().items().send().try_collect().await;
             // None when the listener was deleted since it was listed.
@@ -168,7 +217,7 @@ impl Kind for ListenerRules {
         let mut tags = tags_of(&self.client, rules.iter().filter_map(|(_, r)| r.rule_arn().map(str::to_string)).collect()).await?;
         let mut found = Vec::new();
         for (on, r) in &rules {
-            if let Some(l) = rule_live(on, r, &mut tags)?.filter(|l| l.is_owned_by(&env.env)) {
+            if let Some(l) = rule_live(on, r, &mut tags)?.filter(|l| l.is_owned_by(&env.env) || reads.adopts(&l.handle)) {
                 found.push(l);
             }
         }
