@@ -13,8 +13,9 @@ use aws_sdk_ecr::Client;
 use serde_json::{json, Value};
 
 use crate::aws::{found, gone_is_ok, required, AwsError, AwsResult, Built};
-use crate::engine::{ownership_tags, Delta, Desired, FieldReader, Kind, Layer, Live, ReadCache, Rules};
+use crate::engine::{ownership_tags, user_tags, Delta, Desired, FieldReader, Importing, Kind, Layer, Live, ReadCache, Rendering, Rules};
 use crate::kinds::read::describe_each;
+use crate::spec::model::{self, DeletionPolicy, Spec};
 use crate::spec::EnvSpec;
 
 /// Kind name.
@@ -86,7 +87,7 @@ impl Kind for Repositories {
                 &["Repository", "Lifecycle", "ImageScanning", "ImageTagMutability"],
                 &["repositoryName", "RepositoryName", "resourceArn"],
             ),
-            ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ECR::Repository", "aws_ecr_repository"]).needs(PERMISSIONS)
+            ..Rules::new(KIND, Layer::Compute).stands_for(&["AWS::ECR::Repository", "aws_ecr_repository"]).needs(PERMISSIONS).imported()
         }
     }
 
@@ -98,6 +99,29 @@ impl Kind for Repositories {
                 .with(KEEP, r.keep_last_images.to_string())
                 .with(ENCRYPTION, &r.encryption)
         })
+    }
+
+    /// Its entry in `images.repositories`, as it is (retained when removed
+    /// from the spec); one whose lifecycle policy is not "keep the last N
+    /// images", the only one the spec writes, is refused.
+    fn to_spec(&self, id: &str, live: &Live, spec: &mut Spec, importing: &Importing) -> Result<Rendering, String> {
+        let keep = live.field(KEEP);
+        let keep_last_images = keep.parse().map_err(|_| match keep {
+            "" => "it has no lifecycle policy; the spec's keeps the last N images".to_string(),
+            other => format!("its lifecycle policy {other} is not the spec's (keep the last N images)"),
+        })?;
+        let default_name = model::Repository::default_name(id, importing.env);
+        let repository = model::Repository {
+            name: (live.name != default_name).then(|| live.name.clone()),
+            scan_on_push: live.field(SCAN) == "true",
+            immutable_tags: live.field(MUTABILITY) == "IMMUTABLE",
+            keep_last_images,
+            encryption: live.field(ENCRYPTION).to_string(),
+            tags: user_tags(live.tags.clone()),
+            deletion_policy: DeletionPolicy::Retain,
+        };
+        spec.images.get_or_insert_with(Default::default).repositories.insert(id.to_string(), repository);
+        Ok(Rendering::whole())
     }
 
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {

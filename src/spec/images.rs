@@ -55,7 +55,12 @@ fn aes256() -> String {
 impl Repository {
     /// The repository's name for logical id `id` in environment `env`.
     pub fn physical_name(&self, id: &str, env: &str) -> String {
-        self.name.as_deref().map_or_else(|| format!("sentry/{id}-{env}"), |n| n.replace("${env}", env))
+        self.name.as_deref().map_or_else(|| Repository::default_name(id, env), |n| n.replace("${env}", env))
+    }
+
+    /// The name of repository `id` in environment `env` when it gives none.
+    pub fn default_name(id: &str, env: &str) -> String {
+        format!("sentry/{id}-{env}")
     }
 }
 

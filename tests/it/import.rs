@@ -373,6 +373,7 @@ struct HandMade {
     balancer: String,
     listener: String,
     rule: String,
+    repository: String,
 }
 
 async fn build_hand_made(moto: &Moto) -> HandMade {
@@ -435,6 +436,11 @@ async fn build_hand_made(moto: &Moto) -> HandMade {
     let forward = aws_sdk_elasticloadbalancingv2::types::Action::builder().r#type(aws_sdk_elasticloadbalancingv2::types::ActionTypeEnum::Forward);
     let rule = elb.create_rule().listener_arn(&listener).priority(10).conditions(api).actions(forward.target_group_arn(&target_group).build()).send().await;
     let rule = rule.expect("rule").rules()[0].rule_arn().expect("arn").to_string();
+    let ecr = aws_sdk_ecr::Client::new(&config);
+    let repository = ecr.create_repository().repository_name("shop/web").send().await.expect("repository");
+    let repository = repository.repository().and_then(|r| r.repository_name()).expect("name").to_string();
+    let keep_ten = r#"{"rules": [{"rulePriority": 1, "description": "keep 10", "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 10}, "action": {"type": "expire"}}]}"#;
+    ecr.put_lifecycle_policy().repository_name(&repository).lifecycle_policy_text(keep_ten).send().await.expect("lifecycle policy");
     HandMade {
         vpc,
         subnets: [public, private, public_b, private_b],
@@ -449,6 +455,7 @@ async fn build_hand_made(moto: &Moto) -> HandMade {
         balancer,
         listener,
         rule,
+        repository,
     }
 }
 
@@ -542,6 +549,7 @@ async fn a_terraform_estate_is_imported_from_its_state_and_adopted_in_place() {
         resource("aws_lb", "web", &estate.balancer),
         resource("aws_lb_listener", "http", &estate.listener),
         resource("aws_lb_listener_rule", "api", &estate.rule),
+        resource("aws_ecr_repository", "web", &estate.repository),
         resource("random_id", "suffix", "abc"),
     ];
     let state =
@@ -554,12 +562,15 @@ async fn a_terraform_estate_is_imported_from_its_state_and_adopted_in_place() {
     let args = ["--output", "json", "import", "--env", "dev", "--from-terraform", state_file.to_str().expect("utf-8"), "--out", out.to_str().expect("utf-8")];
     let run = read_only(&moto, "the Terraform state", || operator(&moto.endpoint, &args));
     let summary = &run.json()["summary"];
-    assert_eq!(summary["found"], 20, "every managed instance, no data source: {summary}");
+    assert_eq!(summary["found"], 21, "every managed instance, no data source: {summary}");
     let listed = summary["notRepresentable"].to_string();
     assert!(listed.contains("random_id suffix") && listed.contains("no kind of the operator describes this type"), "{summary}");
     assert!(summary["skipped"].to_string().contains("aws_route private_egress"), "parts are described with their parents: {summary}");
 
-    assert_adopted_in_place(&moto, &out, &estate, 17).await;
+    assert_adopted_in_place(&moto, &out, &estate, 18).await;
+    let ecr = aws_sdk_ecr::Client::new(&sdk_config(&moto.endpoint).await);
+    let repositories = ecr.describe_repositories().send().await.expect("repositories");
+    assert_eq!(repositories.repositories().iter().filter_map(|r| r.repository_name()).collect::<Vec<_>>(), [estate.repository.as_str()], "the same repository");
     let sqs = aws_sdk_sqs::Client::new(&sdk_config(&moto.endpoint).await);
     assert_eq!(sqs.list_queues().send().await.expect("queues").queue_urls(), std::slice::from_ref(&estate.queue), "the same queue, no other");
 }
