@@ -122,8 +122,8 @@ pub enum Command {
         no_observe: bool,
     },
     /// Write the spec that adopts an environment's existing estate in place: its CloudFormation stacks'
-    /// resources (or a Terraform state's), plus Redis and the user pool found by name (`*-<env>`). Reads
-    /// only; exit 0 written, 1 error.
+    /// resources (or a Terraform state's, a VPC's, or a tag's), plus queues, tables, clusters, log groups,
+    /// Redis and the user pool found by name (`*-<env>`). Reads only; exit 0 written, 1 error.
     Import {
         /// Environment.
         #[arg(long)]

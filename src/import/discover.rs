@@ -10,7 +10,7 @@
 use aws_sdk_ec2::types::{Filter, Tag};
 
 use super::{ImportError, StackResource};
-use crate::aws::AwsResult;
+use crate::aws::{required, AwsError, AwsResult};
 
 /// The resources of VPC `vpc`, and the source they are listed under
 /// (`env` names them: a Name tag's environment suffix is dropped from the id).
@@ -109,13 +109,14 @@ async fn listeners_and_rules(
     let listeners = elb.describe_listeners().load_balancer_arn(lb).into_paginator().items().send().try_collect().await.aws("ELBv2.DescribeListeners")?;
     let mut found = Vec::new();
     for l in &listeners {
-        let Some(listener) = l.listener_arn() else { continue };
-        let port = l.port().unwrap_or_default();
-        found.push(("AWS::ElasticLoadBalancingV2::Listener", format!("{name}-{port}"), listener.to_string()));
-        let rules = elb.describe_rules().listener_arn(listener).send().await.aws("ELBv2.DescribeRules")?;
-        for r in rules.rules().iter().filter(|r| r.is_default() != Some(true)) {
-            let Some(rule) = r.rule_arn() else { continue };
-            found.push(("AWS::ElasticLoadBalancingV2::ListenerRule", format!("priority-{}", r.priority().unwrap_or_default()), rule.to_string()));
+        let listener = required("ELBv2.DescribeListeners", "listener ARN", l.listener_arn())?;
+        let port = l.port().ok_or_else(|| AwsError::unexpected("ELBv2.DescribeListeners", format!("listener {listener} has no port")))?;
+        found.push(("AWS::ElasticLoadBalancingV2::Listener", format!("{name}-{port}"), listener.clone()));
+        let rules = elb.describe_rules().listener_arn(&listener).into_paginator().items().send().try_collect().await.aws("ELBv2.DescribeRules")?;
+        for r in rules.iter().filter(|r| r.is_default() != Some(true)) {
+            let rule = required("ELBv2.DescribeRules", "rule ARN", r.rule_arn())?;
+            let priority = required("ELBv2.DescribeRules", "rule priority", r.priority())?;
+            found.push(("AWS::ElasticLoadBalancingV2::ListenerRule", format!("priority-{priority}"), rule));
         }
     }
     for (resource_type, logical_id, physical_id) in found {
@@ -152,6 +153,8 @@ fn of_arn(arn: &str) -> Option<(&'static str, String)> {
         ("elasticloadbalancing", "targetgroup") => Some(("AWS::ElasticLoadBalancingV2::TargetGroup", arn.to_string())),
         ("elasticloadbalancing", "loadbalancer") => Some(("AWS::ElasticLoadBalancingV2::LoadBalancer", arn.to_string())),
         ("elasticloadbalancing", "listener") => Some(("AWS::ElasticLoadBalancingV2::Listener", arn.to_string())),
+        ("elasticloadbalancing", "listener-rule") => Some(("AWS::ElasticLoadBalancingV2::ListenerRule", arn.to_string())),
+        ("ecr", "repository") => by_id("AWS::ECR::Repository"),
         ("elasticache", "replicationgroup") => by_id("AWS::ElastiCache::ReplicationGroup"),
         ("cognito-idp", "userpool") => by_id("AWS::Cognito::UserPool"),
         _ => None,
@@ -185,9 +188,13 @@ pub async fn tagged_resources(
     let nats: Vec<String> = resources.iter().filter(|r| r.resource_type == "AWS::EC2::NatGateway").map(|r| r.physical_id.clone()).collect();
     if !nats.is_empty() {
         let described = ec2.describe_nat_gateways().set_nat_gateway_ids(Some(nats)).send().await.aws("EC2.DescribeNatGateways")?;
-        let allocations: Vec<String> =
-            described.nat_gateways().iter().flat_map(|n| n.nat_gateway_addresses()).filter_map(|a| a.allocation_id().map(str::to_string)).collect();
-        let addresses = ec2.describe_addresses().set_allocation_ids(Some(allocations)).send().await.aws("EC2.DescribeAddresses")?;
+        let available = described.nat_gateways().iter().filter(|n| n.state().is_some_and(|s| s.as_str() == "available"));
+        let allocations: Vec<String> = available.flat_map(|n| n.nat_gateway_addresses()).filter_map(|a| a.allocation_id().map(str::to_string)).collect();
+        // An empty list would not narrow DescribeAddresses at all (every address of the region).
+        let addresses = match allocations.is_empty() {
+            true => aws_sdk_ec2::operation::describe_addresses::DescribeAddressesOutput::builder().build(),
+            false => ec2.describe_addresses().set_allocation_ids(Some(allocations)).send().await.aws("EC2.DescribeAddresses")?,
+        };
         for a in addresses.addresses() {
             let Some(allocation) = a.allocation_id().filter(|id| !resources.iter().any(|r| r.physical_id == *id)) else { continue };
             let name = a.tags().iter().find(|t| t.key() == Some("Name")).and_then(|t| t.value()).unwrap_or(allocation);

@@ -88,11 +88,11 @@ pub struct StackResource {
     pub logical_id: String,
     /// Its physical id (an id, a name, a URL or an address, by type).
     pub physical_id: String,
-    /// Its CloudFormation type, e.g. `AWS::EC2::VPC`.
+    /// Its type: CloudFormation's (`AWS::EC2::VPC`) or Terraform's (`aws_vpc`).
     pub resource_type: String,
 }
 
-/// What the operator makes of a CloudFormation resource type.
+/// What the operator makes of a CloudFormation or Terraform resource type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mapping {
     /// A resource of this kind.
@@ -109,7 +109,7 @@ pub enum Mapping {
 const BY_HAND: &[&str] =
     &[elasticache::replication_group::KIND, elasticache::subnet_group::KIND, cognito::user_pool::KIND, cognito::group::KIND, cognito::app_client::KIND];
 
-/// The operator's mapping of CloudFormation resource type `resource_type`,
+/// The operator's mapping of CloudFormation or Terraform resource type `resource_type`,
 /// from what the kinds (`kinds`, their rules) declare they stand for.
 pub fn mapping(resource_type: &str, kinds: &[Rules]) -> Mapping {
     if let Some(kind) = kinds.iter().find(|k| k.resource_types.contains(&resource_type)) {

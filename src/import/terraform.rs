@@ -3,7 +3,8 @@
 //! each managed `aws_*` instance with its Terraform name as logical id and
 //! its `id` attribute as physical id (a VPC's `vpc-…`, a queue's URL, a
 //! table's name, an Elastic IP's allocation id). Data sources are not
-//! resources of the estate and are skipped; types no kind stands for are
+//! resources of the estate and deposed objects (about to be destroyed) not
+//! the estate's any more: both are skipped; types no kind stands for are
 //! listed by the caller like a stack's.
 
 use std::path::Path;
@@ -46,16 +47,25 @@ struct Instance {
     index_key: Option<serde_json::Value>,
     #[serde(default)]
     attributes: serde_json::Map<String, serde_json::Value>,
+    /// Set on an object Terraform is about to destroy (replaced by another).
+    deposed: Option<String>,
 }
 
 /// The resources of the state at `path`, and the source they are listed under.
 pub fn resources(path: &Path) -> Result<(String, Vec<StackResource>), ImportError> {
     let invalid = |why: String| ImportError::Input(format!("{}: {why}", path.display()));
-    let size = std::fs::metadata(path).map_err(|e| invalid(e.to_string()))?.len();
-    if size > MAX_STATE_BYTES {
-        return Err(invalid(format!("{size} bytes; the limit is {MAX_STATE_BYTES}")));
+    let metadata = std::fs::metadata(path).map_err(|e| invalid(e.to_string()))?;
+    if !metadata.is_file() {
+        return Err(invalid("not a regular file; a state is a file".into()));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| invalid(e.to_string()))?;
+    // Read through a limit too: the size checked is not the size read if the file grows.
+    let mut bytes = Vec::new();
+    let file = std::fs::File::open(path).map_err(|e| invalid(e.to_string()))?;
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_STATE_BYTES + 1), &mut bytes).map_err(|e| invalid(e.to_string()))?;
+    if bytes.len() as u64 > MAX_STATE_BYTES {
+        return Err(invalid(format!("more than {MAX_STATE_BYTES} bytes; the limit")));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| invalid("not UTF-8 text".into()))?;
     let source = format!("terraform state {}", path.display());
     parse(&text, &source).map_err(|e| match e {
         ImportError::Input(why) => ImportError::Input(format!("{}:{why}", path.display())),
@@ -71,7 +81,7 @@ fn parse(text: &str, source: &str) -> Result<(String, Vec<StackResource>), Impor
     }
     let mut found = Vec::new();
     for r in state.resources.iter().filter(|r| r.mode == "managed") {
-        for instance in &r.instances {
+        for instance in r.instances.iter().filter(|i| i.deposed.is_none()) {
             let key = match &instance.index_key {
                 None => String::new(),
                 Some(serde_json::Value::String(k)) => format!("_{k}"),
@@ -97,12 +107,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn managed_instances_become_resources_and_data_sources_do_not() {
+    fn managed_instances_become_resources_and_data_sources_and_deposed_objects_do_not() {
         let state = r#"{"version": 4, "terraform_version": "1.9.0", "resources": [
             {"mode": "data", "type": "aws_ami", "name": "ecs", "instances": [{"attributes": {"id": "ami-1"}}]},
             {"mode": "managed", "type": "aws_vpc", "name": "main", "instances": [{"attributes": {"id": "vpc-1", "cidr_block": "10.0.0.0/16"}}]},
             {"mode": "managed", "type": "aws_subnet", "name": "private", "module": "module.network",
-             "instances": [{"index_key": 0, "attributes": {"id": "subnet-1"}}, {"index_key": "b", "attributes": {"id": "subnet-2"}}]}
+             "instances": [{"index_key": 0, "attributes": {"id": "subnet-1"}}, {"index_key": "b", "attributes": {"id": "subnet-2"}},
+                           {"index_key": "b", "deposed": "00000001", "attributes": {"id": "subnet-being-destroyed"}}]}
         ]}"#;
         let (source, found) = parse(state, "terraform state s.json").expect("a state");
         assert_eq!(source, "terraform state s.json");

@@ -268,10 +268,12 @@ pub struct ServiceLoadBalancer {
     pub port: u32,
 }
 
+/// A target group's default protocol.
 fn http() -> String {
     "HTTP".into()
 }
 
+/// A target group's default target type (awsvpc tasks).
 fn ip() -> String {
     "ip".into()
 }

@@ -39,11 +39,11 @@ pub struct Network {
     pub network_acls: BTreeMap<String, NetworkAcl>,
     /// Route tables by logical id, when the spec lays them out itself (any
     /// layout: one private table shared by several subnets, a subnet left on
-    /// the VPC's main table). Without it they follow the tiers: one public
-    /// table through the internet gateway and one per private subnet through
-    /// the NAT gateway of its zone.
-    #[serde(default)]
-    pub route_tables: BTreeMap<String, RouteTable>,
+    /// the VPC's main table; `{}`: every subnet on the main table). Without
+    /// the section they follow the tiers: one public table through the
+    /// internet gateway and one per private subnet through the NAT gateway of
+    /// its zone.
+    pub route_tables: Option<BTreeMap<String, RouteTable>>,
 }
 
 /// A route table the spec lays out. The operator owns its routes and its
@@ -103,9 +103,8 @@ impl Network {
     /// subnet) and one per private subnet (named after it, through the NAT
     /// gateway of its zone, else the first one).
     pub fn route_table_layout(&self, env: &str) -> Vec<TableLayout<'_>> {
-        if !self.route_tables.is_empty() {
-            return self
-                .route_tables
+        if let Some(tables) = &self.route_tables {
+            return tables
                 .iter()
                 .map(|(id, t)| TableLayout {
                     id: id.clone(),
@@ -503,8 +502,9 @@ impl Checker {
     /// known NAT gateway or to the internet gateway, not both; other routes
     /// to a valid CIDR through a target the operator can write.
     fn route_tables(&mut self, n: &Network) {
-        self.subnets_in_one(n, ("routeTables", "route table"), n.route_tables.iter().map(|(id, t)| (id, &t.subnets)));
-        for (id, table) in &n.route_tables {
+        let tables = n.route_tables.iter().flatten();
+        self.subnets_in_one(n, ("routeTables", "route table"), tables.clone().map(|(id, t)| (id, &t.subnets)));
+        for (id, table) in tables {
             let at = |field: &'static str| ["network", "routeTables", id.as_str(), field];
             match &table.nat_gateway {
                 Some(_) if table.internet_gateway => self.err(&at("natGateway"), "a default route goes to a NAT gateway or to the internet gateway, not both"),

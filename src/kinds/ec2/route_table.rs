@@ -198,10 +198,10 @@ impl Kind for RouteTables {
             .collect()
     }
 
-    /// The spec has one public table (routing through the internet gateway)
-    /// and one per private subnet, named after it: the table associated with
-    /// a single subnet takes its id; one associated with none, the id of the
-    /// subnet its own name repeats.
+    /// Named the way the tiers would name it where it fits: the table routing
+    /// through the internet gateway is `public`, the table associated with a
+    /// single subnet takes its id, one associated with none the id of the
+    /// private subnet its own name repeats; any other keeps its logical id.
     fn import_id(&self, live: &Live, proposed: &str, importing: &Importing) -> String {
         if default_target(live).is_some_and(|t| t.id_of(internet_gateway::KIND).is_some() || t.as_text().is_some_and(|t| t.starts_with("igw-"))) {
             return PUBLIC.to_string();
@@ -225,16 +225,16 @@ impl Kind for RouteTables {
     /// Its entry in `routeTables`, as it is: its subnets, its default route
     /// (to a NAT gateway or the internet gateway, which also says the tier of
     /// the subnets it serves), its other routes by target id; a route to
-    /// something the spec cannot name (a blackhole) is listed, since adopting
-    /// the table removes it.
+    /// something the spec cannot name (a blackhole, a default route through
+    /// a gateway not imported) or a subnet not imported refuses it, since
+    /// adopting the table would remove them.
     fn to_spec(&self, id: &str, live: &Live, spec: &mut Spec, importing: &Importing) -> Result<Rendering, String> {
         let n = super::imported_network(spec, live, Some(VPC))?;
-        let mut unsaid = Vec::new();
         let mut table = TableSpec { name: explicit_name(live, &format!("sentry-rt-{id}-{}", importing.env)), ..TableSpec::default() };
         for (subnet, _) in live.fields.get(ASSOCIATION).map_or(&[][..], Value::entries) {
             match subnet.id_of(subnet::KIND) {
                 Some(s) => table.subnets.push(s.to_string()),
-                None => unsaid.push(format!("its subnet {subnet} is not imported: adopting the table disassociates it")),
+                None => return Err(format!("its subnet {subnet} is not imported (adopting the table would move it to the main table)")),
             }
         }
         let mut tier = None;
@@ -244,7 +244,7 @@ impl Kind for RouteTables {
                 (true, Some(nat), _, _) => (table.nat_gateway, tier) = (Some(nat.to_string()), Some(Tier::Private)),
                 (true, None, Some(_), _) => (table.internet_gateway, tier) = (true, Some(Tier::Public)),
                 (false, None, None, Some(t)) if ROUTE_TARGETS.iter().any(|p| t.starts_with(p)) => _ = table.routes.insert(destination, t.to_string()),
-                _ => unsaid.push(format!("its route to {destination} (through {target}) is not in the spec language: adopting the table removes it")),
+                _ => return Err(format!("its route to {destination} (through {target}) is not in the spec language (adopting the table would remove it)")),
             }
         }
         for s in &table.subnets {
@@ -252,8 +252,8 @@ impl Kind for RouteTables {
                 subnet.tier = tier;
             }
         }
-        n.route_tables.insert(id.to_string(), table);
-        Ok(Rendering::without(unsaid))
+        n.route_tables.get_or_insert_with(Default::default).insert(id.to_string(), table);
+        Ok(Rendering::whole())
     }
 
     async fn observe(&self, env: &EnvSpec, desired: &[Desired], _reads: &ReadCache) -> Result<Vec<Live>, AwsError> {

@@ -98,7 +98,8 @@ impl Kind for Vpcs {
             security_groups: Default::default(),
             endpoints: Default::default(),
             network_acls: Default::default(),
-            route_tables: Default::default(),
+            // Written even empty: a subnet of an imported estate no table names stays on the main table.
+            route_tables: Some(Default::default()),
         };
         spec.network = Some(network);
         Ok(Rendering::whole())

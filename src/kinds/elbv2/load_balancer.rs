@@ -199,7 +199,7 @@ impl Kind for LoadBalancers {
 
     /// A load balancer without a listener that forwards (its listeners not
     /// in the source, or only redirecting ones) is no spec entry: taken out
-    /// with its listeners.
+    /// with its listeners and their rules.
     fn unfinished(&self, spec: &mut Spec) -> Vec<(Vec<(&'static str, String)>, String)> {
         let Some(lbs) = spec.load_balancing.as_mut() else { return Vec::new() };
         let incomplete: Vec<String> = lbs.load_balancers.iter().filter(|(_, b)| b.default_target_group.is_empty()).map(|(id, _)| id.clone()).collect();
@@ -208,7 +208,8 @@ impl Kind for LoadBalancers {
             .filter_map(|id| {
                 let balancer = lbs.load_balancers.remove(&id)?;
                 let listeners = balancer.listeners.keys().map(|l| (super::listener::KIND, super::listener_id(&id, l)));
-                let taken = std::iter::once((KIND, id.clone())).chain(listeners).collect();
+                let rules = balancer.listeners.keys().flat_map(|l| balancer.routes.keys().map(|r| (super::listener_rule::KIND, super::rule_id(&id, l, r))));
+                let taken = std::iter::once((KIND, id.clone())).chain(listeners).chain(rules).collect();
                 Some((taken, "none of its listeners forwarding to a target group was found: import it with them".to_string()))
             })
             .collect()

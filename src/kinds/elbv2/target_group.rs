@@ -127,6 +127,12 @@ impl Kind for TargetGroups {
         if live.fields.get(VPC).and_then(|v| v.id_of(vpc::KIND)) != Some(vpc::ID) {
             return Err("it lies in another VPC than the environment's (or no VPC was imported)".into());
         }
+        let (protocol, target_type) = (live.field(PROTOCOL), live.field(TARGET_TYPE));
+        if !["HTTP", "HTTPS"].contains(&protocol) || !["ip", "instance"].contains(&target_type) || live.field(HC_PATH).is_empty() {
+            return Err(format!(
+                "it is a {protocol} group of {target_type} targets; the spec describes HTTP(S) groups of ip or instance targets with an HTTP health check"
+            ));
+        }
         let number = |f: &str| live.field(f).parse::<u32>().map_err(|_| format!("its {f} {:?} is not a number", live.field(f)));
         let stickiness = match live.field(STICKINESS).split_once(' ') {
             Some(("lb_cookie", duration)) => Stickiness { enabled: true, duration_seconds: duration.parse().map_err(|_| format!("stickiness {duration:?}"))? },
