@@ -263,4 +263,17 @@ mod tests {
         assert_eq!(taken[0].0.len(), 1 + listeners + rules, "the load balancer, each of its listeners and their rules: {taken:?}");
         assert!(!spec.load_balancing.expect("load balancing").load_balancers.contains_key(&id));
     }
+
+    /// `routeTables: {}` (what an import of an estate without tables of its
+    /// own writes) keeps every subnet on the main table; only a spec without
+    /// the section gets the tables the tiers imply.
+    #[test]
+    fn an_empty_route_table_section_is_no_table_and_an_absent_one_the_tiers() {
+        let specs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("specs");
+        let mut network = crate::spec::load(&specs, "dev").expect("a valid spec").spec.network.expect("network");
+        assert!(network.route_tables.is_none());
+        assert_eq!(network.route_table_layout("dev").len(), 3, "public and one per private subnet");
+        network.route_tables = Some(BTreeMap::new());
+        assert!(network.route_table_layout("dev").is_empty());
+    }
 }
