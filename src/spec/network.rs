@@ -496,6 +496,26 @@ impl Checker {
         }
         self.network_acls(n);
         self.route_tables(n);
+        self.name_tags(n);
+    }
+
+    /// The `name`s the networking resources carry as their Name tag: 1 to
+    /// 255 characters (a tag value's limit).
+    fn name_tags(&mut self, n: &Network) {
+        let mut names: Vec<(Vec<&str>, Option<&String>)> = vec![
+            (vec!["network", "vpc", "internetGatewayName"], n.vpc.internet_gateway_name.as_ref()),
+            (vec!["network", "vpc", "flowLogs", "name"], n.vpc.flow_logs.name.as_ref()),
+        ];
+        names.extend(n.subnets.iter().map(|(id, s)| (vec!["network", "subnets", id.as_str(), "name"], s.name.as_ref())));
+        names.extend(n.nat_gateways.iter().map(|(id, g)| (vec!["network", "natGateways", id.as_str(), "name"], g.name.as_ref())));
+        names.extend(n.whitelist.pool.iter().map(|(id, a)| (vec!["network", "whitelist", "pool", id.as_str(), "name"], a.name.as_ref())));
+        names.extend(n.endpoints.iter().map(|(id, e)| (vec!["network", "endpoints", id.as_str(), "name"], e.name.as_ref())));
+        names.extend(n.route_tables.iter().flatten().map(|(id, t)| (vec!["network", "routeTables", id.as_str(), "name"], t.name.as_ref())));
+        for (at, name) in names {
+            if let Some(name) = name.filter(|name| name.is_empty() || name.chars().count() > 255) {
+                self.err(&at, format!("a name of {} characters; a Name tag holds 1 to 255", name.chars().count()));
+            }
+        }
     }
 
     /// Route tables: known subnets, each in one table; a default route to a
